@@ -1,0 +1,189 @@
+"""The public entry points: drop-in flax wrappers and their ``inspect_*`` forms."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import OrderedDict
+from typing import Any, Callable, Literal
+
+import flax.linen as nn
+import jax
+
+from inspector import capture as C
+from inspector.collect import assemble, plan
+from inspector.model import Inspection, Timings
+from inspector.run import Runner
+
+Keep = Literal["arrays", "stats"]
+_INIT_MUTABLE = nn.DenyList("intermediates")
+
+
+def _wrap(kind: str, fn: Callable, module: nn.Module, mutable: Any, capture: Any) -> Runner:
+    runner = Runner(kind, fn, module, mutable, capture)
+    functools.update_wrapper(runner, fn, updated=())
+    return runner
+
+
+def apply(fn: Callable, module: nn.Module, mutable: Any = False,
+          capture_intermediates: bool | Callable[[nn.Module, str], bool] = False) -> Runner:
+    """``flax.linen.apply``, jitted: ``apply(fn, module, ...)(variables, *args, rngs=None, **kw)``
+    returns exactly what flax returns. The returned runner counts ``traces``."""
+    return _wrap("apply", fn, module, mutable, capture_intermediates)
+
+
+def init(fn: Callable, module: nn.Module, mutable: Any = _INIT_MUTABLE,
+         capture_intermediates: bool | Callable[[nn.Module, str], bool] = False) -> Runner:
+    """``flax.linen.init``, jitted: ``init(fn, module)(rngs, *args, **kw)`` returns the variables."""
+    return _wrap("init", fn, module, mutable, capture_intermediates)
+
+
+def init_with_output(fn: Callable, module: nn.Module, mutable: Any = _INIT_MUTABLE,
+                     capture_intermediates: bool | Callable[[nn.Module, str], bool] = False) -> Runner:
+    """``flax.linen.init_with_output``, jitted: returns ``(y, variables)``."""
+    return _wrap("init_with_output", fn, module, mutable, capture_intermediates)
+
+
+class InspectRun:
+    """A jitted flax call that returns an :class:`Inspection` instead of flax's result.
+
+    ``keep='stats'`` returns no intermediate arrays from the device (only their
+    statistics), so activations are never transferred or kept alive.
+    """
+
+    def __init__(self, kind: str, fn: Callable, module: nn.Module, mutable: Any,
+                 capture: Any, keep: Keep = "arrays"):
+        if keep not in ("arrays", "stats"):
+            raise ValueError(f"keep must be 'arrays' or 'stats', not {keep!r}")
+        self.kind, self.module, self.keep = kind, module, keep
+        self.runner = Runner(kind, fn, module, mutable, capture, post=plan(kind, mutable, capture, keep))
+        functools.update_wrapper(self, fn, updated=())
+
+    @property
+    def traces(self) -> int:
+        return self.runner.traces
+
+    def __call__(self, *args: Any, on_phase: Callable[[str], None] | None = None,
+                 **kwargs: Any) -> Inspection:
+        t0 = time.perf_counter()
+        marks: dict[str, float] = {}
+
+        def phase(name: str) -> None:
+            marks[name] = time.perf_counter()
+            if on_phase is not None:
+                on_phase(name)
+
+        result, extra, entry, cached = self.runner.run(args, kwargs, phase)
+        jax.block_until_ready(extra)
+        run_ms = (time.perf_counter() - marks["running"]) * 1000
+        timings = Timings(0.0 if cached else entry.trace_ms, 0.0 if cached else entry.compile_ms,
+                          run_ms, cached)
+        insp = assemble(self.kind, self.module, args[0] if args else None, result, extra,
+                        entry.extra, timings, self.keep)
+        if on_phase is not None:
+            on_phase("done")
+        del t0
+        return insp
+
+
+def _default_capture(capture: Any) -> Any:
+    return C.calls if capture is None else capture
+
+
+def inspect_apply(fn: Callable, module: nn.Module, mutable: Any = False,
+                  capture_intermediates: Any = None, keep: Keep = "arrays") -> InspectRun:
+    """Like :func:`apply`, but calls return an :class:`Inspection`.
+    ``capture_intermediates`` defaults to :data:`capture.calls` (every ``__call__``)."""
+    return InspectRun("apply", fn, module, mutable, _default_capture(capture_intermediates), keep)
+
+
+def inspect_init(fn: Callable, module: nn.Module, mutable: Any = _INIT_MUTABLE,
+                 capture_intermediates: Any = False, keep: Keep = "arrays") -> InspectRun:
+    """Like :func:`init`, but calls return an :class:`Inspection` of the created variables."""
+    return InspectRun("init", fn, module, mutable, capture_intermediates, keep)
+
+
+def inspect_init_with_output(fn: Callable, module: nn.Module, mutable: Any = _INIT_MUTABLE,
+                             capture_intermediates: Any = None, keep: Keep = "arrays") -> InspectRun:
+    """Like :func:`init_with_output`, but calls return an :class:`Inspection`."""
+    return InspectRun("init_with_output", fn, module, mutable,
+                      _default_capture(capture_intermediates), keep)
+
+
+def _method_fn(module: nn.Module, method: Any) -> Callable:
+    if method is None:
+        method = module.__call__
+    if isinstance(method, str):
+        name = method
+        return getattr(type(module), name) if hasattr(type(module), name) else (
+            lambda m, *a, **k: getattr(m, name)(*a, **k))
+    return nn.module._get_unbound_fn(method)
+
+
+def _key(x: Any) -> Any:
+    if isinstance(x, list):
+        return ("list", tuple(x))
+    try:
+        hash(x)
+        return x
+    except TypeError:
+        return ("id", id(x))
+
+
+class Inspector:
+    """``Module.apply``/``init``/``init_with_output`` for one module, jitted and cached
+    per ``(method, mutable, capture)``; ``inspect`` returns an :class:`Inspection`."""
+
+    def __init__(self, module: nn.Module, max_cached: int = 32):
+        self.module = module
+        self._runs: OrderedDict[Any, Any] = OrderedDict()
+        self._max = max_cached
+
+    def _get(self, factory, kind, method, mutable, capture, keep=None):
+        key = (kind, _key(method), _key(mutable), _key(capture), keep)
+        run = self._runs.get(key)
+        if run is None:
+            fn = _method_fn(self.module, method)
+            args = (fn, self.module, mutable, capture) + ((keep,) if keep else ())
+            run = self._runs[key] = factory(*args)
+            if len(self._runs) > self._max:
+                self._runs.popitem(last=False)
+        self._runs.move_to_end(key)
+        return run
+
+    def apply(self, variables: Any, *args: Any, rngs: Any = None, method: Any = None,
+              mutable: Any = False, capture_intermediates: Any = False, **kwargs: Any) -> Any:
+        run = self._get(apply, "apply", method, mutable, capture_intermediates)
+        return run(variables, *args, rngs=rngs, **kwargs)
+
+    def init(self, rngs: Any, *args: Any, method: Any = None, mutable: Any = _INIT_MUTABLE,
+             capture_intermediates: Any = False, **kwargs: Any) -> Any:
+        return self._get(init, "init", method, mutable, capture_intermediates)(rngs, *args, **kwargs)
+
+    def init_with_output(self, rngs: Any, *args: Any, method: Any = None,
+                         mutable: Any = _INIT_MUTABLE, capture_intermediates: Any = False,
+                         **kwargs: Any) -> Any:
+        run = self._get(init_with_output, "init_with_output", method, mutable, capture_intermediates)
+        return run(rngs, *args, **kwargs)
+
+    def inspect(self, variables: Any, *args: Any, rngs: Any = None, method: Any = None,
+                mutable: Any = False, capture_intermediates: Any = None, keep: Keep = "arrays",
+                **kwargs: Any) -> Inspection:
+        run = self._get(inspect_apply, "inspect", method, mutable,
+                        _default_capture(capture_intermediates), keep)
+        return run(variables, *args, rngs=rngs, **kwargs)
+
+
+_inspectors: OrderedDict[int, Inspector] = OrderedDict()
+
+
+def inspect(module: nn.Module, variables: Any, *args: Any, **kwargs: Any) -> Inspection:
+    """One-shot ``module.apply(variables, *args, **kwargs)`` as an :class:`Inspection`
+    (accepts ``rngs``, ``method``, ``mutable``, ``capture_intermediates``, ``keep``).
+    Repeated calls on the same module object reuse its compiled runs."""
+    ins = _inspectors.get(id(module))
+    if ins is None or ins.module is not module:
+        ins = _inspectors[id(module)] = Inspector(module)
+        if len(_inspectors) > 16:
+            _inspectors.popitem(last=False)
+    return ins.inspect(variables, *args, **kwargs)

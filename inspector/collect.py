@@ -1,0 +1,301 @@
+"""Collecting an :class:`~inspector.model.Inspection` from one jitted flax call.
+
+At trace time, :func:`plan` decides which arrays get statistics (variables, outputs,
+mutated collections, intermediates), asks :mod:`inspector.reduce` for them inside
+the same computation and records where each array came from. On the host,
+:func:`assemble` fetches only those statistics and builds the model; arrays stay on
+their device until a :class:`~inspector.model.Leaf`'s ``value`` is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from inspector import reduce
+from inspector.model import (
+    CollectionDiff, Inspection, Leaf, LeafDiff, MethodCall, Timings, VariableTree,
+    tree_from_leaves,
+)
+from inspector.run import Recorder, is_array
+
+INTERMEDIATES = "intermediates"
+
+
+@dataclasses.dataclass
+class Slot:
+    """Where one described value lives: ``source`` ('in' = the caller's variables,
+    'out' = the returned result), its key path there, and its statistics row."""
+
+    path: tuple[str, ...]
+    source: str
+    keypath: tuple
+    shape: tuple[int, ...] = ()
+    dtype: str = ""
+    row: int | None = None
+    opaque: str | None = None
+
+
+@dataclasses.dataclass
+class Plan:
+    """Trace-time description of an inspection: slots per role, calls, diff pairs."""
+
+    outputs: list[Slot]
+    variables: list[Slot]
+    mutated: dict[str, list[Slot]]
+    calls: list[tuple[tuple[str, ...], str, str, int, int, bool, list[Slot]]]
+    pairs: dict[tuple[str, ...], tuple[int | None, int]]  # after path -> (delta row, before row)
+    returns_tuple: bool
+
+
+def _key_str(k: Any) -> str:
+    for attr in ("key", "idx", "name"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def _is_traced(x: Any) -> bool:
+    return isinstance(x, (jax.Array, jax.core.Tracer))
+
+
+def _describe_value(value: Any) -> str:
+    text = repr(value)
+    text = text if len(text) <= 120 else text[:117] + "..."
+    return f"{type(value).__name__}: {text}"
+
+
+class Planner:
+    """Collects arrays to describe while walking the traced result."""
+
+    def __init__(self) -> None:
+        self.arrays: list[Any] = []
+
+    def slot(self, path, source, keypath, value) -> Slot:
+        if _is_traced(value) or is_array(value):
+            row = None
+            if reduce.supported(value):
+                row = len(self.arrays)
+                self.arrays.append(value)
+            return Slot(path, source, keypath, tuple(np.shape(value)), str(value.dtype), row)
+        return Slot(path, source, keypath, opaque=_describe_value(value))
+
+    def slots(self, tree: Any, prefix: tuple[str, ...], source: str, base: tuple = ()) -> list[Slot]:
+        flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+        if not flat and tree is None:
+            return [Slot(prefix, source, base, opaque="NoneType: None")]
+        return [self.slot(prefix + tuple(_key_str(k) for k in kp), source, base + tuple(kp), v)
+                for kp, v in flat]
+
+
+def split_result(kind: str, result: Any, mutable: Any, capture: Any) -> tuple[Any, Any, bool]:
+    """``(y, state, returns_tuple)`` of a flax result, by flax's own rule."""
+    if kind == "init":
+        return None, result, False
+    if kind == "init_with_output":
+        return result[0], result[1], True
+    if mutable is not False or capture:
+        return result[0], result[1], True
+    return result, None, False
+
+
+def plan(kind: str, mutable: Any, capture: Any, keep: str):
+    """The ``post`` hook for :class:`~inspector.run.Runner`: returns
+    ``(result to return, statistics arrays, Plan)`` inside the trace."""
+
+    def post(inputs, result, recorder: Recorder):
+        args, _ = inputs
+        y, state, returns_tuple = split_result(kind, result, mutable, capture)
+        p = Planner()
+        outputs = p.slots(y, (), "out", (0,) if returns_tuple else ())
+        state_base = (1,) if returns_tuple else ()
+        variables_in = args[0] if kind == "apply" else None
+        if variables_in is not None:
+            variables = p.slots(variables_in, (), "in")
+        else:
+            created = {k: v for k, v in (state or {}).items() if k != INTERMEDIATES}
+            variables = [s for k, v in created.items()
+                         for s in p.slots(v, (k,), "out", state_base + (jax.tree_util.DictKey(k),))]
+        mutated: dict[str, list[Slot]] = {}
+        pairs: dict[tuple[str, ...], tuple[int | None, int]] = {}
+        delta_pairs = []
+        if kind == "apply" and state is not None:
+            before = {s.path: s for s in variables}
+            for col, value in state.items():
+                if col == INTERMEDIATES:
+                    continue
+                mutated[col] = p.slots(value, (col,), "out", state_base + (jax.tree_util.DictKey(col),))
+                for s in mutated[col]:
+                    b = before.get(s.path)
+                    if b is None or b.row is None or s.row is None:
+                        continue
+                    if b.shape == s.shape:
+                        pairs[s.path] = (len(delta_pairs), b.row)
+                        delta_pairs.append((p.arrays[b.row], p.arrays[s.row]))
+                    else:
+                        pairs[s.path] = (None, b.row)
+        calls = []
+        inter = (state or {}).get(INTERMEDIATES) if state is not None else None
+        if inter is not None:
+            calls = _plan_calls(p, inter, recorder, state_base + (jax.tree_util.DictKey(INTERMEDIATES),))
+        stats = reduce.describe(p.arrays)
+        deltas = reduce.deltas(delta_pairs)
+        if keep == "stats" and state is not None and INTERMEDIATES in state:
+            state = {k: v for k, v in state.items() if k != INTERMEDIATES}
+            result = (y, state)
+        return result, (stats, deltas), Plan(outputs, variables, mutated, calls, pairs, returns_tuple)
+
+    return post
+
+
+def _plan_calls(p: Planner, inter: Any, recorder: Recorder, base: tuple):
+    order: dict[tuple[tuple[str, ...], str], list[tuple[int, Any]]] = {}
+    for i, ev in enumerate(recorder.events):
+        order.setdefault((ev.path, ev.name), []).append((i, ev))
+    unknown = len(recorder.events)
+    calls = []
+
+    def walk(node: Any, path: tuple[str, ...], keypath: tuple):
+        for k, v in node.items():
+            kp = keypath + (jax.tree_util.DictKey(k),)
+            evs = order.get((path, k))
+            if evs is None and isinstance(v, Mapping):
+                walk(v, path + (k,), kp)
+                continue
+            values = v if isinstance(v, tuple) else (v,)
+            items = list(enumerate(values)) if isinstance(v, tuple) else [(None, v)]
+            offset = len(values) - len(evs or ())
+            for i, value in items:
+                j = 0 if i is None else i
+                ev_i = j - offset
+                if evs and ev_i >= 0:
+                    seq, ev = evs[ev_i]
+                    mtype, sown = ev.module_type, ev.kind == "sow"
+                else:
+                    seq, mtype, sown = (-1 if evs else unknown), "", evs is None
+                vkp = kp if i is None else kp + (jax.tree_util.SequenceKey(i),)
+                label = f"{k}[{j}]"
+                slots = p.slots(value, path + (label,), "out", vkp)
+                calls.append((path, mtype, k, j, seq, sown, slots))
+
+    walk(inter, (), base)
+    calls.sort(key=lambda c: (c[4], c[0], c[3]))
+    return calls
+
+
+# -- host side -----------------------------------------------------------------
+def _lookup(tree: Any, keypath: tuple) -> Any:
+    for k in keypath:
+        if isinstance(k, int):
+            tree = tree[k]
+        elif isinstance(k, jax.tree_util.DictKey):
+            tree = tree[k.key]
+        elif isinstance(k, jax.tree_util.SequenceKey):
+            tree = tree[k.idx]
+        elif isinstance(k, jax.tree_util.GetAttrKey):
+            tree = getattr(tree, k.name)
+        else:  # FlattenedIndexKey and friends
+            tree = jax.tree_util.tree_leaves(tree)[k.key]
+    return tree
+
+
+class _Placement:
+    """Device and sharding text per array, memoised per sharding object."""
+
+    def __init__(self, default: str) -> None:
+        self.default = default
+        self._memo: dict[Any, tuple[str, str]] = {}
+
+    def __call__(self, x: Any) -> tuple[str, str]:
+        sharding = getattr(x, "sharding", None)
+        if sharding is None:
+            return ("host (numpy)" if isinstance(x, (np.ndarray, np.generic)) else self.default, "")
+        got = self._memo.get(sharding)
+        if got is None:
+            devices = sorted(sharding.device_set, key=lambda d: d.id)
+            dev = str(devices[0]) if len(devices) == 1 else f"{len(devices)} devices ({devices[0].platform})"
+            got = self._memo[sharding] = (dev, _sharding_text(sharding))
+        return got
+
+
+def _sharding_text(sharding: Any) -> str:
+    name = type(sharding).__name__
+    if name == "SingleDeviceSharding":
+        return ""
+    spec = getattr(sharding, "spec", None)
+    mesh = getattr(sharding, "mesh", None)
+    if spec is not None and mesh is not None:
+        axes = ", ".join(f"{k}={v}" for k, v in dict(mesh.shape).items())
+        return f"{name}(mesh[{axes}], spec={tuple(spec)})"
+    return str(sharding)
+
+
+def assemble(kind: str, module: Any, inputs: Any, result: Any, extra: Any, plan_: Plan,
+             timings: Timings, keep: str) -> Inspection:
+    """The host-side :class:`Inspection` (statistics fetched; arrays left on device)."""
+    (floats, counts), deltas = jax.device_get(extra)
+    stats = reduce.unpack(floats, counts)
+    deltas = np.asarray(deltas).tolist()
+    sources = {"in": inputs, "out": result}
+    default_dev = str(jax.devices()[0])
+    placement = _Placement(default_dev)
+
+    def leaf(s: Slot, kept: bool = True) -> Leaf:
+        if s.opaque is not None:
+            return Leaf(s.path, opaque=s.opaque)
+        fetch = device = sharding = None
+        if kept:
+            tree = sources[s.source]
+            x = _lookup(tree, s.keypath)
+            device, sharding = placement(x)
+            fetch = (lambda x=x: np.asarray(x))
+        return Leaf(s.path, s.shape, s.dtype, device or default_dev, sharding or "",
+                    stats[s.row] if s.row is not None else None, fetch=fetch)
+
+    var_leaves = [leaf(s) for s in plan_.variables]
+    by_path = {lf.path: lf for lf in var_leaves}
+    diffs = []
+    for col, slots in plan_.mutated.items():
+        rows = []
+        seen = set()
+        for s in slots:
+            after = leaf(s)
+            seen.add(s.path)
+            before = by_path.get(s.path) if kind == "apply" else None
+            pair = plan_.pairs.get(s.path)
+            if before is None:
+                rows.append(LeafDiff(s.path, "added", None, after))
+            elif pair is None or pair[0] is None:
+                changed = before.shape != after.shape or before.dtype != after.dtype
+                rows.append(LeafDiff(s.path, "changed" if changed else "unchanged", before, after))
+            else:
+                n, mx, mean = deltas[pair[0]]
+                rows.append(LeafDiff(s.path, "changed" if n else "unchanged", before, after,
+                                     int(n), float(mx), float(mean)))
+        for path, before in by_path.items():
+            if path[:1] == (col,) and path not in seen:
+                rows.append(LeafDiff(path, "removed", before, None))
+        diffs.append(CollectionDiff(col, rows))
+    calls = [
+        MethodCall(path, mtype, name, index, order, [leaf(s, keep != "stats") for s in slots], sown)
+        for order, (path, mtype, name, index, _seq, sown, slots) in enumerate(plan_.calls)
+    ]
+    state = result[1] if plan_.returns_tuple else None
+    output = result[0] if plan_.returns_tuple else (None if kind == "init" else result)
+    return Inspection(
+        kind=kind,
+        module_type=type(module).__name__,
+        output=output,
+        state=state if kind != "init" else result,
+        outputs=[leaf(s) for s in plan_.outputs] if kind != "init" else [],
+        variables=VariableTree(tree_from_leaves("variables", var_leaves)),
+        diffs=diffs,
+        calls=calls,
+        device=default_dev,
+        timings=timings,
+        kept=keep != "stats",
+    )

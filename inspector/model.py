@@ -1,0 +1,397 @@
+"""What an inspection found: plain dataclasses, readable without jax or widgets.
+
+An :class:`Inspection` holds the output of one flax call, the variables it read
+(:class:`VariableTree`), what ``mutable=`` changed (:class:`CollectionDiff`) and the
+captured intermediates (:class:`MethodCall`), each leaf described by a :class:`Leaf`
+with device-computed :class:`Stats`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import re
+from typing import Any, Callable, Iterator, Sequence
+
+Path = tuple[str, ...]
+
+
+def path_str(path: Sequence[str]) -> str:
+    """``('Encoder_0', 'Dense_1')`` -> ``'Encoder_0/Dense_1'`` (the root is ``'/'``)."""
+    return "/".join(path) if path else "/"
+
+
+def glob_to_regex(pattern: str) -> re.Pattern[str]:
+    """A path glob: ``*`` stays within one ``/`` segment, ``**`` crosses segments."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def path_matches(path: str, query: str) -> bool:
+    """True if ``path`` matches ``query``: a glob when it has ``*``/``?``, else a substring."""
+    if any(c in query for c in "*?["):
+        return bool(glob_to_regex(query).match(path)) or fnmatch.fnmatchcase(path, query)
+    return query.lower() in path.lower()
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    """Statistics of one array, computed on its device.
+
+    ``mean``/``std``/``min``/``max``/``abs_max`` are over the finite elements only;
+    non-finite elements are counted in ``nan``/``posinf``/``neginf``. ``hist`` counts
+    finite elements in equal bins spanning ``[min, max]``.
+    """
+
+    count: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    abs_max: float
+    zeros: int
+    nan: int
+    posinf: int
+    neginf: int
+    hist: tuple[int, ...] = ()
+
+    @property
+    def nonfinite(self) -> int:
+        return self.nan + self.posinf + self.neginf
+
+    @property
+    def frac_zero(self) -> float:
+        return self.zeros / self.count if self.count else 0.0
+
+
+@dataclasses.dataclass
+class Leaf:
+    """One array: where it lives, what it holds, and how to fetch it on request.
+
+    ``value`` transfers the array to the host only when read. ``opaque`` is set
+    instead of array metadata for non-array values (strings, modules, ...).
+    """
+
+    path: Path
+    shape: tuple[int, ...] = ()
+    dtype: str = ""
+    device: str = ""
+    sharding: str = ""
+    stats: Stats | None = None
+    opaque: str | None = None
+    fetch: Callable[[], Any] | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.path[-1] if self.path else ""
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return 0 if self.opaque is not None else n
+
+    @property
+    def itemsize(self) -> int:
+        return _ITEMSIZE.get(self.dtype, 4)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.itemsize
+
+    @property
+    def kept(self) -> bool:
+        return self.fetch is not None
+
+    @property
+    def value(self) -> Any:
+        """The array itself, transferred to the host now (numpy)."""
+        if self.fetch is None:
+            raise LookupError(
+                f"the value of {path_str(self.path)!r} was not kept on the device "
+                "(inspected with keep='stats'); inspect again with keep='arrays' to fetch it"
+            )
+        return self.fetch()
+
+
+_ITEMSIZE = {
+    "bool": 1, "int8": 1, "uint8": 1, "float8_e4m3fn": 1, "float8_e5m2": 1,
+    "int16": 2, "uint16": 2, "float16": 2, "bfloat16": 2,
+    "int32": 4, "uint32": 4, "float32": 4,
+    "int64": 8, "uint64": 8, "float64": 8, "complex64": 8, "complex128": 16,
+}
+
+
+@dataclasses.dataclass
+class Node:
+    """A named level of a tree: children by name in order, or a leaf."""
+
+    name: str
+    path: Path
+    children: dict[str, "Node"] = dataclasses.field(default_factory=dict)
+    leaf: Leaf | None = None
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.leaf is not None
+
+    def leaves(self) -> Iterator[Leaf]:
+        if self.leaf is not None:
+            yield self.leaf
+        for child in self.children.values():
+            yield from child.leaves()
+
+    @property
+    def count(self) -> int:
+        """Number of leaves below."""
+        return sum(1 for _ in self.leaves())
+
+    @property
+    def size(self) -> int:
+        return sum(leaf.size for leaf in self.leaves())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(leaf.nbytes for leaf in self.leaves())
+
+    @property
+    def nonfinite(self) -> int:
+        return sum(leaf.stats.nonfinite for leaf in self.leaves() if leaf.stats)
+
+    def find(self, path: Sequence[str]) -> "Node | None":
+        node: Node | None = self
+        for part in path:
+            node = node.children.get(part) if node is not None else None
+        return node
+
+
+def tree_from_leaves(name: str, leaves: Sequence[Leaf], prefix: Path = ()) -> Node:
+    """Builds a :class:`Node` tree from leaves whose paths start with ``prefix``."""
+    root = Node(name, prefix)
+    for leaf in leaves:
+        node = root
+        rel = leaf.path[len(prefix):]
+        for i, part in enumerate(rel):
+            nxt = node.children.get(part)
+            if nxt is None:
+                nxt = node.children[part] = Node(part, prefix + rel[: i + 1])
+            node = nxt
+        node.leaf = leaf
+    return root
+
+
+@dataclasses.dataclass
+class VariableTree:
+    """Variable collections: collection -> module path -> leaf, in flax's order."""
+
+    root: Node
+
+    @property
+    def collections(self) -> dict[str, Node]:
+        return self.root.children
+
+    def __getitem__(self, collection: str) -> Node:
+        return self.root.children[collection]
+
+    def __contains__(self, collection: str) -> bool:
+        return collection in self.root.children
+
+    def leaves(self) -> Iterator[Leaf]:
+        return self.root.leaves()
+
+    @property
+    def count(self) -> int:
+        return self.root.count
+
+    @property
+    def size(self) -> int:
+        return self.root.size
+
+    @property
+    def nbytes(self) -> int:
+        return self.root.nbytes
+
+
+@dataclasses.dataclass
+class LeafDiff:
+    """How one leaf of a mutable collection changed: before/after and on-device deltas."""
+
+    path: Path
+    status: str  # 'changed' | 'added' | 'unchanged' | 'removed'
+    before: Leaf | None
+    after: Leaf | None
+    changed: int = 0  # elements that differ
+    max_abs_delta: float = 0.0
+    mean_abs_delta: float = 0.0
+
+    @property
+    def delta_mean(self) -> float:
+        if self.before is None or self.after is None or not (self.before.stats and self.after.stats):
+            return 0.0
+        return self.after.stats.mean - self.before.stats.mean
+
+    @property
+    def delta_std(self) -> float:
+        if self.before is None or self.after is None or not (self.before.stats and self.after.stats):
+            return 0.0
+        return self.after.stats.std - self.before.stats.std
+
+
+@dataclasses.dataclass
+class CollectionDiff:
+    """Before/after of one collection that ``mutable=`` let the call write."""
+
+    name: str
+    leaves: list[LeafDiff]
+
+    def by_status(self, status: str) -> list[LeafDiff]:
+        return [d for d in self.leaves if d.status == status]
+
+    def ranked(self) -> list[LeafDiff]:
+        """Leaves sorted by how much they changed, largest first."""
+        order = {"added": 0, "removed": 0, "changed": 1, "unchanged": 2}
+        return sorted(self.leaves, key=lambda d: (order[d.status], -d.max_abs_delta))
+
+
+@dataclasses.dataclass
+class MethodCall:
+    """One captured value: a method's return (or a sow'ed value) at a module path.
+
+    ``index`` counts calls of the same ``(path, method)``; ``order`` is the position
+    in execution order over the whole run. ``outputs`` are the array leaves of the
+    returned value (a tuple output gives several).
+    """
+
+    path: Path
+    module_type: str
+    method: str
+    index: int
+    order: int
+    outputs: list[Leaf]
+    sown: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{path_str(self.path)}:{self.method}[{self.index}]"
+
+    @property
+    def nonfinite(self) -> int:
+        return sum(leaf.stats.nonfinite for leaf in self.outputs if leaf.stats)
+
+
+@dataclasses.dataclass
+class Timings:
+    """Wall times of one inspected call, in milliseconds (trace/compile are 0 when cached)."""
+
+    trace_ms: float = 0.0
+    compile_ms: float = 0.0
+    run_ms: float = 0.0
+    cached: bool = False
+
+    @property
+    def total_ms(self) -> float:
+        return self.trace_ms + self.compile_ms + self.run_ms
+
+
+@dataclasses.dataclass
+class Inspection:
+    """Everything one inspected flax call produced.
+
+    ``output`` and ``state`` are exactly what flax returned (``state`` is None when
+    flax returned no tuple). ``variables`` describes the variables passed in (for
+    ``init``, the ones created); ``diffs`` the mutated collections; ``calls`` the
+    intermediates in execution order.
+    """
+
+    kind: str  # 'apply' | 'init' | 'init_with_output'
+    module_type: str
+    output: Any
+    state: Any
+    outputs: list[Leaf]
+    variables: VariableTree
+    diffs: list[CollectionDiff]
+    calls: list[MethodCall]
+    device: str = ""
+    timings: Timings = dataclasses.field(default_factory=Timings)
+    kept: bool = True
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    # -- lookup -------------------------------------------------------------
+    def __getitem__(self, key: str) -> Leaf:
+        """A leaf by path: ``'params/Dense_0/kernel'``, ``'Dense_0:__call__'``,
+        ``'Dense_0:__call__[1]'`` (call index) or ``'output'``."""
+        if key in ("output", "/output"):
+            if len(self.outputs) != 1:
+                raise KeyError(f"the output has {len(self.outputs)} leaves; use 'output/<i>'")
+            return self.outputs[0]
+        for leaf in self.outputs:
+            if "output/" + path_str(leaf.path) == key:
+                return leaf
+        if ":" in key:
+            call = self.call(key)
+            if len(call.outputs) != 1:
+                raise KeyError(f"{call.key} returned {len(call.outputs)} arrays; see .outputs")
+            return call.outputs[0]
+        node = self.variables.root.find(tuple(p for p in key.split("/") if p))
+        if node is None or node.leaf is None:
+            raise KeyError(f"no variable {key!r}; collections: {', '.join(self.variables.collections)}")
+        return node.leaf
+
+    def call(self, key: str) -> MethodCall:
+        """The :class:`MethodCall` named ``'path:method'`` or ``'path:method[i]'``."""
+        m = re.fullmatch(r"(.*?):([^\[\]]+)(?:\[(\d+)\])?", key)
+        if not m:
+            raise KeyError(f"{key!r} is not of the form 'path:method[index]'")
+        path = tuple(p for p in m.group(1).split("/") if p)
+        method, index = m.group(2), int(m.group(3) or 0)
+        for call in self.calls:
+            if call.path == path and call.method == method and call.index == index:
+                return call
+        raise KeyError(f"no captured call {key!r}; captured: {', '.join(c.key for c in self.calls[:8])}")
+
+    def first_nonfinite(self) -> MethodCall | None:
+        """The earliest captured call (in execution order) whose output has a NaN or Inf."""
+        return next((c for c in self.calls if c.nonfinite), None)
+
+    def calls_at(self, path: Sequence[str]) -> list[MethodCall]:
+        return [c for c in self.calls if c.path == tuple(path)]
+
+    @property
+    def call_tree(self) -> Node:
+        """Intermediates as a tree: module path -> ``method[index]`` -> output leaves."""
+        return tree_from_leaves("intermediates", [leaf for c in self.calls for leaf in c.outputs])
+
+    # -- rendering ----------------------------------------------------------
+    def to_text(self, **kwargs: Any) -> str:
+        """Plain-text rendering (the golden oracle of every view)."""
+        from inspector.views.text import render
+
+        return render(self, **kwargs)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Inspection {self.kind} {self.module_type}: {self.variables.count} variables, "
+            f"{len(self.diffs)} mutated collections, {len(self.calls)} captured calls>"
+        )
+
+    def __rich__(self) -> Any:
+        from inspector.views.terminal import render_rich
+
+        return render_rich(self)

@@ -1,0 +1,277 @@
+"""Running flax under ``jax.jit``, compiled once per input signature.
+
+:class:`Runner` wraps one of ``flax.linen.apply``/``init``/``init_with_output``.
+Its cache key is what changes the trace: the structure of the inputs, each array's
+shape/dtype/weak type/sharding, the Python values passed alongside (``train=True``),
+and flax's ``return_frozendict`` flag. Non-array inputs are static; non-array
+outputs (a string a method returned, a module) are kept from the trace and put back,
+so they never break ``jit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import numpy as np
+from flax.core import FrozenDict
+
+from inspector.capture import guarded
+
+Kind = str  # 'apply' | 'init' | 'init_with_output'
+
+
+def is_array(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, np.generic))
+
+
+# -- trace-time recording ------------------------------------------------------
+@dataclasses.dataclass
+class Event:
+    """A value that landed in ``intermediates`` during the trace, in order."""
+
+    kind: str  # 'capture' | 'sow'
+    path: tuple[str, ...]
+    name: str
+    module_type: str
+
+
+@dataclasses.dataclass
+class Recorder:
+    """What the interceptor and the capture filter saw while flax ran (trace time)."""
+
+    track_sows: bool = False
+    events: list[Event] = dataclasses.field(default_factory=list)
+    stack: list[tuple[tuple[str, ...], str, str]] = dataclasses.field(default_factory=list)
+    captured: dict[tuple[tuple[str, ...], str], int] = dataclasses.field(default_factory=dict)
+    error_site: tuple[tuple[str, ...], str, str] | None = None
+
+    def on_capture(self, module: Any, method_name: str) -> None:
+        key = (tuple(module.path), method_name)
+        self.captured[key] = self.captured.get(key, 0) + 1
+        self.events.append(Event("capture", key[0], method_name, type(module).__name__))
+
+    def intercept(self, next_fun, args, kwargs, context):
+        module, name = context.module, context.method_name
+        if name == "setup" or module.scope is None:
+            return next_fun(*args, **kwargs)
+        path = tuple(module.path)
+        site = (path, type(module).__name__, name)
+        before = self._counts(module, path) if self.track_sows else None
+        self.stack.append(site)
+        try:
+            y = next_fun(*args, **kwargs)
+        except BaseException:
+            if self.error_site is None:
+                self.error_site = site
+            raise
+        finally:
+            self.stack.pop()
+        if before is not None:
+            for key, n in self._counts(module, path).items():
+                for _ in range(n - before.get(key, 0)):
+                    self.events.append(Event("sow", path, key, site[1]))
+        return y
+
+    def _counts(self, module: Any, path: tuple[str, ...]) -> dict[str, int]:
+        """Per name: values in this module's own ``intermediates`` not put there by capture."""
+        try:
+            col = module.scope._collection("intermediates")  # flax-internal, read only
+        except Exception:  # noqa: BLE001 - collection absent or not readable
+            return {}
+        out = {}
+        for k, v in col.items():
+            if isinstance(v, Mapping):
+                continue
+            n = len(v) if isinstance(v, tuple) else 1
+            out[k] = n - self.captured.get((path, k), 0)
+        return out
+
+
+_local = threading.local()
+
+
+def _order_skeleton(x: Any) -> Any:
+    """Key order of every mapping in ``x`` (jit sorts dict keys; flax does not)."""
+    if isinstance(x, (dict, FrozenDict)):
+        return [(k, _order_skeleton(v)) for k, v in x.items()]
+    if isinstance(x, (tuple, list)):
+        return [_order_skeleton(v) for v in x]
+    return None
+
+
+def _reorder(x: Any, skel: Any) -> Any:
+    if skel is None:
+        return x
+    if isinstance(x, FrozenDict):
+        return FrozenDict({k: _reorder(x[k], s) for k, s in skel})
+    if isinstance(x, dict):
+        return type(x)((k, _reorder(x[k], s)) for k, s in skel) if type(x) is dict else x
+    if isinstance(x, tuple) and not hasattr(x, "_fields"):
+        return tuple(_reorder(v, s) for v, s in zip(x, skel))
+    if isinstance(x, list):
+        return [_reorder(v, s) for v, s in zip(x, skel)]
+    return x
+
+
+# -- the runner ----------------------------------------------------------------
+@dataclasses.dataclass
+class Traced:
+    """One compiled signature: the executable and what only the trace knew."""
+
+    compiled: Any
+    out_tree: Any = None
+    statics: dict[int, Any] = dataclasses.field(default_factory=dict)
+    skeleton: Any = None
+    extra: Any = None  # what a ``post`` hook recorded at trace time
+    trace_ms: float = 0.0
+    compile_ms: float = 0.0
+
+
+def _flax_entry(kind: Kind):
+    return {"apply": nn.apply, "init": nn.init, "init_with_output": nn.init_with_output}[kind]
+
+
+class Runner:
+    """One flax call (``kind``) of ``fn`` on ``module``, jitted and cached per signature.
+
+    Called as flax's returned function is: ``runner(variables, *args, rngs=None, **kw)``
+    for ``apply``, ``runner(rngs, *args, **kw)`` for the init forms. ``post``, if
+    given, runs inside the trace on ``(inputs, result, recorder)`` and returns
+    ``(result, extra arrays, trace-time record)``: the result to hand back, arrays to
+    compute alongside (statistics) and what only the trace knew (``Traced.extra``).
+    """
+
+    def __init__(self, kind: Kind, fn: Callable, module: nn.Module, mutable: Any,
+                 capture_intermediates: Any, post: Callable | None = None):
+        self.kind = kind
+        self.fn = fn
+        self.module = module
+        self.mutable = mutable
+        self.capture = capture_intermediates
+        self.post = post
+        self.traces = 0
+        self.compiles = 0
+        self._cache: dict[Any, Traced] = {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self.run(args, kwargs)[0]
+        except _Traced:
+            # Called inside the caller's own transform (jit, grad, vmap): let it trace flax.
+            return self._call_flax(args, kwargs, Recorder())
+
+    # Inputs are split into arrays (traced) and everything else (static, in the key).
+    def run(self, args: tuple, kwargs: dict,
+            on_phase: Callable[[str], None] | None = None) -> tuple[Any, Any, Traced, bool]:
+        """``(result, extra, traced entry, cached)``; results may still be computing.
+        ``on_phase`` is told ``'tracing'``, ``'compiling'`` and ``'running'`` as they start."""
+        on_phase = on_phase or (lambda phase: None)
+        leaves, treedef = jax.tree.flatten((args, kwargs), is_leaf=lambda x: x is None)
+        dyn, statics, sig = [], [], []
+        for i, leaf in enumerate(leaves):
+            if isinstance(leaf, jax.core.Tracer):
+                raise _Traced()
+            if is_array(leaf):
+                dyn.append(leaf)
+                sig.append((np.shape(leaf), str(leaf.dtype), bool(getattr(leaf, "weak_type", False)),
+                            getattr(leaf, "sharding", None) if isinstance(leaf, jax.Array) else None))
+            else:
+                statics.append((i, leaf))
+        key = (treedef, tuple(sig), _hashable(statics), bool(flax.config.flax_return_frozendict))
+        entry = self._cache.get(key)
+        if entry is None:
+            entry = self._compile(dyn, treedef, leaves, statics, on_phase)
+            self._cache[key] = entry
+            cached = False
+        else:
+            cached = True
+        on_phase("running")
+        result_flat, extra = entry.compiled(dyn)
+        return _unflatten(entry, result_flat), extra, entry, cached
+
+    def _compile(self, dyn, treedef, leaves, statics, on_phase) -> Traced:
+        entry = Traced(compiled=None)
+        static_at = dict(statics)
+        n = len(leaves)
+
+        def body(dyn_leaves):
+            self.traces += 1
+            it = iter(dyn_leaves)
+            full = [static_at[i] if i in static_at else next(it) for i in range(n)]
+            args, kwargs = jax.tree.unflatten(treedef, full)
+            recorder = Recorder(track_sows=self.post is not None)
+            result = self._call_flax(args, kwargs, recorder)
+            extra = None
+            if self.post is not None:
+                result, extra, entry.extra = self.post((args, kwargs), result, recorder)
+            entry.skeleton = _order_skeleton(result)
+            out_leaves, entry.out_tree = jax.tree.flatten(result, is_leaf=lambda x: x is None)
+            arrays = []
+            entry.statics = {}
+            for j, leaf in enumerate(out_leaves):
+                if isinstance(leaf, (jax.Array, jax.core.Tracer)):
+                    arrays.append(leaf)
+                else:
+                    entry.statics[j] = leaf
+            return arrays, extra
+
+        on_phase("tracing")
+        t0 = time.perf_counter()
+        lowered = jax.jit(body).lower(dyn)
+        t1 = time.perf_counter()
+        on_phase("compiling")
+        entry.compiled = lowered.compile()
+        t2 = time.perf_counter()
+        self.compiles += 1
+        entry.trace_ms, entry.compile_ms = (t1 - t0) * 1000, (t2 - t1) * 1000
+        return entry
+
+    def _call_flax(self, args, kwargs, recorder: Recorder):
+        capture = self.capture
+        if callable(capture):
+            capture = guarded(capture, recorder.on_capture)
+        elif capture is True:
+            capture = guarded(nn.module.capture_call_intermediates, recorder.on_capture)
+        if self.kind == "apply":
+            flax_fn = nn.apply(self.fn, self.module, mutable=self.mutable, capture_intermediates=capture)
+        else:
+            flax_fn = _flax_entry(self.kind)(self.fn, self.module, mutable=self.mutable,
+                                             capture_intermediates=capture)
+        try:
+            with nn.intercept_methods(recorder.intercept):
+                return flax_fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - re-raised unchanged, with a note
+            if recorder.error_site is not None:
+                path, type_name, method = recorder.error_site
+                where = "/".join(path) or "<root>"
+                e.add_note(f"inspector: raised in module {where!r} ({type_name}), method {method!r}")
+            raise
+
+
+class _Traced(Exception):
+    """Inputs are tracers of an enclosing transform; no caching is possible."""
+
+
+def _hashable(statics: list) -> tuple:
+    out = []
+    for i, v in statics:
+        try:
+            hash(v)
+            out.append((i, v))
+        except TypeError:
+            out.append((i, ("<id>", id(v))))
+    return tuple(out)
+
+
+def _unflatten(entry: Traced, arrays: list) -> Any:
+    it = iter(arrays)
+    n = entry.out_tree.num_leaves
+    full = [entry.statics[j] if j in entry.statics else next(it) for j in range(n)]
+    return _reorder(jax.tree.unflatten(entry.out_tree, full), entry.skeleton)
