@@ -196,7 +196,7 @@ def tree_from_leaves(name: str, leaves: Sequence[Leaf], prefix: Path = ()) -> No
 
 @dataclasses.dataclass
 class VariableTree:
-    """Variable collections: collection -> module path -> leaf, in flax's order."""
+    """Variable collections: collection -> module path -> leaf, sorted by name as jax flattens them."""
 
     root: Node
 
@@ -390,6 +390,21 @@ class Inspection:
             f"<Inspection {self.kind} {self.module_type}: {self.variables.count} variables, "
             f"{len(self.diffs)} mutated collections, {len(self.calls)} captured calls>"
         )
+
+    def to_html(self, path: Any = None) -> str:
+        """Self-contained offline HTML; written to ``path`` when given. Returns the HTML."""
+        from inspector.views import html
+
+        page = html.render_page(self)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(page)
+        return page
+
+    def _repr_html_(self) -> str:
+        from inspector.views import html
+
+        return html.render_fragment(self)
 
     def __rich__(self) -> Any:
         from inspector.views.terminal import render_rich

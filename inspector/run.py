@@ -98,11 +98,11 @@ _local = threading.local()
 
 
 def _order_skeleton(x: Any) -> Any:
-    """Key order of every mapping in ``x`` (jit sorts dict keys; flax does not)."""
+    """Key order of every mapping in ``x``, hashable (jit sorts dict keys; flax does not)."""
     if isinstance(x, (dict, FrozenDict)):
-        return [(k, _order_skeleton(v)) for k, v in x.items()]
+        return tuple((k, _order_skeleton(v)) for k, v in x.items())
     if isinstance(x, (tuple, list)):
-        return [_order_skeleton(v) for v in x]
+        return tuple(_order_skeleton(v) for v in x)
     return None
 
 
@@ -184,10 +184,11 @@ class Runner:
                             getattr(leaf, "sharding", None) if isinstance(leaf, jax.Array) else None))
             else:
                 statics.append((i, leaf))
-        key = (treedef, tuple(sig), _hashable(statics), bool(flax.config.flax_return_frozendict))
+        order = _order_skeleton((args, kwargs))
+        key = (treedef, order, tuple(sig), _hashable(statics), bool(flax.config.flax_return_frozendict))
         entry = self._cache.get(key)
         if entry is None:
-            entry = self._compile(dyn, treedef, leaves, statics, on_phase)
+            entry = self._compile(dyn, treedef, order, leaves, statics, on_phase)
             self._cache[key] = entry
             cached = False
         else:
@@ -196,7 +197,7 @@ class Runner:
         result_flat, extra = entry.compiled(dyn)
         return _unflatten(entry, result_flat), extra, entry, cached
 
-    def _compile(self, dyn, treedef, leaves, statics, on_phase) -> Traced:
+    def _compile(self, dyn, treedef, order, leaves, statics, on_phase) -> Traced:
         entry = Traced(compiled=None)
         static_at = dict(statics)
         n = len(leaves)
@@ -205,7 +206,7 @@ class Runner:
             self.traces += 1
             it = iter(dyn_leaves)
             full = [static_at[i] if i in static_at else next(it) for i in range(n)]
-            args, kwargs = jax.tree.unflatten(treedef, full)
+            args, kwargs = _reorder(jax.tree.unflatten(treedef, full), order)
             recorder = Recorder(track_sows=self.post is not None)
             result = self._call_flax(args, kwargs, recorder)
             extra = None

@@ -1,0 +1,41 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv test-deps browser bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+## make demo: install, inspect the bundled demo model, print it, write demo_output/demo.html
+demo: $(VENV)/.installed
+	$(PY) -m inspector.demo --html demo_output/demo.html
+
+## Debian's Chromium for the browser tests (playwright cannot download browsers here)
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium fonts-liberation; \
+	fi
+
+## make test: install test deps and the browser, run the whole suite (exit 5, nothing collected, fails)
+test: $(VENV)/.test-installed browser
+	INSPECTOR_REQUIRE_BROWSER=1 $(PY) -m pytest tests $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc = 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+
+bench: $(VENV)/.installed
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache

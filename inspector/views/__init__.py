@@ -1,0 +1,1 @@
+"""Views render an :class:`~inspector.model.Inspection`; none touches flax."""
