@@ -50,6 +50,7 @@ class Recorder:
     events: list[Event] = dataclasses.field(default_factory=list)
     stack: list[tuple[tuple[str, ...], str, str]] = dataclasses.field(default_factory=list)
     captured: dict[tuple[tuple[str, ...], str], int] = dataclasses.field(default_factory=dict)
+    sowed: dict[tuple[tuple[str, ...], str], int] = dataclasses.field(default_factory=dict)
     error_site: tuple[tuple[str, ...], str, str] | None = None
 
     def on_capture(self, module: Any, method_name: str) -> None:
@@ -63,7 +64,9 @@ class Recorder:
             return next_fun(*args, **kwargs)
         path = tuple(module.path)
         site = (path, type(module).__name__, name)
-        before = self._counts(module, path) if self.track_sows else None
+        if self.track_sows:
+            for key, n in self._counts(module, path).items():
+                self.sowed.setdefault((path, key), n)  # values passed in, not sown by this run
         self.stack.append(site)
         try:
             y = next_fun(*args, **kwargs)
@@ -73,10 +76,11 @@ class Recorder:
             raise
         finally:
             self.stack.pop()
-        if before is not None:
+        if self.track_sows:
             for key, n in self._counts(module, path).items():
-                for _ in range(n - before.get(key, 0)):
+                for _ in range(n - self.sowed.get((path, key), 0)):
                     self.events.append(Event("sow", path, key, site[1]))
+                self.sowed[(path, key)] = n
         return y
 
     def _counts(self, module: Any, path: tuple[str, ...]) -> dict[str, int]:

@@ -1,0 +1,63 @@
+"""Device statistics agree with numpy, for every supported dtype and non-finite values."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inspector import reduce
+
+
+def host_stats(a):
+    floats, counts = jax.jit(lambda xs: reduce.describe(xs))([a])
+    return reduce.unpack(floats, counts)[0]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16, jnp.int32, jnp.int8, jnp.bool_])
+def test_matches_numpy(dtype):
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=(37, 11)) * 3
+    raw[raw < -2] = 0
+    a = jnp.asarray(raw > 0 if dtype == jnp.bool_ else raw).astype(dtype)
+    ref = np.asarray(a.astype(jnp.float32), dtype=np.float64)
+    s = host_stats(a)
+    assert s.count == ref.size
+    np.testing.assert_allclose(s.mean, ref.mean(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(s.std, ref.std(), rtol=1e-4, atol=1e-5)
+    assert s.min == pytest.approx(ref.min()) and s.max == pytest.approx(ref.max())
+    assert s.abs_max == pytest.approx(np.abs(ref).max())
+    assert s.zeros == int((ref == 0).sum())
+    assert (s.nan, s.posinf, s.neginf) == (0, 0, 0)
+    assert sum(s.hist) == ref.size
+    counts, _ = np.histogram(ref, bins=reduce.BINS, range=(ref.min(), ref.max()))
+    assert s.hist[1:-1] == tuple(counts[1:-1])
+
+
+def test_non_finite_values_are_counted_and_excluded():
+    a = jnp.array([1.0, 2.0, jnp.nan, jnp.inf, -jnp.inf, -jnp.inf, 3.0, 0.0])
+    s = host_stats(a)
+    assert (s.nan, s.posinf, s.neginf, s.nonfinite) == (1, 1, 2, 4)
+    finite = np.array([1.0, 2.0, 3.0, 0.0])
+    assert s.mean == pytest.approx(finite.mean()) and s.std == pytest.approx(finite.std())
+    assert (s.min, s.max) == (0.0, 3.0)
+    assert sum(s.hist) == 4 and s.zeros == 1
+
+
+def test_all_nan_and_empty():
+    s = host_stats(jnp.full((3,), jnp.nan))
+    assert s.nan == 3 and np.isnan(s.mean)
+    e = host_stats(jnp.zeros((0, 4)))
+    assert e.count == 0 and sum(e.hist) == 0
+
+
+def test_prng_keys_are_skipped():
+    assert not reduce.supported(jax.random.key(0))
+    assert reduce.supported(jnp.ones(3, jnp.bfloat16)) and reduce.supported(np.ones(2, bool))
+    assert not reduce.supported("text")
+
+
+def test_deltas():
+    b = jnp.array([1.0, 2.0, 3.0, jnp.nan])
+    a = jnp.array([1.0, 2.5, 1.0, jnp.nan])
+    changed, max_abs, mean_abs = np.asarray(jax.jit(reduce.deltas)([(b, a)]))[0]
+    assert changed == 2 and max_abs == pytest.approx(2.0) and mean_abs == pytest.approx(2.5 / 4)

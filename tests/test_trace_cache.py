@@ -1,0 +1,68 @@
+"""Jitted once per signature: same shapes/dtypes/flags/filter do not re-trace."""
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+import inspector as fi
+from inspector import capture as C
+from models import MLP, ae_setup
+
+
+def test_same_signature_traces_once():
+    model, variables, x = ae_setup()
+    run = fi.apply(lambda m, x: m(x), model, mutable=["batch_stats"], capture_intermediates=C.types(nn.Dense))
+    for _ in range(5):
+        run(variables, x)
+    assert run.traces == 1 and run.compiles == 1
+    run(variables, x + 1)  # new values, same shapes
+    assert run.traces == 1
+    run(variables, jnp.ones((4, 5)))  # new shape
+    assert run.traces == 2
+    run(variables, jnp.ones((4, 5), jnp.bfloat16))  # new dtype
+    assert run.traces == 3
+    run(variables, x)
+    assert run.traces == 3
+
+
+def test_python_flags_are_static():
+    model = MLP()
+    x = jnp.ones((2, 3))
+    variables = nn.init(lambda m, x: m(x), model)(jax.random.key(0), x)
+    run = fi.apply(lambda m, x, train: m(x, train=train), model)
+    key = jax.random.key(1)
+    a = run(variables, x, True, rngs={"dropout": key})
+    b = run(variables, x, False, rngs={"dropout": key})
+    run(variables, x, True, rngs={"dropout": jax.random.key(2)})
+    run(variables, x, train=False, rngs={"dropout": key})
+    assert run.traces == 3  # True, False positional; False as keyword is another signature
+    assert not jnp.allclose(a, b)
+
+
+def test_inspect_traces_once_and_reports_cached_timings():
+    model, variables, x = ae_setup()
+    run = fi.inspect_apply(lambda m, x: m(x), model, mutable=["batch_stats"])
+    first = run(variables, x)
+    second = run(variables, x)
+    assert run.traces == 1
+    assert not first.timings.cached and first.timings.compile_ms > 0
+    assert second.timings.cached and second.timings.compile_ms == 0 and second.timings.trace_ms == 0
+
+
+def test_frozendict_flag_is_part_of_the_key():
+    model, variables, x = ae_setup()
+    run = fi.apply(lambda m, x: m(x), model, mutable=["batch_stats"])
+    assert type(run(variables, x)[1]) is dict
+    with flax.config.temp_flip_flag("return_frozendict", True):
+        assert isinstance(run(variables, x)[1], flax.core.FrozenDict)
+    assert run.traces == 2
+
+
+def test_inspector_reuses_runs_per_method():
+    model, variables, x = ae_setup()
+    ins = fi.Inspector(model)
+    for _ in range(3):
+        ins.apply(variables, x, method="encode")
+        fi.inspect(model, variables, x, mutable=["batch_stats"])
+    assert ins._runs[("apply", "encode", False, False, None)].traces == 1
