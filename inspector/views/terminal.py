@@ -12,10 +12,7 @@ from inspector.views.text import header, node_summary
 
 
 def _line(name: str, summary: str, bad: bool = False) -> Text:
-    text = Text(name, style="bold")
-    text.append(": ")
-    text.append(summary, style="red" if bad else "")
-    return text
+    return Text.assemble((name, "bold"), ": ", (summary, "red" if bad else ""))
 
 
 def _add(tree: Tree, node: Node, depth: int, max_depth: int, max_children: int) -> None:
