@@ -65,7 +65,6 @@ class InspectRun:
 
     def __call__(self, *args: Any, on_phase: Callable[[str], None] | None = None,
                  **kwargs: Any) -> Inspection:
-        t0 = time.perf_counter()
         marks: dict[str, float] = {}
 
         def phase(name: str) -> None:
@@ -82,8 +81,14 @@ class InspectRun:
                         entry.extra, timings, self.keep)
         if on_phase is not None:
             on_phase("done")
-        del t0
         return insp
+
+
+    def show(self, *args: Any, **kwargs: Any) -> Any:
+        """In a notebook: display a widget now, run with live status, fill it in; returns the widget."""
+        from inspector.views.widgets import show
+
+        return show(self, *args, **kwargs)
 
 
 def _default_capture(capture: Any) -> Any:

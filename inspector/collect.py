@@ -252,7 +252,7 @@ def assemble(kind: str, module: Any, inputs: Any, result: Any, extra: Any, plan_
             tree = sources[s.source]
             x = _lookup(tree, s.keypath)
             device, sharding = placement(x)
-            fetch = (lambda x=x: np.asarray(x))
+            fetch = (lambda index=None, x=x: np.asarray(x if index is None else x[index]))
         return Leaf(s.path, s.shape, s.dtype, device or default_dev, sharding or "",
                     stats[s.row] if s.row is not None else None, fetch=fetch)
 

@@ -120,12 +120,16 @@ class Leaf:
     @property
     def value(self) -> Any:
         """The array itself, transferred to the host now (numpy)."""
+        return self.preview(None)
+
+    def preview(self, index: Any = None) -> Any:
+        """``value[index]``, sliced on the device before the transfer (numpy)."""
         if self.fetch is None:
             raise LookupError(
                 f"the value of {path_str(self.path)!r} was not kept on the device "
                 "(inspected with keep='stats'); inspect again with keep='arrays' to fetch it"
             )
-        return self.fetch()
+        return self.fetch(index)
 
 
 _ITEMSIZE = {
@@ -155,22 +159,33 @@ class Node:
         for child in self.children.values():
             yield from child.leaves()
 
+    def totals(self) -> tuple[int, int, int, int]:
+        """``(leaves, elements, bytes, non-finite)`` below, computed once per node."""
+        got = self.__dict__.get("_totals")
+        if got is None:
+            leaf = self.leaf
+            got = (1, leaf.size, leaf.nbytes, leaf.stats.nonfinite if leaf.stats else 0) if leaf else (0, 0, 0, 0)
+            for child in self.children.values():
+                got = tuple(a + b for a, b in zip(got, child.totals()))
+            self.__dict__["_totals"] = got
+        return got
+
     @property
     def count(self) -> int:
         """Number of leaves below."""
-        return sum(1 for _ in self.leaves())
+        return self.totals()[0]
 
     @property
     def size(self) -> int:
-        return sum(leaf.size for leaf in self.leaves())
+        return self.totals()[1]
 
     @property
     def nbytes(self) -> int:
-        return sum(leaf.nbytes for leaf in self.leaves())
+        return self.totals()[2]
 
     @property
     def nonfinite(self) -> int:
-        return sum(leaf.stats.nonfinite for leaf in self.leaves() if leaf.stats)
+        return self.totals()[3]
 
     def find(self, path: Sequence[str]) -> "Node | None":
         node: Node | None = self
@@ -401,10 +416,26 @@ class Inspection:
                 f.write(page)
         return page
 
-    def _repr_html_(self) -> str:
+    def widget(self) -> Any:
+        """The interactive ipywidgets view of this inspection."""
+        from inspector.views.widgets import InspectionWidget
+
+        return InspectionWidget(self)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """Widget view in a live kernel; bounded static HTML and text as fallbacks."""
         from inspector.views import html
 
-        return html.render_fragment(self)
+        bundle: dict[str, Any] = {
+            "text/plain": repr(self),
+            "text/html": html.render_fragment(self, max_children=20),
+        }
+        try:
+            bundle.update(self.widget()._repr_mimebundle_(include, exclude) or {})
+        except Exception:  # noqa: BLE001 - no widget support here: the fallbacks stand
+            pass
+        bundle["text/plain"] = repr(self)
+        return bundle
 
     def __rich__(self) -> Any:
         from inspector.views.terminal import render_rich

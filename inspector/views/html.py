@@ -59,8 +59,14 @@ def _leaf_html(name: str, summary: str, bad: bool, spark: str = "", extra_cls: s
     return f'<div class="{cls}"><span class="fi-name">{esc(name)}</span>: <span class="fi-sum">{esc(summary)}</span>{sp}</div>'
 
 
-def _node_html(node: Node, depth: int, open_depth: int) -> Iterator[str]:
-    for child in node.children.values():
+def _more(total: int, shown: int) -> str:
+    return f'<div class="fi-leaf fi-sum">... {total - shown} more</div>' if total > shown else ""
+
+
+def _node_html(node: Node, depth: int, open_depth: int, max_children: int | None) -> Iterator[str]:
+    children = list(node.children.values())
+    shown = children[:max_children] if max_children is not None else children
+    for child in shown:
         bad = bool(child.nonfinite)
         if child.leaf is not None and not child.children:
             stats = child.leaf.stats
@@ -71,16 +77,17 @@ def _node_html(node: Node, depth: int, open_depth: int) -> Iterator[str]:
         yield (f'<details{attrs}{cls} data-path="{esc(path_str(child.path))}"><summary>'
                f'<span class="fi-name">{esc(child.name)}</span>: '
                f'<span class="fi-sum">{esc(node_summary(child))}</span></summary>')
-        yield from _node_html(child, depth + 1, open_depth)
+        yield from _node_html(child, depth + 1, open_depth, max_children)
         yield "</details>"
+    yield _more(len(children), len(shown))
 
 
-def _variables(insp: Inspection, open_depth: int) -> Iterator[str]:
+def _variables(insp: Inspection, open_depth: int, max_children: int | None) -> Iterator[str]:
     yield f'<div class="fi-sum">{esc("variables: " + node_summary(insp.variables.root))}</div>'
-    yield from _node_html(insp.variables.root, 0, open_depth)
+    yield from _node_html(insp.variables.root, 0, open_depth, max_children)
 
 
-def _mutations(insp: Inspection) -> Iterator[str]:
+def _mutations(insp: Inspection, max_children: int | None) -> Iterator[str]:
     if not insp.diffs:
         yield '<div class="fi-sum">no mutable collections (mutable=False)</div>'
     for diff in insp.diffs:
@@ -88,19 +95,24 @@ def _mutations(insp: Inspection) -> Iterator[str]:
                            if diff.by_status(s))
         yield (f'<details open><summary><span class="fi-name">{esc(diff.name)}</span>: '
                f'<span class="fi-sum">{esc(counts or "empty")}</span></summary>')
-        for d in diff.ranked():
+        ranked = diff.ranked()
+        for d in ranked[:max_children]:
             yield _leaf_html(path_str(d.path[1:]), F.delta(d), False, extra_cls=f"fi-{d.status}")
+        yield _more(len(ranked), len(ranked[:max_children]))
         yield "</details>"
 
 
-def _calls(insp: Inspection) -> Iterator[str]:
+def _calls(insp: Inspection, max_children: int | None) -> Iterator[str]:
     if not insp.calls:
         yield '<div class="fi-sum">nothing captured</div>'
         return
     first = insp.first_nonfinite()
     if first is not None:
         yield f'<div class="fi-bad">first non-finite: <a href="#fi-call-{first.order}">{esc(first.key)}</a></div>'
-    for call in insp.calls:
+    calls = insp.calls[:max_children]
+    if first is not None and first not in calls:
+        calls = calls + [first]
+    for call in calls:
         kind = "sow" if call.sown else call.module_type
         cls = "fi-first" if call is first else ("fi-bad" if call.nonfinite else "")
         yield (f'<details id="fi-call-{call.order}" class="{cls}"><summary><span class="fi-name">#{call.order} '
@@ -111,14 +123,16 @@ def _calls(insp: Inspection) -> Iterator[str]:
             yield _leaf_html(sub, summary, bool(leaf.stats and leaf.stats.nonfinite),
                              F.spark(leaf.stats.hist) if leaf.stats else "")
         yield "</details>"
+    yield _more(len(insp.calls), len(calls))
 
 
-def render_fragment(insp: Inspection, open_depth: int = 2) -> str:
-    """An embeddable ``<div>`` (with its own ``<style>``) showing the three views as tabs."""
+def render_fragment(insp: Inspection, open_depth: int = 2, max_children: int | None = None) -> str:
+    """An embeddable ``<div>`` (with its own ``<style>``) showing the three views as tabs;
+    ``max_children`` bounds each level (the rest is summarised as "... N more")."""
     uid = next(_ids)
-    tabs = [("Variables", "".join(_variables(insp, open_depth))),
-            ("Mutations", "".join(_mutations(insp))),
-            ("Intermediates", "".join(_calls(insp)))]
+    tabs = [("Variables", "".join(_variables(insp, open_depth, max_children))),
+            ("Mutations", "".join(_mutations(insp, max_children))),
+            ("Intermediates", "".join(_calls(insp, max_children)))]
     radios = "".join(
         f'<input type="radio" name="fi-tabs-{uid}" id="fi-tab-{uid}-{i}"{" checked" if i == 0 else ""}>'
         f'<label for="fi-tab-{uid}-{i}" data-tab="{name.lower()}">{name}</label>'

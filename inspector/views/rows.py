@@ -1,0 +1,207 @@
+"""Rows: the three views as lazily expandable lists of JSON-able summaries.
+
+A :class:`RowSource` answers "the children of node ``id``, from ``offset``", "the
+nodes matching a query" and "the leaf behind ``id``" without ever walking more
+than it returns; widgets ask for what the user opens, nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from inspector.model import Inspection, Leaf, LeafDiff, MethodCall, Node, path_matches, path_str
+from inspector.views import format as F
+from inspector.views.text import node_summary
+
+Row = dict[str, Any]
+PAGE = 200
+
+
+def leaf_summary(leaf: Leaf) -> str:
+    return leaf.opaque if leaf.opaque is not None else f"{F.shape(leaf)} {F.nbytes(leaf.nbytes)} {F.stats(leaf.stats)}"
+
+
+def _bad(leaf: Leaf | None) -> bool:
+    return bool(leaf is not None and leaf.stats and leaf.stats.nonfinite)
+
+
+class RowSource:
+    """Base: a tree of rows addressed by string ids (``''`` is the root)."""
+
+    def children(self, id: str, offset: int = 0, limit: int = PAGE) -> tuple[list[Row], int]:
+        raise NotImplementedError
+
+    def search(self, query: str, limit: int = PAGE) -> tuple[list[Row], int]:
+        raise NotImplementedError
+
+    def leaf(self, id: str) -> Leaf | LeafDiff | None:
+        raise NotImplementedError
+
+    def label(self, id: str) -> str:
+        """A readable name for row ``id`` (detail titles)."""
+        return id
+
+    def initial(self, open_depth: int = 1, budget: int = 100) -> list[Row]:
+        """Root rows, with the first ``open_depth`` levels' children filled in (``budget`` rows)."""
+        rows, total = self.children("", 0, budget)
+        budget -= len(rows)
+        self._fill(rows, open_depth, budget)
+        return rows + self._more("", len(rows), total)
+
+    def _fill(self, rows: list[Row], depth: int, budget: int) -> int:
+        if depth <= 0:
+            return budget
+        for row in rows:
+            if row["n"] and budget > 0:
+                kids, total = self.children(row["id"], 0, min(PAGE, budget))
+                budget -= len(kids)
+                budget = self._fill(kids, depth - 1, budget)
+                row["children"] = kids + self._more(row["id"], len(kids), total)
+        return budget
+
+    @staticmethod
+    def _more(id: str, shown: int, total: int) -> list[Row]:
+        if shown >= total:
+            return []
+        return [{"id": f"{id}\x00more", "more": True, "parent": id, "offset": shown,
+                 "name": f"... {total - shown} more", "summary": "", "n": 0}]
+
+
+class NodeSource(RowSource):
+    """Rows for a :class:`Node` tree (variables); ids are node paths."""
+
+    def __init__(self, root: Node):
+        self.root = root
+
+    def _node(self, id: str) -> Node | None:
+        return self.root.find(tuple(p for p in id.split("/") if p)) if id else self.root
+
+    def _row(self, node: Node, label: str | None = None) -> Row:
+        leaf = node.leaf if not node.children else None
+        stats = leaf.stats if leaf else None
+        return {"id": path_str(node.path), "name": label or node.name, "summary": node_summary(node),
+                "n": len(node.children), "leaf": leaf is not None, "bad": bool(node.nonfinite),
+                "spark": F.spark(stats.hist) if stats else ""}
+
+    def children(self, id, offset=0, limit=PAGE):
+        node = self._node(id)
+        if node is None:
+            return [], 0
+        kids = list(node.children.values())
+        return [self._row(c) for c in kids[offset:offset + limit]], len(kids)
+
+    def _walk(self, node: Node) -> Iterator[Node]:
+        for child in node.children.values():
+            yield child
+            yield from self._walk(child)
+
+    def search(self, query, limit=PAGE):
+        rows, total = [], 0
+        for node in self._walk(self.root):
+            if path_matches(path_str(node.path), query):
+                total += 1
+                if len(rows) < limit:
+                    rows.append(self._row(node, path_str(node.path)))
+        return rows, total
+
+    def leaf(self, id):
+        node = self._node(id)
+        return node.leaf if node is not None else None
+
+
+class DiffSource(RowSource):
+    """Rows for mutated collections: collection -> leaves, most changed first."""
+
+    def __init__(self, insp: Inspection):
+        self.diffs = {d.name: d for d in insp.diffs}
+        self._ranked = {d.name: d.ranked() for d in insp.diffs}
+        self._by_id = {path_str(x.path): x for d in insp.diffs for x in d.leaves}
+
+    def _row(self, d: LeafDiff, label: str | None = None) -> Row:
+        after = d.after or d.before
+        return {"id": path_str(d.path), "name": label or path_str(d.path[1:]), "summary": F.delta(d),
+                "n": 0, "leaf": True, "cls": d.status, "bad": _bad(d.after),
+                "spark": F.spark(after.stats.hist) if after and after.stats else ""}
+
+    def children(self, id, offset=0, limit=PAGE):
+        if not id:
+            rows = []
+            for name, diff in self.diffs.items():
+                counts = ", ".join(f"{len(diff.by_status(s))} {s}"
+                                   for s in ("changed", "added", "unchanged", "removed") if diff.by_status(s))
+                rows.append({"id": name, "name": name, "summary": counts or "empty", "n": len(diff.leaves)})
+            return rows[offset:offset + limit], len(rows)
+        ranked = self._ranked.get(id, [])
+        return [self._row(d) for d in ranked[offset:offset + limit]], len(ranked)
+
+    def search(self, query, limit=PAGE):
+        hits = [d for ranked in self._ranked.values() for d in ranked if path_matches(path_str(d.path), query)]
+        return [self._row(d, path_str(d.path)) for d in hits[:limit]], len(hits)
+
+    def leaf(self, id):
+        return self._by_id.get(id)
+
+
+class CallSource(RowSource):
+    """Rows for intermediates: calls in execution order -> their output leaves."""
+
+    def __init__(self, insp: Inspection):
+        self.calls = insp.calls
+        self.first = insp.first_nonfinite()
+
+    @staticmethod
+    def call_id(call: MethodCall) -> str:
+        return f"#{call.order}"
+
+    def _sub(self, call: MethodCall, leaf: Leaf) -> str:
+        return path_str(leaf.path[len(call.path) + 1:]) if len(leaf.path) > len(call.path) + 1 else ""
+
+    def _row(self, call: MethodCall) -> Row:
+        kind = "sow" if call.sown else call.module_type
+        single = len(call.outputs) == 1 and not self._sub(call, call.outputs[0])
+        summary = f"({kind})" + (f" {leaf_summary(call.outputs[0])}" if single else f" {len(call.outputs)} outputs")
+        leaf = call.outputs[0] if single else None
+        return {"id": self.call_id(call), "name": f"#{call.order} {call.key}", "summary": summary,
+                "n": 0 if single else len(call.outputs), "leaf": single, "bad": bool(call.nonfinite),
+                "cls": "first" if call is self.first else "",
+                "spark": F.spark(leaf.stats.hist) if leaf is not None and leaf.stats else ""}
+
+    def _call(self, id: str) -> MethodCall | None:
+        try:
+            order = int(id.split("/", 1)[0].lstrip("#"))
+        except ValueError:
+            return None
+        return self.calls[order] if 0 <= order < len(self.calls) else None
+
+    def children(self, id, offset=0, limit=PAGE):
+        if not id:
+            return [self._row(c) for c in self.calls[offset:offset + limit]], len(self.calls)
+        call = self._call(id)
+        if call is None:
+            return [], 0
+        rows = [{"id": f"{id}/{self._sub(call, leaf)}", "name": self._sub(call, leaf) or "value",
+                 "summary": leaf_summary(leaf), "n": 0, "leaf": True, "bad": _bad(leaf),
+                 "spark": F.spark(leaf.stats.hist) if leaf.stats else ""} for leaf in call.outputs]
+        return rows[offset:offset + limit], len(rows)
+
+    def search(self, query, limit=PAGE):
+        hits = [c for c in self.calls if path_matches(f"{c.key} {c.module_type}", query)
+                or path_matches(path_str(c.path), query)]
+        return [self._row(c) for c in hits[:limit]], len(hits)
+
+    def leaf(self, id):
+        call = self._call(id)
+        if call is None:
+            return None
+        sub = id.split("/", 1)[1] if "/" in id else ""
+        for leaf in call.outputs:
+            if self._sub(call, leaf) == sub:
+                return leaf
+        return call.outputs[0] if len(call.outputs) == 1 else None
+
+    def label(self, id):
+        call = self._call(id)
+        if call is None:
+            return id
+        sub = id.split("/", 1)[1] if "/" in id else ""
+        return call.key + (f" {sub}" if sub else "")

@@ -1,0 +1,245 @@
+"""Interactive notebook views: three lazy trees, a status line and a leaf detail pane.
+
+Each tree is one anywidget model whose rows come from a
+:class:`~inspector.views.rows.RowSource` only when a node is opened, so the number
+of widget models is fixed (not one per leaf) and what is sent scales with what is
+visible. A clicked leaf's array is fetched from its device, cut to a bounded
+preview, and drawn with treescope inside an ``Output`` widget (treescope's script
+does not run inside ``ipywidgets.HTML``).
+"""
+
+from __future__ import annotations
+
+import html
+import pathlib
+from typing import Any, Callable
+
+import anywidget
+import ipywidgets as W
+import traitlets
+from IPython.display import HTML
+
+from inspector.model import Inspection, Leaf, LeafDiff
+from inspector.views import format as F
+from inspector.views.rows import PAGE, CallSource, DiffSource, NodeSource, RowSource
+from inspector.views.text import header
+
+PREVIEW_ELEMENTS = 65_536
+_ESM = pathlib.Path(__file__).parent / "static" / "tree.js"
+
+
+class TreeWidget(anywidget.AnyWidget):
+    """A lazily expanded tree over a :class:`RowSource`, with a search box."""
+
+    _esm = _ESM
+    initial = traitlets.List().tag(sync=True)
+    placeholder = traitlets.Unicode("filter: substring or glob (params/**/kernel)").tag(sync=True)
+
+    def __init__(self, source: RowSource | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.source = source
+        self.selected: str | None = None
+        self._select_handlers: list[Callable[[str], None]] = []
+        self.sent_bytes = 0
+        self.on_msg(self._on_msg)
+        if source is not None:
+            self.initial = source.initial()
+
+    def set_source(self, source: RowSource) -> None:
+        self.source = source
+        self.initial = source.initial()
+
+    def on_select(self, handler: Callable[[str], None]) -> None:
+        """Calls ``handler(id)`` when the user clicks a leaf (or :meth:`select` is called)."""
+        self._select_handlers.append(handler)
+
+    def select(self, id: str) -> None:
+        self.selected = id
+        for handler in self._select_handlers:
+            handler(id)
+
+    def reveal(self, id: str) -> None:
+        """Scrolls to, flashes and selects row ``id`` in the browser."""
+        self.send({"kind": "reveal", "id": id})
+
+    # -- messages from the browser --------------------------------------------
+    def _on_msg(self, _widget: Any, msg: dict, _buffers: Any) -> None:
+        if self.source is None:
+            return
+        kind = msg.get("kind")
+        if kind == "children":
+            self.answer_children(str(msg.get("id", "")), int(msg.get("offset", 0)))
+        elif kind == "search":
+            rows, total = self.source.search(str(msg.get("query", "")))
+            self.reply({"kind": "search", "seq": msg.get("seq"), "rows": rows, "total": total})
+        elif kind == "select":
+            self.select(str(msg.get("id", "")))
+        elif kind == "reveal":
+            self.answer_reveal(str(msg.get("id", "")), int(msg.get("loaded", 0)))
+
+    def answer_children(self, id: str, offset: int) -> list[dict]:
+        rows, total = self.source.children(id, offset)
+        rows = rows + self.source._more(id, offset + len(rows), total)
+        self.reply({"kind": "children", "id": id, "rows": rows})
+        return rows
+
+    def answer_reveal(self, id: str, loaded: int) -> None:
+        """Sends the root rows from ``loaded`` up to the page that holds ``id``."""
+        rows, total = self.source.children("", loaded, PAGE)
+        while rows and not any(r["id"] == id for r in rows) and loaded + len(rows) < total:
+            more, _ = self.source.children("", loaded + len(rows), PAGE)
+            rows += more
+        rows = rows + self.source._more("", loaded + len(rows), total)
+        self.reply({"kind": "children", "id": "", "rows": rows})
+
+    def reply(self, content: dict) -> None:
+        self.sent_bytes += len(repr(content))
+        self.send(content)
+
+
+def preview_index(shape: tuple[int, ...], max_elements: int = PREVIEW_ELEMENTS) -> tuple[slice, ...]:
+    """Leading slices that keep at most ``max_elements``, spread evenly over the axes."""
+    out: list[slice] = []
+    budget = max_elements
+    for i, d in enumerate(reversed(shape)):
+        remaining = len(shape) - i
+        cap = max(1, int(budget ** (1 / remaining)))
+        n = min(d, cap)
+        out.append(slice(0, n))
+        budget = max(1, budget // max(n, 1))
+    return tuple(reversed(out))
+
+
+def detail_header(title: str, leaf: Leaf, note: str = "") -> str:
+    s = leaf.stats
+    rows = [("shape", F.shape(leaf)), ("bytes", F.nbytes(leaf.nbytes)), ("device", leaf.device)]
+    if leaf.sharding:
+        rows.append(("sharding", leaf.sharding))
+    if s is not None:
+        rows += [("mean / std", f"{F.num(s.mean)} / {F.num(s.std)}"), ("min / max", f"{F.num(s.min)} / {F.num(s.max)}"),
+                 ("abs max", F.num(s.abs_max)), ("zeros", f"{s.zeros:,} ({s.frac_zero:.1%})"),
+                 ("non-finite", F.nonfinite(s) or "none")]
+    table = "".join(f"<tr><th style='text-align:left;padding-right:12px'>{html.escape(k)}</th>"
+                    f"<td>{html.escape(v)}</td></tr>" for k, v in rows)
+    hist = ""
+    if s is not None and s.hist and max(s.hist):
+        top = max(s.hist)
+        bars = "".join(f"<rect x='{i * 10}' y='{40 - 40 * h / top:.1f}' width='9' height='{40 * h / top:.1f}'/>"
+                       for i, h in enumerate(s.hist))
+        hist = (f"<svg class='fi-hist' width='{10 * len(s.hist)}' height='40' "
+                f"style='fill:var(--jp-brand-color1,#0969da)'>{bars}</svg>")
+    return (f"<div class='fi-detail' style='font:12.5px var(--jp-code-font-family,monospace)'>"
+            f"<div style='font-weight:600'>{html.escape(title)}</div><table>{table}</table>{hist}"
+            f"<div style='color:var(--jp-content-font-color2,#59636e)'>{html.escape(note)}</div></div>")
+
+
+class InspectionWidget(W.VBox):
+    """Status, first-non-finite jump, Variables / Mutations / Intermediates tabs, leaf detail."""
+
+    def __init__(self, insp: Inspection | None = None, **kwargs: Any):
+        self.status = W.HTML(layout=W.Layout(margin="0 0 4px 0"))
+        self.status.add_class("fi-status")
+        self.jump = W.Button(description="", button_style="danger", layout=W.Layout(display="none", width="auto"))
+        self.jump.add_class("fi-jump")
+        self.trees = {name: TreeWidget() for name in ("variables", "mutations", "intermediates")}
+        self.tabs = W.Tab(children=list(self.trees.values()))
+        for i, name in enumerate(self.trees):
+            self.tabs.set_title(i, name.capitalize())
+        self.detail = W.Output(layout=W.Layout(border="1px solid var(--jp-border-color2,#ddd)", padding="4px",
+                                               min_height="2em"))
+        self.detail.add_class("fi-detail-pane")
+        super().__init__(children=[self.status, self.jump, self.tabs, self.detail], **kwargs)
+        self.add_class("fi-widget")
+        self.inspection: Inspection | None = None
+        for name, tree in self.trees.items():
+            tree.on_select(lambda id, name=name: self.show_detail(name, id))
+        self.jump.on_click(lambda _: self.jump_to_first_nonfinite())
+        if insp is not None:
+            self.set_inspection(insp)
+        else:
+            self.set_status("waiting")
+
+    def set_status(self, text: str) -> None:
+        self.status.value = f"<span style='font-family:var(--jp-code-font-family,monospace)'>{html.escape(text)}</span>"
+
+    def set_inspection(self, insp: Inspection) -> None:
+        self.inspection = insp
+        t = insp.timings
+        timing = (f"done in {t.run_ms:.1f} ms (cached: no trace, no compile)" if t.cached else
+                  f"done in {t.total_ms:.0f} ms: trace {t.trace_ms:.0f} ms, compile {t.compile_ms:.0f} ms, "
+                  f"run {t.run_ms:.1f} ms")
+        self.set_status(f"{header(insp, timings=False)} · {timing}")
+        self.trees["variables"].set_source(NodeSource(insp.variables.root))
+        self.trees["mutations"].set_source(DiffSource(insp))
+        self.trees["intermediates"].set_source(CallSource(insp))
+        first = insp.first_nonfinite()
+        if first is not None:
+            self.jump.description = f"first non-finite: {first.key} ({first.module_type or 'sow'}) - jump"
+            self.jump.layout.display = "inline-flex"
+        else:
+            self.jump.layout.display = "none"
+
+    def jump_to_first_nonfinite(self) -> None:
+        first = self.inspection.first_nonfinite() if self.inspection else None
+        if first is None:
+            return
+        self.tabs.selected_index = 2
+        tree = self.trees["intermediates"]
+        tree.reveal(CallSource.call_id(first))
+        tree.select(CallSource.call_id(first))
+
+    def show_detail(self, view: str, id: str) -> None:
+        source = self.trees[view].source
+        item = source.leaf(id) if source else None
+        self.detail.clear_output()
+        if item is None:
+            self.detail.append_display_data(HTML(f"<i>{html.escape(id)}: not a leaf</i>"))
+            return
+        pairs = [("after", item.after), ("before", item.before)] if isinstance(item, LeafDiff) else [("", item)]
+        for label, leaf in pairs:
+            if leaf is None:
+                continue
+            title = f"{view}: {source.label(id)}{' (' + label + ')' if label else ''}"
+            if leaf.opaque is not None:
+                self.detail.append_display_data(HTML(detail_header(title, leaf, leaf.opaque)))
+                continue
+            if not leaf.kept:
+                self.detail.append_display_data(HTML(detail_header(title, leaf, "statistics only (keep='stats')")))
+                continue
+            index = preview_index(leaf.shape)
+            shown = 1
+            for sl in index:
+                shown *= sl.stop
+            note = f"showing [{', '.join(f':{s.stop}' for s in index)}] of {leaf.size:,}" if shown < leaf.size else ""
+            self.detail.append_display_data(HTML(detail_header(title, leaf, note)))
+            self.detail.append_display_data(array_figure(leaf.preview(index)))
+
+
+def array_figure(array: Any) -> Any:
+    """A treescope heatmap of a (small, host) array."""
+    import treescope
+
+    if getattr(array, "ndim", 0) == 0:
+        return HTML(f"<code>{html.escape(repr(array))}</code>")
+    return treescope.render_array(array)
+
+
+def show(insp_run: Any, *args: Any, **kwargs: Any) -> InspectionWidget:
+    """Displays a widget now, runs ``insp_run(*args, **kwargs)`` with live status
+    (tracing -> compiling -> running on <device> -> done) and fills it in."""
+    from IPython.display import display
+
+    import jax
+
+    widget = InspectionWidget()
+    display(widget)
+    device = str(jax.devices()[0])
+    labels = {"tracing": "tracing...", "compiling": "compiling...", "running": f"running on {device}...",
+              "done": "done"}
+    try:
+        insp = insp_run(*args, on_phase=lambda phase: widget.set_status(labels.get(phase, phase)), **kwargs)
+    except Exception as e:
+        widget.set_status(f"failed: {type(e).__name__}: {e}")
+        raise
+    widget.set_inspection(insp)
+    return widget
