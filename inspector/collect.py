@@ -10,6 +10,7 @@ their device until a :class:`~inspector.model.Leaf`'s ``value`` is read.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +51,8 @@ class Plan:
     calls: list[tuple[tuple[str, ...], str, str, int, int, bool, list[Slot]]]
     pairs: dict[tuple[str, ...], tuple[int | None, int]]  # after path -> (delta row, before row)
     returns_tuple: bool
+    binding: list = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 def _key_str(k: Any) -> str:
@@ -140,14 +143,15 @@ def plan(kind: str, mutable: Any, capture: Any, keep: str):
                         pairs[s.path] = (None, b.row)
         calls = []
         inter = (state or {}).get(INTERMEDIATES) if state is not None else None
-        if inter is not None:
-            calls = _plan_calls(p, inter, recorder, state_base + (jax.tree_util.DictKey(INTERMEDIATES),))
+        calls = _plan_calls(p, inter or {}, recorder, state_base + (jax.tree_util.DictKey(INTERMEDIATES),))
         stats = reduce.describe(p.arrays)
         deltas = reduce.deltas(delta_pairs)
         if keep == "stats" and state is not None and INTERMEDIATES in state:
             state = {k: v for k, v in state.items() if k != INTERMEDIATES}
             result = (y, state)
-        return result, (stats, deltas), Plan(outputs, variables, mutated, calls, pairs, returns_tuple)
+        notes = dropped_notes(recorder, calls)
+        return result, (stats, deltas), Plan(outputs, variables, mutated, calls, pairs, returns_tuple,
+                                             recorder.binding, notes)
 
     return post
 
@@ -185,6 +189,38 @@ def _plan_calls(p: Planner, inter: Any, recorder: Recorder, base: tuple):
     walk(inter, (), base)
     calls.sort(key=lambda c: (c[4], c[0], c[3]))
     return calls
+
+
+_LIFTED = re.compile(r"^(Scan|Vmap|Checkpoint|Remat|Jit|Map|Vjp|Jvp|Cond|While|Switch)(?=[A-Z_])")
+
+
+def dropped_notes(recorder: Recorder, calls: list) -> list[str]:
+    """One note per capture the filter asked for but flax returned no value for (it
+    happens inside lifted transforms whose ``variable_axes`` lack 'intermediates')."""
+    returned = {(c[0], c[2]) for c in calls}
+    lifted: dict[tuple[str, ...], str] = {}
+    for b in recorder.binding:  # a module run by nn.scan(Cell) is a Cell; its wrapper is ScanCell
+        for name in recorder.lifted:
+            m = _LIFTED.match(name)
+            if m and name[m.end(1):] == b.module_type:
+                lifted.setdefault(b.path, name)
+    notes, seen = [], set()
+    for ev in recorder.events:
+        key = (ev.path, ev.name)
+        if ev.kind != "capture" or key in returned or key in seen:
+            continue
+        seen.add(key)
+        found = next(((ev.path[:i], lifted[ev.path[:i]]) for i in range(len(ev.path), -1, -1)
+                      if ev.path[:i] in lifted), None)
+        where = "/".join(ev.path) or "/"
+        if found is not None:
+            lp, lt = found
+            notes.append(f"not captured: {where}:{ev.name} runs inside {'/'.join(lp) or '/'} ({lt}), a lifted "
+                         "transform that drops intermediates unless 'intermediates' is in its variable_axes "
+                         "(e.g. nn.scan(..., variable_axes={'params': 0, 'intermediates': 0}))")
+        else:
+            notes.append(f"not captured: {where}:{ev.name} was selected by the filter but flax returned no value")
+    return notes
 
 
 # -- host side -----------------------------------------------------------------
@@ -298,4 +334,6 @@ def assemble(kind: str, module: Any, inputs: Any, result: Any, extra: Any, plan_
         device=default_dev,
         timings=timings,
         kept=keep != "stats",
+        notes=list(plan_.notes),
+        binding=plan_.binding,
     )

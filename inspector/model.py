@@ -309,6 +309,32 @@ class MethodCall:
 
 
 @dataclasses.dataclass
+class BindingCall:
+    """One wrapped method call during the trace, and what it touched.
+
+    ``reads``/``writes`` map a collection to the variable names the call read or
+    wrote (relative to the module, or ``other/path:name`` for another module's);
+    ``rngs`` maps an RNG stream to how many keys were drawn (a missing stream falls
+    back to ``params``, shown as ``dropout->params``). ``parent`` is the ``order`` of
+    the enclosing call.
+    """
+
+    order: int
+    parent: int | None
+    depth: int
+    path: Path
+    module_type: str
+    method: str
+    reads: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    writes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    rngs: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{path_str(self.path)}:{self.method}"
+
+
+@dataclasses.dataclass
 class Timings:
     """Wall times of one inspected call, in milliseconds (trace/compile are 0 when cached)."""
 
@@ -344,6 +370,7 @@ class Inspection:
     timings: Timings = dataclasses.field(default_factory=Timings)
     kept: bool = True
     notes: list[str] = dataclasses.field(default_factory=list)
+    binding: list[BindingCall] = dataclasses.field(default_factory=list)
 
     # -- lookup -------------------------------------------------------------
     def __getitem__(self, key: str) -> Leaf:

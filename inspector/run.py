@@ -11,6 +11,7 @@ so they never break ``jit``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ import numpy as np
 from flax.core import FrozenDict
 
 from inspector.capture import guarded
+from inspector.model import BindingCall
 
 Kind = str  # 'apply' | 'init' | 'init_with_output'
 
@@ -44,13 +46,19 @@ class Event:
 
 @dataclasses.dataclass
 class Recorder:
-    """What the interceptor and the capture filter saw while flax ran (trace time)."""
+    """What the interceptor and the capture filter saw while flax ran (trace time).
 
-    track_sows: bool = False
+    With ``detailed``, it also records sow order and the binding trace: every
+    wrapped call with the variables it read and wrote and the RNG streams it drew.
+    """
+
+    detailed: bool = False
     events: list[Event] = dataclasses.field(default_factory=list)
-    stack: list[tuple[tuple[str, ...], str, str]] = dataclasses.field(default_factory=list)
+    stack: list[tuple[tuple[str, ...], str, str, int]] = dataclasses.field(default_factory=list)
     captured: dict[tuple[tuple[str, ...], str], int] = dataclasses.field(default_factory=dict)
     sowed: dict[tuple[tuple[str, ...], str], int] = dataclasses.field(default_factory=dict)
+    binding: list[BindingCall] = dataclasses.field(default_factory=list)
+    lifted: set[str] = dataclasses.field(default_factory=set)  # e.g. 'ScanCell'
     error_site: tuple[tuple[str, ...], str, str] | None = None
 
     def on_capture(self, module: Any, method_name: str) -> None:
@@ -58,16 +66,35 @@ class Recorder:
         self.captured[key] = self.captured.get(key, 0) + 1
         self.events.append(Event("capture", key[0], method_name, type(module).__name__))
 
+    def touch(self, kind: str, scope_path: tuple[str, ...], col: str, name: str) -> None:
+        """A variable read/write or an RNG draw, charged to the innermost call."""
+        if not self.stack or col == "intermediates" and kind != "rng":
+            return
+        call = self.binding[self.stack[-1][3]]
+        if kind == "rng":
+            call.rngs[name] = call.rngs.get(name, 0) + 1
+            return
+        label = name if tuple(scope_path) == call.path else f"{'/'.join(scope_path)}:{name}"
+        names = (call.reads if kind == "read" else call.writes).setdefault(col, [])
+        if label not in names:
+            names.append(label)
+
     def intercept(self, next_fun, args, kwargs, context):
         module, name = context.module, context.method_name
+        if name == "<lambda>":  # a lifted transform's throw-away shape check of its wrapper class
+            self.lifted.add(type(module).__name__)
+            return next_fun(*args, **kwargs)
         if name == "setup" or module.scope is None:
             return next_fun(*args, **kwargs)
         path = tuple(module.path)
-        site = (path, type(module).__name__, name)
-        if self.track_sows:
+        index = len(self.binding)
+        if self.detailed:
             for key, n in self._counts(module, path).items():
                 self.sowed.setdefault((path, key), n)  # values passed in, not sown by this run
-        self.stack.append(site)
+            parent = self.stack[-1][3] if self.stack else None
+            self.binding.append(BindingCall(index, parent, len(self.stack), path, type(module).__name__, name))
+        site = (path, type(module).__name__, name)
+        self.stack.append(site + (index,))
         try:
             y = next_fun(*args, **kwargs)
         except BaseException:
@@ -76,7 +103,7 @@ class Recorder:
             raise
         finally:
             self.stack.pop()
-        if self.track_sows:
+        if self.detailed:
             for key, n in self._counts(module, path).items():
                 for _ in range(n - self.sowed.get((path, key), 0)):
                     self.events.append(Event("sow", path, key, site[1]))
@@ -99,6 +126,40 @@ class Recorder:
 
 
 _local = threading.local()
+
+
+def _install_scope_probes() -> None:
+    """Reports variable reads/writes and RNG draws to the recorder active on this
+    thread (none outside an inspected trace, where the probes only pass through)."""
+    from flax.core.scope import Scope
+
+    if getattr(Scope, "_inspector_probes", False):
+        return
+    get_variable, put_variable, make_rng = Scope.get_variable, Scope.put_variable, Scope.make_rng
+
+    def probed_get(self, col, name, default=None):
+        rec = getattr(_local, "recorder", None)
+        if rec is not None:
+            rec.touch("read", self.path, col, name)
+        return get_variable(self, col, name, default)
+
+    def probed_put(self, col, name, value):
+        rec = getattr(_local, "recorder", None)
+        if rec is not None:
+            rec.touch("write", self.path, col, name)
+        return put_variable(self, col, name, value)
+
+    def probed_rng(self, name="params"):
+        rec = getattr(_local, "recorder", None)
+        if rec is not None:
+            stream = name if self.has_rng(name) or not self.has_rng("params") else f"{name}->params"
+            rec.touch("rng", self.path, "", stream)
+        return make_rng(self, name)
+
+    for probe, orig in ((probed_get, get_variable), (probed_put, put_variable), (probed_rng, make_rng)):
+        functools.update_wrapper(probe, orig)
+    Scope.get_variable, Scope.put_variable, Scope.make_rng = probed_get, probed_put, probed_rng
+    Scope._inspector_probes = True
 
 
 def _order_skeleton(x: Any) -> Any:
@@ -211,7 +272,7 @@ class Runner:
             it = iter(dyn_leaves)
             full = [static_at[i] if i in static_at else next(it) for i in range(n)]
             args, kwargs = _reorder(jax.tree.unflatten(treedef, full), order)
-            recorder = Recorder(track_sows=self.post is not None)
+            recorder = Recorder(detailed=self.post is not None)
             result = self._call_flax(args, kwargs, recorder)
             extra = None
             if self.post is not None:
@@ -249,6 +310,9 @@ class Runner:
         else:
             flax_fn = _flax_entry(self.kind)(self.fn, self.module, mutable=self.mutable,
                                              capture_intermediates=capture)
+        if recorder.detailed:
+            _install_scope_probes()
+            _local.recorder = recorder
         try:
             with nn.intercept_methods(recorder.intercept):
                 return flax_fn(*args, **kwargs)
@@ -258,6 +322,8 @@ class Runner:
                 where = "/".join(path) or "<root>"
                 e.add_note(f"inspector: raised in module {where!r} ({type_name}), method {method!r}")
             raise
+        finally:
+            _local.recorder = None
 
 
 class _Traced(Exception):
