@@ -75,3 +75,12 @@ def delta(d: LeafDiff) -> str:
     size = d.after.size if d.after else 0
     return (f"{d.changed}/{size} changed, max|Δ| {num(d.max_abs_delta)}, "
             f"Δmean {d.delta_mean:+.4g}, Δstd {d.delta_std:+.4g}")
+
+
+def binding(call) -> str:
+    """``reads params[kernel, bias]; writes batch_stats[mean, var]; rng dropout x1``."""
+    parts = [f"{verb} " + "; ".join(f"{col}[{', '.join(names)}]" for col, names in table.items())
+             for verb, table in (("reads", call.reads), ("writes", call.writes)) if table]
+    if call.rngs:
+        parts.append("rng " + ", ".join(f"{k} x{n}" for k, n in call.rngs.items()))
+    return "; ".join(parts)

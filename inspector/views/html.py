@@ -42,7 +42,9 @@ border-radius:6px 6px 0 0;cursor:pointer;color:var(--fi-muted);margin-right:2px}
 .fi-root .fi-panel{display:none;border-top:1px solid var(--fi-line);padding-top:6px}
 .fi-root .fi-tabs>input:nth-of-type(1):checked~.fi-panel:nth-of-type(1),
 .fi-root .fi-tabs>input:nth-of-type(2):checked~.fi-panel:nth-of-type(2),
-.fi-root .fi-tabs>input:nth-of-type(3):checked~.fi-panel:nth-of-type(3){display:block}
+.fi-root .fi-tabs>input:nth-of-type(3):checked~.fi-panel:nth-of-type(3),
+.fi-root .fi-tabs>input:nth-of-type(4):checked~.fi-panel:nth-of-type(4){display:block}
+.fi-root .fi-note{color:var(--fi-chg)}
 .fi-root details{margin-left:14px}.fi-root summary{cursor:pointer;list-style-position:outside}
 .fi-root .fi-leaf{margin-left:14px;padding-left:12px}
 .fi-root .fi-name{font-weight:600}.fi-root .fi-sum{color:var(--fi-muted)}
@@ -126,19 +128,33 @@ def _calls(insp: Inspection, max_children: int | None) -> Iterator[str]:
     yield _more(len(insp.calls), len(calls))
 
 
+def _binding(insp: Inspection, max_children: int | None) -> Iterator[str]:
+    if not insp.binding:
+        yield '<div class="fi-sum">no method calls recorded</div>'
+        return
+    calls = insp.binding[:max_children]
+    for call in calls:
+        touched = F.binding(call)
+        yield (f'<div class="fi-leaf" style="margin-left:{14 * call.depth + 14}px"><span class="fi-name">'
+               f'{esc(call.key)}</span> <span class="fi-sum">({esc(call.module_type)}) {esc(touched)}</span></div>')
+    yield _more(len(insp.binding), len(calls))
+
+
 def render_fragment(insp: Inspection, open_depth: int = 2, max_children: int | None = None) -> str:
     """An embeddable ``<div>`` (with its own ``<style>``) showing the three views as tabs;
     ``max_children`` bounds each level (the rest is summarised as "... N more")."""
     uid = next(_ids)
     tabs = [("Variables", "".join(_variables(insp, open_depth, max_children))),
             ("Mutations", "".join(_mutations(insp, max_children))),
-            ("Intermediates", "".join(_calls(insp, max_children)))]
+            ("Intermediates", "".join(_calls(insp, max_children))),
+            ("Binding", "".join(_binding(insp, max_children)))]
     radios = "".join(
         f'<input type="radio" name="fi-tabs-{uid}" id="fi-tab-{uid}-{i}"{" checked" if i == 0 else ""}>'
         f'<label for="fi-tab-{uid}-{i}" data-tab="{name.lower()}">{name}</label>'
         for i, (name, _) in enumerate(tabs))
     panels = "".join(f'<div class="fi-panel" data-panel="{name.lower()}">{body}</div>' for name, body in tabs)
-    return (f'<div class="fi-root"><style>{CSS}</style><div class="fi-head">{esc(header(insp))}</div>'
+    notes = "".join(f'<div class="fi-note">note: {esc(n)}</div>' for n in insp.notes)
+    return (f'<div class="fi-root"><style>{CSS}</style><div class="fi-head">{esc(header(insp))}</div>{notes}'
             f'<div class="fi-tabs">{radios}{panels}</div></div>')
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from inspector.model import Inspection, Leaf, LeafDiff, MethodCall, Node, path_matches, path_str
+from inspector.model import (
+    BindingCall, Inspection, Leaf, LeafDiff, MethodCall, Node, path_matches, path_str,
+)
 from inspector.views import format as F
 from inspector.views.text import node_summary
 
@@ -205,3 +207,31 @@ class CallSource(RowSource):
             return id
         sub = id.split("/", 1)[1] if "/" in id else ""
         return call.key + (f" {sub}" if sub else "")
+
+
+class BindingSource(RowSource):
+    """Rows for the binding trace: calls nested as they ran, with what each touched."""
+
+    def __init__(self, insp: Inspection):
+        self.calls = insp.binding
+        self.kids: dict[int | None, list[BindingCall]] = {}
+        for call in self.calls:
+            self.kids.setdefault(call.parent, []).append(call)
+
+    def _row(self, call: BindingCall, label: str | None = None) -> Row:
+        touched = F.binding(call)
+        return {"id": f"b{call.order}", "name": label or f"{call.key}",
+                "summary": f"({call.module_type}) {touched}".rstrip(), "n": len(self.kids.get(call.order, ())),
+                "cls": "changed" if call.writes else ""}
+
+    def children(self, id, offset=0, limit=PAGE):
+        parent = int(id[1:]) if id else None
+        kids = self.kids.get(parent, [])
+        return [self._row(c) for c in kids[offset:offset + limit]], len(kids)
+
+    def search(self, query, limit=PAGE):
+        hits = [c for c in self.calls if path_matches(f"{c.key} {c.module_type} {F.binding(c)}", query)]
+        return [self._row(c, f"#{c.order} {c.key}") | {"n": 0} for c in hits[:limit]], len(hits)
+
+    def leaf(self, id):
+        return None

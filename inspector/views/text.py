@@ -79,6 +79,15 @@ def call_lines(insp: Inspection) -> Iterator[str]:
             yield f"    {path_str(leaf.path[base:])}: {F.shape(leaf)} {F.stats(leaf.stats)}"
 
 
+def binding_lines(insp: Inspection) -> Iterator[str]:
+    if not insp.binding:
+        return
+    yield f"binding: {len(insp.binding)} method calls in order"
+    for call in insp.binding:
+        touched = F.binding(call)
+        yield f"  {'  ' * call.depth}{call.key} ({call.module_type}){': ' + touched if touched else ''}"
+
+
 def output_lines(insp: Inspection) -> Iterator[str]:
     if insp.kind == "init":
         return
@@ -91,11 +100,12 @@ def output_lines(insp: Inspection) -> Iterator[str]:
         yield f"  {path_str(leaf.path)}: {F.shape(leaf)} {F.stats(leaf.stats)}"
 
 
-def render(insp: Inspection, timings: bool = True, max_children: int | None = None) -> str:
+def render(insp: Inspection, timings: bool = True, max_children: int | None = None,
+           binding: bool = True) -> str:
     """The whole inspection as text (``timings=False`` for stable golden files)."""
     lines = [header(insp, timings)]
     for section in (output_lines(insp), variables_lines(insp, max_children),
-                    mutation_lines(insp), call_lines(insp)):
+                    mutation_lines(insp), call_lines(insp), binding_lines(insp) if binding else ()):
         lines.extend(section)
     lines.extend(f"note: {n}" for n in insp.notes)
     return "\n".join(lines) + "\n"

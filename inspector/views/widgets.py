@@ -21,7 +21,7 @@ from IPython.display import HTML
 
 from inspector.model import Inspection, Leaf, LeafDiff
 from inspector.views import format as F
-from inspector.views.rows import PAGE, CallSource, DiffSource, NodeSource, RowSource
+from inspector.views.rows import PAGE, BindingSource, CallSource, DiffSource, NodeSource, RowSource
 from inspector.views.text import header
 
 PREVIEW_ELEMENTS = 65_536
@@ -141,14 +141,16 @@ class InspectionWidget(W.VBox):
         self.status.add_class("fi-status")
         self.jump = W.Button(description="", button_style="danger", layout=W.Layout(display="none", width="auto"))
         self.jump.add_class("fi-jump")
-        self.trees = {name: TreeWidget() for name in ("variables", "mutations", "intermediates")}
+        self.trees = {name: TreeWidget() for name in ("variables", "mutations", "intermediates", "binding")}
         self.tabs = W.Tab(children=list(self.trees.values()))
         for i, name in enumerate(self.trees):
             self.tabs.set_title(i, name.capitalize())
+        self.notes = W.HTML()
+        self.notes.add_class("fi-notes")
         self.detail = W.Output(layout=W.Layout(border="1px solid var(--jp-border-color2,#ddd)", padding="4px",
                                                min_height="2em"))
         self.detail.add_class("fi-detail-pane")
-        super().__init__(children=[self.status, self.jump, self.tabs, self.detail], **kwargs)
+        super().__init__(children=[self.status, self.jump, self.notes, self.tabs, self.detail], **kwargs)
         self.add_class("fi-widget")
         self.inspection: Inspection | None = None
         for name, tree in self.trees.items():
@@ -172,6 +174,10 @@ class InspectionWidget(W.VBox):
         self.trees["variables"].set_source(NodeSource(insp.variables.root))
         self.trees["mutations"].set_source(DiffSource(insp))
         self.trees["intermediates"].set_source(CallSource(insp))
+        self.trees["binding"].set_source(BindingSource(insp))
+        self.notes.value = "".join(
+            f"<div style='color:var(--jp-warn-color1,#9a6700);font-size:12px'>note: {html.escape(n)}</div>"
+            for n in insp.notes)
         first = insp.first_nonfinite()
         if first is not None:
             self.jump.description = f"first non-finite: {first.key} ({first.module_type or 'sow'}) - jump"
