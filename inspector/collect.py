@@ -240,21 +240,23 @@ def _lookup(tree: Any, keypath: tuple) -> Any:
 
 
 class _Placement:
-    """Device and sharding text per array, memoised per sharding object."""
+    """Device, sharding text and shard shape per array, memoised per (sharding, shape)."""
 
     def __init__(self, default: str) -> None:
         self.default = default
-        self._memo: dict[Any, tuple[str, str]] = {}
+        self._memo: dict[Any, tuple[str, str, tuple[int, ...] | None]] = {}
 
-    def __call__(self, x: Any) -> tuple[str, str]:
+    def __call__(self, x: Any) -> tuple[str, str, tuple[int, ...] | None]:
         sharding = getattr(x, "sharding", None)
         if sharding is None:
-            return ("host (numpy)" if isinstance(x, (np.ndarray, np.generic)) else self.default, "")
-        got = self._memo.get(sharding)
+            return ("host (numpy)" if isinstance(x, (np.ndarray, np.generic)) else self.default, "", None)
+        key = (sharding, x.shape)
+        got = self._memo.get(key)
         if got is None:
             devices = sorted(sharding.device_set, key=lambda d: d.id)
             dev = str(devices[0]) if len(devices) == 1 else f"{len(devices)} devices ({devices[0].platform})"
-            got = self._memo[sharding] = (dev, _sharding_text(sharding))
+            shard = tuple(sharding.shard_shape(x.shape)) if len(devices) > 1 else None
+            got = self._memo[key] = (dev, _sharding_text(sharding), shard)
         return got
 
 
@@ -283,14 +285,14 @@ def assemble(kind: str, module: Any, inputs: Any, result: Any, extra: Any, plan_
     def leaf(s: Slot, kept: bool = True) -> Leaf:
         if s.opaque is not None:
             return Leaf(s.path, opaque=s.opaque)
-        fetch = device = sharding = None
+        fetch = device = sharding = shard = x = None
         if kept:
             tree = sources[s.source]
             x = _lookup(tree, s.keypath)
-            device, sharding = placement(x)
+            device, sharding, shard = placement(x)
             fetch = (lambda index=None, x=x: np.asarray(x if index is None else x[index]))
         return Leaf(s.path, s.shape, s.dtype, device or default_dev, sharding or "",
-                    stats[s.row] if s.row is not None else None, fetch=fetch)
+                    stats[s.row] if s.row is not None else None, fetch=fetch, shard_shape=shard, handle=x)
 
     var_leaves = [leaf(s) for s in plan_.variables]
     by_path = {lf.path: lf for lf in var_leaves}

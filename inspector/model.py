@@ -92,7 +92,19 @@ class Leaf:
     sharding: str = ""
     stats: Stats | None = None
     opaque: str | None = None
-    fetch: Callable[[], Any] | None = dataclasses.field(default=None, repr=False, compare=False)
+    fetch: Callable[..., Any] | None = dataclasses.field(default=None, repr=False, compare=False)
+    shard_shape: tuple[int, ...] | None = None
+    handle: Any = dataclasses.field(default=None, repr=False, compare=False)  # the device array, if kept
+
+    @property
+    def per_device_bytes(self) -> int:
+        """Bytes of one shard on each device holding it (all bytes when not sharded)."""
+        if self.shard_shape is None:
+            return self.nbytes
+        n = 1
+        for d in self.shard_shape:
+            n *= d
+        return n * self.itemsize
 
     @property
     def name(self) -> str:

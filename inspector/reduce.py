@@ -34,7 +34,8 @@ def _one(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     if jnp.iscomplexobj(x):
         x = jnp.abs(x)
     wide = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
-    x = x.reshape(-1).astype(wide)
+    # No reshape: flattening a sharded array would gather it; reductions over every axis do not.
+    x = x.astype(wide)
     finite = jnp.isfinite(x)
     n = jnp.maximum(jnp.sum(finite, dtype=jnp.int32), 1).astype(wide)
     xz = jnp.where(finite, x, 0)
@@ -45,7 +46,8 @@ def _one(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     abs_max = jnp.max(jnp.abs(xz), initial=0)
     width = jnp.where(hi > lo, hi - lo, 1)
     idx = jnp.clip(jnp.floor((xz - lo) / width * BINS), 0, BINS - 1).astype(jnp.int32)
-    hist = jnp.sum((idx[:, None] == jnp.arange(BINS)[None, :]) & finite[:, None], axis=0, dtype=jnp.int32)
+    hist = jnp.sum((idx[..., None] == jnp.arange(BINS)) & finite[..., None], axis=tuple(range(x.ndim)),
+                   dtype=jnp.int32)
     floats = jnp.stack([mean, std, lo, hi, abs_max]).astype(jnp.float32)
     counts = jnp.concatenate([
         jnp.stack([
@@ -74,8 +76,8 @@ def deltas(pairs: Sequence[tuple[jax.Array, jax.Array]]) -> jax.Array:
         return jnp.zeros((0, 3), jnp.float32)
     rows = []
     for before, after in pairs:
-        b = before.reshape(-1).astype(jnp.float32)
-        a = after.reshape(-1).astype(jnp.float32)
+        b = before.astype(jnp.float32)
+        a = after.astype(jnp.float32)
         same = (a == b) | (jnp.isnan(a) & jnp.isnan(b))
         d = jnp.where(same, 0, jnp.abs(a - b))
         rows.append(jnp.stack([

@@ -22,7 +22,8 @@ def node_summary(node: Node) -> str:
         leaf = node.leaf
         if leaf.opaque is not None:
             return leaf.opaque
-        return f"{F.shape(leaf)} {F.nbytes(leaf.nbytes)} {F.stats(leaf.stats)}"
+        placed = f" {leaf.sharding} {F.nbytes(leaf.per_device_bytes)}/device" if leaf.shard_shape else ""
+        return f"{F.shape(leaf)} {F.nbytes(leaf.nbytes)}{placed} {F.stats(leaf.stats)}"
     bad = node.nonfinite
     text = f"{F.count(node.count)} leaves, {F.count(node.size)} elements, {F.nbytes(node.nbytes)}"
     return text + (f" !! {bad} non-finite" if bad else "")

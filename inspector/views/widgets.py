@@ -115,6 +115,8 @@ def detail_header(title: str, leaf: Leaf, note: str = "") -> str:
     rows = [("shape", F.shape(leaf)), ("bytes", F.nbytes(leaf.nbytes)), ("device", leaf.device)]
     if leaf.sharding:
         rows.append(("sharding", leaf.sharding))
+    if leaf.shard_shape is not None:
+        rows.append(("per device", f"[{','.join(map(str, leaf.shard_shape))}] {F.nbytes(leaf.per_device_bytes)}"))
     if s is not None:
         rows += [("mean / std", f"{F.num(s.mean)} / {F.num(s.std)}"), ("min / max", f"{F.num(s.min)} / {F.num(s.max)}"),
                  ("abs max", F.num(s.abs_max)), ("zeros", f"{s.zeros:,} ({s.frac_zero:.1%})"),
