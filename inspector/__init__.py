@@ -14,17 +14,20 @@ return exactly what flax returns, and ``inspect_*`` forms that return an
 from inspector import capture
 from inspector.api import (
     Inspector, apply, init, init_with_output, inspect, inspect_apply, inspect_init,
-    inspect_init_with_output,
+    inspect_init_with_output, intervene, scale, zero,
 )
+from inspector.compare import compare
 from inspector.capture import CaptureFilterError
 from inspector.model import (
-    CollectionDiff, Inspection, Leaf, LeafDiff, MethodCall, Node, Stats, Timings, VariableTree,
+    BindingCall, CollectionDiff, Comparison, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, Stats,
+    Timings, VariableTree,
 )
 
 __all__ = [
     "apply", "init", "init_with_output", "inspect_apply", "inspect_init",
     "inspect_init_with_output", "inspect", "Inspector", "capture", "CaptureFilterError",
     "Inspection", "VariableTree", "Node", "Leaf", "Stats", "LeafDiff", "CollectionDiff",
-    "MethodCall", "Timings",
+    "MethodCall", "Timings", "BindingCall", "Comparison", "LeafDelta", "compare", "intervene", "zero",
+    "scale",
 ]
 __version__ = "0.1.0"

@@ -12,7 +12,8 @@ import jax
 
 from inspector import capture as C
 from inspector.collect import assemble, plan
-from inspector.model import Inspection, Timings
+from inspector.compare import compare
+from inspector.model import Comparison, Inspection, Timings
 from inspector.run import Runner
 
 Keep = Literal["arrays", "stats"]
@@ -52,11 +53,12 @@ class InspectRun:
     """
 
     def __init__(self, kind: str, fn: Callable, module: nn.Module, mutable: Any,
-                 capture: Any, keep: Keep = "arrays"):
+                 capture: Any, keep: Keep = "arrays", patches: dict[str, Any] | None = None):
         if keep not in ("arrays", "stats"):
             raise ValueError(f"keep must be 'arrays' or 'stats', not {keep!r}")
         self.kind, self.module, self.keep = kind, module, keep
-        self.runner = Runner(kind, fn, module, mutable, capture, post=plan(kind, mutable, capture, keep))
+        self.runner = Runner(kind, fn, module, mutable, capture, post=plan(kind, mutable, capture, keep),
+                             patches=patches)
         functools.update_wrapper(self, fn, updated=())
 
     @property
@@ -96,10 +98,37 @@ def _default_capture(capture: Any) -> Any:
 
 
 def inspect_apply(fn: Callable, module: nn.Module, mutable: Any = False,
-                  capture_intermediates: Any = None, keep: Keep = "arrays") -> InspectRun:
+                  capture_intermediates: Any = None, keep: Keep = "arrays",
+                  patches: dict[str, Any] | None = None) -> InspectRun:
     """Like :func:`apply`, but calls return an :class:`Inspection`.
-    ``capture_intermediates`` defaults to :data:`capture.calls` (every ``__call__``)."""
-    return InspectRun("apply", fn, module, mutable, _default_capture(capture_intermediates), keep)
+    ``capture_intermediates`` defaults to :data:`capture.calls` (every ``__call__``).
+    ``patches`` maps ``'path:method'`` (or ``'path:method[i]'``, the i-th call) to a
+    function of the method's output, or a value to put in its place (see :func:`intervene`)."""
+    return InspectRun("apply", fn, module, mutable, _default_capture(capture_intermediates), keep, patches)
+
+
+def zero(y: Any) -> Any:
+    """A patch: every array of the output replaced by zeros."""
+    return jax.tree.map(lambda a: a * 0, y)
+
+
+def scale(factor: float) -> Callable[[Any], Any]:
+    """A patch: every array of the output multiplied by ``factor``."""
+    return lambda y: jax.tree.map(lambda a: a * factor, y)
+
+
+def intervene(fn: Callable, module: nn.Module, patches: dict[str, Any], mutable: Any = False,
+              capture_intermediates: Any = None, keep: Keep = "arrays") -> Callable[..., Comparison]:
+    """Activation patching: ``intervene(fn, module, {'blocks_3/mlp:__call__': fi.zero})(variables, x)``
+    runs clean and patched and returns their :class:`Comparison` (output first)."""
+    clean = inspect_apply(fn, module, mutable, capture_intermediates, keep)
+    patched = inspect_apply(fn, module, mutable, capture_intermediates, keep, patches)
+
+    def run(*args: Any, **kwargs: Any) -> Comparison:
+        return compare(clean(*args, **kwargs), patched(*args, **kwargs), labels=("clean", "patched"))
+
+    run.clean, run.patched = clean, patched  # type: ignore[attr-defined]
+    return run
 
 
 def inspect_init(fn: Callable, module: nn.Module, mutable: Any = _INIT_MUTABLE,

@@ -347,6 +347,107 @@ class BindingCall:
 
 
 @dataclasses.dataclass
+class LeafDelta:
+    """One aligned pair of leaves from two inspections and how they differ.
+
+    ``max_abs``/``mean_abs``/``changed`` are element-wise, computed on the device
+    when both arrays were kept with equal shapes; otherwise None (statistics only).
+    """
+
+    section: str  # 'output' | 'variables' | 'intermediates'
+    key: str
+    a: Leaf | None
+    b: Leaf | None
+    max_abs: float | None = None
+    mean_abs: float | None = None
+    changed: int | None = None
+
+    @property
+    def status(self) -> str:
+        if self.a is None:
+            return "only in b"
+        if self.b is None:
+            return "only in a"
+        if self.a.shape != self.b.shape or self.a.dtype != self.b.dtype:
+            return "shape differs"
+        if self.changed is None:
+            return "statistics only"
+        return "differs" if self.changed else "equal"
+
+    def _stat(self, name: str) -> float:
+        if not (self.a and self.b and self.a.stats and self.b.stats):
+            return 0.0
+        return getattr(self.b.stats, name) - getattr(self.a.stats, name)
+
+    @property
+    def delta_mean(self) -> float:
+        return self._stat("mean")
+
+    @property
+    def delta_std(self) -> float:
+        return self._stat("std")
+
+    @property
+    def relative(self) -> float:
+        """``max|b - a|`` over ``max|a|`` (or the relative change of the mean without arrays)."""
+        scale = max((self.a.stats.abs_max if self.a and self.a.stats else 0.0), 1e-12)
+        if self.max_abs is not None:
+            return self.max_abs / scale
+        return abs(self.delta_mean) / scale
+
+    @property
+    def divergence(self) -> float:
+        """Sort key: structural differences first, then the relative difference."""
+        return float("inf") if self.status in ("only in a", "only in b", "shape differs") else self.relative
+
+
+@dataclasses.dataclass
+class Comparison:
+    """Two inspections aligned leaf by leaf (``fi.compare(a, b)``)."""
+
+    labels: tuple[str, str]
+    a: "Inspection"
+    b: "Inspection"
+    deltas: list[LeafDelta]
+
+    def ranked(self, section: str | None = None) -> list[LeafDelta]:
+        """Deltas of ``section`` (all by default), largest divergence first (NaN counts as largest)."""
+        chosen = [d for d in self.deltas if section is None or d.section == section]
+        return sorted(chosen, key=lambda d: -(d.divergence if d.divergence == d.divergence else float("inf")))
+
+    def __getitem__(self, key: str) -> LeafDelta:
+        for d in self.deltas:
+            if d.key == key:
+                return d
+        raise KeyError(key)
+
+    def to_text(self, limit: int | None = 30) -> str:
+        from inspector.views.text import render_comparison
+
+        return render_comparison(self, limit)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def __repr__(self) -> str:
+        differ = sum(1 for d in self.deltas if d.status != "equal")
+        return f"<Comparison {self.labels[0]} vs {self.labels[1]}: {differ} of {len(self.deltas)} leaves differ>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from inspector.views import html
+
+        bundle: dict[str, Any] = {"text/html": html.render_comparison(self, limit=50)}
+        try:
+            from inspector.views.widgets import ComparisonWidget
+
+            bundle.update(ComparisonWidget(self)._repr_mimebundle_(include, exclude) or {})
+        except Exception:  # noqa: BLE001 - no widget support: the fallback stands
+            pass
+        bundle["text/plain"] = repr(self)
+        return bundle
+
+
+@dataclasses.dataclass
 class Timings:
     """Wall times of one inspected call, in milliseconds (trace/compile are 0 when cached)."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from typing import Any, Callable
 import flax
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax.core import FrozenDict
 
@@ -59,6 +61,9 @@ class Recorder:
     sowed: dict[tuple[tuple[str, ...], str], int] = dataclasses.field(default_factory=dict)
     binding: list[BindingCall] = dataclasses.field(default_factory=list)
     lifted: set[str] = dataclasses.field(default_factory=set)  # e.g. 'ScanCell'
+    patches: dict[tuple[tuple[str, ...], str], dict[int | None, Any]] = dataclasses.field(default_factory=dict)
+    seen: dict[tuple[tuple[str, ...], str], int] = dataclasses.field(default_factory=dict)
+    patched: set[tuple[tuple[str, ...], str, int | None]] = dataclasses.field(default_factory=set)
     error_site: tuple[tuple[str, ...], str, str] | None = None
 
     def on_capture(self, module: Any, method_name: str) -> None:
@@ -103,6 +108,15 @@ class Recorder:
             raise
         finally:
             self.stack.pop()
+        call_index = self.seen.get((path, name), 0)
+        self.seen[(path, name)] = call_index + 1
+        by_index = self.patches.get((path, name))
+        if by_index is not None:
+            for index in (call_index, None):
+                if index in by_index:
+                    y = apply_patch(by_index[index], y)
+                    self.patched.add((path, name, index))
+                    break
         if self.detailed:
             for key, n in self._counts(module, path).items():
                 for _ in range(n - self.sowed.get((path, key), 0)):
@@ -126,6 +140,22 @@ class Recorder:
 
 
 _local = threading.local()
+
+
+def parse_call_key(key: str) -> tuple[tuple[str, ...], str, int | None]:
+    """``'encoder/Dense_0:__call__[1]'`` -> ``(('encoder', 'Dense_0'), '__call__', 1)``."""
+    m = re.fullmatch(r"(.*?):([^\[\]:]+)(?:\[(\d+)\])?", key)
+    if not m:
+        raise ValueError(f"patch key {key!r} is not of the form 'module/path:method' or 'path:method[i]'")
+    path = tuple(p for p in m.group(1).split("/") if p)
+    return path, m.group(2), int(m.group(3)) if m.group(3) is not None else None
+
+
+def apply_patch(patch: Any, y: Any) -> Any:
+    """``patch(y)`` for a callable, else ``patch`` broadcast to every array leaf of ``y``."""
+    if callable(patch):
+        return patch(y)
+    return jax.tree.map(lambda leaf: jnp.broadcast_to(jnp.asarray(patch, leaf.dtype), leaf.shape), y)
 
 
 def _install_scope_probes() -> None:
@@ -214,13 +244,18 @@ class Runner:
     """
 
     def __init__(self, kind: Kind, fn: Callable, module: nn.Module, mutable: Any,
-                 capture_intermediates: Any, post: Callable | None = None):
+                 capture_intermediates: Any, post: Callable | None = None,
+                 patches: dict[str, Any] | None = None):
         self.kind = kind
         self.fn = fn
         self.module = module
         self.mutable = mutable
         self.capture = capture_intermediates
         self.post = post
+        self.patches: dict[tuple[tuple[str, ...], str], dict[int | None, Any]] = {}
+        for key, patch in (patches or {}).items():
+            path, method, index = parse_call_key(key)
+            self.patches.setdefault((path, method), {})[index] = patch
         self.traces = 0
         self.compiles = 0
         self._cache: dict[Any, Traced] = {}
@@ -299,6 +334,15 @@ class Runner:
         entry.trace_ms, entry.compile_ms = (t1 - t0) * 1000, (t2 - t1) * 1000
         return entry
 
+    def _check_patches(self, recorder: Recorder) -> None:
+        """A patch that matched no call is a typo: say so, listing calls that ran."""
+        for (path, method), by_index in self.patches.items():
+            for index in by_index:
+                if (path, method, index) not in recorder.patched:
+                    seen = ", ".join(f"{'/'.join(p) or '/'}:{m}" for p, m in list(recorder.seen)[:12])
+                    where = f"{'/'.join(path) or '/'}:{method}" + (f"[{index}]" if index is not None else "")
+                    raise KeyError(f"patch {where!r} matched no call; calls seen: {seen}")
+
     def _call_flax(self, args, kwargs, recorder: Recorder):
         capture = self.capture
         if callable(capture):
@@ -310,12 +354,15 @@ class Runner:
         else:
             flax_fn = _flax_entry(self.kind)(self.fn, self.module, mutable=self.mutable,
                                              capture_intermediates=capture)
+        recorder.patches = self.patches
         if recorder.detailed:
             _install_scope_probes()
             _local.recorder = recorder
         try:
             with nn.intercept_methods(recorder.intercept):
-                return flax_fn(*args, **kwargs)
+                result = flax_fn(*args, **kwargs)
+            self._check_patches(recorder)
+            return result
         except Exception as e:  # noqa: BLE001 - re-raised unchanged, with a note
             if recorder.error_site is not None:
                 path, type_name, method = recorder.error_site

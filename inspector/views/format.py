@@ -84,3 +84,18 @@ def binding(call) -> str:
     if call.rngs:
         parts.append("rng " + ", ".join(f"{k} x{n}" for k, n in call.rngs.items()))
     return "; ".join(parts)
+
+
+def leaf_delta(d) -> str:
+    """``max|Δ| 0.5 (12% of max|a|), 3/8 changed, Δmean +0.1`` for a LeafDelta."""
+    if d.status in ("only in a", "only in b"):
+        return d.status
+    if d.status == "shape differs":
+        return f"shape {shape(d.a)} vs {shape(d.b)}"
+    if d.status == "equal":
+        return "equal"
+    text = f"Δmean {d.delta_mean:+.4g}, Δstd {d.delta_std:+.4g}"
+    if d.max_abs is not None:
+        text = (f"max|Δ| {num(d.max_abs)} ({d.relative:.1%} of max|a|), {d.changed:,}/{d.a.size:,} changed, "
+                + text)
+    return text

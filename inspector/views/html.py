@@ -171,3 +171,25 @@ def write(insp: Inspection, path: str | Path) -> Path:
     path = Path(path)
     path.write_text(render_page(insp), encoding="utf-8")
     return path
+
+
+def render_comparison(comparison, limit: int | None = None) -> str:
+    """A comparison as an embeddable ``<div>``: one foldable list per section."""
+    a, b = comparison.labels
+    parts = [f'<div class="fi-root"><style>{CSS}</style><div class="fi-head">'
+             f'{esc(f"Comparison: {a} vs {b}")}</div>']
+    for section in ("output", "variables", "intermediates"):
+        ranked = comparison.ranked(section)
+        if not ranked:
+            continue
+        differ = sum(1 for d in ranked if d.status != "equal")
+        parts.append(f'<details open><summary><span class="fi-name">{section}</span>: '
+                     f'<span class="fi-sum">{differ} of {len(ranked)} differ</span></summary>')
+        shown = ranked if limit is None else ranked[:limit]
+        for d in shown:
+            cls = "fi-changed" if d.status not in ("equal",) else ""
+            parts.append(_leaf_html(d.key, F.leaf_delta(d), False, extra_cls=cls))
+        parts.append(_more(len(ranked), len(shown)))
+        parts.append("</details>")
+    parts.append("</div>")
+    return "".join(parts)

@@ -235,3 +235,34 @@ class BindingSource(RowSource):
 
     def leaf(self, id):
         return None
+
+
+class ComparisonSource(RowSource):
+    """Rows for a comparison: section -> leaves, largest divergence first."""
+
+    SECTIONS = ("output", "variables", "intermediates")
+
+    def __init__(self, comparison):
+        self.ranked = {s: comparison.ranked(s) for s in self.SECTIONS}
+        self.by_id = {f"{d.section}:{d.key}": d for d in comparison.deltas}
+
+    def _row(self, d) -> Row:
+        return {"id": f"{d.section}:{d.key}", "name": d.key, "summary": F.leaf_delta(d), "n": 0, "leaf": True,
+                "cls": "" if d.status == "equal" else "changed",
+                "bad": bool((d.a and d.a.stats and d.a.stats.nonfinite) or (d.b and d.b.stats and d.b.stats.nonfinite))}
+
+    def children(self, id, offset=0, limit=PAGE):
+        if not id:
+            rows = [{"id": s, "name": s, "n": len(r),
+                     "summary": f"{sum(1 for d in r if d.status != 'equal')} of {len(r)} differ"}
+                    for s, r in self.ranked.items() if r]
+            return rows[offset:offset + limit], len(rows)
+        ranked = self.ranked.get(id, [])
+        return [self._row(d) for d in ranked[offset:offset + limit]], len(ranked)
+
+    def search(self, query, limit=PAGE):
+        hits = [d for r in self.ranked.values() for d in r if path_matches(d.key, query)]
+        return [self._row(d) for d in hits[:limit]], len(hits)
+
+    def leaf(self, id):
+        return self.by_id.get(id)

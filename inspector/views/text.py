@@ -110,3 +110,20 @@ def render(insp: Inspection, timings: bool = True, max_children: int | None = No
         lines.extend(section)
     lines.extend(f"note: {n}" for n in insp.notes)
     return "\n".join(lines) + "\n"
+
+
+def render_comparison(comparison, limit: int | None = 30) -> str:
+    """A comparison as text: per section, the largest divergences first."""
+    a, b = comparison.labels
+    lines = [f"Comparison: {a} ({comparison.a.module_type}) vs {b} ({comparison.b.module_type})"]
+    for section in ("output", "variables", "intermediates"):
+        ranked = comparison.ranked(section)
+        if not ranked:
+            continue
+        differ = sum(1 for d in ranked if d.status != "equal")
+        lines.append(f"{section}: {differ} of {len(ranked)} differ")
+        shown = ranked if limit is None else ranked[:limit]
+        lines.extend(f"  {d.key}: {F.leaf_delta(d)}" for d in shown)
+        if len(shown) < len(ranked):
+            lines.append(f"  ... {len(ranked) - len(shown)} more")
+    return "\n".join(lines) + "\n"

@@ -21,7 +21,9 @@ from IPython.display import HTML
 
 from inspector.model import Inspection, Leaf, LeafDiff
 from inspector.views import format as F
-from inspector.views.rows import PAGE, BindingSource, CallSource, DiffSource, NodeSource, RowSource
+from inspector.views.rows import (
+    PAGE, BindingSource, CallSource, ComparisonSource, DiffSource, NodeSource, RowSource,
+)
 from inspector.views.text import header
 
 PREVIEW_ELEMENTS = 65_536
@@ -221,6 +223,33 @@ class InspectionWidget(W.VBox):
             note = f"showing [{', '.join(f':{s.stop}' for s in index)}] of {leaf.size:,}" if shown < leaf.size else ""
             self.detail.append_display_data(HTML(detail_header(title, leaf, note)))
             self.detail.append_display_data(array_figure(leaf.preview(index)))
+
+
+class ComparisonWidget(W.VBox):
+    """Two inspections side by side: ranked deltas; a click shows both arrays."""
+
+    def __init__(self, comparison: Any, **kwargs: Any):
+        a, b = comparison.labels
+        title = W.HTML(f"<b>{html.escape(f'Comparison: {a} vs {b}')}</b>")
+        self.comparison = comparison
+        self.tree = TreeWidget(ComparisonSource(comparison))
+        self.detail = W.Output()
+        self.detail.add_class("fi-detail-pane")
+        self.tree.on_select(self.show_detail)
+        super().__init__(children=[title, self.tree, self.detail], **kwargs)
+        self.add_class("fi-comparison")
+
+    def show_detail(self, id: str) -> None:
+        d = self.tree.source.leaf(id)
+        self.detail.clear_output()
+        if d is None:
+            return
+        for label, leaf in zip(self.comparison.labels, (d.a, d.b)):
+            if leaf is None or leaf.opaque is not None:
+                continue
+            self.detail.append_display_data(HTML(detail_header(f"{label}: {d.key}", leaf, F.leaf_delta(d))))
+            if leaf.kept:
+                self.detail.append_display_data(array_figure(leaf.preview(preview_index(leaf.shape))))
 
 
 def array_figure(array: Any) -> Any:
