@@ -17,6 +17,7 @@ from inspector.api import (
     inspect_init_with_output, intervene, scale, zero,
 )
 from inspector.compare import compare
+from inspector.nnx import NnxInspectRun, inspect_nnx
 from inspector.capture import CaptureFilterError
 from inspector.model import (
     BindingCall, CollectionDiff, Comparison, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, Stats,
@@ -28,6 +29,6 @@ __all__ = [
     "inspect_init_with_output", "inspect", "Inspector", "capture", "CaptureFilterError",
     "Inspection", "VariableTree", "Node", "Leaf", "Stats", "LeafDiff", "CollectionDiff",
     "MethodCall", "Timings", "BindingCall", "Comparison", "LeafDelta", "compare", "intervene", "zero",
-    "scale",
+    "scale", "inspect_nnx", "NnxInspectRun",
 ]
 __version__ = "0.1.0"

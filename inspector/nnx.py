@@ -1,0 +1,152 @@
+"""Flax NNX through the same :class:`~inspector.model.Inspection` model.
+
+The module is split into one pure-dict state per variable type (named like linen
+collections: ``params``, ``batch_stats``, ``cache``; others by type name), merged
+back inside the jitted call, and run under ``nnx.capture`` with
+``method_outputs=nnx.Intermediate`` so every method's output and every
+``sow(nnx.Intermediate, ...)`` is recorded. The caller's module is not changed
+unless ``update=True``. ``nnx.bridge.ToNNX`` wrappers are inspected through the
+linen module they wrap.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+from flax import nnx
+
+from inspector.api import InspectRun, Keep
+from inspector.collect import assemble, plan
+from inspector.model import Inspection, Timings
+from inspector.run import Event, Recorder, Runner
+
+
+def collection_name(var_type: type) -> str:
+    """``Param`` -> ``'params'``, ``BatchStat`` -> ``'batch_stats'``; unregistered types by name."""
+    try:
+        from flax.nnx.variablelib import variable_name_from_type
+
+        return variable_name_from_type(var_type)
+    except Exception:  # noqa: BLE001 - not registered (RngKey, user types)
+        return var_type.__name__
+
+
+class NnxRunner(Runner):
+    """A :class:`Runner` whose "flax call" merges NNX states and runs a method under capture."""
+
+    def __init__(self, model: nnx.Module, method: str, mutable: list[str] | None, post: Any):
+        types: list[type] = []
+        for _, var in nnx.to_flat_state(nnx.state(model)):
+            if type(var) not in types:
+                types.append(type(var))
+        self.types = types
+        self.names = [collection_name(t) for t in types]
+        graphdef, *states = nnx.split(model, *types)
+        self.graphdef, self.templates = graphdef, states
+        self.method = method
+        self.update_names = [n for n in self.names if n != "params"] if mutable is None else list(mutable)
+        super().__init__("apply", None, model, True, True, post=post)
+
+    def grouped(self, model: nnx.Module) -> dict[str, Any]:
+        """The module's current state as ``{collection: pure dict}``."""
+        _, *states = nnx.split(model, *self.types)
+        return {name: nnx.to_pure_dict(s) for name, s in zip(self.names, states)}
+
+    def _call_flax(self, args, kwargs, recorder: Recorder):
+        grouped, *user_args = args
+        states = []
+        for name, template in zip(self.names, self.templates):
+            state = jax.tree.map(lambda v: v, template)  # a fresh State to fill with traced values
+            nnx.replace_by_pure_dict(state, grouped[name])
+            states.append(state)
+        model = nnx.merge(self.graphdef, *states)
+        fn = model if self.method == "__call__" else getattr(model, self.method)
+        y, inter = nnx.capture(fn, nnx.Intermediate, method_outputs=nnx.Intermediate)(*user_args, **kwargs)
+        _, *after = nnx.split(model, *self.types)
+        new = {name: nnx.to_pure_dict(s) for name, s in zip(self.names, after) if name in self.update_names}
+        inter = nnx.to_pure_dict(inter)
+        self._record(model, inter, recorder)
+        return y, {"intermediates": inter, **new}
+
+    @staticmethod
+    def _record(model: nnx.Module, inter: dict, recorder: Recorder) -> None:
+        """Events for every captured value (path order): method outputs vs ``sow``s, with module types."""
+        modules = {tuple(str(p) for p in path): mod for path, mod in nnx.iter_modules(model)}
+
+        def walk(node: dict, path: tuple[str, ...]) -> None:
+            module = modules.get(path)
+            for key, value in node.items():
+                if isinstance(value, dict):
+                    walk(value, path + (str(key),))
+                    continue
+                kind = "capture" if callable(getattr(type(module), key, None)) else "sow"
+                for _ in value if isinstance(value, tuple) else (value,):
+                    recorder.events.append(Event(kind, path, str(key), type(module).__name__ if module else ""))
+
+        walk(inter, ())
+
+
+class NnxInspectRun:
+    """``inspect_nnx``'s callable: ``run(*args, **kwargs) -> Inspection``."""
+
+    def __init__(self, model: nnx.Module, method: str = "__call__", mutable: list[str] | None = None,
+                 keep: Keep = "arrays", update: bool = False):
+        self.model, self.keep, self.update = model, keep, update
+        self.runner = NnxRunner(model, method, mutable, plan("apply", True, True, keep))
+
+    @property
+    def traces(self) -> int:
+        return self.runner.traces
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Inspection:
+        grouped = self.runner.grouped(self.model)
+        t0 = time.perf_counter()
+        result, extra, entry, cached = self.runner.run((grouped, *args), kwargs)
+        jax.block_until_ready(extra)
+        timings = Timings(0.0 if cached else entry.trace_ms, 0.0 if cached else entry.compile_ms,
+                          (time.perf_counter() - t0) * 1000, cached)
+        insp = assemble("apply", self.model, grouped, result, extra, entry.extra, timings, self.keep)
+        insp.notes.append("nnx: intermediates are ordered by module path (nnx.capture records no call order)")
+        if self.update:
+            for name, pure in result[1].items():
+                if name in self.runner.names:
+                    sub = nnx.state(self.model, self.runner.types[self.runner.names.index(name)])
+                    nnx.replace_by_pure_dict(sub, pure)
+                    nnx.update(self.model, sub)
+        return insp
+
+
+def inspect_nnx(model: nnx.Module, *args: Any, method: str = "__call__", mutable: list[str] | None = None,
+                keep: Keep = "arrays", update: bool = False, **kwargs: Any) -> Inspection:
+    """Inspects ``model.<method>(*args, **kwargs)``: variables per type, what the call changed
+    (every collection but ``params`` by default), and every method output and sow."""
+    if isinstance(model, nnx.bridge.ToNNX):
+        return _inspect_bridge(model, *args, method=method, keep=keep, **kwargs)
+    return NnxInspectRun(model, method, mutable, keep, update)(*args, **kwargs)
+
+
+def _inspect_bridge(model: Any, *args: Any, method: str, keep: Keep, **kwargs: Any) -> Inspection:
+    """A ``ToNNX(linen_module)``: the linen module with its variables, through the linen path."""
+    variables: dict[str, dict] = {}
+    for path, var in nnx.to_flat_state(nnx.state(model)):
+        if isinstance(var, nnx.RngState):
+            continue
+        node = variables.setdefault(collection_name(type(var)), {})
+        for part in path[:-1]:
+            node = node.setdefault(str(part), {})
+        node[str(path[-1])] = var[...]
+    linen = getattr(model, "to_nnx__module", None) or model.module
+    fn = (lambda m, *a, **k: m(*a, **k)) if method == "__call__" else (
+        lambda m, *a, **k: getattr(m, method)(*a, **k))
+    mutable = [c for c in variables if c != "params"]
+    insp = InspectRun("apply", fn, linen, mutable or False, _calls(), keep)(variables, *args, **kwargs)
+    insp.notes.append(f"nnx.bridge.ToNNX: inspected the linen module inside ({type(linen).__name__})")
+    return insp
+
+
+def _calls():
+    from inspector import capture
+
+    return capture.calls
