@@ -61,3 +61,25 @@ def test_deltas():
     a = jnp.array([1.0, 2.5, 1.0, jnp.nan])
     changed, max_abs, mean_abs = np.asarray(jax.jit(reduce.deltas)([(b, a)]))[0]
     assert changed == 2 and max_abs == pytest.approx(2.0) and mean_abs == pytest.approx(2.5 / 4)
+
+
+def test_batched_small_leaves_match_the_per_leaf_path_and_keep_order():
+    rng = np.random.default_rng(1)
+    arrays = [jnp.asarray(rng.normal(size=s).astype(np.float32)) for s in [(300,), (5000,), (7, 3), (4100,)]]
+    arrays[2] = arrays[2].at[0, 0].set(jnp.nan).at[1, 1].set(0.0)
+    floats, counts = jax.jit(reduce.describe)(arrays)
+    batched = reduce.unpack(floats, counts)
+    single = [reduce.unpack(*[v[None] for v in reduce._one(a)])[0] for a in arrays]  # the per-leaf path
+    for got, ref, a in zip(batched, single, arrays):
+        assert got.count == a.size
+        assert (got.nan, got.zeros, got.hist) == (ref.nan, ref.zeros, ref.hist)
+        np.testing.assert_allclose([got.mean, got.std, got.min, got.max, got.abs_max],
+                                   [ref.mean, ref.std, ref.min, ref.max, ref.abs_max], rtol=1e-4, atol=1e-6)
+
+
+def test_many_small_leaves_compile_to_a_small_program():
+    arrays = [jnp.ones((4,)) * i for i in range(2000)]
+    hlo = jax.jit(reduce.describe).lower(arrays).as_text()
+    assert hlo.count("reduce") < 200  # segment reductions, not 2000 x per-leaf reductions
+    floats, counts = jax.jit(reduce.describe)(arrays)
+    assert reduce.unpack(floats, counts)[1234].mean == 1234
