@@ -440,7 +440,7 @@ class Comparison:
         try:
             from inspector.views.widgets import ComparisonWidget
 
-            bundle.update(ComparisonWidget(self)._repr_mimebundle_(include, exclude) or {})
+            bundle.update(ComparisonWidget(self)._repr_mimebundle_(include=include, exclude=exclude) or {})
         except Exception:  # noqa: BLE001 - no widget support: the fallback stands
             pass
         bundle["text/plain"] = repr(self)
@@ -571,7 +571,7 @@ class Inspection:
             "text/html": html.render_fragment(self, max_children=20),
         }
         try:
-            bundle.update(self.widget()._repr_mimebundle_(include, exclude) or {})
+            bundle.update(self.widget()._repr_mimebundle_(include=include, exclude=exclude) or {})
         except Exception:  # noqa: BLE001 - no widget support here: the fallbacks stand
             pass
         bundle["text/plain"] = repr(self)

@@ -68,7 +68,7 @@ def test_static_html_escapes_user_text_and_marks_first_nonfinite():
     assert "<img" not in page and "<b>d" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page and "&lt;b&gt;d&lt;/b&gt;" in page
     nan_page = nan_inspection().to_html()
-    assert 'href="#fi-call-2"' in nan_page and 'id="fi-call-2" class="fi-first"' in nan_page
+    assert 'href="#fi-call-2"' in nan_page and 'id="fi-call-2" class="fi-first" open' in nan_page
     assert "http://" not in nan_page and "https://" not in nan_page  # offline, no CDN
 
 

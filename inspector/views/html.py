@@ -117,7 +117,8 @@ def _calls(insp: Inspection, max_children: int | None) -> Iterator[str]:
     for call in calls:
         kind = "sow" if call.sown else call.module_type
         cls = "fi-first" if call is first else ("fi-bad" if call.nonfinite else "")
-        yield (f'<details id="fi-call-{call.order}" class="{cls}"><summary><span class="fi-name">#{call.order} '
+        opened = " open" if call is first else ""  # a link to a closed <details> would not open it
+        yield (f'<details id="fi-call-{call.order}" class="{cls}"{opened}><summary><span class="fi-name">#{call.order} '
                f'{esc(call.key)}</span> <span class="fi-sum">({esc(kind)})</span></summary>')
         for leaf in call.outputs:
             sub = path_str(leaf.path[len(call.path) + 1:]) if len(leaf.path) > len(call.path) + 1 else "value"

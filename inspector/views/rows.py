@@ -236,6 +236,10 @@ class BindingSource(RowSource):
     def leaf(self, id):
         return None
 
+    def initial(self, open_depth: int = 4, budget: int = 100) -> list[Row]:
+        """The timeline opens deeper than trees do: nesting is the point of it."""
+        return super().initial(open_depth, budget)
+
 
 class ComparisonSource(RowSource):
     """Rows for a comparison: section -> leaves, largest divergence first."""

@@ -201,7 +201,7 @@ class InspectionWidget(W.VBox):
     def show_detail(self, view: str, id: str) -> None:
         source = self.trees[view].source
         item = source.leaf(id) if source else None
-        self.detail.clear_output()
+        self.detail.outputs = ()  # a state update, ordered with the appends (clear_output races them)
         if item is None:
             self.detail.append_display_data(HTML(f"<i>{html.escape(id)}: not a leaf</i>"))
             return
@@ -241,7 +241,7 @@ class ComparisonWidget(W.VBox):
 
     def show_detail(self, id: str) -> None:
         d = self.tree.source.leaf(id)
-        self.detail.clear_output()
+        self.detail.outputs = ()  # a state update, ordered with the appends (clear_output races them)
         if d is None:
             return
         for label, leaf in zip(self.comparison.labels, (d.a, d.b)):

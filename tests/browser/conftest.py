@@ -1,0 +1,122 @@
+"""Fixtures for tests that drive Debian's Chromium through Playwright for Python.
+
+``playwright install`` cannot download browsers here, so ``/usr/bin/chromium`` is used
+(``make browser`` installs it). Without it the tests skip, or fail when
+``INSPECTOR_REQUIRE_BROWSER=1`` (as ``make test`` sets). Every test in this folder
+gets the ``browser`` marker: ``pytest -m "not browser"`` leaves them out.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from browser_helpers import (
+    ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, HERE, REPO, record_errors, require_or_skip, safe_name,
+    start_lab_server, stop_lab_server,
+)
+
+HTML_MANAGER = "@jupyter-widgets/html-manager@1.0.15"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.browser)
+
+
+_REPORTS = pytest.StashKey[dict]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    item.stash.setdefault(_REPORTS, {})[report.when] = report
+    return report
+
+
+def _failed(item) -> bool:
+    return any(r.failed for r in item.stash.get(_REPORTS, {}).values())
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        require_or_skip(f"{CHROMIUM} is missing (make browser, or apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require_or_skip("playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    """A fresh context and page. ``page.errors`` (console errors, uncaught page errors,
+    failed requests), ``page.console_errors``, ``page.page_errors``,
+    ``page.failed_requests``, ``page.bad_responses`` and ``page.dialogs`` record what
+    happened; on failure a screenshot and a log go to tests/artifacts/."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    pg = record_errors(context.new_page())
+    yield pg
+    if _failed(request.node):
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        stem = str(ARTIFACTS / safe_name(request.node.nodeid))
+        try:
+            pg.screenshot(path=stem + ".png", full_page=True, timeout=10_000)
+        except Exception as e:  # noqa: BLE001 - a failing screenshot must not hide the failure
+            print(f"screenshot failed: {e}")
+        Path(stem + ".log").write_text(
+            f"url: {pg.url}\n\n[errors]\n" + "\n".join(pg.errors) + "\n\n[dialogs]\n" + "\n".join(pg.dialogs)
+            + "\n\n[http >= 400]\n" + "\n".join(pg.bad_responses) + "\n\n[console]\n" + "\n".join(pg.console_log))
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def lab_server(tmp_path_factory):
+    """A JupyterLab server (see :func:`browser_helpers.start_lab_server`) for the session."""
+    server = start_lab_server(tmp_path_factory.mktemp("lab"))
+    yield server
+    stop_lab_server(server)
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("INSPECTOR_CACHE") or REPO / "tests" / ".cache")
+
+
+@pytest.fixture(scope="session")
+def vendor_dir() -> Path:
+    """``dist/`` of ``npm pack @jupyter-widgets/html-manager@1.0.15`` (embed.js, embed-amd.js,
+    fonts), packed once into tests/.cache (or $INSPECTOR_CACHE) and reused."""
+    dest = _cache_dir() / "html-manager-1.0.15"
+    dist = dest / "package" / "dist"
+    if not (dist / "embed.js").is_file():
+        npm = shutil.which("npm")
+        if npm is None:
+            require_or_skip("npm is needed once to fetch @jupyter-widgets/html-manager")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+            out = subprocess.run([npm, "pack", HTML_MANAGER, "--silent", "--pack-destination", tmp],
+                                 capture_output=True, text=True, timeout=300, cwd=tmp)
+            if out.returncode != 0:
+                pytest.fail(f"npm pack {HTML_MANAGER} failed:\n{out.stderr[-2000:]}", pytrace=False)
+            tgz = next(Path(tmp).glob("*.tgz"))
+            unpacked = Path(tmp) / "unpacked"
+            with tarfile.open(tgz) as tar:
+                try:
+                    tar.extractall(unpacked, filter="data")
+                except TypeError:  # Python without extraction filters
+                    tar.extractall(unpacked)
+            shutil.rmtree(dest, ignore_errors=True)
+            unpacked.rename(dest)
+    return dist

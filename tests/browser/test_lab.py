@@ -1,0 +1,81 @@
+"""The notebook widget in a live JupyterLab: lazy tree, search, leaf detail from the kernel,
+first-non-finite jump, bounded DOM for 5,000 leaves, live status (one notebook, to stay fast)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import inspector
+from browser_helpers import NOTEBOOKS, run_notebook_in_lab, tree_click_leaf, tree_expand, tree_search
+
+NOTEBOOK = NOTEBOOKS / "demo_inspection.ipynb"
+
+
+def test_widget_views_in_lab(page, lab_server):
+    from playwright.sync_api import expect
+
+    nb = run_notebook_in_lab(page, lab_server, NOTEBOOK)
+    expect(nb.output(1)).to_contain_text(inspector.__version__)
+
+    # the demo: a widget (not the static fallback) with status, tabs and trees
+    demo = nb.output(2)
+    expect(demo.locator(".fi-status")).to_contain_text("Inspection: apply AutoEncoder", timeout=30_000)
+    expect(demo.locator(".fi-status")).to_contain_text("compile")
+    expect(demo).not_to_contain_text("Error displaying widget")
+    expect(demo.locator(".fi-root")).to_have_count(0)  # the HTML fallback is not what Lab shows
+
+    # expand a node: its children arrive from the kernel
+    kids = tree_expand(demo, "params/encoder/Dense_0")
+    expect(kids).to_contain_text("kernel")
+    expect(kids).to_contain_text("float32[8,32]")
+
+    # search by glob
+    matches = tree_search(demo, "params/**/kernel")
+    expect(matches.locator(".fi-count")).to_have_text("4 matches")
+    expect(matches).to_contain_text("params/decoder/Dense_1/kernel")
+    demo.locator("input.fi-search:visible").fill("")
+
+    # click a leaf: its array view arrives from the kernel (treescope inside an Output widget)
+    tree_click_leaf(demo, "params/encoder/Dense_0/kernel")
+    detail = demo.locator(".fi-detail-pane")
+    expect(detail).to_contain_text("variables: params/encoder/Dense_0/kernel", timeout=30_000)
+    expect(detail).to_contain_text("float32[8,32]")
+    expect(detail.locator("treescope-container")).to_have_count(1, timeout=30_000)
+    detail.locator("treescope-container").scroll_into_view_if_needed()  # treescope renders when visible
+    expect(detail).to_contain_text("axis 0: 8", timeout=30_000)  # treescope drew the array (shadow DOM)
+
+    shots = os.environ.get("INSPECTOR_SCREENSHOTS")  # a folder: write the README's screenshots there
+    if shots:
+        Path(shots).mkdir(parents=True, exist_ok=True)
+        demo.screenshot(path=f"{shots}/variables.png")
+        demo.locator(".lm-TabBar-tab", has_text="Mutations").click()
+        demo.locator(".fi-row", has_text="encoder/BatchNorm_0").first.wait_for(state="visible")
+        demo.screenshot(path=f"{shots}/mutations.png")
+        demo.locator(".lm-TabBar-tab", has_text="Binding").click()
+        demo.locator(".fi-row", has_text="encoder/BatchNorm_0:__call__").first.wait_for(state="visible")
+        demo.screenshot(path=f"{shots}/binding.png")
+
+    # NaN model: the red button jumps to the first non-finite call
+    nan = nb.output(3)
+    jump = nan.locator(".fi-jump")
+    expect(jump).to_contain_text("first non-finite: d3:__call__[0]")
+    jump.click()
+    selected = nan.locator(".fi-row.fi-sel")
+    expect(selected).to_have_attribute("data-id", "#2", timeout=15_000)
+    expect(selected).to_be_visible()
+    expect(nan.locator(".fi-detail-pane")).to_contain_text("intermediates: d3:__call__[0]", timeout=15_000)
+    if shots:
+        nan.locator("treescope-container").first.wait_for(state="attached", timeout=15_000)
+        nan.screenshot(path=f"{shots}/intermediates.png")
+
+    # 5,000 leaves: first paint stays small
+    wide = nb.output(4)
+    expect(wide.locator(".fi-status")).to_contain_text("Inspection: apply Holder", timeout=30_000)
+    nodes = wide.evaluate("el => el.querySelectorAll('*').length")
+    assert nodes <= 2000, nodes
+    expect(wide.locator(".fi-row").first).to_be_visible()
+
+    # live status ends with the timings
+    expect(nb.output(5).locator(".fi-status")).to_contain_text("done in", timeout=30_000)
+    assert not page.page_errors, page.page_errors
