@@ -4,6 +4,7 @@ first-non-finite jump, bounded DOM for 5,000 leaves, live status (one notebook, 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import inspector
@@ -78,4 +79,23 @@ def test_widget_views_in_lab(page, lab_server):
 
     # live status ends with the timings
     expect(nb.output(5).locator(".fi-status")).to_contain_text("done in", timeout=30_000)
+
+    # dark theme: the trees follow JupyterLab's colours and stay readable
+    page.locator(".lm-MenuBar-itemLabel", has_text="Settings").click()
+    page.locator("li.lm-Menu-item", has_text=re.compile(r"^Theme$")).hover()
+    page.get_by_role("menuitem", name="JupyterLab Dark", exact=True).click()
+    page.locator("body[data-jp-theme-light='false']").wait_for(state="attached", timeout=15_000)
+    page.wait_for_timeout(500)  # theme CSS variables settle
+    contrast = demo.locator(".fi-name").first.evaluate("""el => {
+        const lum = c => { const [r, g, b] = c.match(/\\d+(\\.\\d+)?/g).slice(0, 3).map(Number).map(v => {
+            v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+            return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+        let bg = el, color = getComputedStyle(el).color;
+        while (bg && getComputedStyle(bg).backgroundColor.match(/rgba\\(.*, 0\\)|transparent/)) bg = bg.parentElement;
+        const [a, b] = [lum(color), lum(getComputedStyle(bg || document.body).backgroundColor)];
+        return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    }""")
+    assert contrast >= 4.5, contrast  # WCAG AA for text
+    if shots:
+        nan.screenshot(path=f"{shots}/dark.png")
     assert not page.page_errors, page.page_errors
