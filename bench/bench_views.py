@@ -1,7 +1,7 @@
 """First-render cost of the notebook widget vs treescope, measured in one process.
 
-Cases: a 5,000-leaf variable tree and a 48-layer d=1024 transformer's parameters
-(~97M parameters, ~600 leaves). For each: Python time to build the widget plus its
+Cases: a 5,000-leaf variable tree and a 48-layer d=416 transformer's parameters
+(4x MLP, ~100M parameters, 769 leaves). For each: Python time to build the widget plus its
 display bundle, bytes the front end receives at first display (initial rows + the
 bounded HTML fallback), widget models created; and treescope.render_to_html on the
 same variables (time, bytes). Run: ``python bench/bench_views.py [--quick]``.
@@ -28,7 +28,7 @@ def wide_variables(leaves: int):
                                       "bias": np.zeros(4, np.float32)} for i in range(leaves // 2)}}
 
 
-def transformer_variables(layers: int = 48, d: int = 1024, vocab: int = 2048):
+def transformer_variables(layers: int = 48, d: int = 416, vocab: int = 2048):
     rng = np.random.default_rng(0)
 
     def w(*shape):
@@ -40,8 +40,8 @@ def transformer_variables(layers: int = 48, d: int = 1024, vocab: int = 2048):
             "ln1": {"scale": np.ones(d, np.float32), "bias": np.zeros(d, np.float32)},
             "attn": {n: {"kernel": w(d, d), "bias": np.zeros(d, np.float32)} for n in ("query", "key", "value", "out")},
             "ln2": {"scale": np.ones(d, np.float32), "bias": np.zeros(d, np.float32)},
-            "mlp": {"fc1": {"kernel": w(d, d), "bias": np.zeros(d, np.float32)},
-                    "fc2": {"kernel": w(d, d), "bias": np.zeros(d, np.float32)}},
+            "mlp": {"fc1": {"kernel": w(d, 4 * d), "bias": np.zeros(4 * d, np.float32)},
+                    "fc2": {"kernel": w(4 * d, d), "bias": np.zeros(d, np.float32)}},
         }
     return {"params": params}
 

@@ -568,7 +568,7 @@ class Inspection:
 
         bundle: dict[str, Any] = {
             "text/plain": repr(self),
-            "text/html": html.render_fragment(self, max_children=20),
+            "text/html": html.render_fragment(self, max_children=20, max_depth=3),
         }
         try:
             bundle.update(self.widget()._repr_mimebundle_(include=include, exclude=exclude) or {})

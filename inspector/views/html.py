@@ -65,11 +65,15 @@ def _more(total: int, shown: int) -> str:
     return f'<div class="fi-leaf fi-sum">... {total - shown} more</div>' if total > shown else ""
 
 
-def _node_html(node: Node, depth: int, open_depth: int, max_children: int | None) -> Iterator[str]:
+def _node_html(node: Node, depth: int, open_depth: int, max_children: int | None,
+               max_depth: int | None = None) -> Iterator[str]:
     children = list(node.children.values())
     shown = children[:max_children] if max_children is not None else children
     for child in shown:
         bad = bool(child.nonfinite)
+        if max_depth is not None and depth >= max_depth and child.children:
+            yield _leaf_html(child.name, node_summary(child), bad)  # summarised, not unfolded
+            continue
         if child.leaf is not None and not child.children:
             stats = child.leaf.stats
             yield _leaf_html(child.name, node_summary(child), bad, F.spark(stats.hist) if stats else "")
@@ -79,14 +83,15 @@ def _node_html(node: Node, depth: int, open_depth: int, max_children: int | None
         yield (f'<details{attrs}{cls} data-path="{esc(path_str(child.path))}"><summary>'
                f'<span class="fi-name">{esc(child.name)}</span>: '
                f'<span class="fi-sum">{esc(node_summary(child))}</span></summary>')
-        yield from _node_html(child, depth + 1, open_depth, max_children)
+        yield from _node_html(child, depth + 1, open_depth, max_children, max_depth)
         yield "</details>"
     yield _more(len(children), len(shown))
 
 
-def _variables(insp: Inspection, open_depth: int, max_children: int | None) -> Iterator[str]:
+def _variables(insp: Inspection, open_depth: int, max_children: int | None,
+               max_depth: int | None) -> Iterator[str]:
     yield f'<div class="fi-sum">{esc("variables: " + node_summary(insp.variables.root))}</div>'
-    yield from _node_html(insp.variables.root, 0, open_depth, max_children)
+    yield from _node_html(insp.variables.root, 0, open_depth, max_children, max_depth)
 
 
 def _mutations(insp: Inspection, max_children: int | None) -> Iterator[str]:
@@ -141,11 +146,13 @@ def _binding(insp: Inspection, max_children: int | None) -> Iterator[str]:
     yield _more(len(insp.binding), len(calls))
 
 
-def render_fragment(insp: Inspection, open_depth: int = 2, max_children: int | None = None) -> str:
-    """An embeddable ``<div>`` (with its own ``<style>``) showing the three views as tabs;
-    ``max_children`` bounds each level (the rest is summarised as "... N more")."""
+def render_fragment(insp: Inspection, open_depth: int = 2, max_children: int | None = None,
+                    max_depth: int | None = None) -> str:
+    """An embeddable ``<div>`` (with its own ``<style>``) showing the views as tabs;
+    ``max_children`` bounds each level (the rest is summarised as "... N more") and
+    nodes deeper than ``max_depth`` are summarised, not unfolded."""
     uid = next(_ids)
-    tabs = [("Variables", "".join(_variables(insp, open_depth, max_children))),
+    tabs = [("Variables", "".join(_variables(insp, open_depth, max_children, max_depth))),
             ("Mutations", "".join(_mutations(insp, max_children))),
             ("Intermediates", "".join(_calls(insp, max_children))),
             ("Binding", "".join(_binding(insp, max_children)))]
