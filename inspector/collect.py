@@ -144,7 +144,7 @@ def plan(kind: str, mutable: Any, capture: Any, keep: str):
         calls = []
         inter = (state or {}).get(INTERMEDIATES) if state is not None else None
         calls = _plan_calls(p, inter or {}, recorder, state_base + (jax.tree_util.DictKey(INTERMEDIATES),))
-        stats = reduce.describe(p.arrays)
+        stats = reduce.describe(p.arrays, batch_small=not recorder.multi_device)
         deltas = reduce.deltas(delta_pairs)
         if keep == "stats" and state is not None and INTERMEDIATES in state:
             state = {k: v for k, v in state.items() if k != INTERMEDIATES}

@@ -93,11 +93,16 @@ def _batched(arrays: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
     return jnp.stack([mean, std, lo, hi, abs_max], axis=1).astype(jnp.float32), counts
 
 
-def describe(arrays: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
-    """Stacked statistics of ``arrays`` (traceable): ``(floats[n, 5], counts[n, 5 + BINS])``."""
+def describe(arrays: Sequence[jax.Array], batch_small: bool = True) -> tuple[jax.Array, jax.Array]:
+    """Stacked statistics of ``arrays`` (traceable): ``(floats[n, 5], counts[n, 5 + BINS])``.
+
+    ``batch_small=False`` describes each array on its own: use it when arrays may be
+    sharded over several devices, since concatenating them would gather the shards.
+    """
     if not arrays:
         return jnp.zeros((0, len(_FLOATS)), jnp.float32), jnp.zeros((0, len(_COUNTS) + BINS), jnp.int32)
-    small = [i for i, a in enumerate(arrays) if a.size <= SMALL and a.dtype != jnp.float64]
+    small = [i for i, a in enumerate(arrays)
+             if batch_small and a.size <= SMALL and a.dtype != jnp.float64]
     large = [i for i in range(len(arrays)) if i not in set(small)]
     floats, counts = [], []
     if small:

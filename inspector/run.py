@@ -61,6 +61,7 @@ class Recorder:
     sowed: dict[tuple[tuple[str, ...], str], int] = dataclasses.field(default_factory=dict)
     binding: list[BindingCall] = dataclasses.field(default_factory=list)
     lifted: set[str] = dataclasses.field(default_factory=set)  # e.g. 'ScanCell'
+    multi_device: bool = False  # some input is sharded over several devices
     patches: dict[tuple[tuple[str, ...], str], dict[int | None, Any]] = dataclasses.field(default_factory=dict)
     seen: dict[tuple[tuple[str, ...], str], int] = dataclasses.field(default_factory=dict)
     patched: set[tuple[tuple[str, ...], str, int | None]] = dataclasses.field(default_factory=set)
@@ -300,6 +301,7 @@ class Runner:
     def _compile(self, dyn, treedef, order, leaves, statics, on_phase) -> Traced:
         entry = Traced(compiled=None)
         static_at = dict(statics)
+        multi_device = any(len(getattr(getattr(x, "sharding", None), "device_set", ())) > 1 for x in dyn)
         n = len(leaves)
 
         def body(dyn_leaves):
@@ -307,7 +309,7 @@ class Runner:
             it = iter(dyn_leaves)
             full = [static_at[i] if i in static_at else next(it) for i in range(n)]
             args, kwargs = _reorder(jax.tree.unflatten(treedef, full), order)
-            recorder = Recorder(detailed=self.post is not None)
+            recorder = Recorder(detailed=self.post is not None, multi_device=multi_device)
             result = self._call_flax(args, kwargs, recorder)
             extra = None
             if self.post is not None:
