@@ -525,11 +525,6 @@ class Inspection:
     def calls_at(self, path: Sequence[str]) -> list[MethodCall]:
         return [c for c in self.calls if c.path == tuple(path)]
 
-    @property
-    def call_tree(self) -> Node:
-        """Intermediates as a tree: module path -> ``method[index]`` -> output leaves."""
-        return tree_from_leaves("intermediates", [leaf for c in self.calls for leaf in c.outputs])
-
     # -- rendering ----------------------------------------------------------
     def to_text(self, **kwargs: Any) -> str:
         """Plain-text rendering (the golden oracle of every view)."""
