@@ -53,7 +53,8 @@ class Stats:
 
     ``mean``/``std``/``min``/``max``/``abs_max`` are over the finite elements only;
     non-finite elements are counted in ``nan``/``posinf``/``neginf``. ``hist`` counts
-    finite elements in equal bins spanning ``[min, max]``.
+    finite elements in equal bins spanning ``[min, max]``: all of them, or when
+    ``hist_sample`` is non-zero, that many at fixed, evenly spread positions.
     """
 
     count: int
@@ -67,6 +68,7 @@ class Stats:
     posinf: int
     neginf: int
     hist: tuple[int, ...] = ()
+    hist_sample: int = 0
 
     @property
     def nonfinite(self) -> int:

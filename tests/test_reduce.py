@@ -83,3 +83,48 @@ def test_many_small_leaves_compile_to_a_small_program():
     assert hlo.count("reduce") < 200  # segment reductions, not 2000 x per-leaf reductions
     floats, counts = jax.jit(reduce.describe)(arrays)
     assert reduce.unpack(floats, counts)[1234].mean == 1234
+
+
+@pytest.mark.parametrize("kind", ["normal", "relu", "offset", "int", "bool"])
+def test_large_arrays_take_the_cheap_path_and_still_match_numpy(kind):
+    rng = np.random.default_rng(2)
+    raw = rng.normal(size=(64, 33, 5)) * 2
+    if kind == "relu":
+        raw = np.maximum(raw, 0)
+    if kind == "offset":  # mean far from zero, small spread: the one-pass variance must not cancel
+        raw = 1000 + raw * 1e-2
+    a = jnp.asarray(raw.astype(np.float32))
+    if kind == "int":
+        a = jnp.asarray(np.round(raw * 10)).astype(jnp.int32)
+    if kind == "bool":
+        a = jnp.asarray(raw > 0.5)
+    assert a.size > reduce.SAMPLE
+    ref = np.asarray(a.astype(jnp.float32), dtype=np.float64)
+    s = host_stats(a)
+    assert s.count == ref.size and s.nonfinite == 0
+    np.testing.assert_allclose(s.mean, ref.mean(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(s.std, ref.std(), rtol=1e-3, atol=1e-5)
+    assert (s.min, s.max) == (pytest.approx(ref.min()), pytest.approx(ref.max()))
+    assert s.abs_max == pytest.approx(np.abs(ref).max())
+    assert s.zeros == int((ref == 0).sum())
+    # the histogram comes from a spread sample, in the full array's [min, max] range
+    assert s.hist_sample == sum(s.hist) and 0.9 * reduce.SAMPLE < s.hist_sample <= reduce.SAMPLE
+    full, _ = np.histogram(ref, bins=reduce.BINS, range=(ref.min(), ref.max()))
+    np.testing.assert_allclose(np.array(s.hist) / s.hist_sample, full / ref.size, atol=0.03)
+
+
+def test_large_arrays_with_non_finite_values_are_counted_exactly():
+    raw = np.random.default_rng(3).normal(size=(100, 100)).astype(np.float32)
+    raw[3, 4], raw[50, 50], raw[99, 0], raw[7, 7] = np.nan, np.inf, -np.inf, 0.0
+    s = host_stats(jnp.asarray(raw))
+    finite = raw[np.isfinite(raw)].astype(np.float64)
+    assert (s.nan, s.posinf, s.neginf, s.zeros) == (1, 1, 1, 1)
+    assert s.hist_sample == 0 and sum(s.hist) == finite.size  # the exact path, every element
+    np.testing.assert_allclose([s.mean, s.std, s.min, s.max], [finite.mean(), finite.std(), finite.min(),
+                                                              finite.max()], rtol=1e-4)
+
+
+def test_sample_positions_are_spread_over_every_axis():
+    rows, cols = reduce._sample_positions((512, 256))
+    assert len(set(zip(rows.tolist(), cols.tolist()))) == len(rows) > 0.9 * reduce.SAMPLE
+    assert len(set(cols.tolist())) == 256 and len(set(rows.tolist())) == 512  # no stride lined up with an axis
