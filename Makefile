@@ -31,7 +31,7 @@ browser:
 
 ## make test: install test deps and the browser, run the whole suite (exit 5, nothing collected, fails)
 test: $(VENV)/.test-installed browser
-	INSPECTOR_REQUIRE_BROWSER=1 $(PY) -m pytest tests $(PYTEST_ARGS); rc=$$?; \
+	INSPECTOR_REQUIRE_BROWSER=1 $(PY) -m pytest tests --nbmake notebooks $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc = 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
 bench: $(VENV)/.installed

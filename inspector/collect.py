@@ -1,16 +1,21 @@
 """Collecting an :class:`~inspector.model.Inspection` from one jitted flax call.
 
-At trace time, :func:`plan` decides which arrays get statistics (variables, outputs,
-mutated collections, intermediates), asks :mod:`inspector.reduce` for them inside
-the same computation and records where each array came from. On the host,
-:func:`assemble` fetches only those statistics and builds the model; arrays stay on
-their device until a :class:`~inspector.model.Leaf`'s ``value`` is read.
+At trace time, :func:`plan` decides which arrays get statistics (outputs, mutated
+collections, intermediates), asks :mod:`inspector.reduce` for them inside the same
+computation and records where each array came from. The caller's variables are
+described by a jitted call of their own, remembered per array (jax arrays are
+immutable), so calling again with the same variables does not describe them again.
+On the host, :func:`assemble` fetches only statistics and builds the model; arrays
+stay on their device until a :class:`~inspector.model.Leaf`'s ``value`` is read.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +24,7 @@ import numpy as np
 
 from inspector import reduce
 from inspector.model import (
-    CollectionDiff, Inspection, Leaf, LeafDiff, MethodCall, Timings, VariableTree,
+    CollectionDiff, Inspection, Leaf, LeafDiff, MethodCall, Stats, Timings, VariableTree,
     tree_from_leaves,
 )
 from inspector.run import Recorder, is_array
@@ -30,7 +35,8 @@ INTERMEDIATES = "intermediates"
 @dataclasses.dataclass
 class Slot:
     """Where one described value lives: ``source`` ('in' = the caller's variables,
-    'out' = the returned result), its key path there, and its statistics row."""
+    'out' = the returned result), its key path there, and its statistics row (among
+    the described arrays of its source)."""
 
     path: tuple[str, ...]
     source: str
@@ -53,6 +59,7 @@ class Plan:
     returns_tuple: bool
     binding: list = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    multi_device: bool = False
 
 
 def _key_str(k: Any) -> str:
@@ -76,14 +83,16 @@ class Planner:
     """Collects arrays to describe while walking the traced result."""
 
     def __init__(self) -> None:
-        self.arrays: list[Any] = []
+        self.arrays: list[Any] = []  # described inside the computation
+        self.inputs: list[Any] = []  # the caller's variables, described apart (see input_stats)
 
     def slot(self, path, source, keypath, value) -> Slot:
         if _is_traced(value) or is_array(value):
             row = None
             if reduce.supported(value):
-                row = len(self.arrays)
-                self.arrays.append(value)
+                into = self.inputs if source == "in" else self.arrays
+                row = len(into)
+                into.append(value)
             return Slot(path, source, keypath, tuple(np.shape(value)), str(value.dtype), row)
         return Slot(path, source, keypath, opaque=_describe_value(value))
 
@@ -138,7 +147,7 @@ def plan(kind: str, mutable: Any, capture: Any, keep: str):
                         continue
                     if b.shape == s.shape:
                         pairs[s.path] = (len(delta_pairs), b.row)
-                        delta_pairs.append((p.arrays[b.row], p.arrays[s.row]))
+                        delta_pairs.append((p.inputs[b.row], p.arrays[s.row]))
                     else:
                         pairs[s.path] = (None, b.row)
         calls = []
@@ -151,7 +160,7 @@ def plan(kind: str, mutable: Any, capture: Any, keep: str):
             result = (y, state)
         notes = dropped_notes(recorder, calls)
         return result, (stats, deltas), Plan(outputs, variables, mutated, calls, pairs, returns_tuple,
-                                             recorder.binding, notes)
+                                             recorder.binding, notes, recorder.multi_device)
 
     return post
 
@@ -272,11 +281,46 @@ def _sharding_text(sharding: Any) -> str:
     return str(sharding)
 
 
+_describe = jax.jit(reduce.describe, static_argnames="batch_small")
+
+
+class InputStats:
+    """Statistics of the caller's variables from a jitted call of their own, remembered for
+    the last few sets of jax arrays (immutable: the same objects, the same statistics). Only
+    weak references are kept, so remembering never keeps an array alive."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._memo: OrderedDict[tuple, tuple[list[weakref.ref], list[Stats]]] = OrderedDict()
+
+    def __call__(self, arrays: list[Any], batch_small: bool) -> list[Stats]:
+        key = (tuple(map(id, arrays)), batch_small)
+        hit = self._memo.get(key)
+        if hit is not None and all(r() is a for r, a in zip(hit[0], arrays)):
+            self._memo.move_to_end(key)
+            return hit[1]
+        stats = reduce.unpack(*jax.device_get(_describe(arrays, batch_small=batch_small))) if arrays else []
+        if all(isinstance(a, jax.Array) for a in arrays):  # numpy arrays can change in place
+            self._memo[key] = ([weakref.ref(a) for a in arrays], stats)
+            while len(self._memo) > self.size:
+                self._memo.popitem(last=False)
+        return stats
+
+
+input_stats = InputStats()
+
+
 def assemble(kind: str, module: Any, inputs: Any, result: Any, extra: Any, plan_: Plan,
              timings: Timings, keep: str) -> Inspection:
-    """The host-side :class:`Inspection` (statistics fetched; arrays left on device)."""
+    """The host-side :class:`Inspection` (statistics fetched; arrays left on device).
+    Describing variables not seen before adds to ``timings.run_ms``."""
     (floats, counts), deltas = jax.device_get(extra)
     stats = reduce.unpack(floats, counts)
+    t0 = time.perf_counter()
+    described = sorted((s for s in plan_.variables if s.source == "in" and s.row is not None),
+                       key=lambda s: s.row)
+    in_stats = input_stats([_lookup(inputs, s.keypath) for s in described], not plan_.multi_device)
+    timings.run_ms += (time.perf_counter() - t0) * 1000
     deltas = np.asarray(deltas).tolist()
     sources = {"in": inputs, "out": result}
     default_dev = str(jax.devices()[0])
@@ -291,8 +335,9 @@ def assemble(kind: str, module: Any, inputs: Any, result: Any, extra: Any, plan_
             x = _lookup(tree, s.keypath)
             device, sharding, shard = placement(x)
             fetch = (lambda index=None, x=x: np.asarray(x if index is None else x[index]))
-        return Leaf(s.path, s.shape, s.dtype, device or default_dev, sharding or "",
-                    stats[s.row] if s.row is not None else None, fetch=fetch, shard_shape=shard, handle=x)
+        row = None if s.row is None else (in_stats if s.source == "in" else stats)[s.row]
+        return Leaf(s.path, s.shape, s.dtype, device or default_dev, sharding or "", row,
+                    fetch=fetch, shard_shape=shard, handle=x)
 
     var_leaves = [leaf(s) for s in plan_.variables]
     by_path = {lf.path: lf for lf in var_leaves}

@@ -31,8 +31,8 @@ BUDGET_S = 120  # each notebook is written to run in well under a minute on 2 CP
 
 
 def kernel_env() -> dict[str, str]:
-    """The kernel's environment: this one, CPU only, without the test suite's ``XLA_FLAGS``
-    (tests/conftest.py forces 1 host device; notebook 06 asks for 8 itself)."""
+    """The kernel's environment: this one, CPU only, without ``XLA_FLAGS`` (notebook 06 asks for
+    8 host devices itself, unless the environment already sets flags)."""
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTEST_CURRENT_TEST")}
     env["JAX_PLATFORMS"] = "cpu"
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])

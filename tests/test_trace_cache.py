@@ -4,6 +4,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import pytest
 
 import inspector as fi
 from inspector import capture as C
@@ -66,3 +67,41 @@ def test_inspector_reuses_runs_per_method():
         ins.apply(variables, x, method="encode")
         fi.inspect(model, variables, x, mutable=["batch_stats"])
     assert ins._runs[("apply", "encode", False, False, None)].traces == 1
+
+
+def test_variables_are_described_once_per_set_of_arrays(monkeypatch):
+    import gc
+    import weakref
+
+    import numpy as np
+
+    from inspector import collect
+
+    calls = []
+    real = collect._describe
+    monkeypatch.setattr(collect, "_describe", lambda arrays, batch_small: calls.append(len(arrays)) or
+                        real(arrays, batch_small=batch_small))
+    monkeypatch.setattr(collect, "input_stats", collect.InputStats())
+    model, variables, x = ae_setup()
+    run = fi.inspect_apply(lambda m, x: m(x), model, mutable=["batch_stats"])
+    first = run(variables, x)
+    again = run(variables, x * 2)  # same variable arrays: their statistics are remembered
+    assert len(calls) == 1 and calls[0] == len(jax.tree.leaves(variables))
+    kernel = first["params/dec/kernel"]
+    assert again["params/dec/kernel"].stats == kernel.stats
+    assert kernel.stats.mean == pytest.approx(float(np.asarray(kernel.value).mean()))
+    # new arrays (even with equal values) are described anew, and the right ones
+    shifted = jax.tree.map(lambda v: v + 1, variables)
+    third = run(shifted, x)
+    assert len(calls) == 2
+    assert third["params/dec/kernel"].stats.mean == pytest.approx(kernel.stats.mean + 1)
+    # remembering holds weak references only
+    probe = weakref.ref(jax.tree.leaves(shifted)[0])
+    del shifted, third
+    gc.collect()
+    assert probe() is None
+    # numpy variables may change in place, so they are described every call
+    host = jax.tree.map(np.asarray, variables)
+    run(host, x)
+    run(host, x)
+    assert len(calls) == 4
