@@ -1,0 +1,77 @@
+"""Where the steady-state cost of ``inspect_apply`` goes, as ratios to plain jit (one process).
+
+Same model as bench_core.py (8-layer d=256 Transformer, batch 8 x 128), interleaved rounds:
+
+  plain            jax.jit(model.apply)
+  capture only     fi.apply(..., capture_intermediates=C.calls): the 92 intermediates returned, no stats
+  stats, nothing   inspect_apply(capture=C.nothing, keep='stats'): stats of the output (variables remembered)
+  stats, calls     inspect_apply(keep='stats'): + stats of every __call__ output, arrays not returned
+  arrays, calls    inspect_apply(keep='arrays'), the default: + the arrays returned (left on device)
+  new variables    the default, but with fresh variable arrays every call (their stats recomputed)
+
+Run: ``python bench/bench_overhead.py [--quick] [--rounds N]``. No assertions: it prints numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import common  # noqa: F401  (sets sys.path)
+from common import interleave, log, machine, med, paired
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="2-layer model, 2 rounds: a smoke run")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 10, quick 2)")
+    args = ap.parse_args()
+    rounds = args.rounds or (2 if args.quick else 10)
+
+    import jax
+
+    import inspector as fi
+    from inspector import capture as C
+    from models import bench_config, forward
+
+    layers = 2 if args.quick else 8
+    model, variables, tokens = bench_config(layers=layers)
+    print(f"machine: {machine()}")
+    print(f"model:   Transformer {layers} layers, d=256, tokens {tuple(tokens.shape)}; {rounds} rounds\n")
+
+    plain = jax.jit(model.apply)
+    capture_only = fi.apply(forward, model, capture_intermediates=C.calls)
+    nothing = fi.inspect_apply(forward, model, capture_intermediates=C.nothing, keep="stats")
+    stats = fi.inspect_apply(forward, model, keep="stats")
+    arrays = fi.inspect_apply(forward, model)
+    copies = [jax.tree.map(lambda v: v + 0, variables) for _ in range(2)]  # distinct arrays, same values
+    turn = [0]
+
+    def new_variables():
+        turn[0] += 1
+        return arrays(copies[turn[0] % 2], tokens)
+
+    variants = {
+        "plain": lambda: plain(variables, tokens),
+        "capture only": lambda: capture_only(variables, tokens),
+        "stats, nothing captured": lambda: nothing(variables, tokens),
+        "stats, calls (keep='stats')": lambda: stats(variables, tokens),
+        "arrays, calls (default)": lambda: arrays(variables, tokens),
+        "default, new variables each call": new_variables,
+    }
+    log("interleaving ...")
+    t = interleave(variants, rounds, log=log)
+    head = ("variant", "median ms", "ratio of medians", "per-round ratio med [IQR]")
+    rows = []
+    for name, xs in t.items():
+        pr, lo, hi = paired(xs, t["plain"])
+        rows.append((name, f"{med(xs):.1f}", f"{med(xs) / med(t['plain']):.2f}x", f"{pr:.2f}x [{lo:.2f}-{hi:.2f}]"))
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    print(line(head))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print(line(r))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Timing helpers shared by the benchmark scripts (not a benchmark itself).
+
+Every ratio is measured inside one process: the variants being compared run in
+interleaved rounds (a fresh random order per round), so slow phases of a noisy
+machine hit all of them alike; we report medians and per-round paired ratios.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+for p in (str(HERE), str(HERE.parent)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+
+def block(x: Any) -> Any:
+    """Wait for every device array in ``x`` (an Inspection: its output and kept arrays)."""
+    import jax
+
+    from inspector.model import Inspection
+
+    if isinstance(x, Inspection):
+        jax.block_until_ready(x.output)
+        jax.block_until_ready([lf.handle for c in x.calls for lf in c.outputs if lf.handle is not None])
+        return x
+    return jax.block_until_ready(x)
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Milliseconds for one call of ``fn``, results waited for."""
+    t0 = time.perf_counter()
+    out = fn()
+    block(out)
+    ms = (time.perf_counter() - t0) * 1000
+    del out
+    return ms
+
+
+def interleave(variants: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1,
+               seed: int = 0, log: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+    """``rounds`` timed calls per variant, one of each per round in a shuffled order.
+    ``warmup`` untimed calls each first (compilation, allocator warm-up)."""
+    for name, fn in variants.items():
+        for _ in range(warmup):
+            block(fn())
+        if log:
+            log(f"  warmed {name}")
+    rng = random.Random(seed)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for r in range(rounds):
+        rng.shuffle(names)
+        for name in names:
+            gc.collect()
+            times[name].append(timed(variants[name]))
+        if log and (r + 1) % max(1, rounds // 4) == 0:
+            log(f"  round {r + 1}/{rounds}")
+    return times
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def paired(num: list[float], den: list[float]) -> tuple[float, float, float]:
+    """Per-round ratios ``num[i] / den[i]``: (median, 25th, 75th percentile)."""
+    rs = sorted(a / b for a, b in zip(num, den))
+    if len(rs) < 4:
+        return statistics.median(rs), rs[0], rs[-1]
+    q = statistics.quantiles(rs, n=4)
+    return statistics.median(rs), q[0], q[2]
+
+
+def machine() -> str:
+    import flax
+    import jax
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; python "
+            f"{platform.python_version()}, jax {jax.__version__}, flax {flax.__version__}; "
+            f"devices {jax.devices()}; inspector at {revision()}")
+
+
+def revision() -> str:
+    """The git commit of the checkout, with '+changes' if inspector/ has uncommitted edits."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "inspector"], cwd=HERE.parent,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} GB"
