@@ -25,7 +25,7 @@ import json
 import time
 
 import common  # noqa: F401  (sets sys.path)
-from common import fmt_bytes, interleave, log, machine, med, paired, timed
+from common import fmt_bytes, interleave, log, machine, med, paired, print_table, timed
 
 
 def host_bytes_per_call(run, variables, tokens) -> tuple[int, int, int]:
@@ -180,12 +180,7 @@ def main() -> None:
               g=t_rebuilt)
 
     head = ("measurement", "variant ms", "baseline ms", "ratio of medians", "per-round ratio med [IQR]", "target")
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-    print(line(head))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print(line(r))
+    print_table(head, rows)
     ft = first_timings[-1]
     print(f"\nfirst call breakdown (last rep): trace {ft.trace_ms:.0f} ms, compile {ft.compile_ms:.0f} ms, "
           f"run {ft.run_ms:.0f} ms (+ assemble); each first call: {', '.join(f'{x:.0f}' for x in firsts)} ms")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 import common  # noqa: F401  (sets sys.path)
-from common import interleave, log, machine, med, paired
+from common import interleave, log, machine, med, paired, print_table
 
 
 def main() -> None:
@@ -43,12 +43,15 @@ def main() -> None:
     nothing = fi.inspect_apply(forward, model, capture_intermediates=C.nothing, keep="stats")
     stats = fi.inspect_apply(forward, model, keep="stats")
     arrays = fi.inspect_apply(forward, model)
-    copies = [jax.tree.map(lambda v: v + 0, variables) for _ in range(2)]  # distinct arrays, same values
+    # distinct arrays with the same values, one more set than inspector remembers: never a hit
+    from inspector import collect
+
+    copies = [jax.tree.map(lambda v: v + 0, variables) for _ in range(collect.input_stats.size + 1)]
     turn = [0]
 
     def new_variables():
         turn[0] += 1
-        return arrays(copies[turn[0] % 2], tokens)
+        return arrays(copies[turn[0] % len(copies)], tokens)
 
     variants = {
         "plain": lambda: plain(variables, tokens),
@@ -65,12 +68,7 @@ def main() -> None:
     for name, xs in t.items():
         pr, lo, hi = paired(xs, t["plain"])
         rows.append((name, f"{med(xs):.1f}", f"{med(xs) / med(t['plain']):.2f}x", f"{pr:.2f}x [{lo:.2f}-{hi:.2f}]"))
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-    print(line(head))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print(line(r))
+    print_table(head, rows)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ def test_widget_views_in_lab(page, lab_server):
     wide = nb.output(4)
     expect(wide.locator(".fi-status")).to_contain_text("Inspection: apply Holder", timeout=30_000)
     nodes = wide.evaluate("el => el.querySelectorAll('*').length")
+    print(f"DOM nodes in the output of a 5,000-leaf inspection at first paint: {nodes}")
     assert nodes <= 2000, nodes
     expect(wide.locator(".fi-row").first).to_be_visible()
 
