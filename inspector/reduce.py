@@ -98,14 +98,16 @@ def _one(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     d = x - shift
     s, ss, lo, hi = jnp.sum(d), jnp.sum(d * d), jnp.min(x), jnp.max(x)
 
+    def no_zeros(x):
+        return jnp.int32(0)
+
+    def count_zeros(x):
+        return lax.cond(jnp.min(jnp.abs(x)) == 0, lambda x: jnp.sum(x == 0, dtype=jnp.int32), no_zeros, x)
+
     def cheap(x):
         mean = s / x.size
         std = jnp.sqrt(jnp.maximum(ss / x.size - mean * mean, 0))
-        def count_zeros(x):
-            return lax.cond(jnp.min(jnp.abs(x)) == 0, lambda x: jnp.sum(x == 0, dtype=jnp.int32), none, x)
-
-        none = lambda x: jnp.int32(0)  # noqa: E731
-        zeros = lax.cond((lo <= 0) & (hi >= 0), count_zeros, none, x)
+        zeros = lax.cond((lo <= 0) & (hi >= 0), count_zeros, no_zeros, x)
         sample = x[_sample_positions(x.shape)]
         floats = jnp.stack([shift + mean, std, lo, hi, jnp.maximum(-lo, hi)]).astype(jnp.float32)
         counts = jnp.concatenate([
