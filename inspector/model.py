@@ -330,7 +330,9 @@ class BindingCall:
     wrote (relative to the module, or ``other/path:name`` for another module's);
     ``rngs`` maps an RNG stream to how many keys were drawn (a missing stream falls
     back to ``params``, shown as ``dropout->params``). ``parent`` is the ``order`` of
-    the enclosing call.
+    the enclosing call. ``traced`` is 2 for a call in the body of a lifted transform
+    that flax traces twice (``nn.scan``: once for the structure of its outputs, then
+    the loop that runs); only the second trace is listed.
     """
 
     order: int
@@ -342,6 +344,7 @@ class BindingCall:
     reads: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     writes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     rngs: dict[str, int] = dataclasses.field(default_factory=dict)
+    traced: int = 1
 
     @property
     def key(self) -> str:

@@ -66,15 +66,19 @@ class Recorder:
     seen: dict[tuple[tuple[str, ...], str], int] = dataclasses.field(default_factory=dict)
     patched: set[tuple[tuple[str, ...], str, int | None]] = dataclasses.field(default_factory=set)
     error_site: tuple[tuple[str, ...], str, str] | None = None
+    shape_passes: set[tuple[str, ...]] = dataclasses.field(default_factory=set)  # paths traced an extra time
+    shadow: dict[tuple[tuple[str, ...], str], int] = dataclasses.field(default_factory=dict)
 
     def on_capture(self, module: Any, method_name: str) -> None:
+        if shape_pass():
+            return
         key = (tuple(module.path), method_name)
         self.captured[key] = self.captured.get(key, 0) + 1
         self.events.append(Event("capture", key[0], method_name, type(module).__name__))
 
     def touch(self, kind: str, scope_path: tuple[str, ...], col: str, name: str) -> None:
         """A variable read/write or an RNG draw, charged to the innermost call."""
-        if not self.stack or col == "intermediates" and kind != "rng":
+        if not self.stack or self.stack[-1][3] is None or col == "intermediates" and kind != "rng":
             return
         call = self.binding[self.stack[-1][3]]
         if kind == "rng":
@@ -93,13 +97,17 @@ class Recorder:
         if name == "setup" or module.scope is None:
             return next_fun(*args, **kwargs)
         path = tuple(module.path)
+        site = (path, type(module).__name__, name)
+        if shape_pass():
+            return self._shape_call(site, next_fun, args, kwargs)
+        self.shadow.clear()
         index = len(self.binding)
         if self.detailed:
             for key, n in self._counts(module, path).items():
                 self.sowed.setdefault((path, key), n)  # values passed in, not sown by this run
             parent = self.stack[-1][3] if self.stack else None
-            self.binding.append(BindingCall(index, parent, len(self.stack), path, type(module).__name__, name))
-        site = (path, type(module).__name__, name)
+            self.binding.append(BindingCall(index, parent, len(self.stack), path, type(module).__name__, name,
+                                            traced=2 if path in self.shape_passes else 1))
         self.stack.append(site + (index,))
         try:
             y = next_fun(*args, **kwargs)
@@ -111,18 +119,36 @@ class Recorder:
             self.stack.pop()
         call_index = self.seen.get((path, name), 0)
         self.seen[(path, name)] = call_index + 1
-        by_index = self.patches.get((path, name))
-        if by_index is not None:
-            for index in (call_index, None):
-                if index in by_index:
-                    y = apply_patch(by_index[index], y)
-                    self.patched.add((path, name, index))
-                    break
+        y = self._patch(path, name, call_index, y)
         if self.detailed:
             for key, n in self._counts(module, path).items():
                 for _ in range(n - self.sowed.get((path, key), 0)):
                     self.events.append(Event("sow", path, key, site[1]))
                 self.sowed[(path, key)] = n
+        return y
+
+    def _shape_call(self, site, next_fun, args, kwargs):
+        """A call during a lifted transform's structure-only pass: not part of the binding trace or
+        the capture order, but patched like the call it stands for (same call index)."""
+        path, _, name = site
+        self.shape_passes.add(path)
+        key = (path, name)
+        call_index = self.seen.get(key, 0) + self.shadow.get(key, 0)
+        self.shadow[key] = self.shadow.get(key, 0) + 1
+        self.stack.append(site + (None,))
+        try:
+            y = next_fun(*args, **kwargs)
+        finally:
+            self.stack.pop()
+        return self._patch(path, name, call_index, y)
+
+    def _patch(self, path: tuple[str, ...], name: str, call_index: int, y: Any) -> Any:
+        by_index = self.patches.get((path, name))
+        if by_index is not None:
+            for index in (call_index, None):
+                if index in by_index:
+                    self.patched.add((path, name, index))
+                    return apply_patch(by_index[index], y)
         return y
 
     def _counts(self, module: Any, path: tuple[str, ...]) -> dict[str, int]:
@@ -141,6 +167,17 @@ class Recorder:
 
 
 _local = threading.local()
+
+
+def shape_pass() -> bool:
+    """True while a lifted transform traces a body only to learn the structure of its outputs
+    (flax's ``nn.scan`` does, with a partial-evaluation trace, before tracing the loop that runs)."""
+    try:
+        from jax._src import core  # internal: the innermost active trace
+
+        return type(core.trace_ctx.trace).__name__ == "JaxprTrace"
+    except Exception:  # noqa: BLE001 - a jax without it: every pass is recorded
+        return False
 
 
 def parse_call_key(key: str) -> tuple[tuple[str, ...], str, int | None]:

@@ -110,3 +110,20 @@ def test_probes_are_inert_outside_inspection():
     y = nn.apply(lambda m, x: m(x), model)(variables, x)
     assert y.shape == (4, 8)
     assert fi.apply(lambda m, x: m(x), model)(variables, x).shape == (4, 8)
+
+
+def test_scan_body_appears_once_in_the_binding_trace_and_patches_hit_the_loop():
+    model, x = ScanNet(), jnp.ones((2, 4))
+    insp = inspect(model, x)
+    keys = [b.key for b in insp.binding]
+    # flax traces the body twice (a structure-only pass, then the loop); the timeline shows the loop once
+    assert keys == ["/:__call__", "layers:__call__", "layers/Dense_0:__call__"]
+    assert insp.binding[2].reads == {"params": ["kernel", "bias"]}
+    assert [b.traced for b in insp.binding] == [1, 2, 2]
+    assert "layers:__call__ (Block): traced 2x by its lifted transform" in insp.to_text()
+    # call index 0 is the loop's call, so patching it changes what the scan computes
+    variables = nn.init(lambda m, x: m(x), model)(jax.random.key(0), x)
+    fn = lambda m, x: m(x)  # noqa: E731
+    patched = fi.inspect_apply(fn, model, patches={"layers/Dense_0:__call__[0]": fi.zero})(variables, x)
+    carry, sums = patched.output
+    assert float(jnp.abs(carry).max()) == 0.0 and float(jnp.abs(sums).max()) == 0.0

@@ -83,6 +83,8 @@ def binding(call) -> str:
              for verb, table in (("reads", call.reads), ("writes", call.writes)) if table]
     if call.rngs:
         parts.append("rng " + ", ".join(f"{k} x{n}" for k, n in call.rngs.items()))
+    if call.traced > 1:
+        parts.append(f"traced {call.traced}x by its lifted transform (structure pass, then the loop)")
     return "; ".join(parts)
 
 
