@@ -84,6 +84,7 @@ def _sample_positions(shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
     return tuple(i.astype(np.int32) for i in np.unravel_index(flat, shape))
 
 
+@jax.jit  # nested in the caller's trace: arrays of one shape and dtype are traced and lowered once
 def _one(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Statistics of one array. Reading a large array costs a few passes, so the common case is
     cheap: sum, sum of squares, min and max; when they are all finite there is no NaN/Inf to count,
