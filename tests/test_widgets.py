@@ -93,6 +93,7 @@ def test_clicking_a_leaf_shows_a_bounded_preview():
     assert index == (slice(0, 256), slice(0, 256))
     html_out = w.detail.outputs[0]["data"]["text/html"]
     assert "showing [:256, :256] of 4,194,304" in html_out and "float32[2048,2048]" in html_out
+    assert "4,096 of 4,194,304 elements, evenly spread" in html_out  # the histogram says it is a sample
     assert "treescope" in w.detail.outputs[1]["data"]["text/html"]
 
 

@@ -123,6 +123,9 @@ def detail_header(title: str, leaf: Leaf, note: str = "") -> str:
         rows += [("mean / std", f"{F.num(s.mean)} / {F.num(s.std)}"), ("min / max", f"{F.num(s.min)} / {F.num(s.max)}"),
                  ("abs max", F.num(s.abs_max)), ("zeros", f"{s.zeros:,} ({s.frac_zero:.1%})"),
                  ("non-finite", F.nonfinite(s) or "none")]
+        if s.hist and max(s.hist):
+            rows.append(("histogram", f"{s.hist_sample:,} of {s.count:,} elements, evenly spread"
+                         if s.hist_sample else "every finite element"))
     table = "".join(f"<tr><th style='text-align:left;padding-right:12px'>{html.escape(k)}</th>"
                     f"<td>{html.escape(v)}</td></tr>" for k, v in rows)
     hist = ""
