@@ -25,7 +25,7 @@ import numpy as np
 from inspector import reduce
 from inspector.model import (
     CollectionDiff, Inspection, Leaf, LeafDiff, MethodCall, Stats, Timings, VariableTree,
-    tree_from_leaves,
+    path_str, tree_from_leaves,
 )
 from inspector.run import Recorder, is_array
 
@@ -221,10 +221,10 @@ def dropped_notes(recorder: Recorder, calls: list) -> list[str]:
         seen.add(key)
         found = next(((ev.path[:i], lifted[ev.path[:i]]) for i in range(len(ev.path), -1, -1)
                       if ev.path[:i] in lifted), None)
-        where = "/".join(ev.path) or "/"
+        where = path_str(ev.path)
         if found is not None:
             lp, lt = found
-            notes.append(f"not captured: {where}:{ev.name} runs inside {'/'.join(lp) or '/'} ({lt}), a lifted "
+            notes.append(f"not captured: {where}:{ev.name} runs inside {path_str(lp)} ({lt}), a lifted "
                          "transform that drops intermediates unless 'intermediates' is in its variable_axes "
                          "(e.g. nn.scan(..., variable_axes={'params': 0, 'intermediates': 0}))")
         else:

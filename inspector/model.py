@@ -439,17 +439,26 @@ class Comparison:
         return f"<Comparison {self.labels[0]} vs {self.labels[1]}: {differ} of {len(self.deltas)} leaves differ>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """Widget view in a live kernel; static HTML and text as fallbacks."""
         from inspector.views import html
 
-        bundle: dict[str, Any] = {"text/html": html.render_comparison(self, limit=50)}
-        try:
-            from inspector.views.widgets import ComparisonWidget
+        def widget() -> Any:
+            from inspector.views.widgets import ComparisonWidget  # may be missing: the fallbacks stand
 
-            bundle.update(ComparisonWidget(self)._repr_mimebundle_(include=include, exclude=exclude) or {})
-        except Exception:  # noqa: BLE001 - no widget support: the fallback stands
-            pass
-        bundle["text/plain"] = repr(self)
-        return bundle
+            return ComparisonWidget(self)
+
+        return _mimebundle(self, html.render_comparison(self, limit=50), widget, include, exclude)
+
+
+def _mimebundle(obj: Any, static_html: str, widget: Callable[[], Any], include: Any, exclude: Any) -> dict[str, Any]:
+    """``obj``'s display: the widget's bundle where widgets work, over static HTML and ``repr``."""
+    bundle: dict[str, Any] = {"text/html": static_html}
+    try:
+        bundle.update(widget()._repr_mimebundle_(include=include, exclude=exclude) or {})
+    except Exception:  # noqa: BLE001 - no widget support here: the fallbacks stand
+        pass
+    bundle["text/plain"] = repr(obj)
+    return bundle
 
 
 @dataclasses.dataclass
@@ -566,16 +575,8 @@ class Inspection:
         """Widget view in a live kernel; bounded static HTML and text as fallbacks."""
         from inspector.views import html
 
-        bundle: dict[str, Any] = {
-            "text/plain": repr(self),
-            "text/html": html.render_fragment(self, max_children=20, max_depth=3),
-        }
-        try:
-            bundle.update(self.widget()._repr_mimebundle_(include=include, exclude=exclude) or {})
-        except Exception:  # noqa: BLE001 - no widget support here: the fallbacks stand
-            pass
-        bundle["text/plain"] = repr(self)
-        return bundle
+        return _mimebundle(self, html.render_fragment(self, max_children=20, max_depth=3), self.widget,
+                           include, exclude)
 
     def __rich__(self) -> Any:
         from inspector.views.terminal import render_rich

@@ -26,7 +26,7 @@ import numpy as np
 from flax.core import FrozenDict
 
 from inspector.capture import guarded
-from inspector.model import BindingCall
+from inspector.model import BindingCall, path_str
 
 Kind = str  # 'apply' | 'init' | 'init_with_output'
 
@@ -378,8 +378,8 @@ class Runner:
         for (path, method), by_index in self.patches.items():
             for index in by_index:
                 if (path, method, index) not in recorder.patched:
-                    seen = ", ".join(f"{'/'.join(p) or '/'}:{m}" for p, m in list(recorder.seen)[:12])
-                    where = f"{'/'.join(path) or '/'}:{method}" + (f"[{index}]" if index is not None else "")
+                    seen = ", ".join(f"{path_str(p)}:{m}" for p, m in list(recorder.seen)[:12])
+                    where = f"{path_str(path)}:{method}" + (f"[{index}]" if index is not None else "")
                     raise KeyError(f"patch {where!r} matched no call; calls seen: {seen}")
 
     def _call_flax(self, args, kwargs, recorder: Recorder):
