@@ -11,7 +11,8 @@ import flax.linen as nn
 import jax
 
 from inspector import capture as C
-from inspector.collect import assemble, plan
+from inspector import collect
+from inspector.collect import assemble, input_arrays, plan
 from inspector.compare import compare
 from inspector.model import Comparison, Inspection, Timings
 from inspector.run import Runner
@@ -74,13 +75,15 @@ class InspectRun:
             if on_phase is not None:
                 on_phase(name)
 
+        variables = input_arrays(self.kind, args)
+        described = collect.input_stats.soon(variables) if variables else None  # overlaps tracing and compiling
         result, extra, entry, cached = self.runner.run(args, kwargs, phase)
         jax.block_until_ready(extra)
         run_ms = (time.perf_counter() - marks["running"]) * 1000
         timings = Timings(0.0 if cached else entry.trace_ms, 0.0 if cached else entry.compile_ms,
                           run_ms, cached)
         insp = assemble(self.kind, self.module, args[0] if args else None, result, extra,
-                        entry.extra, timings, self.keep)
+                        entry.extra, timings, self.keep, described)
         if on_phase is not None:
             on_phase("done")
         return insp

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 import time
 import weakref
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,6 +59,8 @@ class Plan:
     calls: list[tuple[tuple[str, ...], str, str, int, int, bool, list[Slot]]]
     pairs: dict[tuple[str, ...], tuple[int | None, int]]  # after path -> (delta row, before row)
     returns_tuple: bool
+    described: list[Slot]  # the slots whose statistics the call computed, in row order
+    delta_dtypes: list[str]
     binding: list = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     multi_device: bool = False
@@ -84,16 +88,20 @@ class Planner:
 
     def __init__(self) -> None:
         self.arrays: list[Any] = []  # described inside the computation
+        self.described: list[Slot] = []
         self.inputs: list[Any] = []  # the caller's variables, described apart (see input_stats)
 
     def slot(self, path, source, keypath, value) -> Slot:
         if _is_traced(value) or is_array(value):
             row = None
+            s = Slot(path, source, keypath, tuple(np.shape(value)), str(value.dtype))
             if reduce.supported(value):
                 into = self.inputs if source == "in" else self.arrays
-                row = len(into)
+                s.row = len(into)
                 into.append(value)
-            return Slot(path, source, keypath, tuple(np.shape(value)), str(value.dtype), row)
+                if source != "in":
+                    self.described.append(s)
+            return s
         return Slot(path, source, keypath, opaque=_describe_value(value))
 
     def slots(self, tree: Any, prefix: tuple[str, ...], source: str, base: tuple = ()) -> list[Slot]:
@@ -153,14 +161,22 @@ def plan(kind: str, mutable: Any, capture: Any, keep: str):
         calls = []
         inter = (state or {}).get(INTERMEDIATES) if state is not None else None
         calls = _plan_calls(p, inter or {}, recorder, state_base + (jax.tree_util.DictKey(INTERMEDIATES),))
-        stats = reduce.describe(p.arrays, batch_small=not recorder.multi_device)
+        stats = reduce.summarize(p.arrays)
         deltas = reduce.deltas(delta_pairs)
+        dropped: list[Any] = []
         if keep == "stats" and state is not None and INTERMEDIATES in state:
             state = {k: v for k, v in state.items() if k != INTERMEDIATES}
             result = (y, state)
+            # Returned only so that a summary that can't be trusted can be redone exactly; never kept.
+            for call in calls:
+                for s in call[6]:
+                    if s.row is not None:
+                        s.source, s.keypath = "dropped", (len(dropped),)
+                        dropped.append(p.arrays[s.row])
         notes = dropped_notes(recorder, calls)
-        return result, (stats, deltas), Plan(outputs, variables, mutated, calls, pairs, returns_tuple,
-                                             recorder.binding, notes, recorder.multi_device)
+        return result, (stats, deltas, dropped), Plan(
+            outputs, variables, mutated, calls, pairs, returns_tuple, p.described,
+            [str(b.dtype) for b, _ in delta_pairs], recorder.binding, notes, recorder.multi_device)
 
     return post
 
@@ -281,48 +297,85 @@ def _sharding_text(sharding: Any) -> str:
     return str(sharding)
 
 
-_describe = jax.jit(reduce.describe, static_argnames="batch_small")
+def describe_exactly(arrays: list[Any]) -> list[Stats]:
+    """Exact statistics of concrete arrays: one cached program per shape and dtype, one transfer."""
+    if not arrays:
+        return []
+    rows = jax.device_get([reduce.describe_exact(a) for a in arrays])
+    return [reduce.stats_of(r, reduce.layout(a.dtype), int(np.prod(a.shape))) for r, a in zip(rows, arrays)]
+
+
+def input_arrays(kind: str, args: tuple) -> list[Any]:
+    """The caller's variables that get statistics, in the order the plan numbers them."""
+    if kind != "apply" or not args:
+        return []
+    return [x for x in jax.tree_util.tree_leaves(args[0]) if is_array(x) and reduce.supported(x)]
 
 
 class InputStats:
-    """Statistics of the caller's variables from a jitted call of their own, remembered for
-    the last few sets of jax arrays (immutable: the same objects, the same statistics). Only
-    weak references are kept, so remembering never keeps an array alive."""
+    """Statistics of the caller's variables, remembered for the last few sets of jax arrays
+    (immutable: the same objects, the same statistics). Only weak references are kept, so
+    remembering never keeps an array alive."""
 
     def __init__(self, size: int = 8) -> None:
         self.size = size
         self._memo: OrderedDict[tuple, tuple[list[weakref.ref], list[Stats]]] = OrderedDict()
+        self._lock = threading.Lock()
 
-    def __call__(self, arrays: list[Any], batch_small: bool) -> list[Stats]:
-        key = (tuple(map(id, arrays)), batch_small)
-        hit = self._memo.get(key)
-        if hit is not None and all(r() is a for r, a in zip(hit[0], arrays)):
-            self._memo.move_to_end(key)
-            return hit[1]
-        stats = reduce.unpack(*jax.device_get(_describe(arrays, batch_small=batch_small))) if arrays else []
+    def __call__(self, arrays: list[Any]) -> list[Stats]:
+        key = tuple(map(id, arrays))
+        with self._lock:
+            hit = self._memo.get(key)
+            if hit is not None and all(r() is a for r, a in zip(hit[0], arrays)):
+                self._memo.move_to_end(key)
+                return hit[1]
+        stats = describe_exactly(arrays)
         if all(isinstance(a, jax.Array) for a in arrays):  # numpy arrays can change in place
-            self._memo[key] = ([weakref.ref(a) for a in arrays], stats)
-            while len(self._memo) > self.size:
-                self._memo.popitem(last=False)
+            with self._lock:
+                self._memo[key] = ([weakref.ref(a) for a in arrays], stats)
+                while len(self._memo) > self.size:
+                    self._memo.popitem(last=False)
         return stats
 
+    def soon(self, arrays: list[Any]) -> "Future[list[Stats]]":
+        """:meth:`__call__` on a worker thread: its compiles overlap the inspected call's."""
+        return _worker.submit(self, arrays)
 
+
+_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-stats")
 input_stats = InputStats()
 
 
+def _call_stats(plan_: Plan, words: np.ndarray, sources: dict[str, Any]) -> list[Stats]:
+    """Rows of the in-call summaries, each redone exactly where the summary can't be trusted."""
+    out, at, redo = [], 0, []
+    for s in plan_.described:
+        lay = reduce.layout(s.dtype)
+        row = words[at:at + lay.width]
+        at += lay.width
+        if not reduce.trusted(row):
+            redo.append(len(out))
+        out.append(reduce.stats_of(row, lay, int(np.prod(s.shape))))
+    if redo:
+        exact = describe_exactly([_lookup(sources[plan_.described[i].source], plan_.described[i].keypath)
+                                  for i in redo])
+        for i, st in zip(redo, exact):
+            out[i] = st
+    return out
+
+
 def assemble(kind: str, module: Any, inputs: Any, result: Any, extra: Any, plan_: Plan,
-             timings: Timings, keep: str) -> Inspection:
+             timings: Timings, keep: str, in_stats: "Future[list[Stats]] | None" = None) -> Inspection:
     """The host-side :class:`Inspection` (statistics fetched; arrays left on device).
-    Describing variables not seen before adds to ``timings.run_ms``."""
-    (floats, counts), deltas = jax.device_get(extra)
-    stats = reduce.unpack(floats, counts)
+    Waiting for the variables' statistics (``in_stats``) adds to ``timings.run_ms``."""
+    words, dwords, dropped = extra
+    words, dwords = jax.device_get((words, dwords))
+    sources = {"in": inputs, "out": result, "dropped": dropped}
+    stats = _call_stats(plan_, words, sources)
     t0 = time.perf_counter()
-    described = sorted((s for s in plan_.variables if s.source == "in" and s.row is not None),
-                       key=lambda s: s.row)
-    in_stats = input_stats([_lookup(inputs, s.keypath) for s in described], not plan_.multi_device)
+    in_stats_ = in_stats.result() if in_stats is not None else []
     timings.run_ms += (time.perf_counter() - t0) * 1000
-    deltas = np.asarray(deltas).tolist()
-    sources = {"in": inputs, "out": result}
+    deltas = reduce.unpack_deltas(dwords, plan_.delta_dtypes)
     default_dev = str(jax.devices()[0])
     placement = _Placement(default_dev)
 
@@ -330,12 +383,12 @@ def assemble(kind: str, module: Any, inputs: Any, result: Any, extra: Any, plan_
         if s.opaque is not None:
             return Leaf(s.path, opaque=s.opaque)
         fetch = device = sharding = shard = x = None
-        if kept:
+        if kept and s.source != "dropped":
             tree = sources[s.source]
             x = _lookup(tree, s.keypath)
             device, sharding, shard = placement(x)
             fetch = (lambda index=None, x=x: np.asarray(x if index is None else x[index]))
-        row = None if s.row is None else (in_stats if s.source == "in" else stats)[s.row]
+        row = None if s.row is None else (in_stats_ if s.source == "in" else stats)[s.row]
         return Leaf(s.path, s.shape, s.dtype, device or default_dev, sharding or "", row,
                     fetch=fetch, shard_shape=shard, handle=x)
 

@@ -1,8 +1,9 @@
 """Comparing two inspections (train vs eval, two checkpoints, a patched run).
 
 Leaves are aligned by path (variables), by ``path:method[call]`` (intermediates)
-and by position (output). Element-wise differences are computed on the device in
-one jitted call; only three scalars per pair reach the host.
+and by position (output). Element-wise differences are computed on the device by
+one program per shape and dtype (shared by every comparison); only three scalars
+per pair reach the host.
 """
 
 from __future__ import annotations
@@ -26,19 +27,15 @@ def _keyed(insp: Inspection) -> dict[tuple[str, str], Leaf]:
     return out
 
 
-_deltas = jax.jit(reduce.deltas)
-
-
 def compare(a: Inspection, b: Inspection, labels: tuple[str, str] = ("a", "b")) -> Comparison:
     """Aligns ``a`` and ``b`` and measures how every shared leaf differs."""
     ka, kb = _keyed(a), _keyed(b)
     keys = list(ka) + [k for k in kb if k not in ka]
     deltas = [LeafDelta(section, key, ka.get((section, key)), kb.get((section, key))) for section, key in keys]
     measurable = [d for d in deltas if d.a is not None and d.b is not None and d.a.handle is not None
-                  and d.b.handle is not None and d.a.shape == d.b.shape and d.a.dtype == d.b.dtype
-                  and d.a.stats is not None]
+                  and d.b.handle is not None and d.a.shape == d.b.shape and d.a.dtype == d.b.dtype]
     if measurable:
-        rows = jax.device_get(_deltas([(d.a.handle, d.b.handle) for d in measurable])).tolist()
-        for d, (changed, max_abs, mean_abs) in zip(measurable, rows):
-            d.changed, d.max_abs, d.mean_abs = int(changed), float(max_abs), float(mean_abs)
+        words = jax.device_get([reduce.delta_exact(d.a.handle, d.b.handle) for d in measurable])
+        for d, w in zip(measurable, words):
+            (d.changed, d.max_abs, d.mean_abs), = reduce.unpack_deltas(w, [d.a.handle.dtype])
     return Comparison(labels, a, b, deltas)

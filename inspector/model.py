@@ -51,10 +51,13 @@ def path_matches(path: str, query: str) -> bool:
 class Stats:
     """Statistics of one array, computed on its device.
 
-    ``mean``/``std``/``min``/``max``/``abs_max`` are over the finite elements only;
-    non-finite elements are counted in ``nan``/``posinf``/``neginf``. ``hist`` counts
-    finite elements in equal bins spanning ``[min, max]``: all of them, or when
-    ``hist_sample`` is non-zero, that many at fixed, evenly spread positions.
+    ``mean``/``std`` (population) and ``min``/``max``/``abs_max`` are over the finite
+    elements only (exact ``int`` for integer arrays); non-finite elements are counted
+    in ``nan``/``posinf``/``neginf``. ``hist`` counts finite elements in the bins
+    ``hist_edges`` (equal widths spanning ``[min, max]``): all of them, or when
+    ``hist_sample`` is non-zero, that many at fixed, evenly spread positions. ``of``
+    names what is described when it is not the values themselves (``'|z|'`` for
+    complex arrays).
     """
 
     count: int
@@ -69,6 +72,9 @@ class Stats:
     neginf: int
     hist: tuple[int, ...] = ()
     hist_sample: int = 0
+    of: str = ""
+    hist_edges: tuple[float, ...] = ()
+    trusted: bool = dataclasses.field(default=True, repr=False, compare=False)
 
     @property
     def nonfinite(self) -> int:

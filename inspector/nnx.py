@@ -18,7 +18,8 @@ import jax
 from flax import nnx
 
 from inspector.api import InspectRun, Keep
-from inspector.collect import assemble, plan
+from inspector import collect
+from inspector.collect import assemble, input_arrays, plan
 from inspector.model import Inspection, Timings
 from inspector.run import Event, Recorder, Runner
 
@@ -103,11 +104,13 @@ class NnxInspectRun:
     def __call__(self, *args: Any, **kwargs: Any) -> Inspection:
         grouped = self.runner.grouped(self.model)
         t0 = time.perf_counter()
+        described = collect.input_stats.soon(input_arrays("apply", (grouped,)))
         result, extra, entry, cached = self.runner.run((grouped, *args), kwargs)
         jax.block_until_ready(extra)
         timings = Timings(0.0 if cached else entry.trace_ms, 0.0 if cached else entry.compile_ms,
                           (time.perf_counter() - t0) * 1000, cached)
-        insp = assemble("apply", self.model, grouped, result, extra, entry.extra, timings, self.keep)
+        insp = assemble("apply", self.model, grouped, result, extra, entry.extra, timings, self.keep,
+                        described)
         insp.notes.append("nnx: intermediates are ordered by module path (nnx.capture records no call order)")
         if self.update:
             for name, pure in result[1].items():

@@ -1,26 +1,46 @@
-"""Statistics computed on the device, inside the jitted call.
+"""Statistics computed on the device.
 
-:func:`describe` turns a list of arrays into two small stacked arrays (floats and
-counts), so that one transfer of ``O(leaves)`` scalars is all that reaches the
-host; :func:`unpack` turns them into :class:`~inspector.model.Stats`.
+Every described array becomes one short row of 32-bit words (a :class:`Layout`
+says which), so a whole inspection reaches the host as one small vector that
+:func:`unpack` turns into :class:`~inspector.model.Stats`. Two ways to fill a row:
+
+* :func:`summarize`, traced into the inspected call for every captured array. Large
+  arrays get a few reductions that XLA can fuse with their producer; the row says
+  whether they can be trusted (the array is finite and its variance well
+  conditioned). Small arrays are described exactly right there.
+* :func:`describe_exact`, a jitted program per shape, dtype and sharding shared by
+  every model and call: masked, overflow-safe and two-pass. It describes the
+  caller's variables, and any array whose summary is not trusted.
+
+Definitions (the README states them with their tolerances): ``mean``/``std``
+(population) / ``min``/``max``/``abs_max`` are over finite elements; ``nan``,
+``posinf``, ``neginf`` and ``zeros`` are exact counts; the histogram has ``BINS``
+equal bins whose edges (``Stats.hist_edges``) are computed from ``min``/``max`` on the
+device, over every finite element or, above ``SAMPLE`` elements, over ``SAMPLE``
+elements at fixed positions. Complex arrays are described by ``|z|``. Half-precision
+floats are read as stored (an optimization barrier stops XLA from describing a
+fused, unrounded producer).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 import numpy as np
+from jax import lax
 
 from inspector.model import Stats
 
 BINS = 16
-_FLOATS = ("mean", "std", "min", "max", "abs_max")
-_COUNTS = ("count", "zeros", "nan", "posinf", "neginf", "sample")
+SAMPLE = 4096  # larger arrays: histogram of this many elements at fixed positions
+TRUST = 64.0  # a summary's variance is trusted while (mean - shift)^2 <= TRUST * variance
+
+_INTS = ("trusted", "nan", "posinf", "neginf", "zeros", "finite", "sample", "exponent")
 
 
 def supported(x: object) -> bool:
@@ -30,177 +50,377 @@ def supported(x: object) -> bool:
         return False
     if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
         return False
-    return bool(np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)) or dtype == jnp.bfloat16
+    return bool(jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_))
 
 
-def _wide(x: jax.Array) -> jax.Array:
-    if jnp.iscomplexobj(x):
-        x = jnp.abs(x)
-    return x.astype(jnp.float64 if x.dtype == jnp.float64 else jnp.float32)
+def _x64() -> bool:
+    return bool(jax.config.read("jax_enable_x64"))
 
 
-def _hist(x: jax.Array, finite: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
-    """Counts of finite ``x`` in ``BINS`` equal bins spanning ``[lo, hi]``."""
-    width = jnp.where(hi > lo, hi - lo, 1)
-    idx = jnp.clip(jnp.floor((jnp.where(finite, x, lo) - lo) / width * BINS), 0, BINS - 1).astype(jnp.int32)
-    return jnp.sum((idx[..., None] == jnp.arange(BINS)) & finite[..., None], axis=tuple(range(x.ndim)),
-                   dtype=jnp.int32)
+def _classes(dtype: Any) -> tuple[np.dtype, np.dtype, str]:
+    """``(native, accumulator, kind)`` for an array dtype: ``native`` holds min/max
+    exactly, ``accumulator`` the sums; kind is 'float', 'int' or 'complex'."""
+    dtype = np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+    wide = dtype.itemsize >= (16 if jnp.issubdtype(dtype, jnp.complexfloating) else 8) and _x64()
+    acc = np.dtype(np.float64 if wide else np.float32)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        return acc, acc, "complex"
+    if jnp.issubdtype(dtype, jnp.floating):
+        return acc, acc, "float"
+    if dtype == np.bool_ or dtype.itemsize < 4:
+        return np.dtype(np.int32), acc, "int"
+    return dtype, acc, "int"
 
 
-def _exact(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Every statistic from every element, non-finite values counted and excluded."""
-    finite = jnp.isfinite(x)
-    n = jnp.maximum(jnp.sum(finite, dtype=jnp.int32), 1).astype(x.dtype)
-    xz = jnp.where(finite, x, 0)
-    mean = jnp.sum(xz) / n
-    std = jnp.sqrt(jnp.sum(jnp.where(finite, (x - mean) ** 2, 0)) / n)
-    lo = jnp.min(jnp.where(finite, x, jnp.inf), initial=jnp.inf)
-    hi = jnp.max(jnp.where(finite, x, -jnp.inf), initial=-jnp.inf)
-    abs_max = jnp.max(jnp.abs(xz), initial=0)
-    floats = jnp.stack([mean, std, lo, hi, abs_max]).astype(jnp.float32)
-    counts = jnp.concatenate([
-        jnp.stack([
-            jnp.int32(x.size),
-            jnp.sum(x == 0, dtype=jnp.int32),
-            jnp.sum(jnp.isnan(x), dtype=jnp.int32),
-            jnp.sum(x == jnp.inf, dtype=jnp.int32),
-            jnp.sum(x == -jnp.inf, dtype=jnp.int32),
-            jnp.int32(0),
-        ]),
-        _hist(x, finite, lo, hi),
-    ])
-    return floats, counts
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where each statistic sits in a row of uint32 words: ints, then min/max/shift in
+    the array's native type, then mean/variance/histogram edges in the accumulator type."""
+
+    native: np.dtype
+    acc: np.dtype
+    kind: str
+
+    @property
+    def _n(self) -> int:
+        return self.native.itemsize // 4
+
+    @property
+    def _a(self) -> int:
+        return self.acc.itemsize // 4
+
+    @property
+    def width(self) -> int:
+        return len(_INTS) + BINS + 3 * self._n + (2 + BINS + 1) * self._a
+
+    def split(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        i = len(_INTS) + BINS
+        j = i + 3 * self._n
+        return row[:i].view(np.int32), row[i:j].view(self.native), row[j:].view(self.acc)
 
 
-SAMPLE = 4096  # histograms of larger arrays count this many elements at fixed quasi-random positions
+@functools.lru_cache(maxsize=None)
+def layout(dtype: Any) -> Layout:
+    """The row layout used for arrays of ``dtype``."""
+    return Layout(*_classes(dtype))
+
+
+def _words(*parts: jax.Array) -> jax.Array:
+    """Scalars and vectors of 32- or 64-bit types, as one vector of uint32 words."""
+    out = []
+    for p in parts:
+        p = jnp.atleast_1d(p)
+        w = lax.bitcast_convert_type(p, jnp.uint32)
+        out.append(w.reshape(-1))
+    return jnp.concatenate(out)
 
 
 @functools.lru_cache(maxsize=256)
-def _sample_positions(shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
-    """``SAMPLE`` distinct, evenly spread positions in an array of ``shape`` (a golden-ratio sequence:
-    no stride that could line up with an axis), as one index array per axis."""
+def _positions(shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """Every position of a small array, or ``SAMPLE`` distinct, evenly spread positions of a
+    large one (a golden-ratio sequence: no stride that could line up with an axis)."""
     size = math.prod(shape)
-    flat = np.unique((np.arange(SAMPLE) * 0.6180339887498949 % 1.0 * size).astype(np.int64))
+    if size <= SAMPLE:
+        flat = np.arange(size)
+    else:
+        flat = np.unique((np.arange(SAMPLE) * 0.6180339887498949 % 1.0 * size).astype(np.int64))
     return tuple(i.astype(np.int32) for i in np.unravel_index(flat, shape))
 
 
-@jax.jit  # nested in the caller's trace: arrays of one shape and dtype are traced and lowered once
-def _one(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Statistics of one array. Reading a large array costs a few passes, so the common case is
-    cheap: sum, sum of squares, min and max; when they are all finite there is no NaN/Inf to count,
-    zeros are counted only if ``min |x|`` is 0, and the histogram of an array over ``SAMPLE``
-    elements is drawn from a sample (its size in the ``sample`` count). Anything non-finite
-    (or a sum that overflows) switches to :func:`_exact`, so counts of NaN/Inf are always exact."""
-    x = _wide(x)
-    if x.size <= SAMPLE:
-        return _exact(x)
-    # No reshape: flattening a sharded array would gather it; reductions over every axis do not.
-    shift = x[(0,) * x.ndim]  # centring on any element keeps the one-pass variance accurate
-    d = x - shift
-    s, ss, lo, hi = jnp.sum(d), jnp.sum(d * d), jnp.min(x), jnp.max(x)
-
-    def no_zeros(x):
-        return jnp.int32(0)
-
-    def count_zeros(x):
-        return lax.cond(jnp.min(jnp.abs(x)) == 0, lambda x: jnp.sum(x == 0, dtype=jnp.int32), no_zeros, x)
-
-    def cheap(x):
-        mean = s / x.size
-        std = jnp.sqrt(jnp.maximum(ss / x.size - mean * mean, 0))
-        zeros = lax.cond((lo <= 0) & (hi >= 0), count_zeros, no_zeros, x)
-        sample = x[_sample_positions(x.shape)]
-        floats = jnp.stack([shift + mean, std, lo, hi, jnp.maximum(-lo, hi)]).astype(jnp.float32)
-        counts = jnp.concatenate([
-            jnp.stack([jnp.int32(x.size), zeros, jnp.int32(0), jnp.int32(0), jnp.int32(0),
-                       jnp.int32(sample.size)]),
-            _hist(sample, jnp.ones(sample.shape, bool), lo, hi),
-        ])
-        return floats, counts
-
-    return lax.cond(jnp.isfinite(s + ss + lo + hi), cheap, _exact, x)
+def _sample(v: jax.Array) -> jax.Array:
+    """The elements a histogram counts, as a vector (see :func:`_positions`)."""
+    return v.reshape(1) if v.ndim == 0 else v[_positions(v.shape)]
 
 
-SMALL = 4096  # leaves up to this size are described together, in one set of segment reductions
+def _values(x: jax.Array) -> jax.Array:
+    """The values statistics describe, in a type that holds them exactly."""
+    native, _, kind = _classes(x.dtype)
+    if kind == "complex":
+        return jnp.abs(x)
+    if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype.itemsize < 4:
+        # Without the barrier XLA may fuse the statistics into the producer and skip the rounding.
+        return lax.optimization_barrier(x).astype(native)
+    return x.astype(native)
 
 
-def _batched(arrays: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
-    """:func:`_one` for many small arrays at once (keeps compile time flat in the leaf count)."""
-    n = len(arrays)
-    sizes = [int(a.size) for a in arrays]
-    seg = jnp.asarray(np.repeat(np.arange(n), sizes), jnp.int32)
-    x = jnp.concatenate([jnp.abs(a).reshape(-1) if jnp.iscomplexobj(a) else a.reshape(-1)
-                         for a in arrays]).astype(jnp.float32) if sum(sizes) else jnp.zeros((0,), jnp.float32)
-    ssum = lambda v: jax.ops.segment_sum(v, seg, num_segments=n)  # noqa: E731
-    finite = jnp.isfinite(x)
-    nf = ssum(finite.astype(jnp.int32))
-    xz = jnp.where(finite, x, 0)
-    mean = ssum(xz) / jnp.maximum(nf, 1)
-    std = jnp.sqrt(ssum(jnp.where(finite, (x - mean[seg]) ** 2, 0)) / jnp.maximum(nf, 1))
-    lo = jax.ops.segment_min(jnp.where(finite, x, jnp.inf), seg, num_segments=n)
-    hi = jax.ops.segment_max(jnp.where(finite, x, -jnp.inf), seg, num_segments=n)
-    abs_max = jnp.maximum(jax.ops.segment_max(jnp.abs(xz), seg, num_segments=n), 0)
-    width = jnp.where(hi > lo, hi - lo, 1)
-    idx = jnp.clip(jnp.floor((xz - lo[seg]) / width[seg] * BINS), 0, BINS - 1).astype(jnp.int32)
-    hist = ssum(((idx[:, None] == jnp.arange(BINS)) & finite[:, None]).astype(jnp.int32))
-    count = lambda m: ssum(m.astype(jnp.int32))  # noqa: E731
-    counts = jnp.concatenate([
-        jnp.stack([jnp.asarray(sizes, jnp.int32), count(x == 0), count(jnp.isnan(x)),
-                   count(x == jnp.inf), count(x == -jnp.inf), jnp.zeros(n, jnp.int32)], axis=1),
-        hist,
-    ], axis=1)
-    return jnp.stack([mean, std, lo, hi, abs_max], axis=1).astype(jnp.float32), counts
+def _hist(sample: jax.Array, ok: jax.Array, lo: jax.Array, hi: jax.Array, acc: Any):
+    """Edges (``BINS + 1``, non-decreasing, overflow-free) and counts of ``sample[ok]``:
+    bin i holds ``edges[i] <= v < edges[i+1]``, the last bin also ``v == edges[-1]``.
+    Integers are binned by their distance from ``lo`` (exact as unsigned), so that the
+    bins resolve any range; the host adds ``lo`` back to the edges."""
+    if jnp.issubdtype(sample.dtype, jnp.integer):
+        s = (_unsigned(sample) - _unsigned(lo)).astype(acc)
+        lo, hi = jnp.zeros((), acc), (_unsigned(hi) - _unsigned(lo)).astype(acc)
+    else:
+        s, lo, hi = sample.astype(acc), lo.astype(acc), hi.astype(acc)
+    t = jnp.arange(BINS + 1, dtype=acc) / BINS
+    edges = lo * (1 - t) + hi * t
+    edges = lax.cummax(edges.at[0].set(lo).at[BINS].set(hi))
+    # at[j]: elements at or above edges[j] (every element for j = 0); bin j holds at[j] - at[j + 1]
+    above = jnp.sum((s[:, None] >= edges[None, 1:BINS]) & ok[:, None], axis=0, dtype=jnp.int32)
+    at = jnp.concatenate([jnp.sum(ok, dtype=jnp.int32)[None], above, jnp.zeros((1,), jnp.int32)])
+    return edges, at[:-1] - at[1:]
 
 
-def describe(arrays: Sequence[jax.Array], batch_small: bool = True) -> tuple[jax.Array, jax.Array]:
-    """Stacked statistics of ``arrays`` (traceable): ``(floats[n, 5], counts[n, 5 + BINS])``.
+def _minmax(v: jax.Array, fin: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """``(min, max)`` in one reduction (over ``fin`` elements when given, else NaN-propagating)."""
+    if jnp.issubdtype(v.dtype, jnp.integer):
+        mm = jnp.min(jnp.stack([v, ~v]), axis=tuple(range(1, v.ndim + 1)),  # ~v reverses the order exactly
+                     initial=np.asarray(np.iinfo(v.dtype).max, v.dtype))
+        return mm[0], ~mm[1]
+    if fin is not None:
+        mm = jnp.min(jnp.stack([jnp.where(fin, v, jnp.inf), jnp.where(fin, -v, jnp.inf)]),
+                     axis=tuple(range(1, v.ndim + 1)), initial=jnp.inf)
+    else:
+        mm = jnp.min(jnp.stack([v, -v]), axis=tuple(range(1, v.ndim + 1)), initial=jnp.inf)
+    return mm[0], -mm[1]
 
-    ``batch_small=False`` describes each array on its own: use it when arrays may be
-    sharded over several devices, since concatenating them would gather the shards.
-    """
-    if not arrays:
-        return jnp.zeros((0, len(_FLOATS)), jnp.float32), jnp.zeros((0, len(_COUNTS) + BINS), jnp.int32)
-    small = [i for i, a in enumerate(arrays)
-             if batch_small and a.size <= SMALL and a.dtype != jnp.float64]
-    large = [i for i in range(len(arrays)) if i not in set(small)]
-    floats, counts = [], []
-    if small:
-        f, c = _batched([arrays[i] for i in small])
-        floats.append(f)
-        counts.append(c)
-    for i in large:
-        f, c = _one(arrays[i])
-        floats.append(f[None])
-        counts.append(c[None])
-    order = np.argsort(np.asarray(small + large))  # back to the callers' order
-    return jnp.concatenate(floats)[order], jnp.concatenate(counts)[order]
+
+def _sums(*parts: jax.Array, dtype: Any) -> jax.Array:
+    """Sums of equally shaped arrays, in one reduction."""
+    x = jnp.stack(parts).astype(dtype)
+    return jnp.sum(x, axis=tuple(range(1, x.ndim)))
+
+
+def _row(ints: dict[str, jax.Array], hist, lo, hi, shift, mean_d, var_d, edges, lay: Layout) -> jax.Array:
+    i32 = [jnp.asarray(ints.get(k, 0), jnp.int32) for k in _INTS]
+    return _words(jnp.stack(i32), hist.astype(jnp.int32),
+                  jnp.stack([lo, hi, shift]).astype(lay.native),
+                  jnp.stack([mean_d, var_d]).astype(lay.acc), edges.astype(lay.acc))
+
+
+def _unsigned(v: jax.Array) -> jax.Array:
+    """The same bits as an unsigned integer of the same width (wrap-around arithmetic)."""
+    if jnp.issubdtype(v.dtype, jnp.unsignedinteger):
+        return v
+    return lax.bitcast_convert_type(v, {4: jnp.uint32, 8: jnp.uint64}[v.dtype.itemsize])
+
+
+def _signed(v: jax.Array) -> jax.Array:
+    return lax.bitcast_convert_type(v, {4: jnp.int32, 8: jnp.int64}[v.dtype.itemsize])
+
+
+_EXPONENTS = {4: (-126, 88), 8: (-1022, 600)}
+
+
+def _pow2(k: jax.Array, acc: Any) -> jax.Array:
+    """``2.0 ** k`` exactly, for a normal power of two, built from its bits."""
+    if np.dtype(acc).itemsize == 4:
+        return lax.bitcast_convert_type((k + 127).astype(jnp.int32) << 23, jnp.float32)
+    return lax.bitcast_convert_type((k + 1023).astype(jnp.int64) << 52, jnp.float64)
+
+
+def _exact(x: jax.Array) -> jax.Array:
+    """Every statistic from every element: masked, two-pass and overflow-safe."""
+    lay = layout(x.dtype)
+    v = _values(x)
+    acc = lay.acc
+    n = math.prod(x.shape)
+    sample = _sample(v)
+    if lay.kind == "int":
+        lo, hi = _minmax(v)
+        d = (_unsigned(v) - _unsigned(lo)).astype(acc)  # exact: the difference fits the unsigned type
+        m = jnp.sum(d) / max(n, 1)
+        s1, s2 = _sums(d - m, (d - m) ** 2, dtype=acc)
+        var = jnp.maximum(s2 / max(n, 1) - (s1 / max(n, 1)) ** 2, 0)
+        edges, hist = _hist(sample, jnp.ones(sample.shape, bool), lo, hi, acc)
+        ints = {"trusted": 1, "zeros": jnp.sum(v == 0, dtype=jnp.int32), "finite": n,
+                "sample": sample.size if n > SAMPLE else 0}
+        return _row(ints, hist, lo, hi, lo, m, var, edges, lay)
+    fin = jnp.isfinite(v)
+    nf, nan, posinf, neginf, zeros = _sums(fin, jnp.isnan(v), v == jnp.inf, v == -jnp.inf, v == 0, dtype=jnp.int32)
+    lo, hi = _minmax(v, fin)
+    top = jnp.where(nf > 0, jnp.maximum(jnp.abs(lo), jnp.abs(hi)), 0)
+    _, e = jnp.frexp(top)  # top = m * 2**e with 0.5 <= m < 1
+    e = jnp.clip(e, *_EXPONENTS[np.dtype(acc).itemsize])  # scaled values stay normal, squares can't overflow
+    scale = _pow2(-e, acc)
+    sf = jnp.isfinite(sample)
+    k = jnp.sum(sf, dtype=jnp.int32)
+    guess = jnp.sum(jnp.where(sf, sample * scale, 0)) / jnp.maximum(k, 1).astype(acc)
+    # Scaled values are centred on the mean of the sample (else the middle of the range).
+    centre = jnp.where(k > 0, guess, jnp.where(nf > 0, lo * scale / 2 + hi * scale / 2, 0))
+    vs = jnp.where(fin, v * scale - centre, 0)
+    nfd = jnp.maximum(nf, 1).astype(acc)
+    m = jnp.sum(vs) / nfd
+    d = jnp.where(fin, vs - m, 0)
+    s1, s2 = _sums(d, d * d, dtype=acc)
+    var = jnp.maximum(s2 / nfd - (s1 / nfd) ** 2, 0)
+    edges, hist = _hist(sample, sf, jnp.where(nf > 0, lo, 0), jnp.where(nf > 0, hi, 0), acc)
+    ints = {"trusted": 1, "nan": nan, "posinf": posinf, "neginf": neginf, "zeros": zeros, "finite": nf,
+            "sample": sample.size if n > SAMPLE else 0, "exponent": e}
+    return _row(ints, hist, lo, hi, centre, m, var, edges, lay)
+
+
+def _cheap(x: jax.Array) -> jax.Array:
+    """Sum, sum of squares (centred on the mean of a sample), min, max and zeros: exact
+    for finite, well-conditioned arrays, and marked untrusted otherwise."""
+    lay = layout(x.dtype)
+    v = _values(x)
+    acc = lay.acc
+    n = math.prod(x.shape)
+    sample = _sample(v)
+    lo, hi = _minmax(v)  # for floats, NaN-propagating: a NaN anywhere makes them NaN
+    guess = jnp.mean(sample.astype(acc))
+    if lay.kind == "int":
+        shift = jnp.clip(jnp.round(guess), lo.astype(acc), hi.astype(acc)).astype(lay.native)
+        shift = jnp.clip(shift, lo, hi)
+        span = _unsigned(hi) - _unsigned(lo)
+        fits = span < np.iinfo(span.dtype).max // 2  # so x - shift fits a signed word
+        d = _signed(_unsigned(v) - _unsigned(shift)).astype(acc)
+        finite = jnp.bool_(True)
+    else:
+        shift = jnp.where(jnp.isfinite(guess), guess, 0).astype(acc)
+        d = v.astype(acc) - shift
+        fits = jnp.bool_(True)
+        finite = jnp.isfinite(lo) & jnp.isfinite(hi)
+    s1, s2 = _sums(d, d * d, dtype=acc)
+    m = s1 / n
+    var = jnp.maximum(s2 / n - m * m, 0)
+    trusted = fits & finite & jnp.isfinite(s1) & jnp.isfinite(s2) & ((m * m <= TRUST * var) | (m == 0))
+    edges, hist = _hist(sample, jnp.ones(sample.shape, bool), lo, hi, acc)
+    ints = {"trusted": trusted, "zeros": jnp.sum(v == 0, dtype=jnp.int32), "finite": n,
+            "sample": sample.size}
+    return _row(ints, hist, lo, hi, shift, m, var, edges, lay)
+
+
+def summarize(arrays: Sequence[jax.Array]) -> jax.Array:
+    """Rows of ``arrays``, concatenated (traceable, for use inside the inspected call).
+    Arrays up to ``SAMPLE`` elements are described exactly, larger ones by :func:`_cheap`."""
+    rows = [(_exact(a) if math.prod(a.shape) <= SAMPLE else _cheap(a)) for a in arrays]
+    return jnp.concatenate(rows) if rows else jnp.zeros((0,), jnp.uint32)
+
+
+@functools.lru_cache(maxsize=1024)
+def _exact_program(shape: tuple[int, ...], dtype: np.dtype, sharding: Any, x64: bool):
+    return jax.jit(_exact)
+
+
+def describe_exact(x: jax.Array) -> jax.Array:
+    """The exact row of one array, from a program compiled once per shape, dtype and sharding."""
+    return _exact_program(tuple(x.shape), np.dtype(x.dtype), getattr(x, "sharding", None), _x64())(x)
+
+
+def widths(arrays: Sequence[Any]) -> list[int]:
+    return [layout(a.dtype).width for a in arrays]
+
+
+def unpack(words: np.ndarray, dtypes: Sequence[Any], shapes: Sequence[tuple[int, ...]]) -> list[Stats]:
+    """Host side: the concatenated rows of arrays of ``dtypes`` and ``shapes`` as Stats."""
+    words = np.asarray(words, np.uint32)
+    out, at = [], 0
+    for dtype, shape in zip(dtypes, shapes):
+        lay = layout(dtype)
+        row = words[at:at + lay.width]
+        at += lay.width
+        out.append(stats_of(row, lay, math.prod(shape)))
+    return out
+
+
+def trusted(row: np.ndarray) -> bool:
+    return bool(row[0])
+
+
+def stats_of(row: np.ndarray, lay: Layout, count: int) -> Stats:
+    """One row as :class:`Stats` (exact Python numbers: ints stay ints)."""
+    ints, native, accs = lay.split(np.asarray(row, np.uint32))
+    trusted_, nan, posinf, neginf, zeros, finite, sample, exponent = (int(i) for i in ints[:len(_INTS)])
+    hist = tuple(int(h) for h in ints[len(_INTS):])
+    lo, hi, shift = native.tolist()
+    mean_d, var_d = float(accs[0]), float(accs[1])
+    edges = tuple(float(e) for e in accs[2:])
+    if lay.kind == "int":
+        lo, hi, shift = int(lo), int(hi), int(shift)
+        mean = shift + mean_d
+        edges = tuple(lo + e for e in edges)
+        abs_max: float = max(abs(lo), abs(hi))
+    else:
+        lo, hi = float(lo), float(hi)
+        mean = math.ldexp(float(shift) + mean_d, exponent)
+        abs_max = max(abs(lo), abs(hi))
+    std = math.ldexp(math.sqrt(var_d), exponent) if lay.kind != "int" else math.sqrt(var_d)
+    if not finite:
+        lo = hi = mean = std = abs_max = float("nan")
+        edges = ()
+    return Stats(count, mean, std, lo, hi, abs_max, zeros, nan, posinf, neginf, hist, sample,
+                 of="|z|" if lay.kind == "complex" else "", hist_edges=edges, trusted=bool(trusted_))
+
+
+# -- differences ----------------------------------------------------------------
+def delta_layout(dtype: Any) -> np.dtype:
+    """The type of the two magnitudes in a delta row (after the int32 count)."""
+    return layout(dtype).acc if not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) else np.dtype(np.float32)
+
+
+def _delta(before: jax.Array, after: jax.Array) -> jax.Array:
+    """``[changed, max|after - before| / 2, mean|after - before| / 2]`` as words.
+
+    Equality is decided in the native dtype: bitwise for integers, bools and key
+    data, part by part for complex, and a NaN where there was a NaN is unchanged.
+    Halving keeps ``|a - b|`` from overflowing; :func:`unpack_deltas` doubles it back.
+    A change to or from NaN counts as changed but adds no magnitude."""
+    if jax.dtypes.issubdtype(before.dtype, jax.dtypes.prng_key):
+        kb, ka = jax.random.key_data(before), jax.random.key_data(after)
+        same = jnp.all(kb == ka, axis=kb.ndim - 1)
+        return _words(jnp.sum(~same, dtype=jnp.int32), jnp.zeros((2,), jnp.float32))
+    acc = delta_layout(before.dtype)
+    n = max(math.prod(before.shape), 1)
+    if jnp.issubdtype(before.dtype, jnp.inexact):
+        b, a = _stored(before), _stored(after)
+        if jnp.iscomplexobj(a):
+            same = _same(a.real, b.real) & _same(a.imag, b.imag)
+        else:
+            same = _same(a, b)
+        h = jnp.abs(a / 2 - b / 2).astype(acc)
+        h = jnp.where(same | jnp.isnan(h), 0, h)
+    elif before.dtype == jnp.bool_:
+        same = before == after
+        h = (~same).astype(acc) / 2
+    else:
+        b, a = (before, after) if before.dtype.itemsize >= 4 else (before.astype(jnp.int32), after.astype(jnp.int32))
+        same = a == b
+        ua, ub = _unsigned(a), _unsigned(b)
+        h = jnp.where(a >= b, ua - ub, ub - ua).astype(acc) / 2  # the exact distance, as unsigned
+    return _words(jnp.sum(~same, dtype=jnp.int32), jnp.stack([jnp.max(h, initial=0), jnp.sum(h / n)]).astype(acc))
+
+
+def _stored(x: jax.Array) -> jax.Array:
+    """``x`` widened to at least 32 bits, as stored (see :func:`_values`)."""
+    if x.dtype.itemsize < 4 and not jnp.iscomplexobj(x):
+        return lax.optimization_barrier(x).astype(jnp.float32)
+    return x
+
+
+def _same(a: jax.Array, b: jax.Array) -> jax.Array:
+    return (a == b) | (jnp.isnan(a) & jnp.isnan(b))
 
 
 def deltas(pairs: Sequence[tuple[jax.Array, jax.Array]]) -> jax.Array:
-    """Per pair ``(before, after)`` of equal shape: ``[changed, max|Δ|, mean|Δ|]`` (traceable)."""
-    if not pairs:
-        return jnp.zeros((0, 3), jnp.float32)
-    rows = []
-    for before, after in pairs:
-        b = before.astype(jnp.float32)
-        a = after.astype(jnp.float32)
-        same = (a == b) | (jnp.isnan(a) & jnp.isnan(b))
-        d = jnp.where(same, 0, jnp.abs(a - b))
-        rows.append(jnp.stack([
-            jnp.sum(~same).astype(jnp.float32),
-            jnp.max(d, initial=0),
-            jnp.sum(d) / max(a.size, 1),
-        ]))
-    return jnp.stack(rows)
+    """Rows of :func:`_delta` for ``(before, after)`` pairs of equal shape (traceable)."""
+    rows = [_delta(b, a) for b, a in pairs]
+    return jnp.concatenate(rows) if rows else jnp.zeros((0,), jnp.uint32)
 
 
-def unpack(floats: np.ndarray, counts: np.ndarray) -> list[Stats]:
-    """Host-side: the rows of :func:`describe`'s output as :class:`Stats`."""
-    out = []
-    for f, c in zip(np.asarray(floats).tolist(), np.asarray(counts).tolist()):
-        count, zeros, nan, posinf, neginf, sample = c[:len(_COUNTS)]
-        finite = count - nan - posinf - neginf
-        mean, std, lo, hi, abs_max = f if finite else (float("nan"),) * 5
-        out.append(Stats(count, mean, std, lo, hi, abs_max, zeros, nan, posinf, neginf,
-                         tuple(c[len(_COUNTS):]), sample))
+@functools.lru_cache(maxsize=1024)
+def _delta_program(shape: tuple[int, ...], dtype: Any, sharding_b: Any, sharding_a: Any, x64: bool):
+    return jax.jit(_delta)
+
+
+def delta_exact(before: jax.Array, after: jax.Array) -> jax.Array:
+    """:func:`_delta` of one pair, compiled once per shape, dtype and shardings."""
+    key = (tuple(before.shape), before.dtype, getattr(before, "sharding", None),
+           getattr(after, "sharding", None), _x64())
+    return _delta_program(*key)(before, after)
+
+
+def unpack_deltas(words: np.ndarray, dtypes: Sequence[Any]) -> list[tuple[int, float, float]]:
+    """Host side: ``(changed, max|Δ|, mean|Δ|)`` per pair of ``dtypes``."""
+    words = np.asarray(words, np.uint32)
+    out, at = [], 0
+    for dtype in dtypes:
+        acc = delta_layout(dtype)
+        w = 1 + 2 * acc.itemsize // 4
+        row = words[at:at + w]
+        at += w
+        mx, mn = (row[1:].view(acc).astype(np.float64) * 2).tolist()
+        out.append((int(row[:1].view(np.int32)[0]), mx, mn))
     return out

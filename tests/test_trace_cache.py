@@ -78,9 +78,8 @@ def test_variables_are_described_once_per_set_of_arrays(monkeypatch):
     from inspector import collect
 
     calls = []
-    real = collect._describe
-    monkeypatch.setattr(collect, "_describe", lambda arrays, batch_small: calls.append(len(arrays)) or
-                        real(arrays, batch_small=batch_small))
+    real = collect.describe_exactly
+    monkeypatch.setattr(collect, "describe_exactly", lambda arrays: calls.append(len(arrays)) or real(arrays))
     monkeypatch.setattr(collect, "input_stats", collect.InputStats())
     model, variables, x = ae_setup()
     run = fi.inspect_apply(lambda m, x: m(x), model, mutable=["batch_stats"])
