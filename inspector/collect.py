@@ -301,8 +301,8 @@ def describe_exactly(arrays: list[Any]) -> list[Stats]:
     """Exact statistics of concrete arrays: one cached program per shape and dtype, one transfer."""
     if not arrays:
         return []
-    rows = jax.device_get([reduce.describe_exact(a) for a in arrays])
-    return [reduce.stats_of(r, reduce.layout(a.dtype), int(np.prod(a.shape))) for r, a in zip(rows, arrays)]
+    rows = jax.device_get(reduce.describe_many(arrays))
+    return reduce.unpack(rows, [a.dtype for a in arrays], [np.shape(a) for a in arrays])
 
 
 def input_arrays(kind: str, args: tuple) -> list[Any]:
@@ -348,14 +348,12 @@ input_stats = InputStats()
 
 def _call_stats(plan_: Plan, words: np.ndarray, sources: dict[str, Any]) -> list[Stats]:
     """Rows of the in-call summaries, each redone exactly where the summary can't be trusted."""
-    out, at, redo = [], 0, []
-    for s in plan_.described:
+    out, redo = [], []
+    for s, row in zip(plan_.described, words):
         lay = reduce.layout(s.dtype)
-        row = words[at:at + lay.width]
-        at += lay.width
         if not reduce.trusted(row):
             redo.append(len(out))
-        out.append(reduce.stats_of(row, lay, int(np.prod(s.shape))))
+        out.append(reduce.stats_of(row[:lay.width], lay, int(np.prod(s.shape))))
     if redo:
         exact = describe_exactly([_lookup(sources[plan_.described[i].source], plan_.described[i].keypath)
                                   for i in redo])

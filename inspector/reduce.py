@@ -91,7 +91,7 @@ class Layout:
 
     @property
     def width(self) -> int:
-        return len(_INTS) + BINS + 3 * self._n + (2 + BINS + 1) * self._a
+        return len(_INTS) + BINS + 3 * self._n + (3 + BINS + 1) * self._a
 
     def split(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         i = len(_INTS) + BINS
@@ -132,15 +132,30 @@ def _sample(v: jax.Array) -> jax.Array:
     return v.reshape(1) if v.ndim == 0 else v[_positions(v.shape)]
 
 
+@functools.lru_cache(maxsize=None)
+def flushes_subnormals(platform: str | None = None) -> bool:
+    """True if the default device reads subnormal floats as zero (XLA:CPU does)."""
+    tiny = np.float32(np.finfo(np.float32).smallest_subnormal)
+    with jax.ensure_compile_time_eval():
+        return bool(jax.jit(lambda x: x == 0)(tiny))
+
+
 def _values(x: jax.Array) -> jax.Array:
-    """The values statistics describe, in a type that holds them exactly."""
+    """The values statistics describe, in a type that holds them exactly. Where the device
+    reads subnormals as zero, every path describes them as zero (``flushes_subnormals``)."""
     native, _, kind = _classes(x.dtype)
     if kind == "complex":
-        return jnp.abs(x)
-    if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype.itemsize < 4:
+        v = jnp.abs(x)
+    elif jnp.issubdtype(x.dtype, jnp.floating) and x.dtype.itemsize < 4:
         # Without the barrier XLA may fuse the statistics into the producer and skip the rounding.
-        return lax.optimization_barrier(x).astype(native)
-    return x.astype(native)
+        v = lax.optimization_barrier(x).astype(native)
+    elif jnp.issubdtype(x.dtype, jnp.floating):
+        v = x.astype(native)
+    else:
+        return x.astype(native)
+    if flushes_subnormals(jax.default_backend()):
+        v = jnp.where(jnp.abs(v) < np.finfo(v.dtype).tiny, v * 0, v)
+    return v
 
 
 def _hist(sample: jax.Array, ok: jax.Array, lo: jax.Array, hi: jax.Array, acc: Any):
@@ -186,7 +201,7 @@ def _row(ints: dict[str, jax.Array], hist, lo, hi, shift, mean_d, var_d, edges, 
     i32 = [jnp.asarray(ints.get(k, 0), jnp.int32) for k in _INTS]
     return _words(jnp.stack(i32), hist.astype(jnp.int32),
                   jnp.stack([lo, hi, shift]).astype(lay.native),
-                  jnp.stack([mean_d, var_d]).astype(lay.acc), edges.astype(lay.acc))
+                  jnp.stack([mean_d, jnp.zeros_like(mean_d), var_d]).astype(lay.acc), edges.astype(lay.acc))
 
 
 def _unsigned(v: jax.Array) -> jax.Array:
@@ -283,11 +298,215 @@ def _cheap(x: jax.Array) -> jax.Array:
     return _row(ints, hist, lo, hi, shift, m, var, edges, lay)
 
 
+# -- many arrays at once ------------------------------------------------------------
+# XLA:CPU spends milliseconds compiling each separate reduction, so arrays are described in
+# groups of one layout: concatenated, then reduced by segment. The number of operations, and
+# so the compile time, does not grow with the number of arrays.
+
+def _seg(sizes: Sequence[int]) -> jax.Array:
+    """Segment id of every element of the concatenation of arrays of ``sizes``."""
+    return jnp.repeat(jnp.arange(len(sizes), dtype=jnp.int32), np.asarray(sizes), total_repeat_length=sum(sizes))
+
+
+def _ssum(x: jax.Array, seg: jax.Array, k: int) -> jax.Array:
+    return jax.ops.segment_sum(x, seg, num_segments=k, indices_are_sorted=True)
+
+
+def _smin(x: jax.Array, seg: jax.Array, k: int) -> jax.Array:
+    return jax.ops.segment_min(x, seg, num_segments=k, indices_are_sorted=True)
+
+
+def _ghist(sample: jax.Array, sseg: jax.Array, ok: jax.Array, lo: jax.Array, hi: jax.Array, k: int, acc: Any):
+    """:func:`_hist` per segment: edges ``(k, BINS + 1)`` and counts ``(k, BINS)``."""
+    if jnp.issubdtype(sample.dtype, jnp.integer):
+        s = (_unsigned(sample) - _unsigned(lo)[sseg]).astype(acc)
+        lo, hi = jnp.zeros(lo.shape, acc), (_unsigned(hi) - _unsigned(lo)).astype(acc)
+    else:
+        s, lo, hi = sample.astype(acc), lo.astype(acc), hi.astype(acc)
+    t = (jnp.arange(BINS + 1, dtype=acc) / BINS)[None, :]
+    half = (hi / 2 - lo / 2)[:, None]  # no overflow; (lo + h t) + h t never decreases in t
+    edges = jnp.minimum((lo[:, None] + half * t) + half * t, hi[:, None])
+    edges = edges.at[:, 0].set(lo).at[:, BINS].set(hi)
+    above = _ssum(((s[:, None] >= edges[sseg, 1:BINS]) & ok[:, None]).astype(jnp.int32), sseg, k)
+    at = jnp.concatenate([_ssum(ok.astype(jnp.int32), sseg, k)[:, None], above, jnp.zeros((k, 1), jnp.int32)], axis=1)
+    return edges, at[:, :-1] - at[:, 1:]
+
+
+def _matrix(ints: jax.Array, hist: jax.Array, native: jax.Array, acc: jax.Array, width: int) -> jax.Array:
+    """Rows ``(k, width)`` of uint32 words from per-row blocks (padded to ``width``)."""
+    k = ints.shape[0]
+    parts = [lax.bitcast_convert_type(p, jnp.uint32).reshape(k, -1) for p in (ints, hist, native, acc)]
+    rows = jnp.concatenate(parts, axis=1)
+    return jnp.pad(rows, ((0, 0), (0, width - rows.shape[1])))
+
+
+def _sampled(values: list[jax.Array], sizes: list[int]) -> tuple[jax.Array, jax.Array, list[int]]:
+    """Histogram samples of each array (every element up to ``SAMPLE``), concatenated, with
+    their segment ids and per-array sample counts (0 where every element is counted)."""
+    parts, counts = [], []
+    for v, n in zip(values, sizes):
+        part = _sample(v)
+        parts.append(part.reshape(-1))
+        counts.append(part.size if n > SAMPLE else 0)
+    lengths = [p.size for p in parts]
+    return jnp.concatenate(parts), _seg(lengths), counts
+
+
+def _group_exact(arrays: Sequence[jax.Array], width: int, block: int = 1) -> jax.Array:
+    """Exact rows ``(k, width)`` of arrays sharing one layout (see :func:`_exact`).
+
+    Each array fills whole rows of a ``(rows, block)`` matrix (zero-padded, masked):
+    sums run along a row first, then over an array's rows, so that large arrays are
+    summed in two short sequences (a segment sum alone adds one element at a time)."""
+    lay = layout(arrays[0].dtype)
+    acc, k = lay.acc, len(arrays)
+    values = [_values(a) for a in arrays]
+    sizes = [math.prod(a.shape) for a in arrays]
+    nrows = [max(-(-n // block), 1) for n in sizes]
+    flat = [jnp.pad(x.reshape(-1), (0, r * block - n)) for x, n, r in zip(values, sizes, nrows)]
+    v = jnp.concatenate(flat).reshape(-1, block)
+    seg = _seg(nrows)  # the array of each row
+    first = np.concatenate([[0], np.cumsum(nrows)[:-1]]).astype(np.int32)
+    n = jnp.asarray(sizes, jnp.int32)
+    at = (jnp.arange(v.shape[0], dtype=jnp.int32) - jnp.asarray(first)[seg])[:, None] * block
+    valid = at + jnp.arange(block, dtype=jnp.int32)[None, :] < n[seg][:, None]
+
+    def total(x):  # (rows, block, ...) -> (k, ...)
+        return _ssum(jnp.sum(x, axis=1), seg, k)
+
+    def least(x):
+        return _smin(jnp.min(x, axis=1), seg, k)
+
+    def each(x):  # per-array values, per element
+        return x[seg][:, None]
+
+    sample, sseg, scount = _sampled(values, sizes)
+    if lay.kind == "int":
+        big = np.asarray(np.iinfo(lay.native).max, lay.native)
+        mm = least(jnp.stack([jnp.where(valid, v, big), jnp.where(valid, ~v, big)], axis=2))  # ~v reverses order
+        lo = jnp.where(n > 0, mm[:, 0], 0).astype(lay.native)
+        hi = jnp.where(n > 0, ~mm[:, 1], 0).astype(lay.native)
+        d = jnp.where(valid, (_unsigned(v) - _unsigned(each(lo))).astype(acc), 0)
+        nd = jnp.maximum(n, 1).astype(acc)
+        m = total(d) / nd
+        dd = jnp.where(valid, d - each(m), 0)
+        s12 = total(jnp.stack([dd, dd * dd], axis=2))
+        zeros = total(((v == 0) & valid).astype(jnp.int32))
+        nf, nan, posinf, neginf, e = n, 0 * n, 0 * n, 0 * n, 0 * n
+        centre, ok = lo, jnp.ones(sample.shape, bool)
+    else:
+        fin = jnp.isfinite(v) & valid
+        counts = total(jnp.stack([fin, jnp.isnan(v), v == jnp.inf, v == -jnp.inf, (v == 0) & valid],
+                                 axis=2).astype(jnp.int32))
+        nf, nan, posinf, neginf, zeros = (counts[:, i] for i in range(5))
+        mm = least(jnp.stack([jnp.where(fin, v, jnp.inf), jnp.where(fin, -v, jnp.inf)], axis=2))
+        lo, hi = jnp.where(nf > 0, mm[:, 0], 0), jnp.where(nf > 0, -mm[:, 1], 0)
+        _, e = jnp.frexp(jnp.maximum(jnp.abs(lo), jnp.abs(hi)))  # top = m 2**e, 0.5 <= m < 1
+        e = jnp.clip(e, *_EXPONENTS[acc.itemsize])  # scaled values stay normal, squares can't overflow
+        scale = _pow2(-e, acc)
+        ok = jnp.isfinite(sample)
+        kk = _ssum(ok.astype(jnp.int32), sseg, k)
+        guess = _ssum(jnp.where(ok, sample * scale[sseg], 0), sseg, k) / jnp.maximum(kk, 1).astype(acc)
+        # scaled values are centred on the mean of the sample (else the middle of the range)
+        centre = jnp.where(kk > 0, guess, lo * scale / 2 + hi * scale / 2)
+        vs = jnp.where(fin, v * each(scale) - each(centre), 0)
+        nd = jnp.maximum(nf, 1).astype(acc)
+        m = total(vs) / nd
+        d = jnp.where(fin, vs - each(m), 0)
+        s12 = total(jnp.stack([d, d * d], axis=2))
+    corr = s12[:, 0] / nd  # the second pass's mean restores what the first one rounded away
+    var = jnp.maximum(s12[:, 1] / nd - corr * corr, 0)
+    edges, hist = _ghist(sample, sseg, ok, lo, hi, k, acc)
+    ints = jnp.stack([jnp.ones((k,), jnp.int32), nan, posinf, neginf, zeros, nf,
+                      jnp.asarray(scount, jnp.int32), e], axis=1).astype(jnp.int32)
+    native = jnp.stack([lo, hi, centre.astype(lay.native)], axis=1).astype(lay.native)
+    accs = jnp.concatenate([jnp.stack([m, corr, var], axis=1), edges], axis=1).astype(acc)
+    return _matrix(ints, hist, native, accs, width)
+
+
+def _group_cheap(arrays: Sequence[jax.Array], width: int) -> jax.Array:
+    """Rows ``(k, width)`` of large arrays sharing one layout, from reductions XLA can fuse with
+    the arrays' producers: sum, sum of squares, min, max and zeros. Exact for finite,
+    well-conditioned arrays; the ``trusted`` word is 0 for any other."""
+    lay = layout(arrays[0].dtype)
+    acc, k = lay.acc, len(arrays)
+    values = [_values(a) for a in arrays]
+    sizes = [math.prod(a.shape) for a in arrays]
+    sample, sseg, scount = _sampled(values, sizes)
+    rows = []
+    for x in values:
+        if lay.kind == "int":
+            lo, hi = jnp.min(x), jnp.max(x)
+            d = _signed(_unsigned(x) - _unsigned(lo)).astype(acc)  # 0 <= d < 2**31 unless untrusted
+            span_ok = (_unsigned(hi) - _unsigned(lo)) < np.iinfo(_unsigned(lo).dtype).max // 2
+        else:
+            lo, hi = jnp.min(x), jnp.max(x)  # NaN-propagating
+            d = x.astype(acc)
+            span_ok = jnp.isfinite(lo) & jnp.isfinite(hi)
+        rows.append((jnp.sum(d), jnp.sum(d * d), lo, hi, jnp.sum(x == 0, dtype=jnp.int32), span_ok))
+    s1, s2, lo, hi, zeros, fine = (jnp.stack([r[i] for r in rows]) for i in range(6))
+    n = jnp.asarray(sizes, acc)
+    m = s1 / n
+    var = jnp.maximum(s2 / n - m * m, 0)
+    trusted = fine & jnp.isfinite(s1) & jnp.isfinite(s2) & ((m * m <= TRUST * var) | (m == 0))
+    ok = jnp.ones(sample.shape, bool)
+    hlo, hhi = (jnp.where(trusted, lo, 0), jnp.where(trusted, hi, 0)) if lay.kind != "int" else (lo, hi)
+    edges, hist = _ghist(sample, sseg, ok, hlo, hhi, k, acc)
+    shift = lo if lay.kind == "int" else jnp.zeros((k,), lay.native)
+    ints = jnp.stack([trusted.astype(jnp.int32), 0 * zeros, 0 * zeros, 0 * zeros, zeros,
+                      jnp.asarray(sizes, jnp.int32), jnp.asarray(scount, jnp.int32), 0 * zeros], axis=1)
+    native = jnp.stack([lo, hi, shift], axis=1).astype(lay.native)
+    accs = jnp.concatenate([jnp.stack([m, jnp.zeros_like(m), var], axis=1), edges], axis=1).astype(acc)
+    return _matrix(ints, hist, native, accs, width)
+
+
+def row_width(dtypes: Sequence[Any]) -> int:
+    """The stride of rows in :func:`summarize`'s and :func:`describe`'s output."""
+    return max((layout(d).width for d in dtypes), default=0)
+
+
+def _describe(arrays: Sequence[jax.Array], cheap: Sequence[bool]) -> jax.Array:
+    width = row_width([a.dtype for a in arrays])
+    if not arrays:
+        return jnp.zeros((0, 0), jnp.uint32)
+    groups: dict[tuple[Layout, str], list[int]] = {}
+    for i, a in enumerate(arrays):
+        how = "cheap" if cheap[i] else ("large" if math.prod(a.shape) > SAMPLE else "small")
+        groups.setdefault((layout(a.dtype), how), []).append(i)
+    blocks, order = [], []
+    for (_, how), idx in groups.items():
+        group = [arrays[i] for i in idx]
+        if how == "cheap":
+            blocks.append(_group_cheap(group, width))
+        else:
+            blocks.append(_group_exact(group, width, SAMPLE if how == "large" else 1))
+        order += idx
+    rows = jnp.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+    return rows[np.argsort(np.asarray(order))] if order != sorted(order) else rows
+
+
 def summarize(arrays: Sequence[jax.Array]) -> jax.Array:
-    """Rows of ``arrays``, concatenated (traceable, for use inside the inspected call).
-    Arrays up to ``SAMPLE`` elements are described exactly, larger ones by :func:`_cheap`."""
-    rows = [(_exact(a) if math.prod(a.shape) <= SAMPLE else _cheap(a)) for a in arrays]
-    return jnp.concatenate(rows) if rows else jnp.zeros((0,), jnp.uint32)
+    """Rows ``(len(arrays), row_width)`` of uint32 words, traced into the inspected call.
+    Arrays up to ``SAMPLE`` elements are described exactly, larger ones by fused reductions
+    (:func:`_group_cheap`) whose rows say whether they can be trusted."""
+    return _describe(arrays, [math.prod(a.shape) > SAMPLE for a in arrays])
+
+
+def describe(arrays: Sequence[jax.Array]) -> jax.Array:
+    """Exact rows of ``arrays`` (traceable; see :func:`describe_many` for concrete arrays)."""
+    return _describe(arrays, [False] * len(arrays))
+
+
+_describe_jit = jax.jit(describe)
+
+
+def describe_many(arrays: Sequence[jax.Array]) -> jax.Array:
+    """Exact rows of concrete arrays in one program (compiled per list of shapes and dtypes).
+    Arrays sharded over several devices are described one by one (concatenating would gather)."""
+    if any(len(getattr(getattr(a, "sharding", None), "device_set", ())) > 1 for a in arrays):
+        width = row_width([a.dtype for a in arrays])
+        return jnp.stack([jnp.pad(describe_exact(a), (0, width - layout(a.dtype).width)) for a in arrays])
+    return _describe_jit(list(arrays))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -300,20 +519,10 @@ def describe_exact(x: jax.Array) -> jax.Array:
     return _exact_program(tuple(x.shape), np.dtype(x.dtype), getattr(x, "sharding", None), _x64())(x)
 
 
-def widths(arrays: Sequence[Any]) -> list[int]:
-    return [layout(a.dtype).width for a in arrays]
-
-
-def unpack(words: np.ndarray, dtypes: Sequence[Any], shapes: Sequence[tuple[int, ...]]) -> list[Stats]:
-    """Host side: the concatenated rows of arrays of ``dtypes`` and ``shapes`` as Stats."""
-    words = np.asarray(words, np.uint32)
-    out, at = [], 0
-    for dtype, shape in zip(dtypes, shapes):
-        lay = layout(dtype)
-        row = words[at:at + lay.width]
-        at += lay.width
-        out.append(stats_of(row, lay, math.prod(shape)))
-    return out
+def unpack(rows: np.ndarray, dtypes: Sequence[Any], shapes: Sequence[tuple[int, ...]]) -> list[Stats]:
+    """Host side: rows ``(k, row_width)`` of arrays of ``dtypes`` and ``shapes`` as Stats."""
+    rows = np.asarray(rows, np.uint32)
+    return [stats_of(r[:layout(d).width], layout(d), math.prod(s)) for r, d, s in zip(rows, dtypes, shapes)]
 
 
 def trusted(row: np.ndarray) -> bool:
@@ -326,8 +535,8 @@ def stats_of(row: np.ndarray, lay: Layout, count: int) -> Stats:
     trusted_, nan, posinf, neginf, zeros, finite, sample, exponent = (int(i) for i in ints[:len(_INTS)])
     hist = tuple(int(h) for h in ints[len(_INTS):])
     lo, hi, shift = native.tolist()
-    mean_d, var_d = float(accs[0]), float(accs[1])
-    edges = tuple(float(e) for e in accs[2:])
+    mean_d, var_d = float(accs[0]) + float(accs[1]), float(accs[2])
+    edges = tuple(float(e) for e in accs[3:])
     if lay.kind == "int":
         lo, hi, shift = int(lo), int(hi), int(shift)
         mean = shift + mean_d
