@@ -14,35 +14,39 @@ from inspector import capture as C
 from inspector.collect import assemble, plan
 from inspector.compare import compare
 from inspector.model import Comparison, Inspection, Timings
-from inspector.run import Runner
+from inspector.run import DEFAULT_CACHE_SIZE, Runner
 
 Keep = Literal["arrays", "stats"]
 _INIT_MUTABLE = nn.DenyList("intermediates")
 
 
-def _wrap(kind: str, fn: Callable, module: nn.Module, mutable: Any, capture: Any) -> Runner:
-    runner = Runner(kind, fn, module, mutable, capture)
+def _wrap(kind: str, fn: Callable, module: nn.Module, mutable: Any, capture: Any, cache_size: int) -> Runner:
+    runner = Runner(kind, fn, module, mutable, capture, cache_size=cache_size)
     functools.update_wrapper(runner, fn, updated=())
     return runner
 
 
 def apply(fn: Callable, module: nn.Module, mutable: Any = False,
-          capture_intermediates: bool | Callable[[nn.Module, str], bool] = False) -> Runner:
+          capture_intermediates: bool | Callable[[nn.Module, str], bool] = False, *,
+          cache_size: int = DEFAULT_CACHE_SIZE) -> Runner:
     """``flax.linen.apply``, jitted: ``apply(fn, module, ...)(variables, *args, rngs=None, **kw)``
-    returns exactly what flax returns. The returned runner counts ``traces``."""
-    return _wrap("apply", fn, module, mutable, capture_intermediates)
+    returns exactly what flax returns. The returned runner counts ``traces`` and keeps at most
+    ``cache_size`` compiled signatures (least recently used dropped first)."""
+    return _wrap("apply", fn, module, mutable, capture_intermediates, cache_size)
 
 
 def init(fn: Callable, module: nn.Module, mutable: Any = _INIT_MUTABLE,
-         capture_intermediates: bool | Callable[[nn.Module, str], bool] = False) -> Runner:
+         capture_intermediates: bool | Callable[[nn.Module, str], bool] = False, *,
+         cache_size: int = DEFAULT_CACHE_SIZE) -> Runner:
     """``flax.linen.init``, jitted: ``init(fn, module)(rngs, *args, **kw)`` returns the variables."""
-    return _wrap("init", fn, module, mutable, capture_intermediates)
+    return _wrap("init", fn, module, mutable, capture_intermediates, cache_size)
 
 
 def init_with_output(fn: Callable, module: nn.Module, mutable: Any = _INIT_MUTABLE,
-                     capture_intermediates: bool | Callable[[nn.Module, str], bool] = False) -> Runner:
+                     capture_intermediates: bool | Callable[[nn.Module, str], bool] = False, *,
+                     cache_size: int = DEFAULT_CACHE_SIZE) -> Runner:
     """``flax.linen.init_with_output``, jitted: returns ``(y, variables)``."""
-    return _wrap("init_with_output", fn, module, mutable, capture_intermediates)
+    return _wrap("init_with_output", fn, module, mutable, capture_intermediates, cache_size)
 
 
 class InspectRun:

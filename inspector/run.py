@@ -10,11 +10,16 @@ so they never break ``jit``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import enum
 import functools
 import re
+import operator
 import threading
 import time
+import types
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -230,8 +235,23 @@ def _install_scope_probes() -> None:
     Scope._inspector_probes = True
 
 
+_DICTS = (dict, FrozenDict)
+_CONTAINERS = frozenset((dict, FrozenDict, tuple, list))
+
+
+def _order_key(x: Any) -> Any:
+    """The key order of every dict in ``x`` (jax sorts them; flax keeps insertion order),
+    cheap enough for every call: only containers are visited."""
+    t = type(x)
+    if t is dict or t is FrozenDict:
+        return tuple(x), tuple([_order_key(v) if type(v) in _CONTAINERS else None for v in x.values()])
+    if t is tuple or t is list:
+        return tuple([_order_key(v) if type(v) in _CONTAINERS else None for v in x])
+    return None
+
+
 def _order_skeleton(x: Any) -> Any:
-    """Key order of every mapping in ``x``, hashable (jit sorts dict keys; flax does not)."""
+    """Key order of every mapping in ``x``, in the form :func:`_reorder` reads."""
     if isinstance(x, (dict, FrozenDict)):
         return tuple((k, _order_skeleton(v)) for k, v in x.items())
     if isinstance(x, (tuple, list)):
@@ -253,6 +273,125 @@ def _reorder(x: Any, skel: Any) -> Any:
     return x
 
 
+def _needs_reorder(x: Any) -> bool:
+    """True if some mapping in ``x`` is not in sorted key order (jax's unflatten sorts them)."""
+    if isinstance(x, (dict, FrozenDict)):
+        keys = list(x)
+        try:
+            unsorted = keys != sorted(keys)
+        except TypeError:
+            unsorted = True
+        return unsorted or any(_needs_reorder(v) for v in x.values())
+    if isinstance(x, (tuple, list)):
+        return any(_needs_reorder(v) for v in x)
+    return False
+
+
+# -- static arguments: keyed by value and type, never by identity ----------------
+class Unkeyable(Exception):
+    """A static argument that cannot be keyed by value (see :func:`static_key`)."""
+
+
+_EXACT = frozenset((bool, int, str, bytes, type(None), type(Ellipsis), range, slice))
+_BY_IDENTITY = (type, types.FunctionType, types.BuiltinFunctionType, types.ModuleType,
+                types.MethodDescriptorType, types.WrapperDescriptorType)
+
+
+def static_key(v: Any, depth: int = 0) -> Any:
+    """A hashable key equal for equal static values of the same type, recursively.
+
+    ``1``, ``1.0`` and ``True`` are distinct; floats are keyed by ``repr`` (a NaN equals
+    itself, ``-0.0`` differs from ``0.0``); containers and dataclasses by value; enums,
+    functions, classes and modules by identity (the key holds them, so an identity
+    cannot be reused). Types that define both ``__eq__`` and ``__hash__`` are trusted to
+    compare by value. Anything else (an unhashable object, or a plain object with
+    attributes that may change) raises :class:`Unkeyable`.
+    """
+    t = type(v)
+    if t in _EXACT:
+        return t, v
+    if t is float or t is complex:
+        return t, repr(v)
+    if depth > 32:
+        raise Unkeyable(v)
+    if t is tuple or t is list:
+        return t, tuple([static_key(e, depth + 1) for e in v])
+    if t is set or t is frozenset:
+        return t, frozenset([static_key(e, depth + 1) for e in v])
+    if isinstance(v, Mapping):
+        return t, tuple([(static_key(k, depth + 1), static_key(x, depth + 1)) for k, x in v.items()])
+    if isinstance(v, enum.Enum) or isinstance(v, _BY_IDENTITY):
+        return t, v
+    if isinstance(v, functools.partial):
+        return t, static_key((v.func, v.args, dict(v.keywords)), depth + 1)
+    if dataclasses.is_dataclass(v) and not isinstance(v, nn.Module):
+        return t, tuple([(f.name, static_key(getattr(v, f.name), depth + 1)) for f in dataclasses.fields(v)])
+    if isinstance(v, (np.dtype, jax.sharding.Sharding)):
+        return t, v
+    eq, h = getattr(t, "__eq__", None), getattr(t, "__hash__", None)
+    if h is not None and eq is not object.__eq__ and h is not object.__hash__:
+        try:
+            hash(v)
+        except TypeError:
+            raise Unkeyable(v) from None
+        return t, v  # the type declares value semantics
+    if h is object.__hash__ and eq is object.__eq__ and not hasattr(v, "__dict__"):
+        return t, v  # no state to change (a sentinel such as ``object()``)
+    raise Unkeyable(v)
+
+
+# -- non-pytree objects holding arrays ---------------------------------------------
+def _is_device_value(x: Any) -> bool:
+    return isinstance(x, (jax.Array, jax.core.Tracer))
+
+
+def held_arrays(obj: Any, depth: int = 0) -> list[tuple[tuple[str, ...], Any]]:
+    """``[(attribute path, array)]`` for the arrays a plain (non-pytree) object holds in its
+    attributes, recursively through nested plain objects; ``[]`` for anything else
+    (modules, classes, functions, objects without ``__dict__``)."""
+    if depth > 8 or isinstance(obj, (nn.Module, type, types.FunctionType, types.MethodType,
+                                     types.ModuleType, functools.partial)):
+        return []
+    attrs = getattr(obj, "__dict__", None)
+    if not isinstance(attrs, dict):
+        return []
+    out = []
+    for name, v in attrs.items():
+        if not isinstance(name, str):
+            continue
+        if _is_device_value(v):
+            out.append(((name,), v))
+        else:
+            out.extend(((name,) + p, a) for p, a in held_arrays(v, depth + 1))
+    return out
+
+
+def with_arrays(obj: Any, paths: list[tuple[str, ...]], arrays: list[Any]) -> Any:
+    """A shallow copy of ``obj`` (and of each nested object on ``paths``) whose attributes at
+    ``paths`` are ``arrays``; ``obj`` itself is left as it was."""
+    copies: dict[tuple[str, ...], Any] = {}
+
+    def copy_at(prefix: tuple[str, ...]) -> Any:
+        if prefix in copies:
+            return copies[prefix]
+        if prefix:
+            parent = copy_at(prefix[:-1])
+            src = parent.__dict__[prefix[-1]]
+        else:
+            src = obj
+        new = object.__new__(type(src)) if type(src).__new__ is object.__new__ else copy.copy(src)
+        new.__dict__.update(src.__dict__)
+        if prefix:
+            parent.__dict__[prefix[-1]] = new
+        copies[prefix] = new
+        return new
+
+    root = copy_at(())
+    for path, a in zip(paths, arrays):
+        copy_at(path[:-1]).__dict__[path[-1]] = a
+    return root
+
+
 # -- the runner ----------------------------------------------------------------
 @dataclasses.dataclass
 class Traced:
@@ -262,6 +401,8 @@ class Traced:
     out_tree: Any = None
     statics: dict[int, Any] = dataclasses.field(default_factory=dict)
     skeleton: Any = None
+    reorder: bool = True  # the result has a mapping jax's unflatten would sort
+    objects: dict[int, tuple[list[tuple[str, ...]], int]] = dataclasses.field(default_factory=dict)
     extra: Any = None  # what a ``post`` hook recorded at trace time
     trace_ms: float = 0.0
     compile_ms: float = 0.0
@@ -269,6 +410,19 @@ class Traced:
 
 def _flax_entry(kind: Kind):
     return {"apply": nn.apply, "init": nn.init, "init_with_output": nn.init_with_output}[kind]
+
+
+_ARRAY_TYPES = frozenset((type(jnp.zeros(())),))
+_jax_sig = operator.attrgetter("shape", "dtype", "weak_type", "sharding")
+
+
+def _leaf_sig(x: Any) -> Any:
+    if isinstance(x, jax.Array):
+        return x.shape, x.dtype, getattr(x, "weak_type", False), x.sharding
+    return np.shape(x), np.asarray(x).dtype, type(x)  # numpy: values are copied in, never aliased
+
+
+DEFAULT_CACHE_SIZE = 64
 
 
 class Runner:
@@ -279,24 +433,37 @@ class Runner:
     given, runs inside the trace on ``(inputs, result, recorder)`` and returns
     ``(result, extra arrays, trace-time record)``: the result to hand back, arrays to
     compute alongside (statistics) and what only the trace knew (``Traced.extra``).
+
+    The key of a compiled program is the input structure (with each dict's key order),
+    each array's shape/dtype/weak type/sharding, and every non-array input *by value
+    and type* (:func:`static_key`). A non-array input that cannot be keyed by value
+    (an unhashable object, a plain object whose attributes may change) is traced and
+    compiled on every call and never cached, so a mutated config always gives flax's
+    result. At most ``cache_size`` programs are kept, least recently used first out.
+    Concurrent calls with one signature compile it once.
     """
 
     def __init__(self, kind: Kind, fn: Callable, module: nn.Module, mutable: Any,
                  capture_intermediates: Any, post: Callable | None = None,
-                 patches: dict[str, Any] | None = None):
+                 patches: dict[str, Any] | None = None, cache_size: int = DEFAULT_CACHE_SIZE):
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be at least 1, not {cache_size!r}")
         self.kind = kind
         self.fn = fn
         self.module = module
         self.mutable = mutable
         self.capture = capture_intermediates
         self.post = post
+        self.cache_size = cache_size
         self.patches: dict[tuple[tuple[str, ...], str], dict[int | None, Any]] = {}
         for key, patch in (patches or {}).items():
             path, method, index = parse_call_key(key)
             self.patches.setdefault((path, method), {})[index] = patch
         self.traces = 0
         self.compiles = 0
-        self._cache: dict[Any, Traced] = {}
+        self._cache: OrderedDict[Any, Traced] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[Any, threading.Lock] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -310,30 +477,65 @@ class Runner:
             on_phase: Callable[[str], None] | None = None) -> tuple[Any, Any, Traced, bool]:
         """``(result, extra, traced entry, cached)``; results may still be computing.
         ``on_phase`` is told ``'tracing'``, ``'compiling'`` and ``'running'`` as they start."""
-        on_phase = on_phase or (lambda phase: None)
-        leaves, treedef = jax.tree.flatten((args, kwargs), is_leaf=lambda x: x is None)
+        leaves, treedef = jax.tree.flatten((args, kwargs))
+        if all(map(_ARRAY_TYPES.__contains__, map(type, leaves))):  # the common case: only jax arrays
+            dyn, statics, skey = leaves, (), ()
+            sig = tuple(map(_jax_sig, leaves))
+        else:
+            dyn, statics, skey, sig = self._split(leaves)
+        key = (treedef, _order_key((args, kwargs)), sig, skey, flax.config.flax_return_frozendict)
+        entry = self._cache.get(key) if skey is not None else None
+        if entry is not None:
+            cached = True
+            try:
+                self._cache.move_to_end(key)
+            except KeyError:  # evicted by another thread meanwhile
+                pass
+        else:
+            entry, cached = self._miss(key, skey is not None, dyn, treedef, args, kwargs, leaves, statics,
+                                       on_phase or (lambda phase: None))
+        if on_phase is not None:
+            on_phase("running")
+        result_flat, extra = entry.compiled(dyn)
+        return _unflatten(entry, result_flat), extra, entry, cached
+
+    def _split(self, leaves: list) -> tuple[list, list, Any, tuple]:
+        """``(arrays, [(index, static)], statics key or None if unkeyable, signature)``."""
         dyn, statics, sig = [], [], []
         for i, leaf in enumerate(leaves):
             if isinstance(leaf, jax.core.Tracer):
                 raise _Traced()
             if is_array(leaf):
                 dyn.append(leaf)
-                sig.append((np.shape(leaf), str(leaf.dtype), bool(getattr(leaf, "weak_type", False)),
-                            getattr(leaf, "sharding", None) if isinstance(leaf, jax.Array) else None))
+                sig.append(_leaf_sig(leaf))
             else:
                 statics.append((i, leaf))
-        order = _order_skeleton((args, kwargs))
-        key = (treedef, order, tuple(sig), _hashable(statics), bool(flax.config.flax_return_frozendict))
-        entry = self._cache.get(key)
-        if entry is None:
-            entry = self._compile(dyn, treedef, order, leaves, statics, on_phase)
-            self._cache[key] = entry
-            cached = False
-        else:
-            cached = True
-        on_phase("running")
-        result_flat, extra = entry.compiled(dyn)
-        return _unflatten(entry, result_flat), extra, entry, cached
+        try:
+            skey: Any = tuple((i, static_key(v)) for i, v in statics)
+        except Unkeyable:
+            skey = None
+        return dyn, statics, skey, tuple(sig)
+
+    def _miss(self, key, keyable, dyn, treedef, args, kwargs, leaves, statics, on_phase) -> tuple[Traced, bool]:
+        """Compiles ``key`` once: concurrent callers with the same key wait for the first."""
+        if not keyable:
+            return self._compile(dyn, treedef, _order_skeleton((args, kwargs)), leaves, statics, on_phase), False
+        with self._lock:
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        try:
+            with lock:
+                entry = self._cache.get(key)
+                if entry is not None:
+                    return entry, True
+                entry = self._compile(dyn, treedef, _order_skeleton((args, kwargs)), leaves, statics, on_phase)
+                with self._lock:
+                    self._cache[key] = entry
+                    while len(self._cache) > self.cache_size:
+                        self._cache.popitem(last=False)
+                return entry, False
+        finally:
+            with self._lock:
+                self._key_locks.pop(key, None)
 
     def _compile(self, dyn, treedef, order, leaves, statics, on_phase) -> Traced:
         entry = Traced(compiled=None)
@@ -352,14 +554,19 @@ class Runner:
             if self.post is not None:
                 result, extra, entry.extra = self.post((args, kwargs), result, recorder)
             entry.skeleton = _order_skeleton(result)
+            entry.reorder = _needs_reorder(result)
             out_leaves, entry.out_tree = jax.tree.flatten(result, is_leaf=lambda x: x is None)
             arrays = []
-            entry.statics = {}
+            entry.statics, entry.objects = {}, {}
             for j, leaf in enumerate(out_leaves):
-                if isinstance(leaf, (jax.Array, jax.core.Tracer)):
+                if _is_device_value(leaf):
                     arrays.append(leaf)
-                else:
-                    entry.statics[j] = leaf
+                    continue
+                entry.statics[j] = leaf
+                held = held_arrays(leaf)
+                if held:  # arrays inside a non-pytree object: computed, and put back into a copy
+                    entry.objects[j] = ([p for p, _ in held], len(arrays))
+                    arrays.extend(a for _, a in held)
             return arrays, extra
 
         on_phase("tracing")
@@ -416,19 +623,21 @@ class _Traced(Exception):
     """Inputs are tracers of an enclosing transform; no caching is possible."""
 
 
-def _hashable(statics: list) -> tuple:
-    out = []
-    for i, v in statics:
-        try:
-            hash(v)
-            out.append((i, v))
-        except TypeError:
-            out.append((i, ("<id>", id(v))))
-    return tuple(out)
-
-
 def _unflatten(entry: Traced, arrays: list) -> Any:
-    it = iter(arrays)
-    n = entry.out_tree.num_leaves
-    full = [entry.statics[j] if j in entry.statics else next(it) for j in range(n)]
-    return _reorder(jax.tree.unflatten(entry.out_tree, full), entry.skeleton)
+    if entry.objects:
+        arrays = list(arrays)
+        taken: set[int] = set()
+        statics = dict(entry.statics)
+        for j, (paths, start) in entry.objects.items():
+            statics[j] = with_arrays(entry.statics[j], paths, arrays[start:start + len(paths)])
+            taken.update(range(start, start + len(paths)))
+        arrays = [a for i, a in enumerate(arrays) if i not in taken]
+    else:
+        statics = entry.statics
+    if statics:
+        it = iter(arrays)
+        full = [statics[j] if j in statics else next(it) for j in range(entry.out_tree.num_leaves)]
+    else:
+        full = arrays
+    out = jax.tree.unflatten(entry.out_tree, full)
+    return _reorder(out, entry.skeleton) if entry.reorder else out
