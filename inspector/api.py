@@ -14,7 +14,7 @@ from inspector import capture as C
 from inspector.collect import assemble, plan
 from inspector.compare import compare
 from inspector.model import Comparison, Inspection, Timings
-from inspector.run import DEFAULT_CACHE_SIZE, Runner
+from inspector.run import DEFAULT_CACHE_SIZE, Runner, _Traced
 
 Keep = Literal["arrays", "stats"]
 _INIT_MUTABLE = nn.DenyList("intermediates")
@@ -49,6 +49,17 @@ def init_with_output(fn: Callable, module: nn.Module, mutable: Any = _INIT_MUTAB
     return _wrap("init_with_output", fn, module, mutable, capture_intermediates, cache_size)
 
 
+class InspectUnderTransformError(RuntimeError):
+    """An ``inspect_*`` call received tracers: it ran inside ``jax.jit``, ``grad``, ``vmap`` or
+    ``eval_shape``, where no concrete :class:`Inspection` can exist."""
+
+
+_UNDER_TRANSFORM = (
+    "inspect_* was called inside a JAX transform (jax.jit, grad, vmap, eval_shape...), where its inputs are "
+    "tracers and no Inspection can be built. Call it outside the transform, on concrete arrays; inside a "
+    "transform use the drop-in fi.apply/init/init_with_output, which return exactly what flax returns there.")
+
+
 class InspectRun:
     """A jitted flax call that returns an :class:`Inspection` instead of flax's result.
 
@@ -78,7 +89,13 @@ class InspectRun:
             if on_phase is not None:
                 on_phase(name)
 
-        result, extra, entry, cached = self.runner.run(args, kwargs, phase)
+        if self.kind == "apply" and not args and "variables" in kwargs:  # flax accepts it by keyword
+            kwargs = dict(kwargs)
+            args = (kwargs.pop("variables"),)
+        try:
+            result, extra, entry, cached = self.runner.run(args, kwargs, phase)
+        except _Traced:
+            raise InspectUnderTransformError(_UNDER_TRANSFORM) from None
         jax.block_until_ready(extra)
         run_ms = (time.perf_counter() - marks["running"]) * 1000
         timings = Timings(0.0 if cached else entry.trace_ms, 0.0 if cached else entry.compile_ms,

@@ -17,10 +17,10 @@ from typing import Any
 import jax
 from flax import nnx
 
-from inspector.api import InspectRun, Keep
+from inspector.api import _UNDER_TRANSFORM, InspectRun, InspectUnderTransformError, Keep
 from inspector.collect import assemble, plan
 from inspector.model import Inspection, Timings
-from inspector.run import Event, Recorder, Runner
+from inspector.run import Event, Recorder, Runner, _Traced
 
 
 def collection_name(var_type: type) -> str:
@@ -103,7 +103,10 @@ class NnxInspectRun:
     def __call__(self, *args: Any, **kwargs: Any) -> Inspection:
         grouped = self.runner.grouped(self.model)
         t0 = time.perf_counter()
-        result, extra, entry, cached = self.runner.run((grouped, *args), kwargs)
+        try:
+            result, extra, entry, cached = self.runner.run((grouped, *args), kwargs)
+        except _Traced:
+            raise InspectUnderTransformError(_UNDER_TRANSFORM) from None
         jax.block_until_ready(extra)
         timings = Timings(0.0 if cached else entry.trace_ms, 0.0 if cached else entry.compile_ms,
                           (time.perf_counter() - t0) * 1000, cached)

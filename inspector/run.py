@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.core import FrozenDict
 
-from inspector.capture import guarded
+from inspector.capture import CaptureFilterError, guarded
 from inspector.model import BindingCall, path_str
 
 Kind = str  # 'apply' | 'init' | 'init_with_output'
@@ -75,8 +75,8 @@ class Recorder:
     shadow: dict[tuple[tuple[str, ...], str], int] = dataclasses.field(default_factory=dict)
 
     def on_capture(self, module: Any, method_name: str) -> None:
-        if shape_pass():
-            return
+        if shape_pass() or getattr(module, "scope", None) is None:
+            return  # an unbound module: flax's own sow raises its own error
         key = (tuple(module.path), method_name)
         self.captured[key] = self.captured.get(key, 0) + 1
         self.events.append(Event("capture", key[0], method_name, type(module).__name__))
@@ -592,9 +592,9 @@ class Runner:
     def _call_flax(self, args, kwargs, recorder: Recorder):
         capture = self.capture
         if callable(capture):
-            capture = guarded(capture, recorder.on_capture)
+            capture = _noting_site(guarded(capture, recorder.on_capture), recorder)
         elif capture is True:
-            capture = guarded(nn.module.capture_call_intermediates, recorder.on_capture)
+            capture = _noting_site(guarded(nn.module.capture_call_intermediates, recorder.on_capture), recorder)
         if self.kind == "apply":
             flax_fn = nn.apply(self.fn, self.module, mutable=self.mutable, capture_intermediates=capture)
         else:
@@ -617,6 +617,26 @@ class Runner:
             raise
         finally:
             _local.recorder = None
+
+
+def _noting_site(filter_fn: Callable, recorder: Recorder) -> Callable:
+    """``filter_fn``, charging an error it raises to the module it was asked about (flax calls
+    the filter after that module's method returned, outside the interceptor)."""
+
+    def noting(module: Any, method_name: str) -> bool:
+        try:
+            return filter_fn(module, method_name)
+        except CaptureFilterError:
+            if recorder.error_site is None:
+                try:
+                    path = tuple(module.path)
+                except Exception:  # noqa: BLE001 - unbound
+                    path = ("<unbound>",)
+                recorder.error_site = (path, type(module).__name__, method_name)
+            raise
+
+    noting.__wrapped__ = filter_fn  # type: ignore[attr-defined]
+    return noting
 
 
 class _Traced(Exception):
