@@ -51,6 +51,9 @@ class Event:
     module_type: str
 
 
+_SETUP = "setup"  # the stack mark of a running ``setup``
+
+
 @dataclasses.dataclass
 class Recorder:
     """What the interceptor and the capture filter saw while flax ran (trace time).
@@ -73,6 +76,7 @@ class Recorder:
     error_site: tuple[tuple[str, ...], str, str] | None = None
     shape_passes: set[tuple[str, ...]] = dataclasses.field(default_factory=set)  # paths traced an extra time
     shadow: dict[tuple[tuple[str, ...], str], int] = dataclasses.field(default_factory=dict)
+    pending: dict[tuple[str, ...], list] = dataclasses.field(default_factory=dict)  # touched in setup
 
     def on_capture(self, module: Any, method_name: str) -> None:
         if shape_pass() or getattr(module, "scope", None) is None:
@@ -82,23 +86,63 @@ class Recorder:
         self.events.append(Event("capture", key[0], method_name, type(module).__name__))
 
     def touch(self, kind: str, scope_path: tuple[str, ...], col: str, name: str) -> None:
-        """A variable read/write or an RNG draw, charged to the innermost call."""
-        if not self.stack or self.stack[-1][3] is None or col == "intermediates" and kind != "rng":
+        """A variable read/write or an RNG draw, charged to the innermost call. One made while a
+        module's ``setup`` runs is charged to that module's next call (flax runs ``setup`` lazily,
+        just before it), or to the enclosing call if the module is never called."""
+        if col == "intermediates" and kind != "rng":
             return
-        call = self.binding[self.stack[-1][3]]
+        if self.stack and self.stack[-1][2] == "setup" and self.stack[-1][3] is _SETUP:
+            owner = self.stack[-1][0]
+            fallback = next((e[3] for e in reversed(self.stack) if isinstance(e[3], int)), None)
+            self.pending.setdefault(owner, []).append((fallback, kind, tuple(scope_path), col, name))
+            return
+        if not self.stack or not isinstance(self.stack[-1][3], int):
+            return
+        self._charge(self.stack[-1][3], kind, tuple(scope_path), col, name)
+
+    def _charge(self, index: int, kind: str, scope_path: tuple[str, ...], col: str, name: str) -> None:
+        call = self.binding[index]
         if kind == "rng":
             call.rngs[name] = call.rngs.get(name, 0) + 1
             return
-        label = name if tuple(scope_path) == call.path else f"{'/'.join(scope_path)}:{name}"
+        label = name if scope_path == call.path else f"{'/'.join(scope_path)}:{name}"
         names = (call.reads if kind == "read" else call.writes).setdefault(col, [])
         if label not in names:
             names.append(label)
+
+    def _setup_call(self, module: Any, next_fun, args, kwargs):
+        """``setup`` is not a call of its own in the trace: what it touches is held for the module."""
+        self.stack.append((tuple(module.path), type(module).__name__, "setup", _SETUP))
+        try:
+            return next_fun(*args, **kwargs)
+        finally:
+            self.stack.pop()
+
+    def _claim(self, path: tuple[str, ...], index: int) -> None:
+        for _, kind, scope_path, col, name in self.pending.pop(path, ()):
+            self._charge(index, kind, scope_path, col, name)
+
+    def _release(self, index: int) -> None:
+        """Touches of setups whose module was never called go to the call they ran in."""
+        for owner in list(self.pending):
+            keep = []
+            for t in self.pending[owner]:
+                if t[0] == index:
+                    self._charge(index, *t[1:])
+                else:
+                    keep.append(t)
+            if keep:
+                self.pending[owner] = keep
+            else:
+                del self.pending[owner]
 
     def intercept(self, next_fun, args, kwargs, context):
         module, name = context.module, context.method_name
         if name == "<lambda>":  # a lifted transform's throw-away shape check of its wrapper class
             self.lifted.add(type(module).__name__)
             return next_fun(*args, **kwargs)
+        if name == "setup" and self.detailed and module.scope is not None and not shape_pass():
+            return self._setup_call(module, next_fun, args, kwargs)
         if name == "setup" or module.scope is None:
             return next_fun(*args, **kwargs)
         path = tuple(module.path)
@@ -110,9 +154,10 @@ class Recorder:
         if self.detailed:
             for key, n in self._counts(module, path).items():
                 self.sowed.setdefault((path, key), n)  # values passed in, not sown by this run
-            parent = self.stack[-1][3] if self.stack else None
+            parent = next((e[3] for e in reversed(self.stack) if isinstance(e[3], int)), None)
             self.binding.append(BindingCall(index, parent, len(self.stack), path, type(module).__name__, name,
                                             traced=2 if path in self.shape_passes else 1))
+            self._claim(path, index)
         self.stack.append(site + (index,))
         try:
             y = next_fun(*args, **kwargs)
@@ -122,6 +167,8 @@ class Recorder:
             raise
         finally:
             self.stack.pop()
+            if self.detailed and self.pending:
+                self._release(index)
         call_index = self.seen.get((path, name), 0)
         self.seen[(path, name)] = call_index + 1
         y = self._patch(path, name, call_index, y)
