@@ -1,11 +1,13 @@
 """Running flax under ``jax.jit``, compiled once per input signature.
 
 :class:`Runner` wraps one of ``flax.linen.apply``/``init``/``init_with_output``.
-Its cache key is what changes the trace: the structure of the inputs, each array's
-shape/dtype/weak type/sharding, the Python values passed alongside (``train=True``),
-and flax's ``return_frozendict`` flag. Non-array inputs are static; non-array
-outputs (a string a method returned, a module) are kept from the trace and put back,
-so they never break ``jit``.
+Its cache key is what changes the trace: the structure of the inputs (with each dict's
+key order), each array's shape/dtype/weak type/sharding, the Python values passed
+alongside (``train=True``) by value and type (:func:`static_key`, never by identity),
+and flax's ``return_frozendict`` flag. Non-array outputs (a string a method returned,
+a module) are kept from the trace and put back, so they never break ``jit``; arrays
+that a non-pytree object holds are computed and put back into a copy of it
+(:func:`held_arrays`), so no tracer is ever returned.
 """
 
 from __future__ import annotations
@@ -14,14 +16,13 @@ import copy
 import dataclasses
 import enum
 import functools
-import re
 import operator
+import re
 import threading
 import time
 import types
-from collections import OrderedDict
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -451,6 +452,7 @@ class Traced:
     reorder: bool = True  # the result has a mapping jax's unflatten would sort
     objects: dict[int, tuple[list[tuple[str, ...]], int]] = dataclasses.field(default_factory=dict)
     extra: Any = None  # what a ``post`` hook recorded at trace time
+    used: int = 0  # the runner's clock at the last call (least recently used goes first)
     trace_ms: float = 0.0
     compile_ms: float = 0.0
 
@@ -460,7 +462,9 @@ def _flax_entry(kind: Kind):
 
 
 _ARRAY_TYPES = frozenset((type(jnp.zeros(())),))
-_jax_sig = operator.attrgetter("shape", "dtype", "weak_type", "sharding")
+_aval_sig = operator.attrgetter("shape", "dtype", "weak_type")
+_sharding = operator.attrgetter("sharding")
+_flatten = jax.tree_util.tree_flatten
 
 
 def _leaf_sig(x: Any) -> Any:
@@ -508,7 +512,11 @@ class Runner:
             self.patches.setdefault((path, method), {})[index] = patch
         self.traces = 0
         self.compiles = 0
-        self._cache: OrderedDict[Any, Traced] = OrderedDict()
+        self._cache: dict[Any, Traced] = {}
+        self._clock = 0  # least recently used: the smallest ``Traced.used``
+        self._placements: dict[int, int] = {}
+        self._sharding_list: list[Any] = []
+        self._keep_alive: list[Any] = []  # the shardings whose ids are in _placements
         self._lock = threading.Lock()
         self._key_locks: dict[Any, threading.Lock] = {}
 
@@ -524,20 +532,22 @@ class Runner:
             on_phase: Callable[[str], None] | None = None) -> tuple[Any, Any, Traced, bool]:
         """``(result, extra, traced entry, cached)``; results may still be computing.
         ``on_phase`` is told ``'tracing'``, ``'compiling'`` and ``'running'`` as they start."""
-        leaves, treedef = jax.tree.flatten((args, kwargs))
+        leaves, treedef = _flatten((args, kwargs))
         if all(map(_ARRAY_TYPES.__contains__, map(type, leaves))):  # the common case: only jax arrays
             dyn, statics, skey = leaves, (), ()
-            sig = tuple(map(_jax_sig, leaves))
+            codes = list(map(self._placements.get, map(id, map(_sharding, leaves))))
+            if None in codes:
+                codes = self._placement_codes(leaves)
+            sig = tuple(zip(map(_aval_sig, leaves), codes))
         else:
             dyn, statics, skey, sig = self._split(leaves)
-        key = (treedef, _order_key((args, kwargs)), sig, skey, flax.config.flax_return_frozendict)
+        key = (treedef, _order_key(args), _order_key(kwargs) if kwargs else None, sig, skey,
+               flax.config.flax_return_frozendict)
         entry = self._cache.get(key) if skey is not None else None
         if entry is not None:
             cached = True
-            try:
-                self._cache.move_to_end(key)
-            except KeyError:  # evicted by another thread meanwhile
-                pass
+            self._clock += 1
+            entry.used = self._clock
         else:
             entry, cached = self._miss(key, skey is not None, dyn, treedef, args, kwargs, leaves, statics,
                                        on_phase or (lambda phase: None))
@@ -545,6 +555,28 @@ class Runner:
             on_phase("running")
         result_flat, extra = entry.compiled(dyn)
         return _unflatten(entry, result_flat), extra, entry, cached
+
+    def _placement_codes(self, leaves: list) -> list[int]:
+        """A small number per distinct sharding (equal shardings share one), remembered by the
+        identity of the sharding object, which the table keeps alive."""
+        with self._lock:
+            if len(self._placements) > 4096:
+                self._placements.clear()
+                self._sharding_list.clear()
+                self._keep_alive.clear()
+            out = []
+            for x in leaves:
+                sh = x.sharding
+                code = self._placements.get(id(sh))
+                if code is None:
+                    code = next((i for i, known in enumerate(self._sharding_list) if known == sh), None)
+                    if code is None:
+                        code = len(self._sharding_list)
+                        self._sharding_list.append(sh)
+                    self._placements[id(sh)] = code
+                    self._keep_alive.append(sh)
+                out.append(code)
+            return out
 
     def _split(self, leaves: list) -> tuple[list, list, Any, tuple]:
         """``(arrays, [(index, static)], statics key or None if unkeyable, signature)``."""
@@ -576,9 +608,11 @@ class Runner:
                     return entry, True
                 entry = self._compile(dyn, treedef, _order_skeleton((args, kwargs)), leaves, statics, on_phase)
                 with self._lock:
+                    self._clock += 1
+                    entry.used = self._clock
                     self._cache[key] = entry
                     while len(self._cache) > self.cache_size:
-                        self._cache.popitem(last=False)
+                        del self._cache[min(self._cache, key=lambda k: self._cache[k].used)]
                 return entry, False
         finally:
             with self._lock:
@@ -656,7 +690,7 @@ class Runner:
                 result = flax_fn(*args, **kwargs)
             self._check_patches(recorder)
             return result
-        except Exception as e:  # noqa: BLE001 - re-raised unchanged, with a note
+        except Exception as e:
             if recorder.error_site is not None:
                 path, type_name, method = recorder.error_site
                 where = "/".join(path) or "<root>"

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import inspector as fi
-from inspector import capture as C
 
 
 class Net(nn.Module):
@@ -26,7 +25,7 @@ def _setup():
 def test_inspect_under_a_transform_raises_a_public_error_that_says_what_to_do(transform):
     m, v, x = _setup()
     run = fi.inspect_apply(lambda m, a: m(a), m)
-    f = lambda v, x: run(v, x).output.sum()  # noqa: E731
+    f = lambda v, x: run(v, x).output.sum()
     call = {"jit": lambda: jax.jit(f)(v, x), "grad": lambda: jax.grad(f)(v, x),
             "vmap": lambda: jax.vmap(f, in_axes=(None, 0))(v, x[:, None]),
             "eval_shape": lambda: jax.eval_shape(f, v, x)}[transform]
@@ -46,7 +45,7 @@ def test_drop_in_under_eval_shape_neither_compiles_nor_runs():
 
 def test_variables_by_keyword_as_flax_accepts():
     m, v, x = _setup()
-    fn = lambda m, a: m(a)  # noqa: E731
+    fn = lambda m, a: m(a)
     expected = nn.apply(fn, m)(variables=v, a=x)
     np.testing.assert_allclose(fi.apply(fn, m)(variables=v, a=x), expected)
     insp = fi.inspect_apply(fn, m)(variables=v, a=x)
@@ -76,7 +75,7 @@ class Plain(nn.Module):
 
 def test_unbound_module_under_capture_gives_flax_own_message():
     m, v, x = _setup()
-    fn = lambda m, a: Plain()(m(a))  # noqa: E731
+    fn = lambda m, a: Plain()(m(a))
     for capture in (True, lambda module, method: True):
         with pytest.raises(Exception) as theirs:
             nn.apply(fn, m, capture_intermediates=capture)(v, x)

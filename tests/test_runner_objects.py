@@ -59,7 +59,7 @@ def _no_tracers(obj):
 
 def test_object_returned_by_captured_method_holds_concrete_arrays():
     m, v, x = _setup()
-    fn = lambda m, x: m.encode(x)  # noqa: E731
+    fn = lambda m, x: m.encode(x)
     flax_y, flax_state = nn.apply(fn, m, capture_intermediates=True)(v, x)
     y, state = fi.apply(fn, m, capture_intermediates=True)(v, x)
     captured = state["intermediates"]["encoder"]["__call__"][0]
