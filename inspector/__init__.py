@@ -13,7 +13,7 @@ return exactly what flax returns, and ``inspect_*`` forms that return an
 
 from inspector import capture
 from inspector.api import (
-    Inspector, apply, init, init_with_output, inspect, inspect_apply, inspect_init,
+    InspectUnderTransformError, Inspector, apply, init, init_with_output, inspect, inspect_apply, inspect_init,
     inspect_init_with_output, intervene, scale, zero,
 )
 from inspector.compare import compare
@@ -27,6 +27,7 @@ from inspector.model import (
 __all__ = [
     "apply", "init", "init_with_output", "inspect_apply", "inspect_init",
     "inspect_init_with_output", "inspect", "Inspector", "capture", "CaptureFilterError",
+    "InspectUnderTransformError",
     "Inspection", "VariableTree", "Node", "Leaf", "Stats", "LeafDiff", "CollectionDiff",
     "MethodCall", "Timings", "BindingCall", "Comparison", "LeafDelta", "compare", "intervene", "zero",
     "scale", "inspect_nnx", "NnxInspectRun",

@@ -15,35 +15,50 @@ from inspector import collect
 from inspector.collect import assemble, input_arrays, plan
 from inspector.compare import compare
 from inspector.model import Comparison, Inspection, Timings
-from inspector.run import Runner
+from inspector.run import DEFAULT_CACHE_SIZE, Runner, _Traced
 
 Keep = Literal["arrays", "stats"]
 _INIT_MUTABLE = nn.DenyList("intermediates")
 
 
-def _wrap(kind: str, fn: Callable, module: nn.Module, mutable: Any, capture: Any) -> Runner:
-    runner = Runner(kind, fn, module, mutable, capture)
+def _wrap(kind: str, fn: Callable, module: nn.Module, mutable: Any, capture: Any, cache_size: int) -> Runner:
+    runner = Runner(kind, fn, module, mutable, capture, cache_size=cache_size)
     functools.update_wrapper(runner, fn, updated=())
     return runner
 
 
 def apply(fn: Callable, module: nn.Module, mutable: Any = False,
-          capture_intermediates: bool | Callable[[nn.Module, str], bool] = False) -> Runner:
+          capture_intermediates: bool | Callable[[nn.Module, str], bool] = False, *,
+          cache_size: int = DEFAULT_CACHE_SIZE) -> Runner:
     """``flax.linen.apply``, jitted: ``apply(fn, module, ...)(variables, *args, rngs=None, **kw)``
-    returns exactly what flax returns. The returned runner counts ``traces``."""
-    return _wrap("apply", fn, module, mutable, capture_intermediates)
+    returns exactly what flax returns. The returned runner counts ``traces`` and keeps at most
+    ``cache_size`` compiled signatures (least recently used dropped first)."""
+    return _wrap("apply", fn, module, mutable, capture_intermediates, cache_size)
 
 
 def init(fn: Callable, module: nn.Module, mutable: Any = _INIT_MUTABLE,
-         capture_intermediates: bool | Callable[[nn.Module, str], bool] = False) -> Runner:
+         capture_intermediates: bool | Callable[[nn.Module, str], bool] = False, *,
+         cache_size: int = DEFAULT_CACHE_SIZE) -> Runner:
     """``flax.linen.init``, jitted: ``init(fn, module)(rngs, *args, **kw)`` returns the variables."""
-    return _wrap("init", fn, module, mutable, capture_intermediates)
+    return _wrap("init", fn, module, mutable, capture_intermediates, cache_size)
 
 
 def init_with_output(fn: Callable, module: nn.Module, mutable: Any = _INIT_MUTABLE,
-                     capture_intermediates: bool | Callable[[nn.Module, str], bool] = False) -> Runner:
+                     capture_intermediates: bool | Callable[[nn.Module, str], bool] = False, *,
+                     cache_size: int = DEFAULT_CACHE_SIZE) -> Runner:
     """``flax.linen.init_with_output``, jitted: returns ``(y, variables)``."""
-    return _wrap("init_with_output", fn, module, mutable, capture_intermediates)
+    return _wrap("init_with_output", fn, module, mutable, capture_intermediates, cache_size)
+
+
+class InspectUnderTransformError(RuntimeError):
+    """An ``inspect_*`` call received tracers: it ran inside ``jax.jit``, ``grad``, ``vmap`` or
+    ``eval_shape``, where no concrete :class:`Inspection` can exist."""
+
+
+_UNDER_TRANSFORM = (
+    "inspect_* was called inside a JAX transform (jax.jit, grad, vmap, eval_shape...), where its inputs are "
+    "tracers and no Inspection can be built. Call it outside the transform, on concrete arrays; inside a "
+    "transform use the drop-in fi.apply/init/init_with_output, which return exactly what flax returns there.")
 
 
 class InspectRun:
@@ -75,9 +90,15 @@ class InspectRun:
             if on_phase is not None:
                 on_phase(name)
 
+        if self.kind == "apply" and not args and "variables" in kwargs:  # flax accepts it by keyword
+            kwargs = dict(kwargs)
+            args = (kwargs.pop("variables"),)
         variables = input_arrays(self.kind, args)
         described = collect.input_stats.soon(variables) if variables else None  # overlaps tracing and compiling
-        result, extra, entry, cached = self.runner.run(args, kwargs, phase)
+        try:
+            result, extra, entry, cached = self.runner.run(args, kwargs, phase)
+        except _Traced:
+            raise InspectUnderTransformError(_UNDER_TRANSFORM) from None
         jax.block_until_ready(extra)
         run_ms = (time.perf_counter() - marks["running"]) * 1000
         timings = Timings(0.0 if cached else entry.trace_ms, 0.0 if cached else entry.compile_ms,

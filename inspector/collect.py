@@ -29,7 +29,7 @@ from inspector.model import (
     CollectionDiff, Inspection, Leaf, LeafDiff, MethodCall, Stats, Timings, VariableTree,
     path_str, tree_from_leaves,
 )
-from inspector.run import Recorder, is_array
+from inspector.run import Recorder, held_arrays, is_array
 
 INTERMEDIATES = "intermediates"
 
@@ -78,7 +78,10 @@ def _is_traced(x: Any) -> bool:
 
 
 def _describe_value(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception as e:  # noqa: BLE001 - a broken __repr__ must not break the inspection
+        text = f"<repr raised {type(e).__name__}>"
     text = text if len(text) <= 120 else text[:117] + "..."
     return f"{type(value).__name__}: {text}"
 
@@ -108,8 +111,16 @@ class Planner:
         flat, _ = jax.tree_util.tree_flatten_with_path(tree)
         if not flat and tree is None:
             return [Slot(prefix, source, base, opaque="NoneType: None")]
-        return [self.slot(prefix + tuple(_key_str(k) for k in kp), source, base + tuple(kp), v)
-                for kp, v in flat]
+        out = []
+        for kp, v in flat:
+            path, keypath = prefix + tuple(_key_str(k) for k in kp), base + tuple(kp)
+            held = [] if _is_traced(v) or is_array(v) else held_arrays(v)
+            if held:  # a non-pytree object holding arrays: one leaf per array attribute
+                out += [self.slot(path + names, source, keypath + tuple(map(jax.tree_util.GetAttrKey, names)), a)
+                        for names, a in held]
+            else:
+                out.append(self.slot(path, source, keypath, v))
+        return out
 
 
 def split_result(kind: str, result: Any, mutable: Any, capture: Any) -> tuple[Any, Any, bool]:
@@ -309,7 +320,10 @@ def input_arrays(kind: str, args: tuple) -> list[Any]:
     """The caller's variables that get statistics, in the order the plan numbers them."""
     if kind != "apply" or not args:
         return []
-    return [x for x in jax.tree_util.tree_leaves(args[0]) if is_array(x) and reduce.supported(x)]
+    leaves = jax.tree_util.tree_leaves(args[0])
+    if any(isinstance(x, jax.core.Tracer) for x in leaves):
+        return []  # inside the caller's transform: nothing to describe
+    return [x for x in leaves if is_array(x) and reduce.supported(x)]
 
 
 class InputStats:

@@ -581,7 +581,12 @@ class Inspection:
         """Widget view in a live kernel; bounded static HTML and text as fallbacks."""
         from inspector.views import html
 
-        return _mimebundle(self, html.render_fragment(self, max_children=20, max_depth=3), self.widget,
+        def widget() -> Any:
+            from inspector.views.widgets import InspectionWidget  # may be missing: the fallbacks stand
+
+            return InspectionWidget(self, weak=True)  # deleting the inspection frees it and closes the widget
+
+        return _mimebundle(self, html.render_fragment(self, max_children=20, max_depth=3), widget,
                            include, exclude)
 
     def __rich__(self) -> Any:

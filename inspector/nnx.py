@@ -17,11 +17,11 @@ from typing import Any
 import jax
 from flax import nnx
 
-from inspector.api import InspectRun, Keep
 from inspector import collect
+from inspector.api import _UNDER_TRANSFORM, InspectRun, InspectUnderTransformError, Keep
 from inspector.collect import assemble, input_arrays, plan
 from inspector.model import Inspection, Timings
-from inspector.run import Event, Recorder, Runner
+from inspector.run import Event, Recorder, Runner, _Traced
 
 
 def collection_name(var_type: type) -> str:
@@ -105,7 +105,10 @@ class NnxInspectRun:
         grouped = self.runner.grouped(self.model)
         t0 = time.perf_counter()
         described = collect.input_stats.soon(input_arrays("apply", (grouped,)))
-        result, extra, entry, cached = self.runner.run((grouped, *args), kwargs)
+        try:
+            result, extra, entry, cached = self.runner.run((grouped, *args), kwargs)
+        except _Traced:
+            raise InspectUnderTransformError(_UNDER_TRANSFORM) from None
         jax.block_until_ready(extra)
         timings = Timings(0.0 if cached else entry.trace_ms, 0.0 if cached else entry.compile_ms,
                           (time.perf_counter() - t0) * 1000, cached)

@@ -1,22 +1,28 @@
 """Running flax under ``jax.jit``, compiled once per input signature.
 
 :class:`Runner` wraps one of ``flax.linen.apply``/``init``/``init_with_output``.
-Its cache key is what changes the trace: the structure of the inputs, each array's
-shape/dtype/weak type/sharding, the Python values passed alongside (``train=True``),
-and flax's ``return_frozendict`` flag. Non-array inputs are static; non-array
-outputs (a string a method returned, a module) are kept from the trace and put back,
-so they never break ``jit``.
+Its cache key is what changes the trace: the structure of the inputs (with each dict's
+key order), each array's shape/dtype/weak type/sharding, the Python values passed
+alongside (``train=True``) by value and type (:func:`static_key`, never by identity),
+and flax's ``return_frozendict`` flag. Non-array outputs (a string a method returned,
+a module) are kept from the trace and put back, so they never break ``jit``; arrays
+that a non-pytree object holds are computed and put back into a copy of it
+(:func:`held_arrays`), so no tracer is ever returned.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import enum
 import functools
+import operator
 import re
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any, Callable
+import types
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -25,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.core import FrozenDict
 
-from inspector.capture import guarded
+from inspector.capture import CaptureFilterError, guarded
 from inspector.model import BindingCall, path_str
 
 Kind = str  # 'apply' | 'init' | 'init_with_output'
@@ -44,6 +50,9 @@ class Event:
     path: tuple[str, ...]
     name: str
     module_type: str
+
+
+_SETUP = "setup"  # the stack mark of a running ``setup``
 
 
 @dataclasses.dataclass
@@ -68,32 +77,73 @@ class Recorder:
     error_site: tuple[tuple[str, ...], str, str] | None = None
     shape_passes: set[tuple[str, ...]] = dataclasses.field(default_factory=set)  # paths traced an extra time
     shadow: dict[tuple[tuple[str, ...], str], int] = dataclasses.field(default_factory=dict)
+    pending: dict[tuple[str, ...], list] = dataclasses.field(default_factory=dict)  # touched in setup
 
     def on_capture(self, module: Any, method_name: str) -> None:
-        if shape_pass():
-            return
+        if shape_pass() or getattr(module, "scope", None) is None:
+            return  # an unbound module: flax's own sow raises its own error
         key = (tuple(module.path), method_name)
         self.captured[key] = self.captured.get(key, 0) + 1
         self.events.append(Event("capture", key[0], method_name, type(module).__name__))
 
     def touch(self, kind: str, scope_path: tuple[str, ...], col: str, name: str) -> None:
-        """A variable read/write or an RNG draw, charged to the innermost call."""
-        if not self.stack or self.stack[-1][3] is None or col == "intermediates" and kind != "rng":
+        """A variable read/write or an RNG draw, charged to the innermost call. One made while a
+        module's ``setup`` runs is charged to that module's next call (flax runs ``setup`` lazily,
+        just before it), or to the enclosing call if the module is never called."""
+        if col == "intermediates" and kind != "rng":
             return
-        call = self.binding[self.stack[-1][3]]
+        if self.stack and self.stack[-1][2] == "setup" and self.stack[-1][3] is _SETUP:
+            owner = self.stack[-1][0]
+            fallback = next((e[3] for e in reversed(self.stack) if isinstance(e[3], int)), None)
+            self.pending.setdefault(owner, []).append((fallback, kind, tuple(scope_path), col, name))
+            return
+        if not self.stack or not isinstance(self.stack[-1][3], int):
+            return
+        self._charge(self.stack[-1][3], kind, tuple(scope_path), col, name)
+
+    def _charge(self, index: int, kind: str, scope_path: tuple[str, ...], col: str, name: str) -> None:
+        call = self.binding[index]
         if kind == "rng":
             call.rngs[name] = call.rngs.get(name, 0) + 1
             return
-        label = name if tuple(scope_path) == call.path else f"{'/'.join(scope_path)}:{name}"
+        label = name if scope_path == call.path else f"{'/'.join(scope_path)}:{name}"
         names = (call.reads if kind == "read" else call.writes).setdefault(col, [])
         if label not in names:
             names.append(label)
+
+    def _setup_call(self, module: Any, next_fun, args, kwargs):
+        """``setup`` is not a call of its own in the trace: what it touches is held for the module."""
+        self.stack.append((tuple(module.path), type(module).__name__, "setup", _SETUP))
+        try:
+            return next_fun(*args, **kwargs)
+        finally:
+            self.stack.pop()
+
+    def _claim(self, path: tuple[str, ...], index: int) -> None:
+        for _, kind, scope_path, col, name in self.pending.pop(path, ()):
+            self._charge(index, kind, scope_path, col, name)
+
+    def _release(self, index: int) -> None:
+        """Touches of setups whose module was never called go to the call they ran in."""
+        for owner in list(self.pending):
+            keep = []
+            for t in self.pending[owner]:
+                if t[0] == index:
+                    self._charge(index, *t[1:])
+                else:
+                    keep.append(t)
+            if keep:
+                self.pending[owner] = keep
+            else:
+                del self.pending[owner]
 
     def intercept(self, next_fun, args, kwargs, context):
         module, name = context.module, context.method_name
         if name == "<lambda>":  # a lifted transform's throw-away shape check of its wrapper class
             self.lifted.add(type(module).__name__)
             return next_fun(*args, **kwargs)
+        if name == "setup" and self.detailed and module.scope is not None and not shape_pass():
+            return self._setup_call(module, next_fun, args, kwargs)
         if name == "setup" or module.scope is None:
             return next_fun(*args, **kwargs)
         path = tuple(module.path)
@@ -105,9 +155,10 @@ class Recorder:
         if self.detailed:
             for key, n in self._counts(module, path).items():
                 self.sowed.setdefault((path, key), n)  # values passed in, not sown by this run
-            parent = self.stack[-1][3] if self.stack else None
+            parent = next((e[3] for e in reversed(self.stack) if isinstance(e[3], int)), None)
             self.binding.append(BindingCall(index, parent, len(self.stack), path, type(module).__name__, name,
                                             traced=2 if path in self.shape_passes else 1))
+            self._claim(path, index)
         self.stack.append(site + (index,))
         try:
             y = next_fun(*args, **kwargs)
@@ -117,6 +168,8 @@ class Recorder:
             raise
         finally:
             self.stack.pop()
+            if self.detailed and self.pending:
+                self._release(index)
         call_index = self.seen.get((path, name), 0)
         self.seen[(path, name)] = call_index + 1
         y = self._patch(path, name, call_index, y)
@@ -230,8 +283,23 @@ def _install_scope_probes() -> None:
     Scope._inspector_probes = True
 
 
+_DICTS = (dict, FrozenDict)
+_CONTAINERS = frozenset((dict, FrozenDict, tuple, list))
+
+
+def _order_key(x: Any) -> Any:
+    """The key order of every dict in ``x`` (jax sorts them; flax keeps insertion order),
+    cheap enough for every call: only containers are visited."""
+    t = type(x)
+    if t is dict or t is FrozenDict:
+        return tuple(x), tuple([_order_key(v) if type(v) in _CONTAINERS else None for v in x.values()])
+    if t is tuple or t is list:
+        return tuple([_order_key(v) if type(v) in _CONTAINERS else None for v in x])
+    return None
+
+
 def _order_skeleton(x: Any) -> Any:
-    """Key order of every mapping in ``x``, hashable (jit sorts dict keys; flax does not)."""
+    """Key order of every mapping in ``x``, in the form :func:`_reorder` reads."""
     if isinstance(x, (dict, FrozenDict)):
         return tuple((k, _order_skeleton(v)) for k, v in x.items())
     if isinstance(x, (tuple, list)):
@@ -253,6 +321,125 @@ def _reorder(x: Any, skel: Any) -> Any:
     return x
 
 
+def _needs_reorder(x: Any) -> bool:
+    """True if some mapping in ``x`` is not in sorted key order (jax's unflatten sorts them)."""
+    if isinstance(x, (dict, FrozenDict)):
+        keys = list(x)
+        try:
+            unsorted = keys != sorted(keys)
+        except TypeError:
+            unsorted = True
+        return unsorted or any(_needs_reorder(v) for v in x.values())
+    if isinstance(x, (tuple, list)):
+        return any(_needs_reorder(v) for v in x)
+    return False
+
+
+# -- static arguments: keyed by value and type, never by identity ----------------
+class Unkeyable(Exception):
+    """A static argument that cannot be keyed by value (see :func:`static_key`)."""
+
+
+_EXACT = frozenset((bool, int, str, bytes, type(None), type(Ellipsis), range, slice))
+_BY_IDENTITY = (type, types.FunctionType, types.BuiltinFunctionType, types.ModuleType,
+                types.MethodDescriptorType, types.WrapperDescriptorType)
+
+
+def static_key(v: Any, depth: int = 0) -> Any:
+    """A hashable key equal for equal static values of the same type, recursively.
+
+    ``1``, ``1.0`` and ``True`` are distinct; floats are keyed by ``repr`` (a NaN equals
+    itself, ``-0.0`` differs from ``0.0``); containers and dataclasses by value; enums,
+    functions, classes and modules by identity (the key holds them, so an identity
+    cannot be reused). Types that define both ``__eq__`` and ``__hash__`` are trusted to
+    compare by value. Anything else (an unhashable object, or a plain object with
+    attributes that may change) raises :class:`Unkeyable`.
+    """
+    t = type(v)
+    if t in _EXACT:
+        return t, v
+    if t is float or t is complex:
+        return t, repr(v)
+    if depth > 32:
+        raise Unkeyable(v)
+    if t is tuple or t is list:
+        return t, tuple([static_key(e, depth + 1) for e in v])
+    if t is set or t is frozenset:
+        return t, frozenset([static_key(e, depth + 1) for e in v])
+    if isinstance(v, Mapping):
+        return t, tuple([(static_key(k, depth + 1), static_key(x, depth + 1)) for k, x in v.items()])
+    if isinstance(v, enum.Enum) or isinstance(v, _BY_IDENTITY):
+        return t, v
+    if isinstance(v, functools.partial):
+        return t, static_key((v.func, v.args, dict(v.keywords)), depth + 1)
+    if dataclasses.is_dataclass(v) and not isinstance(v, nn.Module):
+        return t, tuple([(f.name, static_key(getattr(v, f.name), depth + 1)) for f in dataclasses.fields(v)])
+    if isinstance(v, (np.dtype, jax.sharding.Sharding)):
+        return t, v
+    eq, h = getattr(t, "__eq__", None), getattr(t, "__hash__", None)
+    if h is not None and eq is not object.__eq__ and h is not object.__hash__:
+        try:
+            hash(v)
+        except TypeError:
+            raise Unkeyable(v) from None
+        return t, v  # the type declares value semantics
+    if h is object.__hash__ and eq is object.__eq__ and not hasattr(v, "__dict__"):
+        return t, v  # no state to change (a sentinel such as ``object()``)
+    raise Unkeyable(v)
+
+
+# -- non-pytree objects holding arrays ---------------------------------------------
+def _is_device_value(x: Any) -> bool:
+    return isinstance(x, (jax.Array, jax.core.Tracer))
+
+
+def held_arrays(obj: Any, depth: int = 0) -> list[tuple[tuple[str, ...], Any]]:
+    """``[(attribute path, array)]`` for the arrays a plain (non-pytree) object holds in its
+    attributes, recursively through nested plain objects; ``[]`` for anything else
+    (modules, classes, functions, objects without ``__dict__``)."""
+    if depth > 8 or isinstance(obj, (nn.Module, type, types.FunctionType, types.MethodType,
+                                     types.ModuleType, functools.partial)):
+        return []
+    attrs = getattr(obj, "__dict__", None)
+    if not isinstance(attrs, dict):
+        return []
+    out = []
+    for name, v in attrs.items():
+        if not isinstance(name, str):
+            continue
+        if _is_device_value(v):
+            out.append(((name,), v))
+        else:
+            out.extend(((name,) + p, a) for p, a in held_arrays(v, depth + 1))
+    return out
+
+
+def with_arrays(obj: Any, paths: list[tuple[str, ...]], arrays: list[Any]) -> Any:
+    """A shallow copy of ``obj`` (and of each nested object on ``paths``) whose attributes at
+    ``paths`` are ``arrays``; ``obj`` itself is left as it was."""
+    copies: dict[tuple[str, ...], Any] = {}
+
+    def copy_at(prefix: tuple[str, ...]) -> Any:
+        if prefix in copies:
+            return copies[prefix]
+        if prefix:
+            parent = copy_at(prefix[:-1])
+            src = parent.__dict__[prefix[-1]]
+        else:
+            src = obj
+        new = object.__new__(type(src)) if type(src).__new__ is object.__new__ else copy.copy(src)
+        new.__dict__.update(src.__dict__)
+        if prefix:
+            parent.__dict__[prefix[-1]] = new
+        copies[prefix] = new
+        return new
+
+    root = copy_at(())
+    for path, a in zip(paths, arrays):
+        copy_at(path[:-1]).__dict__[path[-1]] = a
+    return root
+
+
 # -- the runner ----------------------------------------------------------------
 @dataclasses.dataclass
 class Traced:
@@ -262,13 +449,31 @@ class Traced:
     out_tree: Any = None
     statics: dict[int, Any] = dataclasses.field(default_factory=dict)
     skeleton: Any = None
+    reorder: bool = True  # the result has a mapping jax's unflatten would sort
+    objects: dict[int, tuple[list[tuple[str, ...]], int]] = dataclasses.field(default_factory=dict)
     extra: Any = None  # what a ``post`` hook recorded at trace time
+    used: int = 0  # the runner's clock at the last call (least recently used goes first)
     trace_ms: float = 0.0
     compile_ms: float = 0.0
 
 
 def _flax_entry(kind: Kind):
     return {"apply": nn.apply, "init": nn.init, "init_with_output": nn.init_with_output}[kind]
+
+
+_ARRAY_TYPES = frozenset((type(jnp.zeros(())),))
+_aval_sig = operator.attrgetter("shape", "dtype", "weak_type")
+_sharding = operator.attrgetter("sharding")
+_flatten = jax.tree_util.tree_flatten
+
+
+def _leaf_sig(x: Any) -> Any:
+    if isinstance(x, jax.Array):
+        return x.shape, x.dtype, getattr(x, "weak_type", False), x.sharding
+    return np.shape(x), np.asarray(x).dtype, type(x)  # numpy: values are copied in, never aliased
+
+
+DEFAULT_CACHE_SIZE = 64
 
 
 class Runner:
@@ -279,17 +484,28 @@ class Runner:
     given, runs inside the trace on ``(inputs, result, recorder)`` and returns
     ``(result, extra arrays, trace-time record)``: the result to hand back, arrays to
     compute alongside (statistics) and what only the trace knew (``Traced.extra``).
+
+    The key of a compiled program is the input structure (with each dict's key order),
+    each array's shape/dtype/weak type/sharding, and every non-array input *by value
+    and type* (:func:`static_key`). A non-array input that cannot be keyed by value
+    (an unhashable object, a plain object whose attributes may change) is traced and
+    compiled on every call and never cached, so a mutated config always gives flax's
+    result. At most ``cache_size`` programs are kept, least recently used first out.
+    Concurrent calls with one signature compile it once.
     """
 
     def __init__(self, kind: Kind, fn: Callable, module: nn.Module, mutable: Any,
                  capture_intermediates: Any, post: Callable | None = None,
-                 patches: dict[str, Any] | None = None):
+                 patches: dict[str, Any] | None = None, cache_size: int = DEFAULT_CACHE_SIZE):
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be at least 1, not {cache_size!r}")
         self.kind = kind
         self.fn = fn
         self.module = module
         self.mutable = mutable
         self.capture = capture_intermediates
         self.post = post
+        self.cache_size = cache_size
         self.patches: dict[tuple[tuple[str, ...], str], dict[int | None, Any]] = {}
         for key, patch in (patches or {}).items():
             path, method, index = parse_call_key(key)
@@ -297,6 +513,12 @@ class Runner:
         self.traces = 0
         self.compiles = 0
         self._cache: dict[Any, Traced] = {}
+        self._clock = 0  # least recently used: the smallest ``Traced.used``
+        self._placements: dict[int, int] = {}
+        self._sharding_list: list[Any] = []
+        self._keep_alive: list[Any] = []  # the shardings whose ids are in _placements
+        self._lock = threading.Lock()
+        self._key_locks: dict[Any, threading.Lock] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -310,30 +532,91 @@ class Runner:
             on_phase: Callable[[str], None] | None = None) -> tuple[Any, Any, Traced, bool]:
         """``(result, extra, traced entry, cached)``; results may still be computing.
         ``on_phase`` is told ``'tracing'``, ``'compiling'`` and ``'running'`` as they start."""
-        on_phase = on_phase or (lambda phase: None)
-        leaves, treedef = jax.tree.flatten((args, kwargs), is_leaf=lambda x: x is None)
+        leaves, treedef = _flatten((args, kwargs))
+        if all(map(_ARRAY_TYPES.__contains__, map(type, leaves))):  # the common case: only jax arrays
+            dyn, statics, skey = leaves, (), ()
+            codes = list(map(self._placements.get, map(id, map(_sharding, leaves))))
+            if None in codes:
+                codes = self._placement_codes(leaves)
+            sig = tuple(zip(map(_aval_sig, leaves), codes))
+        else:
+            dyn, statics, skey, sig = self._split(leaves)
+        key = (treedef, _order_key(args), _order_key(kwargs) if kwargs else None, sig, skey,
+               flax.config.flax_return_frozendict)
+        entry = self._cache.get(key) if skey is not None else None
+        if entry is not None:
+            cached = True
+            self._clock += 1
+            entry.used = self._clock
+        else:
+            entry, cached = self._miss(key, skey is not None, dyn, treedef, args, kwargs, leaves, statics,
+                                       on_phase or (lambda phase: None))
+        if on_phase is not None:
+            on_phase("running")
+        result_flat, extra = entry.compiled(dyn)
+        return _unflatten(entry, result_flat), extra, entry, cached
+
+    def _placement_codes(self, leaves: list) -> list[int]:
+        """A small number per distinct sharding (equal shardings share one), remembered by the
+        identity of the sharding object, which the table keeps alive."""
+        with self._lock:
+            if len(self._placements) > 4096:
+                self._placements.clear()
+                self._sharding_list.clear()
+                self._keep_alive.clear()
+            out = []
+            for x in leaves:
+                sh = x.sharding
+                code = self._placements.get(id(sh))
+                if code is None:
+                    code = next((i for i, known in enumerate(self._sharding_list) if known == sh), None)
+                    if code is None:
+                        code = len(self._sharding_list)
+                        self._sharding_list.append(sh)
+                    self._placements[id(sh)] = code
+                    self._keep_alive.append(sh)
+                out.append(code)
+            return out
+
+    def _split(self, leaves: list) -> tuple[list, list, Any, tuple]:
+        """``(arrays, [(index, static)], statics key or None if unkeyable, signature)``."""
         dyn, statics, sig = [], [], []
         for i, leaf in enumerate(leaves):
             if isinstance(leaf, jax.core.Tracer):
                 raise _Traced()
             if is_array(leaf):
                 dyn.append(leaf)
-                sig.append((np.shape(leaf), str(leaf.dtype), bool(getattr(leaf, "weak_type", False)),
-                            getattr(leaf, "sharding", None) if isinstance(leaf, jax.Array) else None))
+                sig.append(_leaf_sig(leaf))
             else:
                 statics.append((i, leaf))
-        order = _order_skeleton((args, kwargs))
-        key = (treedef, order, tuple(sig), _hashable(statics), bool(flax.config.flax_return_frozendict))
-        entry = self._cache.get(key)
-        if entry is None:
-            entry = self._compile(dyn, treedef, order, leaves, statics, on_phase)
-            self._cache[key] = entry
-            cached = False
-        else:
-            cached = True
-        on_phase("running")
-        result_flat, extra = entry.compiled(dyn)
-        return _unflatten(entry, result_flat), extra, entry, cached
+        try:
+            skey: Any = tuple((i, static_key(v)) for i, v in statics)
+        except Unkeyable:
+            skey = None
+        return dyn, statics, skey, tuple(sig)
+
+    def _miss(self, key, keyable, dyn, treedef, args, kwargs, leaves, statics, on_phase) -> tuple[Traced, bool]:
+        """Compiles ``key`` once: concurrent callers with the same key wait for the first."""
+        if not keyable:
+            return self._compile(dyn, treedef, _order_skeleton((args, kwargs)), leaves, statics, on_phase), False
+        with self._lock:
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        try:
+            with lock:
+                entry = self._cache.get(key)
+                if entry is not None:
+                    return entry, True
+                entry = self._compile(dyn, treedef, _order_skeleton((args, kwargs)), leaves, statics, on_phase)
+                with self._lock:
+                    self._clock += 1
+                    entry.used = self._clock
+                    self._cache[key] = entry
+                    while len(self._cache) > self.cache_size:
+                        del self._cache[min(self._cache, key=lambda k: self._cache[k].used)]
+                return entry, False
+        finally:
+            with self._lock:
+                self._key_locks.pop(key, None)
 
     def _compile(self, dyn, treedef, order, leaves, statics, on_phase) -> Traced:
         entry = Traced(compiled=None)
@@ -352,14 +635,19 @@ class Runner:
             if self.post is not None:
                 result, extra, entry.extra = self.post((args, kwargs), result, recorder)
             entry.skeleton = _order_skeleton(result)
+            entry.reorder = _needs_reorder(result)
             out_leaves, entry.out_tree = jax.tree.flatten(result, is_leaf=lambda x: x is None)
             arrays = []
-            entry.statics = {}
+            entry.statics, entry.objects = {}, {}
             for j, leaf in enumerate(out_leaves):
-                if isinstance(leaf, (jax.Array, jax.core.Tracer)):
+                if _is_device_value(leaf):
                     arrays.append(leaf)
-                else:
-                    entry.statics[j] = leaf
+                    continue
+                entry.statics[j] = leaf
+                held = held_arrays(leaf)
+                if held:  # arrays inside a non-pytree object: computed, and put back into a copy
+                    entry.objects[j] = ([p for p, _ in held], len(arrays))
+                    arrays.extend(a for _, a in held)
             return arrays, extra
 
         on_phase("tracing")
@@ -385,9 +673,9 @@ class Runner:
     def _call_flax(self, args, kwargs, recorder: Recorder):
         capture = self.capture
         if callable(capture):
-            capture = guarded(capture, recorder.on_capture)
+            capture = _noting_site(guarded(capture, recorder.on_capture), recorder)
         elif capture is True:
-            capture = guarded(nn.module.capture_call_intermediates, recorder.on_capture)
+            capture = _noting_site(guarded(nn.module.capture_call_intermediates, recorder.on_capture), recorder)
         if self.kind == "apply":
             flax_fn = nn.apply(self.fn, self.module, mutable=self.mutable, capture_intermediates=capture)
         else:
@@ -402,7 +690,7 @@ class Runner:
                 result = flax_fn(*args, **kwargs)
             self._check_patches(recorder)
             return result
-        except Exception as e:  # noqa: BLE001 - re-raised unchanged, with a note
+        except Exception as e:
             if recorder.error_site is not None:
                 path, type_name, method = recorder.error_site
                 where = "/".join(path) or "<root>"
@@ -412,23 +700,45 @@ class Runner:
             _local.recorder = None
 
 
+def _noting_site(filter_fn: Callable, recorder: Recorder) -> Callable:
+    """``filter_fn``, charging an error it raises to the module it was asked about (flax calls
+    the filter after that module's method returned, outside the interceptor)."""
+
+    def noting(module: Any, method_name: str) -> bool:
+        try:
+            return filter_fn(module, method_name)
+        except CaptureFilterError:
+            if recorder.error_site is None:
+                try:
+                    path = tuple(module.path)
+                except Exception:  # noqa: BLE001 - unbound
+                    path = ("<unbound>",)
+                recorder.error_site = (path, type(module).__name__, method_name)
+            raise
+
+    noting.__wrapped__ = filter_fn  # type: ignore[attr-defined]
+    return noting
+
+
 class _Traced(Exception):
     """Inputs are tracers of an enclosing transform; no caching is possible."""
 
 
-def _hashable(statics: list) -> tuple:
-    out = []
-    for i, v in statics:
-        try:
-            hash(v)
-            out.append((i, v))
-        except TypeError:
-            out.append((i, ("<id>", id(v))))
-    return tuple(out)
-
-
 def _unflatten(entry: Traced, arrays: list) -> Any:
-    it = iter(arrays)
-    n = entry.out_tree.num_leaves
-    full = [entry.statics[j] if j in entry.statics else next(it) for j in range(n)]
-    return _reorder(jax.tree.unflatten(entry.out_tree, full), entry.skeleton)
+    if entry.objects:
+        arrays = list(arrays)
+        taken: set[int] = set()
+        statics = dict(entry.statics)
+        for j, (paths, start) in entry.objects.items():
+            statics[j] = with_arrays(entry.statics[j], paths, arrays[start:start + len(paths)])
+            taken.update(range(start, start + len(paths)))
+        arrays = [a for i, a in enumerate(arrays) if i not in taken]
+    else:
+        statics = entry.statics
+    if statics:
+        it = iter(arrays)
+        full = [statics[j] if j in statics else next(it) for j in range(entry.out_tree.num_leaves)]
+    else:
+        full = arrays
+    out = jax.tree.unflatten(entry.out_tree, full)
+    return _reorder(out, entry.skeleton) if entry.reorder else out

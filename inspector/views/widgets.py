@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import pathlib
+import weakref
 from typing import Any, Callable
 
 import anywidget
@@ -39,7 +40,7 @@ class TreeWidget(anywidget.AnyWidget):
 
     def __init__(self, source: RowSource | None = None, **kwargs: Any):
         super().__init__(**kwargs)
-        self.source = source
+        self._source: RowSource | Callable[[], RowSource | None] | None = source
         self.selected: str | None = None
         self._select_handlers: list[Callable[[str], None]] = []
         self.sent_bytes = 0
@@ -47,9 +48,20 @@ class TreeWidget(anywidget.AnyWidget):
         if source is not None:
             self.initial = source.initial()
 
-    def set_source(self, source: RowSource) -> None:
-        self.source = source
-        self.initial = source.initial()
+    @property
+    def source(self) -> RowSource | None:
+        """The rows shown; ``None`` once a weakly held inspection is gone."""
+        s = self._source
+        return s() if callable(s) and not isinstance(s, RowSource) else s
+
+    @source.setter
+    def source(self, source: RowSource | Callable[[], RowSource | None] | None) -> None:
+        self._source = source
+
+    def set_source(self, source: RowSource | Callable[[], RowSource | None]) -> None:
+        """``source`` or a function returning it (so that the widget need not keep it alive)."""
+        self._source = source
+        self.initial = self.source.initial()
 
     def on_select(self, handler: Callable[[str], None]) -> None:
         """Calls ``handler(id)`` when the user clicks a leaf (or :meth:`select` is called)."""
@@ -140,10 +152,29 @@ def detail_header(title: str, leaf: Leaf, note: str = "") -> str:
             f"<div style='color:var(--jp-content-font-color2,#59636e)'>{html.escape(note)}</div></div>")
 
 
-class InspectionWidget(W.VBox):
-    """Status, first-non-finite jump, Variables / Mutations / Intermediates tabs, leaf detail."""
+def _close_tree(widget: Any) -> None:
+    """Closes ``widget``, its children and their layout/style models (each is a model of its own)."""
+    for child in getattr(widget, "children", ()):
+        _close_tree(child)
+    for part in (getattr(widget, "layout", None), getattr(widget, "style", None)):
+        if isinstance(part, W.Widget):
+            part.close()
+    widget.close()
 
-    def __init__(self, insp: Inspection | None = None, **kwargs: Any):
+
+_SOURCES = {"variables": lambda insp: NodeSource(insp.variables.root), "mutations": DiffSource,
+            "intermediates": CallSource, "binding": BindingSource}
+
+
+class InspectionWidget(W.VBox):
+    """Status, first-non-finite jump, Variables / Mutations / Intermediates tabs, leaf detail.
+
+    With ``weak=True`` (how a displayed :class:`Inspection` builds it) the widget holds the
+    inspection only weakly: deleting the inspection frees it, its arrays and this widget
+    (closed by a finalizer). Otherwise the widget keeps it until :meth:`close`.
+    """
+
+    def __init__(self, insp: Inspection | None = None, *, weak: bool = False, **kwargs: Any):
         self.status = W.HTML(layout=W.Layout(margin="0 0 4px 0"))
         self.status.add_class("fi-status")
         self.jump = W.Button(description="", button_style="danger", layout=W.Layout(display="none", width="auto"))
@@ -159,7 +190,8 @@ class InspectionWidget(W.VBox):
         self.detail.add_class("fi-detail-pane")
         super().__init__(children=[self.status, self.jump, self.notes, self.tabs, self.detail], **kwargs)
         self.add_class("fi-widget")
-        self.inspection: Inspection | None = None
+        self.weak = weak
+        self._insp: Any = None
         for name, tree in self.trees.items():
             tree.on_select(lambda id, name=name: self.show_detail(name, id))
         self.jump.on_click(lambda _: self.jump_to_first_nonfinite())
@@ -171,17 +203,28 @@ class InspectionWidget(W.VBox):
     def set_status(self, text: str) -> None:
         self.status.value = f"<span style='font-family:var(--jp-code-font-family,monospace)'>{html.escape(text)}</span>"
 
+    @property
+    def inspection(self) -> Inspection | None:
+        return self._insp() if self.weak and self._insp is not None else self._insp
+
     def set_inspection(self, insp: Inspection) -> None:
-        self.inspection = insp
+        if self.weak:
+            ref = weakref.ref(insp)
+            self._insp = ref
+            views = insp.__dict__.setdefault("_view_sources", {})  # owned by the inspection, not the widget
+            for name, tree in self.trees.items():
+                views.setdefault(name, _SOURCES[name](insp))
+                tree.set_source(lambda name=name: _view_source(ref, name))
+            weakref.finalize(insp, _close_tree, self)
+        else:
+            self._insp = insp
+            for name, tree in self.trees.items():
+                tree.set_source(_SOURCES[name](insp))
         t = insp.timings
         timing = (f"done in {t.run_ms:.1f} ms (cached: no trace, no compile)" if t.cached else
                   f"done in {t.total_ms:.0f} ms: trace {t.trace_ms:.0f} ms, compile {t.compile_ms:.0f} ms, "
                   f"run {t.run_ms:.1f} ms")
         self.set_status(f"{header(insp, timings=False)} · {timing}")
-        self.trees["variables"].set_source(NodeSource(insp.variables.root))
-        self.trees["mutations"].set_source(DiffSource(insp))
-        self.trees["intermediates"].set_source(CallSource(insp))
-        self.trees["binding"].set_source(BindingSource(insp))
         self.notes.value = "".join(
             f"<div style='color:var(--jp-warn-color1,#9a6700);font-size:12px'>note: {html.escape(n)}</div>"
             for n in insp.notes)
@@ -226,6 +269,11 @@ class InspectionWidget(W.VBox):
             note = f"showing [{', '.join(f':{s.stop}' for s in index)}] of {leaf.size:,}" if shown < leaf.size else ""
             self.detail.append_display_data(HTML(detail_header(title, leaf, note)))
             self.detail.append_display_data(array_figure(leaf.preview(index)))
+
+
+def _view_source(ref: weakref.ref, name: str) -> RowSource | None:
+    insp = ref()
+    return None if insp is None else insp.__dict__["_view_sources"][name]
 
 
 class ComparisonWidget(W.VBox):

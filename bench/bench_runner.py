@@ -1,0 +1,103 @@
+"""Per-call cost of the cached drop-in ``fi.apply`` vs plain ``jax.jit(nn.apply(fn, module))``,
+and the host work of a cached ``inspect_apply`` (building the Inspection).
+
+(a) MLPs of bias-free Dense layers with 2, 50 and 200 input leaves (the parameters plus ``x``),
+    at two sizes: ``tiny`` (width 4, batch 2: the call is all dispatch, the worst case for any
+    Python in front of jit) and ``small`` (width 128, batch 32). One timed sample is a batch of
+    calls; variants run in interleaved rounds (common.interleave).
+(b) ``collect.assemble`` for a model with 100 captured calls, its statistics already on the host
+    side of the call (what a cached ``inspect_apply`` does after the device finishes).
+
+Run: ``python bench/bench_runner.py [--quick] [--rounds N]``. No assertions: it prints numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import common  # noqa: F401  (sets sys.path)
+from common import interleave, log, machine, med, paired, print_table
+
+
+def mlp(layers: int, width: int):
+    import flax.linen as nn
+
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for _ in range(layers):
+                x = nn.Dense(width, use_bias=False)(x)
+            return x
+
+    return MLP()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer rounds and calls: a smoke run")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 15, quick 3)")
+    args = ap.parse_args()
+    rounds = args.rounds or (3 if args.quick else 15)
+
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    import inspector as fi
+    from inspector import capture as C
+    from inspector.collect import assemble
+    from inspector.model import Timings
+
+    print(f"machine: {machine()}")
+    print(f"{rounds} rounds\n")
+    rows = []
+    for size, width, batch in (("tiny", 4, 2), ("small", 128, 32)):
+        for leaves in (2, 50, 200):
+            model = mlp(leaves - 1, width)
+            x = jnp.ones((batch, width))
+            variables = model.init(jax.random.key(0), x)
+            fn = lambda m, x: m(x)
+            plain = jax.jit(nn.apply(fn, model))
+            ours = fi.apply(fn, model)
+            calls = max(20, (2000 if size == "tiny" else 400) // (1 + leaves // 10)) // (4 if args.quick else 1)
+
+            def batch_of(f, calls=calls, variables=variables, x=x):
+                def run():
+                    for _ in range(calls):
+                        y = f(variables, x)
+                    return y
+                return run
+
+            log(f"{size} {leaves} leaves: {calls} calls per sample")
+            t = interleave({"plain": batch_of(plain), "fi.apply": batch_of(ours)}, rounds, warmup=2)
+            pr, lo, hi = paired(t["fi.apply"], t["plain"])
+            per_plain, per_ours = med(t["plain"]) / calls * 1000, med(t["fi.apply"]) / calls * 1000
+            rows.append((size, leaves, f"{per_plain:.1f}", f"{per_ours:.1f}", f"{per_ours - per_plain:+.1f}",
+                         f"{med(t['fi.apply']) / med(t['plain']):.2f}x", f"{pr:.2f}x [{lo:.2f}-{hi:.2f}]"))
+            assert ours.traces == 1
+    print("(a) cached fi.apply / plain jax.jit(nn.apply(fn, module)), per call (target <= 1.10x)")
+    print_table(("model", "input leaves", "plain us", "fi.apply us", "difference us", "ratio of medians",
+                 "per-round ratio med [IQR]"), rows)
+
+    model = mlp(100, 16)
+    x = jnp.ones((4, 16))
+    variables = model.init(jax.random.key(0), x)
+    run = fi.inspect_apply(lambda m, x: m(x), model, capture_intermediates=C.calls)
+    insp = run(variables, x)
+    result, extra, entry, _ = run.runner.run((variables, x), {})
+    extra = jax.device_get(extra)
+    n = len(insp.calls)
+    reps = 20 if args.quick else 100
+    samples = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            assemble("apply", model, variables, result, extra, entry.extra, Timings(), "arrays")
+        samples.append((time.perf_counter() - t0) / reps * 1000)
+    print(f"\n(b) collect.assemble, {n} captured calls, 100 variables: median {med(samples):.3f} ms per "
+          "Inspection (target <= 1 ms)")
+
+
+if __name__ == "__main__":
+    main()

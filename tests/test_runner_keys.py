@@ -1,0 +1,153 @@
+"""Static (non-array) arguments are keyed by value and type, never by identity: every
+result equals flax's own (plain ``nn.apply``), call after call."""
+
+import dataclasses
+import enum
+import math
+import threading
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import inspector as fi
+from inspector.run import Runner
+
+
+class Scaled(nn.Module):
+    @nn.compact
+    def __call__(self, x, s):
+        return nn.Dense(2)(x) * s
+
+
+def _setup():
+    m = Scaled()
+    x = jnp.ones((1, 3))
+    return m, m.init(jax.random.key(0), x, 1.0), x
+
+
+def _both(fn, *args, **kwargs):
+    m, v, x = _setup()
+    ours = fi.apply(fn, m)
+    return ours, (lambda *a, **k: ours(v, x, *a, **k)), (lambda *a, **k: nn.apply(fn, m)(v, x, *a, **k))
+
+
+def _same(a, b):
+    assert type(a) is type(b) or (hasattr(a, "dtype") and a.dtype == b.dtype)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_unhashable_statics_are_never_keyed_by_identity():
+    run, ours, flax_ = _both(lambda m, x, names: m(x, 1.0) * len(names))
+    for n in range(1, 6):  # freed temporaries reuse addresses: an id() key returns a stale program
+        _same(ours(set(range(n))), flax_(set(range(n))))
+
+
+def test_one_one_point_oh_and_true_are_distinct_entries():
+    run, ours, flax_ = _both(lambda m, x, s: jnp.asarray(s) + 0 * m(x, 1.0)[0, 0])
+    for s in (1, 1.0, True, 1, True, 1.0):
+        a, b = ours(s), flax_(s)
+        assert a.dtype == b.dtype and a == b
+    assert run.traces == 3
+
+
+def test_nan_static_compiles_once():
+    run, ours, flax_ = _both(lambda m, x, s: m(x, s))
+    for _ in range(4):
+        _same(ours(float("nan")), flax_(float("nan")))
+    assert run.traces == 1
+    _same(ours(-0.0), flax_(-0.0))
+    assert run.traces == 2
+
+
+@dataclasses.dataclass
+class Cfg:
+    scale: float
+    tags: list
+
+
+class Plain:
+    def __init__(self, scale):
+        self.scale = scale
+
+
+class Mode(enum.Enum):
+    A = 1
+    B = 2
+
+
+def test_containers_and_dataclasses_are_keyed_by_value():
+    run, ours, flax_ = _both(lambda m, x, c: m(x, c.scale * len(c.tags)))
+    cfg = Cfg(1.0, [1])
+    for scale, tags in ((1.0, [1]), (2.0, [1]), (2.0, [1, 2]), (1.0, [1])):
+        cfg.scale, cfg.tags = scale, tags  # mutated in place: a new key, not a stale program
+        _same(ours(cfg), flax_(cfg))
+    assert run.traces == 3
+    run2, ours2, flax2 = _both(lambda m, x, t: m(x, float(t[0]) + len(t[1])))
+    for t in ((1, (2, 3)), (1, [2, 3]), (1, (2, 3))):
+        _same(ours2(t), flax2(t))
+
+
+def test_mutated_plain_config_object_gives_flax_result_each_call():
+    run, ours, flax_ = _both(lambda m, x, c: m(x, c.scale))
+    cfg = Plain(1.0)
+    for s in (1.0, 2.0, 3.0):
+        cfg.scale = s
+        _same(ours(cfg), flax_(cfg))
+    assert run.traces == 3 and len(run._cache) == 0  # not keyable by value: traced each call, never cached
+
+
+def test_enums_functions_and_strings():
+    run, ours, flax_ = _both(lambda m, x, mode, f, s: m(x, mode.value * f(2.0) * len(s)))
+    for args in ((Mode.A, math.sqrt, "ab"), (Mode.B, math.sqrt, "ab"), (Mode.A, math.exp, "ab"),
+                 (Mode.A, math.sqrt, "abc"), (Mode.A, math.sqrt, "ab")):
+        _same(ours(*args), flax_(*args))
+    assert run.traces == 4
+
+
+def test_dict_key_order_is_flax_order():
+    m, v, x = _setup()
+    rev = {"params": {k: v["params"][k] for k in reversed(list(v["params"]))}}
+    run = fi.apply(lambda m, x: m(x, 1.0), m, mutable=True)
+    for variables in (v, rev, v):
+        _, ours = run(variables, x)
+        _, theirs = nn.apply(lambda m, x: m(x, 1.0), m, mutable=True)(variables, x)
+        assert repr(jax.tree.map(lambda a: 0, ours)) == repr(jax.tree.map(lambda a: 0, theirs))
+
+
+def test_cache_is_an_lru_of_documented_size():
+    m, v, _ = _setup()
+    run = fi.apply(lambda m, x: m(x, 1.0), m)
+    assert run.cache_size == 64
+    small = fi.apply(lambda m, x: m(x, 1.0), m, cache_size=3)
+    assert isinstance(small, Runner)
+    for b in range(1, 6):
+        small(v, jnp.ones((b, 3)))
+    assert len(small._cache) == 3
+    small(v, jnp.ones((5, 3)))
+    assert small.traces == 5  # most recent kept
+    small(v, jnp.ones((1, 3)))
+    assert small.traces == 6  # least recent evicted
+
+
+def test_four_threads_one_signature_compile_once():
+    m, v, x = _setup()
+    run = fi.apply(lambda m, x: m(x, 1.0), m)
+    barrier = threading.Barrier(4)
+    out, errors = [], []
+
+    def call():
+        try:
+            barrier.wait()
+            out.append(run(v, x))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(out) == 4
+    assert run.compiles == 1 and run.traces == 1
