@@ -286,3 +286,10 @@ def test_delta_magnitudes_do_not_overflow():
     b, a = jnp.array([1.0, 2.0, 3.0, jnp.nan]), jnp.array([1.0, 2.5, 1.0, jnp.nan])
     changed, mx, mean = delta(b, a)
     assert changed == 2 and mx == pytest.approx(2.0) and mean == pytest.approx(2.5 / 4)
+
+
+def test_views_say_what_complex_statistics_describe():
+    from inspector.views import format as F
+
+    (s,), _ = one(jnp.array([3 + 4j, 0j], jnp.complex64))
+    assert F.stats(s).startswith("of |z|: mean 2.5")

@@ -58,7 +58,7 @@ def stats(s: Stats | None) -> str:
         return "(no statistics)"
     if s.count == 0:
         return "empty"
-    text = f"mean {num(s.mean)} std {num(s.std)} [{num(s.min)}, {num(s.max)}]"
+    text = (f"of {s.of}: " if s.of else "") + f"mean {num(s.mean)} std {num(s.std)} [{num(s.min)}, {num(s.max)}]"
     if s.zeros:
         text += f" zero {s.frac_zero:.0%}"
     bad = nonfinite(s)
