@@ -12,6 +12,7 @@ stay on their device until a :class:`~inspector.model.Leaf`'s ``value`` is read.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import threading
 import time
@@ -401,8 +402,11 @@ def assemble(kind: str, module: Any, inputs: Any, result: Any, extra: Any, plan_
             device, sharding, shard = placement(x)
             fetch = (lambda index=None, x=x: np.asarray(x if index is None else x[index]))
         row = None if s.row is None else (in_stats_ if s.source == "in" else stats)[s.row]
+        histogram = None
+        if row is not None and not row.hist and x is not None:
+            histogram = functools.partial(reduce.histogram, x, row)
         return Leaf(s.path, s.shape, s.dtype, device or default_dev, sharding or "", row,
-                    fetch=fetch, shard_shape=shard, handle=x)
+                    fetch=fetch, shard_shape=shard, handle=x, histogram=histogram)
 
     var_leaves = [leaf(s) for s in plan_.variables]
     by_path = {lf.path: lf for lf in var_leaves}

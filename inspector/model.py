@@ -55,7 +55,8 @@ class Stats:
     elements only (exact ``int`` for integer arrays); non-finite elements are counted
     in ``nan``/``posinf``/``neginf``. ``hist`` counts finite elements in the bins
     ``hist_edges`` (equal widths spanning ``[min, max]``): all of them, or when
-    ``hist_sample`` is non-zero, that many at fixed, evenly spread positions. ``of``
+    ``hist_sample`` is non-zero, that many at fixed, evenly spread positions; ``hist``
+    is empty until asked for where the in-call summary had none (:meth:`Leaf.full_stats`). ``of``
     names what is described when it is not the values themselves (``'|z|'`` for
     complex arrays).
     """
@@ -103,6 +104,16 @@ class Leaf:
     fetch: Callable[..., Any] | None = dataclasses.field(default=None, repr=False, compare=False)
     shard_shape: tuple[int, ...] | None = None
     handle: Any = dataclasses.field(default=None, repr=False, compare=False)  # the device array, if kept
+    histogram: Callable[[], Stats] | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def full_stats(self) -> Stats | None:
+        """The statistics with their histogram: an in-call summary has none, so it is computed
+        on the device the first time it is asked for (only while the array is kept)."""
+        s = self.stats
+        if s is not None and not s.hist and self.histogram is not None:
+            self.stats = s = self.histogram()
+            self.histogram = None
+        return s
 
     @property
     def per_device_bytes(self) -> int:

@@ -304,8 +304,9 @@ def _cheap(x: jax.Array) -> jax.Array:
 # so the compile time, does not grow with the number of arrays.
 
 def _seg(sizes: Sequence[int]) -> jax.Array:
-    """Segment id of every element of the concatenation of arrays of ``sizes``."""
-    return jnp.repeat(jnp.arange(len(sizes), dtype=jnp.int32), np.asarray(sizes), total_repeat_length=sum(sizes))
+    """Segment id of every element of the concatenation of arrays of ``sizes`` (a constant:
+    cheaper to compile than computing it)."""
+    return jnp.asarray(np.repeat(np.arange(len(sizes), dtype=np.int32), sizes))
 
 
 def _ssum(x: jax.Array, seg: jax.Array, k: int) -> jax.Array:
@@ -362,14 +363,24 @@ def _group_exact(arrays: Sequence[jax.Array], width: int, block: int = 1) -> jax
     acc, k = lay.acc, len(arrays)
     values = [_values(a) for a in arrays]
     sizes = [math.prod(a.shape) for a in arrays]
-    nrows = [max(-(-n // block), 1) for n in sizes]
-    flat = [jnp.pad(x.reshape(-1), (0, r * block - n)) for x, n, r in zip(values, sizes, nrows)]
-    v = jnp.concatenate(flat).reshape(-1, block)
+    nrows = [-(-n // block) for n in sizes]  # an empty array has no rows
+    flat = [x.reshape(-1) if r * block == n else jnp.pad(x.reshape(-1), (0, r * block - n))
+            for x, n, r in zip(values, sizes, nrows)]
+    v = (jnp.concatenate(flat) if len(flat) > 1 else flat[0]).reshape(-1, block)
     seg = _seg(nrows)  # the array of each row
-    first = np.concatenate([[0], np.cumsum(nrows)[:-1]]).astype(np.int32)
+    first = np.concatenate([[0], np.cumsum(nrows)[:-1]]).astype(np.int64)
     n = jnp.asarray(sizes, jnp.int32)
-    at = (jnp.arange(v.shape[0], dtype=jnp.int32) - jnp.asarray(first)[seg])[:, None] * block
-    valid = at + jnp.arange(block, dtype=jnp.int32)[None, :] < n[seg][:, None]
+    if block == 1:
+        valid = jnp.ones(v.shape, bool)
+        sample, sseg, scount = v[:, 0], seg, [0] * k
+    else:
+        at = (jnp.arange(v.shape[0], dtype=jnp.int32) - jnp.asarray(first, jnp.int32)[seg])[:, None] * block
+        valid = at + jnp.arange(block, dtype=jnp.int32)[None, :] < n[seg][:, None]
+        picks = [first[i] * block + np.ravel_multi_index(_positions(a.shape), a.shape) if a.ndim else
+                 np.array([first[i] * block]) for i, a in enumerate(arrays)]
+        sample = v.reshape(-1)[jnp.asarray(np.concatenate(picks), jnp.int32)]
+        sseg = _seg([p.size for p in picks])
+        scount = [p.size if sz > SAMPLE else 0 for p, sz in zip(picks, sizes)]
 
     def total(x):  # (rows, block, ...) -> (k, ...)
         return _ssum(jnp.sum(x, axis=1), seg, k)
@@ -380,7 +391,6 @@ def _group_exact(arrays: Sequence[jax.Array], width: int, block: int = 1) -> jax
     def each(x):  # per-array values, per element
         return x[seg][:, None]
 
-    sample, sseg, scount = _sampled(values, sizes)
     if lay.kind == "int":
         big = np.asarray(np.iinfo(lay.native).max, lay.native)
         mm = least(jnp.stack([jnp.where(valid, v, big), jnp.where(valid, ~v, big)], axis=2))  # ~v reverses order
@@ -425,39 +435,38 @@ def _group_exact(arrays: Sequence[jax.Array], width: int, block: int = 1) -> jax
 
 
 def _group_cheap(arrays: Sequence[jax.Array], width: int) -> jax.Array:
-    """Rows ``(k, width)`` of large arrays sharing one layout, from reductions XLA can fuse with
-    the arrays' producers: sum, sum of squares, min, max and zeros. Exact for finite,
-    well-conditioned arrays; the ``trusted`` word is 0 for any other."""
+    """Rows ``(k, width)`` of arrays sharing one layout, from five reductions per array that
+    XLA fuses with the array's producer (sum, sum of squares, min, max, zeros), so they cost
+    almost nothing to compile. Exact for finite, well-conditioned arrays; the ``trusted``
+    word is 0 for any other. No histogram (``sample`` is -1): see :func:`histogram`."""
     lay = layout(arrays[0].dtype)
     acc, k = lay.acc, len(arrays)
-    values = [_values(a) for a in arrays]
-    sizes = [math.prod(a.shape) for a in arrays]
-    sample, sseg, scount = _sampled(values, sizes)
-    rows = []
-    for x in values:
+    fields = []
+    for x in arrays:
+        v = _values(x)
+        empty = jnp.zeros((), v.dtype)
+        lo = jnp.min(v) if v.size else empty  # NaN-propagating: a NaN anywhere makes it NaN
+        hi = jnp.max(v) if v.size else empty
         if lay.kind == "int":
-            lo, hi = jnp.min(x), jnp.max(x)
-            d = _signed(_unsigned(x) - _unsigned(lo)).astype(acc)  # 0 <= d < 2**31 unless untrusted
-            span_ok = (_unsigned(hi) - _unsigned(lo)) < np.iinfo(_unsigned(lo).dtype).max // 2
+            d = (_unsigned(v) - _unsigned(lo)).astype(acc)  # exact distance from the minimum
+            fine = jnp.bool_(True)
         else:
-            lo, hi = jnp.min(x), jnp.max(x)  # NaN-propagating
-            d = x.astype(acc)
-            span_ok = jnp.isfinite(lo) & jnp.isfinite(hi)
-        rows.append((jnp.sum(d), jnp.sum(d * d), lo, hi, jnp.sum(x == 0, dtype=jnp.int32), span_ok))
-    s1, s2, lo, hi, zeros, fine = (jnp.stack([r[i] for r in rows]) for i in range(6))
-    n = jnp.asarray(sizes, acc)
+            d = v.astype(acc)
+            fine = jnp.isfinite(lo) & jnp.isfinite(hi)
+        fields.append((jnp.sum(d), jnp.sum(d * d), lo, hi, jnp.sum(v == 0, dtype=jnp.int32), fine))
+    s1, s2, lo, hi, zeros, fine = (jnp.stack([f[i] for f in fields]) for i in range(6))
+    n = jnp.asarray([max(math.prod(a.shape), 1) for a in arrays], acc)
     m = s1 / n
     var = jnp.maximum(s2 / n - m * m, 0)
     trusted = fine & jnp.isfinite(s1) & jnp.isfinite(s2) & ((m * m <= TRUST * var) | (m == 0))
-    ok = jnp.ones(sample.shape, bool)
-    hlo, hhi = (jnp.where(trusted, lo, 0), jnp.where(trusted, hi, 0)) if lay.kind != "int" else (lo, hi)
-    edges, hist = _ghist(sample, sseg, ok, hlo, hhi, k, acc)
     shift = lo if lay.kind == "int" else jnp.zeros((k,), lay.native)
-    ints = jnp.stack([trusted.astype(jnp.int32), 0 * zeros, 0 * zeros, 0 * zeros, zeros,
-                      jnp.asarray(sizes, jnp.int32), jnp.asarray(scount, jnp.int32), 0 * zeros], axis=1)
+    none = jnp.zeros((k,), jnp.int32)
+    sizes = jnp.asarray([math.prod(a.shape) for a in arrays], jnp.int32)
+    ints = jnp.stack([trusted.astype(jnp.int32), none, none, none, zeros, sizes, none - 1, none], axis=1)
     native = jnp.stack([lo, hi, shift], axis=1).astype(lay.native)
-    accs = jnp.concatenate([jnp.stack([m, jnp.zeros_like(m), var], axis=1), edges], axis=1).astype(acc)
-    return _matrix(ints, hist, native, accs, width)
+    accs = jnp.concatenate([jnp.stack([m, jnp.zeros_like(m), var], axis=1), jnp.zeros((k, BINS + 1), acc)],
+                           axis=1).astype(acc)
+    return _matrix(ints, jnp.zeros((k, BINS), jnp.int32), native, accs, width)
 
 
 def row_width(dtypes: Sequence[Any]) -> int:
@@ -486,10 +495,9 @@ def _describe(arrays: Sequence[jax.Array], cheap: Sequence[bool]) -> jax.Array:
 
 
 def summarize(arrays: Sequence[jax.Array]) -> jax.Array:
-    """Rows ``(len(arrays), row_width)`` of uint32 words, traced into the inspected call.
-    Arrays up to ``SAMPLE`` elements are described exactly, larger ones by fused reductions
-    (:func:`_group_cheap`) whose rows say whether they can be trusted."""
-    return _describe(arrays, [math.prod(a.shape) > SAMPLE for a in arrays])
+    """Rows ``(len(arrays), row_width)`` of uint32 words, traced into the inspected call:
+    fused reductions (:func:`_group_cheap`) whose rows say whether they can be trusted."""
+    return _describe(arrays, [True] * len(arrays))
 
 
 def describe(arrays: Sequence[jax.Array]) -> jax.Array:
@@ -517,6 +525,38 @@ def _exact_program(shape: tuple[int, ...], dtype: np.dtype, sharding: Any, x64: 
 def describe_exact(x: jax.Array) -> jax.Array:
     """The exact row of one array, from a program compiled once per shape, dtype and sharding."""
     return _exact_program(tuple(x.shape), np.dtype(x.dtype), getattr(x, "sharding", None), _x64())(x)
+
+
+def _histogram(x: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
+    lay = layout(x.dtype)
+    v = _values(x)
+    sample = _sample(v)
+    ok = jnp.isfinite(sample) if lay.kind != "int" else jnp.ones(sample.shape, bool)
+    edges, hist = _hist(sample, ok, lo, hi, lay.acc)
+    return _words(hist.astype(jnp.int32), edges.astype(lay.acc))
+
+
+@functools.lru_cache(maxsize=1024)
+def _histogram_program(shape: tuple[int, ...], dtype: np.dtype, sharding: Any, x64: bool):
+    return jax.jit(_histogram)
+
+
+def histogram(x: jax.Array, stats: Stats) -> Stats:
+    """``stats`` with the histogram of ``x`` filled in (bins over ``stats.min``/``max``),
+    from a program compiled once per shape, dtype and sharding."""
+    lay = layout(x.dtype)
+    if not stats.count or stats.count == stats.nonfinite:
+        return dataclasses.replace(stats, hist=(0,) * BINS, hist_edges=())
+    lo = np.asarray(stats.min, lay.native)
+    hi = np.asarray(stats.max, lay.native)
+    key = (tuple(x.shape), np.dtype(x.dtype), getattr(x, "sharding", None), _x64())
+    words = np.asarray(jax.device_get(_histogram_program(*key)(x, lo, hi)), np.uint32)
+    hist = tuple(int(h) for h in words[:BINS].view(np.int32))
+    edges = words[BINS:].view(lay.acc).tolist()
+    if lay.kind == "int":
+        edges = [stats.min + e for e in edges]
+    return dataclasses.replace(stats, hist=hist, hist_edges=tuple(float(e) for e in edges),
+                               hist_sample=SAMPLE if stats.count > SAMPLE else 0)
 
 
 def unpack(rows: np.ndarray, dtypes: Sequence[Any], shapes: Sequence[tuple[int, ...]]) -> list[Stats]:
@@ -547,6 +587,8 @@ def stats_of(row: np.ndarray, lay: Layout, count: int) -> Stats:
         mean = math.ldexp(float(shift) + mean_d, exponent)
         abs_max = max(abs(lo), abs(hi))
     std = math.ldexp(math.sqrt(var_d), exponent) if lay.kind != "int" else math.sqrt(var_d)
+    if sample < 0:  # a summary: no histogram yet
+        hist, edges, sample = (), (), 0
     if not finite:
         lo = hi = mean = std = abs_max = float("nan")
         edges = ()

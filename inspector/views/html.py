@@ -75,7 +75,7 @@ def _node_html(node: Node, depth: int, open_depth: int, max_children: int | None
             yield _leaf_html(child.name, node_summary(child), bad)  # summarised, not unfolded
             continue
         if child.leaf is not None and not child.children:
-            stats = child.leaf.stats
+            stats = child.leaf.full_stats()
             yield _leaf_html(child.name, node_summary(child), bad, F.spark(stats.hist) if stats else "")
             continue
         attrs = " open" if depth < open_depth else ""
@@ -129,7 +129,7 @@ def _calls(insp: Inspection, max_children: int | None) -> Iterator[str]:
             sub = path_str(leaf.path[len(call.path) + 1:]) if len(leaf.path) > len(call.path) + 1 else "value"
             summary = F.shape(leaf) + ("" if leaf.opaque is not None else " " + F.stats(leaf.stats))
             yield _leaf_html(sub, summary, bool(leaf.stats and leaf.stats.nonfinite),
-                             F.spark(leaf.stats.hist) if leaf.stats else "")
+                             F.spark(leaf.full_stats().hist) if leaf.stats else "")
         yield "</details>"
     yield _more(len(insp.calls), len(calls))
 

@@ -80,7 +80,7 @@ class NodeSource(RowSource):
 
     def _row(self, node: Node, label: str | None = None) -> Row:
         leaf = node.leaf if not node.children else None
-        stats = leaf.stats if leaf else None
+        stats = leaf.full_stats() if leaf else None
         return {"id": path_str(node.path), "name": label or node.name, "summary": node_summary(node),
                 "n": len(node.children), "leaf": leaf is not None, "bad": bool(node.nonfinite),
                 "spark": F.spark(stats.hist) if stats else ""}
@@ -123,7 +123,7 @@ class DiffSource(RowSource):
         after = d.after or d.before
         return {"id": path_str(d.path), "name": label or path_str(d.path[1:]), "summary": F.delta(d),
                 "n": 0, "leaf": True, "cls": d.status, "bad": _bad(d.after),
-                "spark": F.spark(after.stats.hist) if after and after.stats else ""}
+                "spark": F.spark(after.full_stats().hist) if after and after.stats else ""}
 
     def children(self, id, offset=0, limit=PAGE):
         if not id:
@@ -166,7 +166,7 @@ class CallSource(RowSource):
         return {"id": self.call_id(call), "name": f"#{call.order} {call.key}", "summary": summary,
                 "n": 0 if single else len(call.outputs), "leaf": single, "bad": bool(call.nonfinite),
                 "cls": "first" if call is self.first else "",
-                "spark": F.spark(leaf.stats.hist) if leaf is not None and leaf.stats else ""}
+                "spark": F.spark(leaf.full_stats().hist) if leaf is not None and leaf.stats else ""}
 
     def _call(self, id: str) -> MethodCall | None:
         try:
@@ -183,7 +183,7 @@ class CallSource(RowSource):
             return [], 0
         rows = [{"id": f"{id}/{self._sub(call, leaf)}", "name": self._sub(call, leaf) or "value",
                  "summary": leaf_summary(leaf), "n": 0, "leaf": True, "bad": _bad(leaf),
-                 "spark": F.spark(leaf.stats.hist) if leaf.stats else ""} for leaf in call.outputs]
+                 "spark": F.spark(leaf.full_stats().hist) if leaf.stats else ""} for leaf in call.outputs]
         return rows[offset:offset + limit], len(rows)
 
     def search(self, query, limit=PAGE):

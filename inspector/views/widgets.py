@@ -125,7 +125,7 @@ def preview_index(shape: tuple[int, ...], max_elements: int = PREVIEW_ELEMENTS) 
 
 
 def detail_header(title: str, leaf: Leaf, note: str = "") -> str:
-    s = leaf.stats
+    s = leaf.full_stats()
     rows = [("shape", F.shape(leaf)), ("bytes", F.nbytes(leaf.nbytes)), ("device", leaf.device)]
     if leaf.sharding:
         rows.append(("sharding", leaf.sharding))
