@@ -144,8 +144,8 @@ def _values(x: jax.Array) -> jax.Array:
     """The values statistics describe, in a type that holds them exactly. Where the device
     reads subnormals as zero, every path describes them as zero (``flushes_subnormals``)."""
     native, _, kind = _classes(x.dtype)
-    if kind == "complex":
-        v = jnp.abs(x)
+    if kind == "complex":  # |z| as C99 (and numpy) define it: infinite if either part is
+        v = jnp.where(jnp.isinf(x.real) | jnp.isinf(x.imag), jnp.inf, jnp.abs(x)).astype(native)
     elif jnp.issubdtype(x.dtype, jnp.floating) and x.dtype.itemsize < 4:
         # Without the barrier XLA may fuse the statistics into the producer and skip the rounding.
         v = lax.optimization_barrier(x).astype(native)
@@ -547,6 +547,8 @@ def histogram(x: jax.Array, stats: Stats) -> Stats:
     lay = layout(x.dtype)
     if not stats.count or stats.count == stats.nonfinite:
         return dataclasses.replace(stats, hist=(0,) * BINS, hist_edges=())
+    if on_host([x]):
+        return _host_hist(np.asarray(x), jax.dtypes.canonicalize_dtype(x.dtype), stats)
     lo = np.asarray(stats.min, lay.native)
     hi = np.asarray(stats.max, lay.native)
     key = (tuple(x.shape), np.dtype(x.dtype), getattr(x, "sharding", None), _x64())
@@ -675,3 +677,168 @@ def unpack_deltas(words: np.ndarray, dtypes: Sequence[Any]) -> list[tuple[int, f
         mx, mn = (row[1:].view(acc).astype(np.float64) * 2).tolist()
         out.append((int(row[:1].view(np.int32)[0]), mx, mn))
     return out
+
+
+# -- the host path ---------------------------------------------------------------
+# On the CPU backend device memory is host memory: numpy reads an array in place (no copy,
+# nothing transferred) and describes it in float64 with no compile at all, which is what a
+# first call waits for. The definitions are the device programs' (and tests hold both to them).
+CHUNK = 1 << 20
+
+
+def on_host(arrays: Sequence[Any]) -> bool:
+    """True if every array can be read in place by numpy: numpy arrays, or jax arrays on one
+    CPU device."""
+    for a in arrays:
+        if isinstance(a, np.ndarray):
+            continue
+        devices = getattr(getattr(a, "sharding", None), "device_set", None)
+        if not devices or len(devices) != 1 or next(iter(devices)).platform != "cpu":
+            return False
+    return True
+
+
+def _chunks(x: np.ndarray) -> Any:
+    flat = x.reshape(-1)
+    for i in range(0, flat.size, CHUNK):
+        yield flat[i:i + CHUNK]
+
+
+def _host_values(x: np.ndarray, dtype: Any) -> np.ndarray:
+    """What :func:`_values` describes, as float64 (ints: int64 / uint64 / object for exactness)."""
+    lay = layout(dtype)
+    if lay.kind == "complex":
+        v = np.abs(x.astype(np.complex128))
+    elif lay.kind == "int":
+        return x.astype(np.int64) if x.dtype == np.bool_ or x.dtype.itemsize < 8 or x.dtype.kind == "i" else x
+    else:
+        v = x.astype(np.float64)
+    if flushes_subnormals(jax.default_backend()):
+        tiny = np.finfo(lay.acc).tiny
+        v = np.where(np.abs(v) < tiny, np.copysign(0.0, v), v)
+    return v
+
+
+def host_stats(x: Any) -> Stats:
+    """:class:`Stats` of a concrete array computed by numpy in float64 (see :func:`on_host`)."""
+    dtype = jax.dtypes.canonicalize_dtype(x.dtype)
+    a = np.asarray(x)
+    if a.dtype != dtype:
+        a = a.astype(dtype)
+    lay = layout(dtype)
+    count = a.size
+    if lay.kind == "int":
+        if not count:
+            return Stats(0, *(float("nan"),) * 5, 0, 0, 0, 0, (0,) * BINS, 0)
+        lo, hi, nz = None, None, 0
+        for c in _chunks(a):
+            v = _host_values(c, dtype)
+            nz += int(np.count_nonzero(v == 0))
+            clo, chi = int(v.min()), int(v.max())
+            lo, hi = (clo, chi) if lo is None else (min(lo, clo), max(hi, chi))
+
+        def dist(c):  # exact distance from the minimum, as float64
+            v = _host_values(c, dtype)
+            return (v - v.dtype.type(lo)).astype(np.float64)
+
+        m = sum(float(np.sum(dist(c))) for c in _chunks(a)) / count
+        var = sum(float(np.sum((dist(c) - m) ** 2)) for c in _chunks(a)) / count
+        st = Stats(count, lo + m, math.sqrt(var), lo, hi, max(abs(lo), abs(hi)), nz, 0, 0, 0)
+        return _host_hist(a, dtype, st)
+    nan = pos = neg = nz = nf = 0
+    lo, hi, s = math.inf, -math.inf, 0.0
+    for c in _chunks(a):
+        v = _host_values(c, dtype)
+        fin = np.isfinite(v)
+        nan += int(np.count_nonzero(np.isnan(v)))
+        pos += int(np.count_nonzero(v == np.inf))
+        neg += int(np.count_nonzero(v == -np.inf))
+        nz += int(np.count_nonzero(v == 0))
+        f = v[fin]
+        nf += f.size
+        if f.size:
+            lo, hi = min(lo, float(f.min())), max(hi, float(f.max()))
+            s += float(np.sum(f / 2))  # halved: a sum of finfo.max values stays finite
+    if not nf:
+        return Stats(count, *(float("nan"),) * 5, nz, nan, pos, neg, (0,) * BINS, 0, of=_of(lay))
+    mean = s / nf * 2
+    if not math.isfinite(mean):  # finite values whose halved sum still overflowed float64
+        mean = sum(float(np.sum(_fin(c, dtype) / nf)) for c in _chunks(a))
+    var = sum(float(np.sum(((_fin(c, dtype) - mean) / 2) ** 2)) for c in _chunks(a)) / nf * 4
+    st = Stats(count, mean, math.sqrt(var), lo, hi, max(abs(lo), abs(hi)), nz, nan, pos, neg, of=_of(lay))
+    return _host_hist(a, dtype, st)
+
+
+def _of(lay: Layout) -> str:
+    return "|z|" if lay.kind == "complex" else ""
+
+
+def _fin(c: np.ndarray, dtype: Any) -> np.ndarray:
+    v = _host_values(c, dtype)
+    return v[np.isfinite(v)]
+
+
+def _host_hist(a: np.ndarray, dtype: Any, st: Stats) -> Stats:
+    """``st`` with the histogram of ``a`` (the device's bins, edges and sample positions)."""
+    lay = layout(dtype)
+    if not st.count or st.count == st.nonfinite:
+        return dataclasses.replace(st, hist=(0,) * BINS, hist_edges=())
+    sample = a.reshape(-1) if a.size <= SAMPLE else a[_positions(a.shape)]
+    v = _host_values(sample, dtype)
+    acc = lay.acc.type
+    if lay.kind == "int":
+        s = np.asarray([acc(int(e) - st.min) for e in v.tolist()], lay.acc)
+        lo, hi = acc(0), acc(st.max - st.min)
+    else:
+        v = v[np.isfinite(v)]
+        s, lo, hi = v.astype(lay.acc), acc(st.min), acc(st.max)
+    t = (np.arange(BINS + 1, dtype=lay.acc) / acc(BINS))
+    half = acc(hi / acc(2) - lo / acc(2))
+    with np.errstate(over="ignore", invalid="ignore"):
+        edges = np.minimum((lo + half * t) + half * t, hi).astype(lay.acc)
+    edges[0], edges[BINS] = lo, hi
+    idx = np.searchsorted(edges[1:BINS], s, side="right")
+    hist = tuple(int(h) for h in np.bincount(idx, minlength=BINS)[:BINS])
+    out = [float(e) for e in edges]
+    if lay.kind == "int":
+        out = [st.min + e for e in out]
+    return dataclasses.replace(st, hist=hist, hist_edges=tuple(out),
+                               hist_sample=sample.size if a.size > SAMPLE else 0)
+
+
+def host_delta(before: Any, after: Any) -> tuple[int, float, float]:
+    """:func:`_delta` by numpy, as ``(changed, max|Δ|, mean|Δ|)`` (see :func:`on_host`)."""
+    if jax.dtypes.issubdtype(before.dtype, jax.dtypes.prng_key):
+        kb, ka = np.asarray(jax.random.key_data(before)), np.asarray(jax.random.key_data(after))
+        return int(np.count_nonzero(~np.all(kb == ka, axis=-1))), 0.0, 0.0
+    b, a = np.asarray(before), np.asarray(after)
+    n = max(b.size, 1)
+    if b.dtype.kind in "fcV" or b.dtype == ml_bfloat16:
+        if b.dtype.kind == "c":
+            b, a = b.astype(np.complex128), a.astype(np.complex128)
+            same = _host_same(a.real, b.real) & _host_same(a.imag, b.imag)
+        else:
+            b, a = b.astype(np.float64), a.astype(np.float64)
+            same = _host_same(a, b)
+        with np.errstate(invalid="ignore", over="ignore"):
+            h = np.abs(a / 2 - b / 2)
+        h = np.where(same | np.isnan(h), 0.0, h)
+    elif b.dtype == np.bool_:
+        same = a == b
+        h = (~same).astype(np.float64) / 2
+    else:
+        same = a == b
+        wide = b.dtype.itemsize == 8
+        u = np.uint64 if wide else np.int64
+        bw, aw = (b.view(np.uint64), a.view(np.uint64)) if wide and b.dtype.kind == "i" else (b.astype(u), a.astype(u))
+        h = np.where(a >= b, aw - bw, bw - aw).astype(np.float64) / 2
+    if not h.size:
+        return 0, 0.0, 0.0
+    return int(np.count_nonzero(~same)), float(h.max()) * 2, float(np.sum(h / n)) * 2
+
+
+def _host_same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a == b) | (np.isnan(a) & np.isnan(b))
+
+
+ml_bfloat16 = np.dtype(jnp.bfloat16)

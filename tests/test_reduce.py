@@ -109,7 +109,8 @@ def both(arrays):
     summary = reduce.unpack(jax.device_get(jax.jit(reduce.summarize)(arrays)), dtypes, shapes)
     summary = [s if s.trusted else e for s, e in zip(summary, exact)]
     summary = [s if s.hist else reduce.histogram(a, s) for s, a in zip(summary, arrays)]  # as Leaf.full_stats
-    return exact, summary
+    host = [reduce.host_stats(a) for a in arrays]
+    return exact, summary, host
 
 
 DTYPES = [np.float16, ml_dtypes.bfloat16, np.float32, np.int8, np.int16, np.int32, np.uint8, np.uint16, np.uint32,
@@ -292,5 +293,20 @@ def test_delta_magnitudes_do_not_overflow():
 def test_views_say_what_complex_statistics_describe():
     from inspector.views import format as F
 
-    (s,), _ = one(jnp.array([3 + 4j, 0j], jnp.complex64))
+    (s,), *_ = one(jnp.array([3 + 4j, 0j], jnp.complex64))
     assert F.stats(s).startswith("of |z|: mean 2.5")
+
+
+def test_host_deltas_agree_with_the_device():
+    f = np.finfo(np.float32)
+    pairs = [(jnp.array([f.max, 1.0, jnp.nan]), jnp.array([f.min, 1.0, jnp.nan])),
+             (jnp.array([33554432], jnp.int32), jnp.array([33554433], jnp.int32)),
+             (jnp.array([1 + 1j], jnp.complex64), jnp.array([1 + 2j], jnp.complex64)),
+             (jnp.array([np.iinfo(np.int32).min], jnp.int32), jnp.array([np.iinfo(np.int32).max], jnp.int32)),
+             (jnp.array([True, False]), jnp.array([True, True])), (jnp.ones(3, jnp.bfloat16), jnp.zeros(3, jnp.bfloat16))]
+    key = jax.random.key(0)
+    pairs.append((key, jax.random.split(key)[0]))
+    for b, a in pairs:
+        dev = delta(b, a)
+        host = reduce.host_delta(b, a)
+        assert host[0] == dev[0] and host[1:] == pytest.approx(dev[1:], rel=1e-6)

@@ -1,0 +1,134 @@
+"""First inspected call and warm cost vs plain ``jax.jit(model.apply)``, on three models.
+
+Models (the statistics-engine targets): a 4-layer MLP of width 64 (batch 32), a 6-layer
+d=128 transformer (batch 8 x 64) and the 8-layer d=256 bench transformer (batch 8 x 128).
+
+* **first call**: each measurement runs in a fresh Python process (jax warmed up on a
+  trivial function first, variables never described before), so nothing compiled by an
+  earlier variant is reused. Variants alternate ``plain, arrays, stats`` for ``--reps``
+  rounds; the ratio per round is inspected / plain of that round.
+* **warm**: in one process, interleaved rounds of plain jit, ``inspect_apply(...,
+  capture_intermediates=True)`` with keep='arrays' and keep='stats'; overhead in ms and ratio.
+
+Run: ``python bench/bench_first.py [--quick] [--reps N] [--models mlp,t6,t8]``. No assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import common  # noqa: F401  (sets sys.path)
+from common import HERE, interleave, log, machine, med, paired, print_table
+
+MODELS = {"mlp": "4-layer MLP, width 64", "t6": "6-layer d=128 transformer, batch 8x64",
+          "t8": "8-layer d=256 transformer, batch 8x128"}
+
+
+def build(which: str):
+    """``(module, fn, variables, x)`` for a model name."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from models import Transformer, forward
+
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for _ in range(4):
+                x = nn.relu(nn.Dense(64)(x))
+            return x
+
+    if which == "mlp":
+        m, x, fn = MLP(), jnp.ones((32, 64)), (lambda mod, x: mod(x))
+    elif which == "t6":
+        m = Transformer(layers=6, d=128, heads=4, max_len=64)
+        x, fn = jnp.asarray(np.random.default_rng(0).integers(0, 1000, (8, 64)), jnp.int32), forward
+    else:
+        m = Transformer()
+        x, fn = jnp.asarray(np.random.default_rng(0).integers(0, 1000, (8, 128)), jnp.int32), forward
+    v = jax.block_until_ready(jax.jit(m.init)(jax.random.key(0), x))
+    return m, fn, v, x
+
+
+def one_first_call(which: str, variant: str) -> float:
+    """Runs in a child process: milliseconds of the first call of ``variant``."""
+    import jax
+
+    import inspector as fi
+
+    jax.block_until_ready(jax.jit(lambda x: x + 1)(1.0))
+    m, fn, v, x = build(which)
+    t0 = time.perf_counter()
+    if variant == "plain":
+        jax.block_until_ready(jax.jit(m.apply)(v, x))
+    else:
+        insp = fi.inspect_apply(fn, m, capture_intermediates=True, keep=variant)(v, x)
+        jax.block_until_ready(insp.output)
+    return (time.perf_counter() - t0) * 1000
+
+
+def first_calls(which: str, reps: int) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {"plain": [], "arrays": [], "stats": []}
+    for r in range(reps):
+        for variant in (("plain", "arrays", "stats") if r % 2 == 0 else ("stats", "arrays", "plain")):
+            cmd = [sys.executable, str(HERE / "bench_first.py"), "--child", which, variant]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=HERE.parent)
+            out[variant].append(float(res.stdout.strip().splitlines()[-1]))
+        log(f"  {which} first-call round {r + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.0f} ms" for k, v in out.items()))
+    return out
+
+
+def warm(which: str, rounds: int) -> dict[str, list[float]]:
+    import jax
+
+    import inspector as fi
+
+    m, fn, v, x = build(which)
+    plain = jax.jit(m.apply)
+    arrays = fi.inspect_apply(fn, m, capture_intermediates=True, keep="arrays")
+    stats = fi.inspect_apply(fn, m, capture_intermediates=True, keep="stats")
+    return interleave({"plain": lambda: plain(v, x), "arrays": lambda: arrays(v, x),
+                       "stats": lambda: stats(v, x)}, rounds, warmup=2)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="MLP only, 2 reps, few warm rounds")
+    ap.add_argument("--reps", type=int, default=None, help="fresh-process rounds per model (default 4)")
+    ap.add_argument("--models", default=None, help="comma-separated subset of mlp,t6,t8")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(one_first_call(*args.child))
+        return
+    models = (args.models or ("mlp" if args.quick else "mlp,t6,t8")).split(",")
+    reps = args.reps or (2 if args.quick else 4)
+    log(machine())
+    rows, raw = [], {}
+    for which in models:
+        first = first_calls(which, reps)
+        w = warm(which, 6 if args.quick else (60 if which == "mlp" else 15))
+        raw[which] = {"first": first, "warm": w}
+        for variant in ("arrays", "stats"):
+            r, lo, hi = paired(first[variant], first["plain"])
+            wr, wlo, whi = paired(w[variant], w["plain"])
+            rows.append((MODELS[which], variant, f"{med(first['plain']):.0f}", f"{med(first[variant]):.0f}",
+                         f"{r:.2f}x [{lo:.2f}-{hi:.2f}]", f"{med(w['plain']):.2f}", f"{med(w[variant]):.2f}",
+                         f"{med(w[variant]) - med(w['plain']):+.2f}", f"{wr:.2f}x [{wlo:.2f}-{whi:.2f}]"))
+    print(machine())
+    print_table(("model", "keep", "plain first ms", "inspect first ms", "first ratio med [IQR]",
+                 "plain warm ms", "inspect warm ms", "warm overhead ms", "warm ratio med [IQR]"), rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(raw, f)
+
+
+if __name__ == "__main__":
+    main()
