@@ -60,11 +60,12 @@ class Plan:
     calls: list[tuple[tuple[str, ...], str, str, int, int, bool, list[Slot]]]
     pairs: dict[tuple[str, ...], tuple[int | None, int]]  # after path -> (delta row, before row)
     returns_tuple: bool
-    described: list[Slot]  # the slots whose statistics the call computed, in row order
+    described: list[Slot]  # the slots that get statistics (other than the caller's variables), by row
     delta_dtypes: list[str]
     binding: list = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     multi_device: bool = False
+    summarized: list[int] = dataclasses.field(default_factory=list)  # rows summarized inside the call
 
 
 def _key_str(k: Any) -> str:
@@ -173,7 +174,11 @@ def plan(kind: str, mutable: Any, capture: Any, keep: str):
         calls = []
         inter = (state or {}).get(INTERMEDIATES) if state is not None else None
         calls = _plan_calls(p, inter or {}, recorder, state_base + (jax.tree_util.DictKey(INTERMEDIATES),))
-        stats = reduce.summarize(p.arrays)
+        # XLA:CPU compiles each reduction of a small array as a kernel of its own: numpy describes
+        # those after the call, in place. Large arrays are summarized inside the call.
+        small_on_host = jax.default_backend() == "cpu" and not recorder.multi_device
+        summarized = [i for i, a in enumerate(p.arrays) if not (small_on_host and a.size <= reduce.SAMPLE)]
+        stats = reduce.summarize([p.arrays[i] for i in summarized])
         deltas = reduce.deltas(delta_pairs)
         dropped: list[Any] = []
         if keep == "stats" and state is not None and INTERMEDIATES in state:
@@ -188,7 +193,7 @@ def plan(kind: str, mutable: Any, capture: Any, keep: str):
         notes = dropped_notes(recorder, calls)
         return result, (stats, deltas, dropped), Plan(
             outputs, variables, mutated, calls, pairs, returns_tuple, p.described,
-            [str(b.dtype) for b, _ in delta_pairs], recorder.binding, notes, recorder.multi_device)
+            [str(b.dtype) for b, _ in delta_pairs], recorder.binding, notes, recorder.multi_device, summarized)
 
     return post
 
@@ -338,6 +343,7 @@ class InputStats:
         self.size = size
         self._memo: OrderedDict[tuple, tuple[list[weakref.ref], list[Stats]]] = OrderedDict()
         self._lock = threading.Lock()
+        self.described = 0  # how many sets of arrays were described (not remembered)
 
     def __call__(self, arrays: list[Any]) -> list[Stats]:
         key = tuple(map(id, arrays))
@@ -347,6 +353,7 @@ class InputStats:
                 self._memo.move_to_end(key)
                 return hit[1]
         stats = describe_exactly(arrays)
+        self.described += 1
         if all(isinstance(a, jax.Array) for a in arrays):  # numpy arrays can change in place
             with self._lock:
                 self._memo[key] = ([weakref.ref(a) for a in arrays], stats)
@@ -364,13 +371,17 @@ input_stats = InputStats()
 
 
 def _call_stats(plan_: Plan, words: np.ndarray, sources: dict[str, Any]) -> list[Stats]:
-    """Rows of the in-call summaries, each redone exactly where the summary can't be trusted."""
-    out, redo = [], []
-    for s, row in zip(plan_.described, words):
+    """Statistics of every described slot: the in-call summaries, each redone exactly where it
+    can't be trusted, and exact statistics of the rest."""
+    out: list[Stats | None] = [None] * len(plan_.described)
+    redo = []
+    for i, row in zip(plan_.summarized, words):
+        s = plan_.described[i]
         lay = reduce.layout(s.dtype)
         if not reduce.trusted(row):
-            redo.append(len(out))
-        out.append(reduce.stats_of(row[:lay.width], lay, int(np.prod(s.shape))))
+            redo.append(i)
+        out[i] = reduce.stats_of(row[:lay.width], lay, int(np.prod(s.shape)))
+    redo += [i for i, st in enumerate(out) if st is None]
     if redo:
         exact = describe_exactly([_lookup(sources[plan_.described[i].source], plan_.described[i].keypath)
                                   for i in redo])
