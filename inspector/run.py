@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 import threading
 import time
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from flax.core import FrozenDict
 
 from inspector.capture import guarded
 from inspector.model import BindingCall, path_str
+from inspector.names import parse_key, safe
 
 Kind = str  # 'apply' | 'init' | 'init_with_output'
 
@@ -181,12 +181,12 @@ def shape_pass() -> bool:
 
 
 def parse_call_key(key: str) -> tuple[tuple[str, ...], str, int | None]:
-    """``'encoder/Dense_0:__call__[1]'`` -> ``(('encoder', 'Dense_0'), '__call__', 1)``."""
-    m = re.fullmatch(r"(.*?):([^\[\]:]+)(?:\[(\d+)\])?", key)
-    if not m:
+    """``'encoder/Dense_0:__call__[1]'`` -> ``(('encoder', 'Dense_0'), '__call__', 1)``
+    (the key grammar of :mod:`inspector.names`)."""
+    path, method, index = parse_key(key)
+    if method is None:
         raise ValueError(f"patch key {key!r} is not of the form 'module/path:method' or 'path:method[i]'")
-    path = tuple(p for p in m.group(1).split("/") if p)
-    return path, m.group(2), int(m.group(3)) if m.group(3) is not None else None
+    return path, method, index
 
 
 def apply_patch(patch: Any, y: Any) -> Any:
@@ -406,7 +406,7 @@ class Runner:
             if recorder.error_site is not None:
                 path, type_name, method = recorder.error_site
                 where = "/".join(path) or "<root>"
-                e.add_note(f"inspector: raised in module {where!r} ({type_name}), method {method!r}")
+                e.add_note(safe(f"inspector: raised in module {where!r} ({type_name}), method {method!r}"))
             raise
         finally:
             _local.recorder = None
