@@ -43,7 +43,8 @@ def _hist(x: jax.Array, finite: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.
     """Counts of finite ``x`` in ``BINS`` equal bins spanning ``[lo, hi]``."""
     width = jnp.where(hi > lo, hi - lo, 1)
     idx = jnp.clip(jnp.floor((jnp.where(finite, x, lo) - lo) / width * BINS), 0, BINS - 1).astype(jnp.int32)
-    return jnp.sum((idx[..., None] == jnp.arange(BINS)) & finite[..., None], axis=tuple(range(x.ndim)),
+    bins = jnp.arange(BINS).reshape((1,) * x.ndim + (BINS,))  # same rank: fine under rank_promotion='raise'
+    return jnp.sum((idx[..., None] == bins) & finite[..., None], axis=tuple(range(x.ndim)),
                    dtype=jnp.int32)
 
 
@@ -142,7 +143,7 @@ def _batched(arrays: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
     abs_max = jnp.maximum(jax.ops.segment_max(jnp.abs(xz), seg, num_segments=n), 0)
     width = jnp.where(hi > lo, hi - lo, 1)
     idx = jnp.clip(jnp.floor((xz - lo[seg]) / width[seg] * BINS), 0, BINS - 1).astype(jnp.int32)
-    hist = ssum(((idx[:, None] == jnp.arange(BINS)) & finite[:, None]).astype(jnp.int32))
+    hist = ssum(((idx[:, None] == jnp.arange(BINS)[None, :]) & finite[:, None]).astype(jnp.int32))
     count = lambda m: ssum(m.astype(jnp.int32))  # noqa: E731
     counts = jnp.concatenate([
         jnp.stack([jnp.asarray(sizes, jnp.int32), count(x == 0), count(jnp.isnan(x)),
