@@ -267,8 +267,11 @@ class Traced:
     compile_ms: float = 0.0
 
 
-def _flax_entry(kind: Kind):
-    return {"apply": nn.apply, "init": nn.init, "init_with_output": nn.init_with_output}[kind]
+FLAX_ENTRIES: dict[Kind, Callable] = {
+    "apply": nn.apply, "init": nn.init, "init_with_output": nn.init_with_output,
+}
+"""flax's own ``apply``/``init``/``init_with_output``, taken at import: a runner always calls these, so
+``flax.linen.apply`` may be routed to :func:`inspector.apply` (as ``make conformance`` does) without recursion."""
 
 
 class Runner:
@@ -388,11 +391,8 @@ class Runner:
             capture = guarded(capture, recorder.on_capture)
         elif capture is True:
             capture = guarded(nn.module.capture_call_intermediates, recorder.on_capture)
-        if self.kind == "apply":
-            flax_fn = nn.apply(self.fn, self.module, mutable=self.mutable, capture_intermediates=capture)
-        else:
-            flax_fn = _flax_entry(self.kind)(self.fn, self.module, mutable=self.mutable,
-                                             capture_intermediates=capture)
+        flax_fn = FLAX_ENTRIES[self.kind](self.fn, self.module, mutable=self.mutable,
+                                          capture_intermediates=capture)
         recorder.patches = self.patches
         if recorder.detailed:
             _install_scope_probes()
