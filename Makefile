@@ -40,9 +40,11 @@ $(VENV)/.conformance-installed: $(VENV)/.installed pyproject.toml
 
 ## make conformance: flax's own tests/linen and tests/nnx/bridge (from the sdist of the installed flax),
 ## run alone, routed to inspector, routed through inspect_* and under a plain-jit control
+## (CONFORMANCE_ARGS="--ways flax,inspector,jit" or "--suites tests/linen/linen_module_test.py" to run less)
 CONFORMANCE_JOBS ?= 2
+CONFORMANCE_ARGS ?=
 conformance: $(VENV)/.conformance-installed
-	$(PY) -m conformance.run -n $(CONFORMANCE_JOBS)
+	$(PY) -m conformance.run -n $(CONFORMANCE_JOBS) $(CONFORMANCE_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) bench/run_all.py

@@ -7,8 +7,9 @@ devices) under each way of :mod:`conformance.plugin`: ``flax`` alone, routed to 
 routed through ``inspect`` and the ``jit`` control. It passes when every test passes under
 ``flax``, and a test fails under ``inspector`` or ``inspect`` only if it fails with the same
 error under ``jit`` and is listed, with the reason, in ``conformance/expected_failures.txt``.
+The control runs only the tests that failed when routed (``--full-control`` runs all of them).
 
-    python -m conformance.run [--ways flax,inspector,inspect,jit] [-n 2] [-k EXPR]
+    python -m conformance.run [--ways flax,inspector,inspect,jit] [-n 2] [--suites F,..] [--full-control] [-- PYTEST_ARGS]
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--jobs", type=int, default=1, help="pytest-xdist workers per way")
     parser.add_argument("--cache", type=pathlib.Path, default=ROOT / ".cache" / "conformance")
     parser.add_argument("--suites", default=",".join(SUITES), help="test folders or files, comma-separated")
+    parser.add_argument("--full-control", action="store_true",
+                        help="run the whole suite under jit (by default only what failed when routed)")
     parser.add_argument("pytest_args", nargs="*", help="passed to pytest (e.g. -- -k linen_module)")
     args = parser.parse_args(argv)
     ways = [w.strip() for w in args.ways.split(",") if w.strip()]
@@ -135,11 +138,19 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results, times = {}, {}
     for way in ways:
-        results[way], times[way] = run_way(way, tests, out, args.jobs, args.pytest_args, suites)
+        selected = suites
+        if way == "jit" and not args.full_control and any(w in results for w in ROUTED):
+            # The control decides only about tests that fail when routed: run just those.
+            selected = sorted({n for w in ROUTED if w in results for n in failed(results[w])})
+            if not selected:
+                results[way], times[way] = {}, 0.0
+                continue
+        results[way], times[way] = run_way(way, tests, out, args.jobs, args.pytest_args, selected)
     expected = read_expected()
     print(f"\nflax {version}, {', '.join(suites)}, {args.jobs} worker(s) per way")
     for way in ways:
-        counts = {o: sum(1 for r in results[way].values() if r["outcome"] == o) for o in ("passed", "failed", "skipped")}
+        counts = {o: sum(1 for r in results[way].values() if r["outcome"] == o)
+                  for o in ("passed", "failed", "skipped")}
         print(f"  {way:10s} {counts['passed']:5d} passed {counts['failed']:3d} failed {counts['skipped']:3d} skipped"
               f"  {times[way]:7.1f} s")
     routed_failures = {n for w in ROUTED if w in results for n in failed(results[w])}
