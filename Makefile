@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv test-deps browser bench clean
+.PHONY: demo test venv test-deps browser bench conformance clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,18 @@ browser:
 test: $(VENV)/.test-installed browser
 	INSPECTOR_REQUIRE_BROWSER=1 $(PY) -m pytest tests --nbmake notebooks $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc = 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+
+$(VENV)/.conformance-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e '.[conformance]'
+	touch $@
+
+## make conformance: flax's own tests/linen and tests/nnx/bridge (from the sdist of the installed flax),
+## run alone, routed to inspector, routed through inspect_* and under a plain-jit control
+## (CONFORMANCE_ARGS="--ways flax,inspector,jit" or "--suites tests/linen/linen_module_test.py" to run less)
+CONFORMANCE_JOBS ?= 2
+CONFORMANCE_ARGS ?=
+conformance: $(VENV)/.conformance-installed
+	$(PY) -m conformance.run -n $(CONFORMANCE_JOBS) $(CONFORMANCE_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) bench/run_all.py

@@ -19,6 +19,7 @@ from inspector.api import (
 from inspector.compare import compare
 from inspector.nnx import NnxInspectRun, inspect_nnx
 from inspector.capture import CaptureFilterError
+from inspector.names import format_key, parse_key
 from inspector.model import (
     BindingCall, CollectionDiff, Comparison, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, Stats,
     Timings, VariableTree,
@@ -30,6 +31,6 @@ __all__ = [
     "InspectUnderTransformError",
     "Inspection", "VariableTree", "Node", "Leaf", "Stats", "LeafDiff", "CollectionDiff",
     "MethodCall", "Timings", "BindingCall", "Comparison", "LeafDelta", "compare", "intervene", "zero",
-    "scale", "inspect_nnx", "NnxInspectRun",
+    "scale", "inspect_nnx", "NnxInspectRun", "format_key", "parse_key",
 ]
 __version__ = "0.1.0"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from inspector.model import glob_to_regex, path_str
+from inspector.names import Glob, format_path, quote, safe
 
 
 class CaptureFilterError(RuntimeError):
@@ -116,17 +116,17 @@ class _Types(Filter):
         return isinstance(module, self.types)
 
     def __repr__(self):
-        return f"types({', '.join(t.__name__ for t in self.types)})"
+        return safe(f"types({', '.join(t.__name__ for t in self.types)})")
 
 
 class _Paths(Filter):
     def __init__(self, globs):
         self.globs = tuple(globs)
-        self._res = tuple(glob_to_regex(g.strip("/")) for g in self.globs)
+        self._globs = tuple(Glob(g.strip("/")) for g in self.globs)
 
     def match(self, module, method_name):
-        p = "/".join(module.path)
-        return any(r.match(p) for r in self._res)
+        p = "/".join(map(quote, module.path))
+        return any(g.match(p) for g in self._globs)
 
     def __eq__(self, other):
         return isinstance(other, _Paths) and self.globs == other.globs
@@ -140,10 +140,10 @@ class _Paths(Filter):
 class _Methods(Filter):
     def __init__(self, names):
         self.names = tuple(names)
-        self._res = tuple(glob_to_regex(n) for n in self.names)
+        self._globs = tuple(Glob(n) for n in self.names)
 
     def match(self, module, method_name):
-        return any(r.match(method_name) for r in self._res)
+        return any(g.match(method_name) for g in self._globs)
 
     def __eq__(self, other):
         return isinstance(other, _Methods) and self.names == other.names
@@ -191,8 +191,9 @@ def types(*module_types: type) -> Filter:
 
 
 def paths(*globs: str) -> Filter:
-    """Modules whose path matches a glob: ``*`` within a segment, ``**`` across (``"Encoder/**"``).
-    The root module's path is ``""``."""
+    """Modules whose path matches a glob: ``*`` within a segment, ``**`` across (``"Encoder/**"``),
+    ``?`` one character; other characters are literal, and a name holding ``/ : [ ] \\`` is
+    written as in a key (``"enc\\:dec/*"``). The root module's path is ``""``."""
     return _Paths(globs)
 
 
@@ -214,7 +215,7 @@ def where(fn: Callable[[Any, str], bool]) -> Filter:
 def module_path(module: Any) -> str:
     """``'Encoder_0/Dense_1'`` for a bound module, ``'<unbound>'`` otherwise."""
     try:
-        return path_str(module.path)
+        return format_path(module.path)
     except Exception:  # noqa: BLE001 - unbound modules raise on .path
         return "<unbound>"
 
@@ -228,10 +229,10 @@ def guarded(fn: Callable[[Any, str], bool], on_true: Callable[[Any, str], None] 
             result = bool(fn(module, method_name))
         except Exception as e:  # noqa: BLE001 - re-raised with context
             path = module_path(module)
-            raise CaptureFilterError(
+            raise CaptureFilterError(safe(
                 f"capture filter {fn!r} raised on module {path!r} "
                 f"({type(module).__name__}), method {method_name!r}: {type(e).__name__}: {e}"
-            ) from e
+            )) from e
         if result and on_true is not None:
             on_true(module, method_name)
         return result

@@ -9,42 +9,12 @@ with device-computed :class:`Stats`.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
-import re
 from typing import Any, Callable, Iterator, Sequence
 
-Path = tuple[str, ...]
+from inspector.names import Path, format_key, format_path, parse_key, path_matches, safe
 
-
-def path_str(path: Sequence[str]) -> str:
-    """``('Encoder_0', 'Dense_1')`` -> ``'Encoder_0/Dense_1'`` (the root is ``'/'``)."""
-    return "/".join(path) if path else "/"
-
-
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """A path glob: ``*`` stays within one ``/`` segment, ``**`` crosses segments."""
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
-def path_matches(path: str, query: str) -> bool:
-    """True if ``path`` matches ``query``: a glob when it has ``*``/``?``, else a substring."""
-    if any(c in query for c in "*?["):
-        return bool(glob_to_regex(query).match(path)) or fnmatch.fnmatchcase(path, query)
-    return query.lower() in path.lower()
+path_str = format_path
+"""``('Encoder_0', 'Dense_1')`` -> ``'Encoder_0/Dense_1'`` (the root is ``'/'``); see :mod:`inspector.names`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,7 +302,8 @@ class MethodCall:
 
     @property
     def key(self) -> str:
-        return f"{path_str(self.path)}:{self.method}[{self.index}]"
+        """``'path:method[index]'`` in the key grammar of :mod:`inspector.names`."""
+        return format_key(self.path, self.method, self.index)
 
     @property
     def nonfinite(self) -> int:
@@ -365,7 +336,7 @@ class BindingCall:
 
     @property
     def key(self) -> str:
-        return f"{path_str(self.path)}:{self.method}"
+        return format_key(self.path, self.method)
 
 
 @dataclasses.dataclass
@@ -453,7 +424,7 @@ class Comparison:
 
     def __repr__(self) -> str:
         differ = sum(1 for d in self.deltas if d.status != "equal")
-        return f"<Comparison {self.labels[0]} vs {self.labels[1]}: {differ} of {len(self.deltas)} leaves differ>"
+        return safe(f"<Comparison {self.labels[0]} vs {self.labels[1]}: {differ} of {len(self.deltas)} leaves differ>")
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """Widget view in a live kernel; static HTML and text as fallbacks."""
@@ -476,6 +447,13 @@ def _mimebundle(obj: Any, static_html: str, widget: Callable[[], Any], include: 
         pass
     bundle["text/plain"] = repr(obj)
     return bundle
+
+
+def _parse(key: str) -> tuple[Path, str | None, int | None]:
+    try:
+        return parse_key(key)
+    except ValueError as e:
+        raise KeyError(str(e)) from None
 
 
 @dataclasses.dataclass
@@ -518,32 +496,35 @@ class Inspection:
 
     # -- lookup -------------------------------------------------------------
     def __getitem__(self, key: str) -> Leaf:
-        """A leaf by path: ``'params/Dense_0/kernel'``, ``'Dense_0:__call__'``,
-        ``'Dense_0:__call__[1]'`` (call index) or ``'output'``."""
-        if key in ("output", "/output"):
+        """A leaf by key (:mod:`inspector.names`): ``'params/Dense_0/kernel'``, ``'Dense_0:__call__'``,
+        ``'Dense_0:__call__[1]'`` (call index), ``'output'`` or ``'output/<path>'``. A name holding
+        ``/ : [ ] \\`` is written with a backslash before it (``'enc\\:dec:__call__'``)."""
+        path, method, index = _parse(key)
+        if method is not None:
+            call = self.call(key)
+            if len(call.outputs) != 1:
+                raise KeyError(safe(f"{call.key} returned {len(call.outputs)} arrays; see .outputs"))
+            return call.outputs[0]
+        if path == ("output",):
             if len(self.outputs) != 1:
                 raise KeyError(f"the output has {len(self.outputs)} leaves; use 'output/<i>'")
             return self.outputs[0]
-        for leaf in self.outputs:
-            if "output/" + path_str(leaf.path) == key:
-                return leaf
-        if ":" in key:
-            call = self.call(key)
-            if len(call.outputs) != 1:
-                raise KeyError(f"{call.key} returned {len(call.outputs)} arrays; see .outputs")
-            return call.outputs[0]
-        node = self.variables.root.find(tuple(p for p in key.split("/") if p))
+        if path[:1] == ("output",):
+            for leaf in self.outputs:
+                if leaf.path == path[1:]:
+                    return leaf
+        node = self.variables.root.find(path)
         if node is None or node.leaf is None:
-            raise KeyError(f"no variable {key!r}; collections: {', '.join(self.variables.collections)}")
+            collections = ", ".join(map(format_path, ((c,) for c in self.variables.collections)))
+            raise KeyError(f"no variable {key!r}; collections: {collections}")
         return node.leaf
 
     def call(self, key: str) -> MethodCall:
-        """The :class:`MethodCall` named ``'path:method'`` or ``'path:method[i]'``."""
-        m = re.fullmatch(r"(.*?):([^\[\]]+)(?:\[(\d+)\])?", key)
-        if not m:
+        """The :class:`MethodCall` keyed ``'path:method'`` or ``'path:method[i]'`` (:attr:`MethodCall.key`)."""
+        path, method, index = _parse(key)
+        if method is None:
             raise KeyError(f"{key!r} is not of the form 'path:method[index]'")
-        path = tuple(p for p in m.group(1).split("/") if p)
-        method, index = m.group(2), int(m.group(3) or 0)
+        index = index or 0
         for call in self.calls:
             if call.path == path and call.method == method and call.index == index:
                 return call
@@ -567,7 +548,7 @@ class Inspection:
         return self.to_text()
 
     def __repr__(self) -> str:
-        return (
+        return safe(
             f"<Inspection {self.kind} {self.module_type}: {self.variables.count} variables, "
             f"{len(self.diffs)} mutated collections, {len(self.calls)} captured calls>"
         )

@@ -17,7 +17,6 @@ import dataclasses
 import enum
 import functools
 import operator
-import re
 import threading
 import time
 import types
@@ -33,6 +32,7 @@ from flax.core import FrozenDict
 
 from inspector.capture import CaptureFilterError, guarded
 from inspector.model import BindingCall, path_str
+from inspector.names import parse_key, safe
 
 Kind = str  # 'apply' | 'init' | 'init_with_output'
 
@@ -234,12 +234,12 @@ def shape_pass() -> bool:
 
 
 def parse_call_key(key: str) -> tuple[tuple[str, ...], str, int | None]:
-    """``'encoder/Dense_0:__call__[1]'`` -> ``(('encoder', 'Dense_0'), '__call__', 1)``."""
-    m = re.fullmatch(r"(.*?):([^\[\]:]+)(?:\[(\d+)\])?", key)
-    if not m:
+    """``'encoder/Dense_0:__call__[1]'`` -> ``(('encoder', 'Dense_0'), '__call__', 1)``
+    (the key grammar of :mod:`inspector.names`)."""
+    path, method, index = parse_key(key)
+    if method is None:
         raise ValueError(f"patch key {key!r} is not of the form 'module/path:method' or 'path:method[i]'")
-    path = tuple(p for p in m.group(1).split("/") if p)
-    return path, m.group(2), int(m.group(3)) if m.group(3) is not None else None
+    return path, method, index
 
 
 def apply_patch(patch: Any, y: Any) -> Any:
@@ -457,8 +457,11 @@ class Traced:
     compile_ms: float = 0.0
 
 
-def _flax_entry(kind: Kind):
-    return {"apply": nn.apply, "init": nn.init, "init_with_output": nn.init_with_output}[kind]
+FLAX_ENTRIES: dict[Kind, Callable] = {
+    "apply": nn.apply, "init": nn.init, "init_with_output": nn.init_with_output,
+}
+"""flax's own ``apply``/``init``/``init_with_output``, taken at import: a runner always calls these, so
+``flax.linen.apply`` may be routed to :func:`inspector.apply` (as ``make conformance`` does) without recursion."""
 
 
 _ARRAY_TYPES = frozenset((type(jnp.zeros(())),))
@@ -676,11 +679,8 @@ class Runner:
             capture = _noting_site(guarded(capture, recorder.on_capture), recorder)
         elif capture is True:
             capture = _noting_site(guarded(nn.module.capture_call_intermediates, recorder.on_capture), recorder)
-        if self.kind == "apply":
-            flax_fn = nn.apply(self.fn, self.module, mutable=self.mutable, capture_intermediates=capture)
-        else:
-            flax_fn = _flax_entry(self.kind)(self.fn, self.module, mutable=self.mutable,
-                                             capture_intermediates=capture)
+        flax_fn = FLAX_ENTRIES[self.kind](self.fn, self.module, mutable=self.mutable,
+                                          capture_intermediates=capture)
         recorder.patches = self.patches
         if recorder.detailed:
             _install_scope_probes()
@@ -694,7 +694,7 @@ class Runner:
             if recorder.error_site is not None:
                 path, type_name, method = recorder.error_site
                 where = "/".join(path) or "<root>"
-                e.add_note(f"inspector: raised in module {where!r} ({type_name}), method {method!r}")
+                e.add_note(safe(f"inspector: raised in module {where!r} ({type_name}), method {method!r}"))
             raise
         finally:
             _local.recorder = None

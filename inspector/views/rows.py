@@ -12,6 +12,7 @@ from typing import Any, Iterator
 from inspector.model import (
     BindingCall, Inspection, Leaf, LeafDiff, MethodCall, Node, path_matches, path_str,
 )
+from inspector.names import parse_path
 from inspector.views import format as F
 from inspector.views.text import node_summary
 
@@ -76,7 +77,7 @@ class NodeSource(RowSource):
         self.root = root
 
     def _node(self, id: str) -> Node | None:
-        return self.root.find(tuple(p for p in id.split("/") if p)) if id else self.root
+        return self.root.find(parse_path(id)) if id else self.root
 
     def _row(self, node: Node, label: str | None = None) -> Row:
         leaf = node.leaf if not node.children else None
@@ -115,8 +116,8 @@ class DiffSource(RowSource):
     """Rows for mutated collections: collection -> leaves, most changed first."""
 
     def __init__(self, insp: Inspection):
-        self.diffs = {d.name: d for d in insp.diffs}
-        self._ranked = {d.name: d.ranked() for d in insp.diffs}
+        self.diffs = {path_str((d.name,)): d for d in insp.diffs}  # ids in the key grammar
+        self._ranked = {id: d.ranked() for id, d in self.diffs.items()}
         self._by_id = {path_str(x.path): x for d in insp.diffs for x in d.leaves}
 
     def _row(self, d: LeafDiff, label: str | None = None) -> Row:
@@ -128,10 +129,10 @@ class DiffSource(RowSource):
     def children(self, id, offset=0, limit=PAGE):
         if not id:
             rows = []
-            for name, diff in self.diffs.items():
+            for id, diff in self.diffs.items():
                 counts = ", ".join(f"{len(diff.by_status(s))} {s}"
                                    for s in ("changed", "added", "unchanged", "removed") if diff.by_status(s))
-                rows.append({"id": name, "name": name, "summary": counts or "empty", "n": len(diff.leaves)})
+                rows.append({"id": id, "name": diff.name, "summary": counts or "empty", "n": len(diff.leaves)})
             return rows[offset:offset + limit], len(rows)
         ranked = self._ranked.get(id, [])
         return [self._row(d) for d in ranked[offset:offset + limit]], len(ranked)

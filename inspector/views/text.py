@@ -1,10 +1,15 @@
-"""Plain-text rendering of an Inspection: the golden oracle for every other view."""
+"""Plain-text rendering of an Inspection: the golden oracle for every other view.
+
+Every line goes through :func:`~inspector.names.safe`, so names from user data never
+reach a terminal with control or bidi characters unescaped.
+"""
 
 from __future__ import annotations
 
 from typing import Iterator
 
 from inspector.model import Inspection, Node, path_str
+from inspector.names import safe
 from inspector.views import format as F
 
 
@@ -109,7 +114,7 @@ def render(insp: Inspection, timings: bool = True, max_children: int | None = No
                     mutation_lines(insp), call_lines(insp), binding_lines(insp) if binding else ()):
         lines.extend(section)
     lines.extend(f"note: {n}" for n in insp.notes)
-    return "\n".join(lines) + "\n"
+    return "\n".join(map(safe, lines)) + "\n"
 
 
 def render_comparison(comparison, limit: int | None = 30) -> str:
@@ -126,4 +131,4 @@ def render_comparison(comparison, limit: int | None = 30) -> str:
         lines.extend(f"  {d.key}: {F.leaf_delta(d)}" for d in shown)
         if len(shown) < len(ranked):
             lines.append(f"  ... {len(ranked) - len(shown)} more")
-    return "\n".join(lines) + "\n"
+    return "\n".join(map(safe, lines)) + "\n"

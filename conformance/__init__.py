@@ -1,0 +1,1 @@
+"""Flax's own test suite run against inspector (``make conformance``); see run.py."""
