@@ -98,7 +98,6 @@ class Planner:
 
     def slot(self, path, source, keypath, value) -> Slot:
         if _is_traced(value) or is_array(value):
-            row = None
             s = Slot(path, source, keypath, tuple(np.shape(value)), str(value.dtype))
             if reduce.supported(value):
                 into = self.inputs if source == "in" else self.arrays

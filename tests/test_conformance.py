@@ -51,4 +51,8 @@ def test_inspection_under_rank_promotion_raise():
     with jax.numpy_rank_promotion("raise"):
         insp = fi.inspect_apply(lambda m, x: m(x), model, mutable=["batch_stats"])(variables, x)
         big = fi.inspect_apply(lambda m, x: m(x), model, mutable=["batch_stats"])(variables, jnp.ones((4096, 3)))
-    assert insp.calls and big["Dense_0:__call__"].stats.hist
+        leaf = big["Dense_0:__call__"]
+        assert not leaf.stats.hist  # a summary: the histogram is computed when first asked for
+        full = leaf.full_stats()
+        assert sum(full.hist) == (full.hist_sample or leaf.size) == 4096
+    assert insp.calls

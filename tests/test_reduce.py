@@ -101,6 +101,12 @@ def check_hist(a, s) -> None:
     assert s.hist == tuple(int(c) for c in counts)
 
 
+@pytest.fixture(autouse=True)
+def device_histograms(monkeypatch):
+    """Histograms by the device program here (on CPU they would be numpy's, tested by host_stats)."""
+    monkeypatch.setattr(reduce, "HOST", False)
+
+
 def both(arrays):
     """Stats of concrete arrays by the exact program and by the in-call summary (with the
     exact redo that collect applies to untrusted rows)."""
