@@ -313,12 +313,14 @@ def _sharding_text(sharding: Any) -> str:
     return str(sharding)
 
 
-def describe_exactly(arrays: list[Any]) -> list[Stats]:
-    """Exact statistics of concrete arrays: one cached program per shape and dtype, one transfer."""
+def describe_exactly(arrays: list[Any], hist: bool = True) -> list[Stats]:
+    """Exact statistics of concrete arrays: in place by numpy on the CPU, else by one program
+    (compiled per list of shapes and dtypes) and one transfer. ``hist=False`` lets the host
+    path leave histograms to be computed when first asked for."""
     if not arrays:
         return []
     if reduce.on_host(arrays):  # CPU: numpy reads them in place, nothing to compile
-        return [reduce.host_stats(a) for a in arrays]
+        return reduce.host_stats_many(arrays, hist)
     rows = jax.device_get(reduce.describe_many(arrays))
     return reduce.unpack(rows, [a.dtype for a in arrays], [np.shape(a) for a in arrays])
 
@@ -361,12 +363,24 @@ class InputStats:
         return stats
 
     def soon(self, arrays: list[Any]) -> "Future[list[Stats]]":
-        """:meth:`__call__` on a worker thread: its compiles overlap the inspected call's."""
+        """:meth:`__call__` on a worker thread, so that describing overlaps the inspected call
+        (a future already done when the arrays are remembered)."""
+        key = tuple(map(id, arrays))
+        hit = self._memo.get(key)
+        if hit is not None and all(r() is a for r, a in zip(hit[0], arrays)):
+            done: Future[list[Stats]] = Future()
+            done.set_result(hit[1])
+            return done
         return _worker.submit(self, arrays)
 
 
 _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-stats")
 input_stats = InputStats()
+
+
+def dropped_any(plan_: Plan, rows: list[int]) -> bool:
+    """True if some of ``rows`` are of arrays the inspection does not keep (no later histogram)."""
+    return any(plan_.described[i].source == "dropped" for i in rows)
 
 
 def _call_stats(plan_: Plan, words: np.ndarray, sources: dict[str, Any]) -> list[Stats]:
@@ -382,8 +396,8 @@ def _call_stats(plan_: Plan, words: np.ndarray, sources: dict[str, Any]) -> list
         out[i] = reduce.stats_of(row[:lay.width], lay, int(np.prod(s.shape)))
     redo += [i for i, st in enumerate(out) if st is None]
     if redo:
-        exact = describe_exactly([_lookup(sources[plan_.described[i].source], plan_.described[i].keypath)
-                                  for i in redo])
+        arrays = [_lookup(sources[plan_.described[i].source], plan_.described[i].keypath) for i in redo]
+        exact = describe_exactly(arrays, hist=dropped_any(plan_, redo))
         for i, st in zip(redo, exact):
             out[i] = st
     return out

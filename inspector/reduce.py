@@ -847,3 +847,37 @@ def _host_same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 ml_bfloat16 = np.dtype(jnp.bfloat16)
+
+
+def host_stats_many(arrays: Sequence[Any], hist: bool = True) -> list[Stats]:
+    """:func:`host_stats` of many arrays; small finite float arrays are described together
+    (a dozen numpy operations in all, however many there are). ``hist=False`` leaves the
+    histograms of those to :func:`histogram`, which computes them when first asked for."""
+    out: list[Stats | None] = [None] * len(arrays)
+    batch = []
+    for i, a in enumerate(arrays):
+        dtype = jax.dtypes.canonicalize_dtype(a.dtype)
+        if layout(dtype).kind == "float" and 0 < a.size <= SAMPLE and np.dtype(dtype).itemsize <= 4:
+            batch.append(i)
+    if batch:
+        flat = [np.asarray(arrays[i]).reshape(-1) for i in batch]
+        sizes = np.asarray([f.size for f in flat])
+        offs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        v = np.concatenate(flat).astype(np.float64)
+        if flushes_subnormals(jax.default_backend()):
+            v = np.where(np.abs(v) < np.finfo(np.float32).tiny, np.copysign(0.0, v), v)
+        bad = np.add.reduceat(~np.isfinite(v), offs) > 0
+        lo, hi = np.minimum.reduceat(v, offs), np.maximum.reduceat(v, offs)
+        mean = np.add.reduceat(v, offs) / sizes
+        d = v - np.repeat(mean, sizes)
+        var = np.add.reduceat(d * d, offs) / sizes
+        zeros = np.add.reduceat(v == 0, offs)
+        for j, i in enumerate(batch):
+            if bad[j]:
+                continue  # non-finite: described one by one below
+            lo_, hi_ = float(lo[j]), float(hi[j])
+            st = Stats(int(sizes[j]), float(mean[j]), math.sqrt(float(var[j])), lo_, hi_,
+                       max(abs(lo_), abs(hi_)), int(zeros[j]), 0, 0, 0)
+            out[i] = _host_hist(np.asarray(arrays[i]), jax.dtypes.canonicalize_dtype(arrays[i].dtype), st) \
+                if hist else st
+    return [s if s is not None else host_stats(a) for s, a in zip(out, arrays)]

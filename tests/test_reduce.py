@@ -316,3 +316,15 @@ def test_host_deltas_agree_with_the_device():
         dev = delta(b, a)
         host = reduce.host_delta(b, a)
         assert host[0] == dev[0] and host[1:] == pytest.approx(dev[1:], rel=1e-6)
+
+
+def test_small_arrays_described_together_on_the_host_match_one_by_one():
+    rng = np.random.default_rng(3)
+    arrays = [jnp.asarray(rng.normal(size=s).astype(np.float32)) for s in [(7,), (30, 4), (1,), (4096,)]]
+    arrays += [jnp.array([1.0, jnp.nan], jnp.float32), jnp.ones(3, jnp.bfloat16), jnp.zeros((0,))]
+    together = reduce.host_stats_many(arrays)
+    for a, s in zip(arrays, together):
+        check(a, s)
+        check_hist(a, s)
+        assert s.hist == reduce.host_stats(a).hist
+    assert reduce.host_stats_many(arrays[:1], hist=False)[0].hist == ()
