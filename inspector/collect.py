@@ -478,4 +478,5 @@ def assemble(kind: str, module: Any, inputs: Any, result: Any, extra: Any, plan_
         kept=keep != "stats",
         notes=list(plan_.notes),
         binding=plan_.binding,
+        subnormals_as_zero=reduce.flushes_subnormals(jax.default_backend()),
     )

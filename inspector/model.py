@@ -493,6 +493,7 @@ class Inspection:
     kept: bool = True
     notes: list[str] = dataclasses.field(default_factory=list)
     binding: list[BindingCall] = dataclasses.field(default_factory=list)
+    subnormals_as_zero: bool = False  # the device reads subnormal floats as 0, and so do the statistics
 
     # -- lookup -------------------------------------------------------------
     def __getitem__(self, key: str) -> Leaf:

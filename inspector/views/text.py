@@ -15,6 +15,8 @@ from inspector.views import format as F
 
 def header(insp: Inspection, timings: bool = True) -> str:
     text = f"Inspection: {insp.kind} {insp.module_type} on {insp.device}"
+    if insp.subnormals_as_zero:
+        text += " [subnormals read as 0]"
     if timings:
         t = insp.timings
         text += (f" (cached, ran {t.run_ms:.1f} ms)" if t.cached else
