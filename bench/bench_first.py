@@ -73,6 +73,40 @@ def one_first_call(which: str, variant: str) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
+def compare_first_call(leaves: int) -> float:
+    """Runs in a child process: ms of the first ``fi.compare`` of two inspections with ``leaves``
+    variable leaves of a few shapes (every pair measured element-wise)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    import inspector as fi
+
+    class Many(nn.Module):
+        n: int
+
+        @nn.compact
+        def __call__(self, x):
+            for i in range(self.n):
+                self.param(f"p{i}", nn.initializers.normal(), ((4,), (8, 4), (16,))[i % 3])
+            return x
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    m, x = Many(leaves), jnp.ones(3)
+    v = {"params": {f"p{i}": jnp.asarray(rng.normal(size=((4,), (8, 4), (16,))[i % 3]), jnp.float32)
+                    for i in range(leaves)}}
+    w = jax.tree.map(lambda a: a * 1.5, v)
+    run = fi.inspect_apply(lambda mod, x: mod(x), m, capture_intermediates=False)
+    a, b = run(v, x), run(w, x)
+    t0 = time.perf_counter()
+    c = fi.compare(a, b)
+    ms = (time.perf_counter() - t0) * 1000
+    assert sum(d.status == "differs" for d in c.deltas) == leaves
+    return ms
+
+
 def first_calls(which: str, reps: int) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"plain": [], "arrays": [], "stats": []}
     for r in range(reps):
@@ -106,7 +140,8 @@ def main() -> None:
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(one_first_call(*args.child))
+        which, variant = args.child
+        print(compare_first_call(int(variant)) if which == "compare" else one_first_call(which, variant))
         return
     models = (args.models or ("mlp" if args.quick else "mlp,t6,t8")).split(",")
     reps = args.reps or (2 if args.quick else 4)
@@ -122,7 +157,14 @@ def main() -> None:
             rows.append((MODELS[which], variant, f"{med(first['plain']):.0f}", f"{med(first[variant]):.0f}",
                          f"{r:.2f}x [{lo:.2f}-{hi:.2f}]", f"{med(w['plain']):.2f}", f"{med(w[variant]):.2f}",
                          f"{med(w[variant]) - med(w['plain']):+.2f}", f"{wr:.2f}x [{wlo:.2f}-{whi:.2f}]"))
+    cmp = []
+    for leaves in (() if args.quick else (1000, 2000)):
+        cmd = [sys.executable, str(HERE / "bench_first.py"), "--child", "compare", str(leaves)]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=HERE.parent)
+        cmp.append((f"{leaves:,}", f"{float(res.stdout.strip().splitlines()[-1]):.0f}"))
     print(machine())
+    if cmp:
+        print_table(("fi.compare leaves", "first call ms (fresh process)"), cmp)
     print_table(("model", "keep", "plain first ms", "inspect first ms", "first ratio med [IQR]",
                  "plain warm ms", "inspect warm ms", "warm overhead ms", "warm ratio med [IQR]"), rows)
     if args.json:
