@@ -1,25 +1,26 @@
-"""Statistics computed on the device.
+"""Statistics of arrays: on the device, or in place by numpy where the device is the host.
 
-Every described array becomes one short row of 32-bit words (a :class:`Layout`
-says which), so a whole inspection reaches the host as one small vector that
-:func:`unpack` turns into :class:`~inspector.model.Stats`. Two ways to fill a row:
+Every described array becomes one row of 32-bit words (a :class:`Layout` says which),
+so statistics reach the host as one small array that :func:`unpack` turns into
+:class:`~inspector.model.Stats`. Three ways to fill a row:
 
-* :func:`summarize`, traced into the inspected call for every captured array. Large
-  arrays get a few reductions that XLA can fuse with their producer; the row says
-  whether they can be trusted (the array is finite and its variance well
-  conditioned). Small arrays are described exactly right there.
-* :func:`describe_exact`, a jitted program per shape, dtype and sharding shared by
-  every model and call: masked, overflow-safe and two-pass. It describes the
-  caller's variables, and any array whose summary is not trusted.
+* :func:`summarize`, traced into the inspected call: five reductions per array that XLA
+  fuses with the producer (:func:`_group_cheap`). The row says whether it can be
+  trusted (finite, no overflow, well-conditioned variance); if not, it is redone exactly.
+* :func:`describe_many` / :func:`describe_exact`: exact rows, masked, two-pass and
+  overflow-safe, for arrays grouped by layout (:func:`_group_exact`: compile time flat in
+  the number of arrays) or one by one when sharded over several devices.
+* :func:`host_stats` / :func:`host_stats_many`: the same definitions by numpy in float64,
+  used on the CPU backend (:func:`on_host`), where reading an array costs no copy and
+  XLA would compile a kernel per reduction.
 
 Definitions (the README states them with their tolerances): ``mean``/``std``
-(population) / ``min``/``max``/``abs_max`` are over finite elements; ``nan``,
+(population) and ``min``/``max``/``abs_max`` are over finite elements; ``nan``,
 ``posinf``, ``neginf`` and ``zeros`` are exact counts; the histogram has ``BINS``
-equal bins whose edges (``Stats.hist_edges``) are computed from ``min``/``max`` on the
-device, over every finite element or, above ``SAMPLE`` elements, over ``SAMPLE``
-elements at fixed positions. Complex arrays are described by ``|z|``. Half-precision
-floats are read as stored (an optimization barrier stops XLA from describing a
-fused, unrounded producer).
+equal bins whose edges are computed from ``min``/``max``, over every finite element or,
+above ``SAMPLE`` elements, over ``SAMPLE`` elements at fixed positions. Complex arrays are
+described by ``|z|``. Half-precision floats are read as stored (an optimization barrier
+stops XLA from describing a fused, unrounded producer); subnormals as the device reads them.
 """
 
 from __future__ import annotations
@@ -266,38 +267,6 @@ def _exact(x: jax.Array) -> jax.Array:
     return _row(ints, hist, lo, hi, centre, m, var, edges, lay)
 
 
-def _cheap(x: jax.Array) -> jax.Array:
-    """Sum, sum of squares (centred on the mean of a sample), min, max and zeros: exact
-    for finite, well-conditioned arrays, and marked untrusted otherwise."""
-    lay = layout(x.dtype)
-    v = _values(x)
-    acc = lay.acc
-    n = math.prod(x.shape)
-    sample = _sample(v)
-    lo, hi = _minmax(v)  # for floats, NaN-propagating: a NaN anywhere makes them NaN
-    guess = jnp.mean(sample.astype(acc))
-    if lay.kind == "int":
-        shift = jnp.clip(jnp.round(guess), lo.astype(acc), hi.astype(acc)).astype(lay.native)
-        shift = jnp.clip(shift, lo, hi)
-        span = _unsigned(hi) - _unsigned(lo)
-        fits = span < np.iinfo(span.dtype).max // 2  # so x - shift fits a signed word
-        d = _signed(_unsigned(v) - _unsigned(shift)).astype(acc)
-        finite = jnp.bool_(True)
-    else:
-        shift = jnp.where(jnp.isfinite(guess), guess, 0).astype(acc)
-        d = v.astype(acc) - shift
-        fits = jnp.bool_(True)
-        finite = jnp.isfinite(lo) & jnp.isfinite(hi)
-    s1, s2 = _sums(d, d * d, dtype=acc)
-    m = s1 / n
-    var = jnp.maximum(s2 / n - m * m, 0)
-    trusted = fits & finite & jnp.isfinite(s1) & jnp.isfinite(s2) & ((m * m <= TRUST * var) | (m == 0))
-    edges, hist = _hist(sample, jnp.ones(sample.shape, bool), lo, hi, acc)
-    ints = {"trusted": trusted, "zeros": jnp.sum(v == 0, dtype=jnp.int32), "finite": n,
-            "sample": sample.size}
-    return _row(ints, hist, lo, hi, shift, m, var, edges, lay)
-
-
 # -- many arrays at once ------------------------------------------------------------
 # XLA:CPU spends milliseconds compiling each separate reduction, so arrays are described in
 # groups of one layout: concatenated, then reduced by segment. The number of operations, and
@@ -339,18 +308,6 @@ def _matrix(ints: jax.Array, hist: jax.Array, native: jax.Array, acc: jax.Array,
     parts = [lax.bitcast_convert_type(p, jnp.uint32).reshape(k, -1) for p in (ints, hist, native, acc)]
     rows = jnp.concatenate(parts, axis=1)
     return jnp.pad(rows, ((0, 0), (0, width - rows.shape[1])))
-
-
-def _sampled(values: list[jax.Array], sizes: list[int]) -> tuple[jax.Array, jax.Array, list[int]]:
-    """Histogram samples of each array (every element up to ``SAMPLE``), concatenated, with
-    their segment ids and per-array sample counts (0 where every element is counted)."""
-    parts, counts = [], []
-    for v, n in zip(values, sizes):
-        part = _sample(v)
-        parts.append(part.reshape(-1))
-        counts.append(part.size if n > SAMPLE else 0)
-    lengths = [p.size for p in parts]
-    return jnp.concatenate(parts), _seg(lengths), counts
 
 
 def _group_exact(arrays: Sequence[jax.Array], width: int, block: int = 1) -> jax.Array:
