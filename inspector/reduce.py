@@ -415,7 +415,9 @@ def _group_cheap(arrays: Sequence[jax.Array], width: int) -> jax.Array:
     n = jnp.asarray([max(math.prod(a.shape), 1) for a in arrays], acc)
     m = s1 / n
     var = jnp.maximum(s2 / n - m * m, 0)
-    trusted = fine & jnp.isfinite(s1) & jnp.isfinite(s2) & ((m * m <= TRUST * var) | (m == 0))
+    # Squares far above the smallest normal number: m * m and var lose no precision to underflow.
+    big_enough = (s2 / n >= np.finfo(acc).tiny * 2.0**40) | (s2 == 0)
+    trusted = fine & big_enough & jnp.isfinite(s1) & jnp.isfinite(s2) & ((m * m <= TRUST * var) | (m == 0))
     shift = lo if lay.kind == "int" else jnp.zeros((k,), lay.native)
     none = jnp.zeros((k,), jnp.int32)
     sizes = jnp.asarray([math.prod(a.shape) for a in arrays], jnp.int32)

@@ -328,3 +328,10 @@ def test_small_arrays_described_together_on_the_host_match_one_by_one():
         check_hist(a, s)
         assert s.hist == reduce.host_stats(a).hist
     assert reduce.host_stats_many(arrays[:1], hist=False)[0].hist == ()
+
+
+def test_tiny_values_keep_their_spread():
+    raw = np.zeros(30, np.float32)
+    raw[0] = 3.157391e-18
+    for (s,) in one(jnp.asarray(raw).astype(jnp.bfloat16)):
+        check(jnp.asarray(raw).astype(jnp.bfloat16), s)
