@@ -387,13 +387,12 @@ def _call_stats(plan_: Plan, words: np.ndarray, sources: dict[str, Any]) -> list
     """Statistics of every described slot: the in-call summaries, each redone exactly where it
     can't be trusted, and exact statistics of the rest."""
     out: list[Stats | None] = [None] * len(plan_.described)
-    redo = []
-    for i, row in zip(plan_.summarized, words):
-        s = plan_.described[i]
-        lay = reduce.layout(s.dtype)
-        if not reduce.trusted(row):
-            redo.append(i)
-        out[i] = reduce.stats_of(row[:lay.width], lay, int(np.prod(s.shape)))
+    slots = [plan_.described[i] for i in plan_.summarized]
+    decoded = reduce.rows_to_stats(words, [reduce.layout(s.dtype) for s in slots],
+                                   [int(np.prod(s.shape)) for s in slots]) if slots else []
+    redo = [i for i, st in zip(plan_.summarized, decoded) if not st.trusted]
+    for i, st in zip(plan_.summarized, decoded):
+        out[i] = st
     redo += [i for i, st in enumerate(out) if st is None]
     if redo:
         arrays = [_lookup(sources[plan_.described[i].source], plan_.described[i].keypath) for i in redo]

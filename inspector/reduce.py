@@ -522,32 +522,51 @@ def histogram(x: jax.Array, stats: Stats) -> Stats:
 
 def unpack(rows: np.ndarray, dtypes: Sequence[Any], shapes: Sequence[tuple[int, ...]]) -> list[Stats]:
     """Host side: rows ``(k, row_width)`` of arrays of ``dtypes`` and ``shapes`` as Stats."""
-    rows = np.asarray(rows, np.uint32)
-    return [stats_of(r[:layout(d).width], layout(d), math.prod(s)) for r, d, s in zip(rows, dtypes, shapes)]
+    return rows_to_stats(rows, [layout(d) for d in dtypes], [math.prod(s) for s in shapes])
 
-
-def trusted(row: np.ndarray) -> bool:
-    return bool(row[0])
 
 
 def stats_of(row: np.ndarray, lay: Layout, count: int) -> Stats:
     """One row as :class:`Stats` (exact Python numbers: ints stay ints)."""
-    ints, native, accs = lay.split(np.asarray(row, np.uint32))
-    trusted_, nan, posinf, neginf, zeros, finite, sample, exponent = (int(i) for i in ints[:len(_INTS)])
-    hist = tuple(int(h) for h in ints[len(_INTS):])
-    lo, hi, shift = native.tolist()
-    mean_d, var_d = float(accs[0]) + float(accs[1]), float(accs[2])
-    edges = tuple(float(e) for e in accs[3:])
+    return rows_to_stats(np.asarray(row, np.uint32)[None], [lay], [count])[0]
+
+
+def rows_to_stats(rows: np.ndarray, layouts: Sequence[Layout], counts: Sequence[int]) -> list[Stats]:
+    """Rows ``(k, >= width)`` as :class:`Stats`, decoded a layout at a time (numpy views of
+    the whole block, then plain Python per row)."""
+    rows = np.asarray(rows, np.uint32)
+    out: list[Stats | None] = [None] * len(layouts)
+    by_layout: dict[Layout, list[int]] = {}
+    for i, lay in enumerate(layouts):
+        by_layout.setdefault(lay, []).append(i)
+    for lay, idx in by_layout.items():
+        block = np.ascontiguousarray(rows[idx, :lay.width])
+        i = len(_INTS) + BINS
+        j = i + 3 * lay._n
+        ints = block[:, :i].view(np.int32).tolist()
+        native = block[:, i:j].copy().view(lay.native).tolist()
+        accs = block[:, j:].copy().view(lay.acc).tolist()
+        for r, n, nat, acc in zip(idx, ints, native, accs):
+            out[r] = _decode(n, nat, acc, lay, counts[r])
+    return out  # type: ignore[return-value]
+
+
+def _decode(ints: list, native: list, accs: list, lay: Layout, count: int) -> Stats:
+    trusted_, nan, posinf, neginf, zeros, finite, sample, exponent = ints[:len(_INTS)]
+    hist = tuple(ints[len(_INTS):])
+    lo, hi, shift = native
+    mean_d, var_d = accs[0] + accs[1], accs[2]
+    edges = tuple(accs[3:])
     if lay.kind == "int":
         lo, hi, shift = int(lo), int(hi), int(shift)
         mean = shift + mean_d
         edges = tuple(lo + e for e in edges)
         abs_max: float = max(abs(lo), abs(hi))
+        std = math.sqrt(var_d)
     else:
-        lo, hi = float(lo), float(hi)
-        mean = math.ldexp(float(shift) + mean_d, exponent)
+        mean = math.ldexp(shift + mean_d, exponent)
         abs_max = max(abs(lo), abs(hi))
-    std = math.ldexp(math.sqrt(var_d), exponent) if lay.kind != "int" else math.sqrt(var_d)
+        std = math.ldexp(math.sqrt(var_d), exponent)
     if sample < 0:  # a summary: no histogram yet
         hist, edges, sample = (), (), 0
     if not finite:
