@@ -14,18 +14,14 @@ Run: ``python bench/bench_overhead.py [--quick] [--rounds N]``. No assertions: i
 
 from __future__ import annotations
 
-import argparse
 
 import common  # noqa: F401  (sets sys.path)
-from common import interleave, log, machine, med, paired, print_table
+from common import rounds_args, interleave, log, machine, med, paired, print_table
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="2-layer model, 2 rounds: a smoke run")
-    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 10, quick 2)")
-    args = ap.parse_args()
-    rounds = args.rounds or (2 if args.quick else 10)
+    args = rounds_args(__doc__, 10, 2, "2-layer model, 2 rounds: a smoke run")
+    rounds = args.rounds
 
     import jax
 

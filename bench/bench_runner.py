@@ -13,11 +13,10 @@ Run: ``python bench/bench_runner.py [--quick] [--rounds N]``. No assertions: it 
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import common  # noqa: F401  (sets sys.path)
-from common import interleave, log, machine, med, paired, print_table
+from common import rounds_args, interleave, log, machine, med, paired, print_table
 
 
 def mlp(layers: int, width: int):
@@ -34,11 +33,8 @@ def mlp(layers: int, width: int):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer rounds and calls: a smoke run")
-    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 15, quick 3)")
-    args = ap.parse_args()
-    rounds = args.rounds or (3 if args.quick else 15)
+    args = rounds_args(__doc__, 15, 3, "fewer rounds and calls: a smoke run")
+    rounds = args.rounds
 
     import flax.linen as nn
     import jax

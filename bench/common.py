@@ -133,3 +133,15 @@ def print_table(head: tuple[str, ...], rows: list[tuple]) -> None:
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         print(line(r))
+
+
+def rounds_args(doc: str, default: int, quick: int, quick_help: str) -> Any:
+    """The ``--quick`` / ``--rounds`` command line every benchmark script takes; ``args.rounds`` is set."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--rounds", type=int, default=None, help=f"interleaved rounds (default {default}, quick {quick})")
+    args = ap.parse_args()
+    args.rounds = args.rounds or (quick if args.quick else default)
+    return args
