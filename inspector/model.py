@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Iterator, Sequence
 
-from inspector.names import Path, format_key, format_path, parse_key, safe
+from inspector.names import Path, format_key, format_path, parse_key, path_matches, safe  # noqa: F401 (path_matches: re-exported)
 
 path_str = format_path
 """``('Encoder_0', 'Dense_1')`` -> ``'Encoder_0/Dense_1'`` (the root is ``'/'``); see :mod:`inspector.names`."""

@@ -170,8 +170,9 @@ def _hist(sample: jax.Array, ok: jax.Array, lo: jax.Array, hi: jax.Array, acc: A
     else:
         s, lo, hi = sample.astype(acc), lo.astype(acc), hi.astype(acc)
     t = jnp.arange(BINS + 1, dtype=acc) / BINS
-    edges = lo * (1 - t) + hi * t
-    edges = lax.cummax(edges.at[0].set(lo).at[BINS].set(hi))
+    half = hi / 2 - lo / 2  # no overflow; (lo + h t) + h t never decreases in t
+    edges = jnp.minimum((lo + half * t) + half * t, hi)
+    edges = edges.at[0].set(lo).at[BINS].set(hi)
     # at[j]: elements at or above edges[j] (every element for j = 0); bin j holds at[j] - at[j + 1]
     above = jnp.sum((s[:, None] >= edges[None, 1:BINS]) & ok[:, None], axis=0, dtype=jnp.int32)
     at = jnp.concatenate([jnp.sum(ok, dtype=jnp.int32)[None], above, jnp.zeros((1,), jnp.int32)])
