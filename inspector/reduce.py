@@ -94,11 +94,6 @@ class Layout:
     def width(self) -> int:
         return len(_INTS) + BINS + 3 * self._n + (3 + BINS + 1) * self._a
 
-    def split(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        i = len(_INTS) + BINS
-        j = i + 3 * self._n
-        return row[:i].view(np.int32), row[i:j].view(self.native), row[j:].view(self.acc)
-
 
 @functools.lru_cache(maxsize=None)
 def layout(dtype: Any) -> Layout:
@@ -525,11 +520,6 @@ def unpack(rows: np.ndarray, dtypes: Sequence[Any], shapes: Sequence[tuple[int, 
     """Host side: rows ``(k, row_width)`` of arrays of ``dtypes`` and ``shapes`` as Stats."""
     return rows_to_stats(rows, [layout(d) for d in dtypes], [math.prod(s) for s in shapes])
 
-
-
-def stats_of(row: np.ndarray, lay: Layout, count: int) -> Stats:
-    """One row as :class:`Stats` (exact Python numbers: ints stay ints)."""
-    return rows_to_stats(np.asarray(row, np.uint32)[None], [lay], [count])[0]
 
 
 def rows_to_stats(rows: np.ndarray, layouts: Sequence[Layout], counts: Sequence[int]) -> list[Stats]:
