@@ -15,7 +15,7 @@ from inspector import collect
 from inspector.collect import assemble, input_arrays, plan
 from inspector.compare import compare
 from inspector.model import Comparison, Inspection, Timings
-from inspector.run import DEFAULT_CACHE_SIZE, Runner, _Traced
+from inspector.run import DEFAULT_CACHE_SIZE, Runner, _InsideTransform
 
 Keep = Literal["arrays", "stats"]
 _INIT_MUTABLE = nn.DenyList("intermediates")
@@ -97,7 +97,7 @@ class InspectRun:
         described = collect.input_stats.soon(variables) if variables else None  # overlaps tracing and compiling
         try:
             result, extra, entry, cached = self.runner.run(args, kwargs, phase)
-        except _Traced:
+        except _InsideTransform:
             raise InspectUnderTransformError(_UNDER_TRANSFORM) from None
         jax.block_until_ready(extra)
         run_ms = (time.perf_counter() - marks["running"]) * 1000

@@ -21,7 +21,7 @@ from inspector import collect
 from inspector.api import _UNDER_TRANSFORM, InspectRun, InspectUnderTransformError, Keep
 from inspector.collect import assemble, input_arrays, plan
 from inspector.model import Inspection, Timings
-from inspector.run import Event, Recorder, Runner, _Traced
+from inspector.run import Event, Recorder, Runner, _InsideTransform
 
 
 def collection_name(var_type: type) -> str:
@@ -107,7 +107,7 @@ class NnxInspectRun:
         described = collect.input_stats.soon(input_arrays("apply", (grouped,)))
         try:
             result, extra, entry, cached = self.runner.run((grouped, *args), kwargs)
-        except _Traced:
+        except _InsideTransform:
             raise InspectUnderTransformError(_UNDER_TRANSFORM) from None
         jax.block_until_ready(extra)
         timings = Timings(0.0 if cached else entry.trace_ms, 0.0 if cached else entry.compile_ms,
