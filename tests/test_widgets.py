@@ -129,6 +129,16 @@ def test_mutation_rows_ranked_and_detail_before_after():
     assert len(texts) == 2 and "(after)" in texts[0] and "(before)" in texts[1]
 
 
+def test_one_leaf_is_selected_at_a_time():
+    w = InspectionWidget(demo_inspection())
+    click(w.trees["variables"], "params/encoder/Dense_0/kernel")
+    click(w.trees["output"], "output")
+    assert w.trees["variables"].selected is None and w.trees["output"].selected == "output"
+    click(w.trees["variables"], "params/encoder/Dense_0/kernel")  # shown again, though it was the last click there
+    assert "variables: params/encoder/Dense_0/kernel" in w.detail.outputs[0]["data"]["text/html"]
+    assert w.trees["output"].selected is None
+
+
 def test_first_nonfinite_jump(monkeypatch):
     model, x = LogNet(), jnp.ones((2, 3))
     variables = nn.init(lambda m, x: m(x), model)(jax.random.key(0), x)

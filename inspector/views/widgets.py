@@ -238,6 +238,10 @@ class InspectionWidget(W.VBox):
         self.trees["intermediates"].select(CallSource.call_id(first))
 
     def show_detail(self, view: str, id: str) -> None:
+        """Shows leaf ``id`` of tree ``view``; the leaf selected in any other tree is unselected."""
+        for name, tree in self.trees.items():
+            if name != view:
+                tree.selected = None
         source = self.trees[view].source
         item = source.leaf(id) if source is not None else None
         self.detail.outputs = ()  # a state update, ordered with the appends (clear_output races them)
