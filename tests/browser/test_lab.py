@@ -157,4 +157,13 @@ def test_one_widget_shown_twice(page, lab_server):
     expect(output).to_contain_text("float32[4,8]")
     output.locator(".fi-name").click()
     expect(a.locator(".fi-detail-pane")).to_contain_text("output: output", timeout=30_000)
+
+    # Selected before display, past the first page: the view asks for the rows up to it and scrolls its list.
+    wide = nb.output(2)
+    selected = wide.locator(".fi-list:visible .fi-row.fi-sel")
+    expect(selected).to_have_attribute("data-id", "#150", timeout=30_000)
+    expect(wide.locator(".fi-list:visible .fi-row[data-id='#150']")).to_have_count(1)
+    in_view = selected.evaluate("""el => { const l = el.closest('.fi-list').getBoundingClientRect(),
+        r = el.getBoundingClientRect(); return r.top >= l.top && r.bottom <= l.bottom; }""")
+    assert in_view
     assert not page.page_errors, page.page_errors

@@ -160,7 +160,7 @@ function render({ model, el }) {
   }
 
   /** Scrolls the list (not the page) so that `line` is in view. @param {HTMLElement} line */
-  function scrollTo(line) {
+  function scrollListTo(line) {
     const box = list.getBoundingClientRect();
     const at = line.getBoundingClientRect();
     if (at.top < box.top || at.bottom > box.bottom) list.scrollTop += at.top - box.top - (box.height - at.height) / 2;
@@ -171,7 +171,7 @@ function render({ model, el }) {
     const entry = rowsById.get(id);
     if (entry) {
       pendingReveal = null;
-      scrollTo(entry.line);
+      scrollListTo(entry.line);
       entry.line.classList.remove("fi-flash");
       void entry.line.offsetWidth; // restarts the animation
       entry.line.classList.add("fi-flash");
