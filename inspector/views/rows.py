@@ -21,7 +21,7 @@ Item = TypeVar("Item")  # what a leaf row stands for: a Leaf, a LeafDiff, a Leaf
 
 
 class _RowFields(TypedDict):
-    id: str  # unique within its source; '' is the root
+    id: str  # unique within its source ('' addresses the root, which has no row)
     name: str
     summary: str
     n: int  # how many children (0: none, nothing to open)

@@ -5,7 +5,7 @@
 /**
  * One row, as built by `Row` in inspector/views/rows.py.
  * @typedef {Object} Row
- * @property {string} id unique within the tree; "" is the root
+ * @property {string} id unique within the tree ("" addresses the root, which has no row)
  * @property {string} name
  * @property {string} summary
  * @property {number} n how many children (0: nothing to open)
