@@ -503,6 +503,12 @@ def _call(target: Callable, inputs: Any, on_phase: Callable[[str], None] | None)
         cur.inputs = cur.on_phase = cur.traced = None  # hold no arrays past the call
 
 
+def _staged(carrier: _Carrier) -> bool:
+    """True if the program was staged into an enclosing trace instead of run."""
+    probe = carrier.arrays[0] if carrier.arrays else next(iter(jax.tree.leaves(carrier.extra)), None)
+    return isinstance(probe, jax.core.Tracer)
+
+
 def _plain_skeleton(x: Any) -> Any:
     """``x``'s key-order skeleton (as :func:`_order_skeleton`) if ``x`` is made only of jax
     arrays, ``None`` and plain dicts/lists/tuples; else ``_NOT_PLAIN``. One walk over the
@@ -593,6 +599,8 @@ class Runner:
         ``on_phase`` is told ``'tracing'``, ``'compiling'`` and ``'running'`` as they start."""
         program, inputs = self._program(args, kwargs)
         carrier, traced = _call(program.jitted, inputs, on_phase)
+        if _staged(carrier):  # concrete inputs, but inside the caller's own trace
+            raise _InsideTransform()
         record = carrier.record
         if traced is not None:
             record.compile_ms = (time.perf_counter() - traced) * 1000
