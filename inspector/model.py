@@ -119,6 +119,11 @@ class Leaf:
         return self.fetch is not None
 
     @property
+    def nonfinite(self) -> int:
+        """NaN and Inf elements (0 without statistics)."""
+        return self.stats.nonfinite if self.stats else 0
+
+    @property
     def value(self) -> Any:
         """The array itself, transferred to the host now (numpy)."""
         return self.preview(None)
@@ -165,7 +170,7 @@ class Node:
         got = self.__dict__.get("_totals")
         if got is None:
             leaf = self.leaf
-            got = (1, leaf.size, leaf.nbytes, leaf.stats.nonfinite if leaf.stats else 0) if leaf else (0, 0, 0, 0)
+            got = (1, leaf.size, leaf.nbytes, leaf.nonfinite) if leaf else (0, 0, 0, 0)
             for child in self.children.values():
                 got = tuple(a + b for a, b in zip(got, child.totals()))
             self.__dict__["_totals"] = got
@@ -277,6 +282,10 @@ class CollectionDiff:
     def by_status(self, status: str) -> list[LeafDiff]:
         return [d for d in self.leaves if d.status == status]
 
+    def counts(self) -> dict[str, int]:
+        """Leaves per status, in the order ``changed, added, unchanged, removed``."""
+        return {s: len(self.by_status(s)) for s in ("changed", "added", "unchanged", "removed")}
+
     def ranked(self) -> list[LeafDiff]:
         """Leaves sorted by how much they changed, largest first."""
         order = {"added": 0, "removed": 0, "changed": 1, "unchanged": 2}
@@ -307,7 +316,11 @@ class MethodCall:
 
     @property
     def nonfinite(self) -> int:
-        return sum(leaf.stats.nonfinite for leaf in self.outputs if leaf.stats)
+        return sum(leaf.nonfinite for leaf in self.outputs)
+
+    def output_path(self, leaf: Leaf) -> Path:
+        """Where ``leaf`` sits inside the returned value (``()`` for a returned array)."""
+        return leaf.path[len(self.path) + 1:]
 
 
 @dataclasses.dataclass
