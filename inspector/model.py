@@ -441,25 +441,14 @@ class Comparison:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """Widget view in a live kernel; static HTML and text as fallbacks."""
-        from inspector.views import html
+        from inspector.views.display import mimebundle
 
-        def widget() -> Any:
-            from inspector.views.widgets import ComparisonWidget  # may be missing: the fallbacks stand
+        return mimebundle(self, include, exclude)
 
-            return ComparisonWidget(self)
+    def __rich__(self) -> Any:
+        from inspector.views.terminal import render_rich
 
-        return _mimebundle(self, html.render_comparison(self, limit=50), widget, include, exclude)
-
-
-def _mimebundle(obj: Any, static_html: str, widget: Callable[[], Any], include: Any, exclude: Any) -> dict[str, Any]:
-    """``obj``'s display: the widget's bundle where widgets work, over static HTML and ``repr``."""
-    bundle: dict[str, Any] = {"text/html": static_html}
-    try:
-        bundle.update(widget()._repr_mimebundle_(include=include, exclude=exclude) or {})
-    except Exception:  # noqa: BLE001 - no widget support here: the fallbacks stand
-        pass
-    bundle["text/plain"] = repr(obj)
-    return bundle
+        return render_rich(self)
 
 
 def _parse(key: str) -> tuple[Path, str | None, int | None]:
@@ -569,13 +558,9 @@ class Inspection:
 
     def to_html(self, path: Any = None) -> str:
         """Self-contained offline HTML; written to ``path`` when given. Returns the HTML."""
-        from inspector.views import html
+        from inspector.views.html import export
 
-        page = html.render_page(self)
-        if path is not None:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(page)
-        return page
+        return export(self, path)
 
     def widget(self) -> Any:
         """The interactive ipywidgets view of this inspection."""
@@ -585,15 +570,9 @@ class Inspection:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """Widget view in a live kernel; bounded static HTML and text as fallbacks."""
-        from inspector.views import html
+        from inspector.views.display import mimebundle
 
-        def widget() -> Any:
-            from inspector.views.widgets import InspectionWidget  # may be missing: the fallbacks stand
-
-            return InspectionWidget(self, weak=True)  # deleting the inspection frees it and closes the widget
-
-        return _mimebundle(self, html.render_fragment(self, max_children=20, max_depth=3), widget,
-                           include, exclude)
+        return mimebundle(self, include, exclude)
 
     def __rich__(self) -> Any:
         from inspector.views.terminal import render_rich
