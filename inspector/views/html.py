@@ -54,8 +54,8 @@ def _tab_css(count: int) -> str:
 
 
 def _anchor(id: str) -> str:
-    """The element id of a call's row (``#<order>``): links point at ``#fi-call-<order>``."""
-    return f"fi-call-{id[1:]}"
+    """The element id of a call's row (id ``#<order>``): links point at ``#fi-call-<order>``."""
+    return f"fi-call-{id.lstrip('#')}"
 
 
 def _spark(row: Row) -> str:
@@ -87,14 +87,14 @@ def _classes(row: Row) -> list[str]:
     return cls + ([f"fi-{row.status}"] if row.status else [])
 
 
-def _rows(rows: Sequence[Row], more: int, level: int, open_depth: int) -> Iterator[str]:
+def _rows(rows: Sequence[Row], more: int, level: int, open_depth: int, calls: bool = False) -> Iterator[str]:
     """Rows with rows below as ``<details>`` (open to ``open_depth`` levels), the others as lines.
 
-    A call's row is always a ``<details>`` with an ``id``, so that a link can open it
-    (a link to a closed one would not); a call that returned one array shows where it
-    is stored inside."""
+    With ``calls`` (the intermediates), a call's row is always a ``<details>`` with an
+    ``id``, so that a link can open it (a link to a closed one would not); a call that
+    returned one array shows how it is stored inside."""
     for row in rows:
-        call = row.id.startswith("#")
+        call = calls and level == 1 and bool(row.id)
         if not (row.children or row.more or call):
             yield f'<div class="{" ".join(["fi-leaf"] + _classes(row))}">{_label(row)}</div>'
             continue
@@ -123,7 +123,7 @@ def _panel(section: Section) -> str:
         return f'<div class="fi-sum">{esc(section.empty)}</div>'
     cls = "fi-title fi-bad" if section.nonfinite else "fi-title"
     return (f'<div class="{cls}">{_title(section)}</div>'
-            + "".join(_rows(section.rows, section.more, 1, section.open_depth)))
+            + "".join(_rows(section.rows, section.more, 1, section.open_depth, section.key == "intermediates")))
 
 
 def _root(doc: Document, body: str) -> str:
