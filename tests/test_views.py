@@ -16,7 +16,7 @@ from inspector.demo import demo_inspection
 from inspector.views import html
 from inspector.views.sections import document, sections
 from inspector.views.terminal import render_rich
-from models import LogNet
+from models import LogNet, ScanNet
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -86,38 +86,24 @@ def test_demo_main_writes_html(tmp_path, capsys):
     assert out.read_text().startswith("<!DOCTYPE html>")
 
 
-class _Step(nn.Module):
-    @nn.compact
-    def __call__(self, c, _):
-        h = nn.relu(nn.Dense(4)(c))
-        return h, h.sum()
-
-
-class _Scanned(nn.Module):
-    """nn.scan without 'intermediates' in variable_axes: flax drops the body's captures (notes)."""
-
-    @nn.compact
-    def __call__(self, x):
-        return nn.scan(_Step, variable_axes={"params": 0}, split_rngs={"params": True}, length=3)(name="layers")(x, None)
-
-
 def noted_inspection():
-    model, x = _Scanned(), jnp.ones((2, 4))
+    model, x = ScanNet(), jnp.ones((2, 4))  # flax drops what the scanned body returns: notes say so
     variables = nn.init(lambda m, x: m(x), model)(jax.random.key(0), x)
     return fi.inspect_apply(lambda m, x: m(x), model)(variables, x)
 
 
+BLOCKS = frozenset({"div", "details", "summary", "label", "title", "body"})
+
+
 class _Blocks(HTMLParser):
     """The text of a page, a line per block element, sparklines (pictures) and styles left out."""
-
-    BLOCKS = {"div", "details", "summary", "label", "title", "body"}
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
         self.lines, self.skip = [""], []
 
     def handle_starttag(self, tag, attrs):
-        if tag in self.BLOCKS:
+        if tag in BLOCKS:
             self.lines.append("")
         if self.skip or tag == "style" or "fi-spark" in (dict(attrs).get("class") or ""):
             self.skip.append(tag)
@@ -125,7 +111,7 @@ class _Blocks(HTMLParser):
     def handle_endtag(self, tag):
         if self.skip and self.skip[-1] == tag:
             self.skip.pop()
-        elif tag in self.BLOCKS:
+        elif tag in BLOCKS:
             self.lines.append("")
 
     def handle_data(self, data):

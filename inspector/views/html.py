@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import itertools
 from pathlib import Path
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from inspector.model import Comparison, Inspection
 from inspector.views import format as F

@@ -10,7 +10,8 @@ the others). Strings here are raw: each lowering escapes them for its medium.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Literal, TypeVar
 
 from inspector.model import BindingCall, Comparison, Inspection, Leaf, LeafDelta, MethodCall, Node, path_str
 from inspector.views import format as F

@@ -7,7 +7,7 @@ characters are escaped: only rich's own styling reaches the terminal raw.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from rich.console import Console, Group
 from rich.text import Text

@@ -7,7 +7,7 @@ with control or bidi characters unescaped.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from inspector.model import Comparison, Inspection
 from inspector.names import safe
