@@ -24,7 +24,7 @@ def mimebundle(obj: Inspection | Comparison, include: Any = None, exclude: Any =
         bundle = {"text/html": html.render_fragment(obj, **STATIC_LIMITS)}
     try:
         bundle.update(widget(obj)._repr_mimebundle_(include=include, exclude=exclude) or {})
-    except Exception:  # noqa: BLE001 - no widget support here: the fallbacks stand
+    except Exception:  # noqa: BLE001, S110 - no widget support here: the fallbacks stand
         pass
     bundle["text/plain"] = repr(obj)
     return bundle

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, cast
 
 from inspector.model import BindingCall, Comparison, Inspection, Leaf, LeafDelta, MethodCall, Node, path_str
 from inspector.views import format as F
@@ -170,7 +170,7 @@ def mutations(insp: Inspection, limits: Limits = Limits()) -> Section:
     for diff in shown:
         deltas, left = _level(diff.ranked(), 2, limits)
         below = [Row(path_str(d.path[1:]), F.delta(d), nonfinite=bool(d.after and d.after.nonfinite),
-                     status=d.status, id=path_str(d.path), leaf=d.after or d.before) for d in deltas]
+                     status=cast(Status, d.status), id=path_str(d.path), leaf=d.after or d.before) for d in deltas]
         rows.append(Row(diff.name, F.status_counts(diff), children=below, more=left,
                         nonfinite=any(r.nonfinite for r in below), id=path_str((diff.name,))))
     return Section("mutations", "mutated", "", rows, more, any(r.nonfinite for r in rows))
