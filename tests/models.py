@@ -63,3 +63,22 @@ def ae_setup():
     variables = nn.init(lambda m, x: m(x), model, mutable=True)(jax.random.key(0), x)
     variables = {k: v for k, v in variables.items() if k != "intermediates"}
     return model, variables, x
+
+
+class Block(nn.Module):
+    @nn.compact
+    def __call__(self, c, _):
+        h = nn.relu(nn.Dense(4)(c))
+        return h, h.sum()
+
+
+class ScanNet(nn.Module):
+    """``nn.scan`` of :class:`Block`; without 'intermediates' in ``axes`` flax drops what the body captures."""
+
+    axes: tuple = ("params",)
+
+    @nn.compact
+    def __call__(self, x):
+        layers = nn.scan(Block, variable_axes={a: 0 for a in self.axes}, split_rngs={"params": True},
+                         length=3)(name="layers")
+        return layers(x, None)
