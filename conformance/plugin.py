@@ -5,8 +5,8 @@ Loaded as ``-p conformance.plugin``; ``INSPECTOR_CONFORMANCE_WAY`` picks the rou
 * ``flax``: nothing is routed (the baseline);
 * ``inspector``: to :func:`inspector.apply`/``init``/``init_with_output``;
 * ``inspect``: to ``inspector.inspect_*``, handing back what flax returns, rebuilt from the
-  :class:`~inspector.Inspection` (``output``/``state``); called with a caller's tracers (inside
-  ``jax.jit``/``grad``...), where ``inspect_*`` refuses to run, it takes the ``inspector`` route;
+  :class:`~inspector.Inspection` (``output``/``state``); called inside the caller's ``jax.jit``/
+  ``grad``/``eval_shape``..., where ``inspect_*`` refuses to run, it takes the ``inspector`` route;
 * ``jit``: the control, a plain ``jax.jit`` of flax's own function (arrays traced, other values
   closed over, non-array outputs put back).
 
@@ -59,7 +59,10 @@ def _inspect_route(name: str) -> Callable:
         def call(*args, **kwargs):
             if _has_tracer((args, kwargs)):
                 return fallback(*args, **kwargs)
-            insp = run(*args, **kwargs)
+            try:
+                insp = run(*args, **kwargs)
+            except fi.InspectUnderTransformError:  # concrete inputs, inside the caller's own trace
+                return fallback(*args, **kwargs)
             if name == "init":
                 return insp.state
             if name == "init_with_output":
