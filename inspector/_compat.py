@@ -12,6 +12,7 @@ read them (``import inspector`` must not load ``flax.nnx``; filters stay importa
 
 from __future__ import annotations
 
+import functools
 import inspect
 import threading
 import warnings
@@ -198,55 +199,59 @@ def install_scope_probes() -> None:
     from flax.core.scope import Scope
 
     with _install_lock:
-        if not getattr(Scope, "_inspector_probes", False):
-            _install(Scope)
+        if getattr(Scope, "_inspector_probes", False):
+            return
+        for name, probe in (("get_variable", _read_probe), ("put_variable", _write_probe), ("make_rng", _rng_probe)):
+            original = _originals[name] = getattr(Scope, name)
+            wrapper = functools.wraps(original)(probe)
+            setattr(Scope, name, wrapper)
+        Scope._inspector_probes = True
 
 
 _install_lock = threading.Lock()
+_originals: dict[str, Callable[..., Any]] = {}  # flax's own Scope methods, by name
 
 
-def _install(Scope: Any) -> None:
-    get_variable, put_variable, make_rng = Scope.get_variable, Scope.put_variable, Scope.make_rng
+def _variable_access(kind: str, original: str, self: Any, args: tuple, kwargs: dict) -> Any:
+    listener = scope_listener()
+    call = _originals[original]
+    if listener is None:
+        return call(self, *args, **kwargs)
+    col_name = _col_and_name(args, kwargs)
+    if col_name is None:
+        out = call(self, *args, **kwargs)  # a call flax accepts without them: its signature changed
+        warn_once("scope probes", f"Scope.{original} was called without 'col' and 'name'; "
+                                  "the binding trace misses these variable accesses")
+        return out
+    listener(kind, tuple(self.path), *col_name)
+    return call(self, *args, **kwargs)
 
-    def variable_probe(original: Callable, kind: str) -> Callable:
-        def probe(self: Any, *args: Any, **kwargs: Any) -> Any:
-            listener = scope_listener()
-            if listener is None:
-                return original(self, *args, **kwargs)
-            col_name = _col_and_name(args, kwargs)
-            if col_name is None:
-                out = original(self, *args, **kwargs)  # a call flax accepts: its signature changed
-                warn_once("scope probes", f"Scope.{original.__name__} was called without 'col' and 'name'; "
-                                          "the binding trace misses these variable accesses")
-                return out
-            listener(kind, tuple(self.path), *col_name)
-            return original(self, *args, **kwargs)
 
-        return probe
+def _read_probe(self: Any, *args: Any, **kwargs: Any) -> Any:
+    return _variable_access("read", "get_variable", self, args, kwargs)
 
-    def rng_probe(self: Any, *args: Any, **kwargs: Any) -> Any:
-        listener = scope_listener()
-        if listener is None:
-            return make_rng(self, *args, **kwargs)
-        before = _rng_counts(self)
-        key = make_rng(self, *args, **kwargs)
-        moved = [k for k, n in _rng_counts(self).items() if n != before.get(k, 0)]
-        asked = args[0] if args else kwargs.get("name", moved[0] if len(moved) == 1 else "params")
-        if len(moved) != 1:
-            warn_once("make_rng", f"Scope.make_rng moved {len(moved)} rng counters, not 1; "
-                                  "the binding trace names the stream asked for, not the one used")
-            stream = asked
-        else:
-            stream = asked if moved[0] == asked else f"{asked}->{moved[0]}"
-        listener("rng", tuple(self.path), "", stream)
-        return key
 
-    probes = (variable_probe(get_variable, "read"), variable_probe(put_variable, "write"), rng_probe)
-    for probe, original in zip(probes, (get_variable, put_variable, make_rng)):
-        probe.__name__, probe.__qualname__, probe.__doc__ = original.__name__, original.__qualname__, original.__doc__
-        probe.__wrapped__ = original  # type: ignore[attr-defined]
-    Scope.get_variable, Scope.put_variable, Scope.make_rng = probes
-    Scope._inspector_probes = True
+def _write_probe(self: Any, *args: Any, **kwargs: Any) -> Any:
+    return _variable_access("write", "put_variable", self, args, kwargs)
+
+
+def _rng_probe(self: Any, *args: Any, **kwargs: Any) -> Any:
+    listener = scope_listener()
+    make_rng = _originals["make_rng"]
+    if listener is None:
+        return make_rng(self, *args, **kwargs)
+    before = _rng_counts(self)
+    key = make_rng(self, *args, **kwargs)
+    moved = [k for k, n in _rng_counts(self).items() if n != before.get(k, 0)]
+    asked = args[0] if args else kwargs.get("name", moved[0] if len(moved) == 1 else "params")
+    if len(moved) == 1:
+        stream = asked if moved[0] == asked else f"{asked}->{moved[0]}"
+    else:
+        warn_once("make_rng", f"Scope.make_rng moved {len(moved)} rng counters, not 1; "
+                              "the binding trace names the stream asked for, not the one used")
+        stream = asked
+    listener("rng", tuple(self.path), "", stream)
+    return key
 
 
 # -- flax nnx (imported when called: ``import inspector`` must not load flax.nnx) ------------
