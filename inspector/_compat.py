@@ -168,7 +168,7 @@ class listening:
         self.previous = scope_listener()
         _probes.listener = self.listener
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         _probes.listener = self.previous
 
 
@@ -267,7 +267,7 @@ def collection_name(var_type: type) -> str:
         return var_type.__name__
 
 
-def bridged_module(model: Any) -> "nn.Module":
+def bridged_module(model: Any) -> nn.Module:
     """The linen module inside an ``nnx.bridge.ToNNX`` wrapper.
 
     flax 0.12.8 holds it as ``to_nnx__module``; the public ``ToNNX.module`` is deprecated (it

@@ -13,7 +13,7 @@ transforms make (see :func:`inspector._compat.is_lifted_wrapper_call`)::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Callable
 
 from inspector._compat import is_lifted_wrapper_call
 from inspector.names import Glob, format_path, quote, safe
@@ -21,7 +21,7 @@ from inspector.names import Glob, format_path, quote, safe
 if TYPE_CHECKING:
     import flax.linen as nn
 
-CaptureFilter = Union[bool, Callable[["nn.Module", str], bool]]
+CaptureFilter = bool | Callable[["nn.Module", str], bool]
 """What ``capture_intermediates`` takes, as in flax: ``True`` (every ``__call__``), ``False``, or a
 predicate ``filter(module, method_name) -> bool`` such as a :class:`Filter`."""
 

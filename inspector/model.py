@@ -438,7 +438,7 @@ class Comparison:
     b: "Inspection"
     deltas: list[LeafDelta]
 
-    def ranked(self, section: str | None = None) -> list[LeafDelta]:
+    def ranked(self, section: Section | None = None) -> list[LeafDelta]:
         """Deltas of ``section`` (all by default), largest divergence first (NaN counts as largest)."""
         chosen = [d for d in self.deltas if section is None or d.section == section]
         return sorted(chosen, key=lambda d: -(d.divergence if d.divergence == d.divergence else float("inf")))

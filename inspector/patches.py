@@ -8,7 +8,8 @@ any function of ``y`` works, and so does a value (broadcast to every array of ``
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 

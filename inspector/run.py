@@ -519,8 +519,8 @@ class Runner:
     """
 
     intercepts = True
-    """Whether :meth:`invoke` runs linen modules to record (binding trace, sows, patches, the module an
-    error was raised in). A runner of another kind of module (NNX) turns it off."""
+    """Whether the linen method calls inside :meth:`invoke` are intercepted and recorded (binding
+    trace, sows, patches, the module an error was raised in). A runner of NNX modules turns it off."""
 
     def __init__(self, kind: Kind, fn: Callable, module: nn.Module, mutable: CollectionFilter,
                  capture_intermediates: CaptureFilter, post: Callable | None = None,

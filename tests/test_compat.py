@@ -239,8 +239,8 @@ def test_a_make_rng_that_moves_no_counter_warns_once_and_names_the_stream_asked_
     _compat.install_scope_probes()
 
     class FakeScope:
-        path = ("m",)
-        rng_counters = {"params": 0}
+        def __init__(self):
+            self.path, self.rng_counters = ("m",), {"params": 0}
 
     monkeypatch.setitem(_compat._originals, "make_rng", lambda self, name="params": "key")
     got = []

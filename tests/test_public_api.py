@@ -23,7 +23,7 @@ def test_import_inspector_does_not_load_flax_nnx_until_nnx_is_used():
 
 def test_entry_points_return_exported_types():
     model = nn.Dense(2)
-    fn = lambda m, x: m(x)  # noqa: E731
+    fn = lambda m, x: m(x)
     assert isinstance(fi.apply(fn, model), fi.Runner)
     assert isinstance(fi.inspect_apply(fn, model), fi.InspectRun)
     assert isinstance(fi.inspect_init(fn, model), fi.InspectRun)
