@@ -57,6 +57,23 @@ class LogNet(nn.Module):
         return nn.Dense(2, name="d3")(x)
 
 
+class Block(nn.Module):
+    @nn.compact
+    def __call__(self, c, _):
+        h = nn.relu(nn.Dense(4)(c))
+        return h, h.sum()
+
+
+class ScanNet(nn.Module):
+    axes: tuple = ("params",)
+
+    @nn.compact
+    def __call__(self, x):
+        layers = nn.scan(Block, variable_axes={a: 0 for a in self.axes}, split_rngs={"params": True},
+                         length=3)(name="layers")
+        return layers(x, None)
+
+
 def ae_setup():
     model = AE()
     x = jnp.linspace(-1, 1, 10).reshape(2, 5)

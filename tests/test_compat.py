@@ -13,6 +13,7 @@ from flax.errors import ApplyModuleInvalidMethodError
 
 import inspector as fi
 from inspector import _compat
+from models import ScanNet
 
 
 @pytest.fixture
@@ -22,19 +23,6 @@ def fresh_warnings(monkeypatch):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield lambda: [w for w in caught if issubclass(w.category, _compat.CompatWarning)]
-
-
-class Block(nn.Module):
-    @nn.compact
-    def __call__(self, c, _):
-        h = nn.relu(nn.Dense(4)(c))
-        return h, h.sum()
-
-
-class ScanNet(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        return nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True}, length=3)(name="layers")(x, None)
 
 
 class Lifted(nn.Module):
@@ -57,6 +45,14 @@ def _calls_under(model, x, record):
         model.apply(variables, x)
 
 
+def _shape_pass_in_scan_body():
+    """``shape_pass()`` at every call of the body of ``nn.scan`` (init, then apply)."""
+    seen = []
+    _calls_under(ScanNet(), jnp.ones((2, 4)),
+                 lambda ctx: seen.append(_compat.shape_pass()) if type(ctx.module).__name__ == "Block" else None)
+    return seen
+
+
 # -- jax ------------------------------------------------------------------------------------------
 def test_shape_pass_is_true_only_in_the_structure_pass_of_nn_scan():
     assert not _compat.shape_pass()
@@ -69,9 +65,7 @@ def test_shape_pass_is_true_only_in_the_structure_pass_of_nn_scan():
 
     f(1.0)
     assert under_jit == [False]
-    seen = []
-    _calls_under(ScanNet(), jnp.ones((2, 4)),
-                 lambda ctx: seen.append(_compat.shape_pass()) if type(ctx.module).__name__ == "Block" else None)
+    seen = _shape_pass_in_scan_body()
     assert True in seen and False in seen  # flax traces the body twice: structure, then the loop
 
 
@@ -79,9 +73,7 @@ def test_shape_pass_reads_the_internal_trace_when_jax_extend_lacks_it(monkeypatc
     import jax.extend.core
 
     monkeypatch.delattr(jax.extend.core, "find_top_trace")
-    seen = []
-    _calls_under(ScanNet(), jnp.ones((2, 4)),
-                 lambda ctx: seen.append(_compat.shape_pass()) if type(ctx.module).__name__ == "Block" else None)
+    seen = _shape_pass_in_scan_body()
     assert True in seen and False in seen and not fresh_warnings()
 
 

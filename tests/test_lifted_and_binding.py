@@ -8,23 +8,7 @@ import pytest
 import inspector as fi
 from inspector import capture as C
 from inspector.demo import demo_inputs
-
-
-class Block(nn.Module):
-    @nn.compact
-    def __call__(self, c, _):
-        h = nn.relu(nn.Dense(4)(c))
-        return h, h.sum()
-
-
-class ScanNet(nn.Module):
-    axes: tuple = ("params",)
-
-    @nn.compact
-    def __call__(self, x):
-        layers = nn.scan(Block, variable_axes={a: 0 for a in self.axes}, split_rngs={"params": True},
-                         length=3)(name="layers")
-        return layers(x, None)
+from models import ScanNet
 
 
 class Ensemble(nn.Module):
