@@ -66,11 +66,6 @@ _UNDER_TRANSFORM = (
     "transform use the drop-in fi.apply/init/init_with_output, which return exactly what flax returns there.")
 
 
-def _check_keep(keep: Keep) -> None:
-    if keep not in ("arrays", "stats"):
-        raise ValueError(f"keep must be 'arrays' or 'stats', not {keep!r}")
-
-
 class InspectRun:
     """A jitted flax call that returns an :class:`Inspection` instead of flax's result.
 
@@ -80,11 +75,17 @@ class InspectRun:
 
     def __init__(self, kind: Kind, fn: Callable, module: nn.Module, mutable: CollectionFilter,
                  capture: CaptureFilter, keep: Keep = "arrays", patches: dict[str, Any] | None = None):
-        _check_keep(keep)
-        self.kind, self.module, self.keep = kind, module, keep
-        self.runner = Runner(kind, fn, module, mutable, capture,
-                             post=plan_inspection(kind, mutable, capture, keep), patches=patches)
+        self._bind(kind, module, keep, lambda: Runner(kind, fn, module, mutable, capture, patches=patches,
+                                                      post=plan_inspection(kind, mutable, capture, keep)))
         functools.update_wrapper(self, fn, updated=())
+
+    def _bind(self, kind: Kind, module: Any, keep: Keep, runner: Callable[[], Runner]) -> None:
+        """What every run holds: the kind of flax call, the module, ``keep`` and the runner (made
+        once ``keep`` is known to be valid)."""
+        if keep not in ("arrays", "stats"):
+            raise ValueError(f"keep must be 'arrays' or 'stats', not {keep!r}")
+        self.kind, self.module, self.keep = kind, module, keep
+        self.runner = runner()
 
     @property
     def traces(self) -> int:

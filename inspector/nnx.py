@@ -17,7 +17,7 @@ import jax
 from flax import nnx
 
 from inspector._compat import bridged_module, collection_name
-from inspector.api import InspectRun, _check_keep
+from inspector.api import InspectRun
 from inspector.capture import CaptureFilter, calls
 from inspector.collect import Keep, plan_inspection
 from inspector.model import Inspection
@@ -96,10 +96,10 @@ class NnxInspectRun(InspectRun):
 
     def __init__(self, model: nnx.Module, method: str = "__call__", mutable: list[str] | None = None,
                  keep: Keep = "arrays", update: bool = False):
-        _check_keep(keep)
-        self.kind, self.module, self.keep, self.update = "apply", model, keep, update
+        self.update = update
         # NNX returns (y, state) like a linen apply with mutable and capture_intermediates set
-        self.runner = NnxRunner(model, method, mutable, plan_inspection("apply", True, True, keep))
+        self._bind("apply", model, keep, lambda: NnxRunner(model, method, mutable,
+                                                           plan_inspection("apply", True, True, keep)))
 
     @property
     def model(self) -> nnx.Module:
