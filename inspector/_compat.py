@@ -12,11 +12,12 @@ read them (``import inspector`` must not load ``flax.nnx``; filters stay importa
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import threading
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -156,20 +157,17 @@ def scope_listener() -> Listener | None:
     return getattr(_probes, "listener", None)
 
 
-class listening:
+@contextlib.contextmanager
+def listening(listener: Listener) -> Iterator[None]:
     """``with listening(fn):`` tells ``fn`` of every variable read/write and RNG draw flax makes on
     this thread, then restores the listener before it (probes are installed on first use)."""
-
-    def __init__(self, listener: Listener) -> None:
-        self.listener = listener
-
-    def __enter__(self) -> None:
-        install_scope_probes()
-        self.previous = scope_listener()
-        _probes.listener = self.listener
-
-    def __exit__(self, *exc: object) -> None:
-        _probes.listener = self.previous
+    install_scope_probes()
+    previous = scope_listener()
+    _probes.listener = listener
+    try:
+        yield
+    finally:
+        _probes.listener = previous
 
 
 def _col_and_name(args: tuple, kwargs: dict) -> tuple[str, str] | None:
@@ -182,8 +180,12 @@ def _col_and_name(args: tuple, kwargs: dict) -> tuple[str, str] | None:
     return col, name
 
 
-def _rng_counts(scope: Any) -> dict[str, int]:
-    return {k: v for k, v in scope.rng_counters.items() if isinstance(v, int)}
+def _rng_counts(scope: Any) -> dict[str, int] | None:
+    """How many keys each stream of ``scope`` has drawn (None if flax no longer counts them there)."""
+    try:
+        return {k: v for k, v in scope.rng_counters.items() if isinstance(v, int)}
+    except Exception:  # noqa: BLE001 - reported by the caller, once
+        return None
 
 
 def install_scope_probes() -> None:
@@ -242,7 +244,8 @@ def _rng_probe(self: Any, *args: Any, **kwargs: Any) -> Any:
         return make_rng(self, *args, **kwargs)
     before = _rng_counts(self)
     key = make_rng(self, *args, **kwargs)
-    moved = [k for k, n in _rng_counts(self).items() if n != before.get(k, 0)]
+    after = _rng_counts(self)
+    moved = [] if before is None or after is None else [k for k, n in after.items() if n != before.get(k, 0)]
     asked = args[0] if args else kwargs.get("name", moved[0] if len(moved) == 1 else "params")
     if len(moved) == 1:
         stream = asked if moved[0] == asked else f"{asked}->{moved[0]}"

@@ -239,7 +239,10 @@ def test_a_make_rng_that_moves_no_counter_warns_once_and_names_the_stream_asked_
     with _compat.listening(lambda *t: got.append(t)):
         assert Scope.make_rng(FakeScope(), "dropout") == "key"
         Scope.make_rng(FakeScope(), "dropout")
-    assert got == [("rng", ("m",), "", "dropout")] * 2 and len(fresh_warnings()) == 1
+        uncounted = FakeScope()
+        del uncounted.rng_counters  # a flax that keeps no counters on the scope: the draw still goes through
+        assert Scope.make_rng(uncounted, "dropout") == "key"
+    assert got == [("rng", ("m",), "", "dropout")] * 3 and len(fresh_warnings()) == 1
 
 
 # -- flax nnx ---------------------------------------------------------------------------------------------
