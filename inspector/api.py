@@ -18,7 +18,7 @@ from inspector.capture import CaptureFilter
 from inspector.collect import Keep, assemble, input_arrays, plan_inspection
 from inspector.compare import compare
 from inspector.model import Comparison, Inspection, Kind, Timings
-from inspector.run import DEFAULT_CACHE_SIZE, Runner, _Traced
+from inspector.run import DEFAULT_CACHE_SIZE, Runner, _InsideTransform
 
 _INIT_MUTABLE = nn.DenyList("intermediates")
 Phase = Callable[[str], None]
@@ -108,7 +108,7 @@ class InspectRun:
         described = collect.input_stats.soon(variables) if variables else None  # overlaps tracing and compiling
         try:
             result, stats_arrays, entry, cached = self.runner.run(args, kwargs, phase)
-        except _Traced:
+        except _InsideTransform:
             raise InspectUnderTransformError(_UNDER_TRANSFORM) from None
         jax.block_until_ready(stats_arrays)
         run_ms = (time.perf_counter() - marks["running"]) * 1000

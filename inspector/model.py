@@ -131,6 +131,11 @@ class Leaf:
         return self.fetch is not None
 
     @property
+    def nonfinite(self) -> int:
+        """NaN and Inf elements (0 without statistics)."""
+        return self.stats.nonfinite if self.stats else 0
+
+    @property
     def value(self) -> Any:
         """The array itself, transferred to the host now (numpy)."""
         return self.preview(None)
@@ -173,7 +178,7 @@ class Node:
         got = self.__dict__.get("_totals")
         if got is None:
             leaf = self.leaf
-            got = (1, leaf.size, leaf.nbytes, leaf.stats.nonfinite if leaf.stats else 0) if leaf else (0, 0, 0, 0)
+            got = (1, leaf.size, leaf.nbytes, leaf.nonfinite) if leaf else (0, 0, 0, 0)
             for child in self.children.values():
                 got = tuple(a + b for a, b in zip(got, child.totals()))
             self.__dict__["_totals"] = got
@@ -260,6 +265,10 @@ class CollectionDiff:
     def by_status(self, status: MutationStatus) -> list[LeafDiff]:
         return [d for d in self.leaves if d.status == status]
 
+    def counts(self) -> dict[str, int]:
+        """Leaves per status, in the order ``changed, added, unchanged, removed``."""
+        return {s: len(self.by_status(s)) for s in ("changed", "added", "unchanged", "removed")}
+
     def ranked(self) -> list[LeafDiff]:
         """Leaves sorted by how much they changed, largest first."""
         order = {"added": 0, "removed": 0, "changed": 1, "unchanged": 2}
@@ -290,7 +299,11 @@ class MethodCall:
 
     @property
     def nonfinite(self) -> int:
-        return sum(leaf.stats.nonfinite for leaf in self.outputs if leaf.stats)
+        return sum(leaf.nonfinite for leaf in self.outputs)
+
+    def output_path(self, leaf: Leaf) -> Path:
+        """Where ``leaf`` sits inside the returned value (``()`` for a returned array)."""
+        return leaf.path[len(self.path) + 1:]
 
 
 @dataclasses.dataclass
@@ -463,25 +476,14 @@ class Comparison:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """Widget view in a live kernel; static HTML and text as fallbacks."""
-        from inspector.views import html
+        from inspector.views.display import mimebundle
 
-        def widget() -> Any:
-            from inspector.views.widgets import ComparisonWidget  # may be missing: the fallbacks stand
+        return mimebundle(self, include, exclude)
 
-            return ComparisonWidget(self)
+    def __rich__(self) -> Any:
+        from inspector.views.terminal import render_rich
 
-        return _mimebundle(self, html.render_comparison(self, limit=50), widget, include, exclude)
-
-
-def _mimebundle(obj: Any, static_html: str, widget: Callable[[], Any], include: Any, exclude: Any) -> dict[str, Any]:
-    """``obj``'s display: the widget's bundle where widgets work, over static HTML and ``repr``."""
-    bundle: dict[str, Any] = {"text/html": static_html}
-    try:
-        bundle.update(widget()._repr_mimebundle_(include=include, exclude=exclude) or {})
-    except Exception:  # noqa: BLE001 - no widget support here: the fallbacks stand
-        pass
-    bundle["text/plain"] = repr(obj)
-    return bundle
+        return render_rich(self)
 
 
 def _parse(key: str) -> tuple[Path, str | None, int | None]:
@@ -588,13 +590,9 @@ class Inspection:
 
     def to_html(self, path: Any = None) -> str:
         """Self-contained offline HTML; written to ``path`` when given. Returns the HTML."""
-        from inspector.views import html
+        from inspector.views.html import export
 
-        page = html.render_page(self)
-        if path is not None:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(page)
-        return page
+        return export(self, path)
 
     def widget(self) -> Any:
         """The interactive ipywidgets view of this inspection."""
@@ -604,15 +602,9 @@ class Inspection:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """Widget view in a live kernel; bounded static HTML and text as fallbacks."""
-        from inspector.views import html
+        from inspector.views.display import mimebundle
 
-        def widget() -> Any:
-            from inspector.views.widgets import InspectionWidget  # may be missing: the fallbacks stand
-
-            return InspectionWidget(self, weak=True)  # deleting the inspection frees it and closes the widget
-
-        return _mimebundle(self, html.render_fragment(self, max_children=20, max_depth=3), widget,
-                           include, exclude)
+        return mimebundle(self, include, exclude)
 
     def __rich__(self) -> Any:
         from inspector.views.terminal import render_rich

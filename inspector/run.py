@@ -17,7 +17,6 @@ import copy
 import dataclasses
 import enum
 import functools
-import operator
 import threading
 import time
 import types
@@ -462,20 +461,43 @@ def with_arrays(obj: Any, paths: list[tuple[str, ...]], arrays: list[Any]) -> An
 
 
 # -- the runner ----------------------------------------------------------------
-@dataclasses.dataclass
-class Traced:
-    """One compiled signature: the executable and what only the trace knew."""
+@dataclasses.dataclass(eq=False)
+class SignatureRecord:
+    """What the trace of one input signature knew, handed back with every call of it."""
 
-    compiled: Any
     out_tree: Any = None
     statics: dict[int, Any] = dataclasses.field(default_factory=dict)
     skeleton: Any = None
     reorder: bool = True  # the result has a mapping jax's unflatten would sort
     objects: dict[int, tuple[list[tuple[str, ...]], int]] = dataclasses.field(default_factory=dict)
     extra: Any = None  # what a ``post`` hook recorded at trace time
-    used: int = 0  # the runner's clock at the last call (least recently used goes first)
     trace_ms: float = 0.0
     compile_ms: float = 0.0
+
+
+class _Carrier:
+    """A program's output: the arrays, with the :class:`SignatureRecord` of the signature
+    that ran as pytree aux data, so jax's own dispatch hands it back without a lookup."""
+
+    __slots__ = ("record", "arrays", "extra")
+
+    def __init__(self, record: SignatureRecord, arrays: Any, extra: Any):
+        self.record, self.arrays, self.extra = record, arrays, extra
+
+
+jax.tree_util.register_pytree_node(
+    _Carrier, lambda c: ((c.arrays, c.extra), c.record), lambda record, kids: _Carrier(record, *kids))
+
+
+@dataclasses.dataclass(eq=False)
+class _Program:
+    """One ``jax.jit`` per input structure; jax keys its executables by shape, dtype, weak
+    type and sharding. ``signatures`` counts the executables it holds."""
+
+    jitted: Callable
+    make_body: Callable[[], Callable]
+    signatures: int = 0
+    used: int = 0
 
 
 FLAX_ENTRIES: dict[Kind, Callable] = {
@@ -486,15 +508,52 @@ FLAX_ENTRIES: dict[Kind, Callable] = {
 
 
 _ARRAY_TYPES = frozenset((type(jnp.zeros(())),))
-_aval_sig = operator.attrgetter("shape", "dtype", "weak_type")
-_sharding = operator.attrgetter("sharding")
+_PLAIN_MAPPINGS = (dict, FrozenDict)
 _flatten = jax.tree_util.tree_flatten
+_NOT_PLAIN = object()
+_current = threading.local()  # this thread's call: its inputs and phase callback, for the trace to read
 
 
-def _leaf_sig(x: Any) -> Any:
-    if isinstance(x, jax.Array):
-        return x.shape, x.dtype, getattr(x, "weak_type", False), x.sharding
-    return np.shape(x), np.asarray(x).dtype, type(x)  # numpy: values are copied in, never aliased
+def _call(target: Callable, inputs: Any, on_phase: Callable[[str], None] | None) -> tuple[Any, float | None]:
+    """``(target(inputs), when tracing ended or None if nothing was traced)``."""
+    cur = _current
+    cur.inputs, cur.on_phase, cur.traced = inputs, on_phase, None
+    try:
+        return target(inputs), cur.traced
+    finally:
+        cur.inputs = cur.on_phase = cur.traced = None  # hold no arrays past the call
+
+
+def _staged(carrier: _Carrier) -> bool:
+    """True if the program was staged into an enclosing trace instead of run."""
+    probe = carrier.arrays[0] if carrier.arrays else next(iter(jax.tree.leaves(carrier.extra)), None)
+    return isinstance(probe, jax.core.Tracer)
+
+
+def _plain_skeleton(x: Any) -> Any:
+    """``x``'s key-order skeleton (as :func:`_order_skeleton`) if ``x`` is made only of jax
+    arrays, ``None`` and plain dicts/lists/tuples; else ``_NOT_PLAIN``. One walk over the
+    containers: the price of keeping flax's key order, which jax's flatten sorts away."""
+    t = type(x)
+    if t in _ARRAY_TYPES or x is None:
+        return None
+    if t is dict or t is FrozenDict:
+        out = []
+        for k, v in x.items():
+            s = None if type(v) in _ARRAY_TYPES else _plain_skeleton(v)
+            if s is _NOT_PLAIN:
+                return s
+            out.append((k, s))
+        return tuple(out)
+    if t is tuple or t is list:
+        out = []
+        for v in x:
+            s = None if type(v) in _ARRAY_TYPES else _plain_skeleton(v)
+            if s is _NOT_PLAIN:
+                return s
+            out.append(s)
+        return tuple(out)
+    return _NOT_PLAIN
 
 
 DEFAULT_CACHE_SIZE = 64
@@ -507,15 +566,18 @@ class Runner:
     for ``apply``, ``runner(rngs, *args, **kw)`` for the init forms. ``post``, if
     given, runs inside the trace on ``(inputs, result, recorder)`` and returns
     ``(result, extra arrays, trace-time record)``: the result to hand back, arrays to
-    compute alongside (statistics) and what only the trace knew (``Traced.extra``).
+    compute alongside (statistics) and what only the trace knew (``SignatureRecord.extra``).
 
-    The key of a compiled program is the input structure (with each dict's key order),
+    A compiled program is chosen by the input structure (with each dict's key order),
     each array's shape/dtype/weak type/sharding, and every non-array input *by value
-    and type* (:func:`static_key`). A non-array input that cannot be keyed by value
-    (an unhashable object, a plain object whose attributes may change) is traced and
-    compiled on every call and never cached, so a mutated config always gives flax's
-    result. At most ``cache_size`` programs are kept, least recently used first out.
-    Concurrent calls with one signature compile it once.
+    and type* (:func:`static_key`). Inputs made only of jax arrays in plain dicts, lists
+    and tuples go straight to one ``jax.jit`` per structure, whose dispatch checks the
+    arrays. A non-array input that cannot be keyed by value (an unhashable object, a
+    plain object whose attributes may change) is traced and compiled on every call and
+    never cached, so a mutated config always gives flax's result. At most ``cache_size``
+    compiled signatures are kept: past that the least recently used input structures
+    are dropped whole (a structure alone over the limit starts afresh). Concurrent calls
+    with one signature compile it once.
     """
 
     intercepts = True
@@ -540,154 +602,167 @@ class Runner:
             self.patches.setdefault((path, method), {})[index] = patch
         self.traces = 0
         self.compiles = 0
-        self._cache: dict[Any, Traced] = {}
-        self._clock = 0  # least recently used: the smallest ``Traced.used``
-        self._placements: dict[int, int] = {}
-        self._sharding_list: list[Any] = []
-        self._keep_alive: list[Any] = []  # the shardings whose ids are in _placements
+        self._programs: dict[Any, _Program] = {}
+        self._clock = 0  # least recently used: the smallest ``_Program.used``
         self._lock = threading.Lock()
-        self._key_locks: dict[Any, threading.Lock] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return self.run(args, kwargs)[0]
-        except _Traced:
+        except _InsideTransform:
             # Called inside the caller's own transform (jit, grad, vmap): let it trace flax.
             return self._call_flax(args, kwargs, Recorder())
 
-    # Inputs are split into arrays (traced) and everything else (static, in the key).
+    @property
+    def cached_signatures(self) -> int:
+        """How many compiled signatures the runner holds (at most ``cache_size``)."""
+        return sum(p.signatures for p in list(self._programs.values()))
+
     def run(self, args: tuple, kwargs: dict,
-            on_phase: Callable[[str], None] | None = None) -> tuple[Any, Any, Traced, bool]:
-        """``(result, extra, traced entry, cached)``; results may still be computing.
+            on_phase: Callable[[str], None] | None = None) -> tuple[Any, Any, SignatureRecord, bool]:
+        """``(result, extra, signature record, cached)``; results may still be computing.
         ``on_phase`` is told ``'tracing'``, ``'compiling'`` and ``'running'`` as they start."""
-        leaves, treedef = _flatten((args, kwargs))
-        if all(map(_ARRAY_TYPES.__contains__, map(type, leaves))):  # the common case: only jax arrays
-            dyn, statics, skey = leaves, (), ()
-            codes = list(map(self._placements.get, map(id, map(_sharding, leaves))))
-            if None in codes:
-                codes = self._placement_codes(leaves)
-            sig = tuple(zip(map(_aval_sig, leaves), codes))
-        else:
-            dyn, statics, skey, sig = self._split(leaves)
-        key = (treedef, _order_key(args), _order_key(kwargs) if kwargs else None, sig, skey,
-               flax.config.flax_return_frozendict)
-        entry = self._cache.get(key) if skey is not None else None
-        if entry is not None:
-            cached = True
-            self._clock += 1
-            entry.used = self._clock
-        else:
-            entry, cached = self._miss(key, skey is not None, dyn, treedef, args, kwargs, leaves, statics,
-                                       on_phase or (lambda phase: None))
+        program, inputs = self._program(args, kwargs)
+        carrier, traced = _call(program.jitted, inputs, on_phase)
+        if _staged(carrier):  # concrete inputs, but inside the caller's own trace
+            raise _InsideTransform()
+        record = carrier.record
+        if traced is not None:
+            record.compile_ms = (time.perf_counter() - traced) * 1000
+            self.compiles += 1
+            self._admit(program)
+        self._clock += 1
+        program.used = self._clock
         if on_phase is not None:
             on_phase("running")
-        result_flat, extra = entry.compiled(dyn)
-        return _unflatten(entry, result_flat), extra, entry, cached
+        return _unflatten(record, carrier.arrays), carrier.extra, record, traced is None
 
-    def _placement_codes(self, leaves: list) -> list[int]:
-        """A small number per distinct sharding (equal shardings share one), remembered by the
-        identity of the sharding object, which the table keeps alive."""
+    def lower(self, *args: Any, **kwargs: Any) -> Any:
+        """jax's ``Lowered`` form of the program a call with these inputs runs (``.as_text()``
+        is its StableHLO, ``.compile().as_text()`` the optimized HLO)."""
+        program, inputs = self._program(args, kwargs)
+        lowered, traced = _call(program.jitted.lower, inputs, None)
+        if traced is not None:
+            self._admit(program)
+        return lowered
+
+    def _program(self, args: tuple, kwargs: dict) -> tuple[_Program, Any]:
+        """The program for these inputs and what to call it with. Raises
+        :class:`_InsideTransform` if an input is a tracer of an enclosing transform."""
+        skeleton = _plain_skeleton(args)
+        kw_skeleton = _plain_skeleton(kwargs) if kwargs else None
+        if skeleton is not _NOT_PLAIN and kw_skeleton is not _NOT_PLAIN:
+            key = (skeleton, kw_skeleton, flax.config.flax_return_frozendict)
+            program = self._programs.get(key)
+            if program is None:
+                whole = (skeleton, kw_skeleton or {})
+                program = self._new_program(key, lambda: self._structured_body(whole))
+            return program, (args, kwargs)
+        leaves, treedef = _flatten((args, kwargs))
+        dyn, statics, skey = self._split(leaves)
+        make_body = lambda: self._flat_body(treedef, _order_skeleton((args, kwargs)), len(leaves), statics)
+        if skey is None:  # not keyable by value: traced for this call only
+            body = make_body()
+            return _Program(jax.jit(body), make_body), dyn
+        key = (treedef, _order_key(args), _order_key(kwargs) if kwargs else None, skey,
+               flax.config.flax_return_frozendict)
+        program = self._programs.get(key)
+        if program is None:
+            program = self._new_program(key, make_body)
+        return program, dyn
+
+    def _new_program(self, key: Any, make_body: Callable[[], Callable]) -> _Program:
         with self._lock:
-            if len(self._placements) > 4096:
-                self._placements.clear()
-                self._sharding_list.clear()
-                self._keep_alive.clear()
-            out = []
-            for x in leaves:
-                sh = x.sharding
-                code = self._placements.get(id(sh))
-                if code is None:
-                    code = next((i for i, known in enumerate(self._sharding_list) if known == sh), None)
-                    if code is None:
-                        code = len(self._sharding_list)
-                        self._sharding_list.append(sh)
-                    self._placements[id(sh)] = code
-                    self._keep_alive.append(sh)
-                out.append(code)
-            return out
+            program = self._programs.get(key)  # another thread may have made it
+            if program is None:
+                program = self._programs[key] = _Program(jax.jit(make_body()), make_body)
+            return program
 
-    def _split(self, leaves: list) -> tuple[list, list, Any, tuple]:
-        """``(arrays, [(index, static)], statics key or None if unkeyable, signature)``."""
-        dyn, statics, sig = [], [], []
+    def _admit(self, program: _Program) -> None:
+        """Counts a new compiled signature of ``program``; past ``cache_size``, drops the least
+        recently used other programs, then, if still over, starts ``program`` afresh (a new
+        body, so nothing jax cached for the old one is reused or kept alive)."""
+        with self._lock:
+            program.signatures += 1
+            total = sum(p.signatures for p in self._programs.values())
+            for key, other in sorted(self._programs.items(), key=lambda kv: kv[1].used):
+                if total <= self.cache_size:
+                    return
+                if other is not program:
+                    total -= other.signatures
+                    del self._programs[key]
+            if total > self.cache_size:
+                program.jitted, program.signatures = jax.jit(program.make_body()), 0
+
+    def _split(self, leaves: list) -> tuple[list, list, Any]:
+        """``(arrays, [(index, static)], statics key or None if unkeyable)``."""
+        dyn, statics = [], []
         for i, leaf in enumerate(leaves):
             if isinstance(leaf, jax.core.Tracer):
-                raise _Traced()
+                raise _InsideTransform()
             if is_array(leaf):
                 dyn.append(leaf)
-                sig.append(_leaf_sig(leaf))
             else:
                 statics.append((i, leaf))
         try:
             skey: Any = tuple((i, static_key(v)) for i, v in statics)
         except Unkeyable:
             skey = None
-        return dyn, statics, skey, tuple(sig)
+        return dyn, statics, skey
 
-    def _miss(self, key, keyable, dyn, treedef, args, kwargs, leaves, statics, on_phase) -> tuple[Traced, bool]:
-        """Compiles ``key`` once: concurrent callers with the same key wait for the first."""
-        if not keyable:
-            return self._compile(dyn, treedef, _order_skeleton((args, kwargs)), leaves, statics, on_phase), False
-        with self._lock:
-            lock = self._key_locks.setdefault(key, threading.Lock())
-        try:
-            with lock:
-                entry = self._cache.get(key)
-                if entry is not None:
-                    return entry, True
-                entry = self._compile(dyn, treedef, _order_skeleton((args, kwargs)), leaves, statics, on_phase)
-                with self._lock:
-                    self._clock += 1
-                    entry.used = self._clock
-                    self._cache[key] = entry
-                    while len(self._cache) > self.cache_size:
-                        del self._cache[min(self._cache, key=lambda k: self._cache[k].used)]
-                return entry, False
-        finally:
-            with self._lock:
-                self._key_locks.pop(key, None)
+    def _structured_body(self, skeleton: tuple[Any, Any]) -> Callable:
+        """The traced function for inputs passed whole: jax sorted every dict, so put flax's
+        key order back."""
+        def body(inputs):
+            args, kwargs = _reorder(inputs, skeleton)
+            return self._trace(args, kwargs)
+        return body
 
-    def _compile(self, dyn, treedef, order, leaves, statics, on_phase) -> Traced:
-        entry = Traced(compiled=None)
+    def _flat_body(self, treedef: Any, order: Any, n: int, statics: list) -> Callable:
+        """The traced function for the arrays alone: statics are put back in place."""
         static_at = dict(statics)
-        multi_device = any(len(getattr(getattr(x, "sharding", None), "device_set", ())) > 1 for x in dyn)
-        n = len(leaves)
 
         def body(dyn_leaves):
-            self.traces += 1
             it = iter(dyn_leaves)
             full = [static_at[i] if i in static_at else next(it) for i in range(n)]
             args, kwargs = _reorder(jax.tree.unflatten(treedef, full), order)
-            recorder = Recorder(detailed=self.post is not None, multi_device=multi_device)
-            result = self._call_flax(args, kwargs, recorder)
-            extra = None
-            if self.post is not None:
-                result, extra, entry.extra = self.post((args, kwargs), result, recorder)
-            entry.skeleton = _order_skeleton(result)
-            entry.reorder = _needs_reorder(result)
-            out_leaves, entry.out_tree = jax.tree.flatten(result, is_leaf=lambda x: x is None)
-            arrays = []
-            entry.statics, entry.objects = {}, {}
-            for j, leaf in enumerate(out_leaves):
-                if _is_device_value(leaf):
-                    arrays.append(leaf)
-                    continue
-                entry.statics[j] = leaf
-                held = held_arrays(leaf)
-                if held:  # arrays inside a non-pytree object: computed, and put back into a copy
-                    entry.objects[j] = ([p for p, _ in held], len(arrays))
-                    arrays.extend(a for _, a in held)
-            return arrays, extra
+            return self._trace(args, kwargs)
+        return body
 
-        on_phase("tracing")
+    def _trace(self, args: tuple, kwargs: dict) -> _Carrier:
+        """Runs flax inside the trace and records what only the trace knows."""
+        on_phase = getattr(_current, "on_phase", None)
         t0 = time.perf_counter()
-        lowered = jax.jit(body).lower(dyn)
+        if on_phase is not None:
+            on_phase("tracing")
+        self.traces += 1
+        concrete = jax.tree.leaves(getattr(_current, "inputs", None))
+        multi_device = any(len(getattr(getattr(x, "sharding", None), "device_set", ())) > 1 for x in concrete)
+        record = SignatureRecord()
+        recorder = Recorder(detailed=self.post is not None, multi_device=multi_device)
+        result = self._call_flax(args, kwargs, recorder)
+        extra = None
+        if self.post is not None:
+            result, extra, record.extra = self.post((args, kwargs), result, recorder)
+        record.skeleton = _order_skeleton(result)
+        record.reorder = _needs_reorder(result)
+        out_leaves, record.out_tree = jax.tree.flatten(result, is_leaf=lambda x: x is None)
+        arrays = []
+        for j, leaf in enumerate(out_leaves):
+            if _is_device_value(leaf):
+                arrays.append(leaf)
+                continue
+            record.statics[j] = leaf
+            held = held_arrays(leaf)
+            if held:  # arrays inside a non-pytree object: computed, and put back into a copy
+                record.objects[j] = ([p for p, _ in held], len(arrays))
+                arrays.extend(a for _, a in held)
         t1 = time.perf_counter()
-        on_phase("compiling")
-        entry.compiled = lowered.compile()
-        t2 = time.perf_counter()
-        self.compiles += 1
-        entry.trace_ms, entry.compile_ms = (t1 - t0) * 1000, (t2 - t1) * 1000
-        return entry
+        record.trace_ms = (t1 - t0) * 1000
+        _current.traced = t1
+        if on_phase is not None:
+            on_phase("compiling")
+        return _Carrier(record, arrays, extra)
 
     def _check_patches(self, recorder: Recorder) -> None:
         """A patch that matched no call is a typo: say so, listing calls that ran."""
@@ -752,11 +827,11 @@ def _noting_site(filter_fn: Callable, recorder: Recorder) -> Callable:
     return noting
 
 
-class _Traced(Exception):
+class _InsideTransform(Exception):
     """Inputs are tracers of an enclosing transform; no caching is possible."""
 
 
-def _unflatten(entry: Traced, arrays: list) -> Any:
+def _unflatten(entry: SignatureRecord, arrays: list) -> Any:
     if entry.objects:
         arrays = list(arrays)
         taken: set[int] = set()

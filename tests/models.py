@@ -57,6 +57,14 @@ class LogNet(nn.Module):
         return nn.Dense(2, name="d3")(x)
 
 
+def ae_setup():
+    model = AE()
+    x = jnp.linspace(-1, 1, 10).reshape(2, 5)
+    variables = nn.init(lambda m, x: m(x), model, mutable=True)(jax.random.key(0), x)
+    variables = {k: v for k, v in variables.items() if k != "intermediates"}
+    return model, variables, x
+
+
 class Block(nn.Module):
     @nn.compact
     def __call__(self, c, _):
@@ -65,6 +73,8 @@ class Block(nn.Module):
 
 
 class ScanNet(nn.Module):
+    """``nn.scan`` of :class:`Block`; without 'intermediates' in ``axes`` flax drops what the body captures."""
+
     axes: tuple = ("params",)
 
     @nn.compact
@@ -72,11 +82,3 @@ class ScanNet(nn.Module):
         layers = nn.scan(Block, variable_axes={a: 0 for a in self.axes}, split_rngs={"params": True},
                          length=3)(name="layers")
         return layers(x, None)
-
-
-def ae_setup():
-    model = AE()
-    x = jnp.linspace(-1, 1, 10).reshape(2, 5)
-    variables = nn.init(lambda m, x: m(x), model, mutable=True)(jax.random.key(0), x)
-    variables = {k: v for k, v in variables.items() if k != "intermediates"}
-    return model, variables, x

@@ -83,7 +83,7 @@ def test_comparison_views():
     assert [r["name"] for r in w.tree.initial] == ["output", "variables", "intermediates"]
     inter = w.tree.initial[2]["children"]
     assert inter[0]["cls"] == "changed"
-    w.tree._on_msg(w.tree, {"kind": "select", "id": "output:output"}, None)
+    w.tree.set_state({"selected": "output:output"})  # what a click on the leaf in a view does
     texts = [o["data"]["text/html"] for o in w.detail.outputs if "fi-detail" in o["data"].get("text/html", "")]
     assert len(texts) == 2 and "eval: output" in texts[0]
     page = cmp._repr_mimebundle_()["text/html"]

@@ -81,3 +81,17 @@ def test_unbound_module_under_capture_gives_flax_own_message():
             nn.apply(fn, m, capture_intermediates=capture)(v, x)
         with pytest.raises(type(theirs.value), match=str(theirs.value)):
             fi.apply(fn, m, capture_intermediates=capture)(v, x)
+
+
+def test_concrete_inputs_inside_a_callers_trace():
+    """Concrete (closed-over) inputs inside the caller's jit or eval_shape: the drop-in gives
+    what flax gives there, and inspect_* says it cannot inspect inside a transform."""
+    m, v, x = _setup()
+    run = fi.apply(lambda m, a: m(a), m)
+    want = nn.apply(lambda m, a: m(a), m)(v, x)
+    np.testing.assert_allclose(jax.jit(lambda: run(v, x))(), want, rtol=1e-6)
+    assert jax.eval_shape(lambda: run(v, x)) == jax.eval_shape(lambda: nn.apply(lambda m, a: m(a), m)(v, x))
+    inspect = fi.inspect_apply(lambda m, a: m(a), m)
+    with pytest.raises(fi.InspectUnderTransformError):
+        jax.eval_shape(lambda: inspect(v, x))
+    assert inspect(v, x).output is not None  # and outside, it inspects

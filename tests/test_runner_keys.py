@@ -95,7 +95,7 @@ def test_mutated_plain_config_object_gives_flax_result_each_call():
     for s in (1.0, 2.0, 3.0):
         cfg.scale = s
         _same(ours(cfg), flax_(cfg))
-    assert run.traces == 3 and len(run._cache) == 0  # not keyable by value: traced each call, never cached
+    assert run.traces == 3 and run.cached_signatures == 0  # not keyable by value: traced each call, never cached
 
 
 def test_enums_functions_and_strings():
@@ -124,7 +124,7 @@ def test_cache_is_an_lru_of_documented_size():
     assert isinstance(small, Runner)
     for b in range(1, 6):
         small(v, jnp.ones((b, 3)))
-    assert len(small._cache) == 3
+    assert small.cached_signatures <= 3
     small(v, jnp.ones((5, 3)))
     assert small.traces == 5  # most recent kept
     small(v, jnp.ones((1, 3)))
@@ -151,3 +151,74 @@ def test_four_threads_one_signature_compile_once():
         t.join()
     assert not errors and len(out) == 4
     assert run.compiles == 1 and run.traces == 1
+
+
+class Power(nn.Module):
+    @nn.compact
+    def __call__(self, x, n):
+        return nn.Dense(2)(x) ** n
+
+
+def test_weak_array_then_python_scalar_each_match_flax():
+    """A weak-typed array and a Python scalar share jax's signature, but flax sees a
+    concrete value in one case only (``x ** 3`` is ``integer_pow``): each gets flax's result."""
+    m = Power()
+    x = jnp.linspace(-2, 2, 6, dtype=jnp.float32).reshape(2, 3)
+    v = m.init(jax.random.key(1), x, 3)
+    run = fi.apply(lambda m, x, n: m(x, n), m)
+    flax_fn = nn.apply(lambda m, x, n: m(x, n), m)
+    for n in (jnp.asarray(3), 3, jnp.asarray(3), 3):
+        ours, theirs = run(v, x, n), flax_fn(v, x, n)
+        assert ours.dtype == theirs.dtype and ours.weak_type == theirs.weak_type
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+
+
+def test_arrays_only_inputs_keep_flax_key_order():
+    """Inputs made only of arrays take jax's dispatch directly; dict order is still flax's."""
+    m, v, x = _setup()
+    rev = {"params": {"Dense_0": {k: v["params"]["Dense_0"][k] for k in reversed(list(v["params"]["Dense_0"]))}}}
+    run = fi.apply(lambda m, x, s: m(x, s), m, mutable=True)
+    s = jnp.float32(2.0)
+    for variables in (v, rev, v, rev):
+        ours = run(variables, x, s)
+        theirs = nn.apply(lambda m, x, s: m(x, s), m, mutable=True)(variables, x, s)
+        assert repr(jax.tree.map(lambda a: 0, ours)) == repr(jax.tree.map(lambda a: 0, theirs))
+    assert run.traces == 2
+
+
+def test_lru_drops_least_recent_structures():
+    m, v, x = _setup()
+    run = fi.apply(lambda m, x, s: m(x, s), m, cache_size=2)
+    s = jnp.float32(1.0)
+    run(v, x, s)                      # structure A, signature 1
+    run(v, x, s=s)                    # structure B (keyword)
+    run(v, jnp.ones((2, 3)), s)       # A, signature 2: over the limit, B (least recent) goes
+    assert run.cached_signatures == 2 and run.traces == 3
+    run(v, x, s)
+    assert run.traces == 3            # A kept both
+    run(v, x, s=s)
+    assert run.traces == 4            # B was dropped
+    assert run.cached_signatures <= 2
+
+
+def test_runner_holds_no_inputs_after_a_call():
+    import gc
+    import weakref
+    m, v, _ = _setup()
+    run = fi.apply(lambda m, x, s: m(x, s), m)
+    x = jnp.ones((1, 3))
+    ref = weakref.ref(x)
+    run(v, x, jnp.float32(1.0))
+    del x
+    gc.collect()
+    assert ref() is None
+
+
+def test_lower_shows_the_program_a_call_runs():
+    m, v, x = _setup()
+    run = fi.apply(lambda m, x, s: m(x, s), m)
+    text = run.lower(v, x, 2.0).compile().as_text()
+    assert "dot" in text or "dot_general" in text
+    assert run.traces == 1
+    run(v, x, 2.0)
+    assert run.traces == 1 and run.cached_signatures == 1  # lowering traced the program the call reuses

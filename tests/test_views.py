@@ -2,17 +2,21 @@
 
 import os
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import pytest
 from rich.console import Console
 
 import inspector as fi
 from inspector.demo import demo_inspection
+from inspector.views import html
+from inspector.views.sections import document, sections
 from inspector.views.terminal import render_rich
-from models import LogNet
+from models import LogNet, ScanNet
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -80,3 +84,102 @@ def test_demo_main_writes_html(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "first non-finite" not in printed and "encoder/Dense_0:__call__[0]" in printed
     assert out.read_text().startswith("<!DOCTYPE html>")
+
+
+def noted_inspection():
+    model, x = ScanNet(), jnp.ones((2, 4))  # flax drops what the scanned body returns: notes say so
+    variables = nn.init(lambda m, x: m(x), model)(jax.random.key(0), x)
+    return fi.inspect_apply(lambda m, x: m(x), model)(variables, x)
+
+
+BLOCKS = frozenset({"div", "details", "summary", "label", "title", "body"})
+
+
+class _Blocks(HTMLParser):
+    """The text of a page, a line per block element, sparklines (pictures) and styles left out."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.lines, self.skip = [""], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag in BLOCKS:
+            self.lines.append("")
+        if self.skip or tag == "style" or "fi-spark" in (dict(attrs).get("class") or ""):
+            self.skip.append(tag)
+
+    def handle_endtag(self, tag):
+        if self.skip and self.skip[-1] == tag:
+            self.skip.pop()
+        elif tag in BLOCKS:
+            self.lines.append("")
+
+    def handle_data(self, data):
+        if not self.skip:
+            self.lines[-1] += data
+
+
+def html_lines(page: str) -> set[str]:
+    parser = _Blocks()
+    parser.feed(page)
+    return {line.strip() for line in parser.lines if line.strip()}
+
+
+def rich_lines(obj) -> set[str]:
+    console = Console(record=True, width=1000, force_terminal=False)
+    console.print(obj)
+    return {re.sub(r"^[\s│├└─]+", "", line).rstrip() for line in console.export_text().splitlines()}
+
+
+def _blank_module_type():
+    insp = nan_inspection()
+    insp.calls[0].module_type = ""  # flax recorded no event for it: shown as '?' in every view
+    return insp
+
+
+@pytest.mark.parametrize("make", [demo_inspection, nan_inspection, noted_inspection, _blank_module_type,
+                                  lambda: fi.compare(demo_inspection(), demo_inspection(train=False))],
+                         ids=["demo", "lognet", "notes", "blank-type", "comparison"])
+def test_every_line_of_the_text_view_is_a_line_of_rich_and_of_the_static_html(make):
+    obj = make()
+    text = [line.strip() for line in str(obj).splitlines()]
+    page = html.export(obj) if isinstance(obj, fi.Inspection) else html.render_comparison(obj)
+    in_rich, in_html = rich_lines(obj), html_lines(page)
+    assert [line for line in text if line not in in_rich] == []
+    assert [line for line in text if line not in in_html] == []
+    if isinstance(obj, fi.Inspection):  # what the parity has to cover, so that it can fail
+        assert any(line.startswith("output: ") for line in text) and any(line.startswith("binding: ") for line in text)
+        if make is noted_inspection:
+            assert obj.notes and all(f"note: {n}" in text for n in obj.notes)
+        if make is _blank_module_type:
+            assert any(line.startswith("#0 d1:__call__[0] (?): ") for line in text)
+
+
+def test_sections_are_the_same_for_every_view_and_name_what_each_row_is():
+    insp = nan_inspection()
+    doc = document(insp, timings=False)
+    assert [s.key for s in doc.sections] == ["output", "variables", "mutations", "intermediates", "binding"]
+    assert [s.key for s in sections(insp)] == [s.key for s in doc.sections]
+    assert doc.section("mutations").empty and not doc.section("output").empty
+    calls = doc.section("intermediates").rows
+    assert (calls[0].name, calls[0].summary, calls[0].link) == ("first non-finite", "d3:__call__[0]", "#2")
+    third = calls[3]
+    assert (third.name, third.kind, third.id, third.first, third.nonfinite) == ("#2 d3:__call__[0]", "Dense", "#2", True, True)
+    assert third.leaf is insp.calls[2].outputs[0]
+    binding = doc.section("binding").rows
+    assert [r.name for r in binding] == ["/:__call__"] and [r.name for r in binding[0].children] == [
+        "d1:__call__", "d2:__call__", "d3:__call__"]
+
+
+def test_limits_count_what_they_leave_out_and_keep_the_first_nonfinite_call():
+    insp = nan_inspection()
+    doc = document(insp, max_children=1, max_depth=2)
+    variables = doc.section("variables")
+    (params,) = variables.rows
+    assert [r.name for r in params.children] == ["d1"] and params.more == 2
+    assert params.children[0].children == [] and params.children[0].more == 2  # below max_depth
+    calls = doc.section("intermediates")
+    assert [r.name for r in calls.rows] == ["first non-finite", "#0 d1:__call__[0]", "#2 d3:__call__[0]"]
+    assert calls.more == 2
+    text = fi.Inspection.to_text(insp, max_children=1)
+    assert "    ... 2 more" in text

@@ -1,8 +1,6 @@
 """Kernel side of the notebook widget: lazy rows, search, detail, status, jump; bounded cost."""
 
 import json
-import os
-import sys
 
 import flax.linen as nn
 import ipywidgets
@@ -13,23 +11,31 @@ import pytest
 
 import inspector as fi
 from inspector.demo import demo_inspection
-from inspector.views.rows import PAGE
-from inspector.views.widgets import InspectionWidget, preview_index, show
+from inspector.views.rows import PAGE, NodeSource
+from inspector.views.widgets import InspectionWidget, TreeWidget, preview_index, show
 from models import LogNet
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
-from synthetic import wide_inspection  # noqa: E402
+from synthetic import wide_inspection
 
 
-def sent(tree):
+def sent(tree, monkeypatch):
     """Collects what ``tree`` sends to the browser."""
     out = []
-    tree.send = lambda content, buffers=None: out.append(content)
+    monkeypatch.setattr(tree, "send", lambda content, buffers=None: out.append(content))
     return out
 
 
-def msg(tree, **content):
-    tree._on_msg(tree, content, None)
+def click(tree, id):
+    """What a click on leaf ``id`` in a view does: it sets the synced ``selected``."""
+    tree.set_state({"selected": id})
+
+
+@pytest.fixture
+def statuses(monkeypatch):
+    """Every status line an :class:`InspectionWidget` shows, in order."""
+    seen = []
+    original = InspectionWidget.set_status
+    monkeypatch.setattr(InspectionWidget, "set_status", lambda self, text: seen.append(text) or original(self, text))
+    return seen
 
 
 def test_first_render_is_bounded_for_5000_leaves():
@@ -47,34 +53,39 @@ def test_first_render_is_bounded_for_5000_leaves():
     assert w.trees["intermediates"].initial[-1]["more"]  # the rest is one "... more" row
 
 
-def test_children_are_sent_when_opened_and_paginated():
+def test_children_are_sent_when_opened_and_paginated(monkeypatch):
     w = InspectionWidget(wide_inspection(5000))
     tree = w.trees["variables"]
     params = next(r for r in tree.initial if r["id"] == "params")
     assert len(params["children"]) < 2500 and params["children"][-1]["more"]
-    out = sent(tree)
-    msg(tree, kind="children", id="params/layer_7")
+    out = sent(tree, monkeypatch)
+    tree.answer({"kind": "children", "view": "v1", "id": "params/layer_7", "offset": 0})
+    assert {k: out[-1][k] for k in ("kind", "view", "id", "offset")} == {
+        "kind": "children", "view": "v1", "id": "params/layer_7", "offset": 0}
     assert [r["name"] for r in out[-1]["rows"]] == ["kernel", "bias"]
     assert out[-1]["rows"][0]["summary"].startswith("float32[4,4] 64 B mean")
-    msg(tree, kind="children", id="params", offset=PAGE)
-    assert len(out[-1]["rows"]) == PAGE + 1 and out[-1]["rows"][-1]["more"]
+    tree.answer({"kind": "children", "view": "v2", "id": "params", "offset": PAGE})
+    assert out[-1]["view"] == "v2" and out[-1]["offset"] == PAGE
+    rows = out[-1]["rows"]
+    assert len(rows) == PAGE + 1 and rows[-1]["more"] and rows[-1]["offset"] == 2 * PAGE
+    assert rows[0]["id"] == f"params/layer_{PAGE}"
 
 
-def test_search_by_glob_and_substring():
+def test_search_by_glob_and_substring(monkeypatch):
     insp = demo_inspection()
     w = InspectionWidget(insp)
     tree = w.trees["variables"]
-    out = sent(tree)
-    msg(tree, kind="search", query="params/**/kernel", seq=3)
+    out = sent(tree, monkeypatch)
+    tree.answer({"kind": "search", "view": "v1", "query": "params/**/kernel", "seq": 3})
     names = [r["name"] for r in out[-1]["rows"]]
-    assert out[-1]["seq"] == 3 and out[-1]["total"] == 4
+    assert out[-1]["view"] == "v1" and out[-1]["seq"] == 3 and out[-1]["total"] == 4
     assert names == ["params/decoder/Dense_0/kernel", "params/decoder/Dense_1/kernel",
                      "params/encoder/Dense_0/kernel", "params/encoder/Dense_1/kernel"]
-    msg(tree, kind="search", query="batchnorm_1", seq=4)
+    tree.answer({"kind": "search", "view": "v1", "query": "batchnorm_1", "seq": 4})
     assert {r["name"] for r in out[-1]["rows"]} >= {"batch_stats/encoder/BatchNorm_1/mean"}
 
 
-def test_clicking_a_leaf_shows_a_bounded_preview():
+def test_clicking_a_leaf_shows_a_bounded_preview(monkeypatch):
     class Big(nn.Module):
         @nn.compact
         def __call__(self, x):
@@ -87,8 +98,8 @@ def test_clicking_a_leaf_shows_a_bounded_preview():
     fetched = []
     leaf = insp["params/Dense_0/kernel"]
     original = leaf.fetch
-    leaf.fetch = lambda index=None: fetched.append(index) or original(index)
-    msg(w.trees["variables"], kind="select", id="params/Dense_0/kernel")
+    monkeypatch.setattr(leaf, "fetch", lambda index=None: fetched.append(index) or original(index))
+    click(w.trees["variables"], "params/Dense_0/kernel")
     (index,) = fetched
     assert index == (slice(0, 256), slice(0, 256))
     html_out = w.detail.outputs[0]["data"]["text/html"]
@@ -113,55 +124,96 @@ def test_mutation_rows_ranked_and_detail_before_after():
     deltas = [d.max_abs_delta for d in insp.diffs[0].ranked()]
     assert deltas == sorted(deltas, reverse=True)
     assert [r["cls"] for r in col["children"]] == ["changed"] * 4
-    msg(tree, kind="select", id=col["children"][0]["id"])
+    click(tree, col["children"][0]["id"])
     texts = [o["data"]["text/html"] for o in w.detail.outputs if "fi-detail" in o["data"].get("text/html", "")]
     assert len(texts) == 2 and "(after)" in texts[0] and "(before)" in texts[1]
 
 
-def test_first_nonfinite_jump():
+def test_one_leaf_is_selected_at_a_time():
+    w = InspectionWidget(demo_inspection())
+    click(w.trees["variables"], "params/encoder/Dense_0/kernel")
+    click(w.trees["output"], "output")
+    assert w.trees["variables"].selected is None and w.trees["output"].selected == "output"
+    click(w.trees["variables"], "params/encoder/Dense_0/kernel")  # shown again, though it was the last click there
+    assert "variables: params/encoder/Dense_0/kernel" in w.detail.outputs[0]["data"]["text/html"]
+    assert w.trees["output"].selected is None
+
+
+def test_first_nonfinite_jump(monkeypatch):
     model, x = LogNet(), jnp.ones((2, 3))
     variables = nn.init(lambda m, x: m(x), model)(jax.random.key(0), x)
     w = InspectionWidget(fi.inspect_apply(lambda m, x: m(x), model)(variables, x))
     assert w.jump.layout.display != "none" and "d3:__call__[0]" in w.jump.description
-    out = sent(w.trees["intermediates"])
+    tree = w.trees["intermediates"]
+    states = []
+    monkeypatch.setattr(tree, "send_state", lambda key=None: states.append(tree.get_state(key)))
     w.jump.click()
-    assert w.tabs.selected_index == 2
-    assert out[-1] == {"kind": "reveal", "id": "#2"}
+    assert w.selected_tab == "intermediates" and w.tabs.selected_index == list(w.trees).index("intermediates")
+    assert tree.selected == "#2" and states[-1] == {"selected": "#2"}  # the views reveal it
     assert "d3:__call__[0]" in w.detail.outputs[0]["data"]["text/html"]
-    first_row = w.trees["intermediates"].initial[2]
+    first_row = tree.initial[2]
     assert first_row["cls"] == "first" and first_row["bad"]
+    w.detail.outputs = ()
+    w.jump.click()  # again: the views reveal it again, and the detail is shown again
+    assert states[-2:] == [{"selected": None}, {"selected": "#2"}]
+    assert "d3:__call__[0]" in w.detail.outputs[0]["data"]["text/html"]
 
 
-def test_reveal_beyond_the_loaded_page():
+def test_reveal_beyond_the_loaded_page(monkeypatch):
     w = InspectionWidget(wide_inspection(5000))
     tree = w.trees["intermediates"]
-    out = sent(tree)
-    msg(tree, kind="reveal", id="#1234", loaded=100)
+    out = sent(tree, monkeypatch)
+    tree.answer({"kind": "children", "view": "v1", "id": "", "offset": 100, "until": "#1234"})
     rows = out[-1]["rows"]
+    assert out[-1]["offset"] == 100 and out[-1]["view"] == "v1"
     assert rows[0]["id"] == "#100" and any(r["id"] == "#1234" for r in rows) and rows[-1]["more"]
+    assert rows[-1]["offset"] == 100 + len(rows) - 1
+    tree.answer({"kind": "children", "view": "v1", "id": "", "offset": 100, "until": "#1234/nothing"})
+    assert out[-1]["rows"] == []  # not a root row: nothing is sent
 
 
-def test_status_live_phases_and_timings():
+def test_replies_go_to_the_view_that_asked(monkeypatch):
+    tree = TreeWidget(NodeSource(demo_inspection().variables.root))
+    out = sent(tree, monkeypatch)
+    tree.answer({"kind": "children", "view": "a", "id": "params/encoder", "offset": 0})
+    tree.answer({"kind": "children", "view": "b", "id": "params/encoder", "offset": 0})
+    tree.answer({"kind": "search", "view": "b", "query": "kernel", "seq": 1})
+    assert [(m["kind"], m["view"]) for m in out] == [("children", "a"), ("children", "b"), ("search", "b")]
+    assert out[0]["rows"] == out[1]["rows"]
+
+
+def test_output_tab(monkeypatch):
+    insp = demo_inspection()
+    w = InspectionWidget(insp)
+    tree = w.trees["output"]
+    (row,) = tree.initial
+    assert row["id"] == "output" and row["leaf"] and row["summary"].startswith("float32[4,8] 128 B mean")
+    assert w.tabs.titles[list(w.trees).index("output")] == "Output"
+    click(tree, "output")
+    assert "output: output" in w.detail.outputs[0]["data"]["text/html"]
+    model, x = LogNet(), jnp.ones((2, 3))
+    init = fi.inspect_init(lambda m, x: m(x), model)(jax.random.key(0), x)
+    assert InspectionWidget(init).trees["output"].initial == []  # init returns no output
+
+
+def test_status_live_phases_and_timings(statuses):
     insp = demo_inspection()
     w = InspectionWidget(insp)
     assert "trace" in w.status.value and "compile" in w.status.value and "run" in w.status.value
     model, x = LogNet(), jnp.ones((2, 3))
     variables = nn.init(lambda m, x: m(x), model)(jax.random.key(0), x)
-    seen = []
-    original = InspectionWidget.set_status
-    InspectionWidget.set_status = lambda self, text: seen.append(text) or original(self, text)
-    try:
-        widget = show(fi.inspect_apply(lambda m, x: m(x), model), variables, x)
-    finally:
-        InspectionWidget.set_status = original
-    assert seen[:4] == ["waiting", "tracing...", "compiling...", f"running on {jax.devices()[0]}..."]
+    statuses.clear()
+    widget = show(fi.inspect_apply(lambda m, x: m(x), model), variables, x)
+    assert statuses[:4] == ["waiting", "tracing...", "compiling...", f"running on {jax.devices()[0]}..."]
     assert "done in" in widget.status.value
 
 
-def test_failed_run_reports_in_status_and_raises():
+def test_failed_run_reports_in_status_and_raises(statuses):
     model, x = LogNet(), jnp.ones((2, 3))
-    with pytest.raises(Exception):
+    with pytest.raises(Exception) as raised:
         show(fi.inspect_apply(lambda m, x: m(x), model), {"params": {}}, x)
+    assert statuses[-1].startswith(f"failed: {type(raised.value).__name__}: ")
+    assert str(raised.value).splitlines()[0] in statuses[-1]
 
 
 def test_detail_escapes_user_text():
@@ -174,7 +226,7 @@ def test_detail_escapes_user_text():
     model, x = Evil(), jnp.ones((1, 2))
     insp = fi.inspect_apply(lambda m, x: m(x), model)({}, x)
     w = InspectionWidget(insp)
-    msg(w.trees["intermediates"], kind="select", id="#0")
+    click(w.trees["intermediates"], "#0")
     page = w.detail.outputs[0]["data"]["text/html"]
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert insp._repr_mimebundle_()["text/html"].count("&lt;img") >= 1

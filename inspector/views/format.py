@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from inspector.model import Leaf, LeafDiff, Stats
+from inspector.model import BindingCall, CollectionDiff, Inspection, Leaf, LeafDiff, MethodCall, Node, Stats
 
 SPARK = " ▁▂▃▄▅▆▇█"
 
@@ -38,6 +38,55 @@ def shape(leaf: Leaf) -> str:
     if leaf.opaque is not None:
         return leaf.opaque
     return f"{leaf.dtype}[{','.join(map(str, leaf.shape))}]"
+
+
+def value(leaf: Leaf) -> str:
+    """A returned value: ``float32[4,8] mean ... [min, max]``, or what a non-array is."""
+    return shape(leaf) if leaf.opaque is not None else f"{shape(leaf)} {stats(leaf.stats)}"
+
+
+def stored(leaf: Leaf) -> str:
+    """A stored array: :func:`value` with its bytes (and per-device bytes when sharded)."""
+    if leaf.opaque is not None:
+        return leaf.opaque
+    placed = f" {leaf.sharding} {nbytes(leaf.per_device_bytes)}/device" if leaf.shard_shape else ""
+    return f"{shape(leaf)} {nbytes(leaf.nbytes)}{placed} {stats(leaf.stats)}"
+
+
+def node_summary(node: Node) -> str:
+    """A variable leaf (:func:`stored`), or a level: ``16 leaves, 1,816 elements, 7.3 kB``."""
+    if node.leaf is not None:
+        return stored(node.leaf)
+    bad = node.nonfinite
+    text = f"{count(node.count)} leaves, {count(node.size)} elements, {nbytes(node.nbytes)}"
+    return text + (f" !! {bad} non-finite" if bad else "")
+
+
+def header(insp: Inspection, timings: bool = True) -> str:
+    """``Inspection: apply AutoEncoder on <device>`` with the timings (``timings=False`` for goldens)."""
+    text = f"Inspection: {insp.kind} {module_type(insp.module_type)} on {insp.device}"
+    if insp.subnormals_as_zero:
+        text += " [subnormals read as 0]"
+    if timings:
+        t = insp.timings
+        text += (f" (cached, ran {t.run_ms:.1f} ms)" if t.cached else
+                 f" (traced {t.trace_ms:.0f} ms, compiled {t.compile_ms:.0f} ms, ran {t.run_ms:.1f} ms)")
+    return text
+
+
+def module_type(name: str) -> str:
+    """A module's class name; ``?`` where it is not known."""
+    return name or "?"
+
+
+def call_kind(call: MethodCall) -> str:
+    """What produced a captured value: ``sow``, or the module's class name."""
+    return "sow" if call.sown else module_type(call.module_type)
+
+
+def status_counts(diff: CollectionDiff) -> str:
+    """``4 changed, 1 added`` (statuses with no leaf left out), or ``empty``."""
+    return ", ".join(f"{n} {s}" for s, n in diff.counts().items() if n) or "empty"
 
 
 def spark(hist: tuple[int, ...]) -> str:
@@ -77,7 +126,7 @@ def delta(d: LeafDiff) -> str:
             f"Δmean {d.delta_mean:+.4g}, Δstd {d.delta_std:+.4g}")
 
 
-def binding(call) -> str:
+def binding(call: BindingCall) -> str:
     """``reads params[kernel, bias]; writes batch_stats[mean, var]; rng dropout x1``."""
     parts = [f"{verb} " + "; ".join(f"{col}[{', '.join(names)}]" for col, names in table.items())
              for verb, table in (("reads", call.reads), ("writes", call.writes)) if table]

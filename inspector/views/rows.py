@@ -1,4 +1,4 @@
-"""Rows: the three views as lazily expandable lists of JSON-able summaries.
+"""Rows: each section of an inspection as a lazily expandable list of JSON-able summaries.
 
 A :class:`RowSource` answers "the children of node ``id``, from ``offset``", "the
 nodes matching a query" and "the leaf behind ``id``" without ever walking more
@@ -7,17 +7,37 @@ than it returns; widgets ask for what the user opens, nothing else.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Generic, Iterator, TypedDict, TypeVar
 
 from inspector.model import (
-    BindingCall, Inspection, Leaf, LeafDiff, MethodCall, Node, path_matches, path_str,
+    BindingCall, Comparison, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, path_matches, path_str,
 )
 from inspector.names import parse_path
 from inspector.views import format as F
 from inspector.views.text import node_summary
 
-Row = dict[str, Any]
 PAGE = 200
+Item = TypeVar("Item")  # what a leaf row stands for: a Leaf, a LeafDiff, a LeafDelta
+
+
+class _RowFields(TypedDict):
+    id: str  # unique within its source ('' addresses the root, which has no row)
+    name: str
+    summary: str
+    n: int  # how many children (0: none, nothing to open)
+
+
+class Row(_RowFields, total=False):
+    """One row as the widget receives it (mirrored by the ``Row`` typedef in ``static/tree.js``)."""
+
+    leaf: bool  # clicking the name shows its detail
+    bad: bool  # holds a NaN or Inf
+    cls: str  # a CSS class suffix: a diff status ('changed', 'added', ...) or 'first' (first non-finite)
+    spark: str  # histogram sparkline
+    children: list[Row]  # already filled in (rows opened at first paint)
+    more: bool  # "... N more": a placeholder that asks for the next page of ``parent``
+    parent: str
+    offset: int
 
 
 def leaf_summary(leaf: Leaf) -> str:
@@ -28,7 +48,17 @@ def _bad(leaf: Leaf | None) -> bool:
     return bool(leaf is not None and leaf.stats and leaf.stats.nonfinite)
 
 
-class RowSource:
+def _spark(leaf: Leaf | None) -> str:
+    stats = leaf.full_stats() if leaf is not None else None
+    return F.spark(stats.hist) if stats is not None else ""
+
+
+def _leaf_row(id: str, name: str, leaf: Leaf) -> Row:
+    return {"id": id, "name": name, "summary": leaf_summary(leaf), "n": 0, "leaf": True, "bad": _bad(leaf),
+            "spark": _spark(leaf)}
+
+
+class RowSource(Generic[Item]):
     """Base: a tree of rows addressed by string ids (``''`` is the root)."""
 
     def children(self, id: str, offset: int = 0, limit: int = PAGE) -> tuple[list[Row], int]:
@@ -37,19 +67,36 @@ class RowSource:
     def search(self, query: str, limit: int = PAGE) -> tuple[list[Row], int]:
         raise NotImplementedError
 
-    def leaf(self, id: str) -> Leaf | LeafDiff | None:
+    def leaf(self, id: str) -> Item | None:
         raise NotImplementedError
 
     def label(self, id: str) -> str:
         """A readable name for row ``id`` (detail titles)."""
         return id
 
+    def page(self, id: str, offset: int = 0, limit: int = PAGE, until: str | None = None) -> list[Row]:
+        """The children of ``id`` from ``offset``, then a :meth:`more_row` if some are left.
+
+        With ``until``, as many pages as it takes to reach the child with that id, or
+        ``[]`` when no child of ``id`` has it.
+        """
+        rows, total = self.children(id, offset, limit)
+        if until is not None:
+            while not any(r["id"] == until for r in rows):
+                if offset + len(rows) >= total:
+                    return []
+                more, _ = self.children(id, offset + len(rows), limit)
+                if not more:
+                    return []
+                rows += more
+        return rows + self.more_row(id, offset + len(rows), total)
+
     def initial(self, open_depth: int = 1, budget: int = 100) -> list[Row]:
         """Root rows, with the first ``open_depth`` levels' children filled in (``budget`` rows)."""
         rows, total = self.children("", 0, budget)
         budget -= len(rows)
         self._fill(rows, open_depth, budget)
-        return rows + self._more("", len(rows), total)
+        return rows + self.more_row("", len(rows), total)
 
     def _fill(self, rows: list[Row], depth: int, budget: int) -> int:
         if depth <= 0:
@@ -59,18 +106,48 @@ class RowSource:
                 kids, total = self.children(row["id"], 0, min(PAGE, budget))
                 budget -= len(kids)
                 budget = self._fill(kids, depth - 1, budget)
-                row["children"] = kids + self._more(row["id"], len(kids), total)
+                row["children"] = kids + self.more_row(row["id"], len(kids), total)
         return budget
 
     @staticmethod
-    def _more(id: str, shown: int, total: int) -> list[Row]:
+    def more_row(parent: str, shown: int, total: int) -> list[Row]:
+        """``[]`` when all ``total`` children of ``parent`` are shown, else one "... N more" row."""
         if shown >= total:
             return []
-        return [{"id": f"{id}\x00more", "more": True, "parent": id, "offset": shown,
+        return [{"id": f"{parent}\x00more", "more": True, "parent": parent, "offset": shown,
                  "name": f"... {total - shown} more", "summary": "", "n": 0}]
 
 
-class NodeSource(RowSource):
+class OutputSource(RowSource[Leaf]):
+    """Rows for what the call returned: its array leaves in order (none for ``init``).
+
+    Ids are the keys ``Inspection[...]`` takes: ``'output'`` or ``'output/<path>'``.
+    """
+
+    def __init__(self, insp: Inspection):
+        self.leaves = {self.leaf_id(leaf): leaf for leaf in insp.outputs} if insp.kind != "init" else {}
+
+    @staticmethod
+    def leaf_id(leaf: Leaf) -> str:
+        return path_str(("output",) + leaf.path)
+
+    def _row(self, id: str) -> Row:
+        leaf = self.leaves[id]
+        return _leaf_row(id, path_str(leaf.path) if leaf.path else "output", leaf)
+
+    def children(self, id, offset=0, limit=PAGE):
+        ids = list(self.leaves) if not id else []
+        return [self._row(i) for i in ids[offset:offset + limit]], len(ids)
+
+    def search(self, query, limit=PAGE):
+        hits = [i for i in self.leaves if path_matches(i, query)]
+        return [self._row(i) for i in hits[:limit]], len(hits)
+
+    def leaf(self, id):
+        return self.leaves.get(id)
+
+
+class NodeSource(RowSource[Leaf]):
     """Rows for a :class:`Node` tree (variables); ids are node paths."""
 
     def __init__(self, root: Node):
@@ -81,10 +158,8 @@ class NodeSource(RowSource):
 
     def _row(self, node: Node, label: str | None = None) -> Row:
         leaf = node.leaf if not node.children else None
-        stats = leaf.full_stats() if leaf else None
         return {"id": path_str(node.path), "name": label or node.name, "summary": node_summary(node),
-                "n": len(node.children), "leaf": leaf is not None, "bad": bool(node.nonfinite),
-                "spark": F.spark(stats.hist) if stats else ""}
+                "n": len(node.children), "leaf": leaf is not None, "bad": bool(node.nonfinite), "spark": _spark(leaf)}
 
     def children(self, id, offset=0, limit=PAGE):
         node = self._node(id)
@@ -112,7 +187,7 @@ class NodeSource(RowSource):
         return node.leaf if node is not None else None
 
 
-class DiffSource(RowSource):
+class DiffSource(RowSource[LeafDiff]):
     """Rows for mutated collections: collection -> leaves, most changed first."""
 
     def __init__(self, insp: Inspection):
@@ -121,10 +196,8 @@ class DiffSource(RowSource):
         self._by_id = {path_str(x.path): x for d in insp.diffs for x in d.leaves}
 
     def _row(self, d: LeafDiff, label: str | None = None) -> Row:
-        after = d.after or d.before
         return {"id": path_str(d.path), "name": label or path_str(d.path[1:]), "summary": F.delta(d),
-                "n": 0, "leaf": True, "cls": d.status, "bad": _bad(d.after),
-                "spark": F.spark(after.full_stats().hist) if after and after.stats else ""}
+                "n": 0, "leaf": True, "cls": d.status, "bad": _bad(d.after), "spark": _spark(d.after or d.before)}
 
     def children(self, id, offset=0, limit=PAGE):
         if not id:
@@ -145,7 +218,7 @@ class DiffSource(RowSource):
         return self._by_id.get(id)
 
 
-class CallSource(RowSource):
+class CallSource(RowSource[Leaf]):
     """Rows for intermediates: calls in execution order -> their output leaves."""
 
     def __init__(self, insp: Inspection):
@@ -166,8 +239,7 @@ class CallSource(RowSource):
         leaf = call.outputs[0] if single else None
         return {"id": self.call_id(call), "name": f"#{call.order} {call.key}", "summary": summary,
                 "n": 0 if single else len(call.outputs), "leaf": single, "bad": bool(call.nonfinite),
-                "cls": "first" if call is self.first else "",
-                "spark": F.spark(leaf.full_stats().hist) if leaf is not None and leaf.stats else ""}
+                "cls": "first" if call is self.first else "", "spark": _spark(leaf)}
 
     def _call(self, id: str) -> MethodCall | None:
         try:
@@ -182,9 +254,8 @@ class CallSource(RowSource):
         call = self._call(id)
         if call is None:
             return [], 0
-        rows = [{"id": f"{id}/{self._sub(call, leaf)}", "name": self._sub(call, leaf) or "value",
-                 "summary": leaf_summary(leaf), "n": 0, "leaf": True, "bad": _bad(leaf),
-                 "spark": F.spark(leaf.full_stats().hist) if leaf.stats else ""} for leaf in call.outputs]
+        rows = [_leaf_row(f"{id}/{self._sub(call, leaf)}", self._sub(call, leaf) or "value", leaf)
+                for leaf in call.outputs]
         return rows[offset:offset + limit], len(rows)
 
     def search(self, query, limit=PAGE):
@@ -210,7 +281,7 @@ class CallSource(RowSource):
         return call.key + (f" {sub}" if sub else "")
 
 
-class BindingSource(RowSource):
+class BindingSource(RowSource[Leaf]):
     """Rows for the binding trace: calls nested as they ran, with what each touched."""
 
     def __init__(self, insp: Inspection):
@@ -242,12 +313,12 @@ class BindingSource(RowSource):
         return super().initial(open_depth, budget)
 
 
-class ComparisonSource(RowSource):
+class ComparisonSource(RowSource[LeafDelta]):
     """Rows for a comparison: section -> leaves, largest divergence first."""
 
     SECTIONS = ("output", "variables", "intermediates")
 
-    def __init__(self, comparison):
+    def __init__(self, comparison: Comparison):
         self.ranked = {s: comparison.ranked(s) for s in self.SECTIONS}
         self.by_id = {f"{d.section}:{d.key}": d for d in comparison.deltas}
 
@@ -269,5 +340,5 @@ class ComparisonSource(RowSource):
         hits = [d for r in self.ranked.values() for d in r if path_matches(d.key, query)]
         return [self._row(d) for d in hits[:limit]], len(hits)
 
-    def leaf(self, id):
+    def leaf(self, id: str) -> LeafDelta | None:
         return self.by_id.get(id)

@@ -1,4 +1,4 @@
-"""Interactive notebook views: three lazy trees, a status line and a leaf detail pane.
+"""Interactive notebook views: a lazy tree per section, a status line and a leaf detail pane.
 
 Each tree is one anywidget model whose rows come from a
 :class:`~inspector.views.rows.RowSource` only when a node is opened, so the number
@@ -10,6 +10,7 @@ does not run inside ``ipywidgets.HTML``).
 
 from __future__ import annotations
 
+import functools
 import html
 import pathlib
 import weakref
@@ -23,92 +24,81 @@ from IPython.display import HTML
 from inspector.model import Inspection, Leaf, LeafDiff
 from inspector.views import format as F
 from inspector.views.rows import (
-    PAGE, BindingSource, CallSource, ComparisonSource, DiffSource, NodeSource, RowSource,
+    BindingSource, CallSource, ComparisonSource, DiffSource, NodeSource, OutputSource, RowSource,
 )
 from inspector.views.text import header
 
 PREVIEW_ELEMENTS = 65_536
-_ESM = pathlib.Path(__file__).parent / "static" / "tree.js"
+_STATIC = pathlib.Path(__file__).parent / "static"
 
 
 class TreeWidget(anywidget.AnyWidget):
-    """A lazily expanded tree over a :class:`RowSource`, with a search box."""
+    """A lazily expanded tree over a :class:`RowSource`, with a search box.
 
-    _esm = _ESM
-    initial = traitlets.List().tag(sync=True)
+    Every view of the widget shares ``initial`` and ``selected``. A view asks for rows
+    with a message that carries its own id (``view``); the reply echoes it, and only
+    that view takes it:
+
+    - ``{kind: "children", view, id, offset, until?}`` -> ``{kind: "children", view, id, offset, rows}``
+      (:meth:`RowSource.page`);
+    - ``{kind: "search", view, query, seq}`` -> ``{kind: "search", view, seq, rows, total}``.
+    """
+
+    _esm = _STATIC / "tree.js"
+    _css = _STATIC / "tree.css"
+    initial: traitlets.List[Any] = traitlets.List().tag(sync=True)
     placeholder = traitlets.Unicode("filter: substring or glob (params/**/kernel)").tag(sync=True)
+    selected = traitlets.Unicode(None, allow_none=True).tag(sync=True)
 
-    def __init__(self, source: RowSource | None = None, **kwargs: Any):
+    def __init__(self, source: RowSource[Any] | None = None, **kwargs: Any):
         super().__init__(**kwargs)
-        self._source: RowSource | Callable[[], RowSource | None] | None = source
-        self.selected: str | None = None
+        self._source: RowSource[Any] | Callable[[], RowSource[Any] | None] | None = source
         self._select_handlers: list[Callable[[str], None]] = []
-        self.sent_bytes = 0
-        self.on_msg(self._on_msg)
+        self.on_msg(lambda _widget, msg, _buffers: self.answer(msg))
+        self.observe(self._on_selected, "selected")
         if source is not None:
             self.initial = source.initial()
 
     @property
-    def source(self) -> RowSource | None:
+    def source(self) -> RowSource[Any] | None:
         """The rows shown; ``None`` once a weakly held inspection is gone."""
         s = self._source
         return s() if callable(s) and not isinstance(s, RowSource) else s
 
-    @source.setter
-    def source(self, source: RowSource | Callable[[], RowSource | None] | None) -> None:
-        self._source = source
-
-    def set_source(self, source: RowSource | Callable[[], RowSource | None]) -> None:
+    def set_source(self, source: RowSource[Any] | Callable[[], RowSource[Any] | None]) -> None:
         """``source`` or a function returning it (so that the widget need not keep it alive)."""
         self._source = source
-        self.initial = self.source.initial()
+        rows = self.source
+        self.initial = rows.initial() if rows is not None else []
 
     def on_select(self, handler: Callable[[str], None]) -> None:
-        """Calls ``handler(id)`` when the user clicks a leaf (or :meth:`select` is called)."""
+        """Calls ``handler(id)`` whenever ``selected`` becomes ``id`` (a click on a leaf, or :meth:`select`)."""
         self._select_handlers.append(handler)
 
     def select(self, id: str) -> None:
+        """Selects row ``id``: every view loads, scrolls to and flashes it (again, if it was selected)."""
+        if self.selected == id:
+            self.selected = None
         self.selected = id
-        for handler in self._select_handlers:
-            handler(id)
 
-    def reveal(self, id: str) -> None:
-        """Scrolls to, flashes and selects row ``id`` in the browser."""
-        self.send({"kind": "reveal", "id": id})
+    def _on_selected(self, change: dict) -> None:
+        if change["new"] is not None:
+            for handler in self._select_handlers:
+                handler(change["new"])
 
-    # -- messages from the browser --------------------------------------------
-    def _on_msg(self, _widget: Any, msg: dict, _buffers: Any) -> None:
-        if self.source is None:
+    def answer(self, msg: dict) -> None:
+        """Answers one request from a view (see the class docstring)."""
+        source = self.source
+        if source is None:
             return
-        kind = msg.get("kind")
+        view, kind = msg.get("view"), msg.get("kind")
         if kind == "children":
-            self.answer_children(str(msg.get("id", "")), int(msg.get("offset", 0)))
+            id, offset, until = str(msg.get("id", "")), int(msg.get("offset", 0)), msg.get("until")
+            rows = source.page(id, offset, until=None if until is None else str(until))
+            self.send({"kind": "children", "view": view, "id": id, "offset": offset, "rows": rows})
         elif kind == "search":
-            rows, total = self.source.search(str(msg.get("query", "")))
-            self.reply({"kind": "search", "seq": msg.get("seq"), "rows": rows, "total": total})
-        elif kind == "select":
-            self.select(str(msg.get("id", "")))
-        elif kind == "reveal":
-            self.answer_reveal(str(msg.get("id", "")), int(msg.get("loaded", 0)))
-
-    def answer_children(self, id: str, offset: int) -> list[dict]:
-        rows, total = self.source.children(id, offset)
-        rows = rows + self.source._more(id, offset + len(rows), total)
-        self.reply({"kind": "children", "id": id, "rows": rows})
-        return rows
-
-    def answer_reveal(self, id: str, loaded: int) -> None:
-        """Sends the root rows from ``loaded`` up to the page that holds ``id``."""
-        rows, total = self.source.children("", loaded, PAGE)
-        while rows and not any(r["id"] == id for r in rows) and loaded + len(rows) < total:
-            more, _ = self.source.children("", loaded + len(rows), PAGE)
-            rows += more
-        rows = rows + self.source._more("", loaded + len(rows), total)
-        self.reply({"kind": "children", "id": "", "rows": rows})
-
-    def reply(self, content: dict) -> None:
-        self.sent_bytes += len(repr(content))
-        self.send(content)
+            rows, total = source.search(str(msg.get("query", "")))
+            self.send({"kind": "search", "view": view, "seq": msg.get("seq"), "rows": rows, "total": total})
 
 
 def preview_index(shape: tuple[int, ...], max_elements: int = PREVIEW_ELEMENTS) -> tuple[slice, ...]:
@@ -138,18 +128,16 @@ def detail_header(title: str, leaf: Leaf, note: str = "") -> str:
         if s.hist and max(s.hist):
             rows.append(("histogram", f"{s.hist_sample:,} of {s.count:,} elements, evenly spread"
                          if s.hist_sample else "every finite element"))
-    table = "".join(f"<tr><th style='text-align:left;padding-right:12px'>{html.escape(k)}</th>"
+    table = "".join(f"<tr><th>{html.escape(k)}</th>"
                     f"<td>{html.escape(v)}</td></tr>" for k, v in rows)
     hist = ""
     if s is not None and s.hist and max(s.hist):
         top = max(s.hist)
         bars = "".join(f"<rect x='{i * 10}' y='{40 - 40 * h / top:.1f}' width='9' height='{40 * h / top:.1f}'/>"
                        for i, h in enumerate(s.hist))
-        hist = (f"<svg class='fi-hist' width='{10 * len(s.hist)}' height='40' "
-                f"style='fill:var(--jp-brand-color1,#0969da)'>{bars}</svg>")
-    return (f"<div class='fi-detail' style='font:12.5px var(--jp-code-font-family,monospace)'>"
-            f"<div style='font-weight:600'>{html.escape(title)}</div><table>{table}</table>{hist}"
-            f"<div style='color:var(--jp-content-font-color2,#59636e)'>{html.escape(note)}</div></div>")
+        hist = f"<svg class='fi-hist' width='{10 * len(s.hist)}' height='40'>{bars}</svg>"
+    return (f"<div class='fi-detail'><div class='fi-title'>{html.escape(title)}</div><table>{table}</table>{hist}"
+            f"<div class='fi-note'>{html.escape(note)}</div></div>")
 
 
 def _close_tree(widget: Any) -> None:
@@ -162,12 +150,14 @@ def _close_tree(widget: Any) -> None:
     widget.close()
 
 
-_SOURCES = {"variables": lambda insp: NodeSource(insp.variables.root), "mutations": DiffSource,
-            "intermediates": CallSource, "binding": BindingSource}
+_SOURCES: dict[str, Callable[[Inspection], RowSource[Any]]] = {
+    "variables": lambda insp: NodeSource(insp.variables.root), "mutations": DiffSource,
+    "intermediates": CallSource, "binding": BindingSource, "output": OutputSource}
 
 
 class InspectionWidget(W.VBox):
-    """Status, first-non-finite jump, Variables / Mutations / Intermediates tabs, leaf detail.
+    """Status, first-non-finite jump, a tab per section (Variables, Mutations, Intermediates,
+    Binding, Output: each a lazy :class:`TreeWidget`), leaf detail.
 
     With ``weak=True`` (how a displayed :class:`Inspection` builds it) the widget holds the
     inspection only weakly: deleting the inspection frees it, its arrays and this widget
@@ -179,13 +169,11 @@ class InspectionWidget(W.VBox):
         self.status.add_class("fi-status")
         self.jump = W.Button(description="", button_style="danger", layout=W.Layout(display="none", width="auto"))
         self.jump.add_class("fi-jump")
-        self.trees = {name: TreeWidget() for name in ("variables", "mutations", "intermediates", "binding")}
-        self.tabs = W.Tab(children=list(self.trees.values()))
-        for i, name in enumerate(self.trees):
-            self.tabs.set_title(i, name.capitalize())
+        self.trees = {name: TreeWidget() for name in _SOURCES}
+        self.tabs = W.Tab(children=list(self.trees.values()), titles=[name.capitalize() for name in self.trees])
         self.notes = W.HTML()
         self.notes.add_class("fi-notes")
-        self.detail = W.Output(layout=W.Layout(border="1px solid var(--jp-border-color2,#ddd)", padding="4px",
+        self.detail = W.Output(layout=W.Layout(border="1px solid var(--fi-line)", padding="4px",
                                                min_height="2em"))
         self.detail.add_class("fi-detail-pane")
         super().__init__(children=[self.status, self.jump, self.notes, self.tabs, self.detail], **kwargs)
@@ -193,15 +181,24 @@ class InspectionWidget(W.VBox):
         self.weak = weak
         self._insp: Any = None
         for name, tree in self.trees.items():
-            tree.on_select(lambda id, name=name: self.show_detail(name, id))
+            tree.on_select(functools.partial(self.show_detail, name))
         self.jump.on_click(lambda _: self.jump_to_first_nonfinite())
         if insp is not None:
             self.set_inspection(insp)
         else:
             self.set_status("waiting")
 
+    @property
+    def selected_tab(self) -> str:
+        """The open tab, by tree name (``'variables'``, ``'intermediates'``, ...)."""
+        return list(self.trees)[self.tabs.selected_index or 0]
+
+    @selected_tab.setter
+    def selected_tab(self, name: str) -> None:
+        self.tabs.selected_index = list(self.trees).index(name)
+
     def set_status(self, text: str) -> None:
-        self.status.value = f"<span style='font-family:var(--jp-code-font-family,monospace)'>{html.escape(text)}</span>"
+        self.status.value = html.escape(text)
 
     @property
     def inspection(self) -> Inspection | None:
@@ -214,7 +211,7 @@ class InspectionWidget(W.VBox):
             views = insp.__dict__.setdefault("_view_sources", {})  # owned by the inspection, not the widget
             for name, tree in self.trees.items():
                 views.setdefault(name, _SOURCES[name](insp))
-                tree.set_source(lambda name=name: _view_source(ref, name))
+                tree.set_source(functools.partial(_view_source, ref, name))
             weakref.finalize(insp, _close_tree, self)
         else:
             self._insp = insp
@@ -225,9 +222,7 @@ class InspectionWidget(W.VBox):
                   f"done in {t.total_ms:.0f} ms: trace {t.trace_ms:.0f} ms, compile {t.compile_ms:.0f} ms, "
                   f"run {t.run_ms:.1f} ms")
         self.set_status(f"{header(insp, timings=False)} · {timing}")
-        self.notes.value = "".join(
-            f"<div style='color:var(--jp-warn-color1,#9a6700);font-size:12px'>note: {html.escape(n)}</div>"
-            for n in insp.notes)
+        self.notes.value = "".join(f"<div class='fi-note'>note: {html.escape(n)}</div>" for n in insp.notes)
         first = insp.first_nonfinite()
         if first is not None:
             self.jump.description = f"first non-finite: {first.key} ({first.module_type or 'sow'}) - jump"
@@ -239,16 +234,18 @@ class InspectionWidget(W.VBox):
         first = self.inspection.first_nonfinite() if self.inspection else None
         if first is None:
             return
-        self.tabs.selected_index = 2
-        tree = self.trees["intermediates"]
-        tree.reveal(CallSource.call_id(first))
-        tree.select(CallSource.call_id(first))
+        self.selected_tab = "intermediates"
+        self.trees["intermediates"].select(CallSource.call_id(first))
 
     def show_detail(self, view: str, id: str) -> None:
+        """Shows leaf ``id`` of tree ``view``; the leaf selected in any other tree is unselected."""
+        for name, tree in self.trees.items():
+            if name != view:
+                tree.selected = None
         source = self.trees[view].source
-        item = source.leaf(id) if source else None
+        item = source.leaf(id) if source is not None else None
         self.detail.outputs = ()  # a state update, ordered with the appends (clear_output races them)
-        if item is None:
+        if source is None or item is None:
             self.detail.append_display_data(HTML(f"<i>{html.escape(id)}: not a leaf</i>"))
             return
         pairs = [("after", item.after), ("before", item.before)] if isinstance(item, LeafDiff) else [("", item)]
@@ -271,7 +268,7 @@ class InspectionWidget(W.VBox):
             self.detail.append_display_data(array_figure(leaf.preview(index)))
 
 
-def _view_source(ref: weakref.ref, name: str) -> RowSource | None:
+def _view_source(ref: weakref.ref, name: str) -> RowSource[Any] | None:
     insp = ref()
     return None if insp is None else insp.__dict__["_view_sources"][name]
 
@@ -283,7 +280,8 @@ class ComparisonWidget(W.VBox):
         a, b = comparison.labels
         title = W.HTML(f"<b>{html.escape(f'Comparison: {a} vs {b}')}</b>")
         self.comparison = comparison
-        self.tree = TreeWidget(ComparisonSource(comparison))
+        self.rows = ComparisonSource(comparison)
+        self.tree = TreeWidget(self.rows)
         self.detail = W.Output()
         self.detail.add_class("fi-detail-pane")
         self.tree.on_select(self.show_detail)
@@ -291,7 +289,7 @@ class ComparisonWidget(W.VBox):
         self.add_class("fi-comparison")
 
     def show_detail(self, id: str) -> None:
-        d = self.tree.source.leaf(id)
+        d = self.rows.leaf(id)
         self.detail.outputs = ()  # a state update, ordered with the appends (clear_output races them)
         if d is None:
             return

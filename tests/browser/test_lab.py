@@ -1,5 +1,6 @@
 """The notebook widget in a live JupyterLab: lazy tree, search, leaf detail from the kernel,
-first-non-finite jump, bounded DOM for 5,000 leaves, live status (one notebook, to stay fast)."""
+first-non-finite jump, bounded DOM for 5,000 leaves, live status (one notebook, to stay fast);
+then one widget displayed twice (its views share state, not the rows each asked for)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import inspector
 from browser_helpers import NOTEBOOKS, run_notebook_in_lab, tree_click_leaf, tree_expand, tree_search
 
 NOTEBOOK = NOTEBOOKS / "demo_inspection.ipynb"
+TWO_VIEWS = NOTEBOOKS / "two_views.ipynb"
 
 
 def test_widget_views_in_lab(page, lab_server):
@@ -99,4 +101,69 @@ def test_widget_views_in_lab(page, lab_server):
     assert contrast >= 4.5, contrast  # WCAG AA for text
     if shots:
         nan.screenshot(path=f"{shots}/dark.png")
+    assert not page.page_errors, page.page_errors
+
+
+def names(level):
+    return level.locator(":scope > div > .fi-row .fi-name").all_inner_texts()
+
+
+def test_one_widget_shown_twice(page, lab_server):
+    from playwright.sync_api import expect
+
+    nb = run_notebook_in_lab(page, lab_server, TWO_VIEWS)
+    views = nb.output(1).locator(".fi-widget")
+    expect(views).to_have_count(2, timeout=30_000)
+    a, b = views.nth(0), views.nth(1)
+    for view in (a, b):
+        expect(view.locator(".fi-status")).to_contain_text("Inspection: apply AutoEncoder", timeout=30_000)
+        expect(view.locator(".fi-row", has_text="encoder").first).to_be_visible()
+    dense = ".fi-row[data-id='params/encoder/Dense_0']"
+    rows_in_b = b.locator(".fi-row").count()
+
+    # Expanding in A: A's rows arrive in A only. Every view's listener runs on each reply, in
+    # the same dispatch, so once A shows the rows, B has already seen (and ignored) them.
+    kids_a = tree_expand(a, "params/encoder/Dense_0")
+    assert names(kids_a) == ["bias", "kernel"]
+    expect(b.locator(dense)).to_have_count(0)
+    assert b.locator(".fi-row").count() == rows_in_b
+
+    # Expanding the same node in B: each view shows the children exactly once.
+    kids_b = tree_expand(b, "params/encoder/Dense_0")
+    assert names(kids_b) == ["bias", "kernel"]
+    assert names(kids_a) == ["bias", "kernel"]
+    for view in (a, b):
+        expect(view.locator(dense)).to_have_count(1)
+        expect(view.locator(".fi-row[data-id='params/encoder/Dense_0/kernel']")).to_have_count(1)
+
+    # A search in A answers A; B keeps its tree.
+    expect(tree_search(a, "params/**/kernel").locator(".fi-count")).to_have_text("4 matches")
+    expect(b.locator(".fi-count")).to_have_count(0)
+    expect(b.locator(dense)).to_have_count(1)
+    a.locator("input.fi-search:visible").fill("")
+
+    # The selection is shared state: a click in B selects the leaf in both views.
+    tree_click_leaf(b, "params/encoder/Dense_0/kernel")
+    for view in (a, b):
+        expect(view.locator(".fi-detail-pane")).to_contain_text("variables: params/encoder/Dense_0/kernel",
+                                                                timeout=30_000)
+    expect(b.locator(".fi-row.fi-sel")).to_have_attribute("data-id", "params/encoder/Dense_0/kernel")
+    tree_expand(a, "params/encoder/Dense_0")  # A's search was cleared: its tree is fresh
+    expect(a.locator(".fi-row.fi-sel")).to_have_attribute("data-id", "params/encoder/Dense_0/kernel")
+
+    # The Output tab: what the call returned, a leaf like any other.
+    a.locator(".lm-TabBar-tab", has_text="Output").click()
+    output = a.locator(".fi-list:visible .fi-row[data-id='output']")
+    expect(output).to_contain_text("float32[4,8]")
+    output.locator(".fi-name").click()
+    expect(a.locator(".fi-detail-pane")).to_contain_text("output: output", timeout=30_000)
+
+    # Selected before display, past the first page: the view asks for the rows up to it and scrolls its list.
+    wide = nb.output(2)
+    selected = wide.locator(".fi-list:visible .fi-row.fi-sel")
+    expect(selected).to_have_attribute("data-id", "#150", timeout=30_000)
+    expect(wide.locator(".fi-list:visible .fi-row[data-id='#150']")).to_have_count(1)
+    in_view = selected.evaluate("""el => { const l = el.closest('.fi-list').getBoundingClientRect(),
+        r = el.getBoundingClientRect(); return r.top >= l.top && r.bottom <= l.bottom; }""")
+    assert in_view
     assert not page.page_errors, page.page_errors

@@ -1,81 +1,114 @@
 // A lazily expanded tree: rows arrive from the kernel only when a node is opened.
-const CSS = `
-.fi-tree{font:12.5px/1.5 var(--jp-code-font-family,ui-monospace,Menlo,monospace);color:var(--jp-content-font-color1,#1f2328)}
-.fi-tree .fi-search{width:100%;box-sizing:border-box;margin:0 0 6px;padding:3px 6px;border:1px solid var(--jp-border-color1,#d1d9e0);
- border-radius:4px;background:var(--jp-input-background,var(--jp-layout-color0,#fff));color:inherit;font:inherit}
-.fi-tree .fi-list{max-height:480px;overflow:auto}
-.fi-tree .fi-row{display:flex;gap:6px;white-space:nowrap;cursor:default;padding:0 4px;border-radius:3px}
-.fi-tree .fi-row:hover{background:var(--jp-layout-color2,#eef1f4)}
-.fi-tree .fi-row.fi-sel{background:var(--jp-brand-color3,#ddf4ff);outline:1px solid var(--jp-brand-color1,#0969da)}
-.fi-tree .fi-tw{width:1em;text-align:center;cursor:pointer;color:var(--jp-content-font-color2,#59636e);user-select:none}
-.fi-tree .fi-name{font-weight:600}
-.fi-tree .fi-sum{color:var(--jp-content-font-color2,#59636e);overflow:hidden;text-overflow:ellipsis}
-.fi-tree .fi-spark{color:var(--jp-brand-color1,#0969da);letter-spacing:-1px}
-.fi-tree .fi-leaf .fi-name{cursor:pointer;text-decoration:underline dotted}
-.fi-tree .fi-bad .fi-sum,.fi-tree .fi-bad .fi-name{color:var(--jp-error-color1,#cf222e)}
-.fi-tree .fi-first{outline:2px solid var(--jp-error-color1,#cf222e)}
-.fi-tree .fi-changed .fi-sum{color:var(--jp-warn-color1,#9a6700)}
-.fi-tree .fi-added .fi-sum{color:var(--jp-success-color1,#1a7f37)}
-.fi-tree .fi-unchanged{opacity:.7}
-.fi-tree .fi-more{cursor:pointer;color:var(--jp-brand-color1,#0969da)}
-.fi-tree .fi-kids{margin-left:14px}
-.fi-tree .fi-flash{animation:fi-flash 1.2s}
-@keyframes fi-flash{from{background:var(--jp-warn-color3,#fff8c5)}to{background:transparent}}
-`;
+// Every view of one widget shares its traits (`initial`, `selected`); rows a view asks for
+// come back addressed to that view alone (see TreeWidget in widgets.py).
 
+/**
+ * One row, as built by `Row` in inspector/views/rows.py.
+ * @typedef {Object} Row
+ * @property {string} id unique within the tree ("" addresses the root, which has no row)
+ * @property {string} name
+ * @property {string} summary
+ * @property {number} n how many children (0: nothing to open)
+ * @property {boolean} [leaf] clicking the name selects it (the kernel shows its detail)
+ * @property {boolean} [bad] holds a NaN or Inf
+ * @property {string} [cls] a class suffix: a diff status ("changed", "added", ...) or "first"
+ * @property {string} [spark] histogram sparkline
+ * @property {Row[]} [children] already filled in
+ * @property {boolean} [more] "... N more": asks for the next page of `parent` from `offset`
+ * @property {string} [parent]
+ * @property {number} [offset]
+ */
+
+/**
+ * Replies from the kernel; `view` is the id of the view that asked.
+ * @typedef {{kind: "children", view: string, id: string, offset: number, rows: Row[]}} ChildrenReply
+ * @typedef {{kind: "search", view: string, seq: number, rows: Row[], total: number}} SearchReply
+ */
+
+/**
+ * @typedef {{initial: Row[], placeholder: string, selected: string | null}} TreeState
+ * @typedef {{line: HTMLElement, kids: HTMLElement, tw: HTMLElement, row: Row, loaded: boolean}} Entry
+ */
+
+let views = 0;
+
+/** An id for one view, unique across pages (crypto.randomUUID needs a secure context). */
+function newViewId() {
+  views += 1;
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}-${views}`;
+}
+
+/** @param {string} tag @param {string} className */
+function element(tag, className) {
+  const e = document.createElement(tag);
+  e.className = className;
+  return e;
+}
+
+/**
+ * @param {{model: import("@anywidget/types").AnyModel<TreeState>, el: HTMLElement}} context
+ * @returns {() => void} removes what the view added to the model
+ */
 function render({ model, el }) {
-  const root = document.createElement("div");
-  root.className = "fi-tree";
-  const style = document.createElement("style");
-  style.textContent = CSS;
-  const search = document.createElement("input");
-  search.className = "fi-search";
+  const view = newViewId();
+  const root = element("div", "fi-tree");
+  const search = /** @type {HTMLInputElement} */ (element("input", "fi-search"));
   search.type = "search";
-  search.placeholder = model.get("placeholder") || "filter: substring or glob (params/**/kernel)";
-  const list = document.createElement("div");
-  list.className = "fi-list";
-  root.append(style, search, list);
+  search.placeholder = model.get("placeholder");
+  const list = element("div", "fi-list");
+  root.append(search, list);
   el.appendChild(root);
 
-  const rowsById = new Map(); // id -> {row element, kids container}
+  /** @type {Map<string, Entry>} */
+  const rowsById = new Map();
+  /** @type {WeakMap<Element, number>} rows (not counting "more") filled into a container */
+  const loaded = new WeakMap();
+  let searching = false;
   let searchSeq = 0;
+  /** @type {string | null} */
   let pendingReveal = null;
+  /** @type {string | null} set by a click here, so that this view does not scroll to its own click */
+  let clicked = null;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let timer;
 
+  /** @param {Object} content */
+  function request(content) {
+    model.send({ ...content, view });
+  }
+
+  /** @param {Row} r */
   function rowEl(r) {
     const wrap = document.createElement("div");
-    const line = document.createElement("div");
-    line.className = "fi-row" + (r.leaf ? " fi-leaf" : "") + (r.bad ? " fi-bad" : "") + (r.cls ? " fi-" + r.cls : "");
+    const line = element("div", "fi-row" + (r.leaf ? " fi-leaf" : "") + (r.bad ? " fi-bad" : "") + (r.cls ? " fi-" + r.cls : ""));
     line.dataset.id = r.id;
     if (r.more) {
       line.classList.add("fi-more");
       line.textContent = r.name;
       line.addEventListener("click", () => {
-        model.send({ kind: "children", id: r.parent, offset: r.offset });
+        request({ kind: "children", id: r.parent, offset: r.offset });
         wrap.remove();
       });
       wrap.appendChild(line);
       return wrap;
     }
-    const tw = document.createElement("span");
-    tw.className = "fi-tw";
+    const tw = element("span", "fi-tw");
     tw.textContent = r.n ? "▸" : "";
-    const name = document.createElement("span");
-    name.className = "fi-name";
+    const name = element("span", "fi-name");
     name.textContent = r.name; // text only: names are user-controlled
-    const sum = document.createElement("span");
-    sum.className = "fi-sum";
+    const sum = element("span", "fi-sum");
     sum.textContent = r.summary;
     line.append(tw, name, sum);
     if (r.spark) {
-      const sp = document.createElement("span");
-      sp.className = "fi-spark";
+      const sp = element("span", "fi-spark");
       sp.textContent = r.spark;
       line.appendChild(sp);
     }
-    const kids = document.createElement("div");
-    kids.className = "fi-kids";
+    if (r.id === model.get("selected")) line.classList.add("fi-sel");
+    const kids = element("div", "fi-kids");
     kids.hidden = true;
     wrap.append(line, kids);
+    /** @type {Entry} */
     const entry = { line, kids, tw, loaded: false, row: r };
     rowsById.set(r.id, entry);
     if (r.n) {
@@ -83,7 +116,7 @@ function render({ model, el }) {
       tw.addEventListener("click", toggle);
       if (!r.leaf) name.addEventListener("click", toggle);
     }
-    if (r.leaf) name.addEventListener("click", () => select(r.id));
+    if (r.leaf) name.addEventListener("click", () => choose(r.id));
     if (r.children) {
       fill(kids, r.children);
       entry.loaded = true;
@@ -92,86 +125,123 @@ function render({ model, el }) {
     return wrap;
   }
 
+  /** @param {Entry} entry @param {boolean} open */
   function setOpen(entry, open) {
     entry.kids.hidden = !open;
     entry.tw.textContent = open ? "▾" : "▸";
     if (open && !entry.loaded) {
       entry.loaded = true;
-      model.send({ kind: "children", id: entry.row.id, offset: 0 });
+      request({ kind: "children", id: entry.row.id, offset: 0 });
     }
   }
 
+  /** @param {HTMLElement} container @param {Row[]} rows */
   function fill(container, rows) {
     const frag = document.createDocumentFragment();
     for (const r of rows) frag.appendChild(rowEl(r));
     container.appendChild(frag);
-  }
-
-  function select(id) {
-    for (const e of list.querySelectorAll(".fi-sel")) e.classList.remove("fi-sel");
-    const entry = rowsById.get(id);
-    if (entry) entry.line.classList.add("fi-sel");
-    model.send({ kind: "select", id });
+    loaded.set(container, (loaded.get(container) ?? 0) + rows.filter((r) => !r.more).length);
   }
 
   function showTree() {
+    searching = false;
     list.replaceChildren();
     rowsById.clear();
+    loaded.set(list, 0);
     fill(list, model.get("initial"));
   }
 
-  function reveal(id) {
-    const entry = rowsById.get(id);
-    if (!entry) {
-      if (search.value) {
-        search.value = "";
-        showTree();
-        if (rowsById.has(id)) return reveal(id);
-      }
-      pendingReveal = id;
-      for (const m of list.querySelectorAll(":scope > div > .fi-more")) m.parentElement.remove();
-      const loaded = list.querySelectorAll(":scope > div > .fi-row").length;
-      model.send({ kind: "reveal", id, loaded });
-      return;
-    }
-    pendingReveal = null;
-    entry.line.scrollIntoView({ block: "center" });
-    entry.line.classList.add("fi-flash");
-    setTimeout(() => entry.line.classList.remove("fi-flash"), 1300);
-    select(id);
+  /** A click on a leaf: every view (and the kernel) sees `selected` change. @param {string} id */
+  function choose(id) {
+    if (model.get("selected") === id) return;
+    clicked = id;
+    model.set("selected", id);
+    model.save_changes();
   }
 
-  let timer = null;
+  /** Scrolls the list (not the page) so that `line` is in view. @param {HTMLElement} line */
+  function scrollListTo(line) {
+    const box = list.getBoundingClientRect();
+    const at = line.getBoundingClientRect();
+    if (at.top < box.top || at.bottom > box.bottom) list.scrollTop += at.top - box.top - (box.height - at.height) / 2;
+  }
+
+  /** Shows row `id`, asking the kernel for the root pages up to it if needed. @param {string} id */
+  function reveal(id) {
+    const entry = rowsById.get(id);
+    if (entry) {
+      pendingReveal = null;
+      scrollListTo(entry.line);
+      entry.line.classList.remove("fi-flash");
+      void entry.line.offsetWidth; // restarts the animation
+      entry.line.classList.add("fi-flash");
+      return;
+    }
+    if (searching) {
+      search.value = "";
+      showTree();
+      if (rowsById.has(id)) return reveal(id);
+    }
+    pendingReveal = id;
+    request({ kind: "children", id: "", offset: loaded.get(list) ?? 0, until: id });
+  }
+
+  function onSelected() {
+    const id = model.get("selected");
+    for (const e of list.querySelectorAll(".fi-sel")) e.classList.remove("fi-sel");
+    if (id === null) return;
+    rowsById.get(id)?.line.classList.add("fi-sel");
+    const own = id === clicked;
+    clicked = null;
+    if (!own) reveal(id);
+  }
+
+  /** @param {ChildrenReply | SearchReply} msg */
+  function onMessage(msg) {
+    if (msg.view !== view) return;
+    if (msg.kind === "children") {
+      const target = msg.id === "" ? (searching ? undefined : list) : rowsById.get(msg.id)?.kids;
+      // a page lands once, where it continues what is there (a repeated request adds nothing)
+      if (target && msg.rows.length && msg.offset === (loaded.get(target) ?? 0)) {
+        for (const m of target.querySelectorAll(":scope > div > .fi-more")) m.parentElement?.remove();
+        fill(target, msg.rows);
+      }
+      if (pendingReveal !== null && rowsById.has(pendingReveal)) reveal(pendingReveal);
+    } else if (msg.kind === "search" && searching && msg.seq === searchSeq) {
+      list.replaceChildren();
+      rowsById.clear();
+      const info = element("div", "fi-sum fi-count");
+      info.textContent = msg.total + " match" + (msg.total === 1 ? "" : "es") +
+        (msg.total > msg.rows.length ? " (first " + msg.rows.length + " shown)" : "");
+      list.appendChild(info);
+      loaded.set(list, 0);
+      fill(list, msg.rows);
+    }
+  }
+
   search.addEventListener("input", () => {
     clearTimeout(timer);
     timer = setTimeout(() => {
       const q = search.value.trim();
       if (!q) return showTree();
+      searching = true;
       searchSeq += 1;
-      model.send({ kind: "search", query: q, seq: searchSeq });
+      request({ kind: "search", query: q, seq: searchSeq });
     }, 150);
   });
 
-  model.on("msg:custom", (msg) => {
-    if (msg.kind === "children") {
-      const target = msg.id === "" ? list : rowsById.get(msg.id)?.kids;
-      if (target) fill(target, msg.rows);
-      if (pendingReveal && rowsById.has(pendingReveal)) reveal(pendingReveal);
-    } else if (msg.kind === "search" && msg.seq === searchSeq) {
-      list.replaceChildren();
-      rowsById.clear();
-      const info = document.createElement("div");
-      info.className = "fi-sum fi-count";
-      info.textContent = msg.total + " match" + (msg.total === 1 ? "" : "es") +
-        (msg.total > msg.rows.length ? " (first " + msg.rows.length + " shown)" : "");
-      list.appendChild(info);
-      fill(list, msg.rows);
-    } else if (msg.kind === "reveal") {
-      reveal(msg.id);
-    }
-  });
+  model.on("msg:custom", onMessage);
   model.on("change:initial", showTree);
+  model.on("change:selected", onSelected);
   showTree();
+  if (model.get("selected") !== null) reveal(model.get("selected"));
+
+  return () => {
+    clearTimeout(timer);
+    model.off("msg:custom", onMessage);
+    model.off("change:initial", showTree);
+    model.off("change:selected", onSelected);
+  };
 }
 
 export default { render };
