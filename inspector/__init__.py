@@ -9,28 +9,51 @@ return exactly what flax returns, and ``inspect_*`` forms that return an
     run = fi.apply(fn, model, mutable=["batch_stats"], capture_intermediates=C.types(nn.Dense))
     y, state = run(variables, x)
     insp = fi.inspect_apply(fn, model, mutable=["batch_stats"])(variables, x)
+
+NNX (``fi.inspect_nnx``, ``fi.NnxInspectRun``) loads on first use.
 """
 
-from inspector import capture
+from typing import Any
+
+from inspector import capture, patches
 from inspector.api import (
-    InspectUnderTransformError, Inspector, apply, init, init_with_output, inspect, inspect_apply, inspect_init,
-    inspect_init_with_output, intervene, scale, zero,
+    InspectRun, InspectUnderTransformError, Inspector, apply, init, init_with_output, inspect, inspect_apply,
+    inspect_init, inspect_init_with_output, intervene,
 )
+from inspector.capture import CaptureFilter, CaptureFilterError, Filter
+from inspector.collect import Keep
 from inspector.compare import compare
-from inspector.nnx import NnxInspectRun, inspect_nnx
-from inspector.capture import CaptureFilterError
-from inspector.names import format_key, parse_key
 from inspector.model import (
     BindingCall, CollectionDiff, Comparison, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, Stats,
     Timings, VariableTree,
 )
+from inspector.names import format_key, parse_key
+from inspector.patches import scale, zero  # also as fi.patches.zero / fi.patches.scale
+from inspector.run import Runner
+from flax.core.scope import CollectionFilter  # what ``mutable`` takes, as in flax
+
+_NNX = {"inspect_nnx", "NnxInspectRun"}
+
+
+def __getattr__(name: str) -> Any:
+    """NNX support loads when first used, so ``import inspector`` does not import ``flax.nnx``."""
+    if name in _NNX:
+        from inspector import nnx
+
+        return getattr(nnx, name)
+    raise AttributeError(f"module 'inspector' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _NNX)
+
 
 __all__ = [
-    "apply", "init", "init_with_output", "inspect_apply", "inspect_init",
-    "inspect_init_with_output", "inspect", "Inspector", "capture", "CaptureFilterError",
-    "InspectUnderTransformError",
+    "apply", "init", "init_with_output", "Runner", "inspect_apply", "inspect_init",
+    "inspect_init_with_output", "inspect", "InspectRun", "Inspector", "capture", "Filter", "CaptureFilter",
+    "CollectionFilter", "Keep", "CaptureFilterError", "InspectUnderTransformError",
     "Inspection", "VariableTree", "Node", "Leaf", "Stats", "LeafDiff", "CollectionDiff",
-    "MethodCall", "Timings", "BindingCall", "Comparison", "LeafDelta", "compare", "intervene", "zero",
-    "scale", "inspect_nnx", "NnxInspectRun", "format_key", "parse_key",
+    "MethodCall", "Timings", "BindingCall", "Comparison", "LeafDelta", "compare", "intervene", "patches",
+    "zero", "scale", "inspect_nnx", "NnxInspectRun", "format_key", "parse_key",
 ]
 __version__ = "0.1.0"

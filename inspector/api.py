@@ -5,30 +5,35 @@ from __future__ import annotations
 import functools
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
+from flax.core.scope import CollectionFilter
 
 from inspector import capture as C
 from inspector import collect
-from inspector.collect import assemble, input_arrays, plan
+from inspector._compat import unbound_method
+from inspector.capture import CaptureFilter
+from inspector.collect import Keep, assemble, input_arrays, plan_inspection
 from inspector.compare import compare
-from inspector.model import Comparison, Inspection, Timings
+from inspector.model import Comparison, Inspection, Kind, Timings
 from inspector.run import DEFAULT_CACHE_SIZE, Runner, _InsideTransform
 
-Keep = Literal["arrays", "stats"]
 _INIT_MUTABLE = nn.DenyList("intermediates")
+Phase = Callable[[str], None]
+"""Told ``'tracing'``, ``'compiling'``, ``'running'`` and ``'done'`` as an inspected call reaches them."""
 
 
-def _wrap(kind: str, fn: Callable, module: nn.Module, mutable: Any, capture: Any, cache_size: int) -> Runner:
+def _wrap(kind: Kind, fn: Callable, module: nn.Module, mutable: CollectionFilter, capture: CaptureFilter,
+          cache_size: int) -> Runner:
     runner = Runner(kind, fn, module, mutable, capture, cache_size=cache_size)
     functools.update_wrapper(runner, fn, updated=())
     return runner
 
 
-def apply(fn: Callable, module: nn.Module, mutable: Any = False,
-          capture_intermediates: bool | Callable[[nn.Module, str], bool] = False, *,
+def apply(fn: Callable, module: nn.Module, mutable: CollectionFilter = False,
+          capture_intermediates: CaptureFilter = False, *,
           cache_size: int = DEFAULT_CACHE_SIZE) -> Runner:
     """``flax.linen.apply``, jitted: ``apply(fn, module, ...)(variables, *args, rngs=None, **kw)``
     returns exactly what flax returns. The returned runner counts ``traces`` and keeps at most
@@ -36,15 +41,15 @@ def apply(fn: Callable, module: nn.Module, mutable: Any = False,
     return _wrap("apply", fn, module, mutable, capture_intermediates, cache_size)
 
 
-def init(fn: Callable, module: nn.Module, mutable: Any = _INIT_MUTABLE,
-         capture_intermediates: bool | Callable[[nn.Module, str], bool] = False, *,
+def init(fn: Callable, module: nn.Module, mutable: CollectionFilter = _INIT_MUTABLE,
+         capture_intermediates: CaptureFilter = False, *,
          cache_size: int = DEFAULT_CACHE_SIZE) -> Runner:
     """``flax.linen.init``, jitted: ``init(fn, module)(rngs, *args, **kw)`` returns the variables."""
     return _wrap("init", fn, module, mutable, capture_intermediates, cache_size)
 
 
-def init_with_output(fn: Callable, module: nn.Module, mutable: Any = _INIT_MUTABLE,
-                     capture_intermediates: bool | Callable[[nn.Module, str], bool] = False, *,
+def init_with_output(fn: Callable, module: nn.Module, mutable: CollectionFilter = _INIT_MUTABLE,
+                     capture_intermediates: CaptureFilter = False, *,
                      cache_size: int = DEFAULT_CACHE_SIZE) -> Runner:
     """``flax.linen.init_with_output``, jitted: returns ``(y, variables)``."""
     return _wrap("init_with_output", fn, module, mutable, capture_intermediates, cache_size)
@@ -68,21 +73,29 @@ class InspectRun:
     statistics), so activations are never transferred or kept alive.
     """
 
-    def __init__(self, kind: str, fn: Callable, module: nn.Module, mutable: Any,
-                 capture: Any, keep: Keep = "arrays", patches: dict[str, Any] | None = None):
+    def __init__(self, kind: Kind, fn: Callable, module: nn.Module, mutable: CollectionFilter,
+                 capture: CaptureFilter, keep: Keep = "arrays", patches: dict[str, Any] | None = None):
+        self._bind(kind, module, keep, lambda: Runner(kind, fn, module, mutable, capture, patches=patches,
+                                                      post=plan_inspection(kind, mutable, capture, keep)))
+        functools.update_wrapper(self, fn, updated=())
+
+    def _bind(self, kind: Kind, module: Any, keep: Keep, runner: Callable[[], Runner]) -> None:
+        """What every run holds: the kind of flax call, the module, ``keep`` and the runner (made
+        once ``keep`` is known to be valid)."""
         if keep not in ("arrays", "stats"):
             raise ValueError(f"keep must be 'arrays' or 'stats', not {keep!r}")
         self.kind, self.module, self.keep = kind, module, keep
-        self.runner = Runner(kind, fn, module, mutable, capture, post=plan(kind, mutable, capture, keep),
-                             patches=patches)
-        functools.update_wrapper(self, fn, updated=())
+        self.runner = runner()
 
     @property
     def traces(self) -> int:
         return self.runner.traces
 
-    def __call__(self, *args: Any, on_phase: Callable[[str], None] | None = None,
-                 **kwargs: Any) -> Inspection:
+    def __call__(self, *args: Any, on_phase: Phase | None = None, **kwargs: Any) -> Inspection:
+        """Runs the call (arguments as flax's function takes them) and returns its :class:`Inspection`.
+
+        ``timings.run_ms`` is measured from the ``'running'`` phase, so trace and compile time (a
+        call with a new signature) are counted once, in ``trace_ms`` and ``compile_ms``."""
         marks: dict[str, float] = {}
 
         def phase(name: str) -> None:
@@ -90,25 +103,34 @@ class InspectRun:
             if on_phase is not None:
                 on_phase(name)
 
-        if self.kind == "apply" and not args and "variables" in kwargs:  # flax accepts it by keyword
-            kwargs = dict(kwargs)
-            args = (kwargs.pop("variables"),)
+        args, kwargs = self._flax_arguments(args, kwargs)
         variables = input_arrays(self.kind, args)
         described = collect.input_stats.soon(variables) if variables else None  # overlaps tracing and compiling
         try:
-            result, extra, entry, cached = self.runner.run(args, kwargs, phase)
+            result, stats_arrays, entry, cached = self.runner.run(args, kwargs, phase)
         except _InsideTransform:
             raise InspectUnderTransformError(_UNDER_TRANSFORM) from None
-        jax.block_until_ready(extra)
+        jax.block_until_ready(stats_arrays)
         run_ms = (time.perf_counter() - marks["running"]) * 1000
         timings = Timings(0.0 if cached else entry.trace_ms, 0.0 if cached else entry.compile_ms,
                           run_ms, cached)
-        insp = assemble(self.kind, self.module, args[0] if args else None, result, extra,
-                        entry.extra, timings, self.keep, described)
+        plan = entry.extra  # what the trace recorded (collect.Plan)
+        insp = assemble(self.kind, self.module, args[0] if args else None, result, stats_arrays,
+                        plan, timings, self.keep, described)
+        self._finish(insp)
         if on_phase is not None:
             on_phase("done")
         return insp
 
+    def _flax_arguments(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """The call's arguments as the runner takes them."""
+        if self.kind == "apply" and not args and "variables" in kwargs:  # flax accepts it by keyword
+            kwargs = dict(kwargs)
+            args = (kwargs.pop("variables"),)
+        return args, kwargs
+
+    def _finish(self, insp: Inspection) -> None:
+        """What a kind of run adds to its inspection before it is returned."""
 
     def show(self, *args: Any, **kwargs: Any) -> Any:
         """In a notebook: display a widget now, run with live status, fill it in; returns the widget."""
@@ -117,12 +139,12 @@ class InspectRun:
         return show(self, *args, **kwargs)
 
 
-def _default_capture(capture: Any) -> Any:
+def _default_capture(capture: CaptureFilter | None) -> CaptureFilter:
     return C.calls if capture is None else capture
 
 
-def inspect_apply(fn: Callable, module: nn.Module, mutable: Any = False,
-                  capture_intermediates: Any = None, keep: Keep = "arrays",
+def inspect_apply(fn: Callable, module: nn.Module, mutable: CollectionFilter = False,
+                  capture_intermediates: CaptureFilter | None = None, keep: Keep = "arrays",
                   patches: dict[str, Any] | None = None) -> InspectRun:
     """Like :func:`apply`, but calls return an :class:`Inspection`.
     ``capture_intermediates`` defaults to :data:`capture.calls` (every ``__call__``).
@@ -131,19 +153,9 @@ def inspect_apply(fn: Callable, module: nn.Module, mutable: Any = False,
     return InspectRun("apply", fn, module, mutable, _default_capture(capture_intermediates), keep, patches)
 
 
-def zero(y: Any) -> Any:
-    """A patch: every array of the output replaced by zeros."""
-    return jax.tree.map(lambda a: a * 0, y)
-
-
-def scale(factor: float) -> Callable[[Any], Any]:
-    """A patch: every array of the output multiplied by ``factor``."""
-    return lambda y: jax.tree.map(lambda a: a * factor, y)
-
-
-def intervene(fn: Callable, module: nn.Module, patches: dict[str, Any], mutable: Any = False,
-              capture_intermediates: Any = None, keep: Keep = "arrays") -> Callable[..., Comparison]:
-    """Activation patching: ``intervene(fn, module, {'blocks_3/mlp:__call__': fi.zero})(variables, x)``
+def intervene(fn: Callable, module: nn.Module, patches: dict[str, Any], mutable: CollectionFilter = False,
+              capture_intermediates: CaptureFilter | None = None, keep: Keep = "arrays") -> Callable[..., Comparison]:
+    """Activation patching: ``intervene(fn, module, {'blocks_3/mlp:__call__': fi.patches.zero})(variables, x)``
     runs clean and patched and returns their :class:`Comparison` (output first)."""
     clean = inspect_apply(fn, module, mutable, capture_intermediates, keep)
     patched = inspect_apply(fn, module, mutable, capture_intermediates, keep, patches)
@@ -155,27 +167,28 @@ def intervene(fn: Callable, module: nn.Module, patches: dict[str, Any], mutable:
     return run
 
 
-def inspect_init(fn: Callable, module: nn.Module, mutable: Any = _INIT_MUTABLE,
-                 capture_intermediates: Any = False, keep: Keep = "arrays") -> InspectRun:
+def inspect_init(fn: Callable, module: nn.Module, mutable: CollectionFilter = _INIT_MUTABLE,
+                 capture_intermediates: CaptureFilter = False, keep: Keep = "arrays") -> InspectRun:
     """Like :func:`init`, but calls return an :class:`Inspection` of the created variables."""
     return InspectRun("init", fn, module, mutable, capture_intermediates, keep)
 
 
-def inspect_init_with_output(fn: Callable, module: nn.Module, mutable: Any = _INIT_MUTABLE,
-                             capture_intermediates: Any = None, keep: Keep = "arrays") -> InspectRun:
+def inspect_init_with_output(fn: Callable, module: nn.Module, mutable: CollectionFilter = _INIT_MUTABLE,
+                             capture_intermediates: CaptureFilter | None = None,
+                             keep: Keep = "arrays") -> InspectRun:
     """Like :func:`init_with_output`, but calls return an :class:`Inspection`."""
     return InspectRun("init_with_output", fn, module, mutable,
                       _default_capture(capture_intermediates), keep)
 
 
-def _method_fn(module: nn.Module, method: Any) -> Callable:
+def _method_fn(module: nn.Module, method: str | Callable | None) -> Callable:
     if method is None:
         method = module.__call__
     if isinstance(method, str):
         name = method
         return getattr(type(module), name) if hasattr(type(module), name) else (
             lambda m, *a, **k: getattr(m, name)(*a, **k))
-    return nn.module._get_unbound_fn(method)
+    return unbound_method(method)
 
 
 def _key(x: Any) -> Any:
@@ -209,24 +222,26 @@ class Inspector:
         self._runs.move_to_end(key)
         return run
 
-    def apply(self, variables: Any, *args: Any, rngs: Any = None, method: Any = None,
-              mutable: Any = False, capture_intermediates: Any = False, **kwargs: Any) -> Any:
+    def apply(self, variables: Any, *args: Any, rngs: Any = None, method: str | Callable | None = None,
+              mutable: CollectionFilter = False, capture_intermediates: CaptureFilter = False,
+              **kwargs: Any) -> Any:
         run = self._get(apply, "apply", method, mutable, capture_intermediates)
         return run(variables, *args, rngs=rngs, **kwargs)
 
-    def init(self, rngs: Any, *args: Any, method: Any = None, mutable: Any = _INIT_MUTABLE,
-             capture_intermediates: Any = False, **kwargs: Any) -> Any:
+    def init(self, rngs: Any, *args: Any, method: str | Callable | None = None,
+             mutable: CollectionFilter = _INIT_MUTABLE, capture_intermediates: CaptureFilter = False,
+             **kwargs: Any) -> Any:
         return self._get(init, "init", method, mutable, capture_intermediates)(rngs, *args, **kwargs)
 
-    def init_with_output(self, rngs: Any, *args: Any, method: Any = None,
-                         mutable: Any = _INIT_MUTABLE, capture_intermediates: Any = False,
+    def init_with_output(self, rngs: Any, *args: Any, method: str | Callable | None = None,
+                         mutable: CollectionFilter = _INIT_MUTABLE, capture_intermediates: CaptureFilter = False,
                          **kwargs: Any) -> Any:
         run = self._get(init_with_output, "init_with_output", method, mutable, capture_intermediates)
         return run(rngs, *args, **kwargs)
 
-    def inspect(self, variables: Any, *args: Any, rngs: Any = None, method: Any = None,
-                mutable: Any = False, capture_intermediates: Any = None, keep: Keep = "arrays",
-                **kwargs: Any) -> Inspection:
+    def inspect(self, variables: Any, *args: Any, rngs: Any = None, method: str | Callable | None = None,
+                mutable: CollectionFilter = False, capture_intermediates: CaptureFilter | None = None,
+                keep: Keep = "arrays", **kwargs: Any) -> Inspection:
         run = self._get(inspect_apply, "inspect", method, mutable,
                         _default_capture(capture_intermediates), keep)
         return run(variables, *args, rngs=rngs, **kwargs)

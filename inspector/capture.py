@@ -4,7 +4,7 @@ A filter is called by flax as ``filter(module, method_name) -> bool`` after each
 wrapped method returns. Filters here compose with ``&``, ``|`` and ``~`` and are
 *safe*: whatever they say, they never capture ``setup``, private methods
 (``_helper``), unbound modules, or the throw-away wrapper calls that lifted
-transforms make (``method_name == '<lambda>'``)::
+transforms make (see :func:`inspector._compat.is_lifted_wrapper_call`)::
 
     from inspector import capture as C
     C.methods("encode", "decode") | C.types(nn.Dense)
@@ -13,9 +13,17 @@ transforms make (``method_name == '<lambda>'``)::
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from inspector._compat import is_lifted_wrapper_call
 from inspector.names import Glob, format_path, quote, safe
+
+if TYPE_CHECKING:
+    import flax.linen as nn
+
+CaptureFilter = bool | Callable[["nn.Module", str], bool]
+"""What ``capture_intermediates`` takes, as in flax: ``True`` (every ``__call__``), ``False``, or a
+predicate ``filter(module, method_name) -> bool`` such as a :class:`Filter`."""
 
 
 class CaptureFilterError(RuntimeError):
@@ -23,7 +31,7 @@ class CaptureFilterError(RuntimeError):
 
 
 def _skipped(module: Any, method_name: str) -> bool:
-    if method_name == "setup" or method_name == "<lambda>":
+    if method_name == "setup" or is_lifted_wrapper_call(method_name):
         return True
     if method_name.startswith("_") and method_name != "__call__":
         return True

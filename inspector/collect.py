@@ -13,41 +13,67 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 import threading
 import time
 import weakref
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import numpy as np
+from flax.core.scope import CollectionFilter
 
 from inspector import reduce
+from inspector.capture import CaptureFilter
 from inspector.model import (
-    CollectionDiff, Inspection, Leaf, LeafDiff, MethodCall, Stats, Timings, VariableTree,
+    BindingCall, CollectionDiff, Inspection, Leaf, LeafDiff, MethodCall, Stats, Timings, VariableTree,
     path_str, tree_from_leaves,
 )
-from inspector.run import Recorder, held_arrays, is_array
+from inspector.names import Path
+from inspector.run import Event, Kind, Recorder, held_arrays, is_array
 
 INTERMEDIATES = "intermediates"
+Keep = Literal["arrays", "stats"]
+"""``'arrays'`` keeps every captured array on its device (fetched when read); ``'stats'`` returns
+only their statistics, so activations are never transferred or kept alive."""
+
+
+Source = Literal["in", "out", "dropped"]
+"""Where a described value lives: the caller's variables (``'in'``), the returned result
+(``'out'``), or the arrays returned only to redo a summary exactly and never kept (``'dropped'``)."""
 
 
 @dataclasses.dataclass
 class Slot:
-    """Where one described value lives: ``source`` ('in' = the caller's variables,
-    'out' = the returned result), its key path there, and its statistics row (among
-    the described arrays of its source)."""
+    """Where one described value lives: ``source``, its key path there, and its statistics row
+    (among the described arrays of its source)."""
 
-    path: tuple[str, ...]
-    source: str
+    path: Path
+    source: Source
     keypath: tuple
     shape: tuple[int, ...] = ()
     dtype: str = ""
     row: int | None = None
     opaque: str | None = None
+
+
+@dataclasses.dataclass
+class PlannedCall:
+    """One captured value as the trace found it in ``intermediates``: a call's return or a sow.
+
+    ``index`` counts values of the same ``(path, method)``; ``seq`` is the position of its
+    recorded :class:`~inspector.run.Event` (execution order), ``-1`` when flax returned more
+    values than were recorded, and after every recorded event when nothing was recorded for it."""
+
+    path: Path
+    module_type: str
+    method: str
+    index: int
+    seq: int
+    sown: bool
+    slots: list[Slot]
 
 
 @dataclasses.dataclass
@@ -57,12 +83,12 @@ class Plan:
     outputs: list[Slot]
     variables: list[Slot]
     mutated: dict[str, list[Slot]]
-    calls: list[tuple[tuple[str, ...], str, str, int, int, bool, list[Slot]]]
-    pairs: dict[tuple[str, ...], tuple[int | None, int]]  # after path -> (delta row, before row)
+    calls: list[PlannedCall]
+    pairs: dict[Path, tuple[int | None, int]]  # after path -> (delta row, before row)
     returns_tuple: bool
     described: list[Slot]  # the slots that get statistics (other than the caller's variables), by row
     delta_dtypes: list[str]
-    binding: list = dataclasses.field(default_factory=list)
+    binding: list[BindingCall] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     multi_device: bool = False
     summarized: list[int] = dataclasses.field(default_factory=list)  # rows summarized inside the call
@@ -88,15 +114,17 @@ def _describe_value(value: Any) -> str:
     return f"{type(value).__name__}: {text}"
 
 
-class Planner:
-    """Collects arrays to describe while walking the traced result."""
+class SlotCollector:
+    """Makes the :class:`Slot` of every leaf while walking the traced result, and collects the
+    arrays to describe: ``arrays`` inside the computation, ``inputs`` (the caller's variables)
+    apart (see :data:`input_stats`)."""
 
     def __init__(self) -> None:
-        self.arrays: list[Any] = []  # described inside the computation
+        self.arrays: list[Any] = []
         self.described: list[Slot] = []
-        self.inputs: list[Any] = []  # the caller's variables, described apart (see input_stats)
+        self.inputs: list[Any] = []
 
-    def slot(self, path, source, keypath, value) -> Slot:
+    def slot(self, path: Path, source: Source, keypath: tuple, value: Any) -> Slot:
         if _is_traced(value) or is_array(value):
             s = Slot(path, source, keypath, tuple(np.shape(value)), str(value.dtype))
             if reduce.supported(value):
@@ -108,7 +136,7 @@ class Planner:
             return s
         return Slot(path, source, keypath, opaque=_describe_value(value))
 
-    def slots(self, tree: Any, prefix: tuple[str, ...], source: str, base: tuple = ()) -> list[Slot]:
+    def slots(self, tree: Any, prefix: Path, source: Source, base: tuple = ()) -> list[Slot]:
         flat, _ = jax.tree_util.tree_flatten_with_path(tree)
         if not flat and tree is None:
             return [Slot(prefix, source, base, opaque="NoneType: None")]
@@ -124,7 +152,7 @@ class Planner:
         return out
 
 
-def split_result(kind: str, result: Any, mutable: Any, capture: Any) -> tuple[Any, Any, bool]:
+def split_result(kind: Kind, result: Any, mutable: CollectionFilter, capture: CaptureFilter) -> tuple[Any, Any, bool]:
     """``(y, state, returns_tuple)`` of a flax result, by flax's own rule."""
     if kind == "init":
         return None, result, False
@@ -135,49 +163,50 @@ def split_result(kind: str, result: Any, mutable: Any, capture: Any) -> tuple[An
     return result, None, False
 
 
-def plan(kind: str, mutable: Any, capture: Any, keep: str):
-    """The ``post`` hook for :class:`~inspector.run.Runner`: returns
-    ``(result to return, statistics arrays, Plan)`` inside the trace."""
+def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilter, keep: Keep):
+    """The ``post`` hook of an inspecting :class:`~inspector.run.Runner`: inside the trace, it
+    turns flax's result into ``(result to return, statistics arrays, Plan)``."""
 
-    def post(inputs, result, recorder: Recorder):
+    def post(inputs: tuple[tuple, dict], result: Any, recorder: Recorder):
         args, _ = inputs
         y, state, returns_tuple = split_result(kind, result, mutable, capture)
-        p = Planner()
-        outputs = p.slots(y, (), "out", (0,) if returns_tuple else ())
+        collector = SlotCollector()
+        outputs = collector.slots(y, (), "out", (0,) if returns_tuple else ())
         state_base = (1,) if returns_tuple else ()
         variables_in = args[0] if kind == "apply" else None
         if variables_in is not None:
-            variables = p.slots(variables_in, (), "in")
+            variables = collector.slots(variables_in, (), "in")
         else:
             created = {k: v for k, v in (state or {}).items() if k != INTERMEDIATES}
             variables = [s for k, v in created.items()
-                         for s in p.slots(v, (k,), "out", state_base + (jax.tree_util.DictKey(k),))]
+                         for s in collector.slots(v, (k,), "out", state_base + (jax.tree_util.DictKey(k),))]
         mutated: dict[str, list[Slot]] = {}
-        pairs: dict[tuple[str, ...], tuple[int | None, int]] = {}
+        pairs: dict[Path, tuple[int | None, int]] = {}
         delta_pairs = []
         if kind == "apply" and state is not None:
             before = {s.path: s for s in variables}
             for col, value in state.items():
                 if col == INTERMEDIATES:
                     continue
-                mutated[col] = p.slots(value, (col,), "out", state_base + (jax.tree_util.DictKey(col),))
+                mutated[col] = collector.slots(value, (col,), "out", state_base + (jax.tree_util.DictKey(col),))
                 for s in mutated[col]:
                     b = before.get(s.path)
                     if b is None or b.row is None or s.row is None:
                         continue
                     if b.shape == s.shape:
                         pairs[s.path] = (len(delta_pairs), b.row)
-                        delta_pairs.append((p.inputs[b.row], p.arrays[s.row]))
+                        delta_pairs.append((collector.inputs[b.row], collector.arrays[s.row]))
                     else:
                         pairs[s.path] = (None, b.row)
-        calls = []
-        inter = (state or {}).get(INTERMEDIATES) if state is not None else None
-        calls = _plan_calls(p, inter or {}, recorder, state_base + (jax.tree_util.DictKey(INTERMEDIATES),))
+        inter = state.get(INTERMEDIATES) if state is not None else None
+        calls = _plan_calls(collector, inter or {}, recorder,
+                            state_base + (jax.tree_util.DictKey(INTERMEDIATES),))
         # XLA:CPU compiles each reduction of a small array as a kernel of its own: numpy describes
         # those after the call, in place. Large arrays are summarized inside the call.
         small_on_host = jax.default_backend() == "cpu" and not recorder.multi_device
-        summarized = [i for i, a in enumerate(p.arrays) if not (small_on_host and a.size <= reduce.SAMPLE)]
-        stats = reduce.summarize([p.arrays[i] for i in summarized])
+        arrays = collector.arrays
+        summarized = [i for i, a in enumerate(arrays) if not (small_on_host and a.size <= reduce.SAMPLE)]
+        stats = reduce.summarize([arrays[i] for i in summarized])
         deltas = reduce.deltas(delta_pairs)
         dropped: list[Any] = []
         if keep == "stats" and state is not None and INTERMEDIATES in state:
@@ -185,65 +214,84 @@ def plan(kind: str, mutable: Any, capture: Any, keep: str):
             result = (y, state)
             # Returned only so that a summary that can't be trusted can be redone exactly; never kept.
             for call in calls:
-                for s in call[6]:
+                for s in call.slots:
                     if s.row is not None:
                         s.source, s.keypath = "dropped", (len(dropped),)
-                        dropped.append(p.arrays[s.row])
+                        dropped.append(arrays[s.row])
         notes = dropped_notes(recorder, calls)
         return result, (stats, deltas, dropped), Plan(
-            outputs, variables, mutated, calls, pairs, returns_tuple, p.described,
+            outputs, variables, mutated, calls, pairs, returns_tuple, collector.described,
             [str(b.dtype) for b, _ in delta_pairs], recorder.binding, notes, recorder.multi_device, summarized)
 
     return post
 
 
-def _plan_calls(p: Planner, inter: Any, recorder: Recorder, base: tuple):
-    order: dict[tuple[tuple[str, ...], str], list[tuple[int, Any]]] = {}
-    for i, ev in enumerate(recorder.events):
-        order.setdefault((ev.path, ev.name), []).append((i, ev))
-    unknown = len(recorder.events)
+def _plan_calls(collector: SlotCollector, inter: Mapping, recorder: Recorder, base: tuple) -> list[PlannedCall]:
+    """The captured values in ``inter`` (flax's ``intermediates``), in execution order.
+
+    flax returns ``intermediates`` as a tree by module path, each value stored under its method
+    (or sow) name as a tuple with one entry per call, in call order; it does not say which
+    method returned what, or in what order over the whole run. The recorder does: its events
+    list every capture and sow, in execution order. This aligns the two.
+
+    For each ``(path, name)``, flax's tuple and the recorded events are matched from the end:
+    the last value goes with the last event, so value ``j`` goes with event ``j - offset``, where
+    ``offset = len(values) - len(events)``. Extra values at the front (``j < offset``: passed in
+    with the variables, not produced by this run) have no event and are ordered before every
+    recorded one (``seq = -1``); extra events at the front (values flax did not return) are left
+    out. A name with no events at all holds values this run did not record: taken as sown and
+    ordered after every recorded value. A mapping under a name with no events is a submodule's
+    collection: walked, with the name appended to the path.
+
+    Args:
+      collector: makes the slots of each value.
+      inter: flax's ``intermediates`` (``{}`` when none).
+      recorder: the events of the trace.
+      base: the key path of ``inter`` in the result.
+
+    Returns:
+      One :class:`PlannedCall` per value, sorted by event order, then path, then index.
+    """
+    order: dict[tuple[Path, str], list[tuple[int, Event]]] = {}
+    for seq, event in enumerate(recorder.events):
+        order.setdefault((event.path, event.name), []).append((seq, event))
+    after_all = len(recorder.events)
     calls = []
 
-    def walk(node: Any, path: tuple[str, ...], keypath: tuple):
-        for k, v in node.items():
-            kp = keypath + (jax.tree_util.DictKey(k),)
-            evs = order.get((path, k))
-            if evs is None and isinstance(v, Mapping):
-                walk(v, path + (k,), kp)
+    def walk(node: Mapping, path: Path, keypath: tuple) -> None:
+        for name, v in node.items():
+            name_keypath = keypath + (jax.tree_util.DictKey(name),)
+            events = order.get((path, name))
+            if events is None and isinstance(v, Mapping):
+                walk(v, path + (name,), name_keypath)
                 continue
             values = v if isinstance(v, tuple) else (v,)
             items = list(enumerate(values)) if isinstance(v, tuple) else [(None, v)]
-            offset = len(values) - len(evs or ())
+            offset = len(values) - len(events or ())
             for i, value in items:
                 j = 0 if i is None else i
-                ev_i = j - offset
-                if evs and ev_i >= 0:
-                    seq, ev = evs[ev_i]
-                    mtype, sown = ev.module_type, ev.kind == "sow"
+                if events and j >= offset:
+                    seq, event = events[j - offset]
+                    module_type, sown = event.module_type, event.kind == "sow"
                 else:
-                    seq, mtype, sown = (-1 if evs else unknown), "", evs is None
-                vkp = kp if i is None else kp + (jax.tree_util.SequenceKey(i),)
-                label = f"{k}[{j}]"
-                slots = p.slots(value, path + (label,), "out", vkp)
-                calls.append((path, mtype, k, j, seq, sown, slots))
+                    seq, module_type, sown = (-1 if events else after_all), "", events is None
+                value_keypath = name_keypath if i is None else name_keypath + (jax.tree_util.SequenceKey(i),)
+                slots = collector.slots(value, path + (f"{name}[{j}]",), "out", value_keypath)
+                calls.append(PlannedCall(path, module_type, name, j, seq, sown, slots))
 
     walk(inter, (), base)
-    calls.sort(key=lambda c: (c[4], c[0], c[3]))
+    calls.sort(key=lambda c: (c.seq, c.path, c.index))
     return calls
 
 
-_LIFTED = re.compile(r"^(Scan|Vmap|Checkpoint|Remat|Jit|Map|Vjp|Jvp|Cond|While|Switch)(?=[A-Z_])")
-
-
-def dropped_notes(recorder: Recorder, calls: list) -> list[str]:
+def dropped_notes(recorder: Recorder, calls: list[PlannedCall]) -> list[str]:
     """One note per capture the filter asked for but flax returned no value for (it
     happens inside lifted transforms whose ``variable_axes`` lack 'intermediates')."""
-    returned = {(c[0], c[2]) for c in calls}
-    lifted: dict[tuple[str, ...], str] = {}
+    returned = {(c.path, c.method) for c in calls}
+    lifted: dict[Path, str] = {}
     for b in recorder.binding:  # a module run by nn.scan(Cell) is a Cell; its wrapper is ScanCell
-        for name in recorder.lifted:
-            m = _LIFTED.match(name)
-            if m and name[m.end(1):] == b.module_type:
+        for name, target in recorder.lifted.items():
+            if target == b.module_type:
                 lifted.setdefault(b.path, name)
     notes, seen = [], set()
     for ev in recorder.events:
@@ -378,104 +426,115 @@ _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-stats"
 input_stats = InputStats()
 
 
-def dropped_any(plan_: Plan, rows: list[int]) -> bool:
+def dropped_any(plan: Plan, rows: list[int]) -> bool:
     """True if some of ``rows`` are of arrays the inspection does not keep (no later histogram)."""
-    return any(plan_.described[i].source == "dropped" for i in rows)
+    return any(plan.described[i].source == "dropped" for i in rows)
 
 
-def _call_stats(plan_: Plan, words: np.ndarray, sources: dict[str, Any]) -> list[Stats]:
+def _call_stats(plan: Plan, words: np.ndarray, sources: dict[Source, Any]) -> list[Stats]:
     """Statistics of every described slot: the in-call summaries, each redone exactly where it
     can't be trusted, and exact statistics of the rest."""
-    out: list[Stats | None] = [None] * len(plan_.described)
-    slots = [plan_.described[i] for i in plan_.summarized]
+    out: list[Stats | None] = [None] * len(plan.described)
+    slots = [plan.described[i] for i in plan.summarized]
     decoded = reduce.rows_to_stats(words, [reduce.layout(s.dtype) for s in slots],
                                    [int(np.prod(s.shape)) for s in slots]) if slots else []
-    redo = [i for i, st in zip(plan_.summarized, decoded) if not st.trusted]
-    for i, st in zip(plan_.summarized, decoded):
+    redo = [i for i, st in zip(plan.summarized, decoded) if not st.trusted]
+    for i, st in zip(plan.summarized, decoded):
         out[i] = st
     redo += [i for i, st in enumerate(out) if st is None]
     if redo:
-        arrays = [_lookup(sources[plan_.described[i].source], plan_.described[i].keypath) for i in redo]
-        exact = describe_exactly(arrays, hist=dropped_any(plan_, redo))
+        arrays = [_lookup(sources[plan.described[i].source], plan.described[i].keypath) for i in redo]
+        exact = describe_exactly(arrays, hist=dropped_any(plan, redo))
         for i, st in zip(redo, exact):
             out[i] = st
     return out
 
 
-def assemble(kind: str, module: Any, inputs: Any, result: Any, extra: Any, plan_: Plan,
-             timings: Timings, keep: str, in_stats: "Future[list[Stats]] | None" = None) -> Inspection:
-    """The host-side :class:`Inspection` (statistics fetched; arrays left on device).
-    Waiting for the variables' statistics (``in_stats``) adds to ``timings.run_ms``."""
-    words, dwords, dropped = extra
-    words, dwords = jax.device_get((words, dwords))
-    sources = {"in": inputs, "out": result, "dropped": dropped}
-    stats = _call_stats(plan_, words, sources)
-    t0 = time.perf_counter()
-    in_stats_ = in_stats.result() if in_stats is not None else []
-    timings.run_ms += (time.perf_counter() - t0) * 1000
-    deltas = reduce.unpack_deltas(dwords, plan_.delta_dtypes)
-    default_dev = str(jax.devices()[0])
-    placement = _Placement(default_dev)
+@dataclasses.dataclass
+class _LeafMaker:
+    """The :class:`Leaf` of a slot: its statistics row, where it lives, and (kept) how to fetch it."""
 
-    def leaf(s: Slot, kept: bool = True) -> Leaf:
+    sources: dict[Source, Any]
+    stats: list[Stats]  # of the described slots, by row
+    variable_stats: list[Stats]  # of the caller's variables, by row
+    placement: _Placement
+
+    def __call__(self, s: Slot, kept: bool = True) -> Leaf:
         if s.opaque is not None:
             return Leaf(s.path, opaque=s.opaque)
         fetch = device = sharding = shard = x = None
         if kept and s.source != "dropped":
-            tree = sources[s.source]
-            x = _lookup(tree, s.keypath)
-            device, sharding, shard = placement(x)
+            x = _lookup(self.sources[s.source], s.keypath)
+            device, sharding, shard = self.placement(x)
             fetch = (lambda index=None, x=x: np.asarray(x if index is None else x[index]))
-        row = None if s.row is None else (in_stats_ if s.source == "in" else stats)[s.row]
+        row = None if s.row is None else (self.variable_stats if s.source == "in" else self.stats)[s.row]
         histogram = None
         if row is not None and not row.hist and x is not None:
             histogram = functools.partial(reduce.histogram, x, row)
-        return Leaf(s.path, s.shape, s.dtype, device or default_dev, sharding or "", row,
+        return Leaf(s.path, s.shape, s.dtype, device or self.placement.default, sharding or "", row,
                     fetch=fetch, shard_shape=shard, handle=x, histogram=histogram)
 
-    var_leaves = [leaf(s) for s in plan_.variables]
-    by_path = {lf.path: lf for lf in var_leaves}
+
+def _diffs(plan: Plan, leaf: _LeafMaker, variables: list[Leaf], deltas: list) -> list[CollectionDiff]:
+    """Each mutated collection leaf by leaf: added, changed or unchanged (element-wise where both
+    sides were described with one shape), and removed (passed in, not returned)."""
+    before_at = {lf.path: lf for lf in variables}
     diffs = []
-    for col, slots in plan_.mutated.items():
-        rows = []
-        seen = set()
-        for s in slots:
-            after = leaf(s)
-            seen.add(s.path)
-            before = by_path.get(s.path) if kind == "apply" else None
-            pair = plan_.pairs.get(s.path)
-            if before is None:
-                rows.append(LeafDiff(s.path, "added", None, after))
-            elif pair is None or pair[0] is None:
-                changed = before.shape != after.shape or before.dtype != after.dtype
-                rows.append(LeafDiff(s.path, "changed" if changed else "unchanged", before, after))
-            else:
-                n, mx, mean = deltas[pair[0]]
-                rows.append(LeafDiff(s.path, "changed" if n else "unchanged", before, after,
-                                     int(n), float(mx), float(mean)))
-        for path, before in by_path.items():
-            if path[:1] == (col,) and path not in seen:
-                rows.append(LeafDiff(path, "removed", before, None))
+    for col, slots in plan.mutated.items():
+        rows = [_diff(s.path, before_at.get(s.path), leaf(s), plan.pairs.get(s.path), deltas) for s in slots]
+        returned = {s.path for s in slots}
+        rows += [LeafDiff(path, "removed", before, None) for path, before in before_at.items()
+                 if path[:1] == (col,) and path not in returned]
         diffs.append(CollectionDiff(col, rows))
-    calls = [
-        MethodCall(path, mtype, name, index, order, [leaf(s, keep != "stats") for s in slots], sown)
-        for order, (path, mtype, name, index, _seq, sown, slots) in enumerate(plan_.calls)
-    ]
-    state = result[1] if plan_.returns_tuple else None
-    output = result[0] if plan_.returns_tuple else (None if kind == "init" else result)
+    return diffs
+
+
+def _diff(path: Path, before: Leaf | None, after: Leaf, pair: tuple[int | None, int] | None,
+          deltas: list) -> LeafDiff:
+    if before is None:
+        return LeafDiff(path, "added", None, after)
+    if pair is None or pair[0] is None:
+        changed = before.shape != after.shape or before.dtype != after.dtype
+        return LeafDiff(path, "changed" if changed else "unchanged", before, after)
+    n, max_abs, mean_abs = deltas[pair[0]]
+    return LeafDiff(path, "changed" if n else "unchanged", before, after, int(n), float(max_abs), float(mean_abs))
+
+
+def _calls(plan: Plan, leaf: _LeafMaker, kept: bool) -> list[MethodCall]:
+    return [MethodCall(c.path, c.module_type, c.method, c.index, order, [leaf(s, kept) for s in c.slots], c.sown)
+            for order, c in enumerate(plan.calls)]
+
+
+def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: Any, plan: Plan,
+             timings: Timings, keep: Keep, in_stats: "Future[list[Stats]] | None" = None) -> Inspection:
+    """The host-side :class:`Inspection` of one call: ``result`` is what the runner returned,
+    ``stats_arrays`` what :func:`plan_inspection` computed alongside, ``inputs`` the caller's
+    variables (``apply``). Statistics are fetched; arrays stay on their device. Waiting for the
+    variables' statistics (``in_stats``) adds to ``timings.run_ms``."""
+    words, delta_words, dropped = stats_arrays
+    words, delta_words = jax.device_get((words, delta_words))
+    sources: dict[Source, Any] = {"in": inputs, "out": result, "dropped": dropped}
+    stats = _call_stats(plan, words, sources)
+    t0 = time.perf_counter()
+    variable_stats = in_stats.result() if in_stats is not None else []
+    timings.run_ms += (time.perf_counter() - t0) * 1000
+    device = str(jax.devices()[0])
+    leaf = _LeafMaker(sources, stats, variable_stats, _Placement(device))
+    variables = [leaf(s) for s in plan.variables]
+    kept = keep != "stats"
     return Inspection(
         kind=kind,
         module_type=type(module).__name__,
-        output=output,
-        state=state if kind != "init" else result,
-        outputs=[leaf(s) for s in plan_.outputs] if kind != "init" else [],
-        variables=VariableTree(tree_from_leaves("variables", var_leaves)),
-        diffs=diffs,
-        calls=calls,
-        device=default_dev,
+        output=result[0] if plan.returns_tuple else (None if kind == "init" else result),
+        state=result if kind == "init" else (result[1] if plan.returns_tuple else None),
+        outputs=[leaf(s) for s in plan.outputs] if kind != "init" else [],
+        variables=VariableTree(tree_from_leaves("variables", variables)),
+        diffs=_diffs(plan, leaf, variables, reduce.unpack_deltas(delta_words, plan.delta_dtypes)),
+        calls=_calls(plan, leaf, kept),
+        device=device,
         timings=timings,
-        kept=keep != "stats",
-        notes=list(plan_.notes),
-        binding=plan_.binding,
+        kept=kept,
+        notes=list(plan.notes),
+        binding=plan.binding,
         subnormals_as_zero=reduce.flushes_subnormals(jax.default_backend()),
     )

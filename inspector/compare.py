@@ -11,13 +11,15 @@ from __future__ import annotations
 import jax
 
 from inspector import reduce
-from inspector.model import Comparison, Inspection, Leaf, LeafDelta, path_str
+from inspector.model import Comparison, Inspection, Leaf, LeafDelta, Section, path_str
 
 
-def _keyed(insp: Inspection) -> dict[tuple[str, str], Leaf]:
-    out: dict[tuple[str, str], Leaf] = {}
+def _keyed(insp: Inspection) -> dict[tuple[Section, str], Leaf]:
+    """Every leaf of ``insp`` by section and key: ``output/<path>``, the variable's path, and the
+    call's key (:func:`~inspector.names.format_key`) followed by the leaf's path in its output."""
+    out: dict[tuple[Section, str], Leaf] = {}
     for leaf in insp.outputs:
-        out[("output", "output" + ("/" + path_str(leaf.path) if leaf.path else ""))] = leaf
+        out[("output", path_str(("output",) + leaf.path))] = leaf
     for leaf in insp.variables.leaves():
         out[("variables", path_str(leaf.path))] = leaf
     for call in insp.calls:

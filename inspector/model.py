@@ -9,12 +9,24 @@ with device-computed :class:`Stats`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 from inspector.names import Path, format_key, format_path, parse_key, path_matches, safe  # noqa: F401 (path_matches: re-exported)
 
 path_str = format_path
 """``('Encoder_0', 'Dense_1')`` -> ``'Encoder_0/Dense_1'`` (the root is ``'/'``); see :mod:`inspector.names`."""
+
+Kind = Literal["apply", "init", "init_with_output"]
+"""Which flax call was inspected."""
+MutationStatus = Literal["changed", "added", "unchanged", "removed"]
+"""How a call changed one leaf of a mutable collection (:class:`LeafDiff`)."""
+MUTATION_STATUSES: tuple[MutationStatus, ...] = ("changed", "added", "unchanged", "removed")
+ComparisonStatus = Literal["only in a", "only in b", "shape differs", "statistics only", "differs", "equal"]
+"""How two aligned leaves of a :class:`Comparison` differ (:class:`LeafDelta`)."""
+STRUCTURAL: frozenset[str] = frozenset(("only in a", "only in b", "shape differs", "added", "removed"))
+"""Statuses of a leaf that is missing on one side or changed shape: nothing to measure element-wise."""
+Section = Literal["output", "variables", "intermediates"]
+"""Where a compared leaf comes from."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,10 +167,6 @@ class Node:
     children: dict[str, "Node"] = dataclasses.field(default_factory=dict)
     leaf: Leaf | None = None
 
-    @property
-    def is_leaf(self) -> bool:
-        return self.leaf is not None
-
     def leaves(self) -> Iterator[Leaf]:
         if self.leaf is not None:
             yield self.leaf
@@ -248,38 +256,13 @@ class VariableTree:
 
 
 @dataclasses.dataclass
-class LeafDiff:
-    """How one leaf of a mutable collection changed: before/after and on-device deltas."""
-
-    path: Path
-    status: str  # 'changed' | 'added' | 'unchanged' | 'removed'
-    before: Leaf | None
-    after: Leaf | None
-    changed: int = 0  # elements that differ
-    max_abs_delta: float = 0.0
-    mean_abs_delta: float = 0.0
-
-    @property
-    def delta_mean(self) -> float:
-        if self.before is None or self.after is None or not (self.before.stats and self.after.stats):
-            return 0.0
-        return self.after.stats.mean - self.before.stats.mean
-
-    @property
-    def delta_std(self) -> float:
-        if self.before is None or self.after is None or not (self.before.stats and self.after.stats):
-            return 0.0
-        return self.after.stats.std - self.before.stats.std
-
-
-@dataclasses.dataclass
 class CollectionDiff:
     """Before/after of one collection that ``mutable=`` let the call write."""
 
     name: str
     leaves: list[LeafDiff]
 
-    def by_status(self, status: str) -> list[LeafDiff]:
+    def by_status(self, status: MutationStatus) -> list[LeafDiff]:
         return [d for d in self.leaves if d.status == status]
 
     def counts(self) -> dict[str, int]:
@@ -354,13 +337,15 @@ class BindingCall:
 
 @dataclasses.dataclass
 class LeafDelta:
-    """One aligned pair of leaves from two inspections and how they differ.
+    """Two aligned leaves, ``a`` then ``b``, and how they differ.
 
-    ``max_abs``/``mean_abs``/``changed`` are element-wise, computed on the device
-    when both arrays were kept with equal shapes; otherwise None (statistics only).
+    ``max_abs``/``mean_abs``/``changed`` are element-wise, computed on the device when both
+    arrays were kept with equal shapes; otherwise None (statistics only). ``status`` says how the
+    pair differs as a comparison; :class:`LeafDiff`, the same record for one call's mutation (``a``
+    the leaf before, ``b`` after), says it as a mutation.
     """
 
-    section: str  # 'output' | 'variables' | 'intermediates'
+    section: str  # a Section for a comparison, the collection for a mutation
     key: str
     a: Leaf | None
     b: Leaf | None
@@ -369,7 +354,7 @@ class LeafDelta:
     changed: int | None = None
 
     @property
-    def status(self) -> str:
+    def status(self) -> ComparisonStatus | MutationStatus:
         if self.a is None:
             return "only in b"
         if self.b is None:
@@ -379,6 +364,11 @@ class LeafDelta:
         if self.changed is None:
             return "statistics only"
         return "differs" if self.changed else "equal"
+
+    @property
+    def structural(self) -> bool:
+        """Missing on one side, or of another shape: nothing to measure element-wise."""
+        return self.status in STRUCTURAL
 
     def _stat(self, name: str) -> float:
         if not (self.a and self.b and self.a.stats and self.b.stats):
@@ -404,7 +394,52 @@ class LeafDelta:
     @property
     def divergence(self) -> float:
         """Sort key: structural differences first, then the relative difference."""
-        return float("inf") if self.status in ("only in a", "only in b", "shape differs") else self.relative
+        return float("inf") if self.structural else self.relative
+
+
+class LeafDiff(LeafDelta):
+    """How one call changed one leaf of a mutable collection: a :class:`LeafDelta` of the leaf
+    before (``a``, also ``before``) and after (``b``, also ``after``), keyed by its path, with a
+    :data:`MutationStatus`. Element-wise deltas are 0 where they were not measured."""
+
+    def __init__(self, path: Path, status: MutationStatus, before: Leaf | None, after: Leaf | None,
+                 changed: int = 0, max_abs_delta: float = 0.0, mean_abs_delta: float = 0.0):
+        super().__init__(path[0] if path else "", format_path(path), before, after, max_abs_delta,
+                         mean_abs_delta, changed)
+        self.path = path
+        self.mutation = status
+
+    @property
+    def status(self) -> MutationStatus:
+        return self.mutation
+
+    @property
+    def before(self) -> Leaf | None:
+        return self.a
+
+    @property
+    def after(self) -> Leaf | None:
+        return self.b
+
+    @property
+    def max_abs_delta(self) -> float:
+        """``max_abs`` (0 where not measured)."""
+        return self.max_abs or 0.0
+
+    @property
+    def mean_abs_delta(self) -> float:
+        """``mean_abs`` (0 where not measured)."""
+        return self.mean_abs or 0.0
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, LeafDiff) and (self.path, self.mutation) == (other.path, other.mutation)
+                and super().__eq__(other))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass it extends
+
+    def __repr__(self) -> str:
+        return (f"LeafDiff(path={self.path!r}, status={self.mutation!r}, before={self.a!r}, after={self.b!r}, "
+                f"changed={self.changed!r}, max_abs_delta={self.max_abs!r}, mean_abs_delta={self.mean_abs!r})")
 
 
 @dataclasses.dataclass
@@ -416,7 +451,7 @@ class Comparison:
     b: "Inspection"
     deltas: list[LeafDelta]
 
-    def ranked(self, section: str | None = None) -> list[LeafDelta]:
+    def ranked(self, section: Section | None = None) -> list[LeafDelta]:
         """Deltas of ``section`` (all by default), largest divergence first (NaN counts as largest)."""
         chosen = [d for d in self.deltas if section is None or d.section == section]
         return sorted(chosen, key=lambda d: -(d.divergence if d.divergence == d.divergence else float("inf")))
@@ -482,7 +517,7 @@ class Inspection:
     intermediates in execution order.
     """
 
-    kind: str  # 'apply' | 'init' | 'init_with_output'
+    kind: Kind
     module_type: str
     output: Any
     state: Any
@@ -536,9 +571,6 @@ class Inspection:
     def first_nonfinite(self) -> MethodCall | None:
         """The earliest captured call (in execution order) whose output has a NaN or Inf."""
         return next((c for c in self.calls if c.nonfinite), None)
-
-    def calls_at(self, path: Sequence[str]) -> list[MethodCall]:
-        return [c for c in self.calls if c.path == tuple(path)]
 
     # -- rendering ----------------------------------------------------------
     def to_text(self, **kwargs: Any) -> str:

@@ -11,31 +11,30 @@ linen module they wrap.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import jax
 from flax import nnx
 
-from inspector import collect
-from inspector.api import _UNDER_TRANSFORM, InspectRun, InspectUnderTransformError, Keep
-from inspector.collect import assemble, input_arrays, plan
-from inspector.model import Inspection, Timings
-from inspector.run import Event, Recorder, Runner, _InsideTransform
+from inspector._compat import bridged_module, collection_name
+from inspector.api import InspectRun
+from inspector.capture import CaptureFilter, calls
+from inspector.collect import Keep, plan_inspection
+from inspector.model import Inspection
+from inspector.run import Event, Recorder, Runner
 
-
-def collection_name(var_type: type) -> str:
-    """``Param`` -> ``'params'``, ``BatchStat`` -> ``'batch_stats'``; unregistered types by name."""
-    try:
-        from flax.nnx.variablelib import variable_name_from_type
-
-        return variable_name_from_type(var_type)
-    except Exception:  # noqa: BLE001 - not registered (RngKey, user types)
-        return var_type.__name__
+__all__ = ["NnxInspectRun", "NnxRunner", "collection_name", "inspect_nnx"]
 
 
 class NnxRunner(Runner):
-    """A :class:`Runner` whose "flax call" merges NNX states and runs a method under capture."""
+    """A :class:`Runner` whose flax call merges NNX states and runs a method under ``nnx.capture``.
+
+    Called as ``runner(grouped, *args, **kwargs)`` with ``grouped`` from :meth:`grouped`; returns
+    ``(y, {'intermediates': ..., <each updated collection>: ...})``, as a linen ``apply`` with
+    ``mutable`` and ``capture_intermediates`` does.
+    """
+
+    intercepts = False  # an NNX module's calls are recorded from what nnx.capture returns (_record)
 
     def __init__(self, model: nnx.Module, method: str, mutable: list[str] | None, post: Any):
         types: list[type] = []
@@ -48,14 +47,15 @@ class NnxRunner(Runner):
         self.graphdef, self.templates = graphdef, states
         self.method = method
         self.update_names = [n for n in self.names if n != "params"] if mutable is None else list(mutable)
-        super().__init__("apply", None, model, True, True, post=post)
+        # no linen function or filter: invoke() below is the flax call
+        super().__init__("apply", fn=None, module=model, mutable=True, capture_intermediates=False, post=post)
 
     def grouped(self, model: nnx.Module) -> dict[str, Any]:
         """The module's current state as ``{collection: pure dict}``."""
         _, *states = nnx.split(model, *self.types)
         return {name: nnx.to_pure_dict(s) for name, s in zip(self.names, states)}
 
-    def _call_flax(self, args, kwargs, recorder: Recorder):
+    def invoke(self, args: tuple, kwargs: dict, capture: CaptureFilter, recorder: Recorder) -> Any:
         grouped, *user_args = args
         states = []
         for name, template in zip(self.names, self.templates):
@@ -89,45 +89,41 @@ class NnxRunner(Runner):
         walk(inter, ())
 
 
-class NnxInspectRun:
-    """``inspect_nnx``'s callable: ``run(*args, **kwargs) -> Inspection``."""
+class NnxInspectRun(InspectRun):
+    """``inspect_nnx``'s run: ``run(*args, on_phase=None, **kwargs) -> Inspection`` of
+    ``model.<method>(*args, **kwargs)``, through the same pipeline as :class:`InspectRun`
+    (timings, phases, ``.show()``)."""
 
     def __init__(self, model: nnx.Module, method: str = "__call__", mutable: list[str] | None = None,
                  keep: Keep = "arrays", update: bool = False):
-        self.model, self.keep, self.update = model, keep, update
-        self.runner = NnxRunner(model, method, mutable, plan("apply", True, True, keep))
+        self.update = update
+        # NNX returns (y, state) like a linen apply with mutable and capture_intermediates set
+        self._bind("apply", model, keep, lambda: NnxRunner(model, method, mutable,
+                                                           plan_inspection("apply", True, True, keep)))
 
     @property
-    def traces(self) -> int:
-        return self.runner.traces
+    def model(self) -> nnx.Module:
+        return self.module
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Inspection:
-        grouped = self.runner.grouped(self.model)
-        t0 = time.perf_counter()
-        described = collect.input_stats.soon(input_arrays("apply", (grouped,)))
-        try:
-            result, extra, entry, cached = self.runner.run((grouped, *args), kwargs)
-        except _InsideTransform:
-            raise InspectUnderTransformError(_UNDER_TRANSFORM) from None
-        jax.block_until_ready(extra)
-        timings = Timings(0.0 if cached else entry.trace_ms, 0.0 if cached else entry.compile_ms,
-                          (time.perf_counter() - t0) * 1000, cached)
-        insp = assemble("apply", self.model, grouped, result, extra, entry.extra, timings, self.keep,
-                        described)
+    def _flax_arguments(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return (self.runner.grouped(self.module), *args), kwargs
+
+    def _finish(self, insp: Inspection) -> None:
         insp.notes.append("nnx: intermediates are ordered by module path (nnx.capture records no call order)")
         if self.update:
-            for name, pure in result[1].items():
+            for name, pure in insp.state.items():
                 if name in self.runner.names:
-                    sub = nnx.state(self.model, self.runner.types[self.runner.names.index(name)])
+                    sub = nnx.state(self.module, self.runner.types[self.runner.names.index(name)])
                     nnx.replace_by_pure_dict(sub, pure)
-                    nnx.update(self.model, sub)
-        return insp
+                    nnx.update(self.module, sub)
 
 
 def inspect_nnx(model: nnx.Module, *args: Any, method: str = "__call__", mutable: list[str] | None = None,
                 keep: Keep = "arrays", update: bool = False, **kwargs: Any) -> Inspection:
-    """Inspects ``model.<method>(*args, **kwargs)``: variables per type, what the call changed
-    (every collection but ``params`` by default), and every method output and sow."""
+    """Inspects ``model.<method>(*args, **kwargs)`` once: variables per type, what the call changed
+    (every collection but ``params`` by default), and every method output and sow. The one-shot
+    form, like :func:`inspector.inspect`; :class:`NnxInspectRun` is the reusable run (compiled
+    once per signature, with ``.show()``)."""
     if isinstance(model, nnx.bridge.ToNNX):
         return _inspect_bridge(model, *args, method=method, keep=keep, **kwargs)
     return NnxInspectRun(model, method, mutable, keep, update)(*args, **kwargs)
@@ -143,16 +139,10 @@ def _inspect_bridge(model: Any, *args: Any, method: str, keep: Keep, **kwargs: A
         for part in path[:-1]:
             node = node.setdefault(str(part), {})
         node[str(path[-1])] = var[...]
-    linen = getattr(model, "to_nnx__module", None) or model.module
+    linen = bridged_module(model)
     fn = (lambda m, *a, **k: m(*a, **k)) if method == "__call__" else (
         lambda m, *a, **k: getattr(m, method)(*a, **k))
     mutable = [c for c in variables if c != "params"]
-    insp = InspectRun("apply", fn, linen, mutable or False, _calls(), keep)(variables, *args, **kwargs)
+    insp = InspectRun("apply", fn, linen, mutable or False, calls, keep)(variables, *args, **kwargs)
     insp.notes.append(f"nnx.bridge.ToNNX: inspected the linen module inside ({type(linen).__name__})")
     return insp
-
-
-def _calls():
-    from inspector import capture
-
-    return capture.calls

@@ -12,6 +12,7 @@ that a non-pytree object holds are computed and put back into a copy of it
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import enum
@@ -20,7 +21,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import flax
 import flax.linen as nn
@@ -28,12 +29,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax.core import FrozenDict
+from flax.core.scope import CollectionFilter
 
-from inspector.capture import CaptureFilterError, guarded
-from inspector.model import BindingCall, path_str
-from inspector.names import parse_key, safe
+from inspector._compat import (
+    capture_calls, is_lifted_wrapper_call, lifted_target, listening, own_intermediates, shape_pass,
+)
+from inspector.capture import CaptureFilter, CaptureFilterError, guarded
+from inspector.model import BindingCall, Kind, path_str
+from inspector.names import Path, format_path, parse_key, safe
 
-Kind = str  # 'apply' | 'init' | 'init_with_output'
+EventKind = Literal["capture", "sow"]
+TouchKind = Literal["read", "write", "rng"]
 
 
 def is_array(x: Any) -> bool:
@@ -45,13 +51,39 @@ def is_array(x: Any) -> bool:
 class Event:
     """A value that landed in ``intermediates`` during the trace, in order."""
 
-    kind: str  # 'capture' | 'sow'
-    path: tuple[str, ...]
+    kind: EventKind
+    path: Path
     name: str
     module_type: str
 
 
-_SETUP = "setup"  # the stack mark of a running ``setup``
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    """One wrapped method running (innermost last on :attr:`Recorder.stack`), or where one raised.
+
+    ``binding_index`` is the position of its :class:`~inspector.model.BindingCall`, the call that
+    variable accesses are charged to. It is None for a call that is not in the binding trace: a
+    lifted transform's structure-only pass, and a running ``setup`` (``in_setup``), whose accesses
+    wait for the module's next call.
+    """
+
+    path: Path
+    module_type: str
+    method: str
+    binding_index: int | None = None
+    in_setup: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Touch:
+    """A variable read or write, or an RNG draw (``col`` is ``''``, ``name`` the stream), made while
+    a ``setup`` ran; ``enclosing`` is the call it goes to if its module is never called."""
+
+    kind: TouchKind
+    scope_path: Path
+    col: str
+    name: str
+    enclosing: int | None
 
 
 @dataclasses.dataclass
@@ -64,19 +96,19 @@ class Recorder:
 
     detailed: bool = False
     events: list[Event] = dataclasses.field(default_factory=list)
-    stack: list[tuple[tuple[str, ...], str, str, int]] = dataclasses.field(default_factory=list)
-    captured: dict[tuple[tuple[str, ...], str], int] = dataclasses.field(default_factory=dict)
-    sowed: dict[tuple[tuple[str, ...], str], int] = dataclasses.field(default_factory=dict)
+    stack: list[Frame] = dataclasses.field(default_factory=list)
+    captured: dict[tuple[Path, str], int] = dataclasses.field(default_factory=dict)
+    sowed: dict[tuple[Path, str], int] = dataclasses.field(default_factory=dict)
     binding: list[BindingCall] = dataclasses.field(default_factory=list)
-    lifted: set[str] = dataclasses.field(default_factory=set)  # e.g. 'ScanCell'
+    lifted: dict[str, str | None] = dataclasses.field(default_factory=dict)  # 'ScanCell' -> 'Cell'
     multi_device: bool = False  # some input is sharded over several devices
-    patches: dict[tuple[tuple[str, ...], str], dict[int | None, Any]] = dataclasses.field(default_factory=dict)
-    seen: dict[tuple[tuple[str, ...], str], int] = dataclasses.field(default_factory=dict)
-    patched: set[tuple[tuple[str, ...], str, int | None]] = dataclasses.field(default_factory=set)
-    error_site: tuple[tuple[str, ...], str, str] | None = None
-    shape_passes: set[tuple[str, ...]] = dataclasses.field(default_factory=set)  # paths traced an extra time
-    shadow: dict[tuple[tuple[str, ...], str], int] = dataclasses.field(default_factory=dict)
-    pending: dict[tuple[str, ...], list] = dataclasses.field(default_factory=dict)  # touched in setup
+    patches: dict[tuple[Path, str], dict[int | None, Any]] = dataclasses.field(default_factory=dict)
+    seen: dict[tuple[Path, str], int] = dataclasses.field(default_factory=dict)
+    patched: set[tuple[Path, str, int | None]] = dataclasses.field(default_factory=set)
+    error_site: Frame | None = None
+    shape_passes: set[Path] = dataclasses.field(default_factory=set)  # paths traced an extra time
+    shadow: dict[tuple[Path, str], int] = dataclasses.field(default_factory=dict)
+    pending: dict[Path, list[Touch]] = dataclasses.field(default_factory=dict)  # touched in setup
 
     def on_capture(self, module: Any, method_name: str) -> None:
         if shape_pass() or getattr(module, "scope", None) is None:
@@ -85,22 +117,27 @@ class Recorder:
         self.captured[key] = self.captured.get(key, 0) + 1
         self.events.append(Event("capture", key[0], method_name, type(module).__name__))
 
-    def touch(self, kind: str, scope_path: tuple[str, ...], col: str, name: str) -> None:
+    def _enclosing(self) -> int | None:
+        """The binding index of the innermost running call that is in the binding trace."""
+        return next((f.binding_index for f in reversed(self.stack) if f.binding_index is not None), None)
+
+    def touch(self, kind: TouchKind, scope_path: Path, col: str, name: str) -> None:
         """A variable read/write or an RNG draw, charged to the innermost call. One made while a
         module's ``setup`` runs is charged to that module's next call (flax runs ``setup`` lazily,
         just before it), or to the enclosing call if the module is never called."""
         if col == "intermediates" and kind != "rng":
             return
-        if self.stack and self.stack[-1][2] == "setup" and self.stack[-1][3] is _SETUP:
-            owner = self.stack[-1][0]
-            fallback = next((e[3] for e in reversed(self.stack) if isinstance(e[3], int)), None)
-            self.pending.setdefault(owner, []).append((fallback, kind, tuple(scope_path), col, name))
+        if not self.stack:
             return
-        if not self.stack or not isinstance(self.stack[-1][3], int):
+        top = self.stack[-1]
+        if top.in_setup:
+            self.pending.setdefault(top.path, []).append(
+                Touch(kind, tuple(scope_path), col, name, self._enclosing()))
             return
-        self._charge(self.stack[-1][3], kind, tuple(scope_path), col, name)
+        if top.binding_index is not None:
+            self._charge(top.binding_index, kind, tuple(scope_path), col, name)
 
-    def _charge(self, index: int, kind: str, scope_path: tuple[str, ...], col: str, name: str) -> None:
+    def _charge(self, index: int, kind: TouchKind, scope_path: Path, col: str, name: str) -> None:
         call = self.binding[index]
         if kind == "rng":
             call.rngs[name] = call.rngs.get(name, 0) + 1
@@ -112,23 +149,23 @@ class Recorder:
 
     def _setup_call(self, module: Any, next_fun, args, kwargs):
         """``setup`` is not a call of its own in the trace: what it touches is held for the module."""
-        self.stack.append((tuple(module.path), type(module).__name__, "setup", _SETUP))
+        self.stack.append(Frame(tuple(module.path), type(module).__name__, "setup", in_setup=True))
         try:
             return next_fun(*args, **kwargs)
         finally:
             self.stack.pop()
 
-    def _claim(self, path: tuple[str, ...], index: int) -> None:
-        for _, kind, scope_path, col, name in self.pending.pop(path, ()):
-            self._charge(index, kind, scope_path, col, name)
+    def _claim(self, path: Path, index: int) -> None:
+        for t in self.pending.pop(path, ()):
+            self._charge(index, t.kind, t.scope_path, t.col, t.name)
 
     def _release(self, index: int) -> None:
         """Touches of setups whose module was never called go to the call they ran in."""
         for owner in list(self.pending):
             keep = []
             for t in self.pending[owner]:
-                if t[0] == index:
-                    self._charge(index, *t[1:])
+                if t.enclosing == index:
+                    self._charge(index, t.kind, t.scope_path, t.col, t.name)
                 else:
                     keep.append(t)
             if keep:
@@ -136,34 +173,66 @@ class Recorder:
             else:
                 del self.pending[owner]
 
-    def intercept(self, next_fun, args, kwargs, context):
+    def intercept(self, next_fun: Callable[..., Any], args: tuple, kwargs: dict, context: Any) -> Any:
+        """Runs one wrapped module method for :func:`flax.linen.intercept_methods` and records it.
+
+        flax calls this around every wrapped method call of a module (``next_fun`` runs the
+        method). What is recorded depends on the call:
+
+        * a lifted transform's call of its wrapper class (method ``'<lambda>'``): only the class
+          name is kept, to explain intermediates the transform drops (:func:`dropped_notes`);
+        * ``setup`` of a bound module (``detailed`` only): run under a setup :class:`Frame`, so
+          what it touches waits for the module's next call (flax runs ``setup`` lazily, just
+          before that call); ``setup`` otherwise, and unbound modules, pass through;
+        * a call during a lifted transform's structure-only pass (:func:`shape_pass`): see
+          :meth:`_shape_call`;
+        * any other call is the user's call. With ``detailed``, the module's own
+          ``intermediates`` counts before the call are taken as given (values passed in, not
+          sown by this call); a :class:`~inspector.model.BindingCall` is appended, whose parent
+          is the innermost enclosing recorded call, and it claims what its ``setup`` touched.
+          While the method runs its frame is on :attr:`stack`, and the first exception is
+          charged to it (:attr:`error_site`). Afterwards, touches of setups whose module was
+          never called are charged to it; its call index (the number of earlier calls of the
+          same path and method) selects a patch; and each value its module's ``intermediates``
+          gained beyond what the capture filter put there is recorded as a sow :class:`Event`.
+
+        Args:
+          next_fun: runs the wrapped method.
+          args: positional arguments passed to ``next_fun``.
+          kwargs: keyword arguments passed to ``next_fun``.
+          context: flax's interceptor context (``module``, ``method_name``).
+
+        Returns:
+          What the method returned, or what a matching patch made of it.
+        """
         module, name = context.module, context.method_name
-        if name == "<lambda>":  # a lifted transform's throw-away shape check of its wrapper class
-            self.lifted.add(type(module).__name__)
+        if is_lifted_wrapper_call(name):
+            if type(module).__name__ not in self.lifted:
+                self.lifted[type(module).__name__] = lifted_target(type(module))
             return next_fun(*args, **kwargs)
         if name == "setup" and self.detailed and module.scope is not None and not shape_pass():
             return self._setup_call(module, next_fun, args, kwargs)
         if name == "setup" or module.scope is None:
             return next_fun(*args, **kwargs)
         path = tuple(module.path)
-        site = (path, type(module).__name__, name)
+        module_type = type(module).__name__
         if shape_pass():
-            return self._shape_call(site, next_fun, args, kwargs)
+            return self._shape_call(path, module_type, name, next_fun, args, kwargs)
         self.shadow.clear()
         index = len(self.binding)
         if self.detailed:
             for key, n in self._counts(module, path).items():
                 self.sowed.setdefault((path, key), n)  # values passed in, not sown by this run
-            parent = next((e[3] for e in reversed(self.stack) if isinstance(e[3], int)), None)
-            self.binding.append(BindingCall(index, parent, len(self.stack), path, type(module).__name__, name,
+            self.binding.append(BindingCall(index, self._enclosing(), len(self.stack), path, module_type, name,
                                             traced=2 if path in self.shape_passes else 1))
             self._claim(path, index)
-        self.stack.append(site + (index,))
+        frame = Frame(path, module_type, name, index)
+        self.stack.append(frame)
         try:
             y = next_fun(*args, **kwargs)
         except BaseException:
             if self.error_site is None:
-                self.error_site = site
+                self.error_site = frame
             raise
         finally:
             self.stack.pop()
@@ -175,26 +244,30 @@ class Recorder:
         if self.detailed:
             for key, n in self._counts(module, path).items():
                 for _ in range(n - self.sowed.get((path, key), 0)):
-                    self.events.append(Event("sow", path, key, site[1]))
+                    self.events.append(Event("sow", path, key, module_type))
                 self.sowed[(path, key)] = n
         return y
 
-    def _shape_call(self, site, next_fun, args, kwargs):
+    def _shape_call(self, path: Path, module_type: str, name: str, next_fun, args, kwargs):
         """A call during a lifted transform's structure-only pass: not part of the binding trace or
-        the capture order, but patched like the call it stands for (same call index)."""
-        path, _, name = site
+        the capture order, but patched like the call it stands for.
+
+        The pass runs before the loop it describes, so its calls come before the real ones in
+        :attr:`seen`. The shadow count numbers them from the current real count: the i-th call
+        of a path and method in the pass gets the index the i-th real call will get, and the
+        count restarts at every real call, where the pass is over."""
         self.shape_passes.add(path)
         key = (path, name)
         call_index = self.seen.get(key, 0) + self.shadow.get(key, 0)
         self.shadow[key] = self.shadow.get(key, 0) + 1
-        self.stack.append(site + (None,))
+        self.stack.append(Frame(path, module_type, name))
         try:
             y = next_fun(*args, **kwargs)
         finally:
             self.stack.pop()
         return self._patch(path, name, call_index, y)
 
-    def _patch(self, path: tuple[str, ...], name: str, call_index: int, y: Any) -> Any:
+    def _patch(self, path: Path, name: str, call_index: int, y: Any) -> Any:
         by_index = self.patches.get((path, name))
         if by_index is not None:
             for index in (call_index, None):
@@ -203,14 +276,10 @@ class Recorder:
                     return apply_patch(by_index[index], y)
         return y
 
-    def _counts(self, module: Any, path: tuple[str, ...]) -> dict[str, int]:
+    def _counts(self, module: Any, path: Path) -> dict[str, int]:
         """Per name: values in this module's own ``intermediates`` not put there by capture."""
-        try:
-            col = module.scope._collection("intermediates")  # flax-internal, read only
-        except Exception:  # noqa: BLE001 - collection absent or not readable
-            return {}
         out = {}
-        for k, v in col.items():
+        for k, v in own_intermediates(module.scope).items():
             if isinstance(v, Mapping):
                 continue
             n = len(v) if isinstance(v, tuple) else 1
@@ -218,21 +287,7 @@ class Recorder:
         return out
 
 
-_local = threading.local()
-
-
-def shape_pass() -> bool:
-    """True while a lifted transform traces a body only to learn the structure of its outputs
-    (flax's ``nn.scan`` does, with a partial-evaluation trace, before tracing the loop that runs)."""
-    try:
-        from jax._src import core  # internal: the innermost active trace
-
-        return type(core.trace_ctx.trace).__name__ == "JaxprTrace"
-    except Exception:  # noqa: BLE001 - a jax without it: every pass is recorded
-        return False
-
-
-def parse_call_key(key: str) -> tuple[tuple[str, ...], str, int | None]:
+def parse_call_key(key: str) -> tuple[Path, str, int | None]:
     """``'encoder/Dense_0:__call__[1]'`` -> ``(('encoder', 'Dense_0'), '__call__', 1)``
     (the key grammar of :mod:`inspector.names`)."""
     path, method, index = parse_key(key)
@@ -246,40 +301,6 @@ def apply_patch(patch: Any, y: Any) -> Any:
     if callable(patch):
         return patch(y)
     return jax.tree.map(lambda leaf: jnp.broadcast_to(jnp.asarray(patch, leaf.dtype), leaf.shape), y)
-
-
-def _install_scope_probes() -> None:
-    """Reports variable reads/writes and RNG draws to the recorder active on this
-    thread (none outside an inspected trace, where the probes only pass through)."""
-    from flax.core.scope import Scope
-
-    if getattr(Scope, "_inspector_probes", False):
-        return
-    get_variable, put_variable, make_rng = Scope.get_variable, Scope.put_variable, Scope.make_rng
-
-    def probed_get(self, col, name, default=None):
-        rec = getattr(_local, "recorder", None)
-        if rec is not None:
-            rec.touch("read", self.path, col, name)
-        return get_variable(self, col, name, default)
-
-    def probed_put(self, col, name, value):
-        rec = getattr(_local, "recorder", None)
-        if rec is not None:
-            rec.touch("write", self.path, col, name)
-        return put_variable(self, col, name, value)
-
-    def probed_rng(self, name="params"):
-        rec = getattr(_local, "recorder", None)
-        if rec is not None:
-            stream = name if self.has_rng(name) or not self.has_rng("params") else f"{name}->params"
-            rec.touch("rng", self.path, "", stream)
-        return make_rng(self, name)
-
-    for probe, orig in ((probed_get, get_variable), (probed_put, put_variable), (probed_rng, make_rng)):
-        functools.update_wrapper(probe, orig)
-    Scope.get_variable, Scope.put_variable, Scope.make_rng = probed_get, probed_put, probed_rng
-    Scope._inspector_probes = True
 
 
 _DICTS = (dict, FrozenDict)
@@ -559,8 +580,12 @@ class Runner:
     with one signature compile it once.
     """
 
-    def __init__(self, kind: Kind, fn: Callable, module: nn.Module, mutable: Any,
-                 capture_intermediates: Any, post: Callable | None = None,
+    intercepts = True
+    """Whether the linen method calls inside :meth:`invoke` are intercepted and recorded (binding
+    trace, sows, patches, the module an error was raised in). A runner of NNX modules turns it off."""
+
+    def __init__(self, kind: Kind, fn: Callable, module: nn.Module, mutable: CollectionFilter,
+                 capture_intermediates: CaptureFilter, post: Callable | None = None,
                  patches: dict[str, Any] | None = None, cache_size: int = DEFAULT_CACHE_SIZE):
         if cache_size < 1:
             raise ValueError(f"cache_size must be at least 1, not {cache_size!r}")
@@ -748,31 +773,38 @@ class Runner:
                     where = f"{path_str(path)}:{method}" + (f"[{index}]" if index is not None else "")
                     raise KeyError(f"patch {where!r} matched no call; calls seen: {seen}")
 
+    def invoke(self, args: tuple, kwargs: dict, capture: CaptureFilter, recorder: Recorder) -> Any:
+        """The flax call itself, run while ``recorder`` records: flax's ``apply``, ``init`` or
+        ``init_with_output`` (``kind``) of ``fn`` on ``module``, with the capture filter
+        ``capture`` (the runner's own, wrapped to tell the recorder of each capture). A runner
+        of something other than a linen call (NNX) overrides this."""
+        flax_fn = FLAX_ENTRIES[self.kind](self.fn, self.module, mutable=self.mutable, capture_intermediates=capture)
+        return flax_fn(*args, **kwargs)
+
     def _call_flax(self, args, kwargs, recorder: Recorder):
+        """:meth:`invoke` under ``recorder``: interception, scope probes (``detailed``), patches checked
+        afterwards, and an error noted with the module and method it was raised in."""
         capture = self.capture
         if callable(capture):
             capture = _noting_site(guarded(capture, recorder.on_capture), recorder)
         elif capture is True:
-            capture = _noting_site(guarded(nn.module.capture_call_intermediates, recorder.on_capture), recorder)
-        flax_fn = FLAX_ENTRIES[self.kind](self.fn, self.module, mutable=self.mutable,
-                                          capture_intermediates=capture)
+            capture = _noting_site(guarded(capture_calls, recorder.on_capture), recorder)
         recorder.patches = self.patches
-        if recorder.detailed:
-            _install_scope_probes()
-            _local.recorder = recorder
         try:
-            with nn.intercept_methods(recorder.intercept):
-                result = flax_fn(*args, **kwargs)
+            with contextlib.ExitStack() as recording:
+                if self.intercepts:
+                    if recorder.detailed:
+                        recording.enter_context(listening(recorder.touch))
+                    recording.enter_context(nn.intercept_methods(recorder.intercept))
+                result = self.invoke(args, kwargs, capture, recorder)
             self._check_patches(recorder)
             return result
         except Exception as e:
-            if recorder.error_site is not None:
-                path, type_name, method = recorder.error_site
-                where = "/".join(path) or "<root>"
-                e.add_note(safe(f"inspector: raised in module {where!r} ({type_name}), method {method!r}"))
+            site = recorder.error_site
+            if site is not None:
+                e.add_note(safe(f"inspector: raised in module {format_path(site.path)!r} ({site.module_type}), "
+                                f"method {site.method!r}"))
             raise
-        finally:
-            _local.recorder = None
 
 
 def _noting_site(filter_fn: Callable, recorder: Recorder) -> Callable:
@@ -788,7 +820,7 @@ def _noting_site(filter_fn: Callable, recorder: Recorder) -> Callable:
                     path = tuple(module.path)
                 except Exception:  # noqa: BLE001 - unbound
                     path = ("<unbound>",)
-                recorder.error_site = (path, type(module).__name__, method_name)
+                recorder.error_site = Frame(path, type(module).__name__, method_name)
             raise
 
     noting.__wrapped__ = filter_fn  # type: ignore[attr-defined]

@@ -46,6 +46,10 @@ def test_mutation_diff():
     ranked = diff.ranked()
     assert ranked[0].max_abs_delta >= ranked[1].max_abs_delta
     np.testing.assert_allclose(insp.output, y, rtol=1e-5)
+    # one delta type: a mutation is a LeafDelta of before (a) and after (b), keyed by its path
+    assert isinstance(mean, fi.LeafDelta) and mean.key == "batch_stats/bn/mean" and mean.section == "batch_stats"
+    assert (mean.a, mean.b, mean.max_abs) == (mean.before, mean.after, mean.max_abs_delta)
+    assert mean.delta_mean == fi.LeafDelta("variables", mean.key, mean.before, mean.after).delta_mean
 
 
 def test_added_and_unchanged_leaves():

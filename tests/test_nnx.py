@@ -1,5 +1,7 @@
 """NNX modules (and linen modules wrapped by nnx.bridge) through the same Inspection model."""
 
+import time
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -79,3 +81,33 @@ def test_linen_module_wrapped_by_bridge():
     assert insp.diffs[0].name == "batch_stats"
     assert any("nnx.bridge.ToNNX" in n for n in insp.notes)
     np.testing.assert_allclose(insp["params/Dense_0/kernel"].value, nnx.state(wrapped).to_pure_dict()["Dense_0"]["kernel"])
+
+
+def test_an_uncached_nnx_call_counts_trace_and_compile_time_once():
+    model, x = Net(nnx.Rngs(0)), jnp.ones((5, 4))
+    run = fi.NnxInspectRun(model)
+    marks = {}
+    t0 = time.perf_counter()
+    insp = run(x, on_phase=lambda phase: marks.setdefault(phase, time.perf_counter()))
+    wall_ms = (time.perf_counter() - t0) * 1000
+    assert list(marks) == ["tracing", "compiling", "running", "done"]
+    t = insp.timings
+    assert not t.cached and t.trace_ms > 0 and t.compile_ms > 0
+    assert t.run_ms <= (marks["done"] - marks["running"]) * 1000  # measured from 'running' only
+    assert t.total_ms <= wall_ms  # trace and compile are not in run_ms a second time
+    marks.clear()
+    again = run(x, on_phase=lambda phase: marks.setdefault(phase, time.perf_counter()))
+    assert list(marks) == ["running", "done"]
+    assert again.timings.cached and again.timings.trace_ms == again.timings.compile_ms == 0.0
+
+
+def test_nnx_run_shows_a_widget_with_live_status(monkeypatch):
+    from inspector.views.widgets import InspectionWidget
+
+    model, x = Net(nnx.Rngs(0)), jnp.ones((5, 4))
+    seen = []
+    original = InspectionWidget.set_status
+    monkeypatch.setattr(InspectionWidget, "set_status", lambda self, text: seen.append(text) or original(self, text))
+    widget = fi.NnxInspectRun(model).show(x)
+    assert seen[:4] == ["waiting", "tracing...", "compiling...", f"running on {jax.devices()[0]}..."]
+    assert "done in" in widget.status.value and widget.inspection.module_type == "Net"
