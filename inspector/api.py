@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -66,6 +67,15 @@ _UNDER_TRANSFORM = (
     "transform use the drop-in fi.apply/init/init_with_output, which return exactly what flax returns there.")
 
 
+QUICK_FIRST_CALL = True
+"""Where numpy reads arrays in place (the CPU backend, one device), a run's first call compiles
+no statistics: it captures, and numpy describes every array after the call. The program that
+summarizes inside the call compiles meanwhile, in the background, for the calls after it (which
+are faster warm). False: every call runs the summarizing program."""
+
+_compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-compile")
+
+
 class InspectRun:
     """A jitted flax call that returns an :class:`Inspection` instead of flax's result.
 
@@ -75,21 +85,52 @@ class InspectRun:
 
     def __init__(self, kind: Kind, fn: Callable, module: nn.Module, mutable: CollectionFilter,
                  capture: CaptureFilter, keep: Keep = "arrays", patches: dict[str, Any] | None = None):
-        self._bind(kind, module, keep, lambda: Runner(kind, fn, module, mutable, capture, patches=patches,
-                                                      post=plan_inspection(kind, mutable, capture, keep)))
+        self._bind(kind, module, keep, lambda in_call: Runner(
+            kind, fn, module, mutable, capture, patches=patches,
+            post=plan_inspection(kind, mutable, capture, keep, in_call)))
         functools.update_wrapper(self, fn, updated=())
 
-    def _bind(self, kind: Kind, module: Any, keep: Keep, runner: Callable[[], Runner]) -> None:
+    def _bind(self, kind: Kind, module: Any, keep: Keep, make_runner: Callable[[bool], Runner]) -> None:
         """What every run holds: the kind of flax call, the module, ``keep`` and the runner (made
-        once ``keep`` is known to be valid)."""
+        once ``keep`` is known to be valid); ``make_runner(in_call)`` as :func:`plan_inspection`."""
         if keep not in ("arrays", "stats"):
             raise ValueError(f"keep must be 'arrays' or 'stats', not {keep!r}")
         self.kind, self.module, self.keep = kind, module, keep
-        self.runner = runner()
+        self.runner = make_runner(True)
+        self._make_runner = make_runner
+        self._first: Runner | None = None  # describes after the call, until ``runner`` is compiled
+        self._compiling: Future | None = None
+        self._settled = not QUICK_FIRST_CALL
 
     @property
     def traces(self) -> int:
-        return self.runner.traces
+        """How many times flax was traced for calls of this run (compiling ahead, in the
+        background, is not counted)."""
+        return self.runner.traces + (self._first.traces if self._first is not None else 0)
+
+    def settle(self) -> None:
+        """Waits until the program that summarizes inside the call is compiled, if it is being
+        compiled (see :data:`QUICK_FIRST_CALL`)."""
+        if self._compiling is not None:
+            try:
+                self._compiling.result()
+            except Exception:  # noqa: BLE001 - the next call compiles again and raises in the caller
+                pass
+
+    def _runner_for(self, args: tuple, kwargs: dict) -> tuple[Runner, bool]:
+        """``(runner for this call, whether to compile the summarizing program after it)``."""
+        if self._settled:
+            return self.runner, False
+        if self._compiling is None:
+            if not collect.described_after_the_call((args, kwargs)):
+                self._settled = True
+                return self.runner, False
+            self._first = self._make_runner(False)
+            return self._first, True
+        if self._compiling.done():
+            self._settled = True
+            return self.runner, False
+        return self._first, False  # type: ignore[return-value]
 
     def __call__(self, *args: Any, on_phase: Phase | None = None, **kwargs: Any) -> Inspection:
         """Runs the call (arguments as flax's function takes them) and returns its :class:`Inspection`.
@@ -106,10 +147,13 @@ class InspectRun:
         args, kwargs = self._flax_arguments(args, kwargs)
         variables = input_arrays(self.kind, args)
         described = collect.input_stats.soon(variables) if variables else None  # overlaps tracing and compiling
+        runner, compile_after = self._runner_for(args, kwargs)
         try:
-            result, stats_arrays, entry, cached = self.runner.run(args, kwargs, phase)
+            result, stats_arrays, entry, cached = runner.run(args, kwargs, phase)
         except _InsideTransform:
             raise InspectUnderTransformError(_UNDER_TRANSFORM) from None
+        if compile_after:
+            self._compiling = _compiler.submit(self.runner.prepare, *args, **kwargs)
         jax.block_until_ready(stats_arrays)
         run_ms = (time.perf_counter() - marks["running"]) * 1000
         timings = Timings(0.0 if cached else entry.trace_ms, 0.0 if cached else entry.compile_ms,

@@ -514,14 +514,17 @@ _NOT_PLAIN = object()
 _current = threading.local()  # this thread's call: its inputs and phase callback, for the trace to read
 
 
-def _call(target: Callable, inputs: Any, on_phase: Callable[[str], None] | None) -> tuple[Any, float | None]:
-    """``(target(inputs), when tracing ended or None if nothing was traced)``."""
+def _call(target: Callable, inputs: Any, on_phase: Callable[[str], None] | None,
+          counted: bool = True) -> tuple[Any, float | None]:
+    """``(target(inputs), when tracing ended or None if nothing was traced)``; a trace is added to
+    the runner's ``traces`` only if ``counted``."""
     cur = _current
-    cur.inputs, cur.on_phase, cur.traced = inputs, on_phase, None
+    cur.inputs, cur.on_phase, cur.traced, cur.uncounted = inputs, on_phase, None, not counted
     try:
         return target(inputs), cur.traced
     finally:
         cur.inputs = cur.on_phase = cur.traced = None  # hold no arrays past the call
+        cur.uncounted = False
 
 
 def _staged(carrier: _Carrier) -> bool:
@@ -646,6 +649,16 @@ class Runner:
             self._admit(program)
         return lowered
 
+    def prepare(self, *args: Any, **kwargs: Any) -> None:
+        """Compiles the program a call with these inputs runs, without running it and without
+        counting it in ``traces``: the next such call finds it ready (``cached``)."""
+        program, inputs = self._program(args, kwargs)
+        lowered, traced = _call(program.jitted.lower, inputs, None, counted=False)
+        lowered.compile()
+        self.compiles += 1
+        if traced is not None:
+            self._admit(program)
+
     def _program(self, args: tuple, kwargs: dict) -> tuple[_Program, Any]:
         """The program for these inputs and what to call it with. Raises
         :class:`_InsideTransform` if an input is a tracer of an enclosing transform."""
@@ -735,7 +748,8 @@ class Runner:
         t0 = time.perf_counter()
         if on_phase is not None:
             on_phase("tracing")
-        self.traces += 1
+        if not getattr(_current, "uncounted", False):
+            self.traces += 1
         concrete = jax.tree.leaves(getattr(_current, "inputs", None))
         multi_device = any(len(getattr(getattr(x, "sharding", None), "device_set", ())) > 1 for x in concrete)
         record = SignatureRecord()
