@@ -23,6 +23,7 @@ from IPython.display import HTML
 
 from inspector.model import Inspection, Leaf, LeafDiff
 from inspector.views import format as F
+from inspector.views import palette
 from inspector.views.rows import (
     BindingSource, CallSource, ComparisonSource, DiffSource, NodeSource, OutputSource, RowSource,
 )
@@ -30,6 +31,8 @@ from inspector.views.text import header
 
 PREVIEW_ELEMENTS = 65_536
 _STATIC = pathlib.Path(__file__).parent / "static"
+CSS = palette.custom_properties(".fi-widget,.fi-comparison,.fi-tree") + (_STATIC / "tree.css").read_text()
+"""The widget's style: the palette's colours as ``--fi-*`` properties, then ``static/tree.css``, which uses them."""
 
 
 class TreeWidget(anywidget.AnyWidget):
@@ -45,7 +48,7 @@ class TreeWidget(anywidget.AnyWidget):
     """
 
     _esm = _STATIC / "tree.js"
-    _css = _STATIC / "tree.css"
+    _css = CSS
     initial: traitlets.List[Any] = traitlets.List().tag(sync=True)
     placeholder = traitlets.Unicode("filter: substring or glob (params/**/kernel)").tag(sync=True)
     selected = traitlets.Unicode(None, allow_none=True).tag(sync=True)
