@@ -1,6 +1,8 @@
 """Kernel side of the notebook widget: lazy rows, search, detail, status, jump; bounded cost."""
 
 import json
+import re
+from pathlib import Path
 
 import flax.linen as nn
 import ipywidgets
@@ -11,6 +13,7 @@ import pytest
 
 import inspector as fi
 from inspector.demo import demo_inspection
+from inspector.views import palette, widgets
 from inspector.views.rows import PAGE, NodeSource
 from inspector.views.widgets import InspectionWidget, TreeWidget, preview_index, show
 from models import LogNet
@@ -251,3 +254,15 @@ def test_detail_escapes_user_text():
     page = w.detail.outputs[0]["data"]["text/html"]
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert insp._repr_mimebundle_()["text/html"].count("&lt;img") >= 1
+
+
+def test_colours_are_the_palettes_alone():
+    views = Path(widgets.__file__).parent
+    files = [f for f in [*views.glob("*.py"), *(views / "static").iterdir()] if f.name != "palette.py"]
+    literal = re.compile(r"#[0-9a-fA-F]{3}(?:[0-9a-fA-F]{3})?\b|\b(?:rgb|hsl)a?\(")
+    assert [f.name for f in files if literal.search(f.read_text())] == []
+    used = {name for f in files for name in re.findall(r"var\((--fi-[a-z]+)\)", f.read_text())}
+    defined = re.findall(r"(--fi-[a-z]+):", widgets.CSS.split("@media")[0])
+    assert used and used <= set(defined) and len(defined) == len(palette.PALETTE) + 1  # + the code font
+    dark = widgets.CSS.split("@media")[1]
+    assert all(f"--fi-{name}:" in dark and value in dark for name, value in palette.DARK.items())
