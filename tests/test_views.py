@@ -138,9 +138,14 @@ def _blank_module_type():
     return insp
 
 
-@pytest.mark.parametrize("make", [demo_inspection, nan_inspection, noted_inspection, _blank_module_type,
-                                  lambda: fi.compare(demo_inspection(), demo_inspection(train=False))],
-                         ids=["demo", "lognet", "notes", "blank-type", "comparison"])
+every_kind_of_view = pytest.mark.parametrize(
+    "make", [demo_inspection, nan_inspection, noted_inspection, _blank_module_type,
+             lambda: fi.compare(demo_inspection(), demo_inspection(train=False))],
+    ids=["demo", "lognet", "notes", "blank-type", "comparison"])
+"""The inspections and the comparison that the parity tests render in every view."""
+
+
+@every_kind_of_view
 def test_every_line_of_the_text_view_is_a_line_of_rich_and_of_the_static_html(make):
     obj = make()
     text = [line.strip() for line in str(obj).splitlines()]
@@ -216,9 +221,7 @@ def text_blocks(obj) -> dict[str, list[str]]:
     return blocks
 
 
-@pytest.mark.parametrize("make", [demo_inspection, nan_inspection, noted_inspection, _blank_module_type,
-                                  lambda: fi.compare(demo_inspection(), demo_inspection(train=False))],
-                         ids=["demo", "lognet", "notes", "blank-type", "comparison"])
+@every_kind_of_view
 def test_every_line_of_the_text_view_is_a_line_of_the_widget_in_its_section(make):
     obj = make()
     blocks, shown = text_blocks(obj), widget_lines(obj)
