@@ -177,7 +177,8 @@ def _widget_row_lines(tree) -> set[str]:
                 take(sent[-1]["rows"])
                 continue
             line = row["name"] + (f" ({row['kind']})" if row.get("kind") else "")
-            line += (f": {row['summary']}" if row["summary"] else "") + (f" {FIRST_MARK}" if row.get("cls") == "first" else "")
+            line += f": {row['summary']}" if row["summary"] else ""
+            line += f" {FIRST_MARK}" if row.get("cls") == "first" else ""
             lines.add(line)
             if "children" in row:
                 take(row["children"])

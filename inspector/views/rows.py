@@ -14,7 +14,9 @@ import functools
 from collections.abc import Iterator
 from typing import Generic, TypedDict, TypeVar
 
-from inspector.model import Comparison, Inspection, Leaf, LeafDelta, LeafDiff, Node, path_matches, path_str
+from inspector.model import (
+    Comparison, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, path_matches, path_str,
+)
 from inspector.names import parse_path
 from inspector.views import format as F
 from inspector.views import sections as S
@@ -269,10 +271,10 @@ class CallSource(RowSource[Leaf]):
         self.calls = insp.calls
         self.first = insp.first_nonfinite()
 
-    def _row(self, call) -> Row:
+    def _row(self, call: MethodCall) -> Row:
         return lower(S.call_row(call, self.first), len(S.call_outputs(call)))
 
-    def _call(self, id: str):
+    def _call(self, id: str) -> MethodCall | None:
         try:
             order = int(id.split("/", 1)[0].lstrip("#"))
         except ValueError:
@@ -318,11 +320,13 @@ class BindingSource(RowSource[Leaf]):
 
     def children(self, id, offset=0, limit=PAGE):
         kids = self.kids.get(int(id[1:]) if id else None, [])
-        return [lower(S.binding_row(c), len(self.kids.get(c.order, ()))) for c in kids[offset:offset + limit]], len(kids)
+        rows = [lower(S.binding_row(c), len(self.kids.get(c.order, ()))) for c in kids[offset:offset + limit]]
+        return rows, len(kids)
 
     def search(self, query, limit=PAGE):
         hits = [c for c in self.calls if path_matches(f"{c.key} {c.module_type} {F.binding(c)}", query)]
-        return [lower(dataclasses.replace(S.binding_row(c), name=f"#{c.order} {c.key}")) for c in hits[:limit]], len(hits)
+        rows = [lower(dataclasses.replace(S.binding_row(c), name=f"#{c.order} {c.key}")) for c in hits[:limit]]
+        return rows, len(hits)
 
     def leaf(self, id):
         return None

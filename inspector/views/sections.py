@@ -279,7 +279,8 @@ def binding_trace(insp: Inspection, limits: Limits = Limits()) -> Section:
 
 
 def binding_children(calls: Sequence[BindingCall]) -> dict[int | None, list[BindingCall]]:
-    """The calls below each call, by its ``order`` (``None``: the top level, and calls whose parent was not recorded)."""
+    """The calls below each call, by its ``order``; ``None`` holds the top level (and the calls
+    whose parent was not recorded)."""
     orders = {call.order for call in calls}
     kids: dict[int | None, list[BindingCall]] = {}
     for call in calls:
