@@ -14,8 +14,9 @@ from rich.console import Console
 import inspector as fi
 from inspector.demo import demo_inspection
 from inspector.views import html
-from inspector.views.sections import document, sections
+from inspector.views.sections import FIRST_MARK, document, sections
 from inspector.views.terminal import render_rich
+from inspector.views.widgets import ComparisonWidget, InspectionWidget
 from models import LogNet, ScanNet
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -137,9 +138,14 @@ def _blank_module_type():
     return insp
 
 
-@pytest.mark.parametrize("make", [demo_inspection, nan_inspection, noted_inspection, _blank_module_type,
-                                  lambda: fi.compare(demo_inspection(), demo_inspection(train=False))],
-                         ids=["demo", "lognet", "notes", "blank-type", "comparison"])
+every_kind_of_view = pytest.mark.parametrize(
+    "make", [demo_inspection, nan_inspection, noted_inspection, _blank_module_type,
+             lambda: fi.compare(demo_inspection(), demo_inspection(train=False))],
+    ids=["demo", "lognet", "notes", "blank-type", "comparison"])
+"""The inspections and the comparison that the parity tests render in every view."""
+
+
+@every_kind_of_view
 def test_every_line_of_the_text_view_is_a_line_of_rich_and_of_the_static_html(make):
     obj = make()
     text = [line.strip() for line in str(obj).splitlines()]
@@ -153,6 +159,87 @@ def test_every_line_of_the_text_view_is_a_line_of_rich_and_of_the_static_html(ma
             assert obj.notes and all(f"note: {n}" in text for n in obj.notes)
         if make is _blank_module_type:
             assert any(line.startswith("#0 d1:__call__[0] (?): ") for line in text)
+
+
+def _widget_row_lines(tree) -> set[str]:
+    """Every row of ``tree`` with every node opened, as the browser asks for them (a message
+    per opened node, a page at a time), each as ``name (kind): summary``: the widget shows
+    these in spans of their own, joined here as the text view joins them. The first
+    non-finite call is marked by its class (an outline) where the text view writes a mark."""
+    sent = []
+    tree.send = lambda content, buffers=None: sent.append(content)
+    lines, opened = set(), []
+
+    def take(rows):
+        for row in rows:
+            if row.get("more"):  # "... N more": the next page, as a click on it asks
+                tree.answer({"kind": "children", "view": "t", "id": row["parent"], "offset": row["offset"]})
+                take(sent[-1]["rows"])
+                continue
+            line = row["name"] + (f" ({row['kind']})" if row.get("kind") else "")
+            line += f": {row['summary']}" if row["summary"] else ""
+            line += f" {FIRST_MARK}" if row.get("cls") == "first" else ""
+            lines.add(line)
+            if "children" in row:
+                take(row["children"])
+            elif row["n"]:
+                opened.append(row["id"])
+                tree.answer({"kind": "children", "view": "t", "id": row["id"], "offset": 0})
+                take(sent[-1]["rows"])
+
+    take(tree.initial)
+    assert len(opened) == len(set(opened))  # each node opened once: no row came twice
+    return lines
+
+
+def widget_lines(obj) -> dict[str, set[str]]:
+    """What the widget of ``obj`` shows, by section key ('' for the header and the notes),
+    every node opened: each tree's heading and rows."""
+    if isinstance(obj, fi.Comparison):
+        w = ComparisonWidget(obj)
+        return {"": html_lines(w.children[0].value), "*": _widget_row_lines(w.tree)}
+    w = InspectionWidget(obj)
+    # the status line follows the header with the timings in its own words
+    status = html_lines(w.status.value)
+    shown = {"": {line.split(" · ")[0] for line in status} | html_lines(w.notes.value)}
+    for key, tree in w.trees.items():
+        shown[key] = {tree.heading} - {""} | _widget_row_lines(tree)
+    if w.jump.layout.display != "none":  # the section's "first non-finite" row is the jump button above the tabs
+        shown["intermediates"].add(re.sub(r" \([^()]*\) - jump$", "", w.jump.description))
+    return shown
+
+
+def text_blocks(obj) -> dict[str, list[str]]:
+    """The text view's lines by the key of the section they belong to ('' for the header and notes)."""
+    titles = {s.title: s.key for s in document(obj).sections}
+    text = obj.to_text(timings=False) if isinstance(obj, fi.Inspection) else str(obj)
+    blocks: dict[str, list[str]] = {}
+    key = ""
+    for line in text.splitlines():
+        if not line.startswith(" "):
+            key = titles.get(line.split(":", 1)[0], "")
+        blocks.setdefault(key, []).append(line.strip())
+    return blocks
+
+
+@every_kind_of_view
+def test_every_line_of_the_text_view_is_a_line_of_the_widget_in_its_section(make):
+    obj = make()
+    blocks, shown = text_blocks(obj), widget_lines(obj)
+    for key, lines in blocks.items():
+        # the widget pages ("... N more" asks for the next page) where text leaves rows out
+        lines = [line for line in lines if not re.fullmatch(r"\.\.\. \d+ more", line)]
+        where = shown[key] if key == "" or isinstance(obj, fi.Inspection) else shown["*"]
+        assert [line for line in lines if line not in where] == [], key
+    if isinstance(obj, fi.Inspection):  # what the parity has to cover, so that it can fail
+        assert set(blocks) == {"", "output", "variables", "intermediates", "binding"} | (
+            {"mutations"} if obj.diffs else set())
+        if make is noted_inspection:
+            assert obj.notes and all(f"note: {n}" in blocks[""] for n in obj.notes)
+        if make is nan_inspection:
+            assert "first non-finite: d3:__call__[0]" in blocks["intermediates"]
+    else:
+        assert {"output", "variables", "intermediates"} <= set(blocks)
 
 
 def test_sections_are_the_same_for_every_view_and_name_what_each_row_is():

@@ -1,6 +1,8 @@
 """Kernel side of the notebook widget: lazy rows, search, detail, status, jump; bounded cost."""
 
 import json
+import re
+from pathlib import Path
 
 import flax.linen as nn
 import ipywidgets
@@ -11,6 +13,7 @@ import pytest
 
 import inspector as fi
 from inspector.demo import demo_inspection
+from inspector.views import palette, widgets
 from inspector.views.rows import PAGE, NodeSource
 from inspector.views.widgets import InspectionWidget, TreeWidget, preview_index, show
 from models import LogNet
@@ -129,6 +132,26 @@ def test_mutation_rows_ranked_and_detail_before_after():
     assert len(texts) == 2 and "(after)" in texts[0] and "(before)" in texts[1]
 
 
+def test_rows_and_headings_are_the_view_models():
+    insp = demo_inspection()
+    w = InspectionWidget(insp)
+    text = insp.to_text(timings=False).splitlines()
+    headings = {name: tree.heading for name, tree in w.trees.items()}
+    assert headings == {"variables": "variables: 16 leaves, 1,816 elements, 7.3 kB", "mutations": "mutated:",
+                        "intermediates": "intermediates: 7 calls in execution order",
+                        "binding": "binding: 12 method calls in order", "output": ""}
+    assert all(h in text for h in headings.values() if h)
+    call = w.trees["intermediates"].initial[2]  # the class in its own field, as text shows it: "name (kind): summary"
+    assert (call["name"], call["kind"]) == ("#2 encoder:code_norm[0]", "sow")
+    assert call["summary"].startswith("float32[4] mean")
+    top = w.trees["binding"].initial[0]
+    assert (top["name"], top["kind"], top["summary"]) == ("/:encode", "AutoEncoder", "")
+    model, x = LogNet(), jnp.ones((2, 3))
+    init = InspectionWidget(fi.inspect_init(lambda m, x: m(x), model)(jax.random.key(0), x))
+    assert init.trees["output"].heading == "init returns the variables only"  # what text leaves out, said
+    assert init.trees["mutations"].heading == "no mutable collections (mutable=False)"
+
+
 def test_one_leaf_is_selected_at_a_time():
     w = InspectionWidget(demo_inspection())
     click(w.trees["variables"], "params/encoder/Dense_0/kernel")
@@ -143,7 +166,7 @@ def test_first_nonfinite_jump(monkeypatch):
     model, x = LogNet(), jnp.ones((2, 3))
     variables = nn.init(lambda m, x: m(x), model)(jax.random.key(0), x)
     w = InspectionWidget(fi.inspect_apply(lambda m, x: m(x), model)(variables, x))
-    assert w.jump.layout.display != "none" and "d3:__call__[0]" in w.jump.description
+    assert w.jump.layout.display != "none" and w.jump.description == "first non-finite: d3:__call__[0] (Dense) - jump"
     tree = w.trees["intermediates"]
     states = []
     monkeypatch.setattr(tree, "send_state", lambda key=None: states.append(tree.get_state(key)))
@@ -186,11 +209,13 @@ def test_output_tab(monkeypatch):
     insp = demo_inspection()
     w = InspectionWidget(insp)
     tree = w.trees["output"]
-    (row,) = tree.initial
-    assert row["id"] == "output" and row["leaf"] and row["summary"].startswith("float32[4,8] 128 B mean")
+    (row,) = tree.initial  # a returned array: one row, the text's "output: ..." line, and no heading
+    assert row["id"] == "output" and row["leaf"] and row["summary"].startswith("float32[4,8] mean")
+    assert f"{row['name']}: {row['summary']}" in insp.to_text().splitlines() and tree.heading == ""
     assert w.tabs.titles[list(w.trees).index("output")] == "Output"
     click(tree, "output")
-    assert "output: output" in w.detail.outputs[0]["data"]["text/html"]
+    detail = w.detail.outputs[0]["data"]["text/html"]
+    assert "output: output" in detail and "<td>128 B</td>" in detail  # how it is stored: in the detail
     model, x = LogNet(), jnp.ones((2, 3))
     init = fi.inspect_init(lambda m, x: m(x), model)(jax.random.key(0), x)
     assert InspectionWidget(init).trees["output"].initial == []  # init returns no output
@@ -230,3 +255,15 @@ def test_detail_escapes_user_text():
     page = w.detail.outputs[0]["data"]["text/html"]
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert insp._repr_mimebundle_()["text/html"].count("&lt;img") >= 1
+
+
+def test_colours_are_the_palettes_alone():
+    views = Path(widgets.__file__).parent
+    files = [f for f in [*views.glob("*.py"), *(views / "static").iterdir()] if f.name != "palette.py"]
+    literal = re.compile(r"#[0-9a-fA-F]{3}(?:[0-9a-fA-F]{3})?\b|\b(?:rgb|hsl)a?\(")
+    assert [f.name for f in files if literal.search(f.read_text())] == []
+    used = {name for f in files for name in re.findall(r"var\((--fi-[a-z]+)\)", f.read_text())}
+    defined = re.findall(r"(--fi-[a-z]+):", widgets.CSS.split("@media")[0])
+    assert used and used <= set(defined) and len(defined) == len(palette.PALETTE) + 1  # + the code font
+    dark = widgets.CSS.split("@media")[1]
+    assert all(f"--fi-{name}:" in dark and value in dark for name, value in palette.DARK.items())

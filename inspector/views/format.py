@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from inspector.model import BindingCall, CollectionDiff, Inspection, Leaf, LeafDiff, MethodCall, Node, Stats
+from inspector.model import BindingCall, CollectionDiff, Comparison, Inspection, Leaf, LeafDiff, MethodCall, Node, Stats
 
 SPARK = " ▁▂▃▄▅▆▇█"
 
@@ -72,6 +72,12 @@ def header(insp: Inspection, timings: bool = True) -> str:
         text += (f" (cached, ran {t.run_ms:.1f} ms)" if t.cached else
                  f" (traced {t.trace_ms:.0f} ms, compiled {t.compile_ms:.0f} ms, ran {t.run_ms:.1f} ms)")
     return text
+
+
+def comparison_header(comparison: Comparison) -> str:
+    """``Comparison: train (AutoEncoder) vs eval (AutoEncoder)``."""
+    (a, b), types = comparison.labels, (module_type(comparison.a.module_type), module_type(comparison.b.module_type))
+    return f"Comparison: {a} ({types[0]}) vs {b} ({types[1]})"
 
 
 def module_type(name: str) -> str:

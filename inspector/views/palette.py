@@ -1,8 +1,9 @@
-"""The colours of every HTML view (static export and widget), defined once.
+"""The colours (and the code font) of every HTML view (static export and widget), defined once.
 
 Each colour follows JupyterLab's theme variable where there is one and falls back to
 a light or a dark value (GitHub's palette) elsewhere. Views use them as CSS custom
-properties ``--fi-<name>`` (:func:`custom_properties`), or inline as :data:`INLINE`.
+properties ``--fi-<name>`` (:func:`custom_properties`), or inline as :data:`INLINE`;
+stylesheets (``static/tree.css``) name them only as ``var(--fi-<name>)``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ PALETTE: dict[str, tuple[str, str, str]] = {
     "flash": ("--jp-warn-color3", "#fff8c5", "#3b2e00"),
 }
 
+MONO = "var(--jp-code-font-family,ui-monospace,SFMono-Regular,Menlo,monospace)"
+"""The code font, as ``--fi-mono``: JupyterLab's where it is defined."""
+
 LIGHT: dict[str, str] = {name: light for name, (_, light, _) in PALETTE.items()}
 DARK: dict[str, str] = {name: dark for name, (_, _, dark) in PALETTE.items()}
 INLINE: dict[str, str] = {name: f"var({var},{light})" for name, (var, light, _) in PALETTE.items()}
@@ -36,9 +40,11 @@ def var(name: str) -> str:
 
 
 def custom_properties(selector: str) -> str:
-    """CSS defining ``--fi-<name>`` on ``selector``: light, and dark where the system prefers
-    it (unless the element says ``data-theme=light``); JupyterLab's theme wins over both."""
+    """CSS defining ``--fi-<name>`` (and ``--fi-mono``) on ``selector`` (a selector list is
+    fine): light, and dark where the system prefers it (unless the element says
+    ``data-theme=light``); JupyterLab's theme wins over both."""
     light = ";".join(f"--fi-{name}:var({v},{lo})" for name, (v, lo, _) in PALETTE.items())
     dark = ";".join(f"--fi-{name}:var({v},{hi})" for name, (v, _, hi) in PALETTE.items())
-    return (f"{selector}{{{light}}}\n"
-            f"@media (prefers-color-scheme:dark){{{selector}:not([data-theme=light]){{{dark}}}}}\n")
+    unless_light = ",".join(f"{s.strip()}:not([data-theme=light])" for s in selector.split(","))
+    return (f"{selector}{{{light};--fi-mono:{MONO}}}\n"
+            f"@media (prefers-color-scheme:dark){{{unless_light}{{{dark}}}}}\n")

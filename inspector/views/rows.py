@@ -1,20 +1,25 @@
-"""Rows: each section of an inspection as a lazily expandable list of JSON-able summaries.
+"""Rows: each section of an inspection as a lazily expandable list of JSON-able rows.
 
-A :class:`RowSource` answers "the children of node ``id``, from ``offset``", "the
-nodes matching a query" and "the leaf behind ``id``" without ever walking more
-than it returns; widgets ask for what the user opens, nothing else.
+The rows are the view-model's (:mod:`~inspector.views.sections`): each comes from its
+row builder and is lowered by :func:`lower`, a page at a time. A :class:`RowSource`
+answers "the children of node ``id``, from ``offset``", "the nodes matching a query"
+and "the leaf behind ``id``" without ever walking more than it returns; widgets ask for
+what the user opens, nothing else.
 """
 
 from __future__ import annotations
 
-from typing import Generic, Iterator, TypedDict, TypeVar
+import dataclasses
+import functools
+from collections.abc import Iterator
+from typing import Generic, TypedDict, TypeVar
 
 from inspector.model import (
-    BindingCall, Comparison, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, path_matches, path_str,
+    Comparison, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, path_matches, path_str,
 )
 from inspector.names import parse_path
 from inspector.views import format as F
-from inspector.views.text import node_summary
+from inspector.views import sections as S
 
 PAGE = 200
 Item = TypeVar("Item")  # what a leaf row stands for: a Leaf, a LeafDiff, a LeafDelta
@@ -28,8 +33,12 @@ class _RowFields(TypedDict):
 
 
 class Row(_RowFields, total=False):
-    """One row as the widget receives it (mirrored by the ``Row`` typedef in ``static/tree.js``)."""
+    """One row as the widget receives it (mirrored by the ``Row`` typedef in ``static/tree.js``).
 
+    Fields left out are false or empty.
+    """
+
+    kind: str  # the class behind the row, shown as "(kind)" after the name
     leaf: bool  # clicking the name shows its detail
     bad: bool  # holds a NaN or Inf
     cls: str  # a CSS class suffix: a diff status ('changed', 'added', ...) or 'first' (first non-finite)
@@ -40,26 +49,42 @@ class Row(_RowFields, total=False):
     offset: int
 
 
-def leaf_summary(leaf: Leaf) -> str:
-    return leaf.opaque if leaf.opaque is not None else f"{F.shape(leaf)} {F.nbytes(leaf.nbytes)} {F.stats(leaf.stats)}"
-
-
-def _bad(leaf: Leaf | None) -> bool:
-    return bool(leaf is not None and leaf.stats and leaf.stats.nonfinite)
-
-
 def _spark(leaf: Leaf | None) -> str:
     stats = leaf.full_stats() if leaf is not None else None
     return F.spark(stats.hist) if stats is not None else ""
 
 
-def _leaf_row(id: str, name: str, leaf: Leaf) -> Row:
-    return {"id": id, "name": name, "summary": leaf_summary(leaf), "n": 0, "leaf": True, "bad": _bad(leaf),
-            "spark": _spark(leaf)}
+def lower(row: S.Row, n: int = 0, detail: bool | None = None) -> Row:
+    """A view-model row (its own fields, not the rows below) as the widget receives it.
+
+    ``n``: how many rows are below it, to ask for. ``detail``: a click on its name shows a
+    detail (by default: when it has an array behind it and nothing below). The first
+    non-finite call is marked by its class (``cls: 'first'``) instead of text.
+    """
+    out: Row = {"id": row.id, "name": row.name, "summary": row.summary, "n": n}
+    leaf = row.leaf if not n else None
+    if row.kind:
+        out["kind"] = row.kind
+    if detail if detail is not None else leaf is not None:
+        out["leaf"] = True
+    if row.nonfinite:
+        out["bad"] = True
+    cls = "first" if row.first else row.status
+    if cls:
+        out["cls"] = cls
+    spark = _spark(leaf)
+    if spark:
+        out["spark"] = spark
+    return out
 
 
 class RowSource(Generic[Item]):
-    """Base: a tree of rows addressed by string ids (``''`` is the root)."""
+    """Base: a tree of rows addressed by string ids (``''`` is the root).
+
+    ``head`` is the view-model's section the rows belong to (its rows left out), or None.
+    """
+
+    head: S.Section | None = None
 
     def children(self, id: str, offset: int = 0, limit: int = PAGE) -> tuple[list[Row], int]:
         raise NotImplementedError
@@ -73,6 +98,11 @@ class RowSource(Generic[Item]):
     def label(self, id: str) -> str:
         """A readable name for row ``id`` (detail titles)."""
         return id
+
+    def heading(self) -> str:
+        """The line above the rows: the section's title line, or what it says when it has nothing to show."""
+        head = self.head
+        return "" if head is None else head.empty or S.title_line(head)
 
     def page(self, id: str, offset: int = 0, limit: int = PAGE, until: str | None = None) -> list[Row]:
         """The children of ``id`` from ``offset``, then a :meth:`more_row` if some are left.
@@ -115,25 +145,25 @@ class RowSource(Generic[Item]):
         if shown >= total:
             return []
         return [{"id": f"{parent}\x00more", "more": True, "parent": parent, "offset": shown,
-                 "name": f"... {total - shown} more", "summary": "", "n": 0}]
+                 "name": S.more_line(total - shown), "summary": "", "n": 0}]
 
 
 class OutputSource(RowSource[Leaf]):
     """Rows for what the call returned: its array leaves in order (none for ``init``).
 
-    Ids are the keys ``Inspection[...]`` takes: ``'output'`` or ``'output/<path>'``.
+    Ids are the keys ``Inspection[...]`` takes: ``'output'`` or ``'output/<path>'``. A
+    returned array is one row, ``output``, whose line is the section's title line.
     """
 
     def __init__(self, insp: Inspection):
-        self.leaves = {self.leaf_id(leaf): leaf for leaf in insp.outputs} if insp.kind != "init" else {}
+        self.head = S.output(insp, S.HEAD)
+        self.leaves = {path_str(("output",) + leaf.path): leaf for leaf in insp.outputs} if insp.kind != "init" else {}
 
-    @staticmethod
-    def leaf_id(leaf: Leaf) -> str:
-        return path_str(("output",) + leaf.path)
+    def heading(self) -> str:
+        return "" if list(self.leaves) == ["output"] else super().heading()
 
     def _row(self, id: str) -> Row:
-        leaf = self.leaves[id]
-        return _leaf_row(id, path_str(leaf.path) if leaf.path else "output", leaf)
+        return lower(S.output_row(self.leaves[id]))
 
     def children(self, id, offset=0, limit=PAGE):
         ids = list(self.leaves) if not id else []
@@ -148,18 +178,23 @@ class OutputSource(RowSource[Leaf]):
 
 
 class NodeSource(RowSource[Leaf]):
-    """Rows for a :class:`Node` tree (variables); ids are node paths."""
+    """Rows for a :class:`Node` tree (variables); ids are node paths. ``head``: see :class:`RowSource`."""
 
-    def __init__(self, root: Node):
+    def __init__(self, root: Node, head: S.Section | None = None):
         self.root = root
+        self.head = head
+
+    @classmethod
+    def variables(cls, insp: Inspection) -> NodeSource:
+        """The variables of ``insp``, under their section's title line."""
+        return cls(insp.variables.root, S.variables(insp, S.HEAD))
 
     def _node(self, id: str) -> Node | None:
         return self.root.find(parse_path(id)) if id else self.root
 
     def _row(self, node: Node, label: str | None = None) -> Row:
-        leaf = node.leaf if not node.children else None
-        return {"id": path_str(node.path), "name": label or node.name, "summary": node_summary(node),
-                "n": len(node.children), "leaf": leaf is not None, "bad": bool(node.nonfinite), "spark": _spark(leaf)}
+        row = S.variable_row(node)
+        return lower(dataclasses.replace(row, name=label) if label else row, len(node.children))
 
     def children(self, id, offset=0, limit=PAGE):
         node = self._node(id)
@@ -191,27 +226,34 @@ class DiffSource(RowSource[LeafDiff]):
     """Rows for mutated collections: collection -> leaves, most changed first."""
 
     def __init__(self, insp: Inspection):
+        self.head = S.mutations(insp, S.HEAD)
         self.diffs = {path_str((d.name,)): d for d in insp.diffs}  # ids in the key grammar
-        self._ranked = {id: d.ranked() for id, d in self.diffs.items()}
-        self._by_id = {path_str(x.path): x for d in insp.diffs for x in d.leaves}
+        self._rankings: dict[str, list[LeafDiff]] = {}
+
+    def _ranked(self, id: str) -> list[LeafDiff]:
+        """The leaves of collection ``id``, most changed first (ranked when first opened)."""
+        if id not in self._rankings:
+            diff = self.diffs.get(id)
+            self._rankings[id] = diff.ranked() if diff is not None else []
+        return self._rankings[id]
+
+    @functools.cached_property
+    def _by_id(self) -> dict[str, LeafDiff]:
+        return {path_str(d.path): d for diff in self.diffs.values() for d in diff.leaves}
 
     def _row(self, d: LeafDiff, label: str | None = None) -> Row:
-        return {"id": path_str(d.path), "name": label or path_str(d.path[1:]), "summary": F.delta(d),
-                "n": 0, "leaf": True, "cls": d.status, "bad": _bad(d.after), "spark": _spark(d.after or d.before)}
+        row = S.change_row(d)
+        return lower(dataclasses.replace(row, name=label) if label else row)
 
     def children(self, id, offset=0, limit=PAGE):
         if not id:
-            rows = []
-            for id, diff in self.diffs.items():
-                counts = ", ".join(f"{len(diff.by_status(s))} {s}"
-                                   for s in ("changed", "added", "unchanged", "removed") if diff.by_status(s))
-                rows.append({"id": id, "name": diff.name, "summary": counts or "empty", "n": len(diff.leaves)})
-            return rows[offset:offset + limit], len(rows)
-        ranked = self._ranked.get(id, [])
+            diffs = list(self.diffs.values())[offset:offset + limit]
+            return [lower(S.collection_row(diff), len(diff.leaves)) for diff in diffs], len(self.diffs)
+        ranked = self._ranked(id)
         return [self._row(d) for d in ranked[offset:offset + limit]], len(ranked)
 
     def search(self, query, limit=PAGE):
-        hits = [d for ranked in self._ranked.values() for d in ranked if path_matches(path_str(d.path), query)]
+        hits = [d for id in self.diffs for d in self._ranked(id) if path_matches(path_str(d.path), query)]
         return [self._row(d, path_str(d.path)) for d in hits[:limit]], len(hits)
 
     def leaf(self, id):
@@ -219,27 +261,18 @@ class DiffSource(RowSource[LeafDiff]):
 
 
 class CallSource(RowSource[Leaf]):
-    """Rows for intermediates: calls in execution order -> their output leaves."""
+    """Rows for intermediates: calls in execution order -> their output leaves.
+
+    The section's "first non-finite" row is not a row here: the widget's jump button is it.
+    """
 
     def __init__(self, insp: Inspection):
+        self.head = S.intermediates(insp, S.HEAD)
         self.calls = insp.calls
         self.first = insp.first_nonfinite()
 
-    @staticmethod
-    def call_id(call: MethodCall) -> str:
-        return f"#{call.order}"
-
-    def _sub(self, call: MethodCall, leaf: Leaf) -> str:
-        return path_str(leaf.path[len(call.path) + 1:]) if len(leaf.path) > len(call.path) + 1 else ""
-
     def _row(self, call: MethodCall) -> Row:
-        kind = "sow" if call.sown else call.module_type
-        single = len(call.outputs) == 1 and not self._sub(call, call.outputs[0])
-        summary = f"({kind})" + (f" {leaf_summary(call.outputs[0])}" if single else f" {len(call.outputs)} outputs")
-        leaf = call.outputs[0] if single else None
-        return {"id": self.call_id(call), "name": f"#{call.order} {call.key}", "summary": summary,
-                "n": 0 if single else len(call.outputs), "leaf": single, "bad": bool(call.nonfinite),
-                "cls": "first" if call is self.first else "", "spark": _spark(leaf)}
+        return lower(S.call_row(call, self.first), len(S.call_outputs(call)))
 
     def _call(self, id: str) -> MethodCall | None:
         try:
@@ -252,11 +285,8 @@ class CallSource(RowSource[Leaf]):
         if not id:
             return [self._row(c) for c in self.calls[offset:offset + limit]], len(self.calls)
         call = self._call(id)
-        if call is None:
-            return [], 0
-        rows = [_leaf_row(f"{id}/{self._sub(call, leaf)}", self._sub(call, leaf) or "value", leaf)
-                for leaf in call.outputs]
-        return rows[offset:offset + limit], len(rows)
+        outputs = S.call_outputs(call) if call is not None else []
+        return [lower(S.call_output_row(call, leaf)) for leaf in outputs[offset:offset + limit]], len(outputs)
 
     def search(self, query, limit=PAGE):
         hits = [c for c in self.calls if path_matches(f"{c.key} {c.module_type}", query)
@@ -267,11 +297,10 @@ class CallSource(RowSource[Leaf]):
         call = self._call(id)
         if call is None:
             return None
-        sub = id.split("/", 1)[1] if "/" in id else ""
-        for leaf in call.outputs:
-            if self._sub(call, leaf) == sub:
-                return leaf
-        return call.outputs[0] if len(call.outputs) == 1 else None
+        if "/" not in id:
+            return None if S.call_outputs(call) else call.outputs[0]
+        sub = id.split("/", 1)[1]
+        return next((leaf for leaf in call.outputs if path_str(call.output_path(leaf)) == sub), None)
 
     def label(self, id):
         call = self._call(id)
@@ -285,25 +314,19 @@ class BindingSource(RowSource[Leaf]):
     """Rows for the binding trace: calls nested as they ran, with what each touched."""
 
     def __init__(self, insp: Inspection):
+        self.head = S.binding_trace(insp, S.HEAD)
         self.calls = insp.binding
-        self.kids: dict[int | None, list[BindingCall]] = {}
-        for call in self.calls:
-            self.kids.setdefault(call.parent, []).append(call)
-
-    def _row(self, call: BindingCall, label: str | None = None) -> Row:
-        touched = F.binding(call)
-        return {"id": f"b{call.order}", "name": label or f"{call.key}",
-                "summary": f"({call.module_type}) {touched}".rstrip(), "n": len(self.kids.get(call.order, ())),
-                "cls": "changed" if call.writes else ""}
+        self.kids = S.binding_children(insp.binding)
 
     def children(self, id, offset=0, limit=PAGE):
-        parent = int(id[1:]) if id else None
-        kids = self.kids.get(parent, [])
-        return [self._row(c) for c in kids[offset:offset + limit]], len(kids)
+        kids = self.kids.get(int(id[1:]) if id else None, [])
+        rows = [lower(S.binding_row(c), len(self.kids.get(c.order, ()))) for c in kids[offset:offset + limit]]
+        return rows, len(kids)
 
     def search(self, query, limit=PAGE):
         hits = [c for c in self.calls if path_matches(f"{c.key} {c.module_type} {F.binding(c)}", query)]
-        return [self._row(c, f"#{c.order} {c.key}") | {"n": 0} for c in hits[:limit]], len(hits)
+        rows = [lower(dataclasses.replace(S.binding_row(c), name=f"#{c.order} {c.key}")) for c in hits[:limit]]
+        return rows, len(hits)
 
     def leaf(self, id):
         return None
@@ -314,24 +337,20 @@ class BindingSource(RowSource[Leaf]):
 
 
 class ComparisonSource(RowSource[LeafDelta]):
-    """Rows for a comparison: section -> leaves, largest divergence first."""
-
-    SECTIONS = ("output", "variables", "intermediates")
+    """Rows for a comparison: a row per section (its title line), then leaves, largest divergence first."""
 
     def __init__(self, comparison: Comparison):
-        self.ranked = {s: comparison.ranked(s) for s in self.SECTIONS}
+        self.heads = {key: S.compared(comparison, key, S.HEAD) for key in S.COMPARED}
+        self.ranked = {key: comparison.ranked(key) for key in S.COMPARED}
         self.by_id = {f"{d.section}:{d.key}": d for d in comparison.deltas}
 
-    def _row(self, d) -> Row:
-        return {"id": f"{d.section}:{d.key}", "name": d.key, "summary": F.leaf_delta(d), "n": 0, "leaf": True,
-                "cls": "" if d.status == "equal" else "changed",
-                "bad": bool((d.a and d.a.stats and d.a.stats.nonfinite) or (d.b and d.b.stats and d.b.stats.nonfinite))}
+    def _row(self, d: LeafDelta) -> Row:
+        return lower(S.delta_row(d), detail=True)  # a click shows both arrays
 
     def children(self, id, offset=0, limit=PAGE):
         if not id:
-            rows = [{"id": s, "name": s, "n": len(r),
-                     "summary": f"{sum(1 for d in r if d.status != 'equal')} of {len(r)} differ"}
-                    for s, r in self.ranked.items() if r]
+            rows = [lower(S.Row(s.title, s.summary, nonfinite=s.nonfinite, id=key), len(self.ranked[key]))
+                    for key, s in self.heads.items() if not s.empty]
             return rows[offset:offset + limit], len(rows)
         ranked = self.ranked.get(id, [])
         return [self._row(d) for d in ranked[offset:offset + limit]], len(ranked)

@@ -13,7 +13,9 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Literal, TypeVar, cast
 
-from inspector.model import BindingCall, Comparison, Inspection, Leaf, LeafDelta, MethodCall, Node, path_str
+from inspector.model import (
+    BindingCall, CollectionDiff, Comparison, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, path_str,
+)
 from inspector.views import format as F
 
 Status = Literal["", "changed", "added", "unchanged", "removed"]
@@ -130,17 +132,34 @@ def _level(items: Sequence[T], level: int, limits: Limits) -> tuple[Sequence[T],
     return shown, len(items) - len(shown)
 
 
-def output(insp: Inspection) -> Section:
+HEAD = Limits(max_depth=0)
+"""No rows: a section's title line, flags and counts only (what a lazy view shows before it is opened)."""
+
+# The row builders below make one row without the rows below it: the sections here fill
+# those in up to their limits, the widget (views/rows.py) asks for them a page at a time.
+
+
+def output_row(leaf: Leaf) -> Row:
+    """A leaf of the returned value, ``output`` itself for a returned array."""
+    return Row(path_str(leaf.path) if leaf.path else "output", F.value(leaf), nonfinite=bool(leaf.nonfinite),
+               id=path_str(("output",) + leaf.path), leaf=leaf)
+
+
+def output(insp: Inspection, limits: Limits = Limits()) -> Section:
     """What the call returned: one line for a single array, else a row per leaf."""
     if insp.kind == "init":
         return Section("output", "output", empty="init returns the variables only")
     if len(insp.outputs) == 1 and not insp.outputs[0].path:
         leaf = insp.outputs[0]
         return Section("output", "output", F.value(leaf), nonfinite=bool(leaf.nonfinite))
-    rows = [Row(path_str(leaf.path), F.value(leaf), nonfinite=bool(leaf.nonfinite),
-                id=path_str(("output",) + leaf.path), leaf=leaf) for leaf in insp.outputs]
-    return Section("output", "output", f"{len(insp.outputs)} leaves", rows,
-                   nonfinite=any(r.nonfinite for r in rows))
+    shown, more = _level(insp.outputs, 1, limits)
+    return Section("output", "output", f"{len(insp.outputs)} leaves", [output_row(leaf) for leaf in shown], more,
+                   nonfinite=any(leaf.nonfinite for leaf in insp.outputs))
+
+
+def variable_row(node: Node) -> Row:
+    """A collection, a module or a variable: its totals, or the stored array."""
+    return Row(node.name, F.node_summary(node), nonfinite=bool(node.nonfinite), id=path_str(node.path), leaf=node.leaf)
 
 
 def _tree(node: Node, level: int, limits: Limits) -> tuple[list[Row], int]:
@@ -148,9 +167,9 @@ def _tree(node: Node, level: int, limits: Limits) -> tuple[list[Row], int]:
     shown, more = _level(list(node.children.values()), level, limits)
     rows = []
     for child in shown:
-        below, left = _tree(child, level + 1, limits)
-        rows.append(Row(child.name, F.node_summary(child), children=below, more=left,
-                        nonfinite=bool(child.nonfinite), id=path_str(child.path), leaf=child.leaf))
+        row = variable_row(child)
+        row.children, row.more = _tree(child, level + 1, limits)
+        rows.append(row)
     return rows, more
 
 
@@ -169,11 +188,22 @@ def mutations(insp: Inspection, limits: Limits = Limits()) -> Section:
     rows = []
     for diff in shown:
         deltas, left = _level(diff.ranked(), 2, limits)
-        below = [Row(path_str(d.path[1:]), F.delta(d), nonfinite=bool(d.after and d.after.nonfinite),
-                     status=cast(Status, d.status), id=path_str(d.path), leaf=d.after or d.before) for d in deltas]
-        rows.append(Row(diff.name, F.status_counts(diff), children=below, more=left,
-                        nonfinite=any(r.nonfinite for r in below), id=path_str((diff.name,))))
+        row = collection_row(diff)
+        row.children, row.more = [change_row(d) for d in deltas], left
+        rows.append(row)
     return Section("mutations", "mutated", "", rows, more, any(r.nonfinite for r in rows))
+
+
+def collection_row(diff: CollectionDiff) -> Row:
+    """A mutated collection: how many of its leaves changed, were added, ..."""
+    return Row(diff.name, F.status_counts(diff), nonfinite=any(d.after and d.after.nonfinite for d in diff.leaves),
+               id=path_str((diff.name,)))
+
+
+def change_row(d: LeafDiff) -> Row:
+    """A leaf of a mutated collection, named by its path inside the collection: how it changed."""
+    return Row(path_str(d.path[1:]), F.delta(d), nonfinite=bool(d.after and d.after.nonfinite),
+               status=cast(Status, d.status), id=path_str(d.path), leaf=d.after or d.before)
 
 
 def call_id(call: MethodCall) -> str:
@@ -181,17 +211,36 @@ def call_id(call: MethodCall) -> str:
     return f"#{call.order}"
 
 
-def _call_row(call: MethodCall, first: MethodCall | None, limits: Limits) -> Row:
+def call_outputs(call: MethodCall) -> list[Leaf]:
+    """The rows below a call's row: its output leaves, none when it returned one array (its row shows it)."""
+    return [] if len(call.outputs) == 1 and not call.output_path(call.outputs[0]) else call.outputs
+
+
+def call_row(call: MethodCall, first: MethodCall | None) -> Row:
+    """A captured call: its value, or how many outputs it had (``first``: the first non-finite call)."""
     name, kind, bad = f"#{call.order} {call.key}", F.call_kind(call), bool(call.nonfinite)
-    if len(call.outputs) == 1 and not call.output_path(call.outputs[0]):
+    if not call_outputs(call):
         leaf = call.outputs[0]
         return Row(name, F.value(leaf), kind, nonfinite=bad, first=call is first, id=call_id(call), leaf=leaf)
-    outputs, more = _level(call.outputs, 2, limits)
-    below = []
-    for leaf in outputs:
-        sub = path_str(call.output_path(leaf))
-        below.append(Row(sub, F.value(leaf), nonfinite=bool(leaf.nonfinite), id=f"{call_id(call)}/{sub}", leaf=leaf))
-    return Row(name, f"{len(call.outputs)} outputs", kind, below, more, bad, call is first, id=call_id(call))
+    return Row(name, f"{len(call.outputs)} outputs", kind, nonfinite=bad, first=call is first, id=call_id(call))
+
+
+def call_output_row(call: MethodCall, leaf: Leaf) -> Row:
+    """One output of a call, named by where it sits in the returned value."""
+    sub = path_str(call.output_path(leaf))
+    return Row(sub, F.value(leaf), nonfinite=bool(leaf.nonfinite), id=f"{call_id(call)}/{sub}", leaf=leaf)
+
+
+def first_row(first: MethodCall) -> Row:
+    """The row that names the first call whose output has a NaN or Inf, and links to it."""
+    return Row("first non-finite", first.key, nonfinite=True, link=call_id(first))
+
+
+def _call_row(call: MethodCall, first: MethodCall | None, limits: Limits) -> Row:
+    row = call_row(call, first)
+    outputs, row.more = _level(call_outputs(call), 2, limits)
+    row.children = [call_output_row(call, leaf) for leaf in outputs]
+    return row
 
 
 def intermediates(insp: Inspection, limits: Limits = Limits()) -> Section:
@@ -203,7 +252,7 @@ def intermediates(insp: Inspection, limits: Limits = Limits()) -> Section:
     calls = list(shown)
     if first is not None and all(c is not first for c in calls):
         calls.append(first)  # what the "first non-finite" row links to is always there
-    rows = [] if first is None else [Row("first non-finite", first.key, nonfinite=True, link=call_id(first))]
+    rows = [] if first is None else [first_row(first)]
     rows += [_call_row(call, first, limits) for call in calls]
     summary = f"{len(insp.calls)} calls in execution order" + ("" if insp.kept else ", statistics only")
     return Section("intermediates", "intermediates", summary, rows, len(insp.calls) - len(calls),
@@ -214,46 +263,69 @@ def binding_trace(insp: Inspection, limits: Limits = Limits()) -> Section:
     """Every wrapped method call of the trace, nested as they ran, with what each touched."""
     if not insp.binding:
         return Section("binding", "binding", empty="no method calls recorded")
-    orders = {call.order for call in insp.binding}
-    kids: dict[int | None, list[BindingCall]] = {}
-    for call in insp.binding:
-        kids.setdefault(call.parent if call.parent in orders else None, []).append(call)
+    kids = binding_children(insp.binding)
 
     def rows(parent: int | None, level: int) -> tuple[list[Row], int]:
         shown, more = _level(kids.get(parent, []), level, limits)
         out = []
         for call in shown:
-            below, left = rows(call.order, level + 1)
-            out.append(Row(call.key, F.binding(call), F.module_type(call.module_type), below, left,
-                           status="changed" if call.writes else "", id=f"b{call.order}"))
+            row = binding_row(call)
+            row.children, row.more = rows(call.order, level + 1)
+            out.append(row)
         return out, more
 
     top, more = rows(None, 1)
     return Section("binding", "binding", f"{len(insp.binding)} method calls in order", top, more, open_depth=4)
 
 
-def _delta_row(d: LeafDelta) -> Row:
-    bad = bool((d.a and d.a.nonfinite) or (d.b and d.b.nonfinite))
-    return Row(d.key, F.leaf_delta(d), nonfinite=bad, status="" if d.status == "equal" else "changed",
+def binding_children(calls: Sequence[BindingCall]) -> dict[int | None, list[BindingCall]]:
+    """The calls below each call, by its ``order``; ``None`` holds the top level (and the calls
+    whose parent was not recorded)."""
+    orders = {call.order for call in calls}
+    kids: dict[int | None, list[BindingCall]] = {}
+    for call in calls:
+        kids.setdefault(call.parent if call.parent in orders else None, []).append(call)
+    return kids
+
+
+def binding_row(call: BindingCall) -> Row:
+    """A method call of the trace: the module's class, what it read, wrote and drew."""
+    return Row(call.key, F.binding(call), F.module_type(call.module_type),
+               status="changed" if call.writes else "", id=binding_id(call))
+
+
+def binding_id(call: BindingCall) -> str:
+    """A binding call's row id: ``b<order>``."""
+    return f"b{call.order}"
+
+
+def _either_nonfinite(d: LeafDelta) -> bool:
+    return bool((d.a and d.a.nonfinite) or (d.b and d.b.nonfinite))
+
+
+def delta_row(d: LeafDelta) -> Row:
+    """A leaf of a comparison: how far ``b`` is from ``a``."""
+    return Row(d.key, F.leaf_delta(d), nonfinite=_either_nonfinite(d), status="" if d.status == "equal" else "changed",
                id=f"{d.section}:{d.key}")
 
 
+COMPARED = ("output", "variables", "intermediates")
+"""The sections of a comparison, in order."""
+
+
+def compared(comparison: Comparison, key: str, limits: Limits = Limits()) -> Section:
+    """One section of a comparison: its leaves, largest divergence first."""
+    ranked = comparison.ranked(key)
+    if not ranked:
+        return Section(key, key, empty="nothing to compare")
+    shown, more = _level(ranked, 1, limits)
+    differ = sum(1 for d in ranked if d.status != "equal")
+    return Section(key, key, f"{differ} of {len(ranked)} differ", [delta_row(d) for d in shown], more,
+                   any(_either_nonfinite(d) for d in ranked))
+
+
 def _comparison(comparison: Comparison, limits: Limits) -> Document:
-    a, b = comparison.labels
-    header = (f"Comparison: {a} ({F.module_type(comparison.a.module_type)}) "
-              f"vs {b} ({F.module_type(comparison.b.module_type)})")
-    parts = []
-    for key in ("output", "variables", "intermediates"):
-        ranked = comparison.ranked(key)
-        if not ranked:
-            parts.append(Section(key, key, empty="nothing to compare"))
-            continue
-        shown, more = _level(ranked, 1, limits)
-        differ = sum(1 for d in ranked if d.status != "equal")
-        rows = [_delta_row(d) for d in shown]
-        parts.append(Section(key, key, f"{differ} of {len(ranked)} differ", rows, more,
-                             any(r.nonfinite for r in rows)))
-    return Document(header, parts)
+    return Document(F.comparison_header(comparison), [compared(comparison, key, limits) for key in COMPARED])
 
 
 def line(row: Row) -> str:

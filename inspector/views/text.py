@@ -11,7 +11,6 @@ from collections.abc import Iterator, Sequence
 
 from inspector.model import Comparison, Inspection
 from inspector.names import safe
-from inspector.views.format import header, node_summary  # noqa: F401 (the rows and widgets import them here)
 from inspector.views.sections import Document, Row, document, line, more_line, title_line
 
 INDENT = "  "

@@ -23,17 +23,21 @@ from IPython.display import HTML
 
 from inspector.model import Inspection, Leaf, LeafDiff
 from inspector.views import format as F
+from inspector.views import palette
+from inspector.views import sections as S
 from inspector.views.rows import (
     BindingSource, CallSource, ComparisonSource, DiffSource, NodeSource, OutputSource, RowSource,
 )
-from inspector.views.text import header
 
 PREVIEW_ELEMENTS = 65_536
 _STATIC = pathlib.Path(__file__).parent / "static"
+CSS = palette.custom_properties(".fi-widget,.fi-comparison,.fi-tree") + (_STATIC / "tree.css").read_text()
+"""The widget's style: the palette's colours as ``--fi-*`` properties, then ``static/tree.css``, which uses them."""
 
 
 class TreeWidget(anywidget.AnyWidget):
-    """A lazily expanded tree over a :class:`RowSource`, with a search box.
+    """A lazily expanded tree over a :class:`RowSource`, under its section's title line (``heading``),
+    with a search box.
 
     Every view of the widget shares ``initial`` and ``selected``. A view asks for rows
     with a message that carries its own id (``view``); the reply echoes it, and only
@@ -45,8 +49,9 @@ class TreeWidget(anywidget.AnyWidget):
     """
 
     _esm = _STATIC / "tree.js"
-    _css = _STATIC / "tree.css"
+    _css = CSS
     initial: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    heading = traitlets.Unicode("").tag(sync=True)
     placeholder = traitlets.Unicode("filter: substring or glob (params/**/kernel)").tag(sync=True)
     selected = traitlets.Unicode(None, allow_none=True).tag(sync=True)
 
@@ -57,7 +62,7 @@ class TreeWidget(anywidget.AnyWidget):
         self.on_msg(lambda _widget, msg, _buffers: self.answer(msg))
         self.observe(self._on_selected, "selected")
         if source is not None:
-            self.initial = source.initial()
+            self.set_source(source)
 
     @property
     def source(self) -> RowSource[Any] | None:
@@ -69,6 +74,7 @@ class TreeWidget(anywidget.AnyWidget):
         """``source`` or a function returning it (so that the widget need not keep it alive)."""
         self._source = source
         rows = self.source
+        self.heading = rows.heading() if rows is not None else ""
         self.initial = rows.initial() if rows is not None else []
 
     def on_select(self, handler: Callable[[str], None]) -> None:
@@ -151,7 +157,7 @@ def _close_tree(widget: Any) -> None:
 
 
 _SOURCES: dict[str, Callable[[Inspection], RowSource[Any]]] = {
-    "variables": lambda insp: NodeSource(insp.variables.root), "mutations": DiffSource,
+    "variables": NodeSource.variables, "mutations": DiffSource,
     "intermediates": CallSource, "binding": BindingSource, "output": OutputSource}
 
 
@@ -221,11 +227,11 @@ class InspectionWidget(W.VBox):
         timing = (f"done in {t.run_ms:.1f} ms (cached: no trace, no compile)" if t.cached else
                   f"done in {t.total_ms:.0f} ms: trace {t.trace_ms:.0f} ms, compile {t.compile_ms:.0f} ms, "
                   f"run {t.run_ms:.1f} ms")
-        self.set_status(f"{header(insp, timings=False)} · {timing}")
+        self.set_status(f"{F.header(insp, timings=False)} · {timing}")
         self.notes.value = "".join(f"<div class='fi-note'>note: {html.escape(n)}</div>" for n in insp.notes)
         first = insp.first_nonfinite()
         if first is not None:
-            self.jump.description = f"first non-finite: {first.key} ({first.module_type or 'sow'}) - jump"
+            self.jump.description = f"{S.line(S.first_row(first))} ({F.call_kind(first)}) - jump"
             self.jump.layout.display = "inline-flex"
         else:
             self.jump.layout.display = "none"
@@ -235,7 +241,7 @@ class InspectionWidget(W.VBox):
         if first is None:
             return
         self.selected_tab = "intermediates"
-        self.trees["intermediates"].select(CallSource.call_id(first))
+        self.trees["intermediates"].select(S.call_id(first))
 
     def show_detail(self, view: str, id: str) -> None:
         """Shows leaf ``id`` of tree ``view``; the leaf selected in any other tree is unselected."""
@@ -277,8 +283,7 @@ class ComparisonWidget(W.VBox):
     """Two inspections side by side: ranked deltas; a click shows both arrays."""
 
     def __init__(self, comparison: Any, **kwargs: Any):
-        a, b = comparison.labels
-        title = W.HTML(f"<b>{html.escape(f'Comparison: {a} vs {b}')}</b>")
+        title = W.HTML(f"<b>{html.escape(F.comparison_header(comparison))}</b>")
         self.comparison = comparison
         self.rows = ComparisonSource(comparison)
         self.tree = TreeWidget(self.rows)

@@ -8,6 +8,7 @@
  * @property {string} id unique within the tree ("" addresses the root, which has no row)
  * @property {string} name
  * @property {string} summary
+ * @property {string} [kind] the class behind the row, shown as "(kind)" after the name
  * @property {number} n how many children (0: nothing to open)
  * @property {boolean} [leaf] clicking the name selects it (the kernel shows its detail)
  * @property {boolean} [bad] holds a NaN or Inf
@@ -26,7 +27,7 @@
  */
 
 /**
- * @typedef {{initial: Row[], placeholder: string, selected: string | null}} TreeState
+ * @typedef {{initial: Row[], heading: string, placeholder: string, selected: string | null}} TreeState
  * @typedef {{line: HTMLElement, kids: HTMLElement, tw: HTMLElement, row: Row, loaded: boolean}} Entry
  */
 
@@ -52,11 +53,12 @@ function element(tag, className) {
 function render({ model, el }) {
   const view = newViewId();
   const root = element("div", "fi-tree");
+  const heading = element("div", "fi-heading");
   const search = /** @type {HTMLInputElement} */ (element("input", "fi-search"));
   search.type = "search";
   search.placeholder = model.get("placeholder");
   const list = element("div", "fi-list");
-  root.append(search, list);
+  root.append(heading, search, list);
   el.appendChild(root);
 
   /** @type {Map<string, Entry>} */
@@ -96,9 +98,15 @@ function render({ model, el }) {
     tw.textContent = r.n ? "▸" : "";
     const name = element("span", "fi-name");
     name.textContent = r.name; // text only: names are user-controlled
+    line.append(tw, name);
+    if (r.kind) {
+      const kind = element("span", "fi-kind");
+      kind.textContent = `(${r.kind})`;
+      line.appendChild(kind);
+    }
     const sum = element("span", "fi-sum");
     sum.textContent = r.summary;
-    line.append(tw, name, sum);
+    line.appendChild(sum);
     if (r.spark) {
       const sp = element("span", "fi-spark");
       sp.textContent = r.spark;
@@ -141,6 +149,11 @@ function render({ model, el }) {
     for (const r of rows) frag.appendChild(rowEl(r));
     container.appendChild(frag);
     loaded.set(container, (loaded.get(container) ?? 0) + rows.filter((r) => !r.more).length);
+  }
+
+  function showHeading() {
+    heading.textContent = model.get("heading"); // text only: it names user data
+    heading.hidden = !heading.textContent;
   }
 
   function showTree() {
@@ -233,6 +246,8 @@ function render({ model, el }) {
   model.on("msg:custom", onMessage);
   model.on("change:initial", showTree);
   model.on("change:selected", onSelected);
+  model.on("change:heading", showHeading);
+  showHeading();
   showTree();
   if (model.get("selected") !== null) reveal(model.get("selected"));
 
@@ -241,6 +256,7 @@ function render({ model, el }) {
     model.off("msg:custom", onMessage);
     model.off("change:initial", showTree);
     model.off("change:selected", onSelected);
+    model.off("change:heading", showHeading);
   };
 }
 
