@@ -719,6 +719,9 @@ def host_stats(x: Any) -> Stats:
         var = sum(float(np.sum((dist(c) - m) ** 2)) for c in _chunks(a)) / count
         st = Stats(count, lo + m, math.sqrt(var), lo, hi, max(abs(lo), abs(hi)), nz, 0, 0, 0)
         return _host_hist(a, dtype, st)
+    quick = _finite_float_stats(a, dtype, lay) if lay.kind == "float" else None
+    if quick is not None:
+        return _host_hist(a, dtype, quick)
     nan = pos = neg = nz = nf = 0
     lo, hi, s = math.inf, -math.inf, 0.0
     for c in _chunks(a):
@@ -741,6 +744,39 @@ def host_stats(x: Any) -> Stats:
     var = sum(float(np.sum(((_fin(c, dtype) - mean) / 2) ** 2)) for c in _chunks(a)) / nf * 4
     st = Stats(count, mean, math.sqrt(var), lo, hi, max(abs(lo), abs(hi)), nz, nan, pos, neg, of=_of(lay))
     return _host_hist(a, dtype, st)
+
+
+_CACHED = 1 << 15
+
+
+def _finite_float_stats(a: np.ndarray, dtype: Any, lay: Layout) -> Stats | None:
+    """:func:`host_stats` of a real float array of at most 32 bits, in a few native passes, when
+    every value is finite and none is read differently by the device (no subnormals where it
+    flushes them); ``None`` otherwise (the general path handles it)."""
+    if a.dtype.itemsize > 4 or not a.size:
+        return None
+    x = a if a.dtype == np.float32 else a.astype(np.float32)  # f16/bf16 -> f32 is exact
+    lo, hi = x.min(), x.max()
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return None
+    nonzero = int(np.count_nonzero(x))
+    count = x.size
+    tiny = np.float32(np.finfo(np.float32).tiny)  # computed in float32: f16/bf16 subnormals are normal there
+    if flushes_subnormals(jax.default_backend()) and not (lo >= tiny or hi <= -tiny):
+        below = sum(int(np.count_nonzero(np.abs(c) < tiny)) for c in _chunks(x))  # zeros and subnormals
+        if below != count - nonzero:
+            return None
+    mean = float(np.sum(x, dtype=np.float64)) / count  # float64 cannot overflow on 32-bit floats
+    var = 0.0
+    flat = x.reshape(-1)
+    buf = np.empty(min(count, _CACHED), np.float64)  # reused, small enough to stay in cache
+    for i in range(0, count, _CACHED):
+        d = buf[:min(_CACHED, count - i)]
+        np.subtract(flat[i:i + _CACHED], mean, out=d, dtype=np.float64)
+        var += float(np.dot(d, d))
+    lo_f, hi_f = float(lo), float(hi)
+    return Stats(count, mean, math.sqrt(var / count), lo_f, hi_f, max(abs(lo_f), abs(hi_f)),
+                 count - nonzero, 0, 0, 0)
 
 
 def _of(lay: Layout) -> str:
