@@ -24,7 +24,7 @@ import argparse
 import json
 import time
 
-import common  # noqa: F401  (sets sys.path)
+import common
 from common import fmt_bytes, interleave, log, machine, med, paired, print_table, timed
 
 

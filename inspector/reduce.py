@@ -28,7 +28,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -95,7 +96,7 @@ class Layout:
         return len(_INTS) + BINS + 3 * self._n + (3 + BINS + 1) * self._a
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def layout(dtype: Any) -> Layout:
     """The row layout used for arrays of ``dtype``."""
     return Layout(*_classes(dtype))
@@ -128,7 +129,7 @@ def _sample(v: jax.Array) -> jax.Array:
     return v.reshape(1) if v.ndim == 0 else v[_positions(v.shape)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def flushes_subnormals(platform: str | None = None) -> bool:
     """True if the default device reads subnormal floats as zero (XLA:CPU does)."""
     tiny = np.float32(np.finfo(np.float32).smallest_subnormal)
