@@ -589,10 +589,7 @@ def _delta(before: jax.Array, after: jax.Array) -> jax.Array:
     n = max(math.prod(before.shape), 1)
     if jnp.issubdtype(before.dtype, jnp.inexact):
         b, a = _stored(before), _stored(after)
-        if jnp.iscomplexobj(a):
-            same = _same(a.real, b.real) & _same(a.imag, b.imag)
-        else:
-            same = _same(a, b)
+        same = _same(a.real, b.real) & _same(a.imag, b.imag) if jnp.iscomplexobj(a) else _same(a, b)
         h = jnp.abs(a / 2 - b / 2).astype(acc)
         h = jnp.where(same | jnp.isnan(h), 0, h)
     elif before.dtype == jnp.bool_:

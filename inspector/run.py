@@ -388,7 +388,7 @@ def static_key(v: Any, depth: int = 0) -> Any:
         return t, frozenset([static_key(e, depth + 1) for e in v])
     if isinstance(v, Mapping):
         return t, tuple([(static_key(k, depth + 1), static_key(x, depth + 1)) for k, x in v.items()])
-    if isinstance(v, enum.Enum) or isinstance(v, _BY_IDENTITY):
+    if isinstance(v, (enum.Enum, *_BY_IDENTITY)):
         return t, v
     if isinstance(v, functools.partial):
         return t, static_key((v.func, v.args, dict(v.keywords)), depth + 1)
@@ -673,7 +673,10 @@ class Runner:
             return program, (args, kwargs)
         leaves, treedef = _flatten((args, kwargs))
         dyn, statics, skey = self._split(leaves)
-        make_body = lambda: self._flat_body(treedef, _order_skeleton((args, kwargs)), len(leaves), statics)
+
+        def make_body() -> Callable:
+            return self._flat_body(treedef, _order_skeleton((args, kwargs)), len(leaves), statics)
+
         if skey is None:  # not keyable by value: traced for this call only
             body = make_body()
             return _Program(jax.jit(body), make_body), dyn
