@@ -201,16 +201,17 @@ def install_scope_probes() -> None:
     from flax.core.scope import Scope
 
     with _install_lock:
-        if getattr(Scope, "_inspector_probes", False):
+        if getattr(Scope, _INSTALLED_MARK, False):
             return
         for name, probe in (("get_variable", _read_probe), ("put_variable", _write_probe), ("make_rng", _rng_probe)):
             original = _originals[name] = getattr(Scope, name)
             wrapper = functools.wraps(original)(probe)
             setattr(Scope, name, wrapper)
-        Scope._inspector_probes = True
+        setattr(Scope, _INSTALLED_MARK, True)
 
 
 _install_lock = threading.Lock()
+_INSTALLED_MARK = "_inspector_probes"  # set on Scope itself: its methods are wrapped once per process
 _originals: dict[str, Callable[..., Any]] = {}  # flax's own Scope methods, by name
 
 

@@ -13,7 +13,7 @@ transforms make (see :func:`inspector._compat.is_lifted_wrapper_call`)::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from inspector._compat import is_lifted_wrapper_call
@@ -74,8 +74,8 @@ def lift(f: Filter | Callable[[Any, str], bool]) -> Filter:
 
 
 class _All(Filter):
-    def __init__(self, parts):
-        self.parts = tuple(p for f in parts for p in (f.parts if isinstance(f, _All) else (f,)))
+    def __init__(self, parts: Iterable[Filter]) -> None:
+        self.parts: tuple[Filter, ...] = tuple(p for f in parts for p in (f.parts if isinstance(f, _All) else (f,)))
 
     def match(self, module, method_name):
         return all(p.match(module, method_name) for p in self.parts)
@@ -85,8 +85,8 @@ class _All(Filter):
 
 
 class _Any(Filter):
-    def __init__(self, parts):
-        self.parts = tuple(p for f in parts for p in (f.parts if isinstance(f, _Any) else (f,)))
+    def __init__(self, parts: Iterable[Filter]) -> None:
+        self.parts: tuple[Filter, ...] = tuple(p for f in parts for p in (f.parts if isinstance(f, _Any) else (f,)))
 
     def match(self, module, method_name):
         return any(p.match(module, method_name) for p in self.parts)

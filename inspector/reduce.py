@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -195,7 +195,7 @@ def _sums(*parts: jax.Array, dtype: Any) -> jax.Array:
     return jnp.sum(x, axis=tuple(range(1, x.ndim)))
 
 
-def _row(ints: dict[str, jax.Array], hist, lo, hi, shift, mean_d, var_d, edges, lay: Layout) -> jax.Array:
+def _row(ints: dict[str, jax.Array | int], hist, lo, hi, shift, mean_d, var_d, edges, lay: Layout) -> jax.Array:
     i32 = [jnp.asarray(ints.get(k, 0), jnp.int32) for k in _INTS]
     return _words(jnp.stack(i32), hist.astype(jnp.int32),
                   jnp.stack([lo, hi, shift]).astype(lay.native),
@@ -237,8 +237,8 @@ def _exact(x: jax.Array) -> jax.Array:
         s1, s2 = _sums(d - m, (d - m) ** 2, dtype=acc)
         var = jnp.maximum(s2 / max(n, 1) - (s1 / max(n, 1)) ** 2, 0)
         edges, hist = _hist(sample, jnp.ones(sample.shape, bool), lo, hi, acc)
-        ints = {"trusted": 1, "zeros": jnp.sum(v == 0, dtype=jnp.int32), "finite": n,
-                "sample": sample.size if n > SAMPLE else 0}
+        ints: dict[str, jax.Array | int] = {"trusted": 1, "zeros": jnp.sum(v == 0, dtype=jnp.int32), "finite": n,
+                                            "sample": sample.size if n > SAMPLE else 0}
         return _row(ints, hist, lo, hi, lo, m, var, edges, lay)
     fin = jnp.isfinite(v)
     nf, nan, posinf, neginf, zeros = _sums(fin, jnp.isnan(v), v == jnp.inf, v == -jnp.inf, v == 0, dtype=jnp.int32)
@@ -670,7 +670,7 @@ def on_host(arrays: Sequence[Any]) -> bool:
     return True
 
 
-def _chunks(x: np.ndarray) -> Any:
+def _chunks(x: np.ndarray) -> Iterator[np.ndarray]:
     flat = x.reshape(-1)
     for i in range(0, flat.size, CHUNK):
         yield flat[i:i + CHUNK]
@@ -700,23 +700,7 @@ def host_stats(x: Any) -> Stats:
     lay = layout(dtype)
     count = a.size
     if lay.kind == "int":
-        if not count:
-            return Stats(0, *(float("nan"),) * 5, 0, 0, 0, 0, (0,) * BINS, 0)
-        lo, hi, nz = None, None, 0
-        for c in _chunks(a):
-            v = _host_values(c, dtype)
-            nz += int(np.count_nonzero(v == 0))
-            clo, chi = int(v.min()), int(v.max())
-            lo, hi = (clo, chi) if lo is None else (min(lo, clo), max(hi, chi))
-
-        def dist(c):  # exact distance from the minimum, as float64
-            v = _host_values(c, dtype)
-            return (v - v.dtype.type(lo)).astype(np.float64)
-
-        m = sum(float(np.sum(dist(c))) for c in _chunks(a)) / count
-        var = sum(float(np.sum((dist(c) - m) ** 2)) for c in _chunks(a)) / count
-        st = Stats(count, lo + m, math.sqrt(var), lo, hi, max(abs(lo), abs(hi)), nz, 0, 0, 0)
-        return _host_hist(a, dtype, st)
+        return _host_int_stats(a, dtype)
     nan = pos = neg = nz = nf = 0
     lo, hi, s = math.inf, -math.inf, 0.0
     for c in _chunks(a):
@@ -738,6 +722,28 @@ def host_stats(x: Any) -> Stats:
         mean = sum(float(np.sum(_fin(c, dtype) / nf)) for c in _chunks(a))
     var = sum(float(np.sum(((_fin(c, dtype) - mean) / 2) ** 2)) for c in _chunks(a)) / nf * 4
     st = Stats(count, mean, math.sqrt(var), lo, hi, max(abs(lo), abs(hi)), nz, nan, pos, neg, of=_of(lay))
+    return _host_hist(a, dtype, st)
+
+
+def _host_int_stats(a: np.ndarray, dtype: np.dtype) -> Stats:
+    """:func:`host_stats` of an integer array: exact, from the distances to the minimum."""
+    count = a.size
+    if not count:
+        return Stats(0, *(float("nan"),) * 5, 0, 0, 0, 0, (0,) * BINS, 0)
+    bounds, nz = [], 0
+    for c in _chunks(a):
+        v = _host_values(c, dtype)
+        nz += int(np.count_nonzero(v == 0))
+        bounds.append((int(v.min()), int(v.max())))
+    lo, hi = min(b[0] for b in bounds), max(b[1] for b in bounds)
+
+    def dist(c):  # exact distance from the minimum, as float64
+        v = _host_values(c, dtype)
+        return (v - v.dtype.type(lo)).astype(np.float64)
+
+    m = sum(float(np.sum(dist(c))) for c in _chunks(a)) / count
+    var = sum(float(np.sum((dist(c) - m) ** 2)) for c in _chunks(a)) / count
+    st = Stats(count, lo + m, math.sqrt(var), lo, hi, max(abs(lo), abs(hi)), nz, 0, 0, 0)
     return _host_hist(a, dtype, st)
 
 
