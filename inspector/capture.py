@@ -246,5 +246,5 @@ def guarded(fn: Callable[[Any, str], bool], on_true: Callable[[Any, str], None] 
             on_true(module, method_name)
         return result
 
-    filter_fn.__wrapped__ = fn  # type: ignore[attr-defined]
+    filter_fn.__wrapped__ = fn  # type: ignore[attr-defined]  # mypy does not allow setting attributes on a function
     return filter_fn

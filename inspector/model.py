@@ -436,7 +436,8 @@ class LeafDiff(LeafDelta):
         return (isinstance(other, LeafDiff) and (self.path, self.mutation) == (other.path, other.mutation)
                 and super().__eq__(other))
 
-    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass it extends
+    # mutable, as the dataclass it extends; typeshed types __hash__ as a method, not the None that unsets it
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return (f"LeafDiff(path={self.path!r}, status={self.mutation!r}, before={self.a!r}, after={self.b!r}, "

@@ -522,12 +522,11 @@ def unpack(rows: np.ndarray, dtypes: Sequence[Any], shapes: Sequence[tuple[int, 
     return rows_to_stats(rows, [layout(d) for d in dtypes], [math.prod(s) for s in shapes])
 
 
-
 def rows_to_stats(rows: np.ndarray, layouts: Sequence[Layout], counts: Sequence[int]) -> list[Stats]:
     """Rows ``(k, >= width)`` as :class:`Stats`, decoded a layout at a time (numpy views of
     the whole block, then plain Python per row)."""
     rows = np.asarray(rows, np.uint32)
-    out: list[Stats | None] = [None] * len(layouts)
+    decoded: dict[int, Stats] = {}
     by_layout: dict[Layout, list[int]] = {}
     for i, lay in enumerate(layouts):
         by_layout.setdefault(lay, []).append(i)
@@ -539,8 +538,8 @@ def rows_to_stats(rows: np.ndarray, layouts: Sequence[Layout], counts: Sequence[
         native = block[:, i:j].copy().view(lay.native).tolist()
         accs = block[:, j:].copy().view(lay.acc).tolist()
         for r, n, nat, acc in zip(idx, ints, native, accs):
-            out[r] = _decode(n, nat, acc, lay, counts[r])
-    return out  # type: ignore[return-value]
+            decoded[r] = _decode(n, nat, acc, lay, counts[r])
+    return [decoded[r] for r in range(len(layouts))]
 
 
 def _decode(ints: list, native: list, accs: list, lay: Layout, count: int) -> Stats:
