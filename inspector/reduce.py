@@ -209,10 +209,6 @@ def _unsigned(v: jax.Array) -> jax.Array:
     return lax.bitcast_convert_type(v, {4: jnp.uint32, 8: jnp.uint64}[v.dtype.itemsize])
 
 
-def _signed(v: jax.Array) -> jax.Array:
-    return lax.bitcast_convert_type(v, {4: jnp.int32, 8: jnp.int64}[v.dtype.itemsize])
-
-
 _EXPONENTS = {4: (-126, 88), 8: (-1022, 600)}
 
 

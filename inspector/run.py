@@ -305,7 +305,6 @@ def apply_patch(patch: Any, y: Any) -> Any:
     return jax.tree.map(lambda leaf: jnp.broadcast_to(jnp.asarray(patch, leaf.dtype), leaf.shape), y)
 
 
-_DICTS = (dict, FrozenDict)
 _CONTAINERS = frozenset((dict, FrozenDict, tuple, list))
 
 
@@ -510,7 +509,6 @@ FLAX_ENTRIES: dict[Kind, Callable] = {
 
 
 _ARRAY_TYPES = frozenset((type(jnp.zeros(())),))
-_PLAIN_MAPPINGS = (dict, FrozenDict)
 _flatten = jax.tree_util.tree_flatten
 _NOT_PLAIN = object()
 _current = threading.local()  # this thread's call: its inputs and phase callback, for the trace to read
