@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv test-deps browser bench conformance clean
+.PHONY: demo test lint venv test-deps browser bench conformance clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ browser:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium fonts-liberation; \
 	fi
 
-## make test: install test deps and the browser, run the whole suite (exit 5, nothing collected, fails)
-test: $(VENV)/.test-installed browser
+## make lint: ruff (its rules are in pyproject.toml) and mypy on the package
+lint: $(VENV)/.test-installed
+	$(PY) -m ruff check inspector tests bench conformance
+	$(PY) -m mypy inspector
+
+## make test: install test deps and the browser, lint, run the whole suite (exit 5, nothing collected, fails)
+test: $(VENV)/.test-installed lint browser
 	INSPECTOR_REQUIRE_BROWSER=1 $(PY) -m pytest tests --nbmake notebooks $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc = 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 

@@ -12,8 +12,8 @@ Baseline: ``jax.jit(model.apply)``. Rows:
 
 Steady-state variants run interleaved (one call of each per round, shuffled) in three
 groups (light: plain/fi.apply, 3x rounds; rebuild: fi.apply/naive; heavy: plain/inspect_apply),
-medians reported; every ratio is taken within one group. No assertions: this prints numbers. ``--quick``: 2-layer model, few rounds
-(a smoke run, not the target configuration).
+medians reported; every ratio is taken within one group. No assertions: this prints numbers.
+``--quick``: 2-layer model, few rounds (a smoke run, not the target configuration).
 
 Run: ``python bench/bench_core.py [--quick] [--rounds N] [--json out.json]``.
 """
@@ -21,10 +21,11 @@ Run: ``python bench/bench_core.py [--quick] [--rounds N] [--json out.json]``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 
-import common  # noqa: F401  (sets sys.path)
+import common
 from common import fmt_bytes, interleave, log, machine, med, paired, print_table, timed
 
 
@@ -68,7 +69,8 @@ def captured_bytes(insp) -> tuple[int, int, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="2-layer model, 3 rounds: a smoke run")
-    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (heavy group; default 12, quick 3; light group gets 3x)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="interleaved rounds (heavy group; default 12, quick 3; light group gets 3x)")
     ap.add_argument("--first-reps", type=int, default=None, help="fresh first calls (default 2, quick 1)")
     ap.add_argument("--json", default=None, help="also write the raw numbers here")
     args = ap.parse_args()
@@ -96,7 +98,7 @@ def main() -> None:
     default = None
     for i in range(first_reps):
         plain_fresh = jax.jit(lambda v, x: model.apply(v, x))  # a new function: traced and compiled anew
-        plain_firsts.append(timed(lambda: plain_fresh(variables, tokens)))
+        plain_firsts.append(timed(functools.partial(plain_fresh, variables, tokens)))
         run = fi.inspect_apply(forward, model)
         t0 = time.perf_counter()
         insp = run(variables, tokens)
@@ -191,7 +193,8 @@ def main() -> None:
               + ", ".join(f"{k} {med(v):.1f}" for k, v in g.items()))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": config, "machine": machine(), "times_ms": {"heavy": t, "light": t_light, "rebuild": t_rebuilt}, "first_ms": firsts,
+            json.dump({"config": config, "machine": machine(),
+                       "times_ms": {"heavy": t, "light": t_light, "rebuild": t_rebuilt}, "first_ms": firsts,
                        "plain_first_ms": plain_firsts,
                        "first_timings": [vars(x) for x in first_timings], "host": host,
                        "captured_bytes": {"intermediates": inter_b, "variables": var_b, "outputs": out_b}},

@@ -15,7 +15,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 for p in (str(HERE), str(HERE.parent)):

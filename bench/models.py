@@ -10,7 +10,7 @@ then a final LayerNorm and a Dense head to vocabulary logits. Blocks are named
 ``blocks_0`` ... so ``capture.paths('blocks_*/**')`` selects them. Everything is
 float32 and deterministic (no dropout), so a forward pass needs no RNG.
 
-The benchmark configuration (issue requirement (a)) is :func:`bench_config`:
+The benchmark configuration (case (a) of ``bench_core.py``) is :func:`bench_config`:
 8 layers, d=256, 8 heads, batch 8 x 128 tokens (~6.8M parameters).
 """
 

@@ -9,7 +9,8 @@ routed through ``inspect`` and the ``jit`` control. It passes when every test pa
 error under ``jit`` and is listed, with the reason, in ``conformance/expected_failures.txt``.
 The control runs only the tests that failed when routed (``--full-control`` runs all of them).
 
-    python -m conformance.run [--ways flax,inspector,inspect,jit] [-n 2] [--suites F,..] [--full-control] [-- PYTEST_ARGS]
+    python -m conformance.run [--ways flax,inspector,inspect,jit] [-n 2] [--suites F,..]
+                              [--full-control] [-- PYTEST_ARGS]
 """
 
 from __future__ import annotations

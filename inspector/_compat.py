@@ -18,7 +18,7 @@ import inspect
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import flax.linen as nn
@@ -144,7 +144,8 @@ def own_intermediates(scope: Any) -> Mapping[str, Any]:
 
 
 # -- flax linen: variable reads, writes and RNG draws ----------------------------------------
-Listener = Callable[[str, tuple, str, str], None]
+TouchKind = Literal["read", "write", "rng"]
+Listener = Callable[[TouchKind, tuple[str, ...], str, str], None]
 """``listener(kind, scope_path, collection, name)``: ``kind`` is ``'read'``, ``'write'`` or ``'rng'``
 (``collection`` is ``''`` and ``name`` the stream: ``'dropout'``, or ``'dropout->params'`` when flax
 fell back to the ``params`` stream)."""
@@ -201,20 +202,21 @@ def install_scope_probes() -> None:
     from flax.core.scope import Scope
 
     with _install_lock:
-        if getattr(Scope, "_inspector_probes", False):
+        if getattr(Scope, _INSTALLED_MARK, False):
             return
         for name, probe in (("get_variable", _read_probe), ("put_variable", _write_probe), ("make_rng", _rng_probe)):
             original = _originals[name] = getattr(Scope, name)
             wrapper = functools.wraps(original)(probe)
             setattr(Scope, name, wrapper)
-        Scope._inspector_probes = True
+        setattr(Scope, _INSTALLED_MARK, True)
 
 
 _install_lock = threading.Lock()
+_INSTALLED_MARK = "_inspector_probes"  # set on Scope itself: its methods are wrapped once per process
 _originals: dict[str, Callable[..., Any]] = {}  # flax's own Scope methods, by name
 
 
-def _variable_access(kind: str, original: str, self: Any, args: tuple, kwargs: dict) -> Any:
+def _variable_access(kind: TouchKind, original: str, self: Any, args: tuple, kwargs: dict) -> Any:
     listener = scope_listener()
     call = _originals[original]
     if listener is None:

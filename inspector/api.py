@@ -6,7 +6,8 @@ import functools
 import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -112,10 +113,7 @@ class InspectRun:
         """Waits until the program that summarizes inside the call is compiled, if it is being
         compiled (see :data:`QUICK_FIRST_CALL`)."""
         if self._compiling is not None:
-            try:
-                self._compiling.result()
-            except Exception:  # noqa: BLE001 - the next call compiles again and raises in the caller
-                pass
+            self._compiling.exception()  # a failure is not raised here: the next call compiles and raises it
 
     def _runner_for(self, args: tuple, kwargs: dict) -> tuple[Runner, bool]:
         """``(runner for this call, whether to compile the summarizing program after it)``."""

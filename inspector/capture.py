@@ -13,7 +13,8 @@ transforms make (see :func:`inspector._compat.is_lifted_wrapper_call`)::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from inspector._compat import is_lifted_wrapper_call
 from inspector.names import Glob, format_path, quote, safe
@@ -48,16 +49,16 @@ class Filter:
     def __call__(self, module: Any, method_name: str) -> bool:
         return not _skipped(module, method_name) and bool(self.match(module, method_name))
 
-    def __and__(self, other: "Filter | Callable") -> "Filter":
+    def __and__(self, other: Filter | Callable) -> Filter:
         return _All((self, lift(other)))
 
-    def __or__(self, other: "Filter | Callable") -> "Filter":
+    def __or__(self, other: Filter | Callable) -> Filter:
         return _Any((self, lift(other)))
 
     __rand__ = __and__
     __ror__ = __or__
 
-    def __invert__(self) -> "Filter":
+    def __invert__(self) -> Filter:
         return _Not(self)
 
     def __eq__(self, other: object) -> bool:
@@ -67,14 +68,14 @@ class Filter:
         return hash((type(self).__name__, repr(self)))
 
 
-def lift(f: "Filter | Callable[[Any, str], bool]") -> Filter:
+def lift(f: Filter | Callable[[Any, str], bool]) -> Filter:
     """A :class:`Filter` for ``f`` (user callables become :func:`where`)."""
     return f if isinstance(f, Filter) else where(f)
 
 
 class _All(Filter):
-    def __init__(self, parts):
-        self.parts = tuple(p for f in parts for p in (f.parts if isinstance(f, _All) else (f,)))
+    def __init__(self, parts: Iterable[Filter]) -> None:
+        self.parts: tuple[Filter, ...] = tuple(p for f in parts for p in (f.parts if isinstance(f, _All) else (f,)))
 
     def match(self, module, method_name):
         return all(p.match(module, method_name) for p in self.parts)
@@ -84,8 +85,8 @@ class _All(Filter):
 
 
 class _Any(Filter):
-    def __init__(self, parts):
-        self.parts = tuple(p for f in parts for p in (f.parts if isinstance(f, _Any) else (f,)))
+    def __init__(self, parts: Iterable[Filter]) -> None:
+        self.parts: tuple[Filter, ...] = tuple(p for f in parts for p in (f.parts if isinstance(f, _Any) else (f,)))
 
     def match(self, module, method_name):
         return any(p.match(module, method_name) for p in self.parts)
@@ -235,7 +236,7 @@ def guarded(fn: Callable[[Any, str], bool], on_true: Callable[[Any, str], None] 
     def filter_fn(module: Any, method_name: str) -> bool:
         try:
             result = bool(fn(module, method_name))
-        except Exception as e:  # noqa: BLE001 - re-raised with context
+        except Exception as e:
             path = module_path(module)
             raise CaptureFilterError(safe(
                 f"capture filter {fn!r} raised on module {path!r} "
@@ -245,5 +246,5 @@ def guarded(fn: Callable[[Any, str], bool], on_true: Callable[[Any, str], None] 
             on_true(module, method_name)
         return result
 
-    filter_fn.__wrapped__ = fn  # type: ignore[attr-defined]
+    filter_fn.__wrapped__ = fn  # type: ignore[attr-defined]  # mypy does not allow setting attributes on a function
     return filter_fn

@@ -20,7 +20,7 @@ import weakref
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import jax
 import numpy as np
@@ -186,7 +186,7 @@ def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilte
                          for s in collector.slots(v, (k,), "out", state_base + (jax.tree_util.DictKey(k),))]
         mutated: dict[str, list[Slot]] = {}
         pairs: dict[Path, tuple[int | None, int]] = {}
-        delta_pairs = []
+        delta_pairs: list[tuple[Any, Any]] = []
         if kind == "apply" and state is not None:
             before = {s.path: s for s in variables}
             for col, value in state.items():
@@ -426,7 +426,7 @@ class InputStats:
                     self._memo.popitem(last=False)
         return stats
 
-    def soon(self, arrays: list[Any]) -> "Future[list[Stats]]":
+    def soon(self, arrays: list[Any]) -> Future[list[Stats]]:
         """:meth:`__call__` on a worker thread, so that describing overlaps the inspected call
         (a future already done when the arrays are remembered)."""
         key = tuple(map(id, arrays))
@@ -463,7 +463,13 @@ def _call_stats(plan: Plan, words: np.ndarray, sources: dict[Source, Any]) -> li
         exact = describe_exactly(arrays, hist=dropped_any(plan, redo))
         for i, st in zip(redo, exact):
             out[i] = st
-    return out
+    assert all(st is not None for st in out)  # every row is filled by now
+    return cast("list[Stats]", out)
+
+
+def _fetch(x: Any, index: Any = None) -> np.ndarray:
+    """``x`` (or ``x[index]``) on the host."""
+    return np.asarray(x if index is None else x[index])
 
 
 @dataclasses.dataclass
@@ -482,7 +488,7 @@ class _LeafMaker:
         if kept and s.source != "dropped":
             x = _lookup(self.sources[s.source], s.keypath)
             device, sharding, shard = self.placement(x)
-            fetch = (lambda index=None, x=x: np.asarray(x if index is None else x[index]))
+            fetch = functools.partial(_fetch, x)
         row = None if s.row is None else (self.variable_stats if s.source == "in" else self.stats)[s.row]
         histogram = None
         if row is not None and not row.hist and x is not None:
@@ -522,7 +528,7 @@ def _calls(plan: Plan, leaf: _LeafMaker, kept: bool) -> list[MethodCall]:
 
 
 def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: Any, plan: Plan,
-             timings: Timings, keep: Keep, in_stats: "Future[list[Stats]] | None" = None) -> Inspection:
+             timings: Timings, keep: Keep, in_stats: Future[list[Stats]] | None = None) -> Inspection:
     """The host-side :class:`Inspection` of one call: ``result`` is what the runner returned,
     ``stats_arrays`` what :func:`plan_inspection` computed alongside, ``inputs`` the caller's
     variables (``apply``). Statistics are fetched; arrays stay on their device. Waiting for the

@@ -34,13 +34,14 @@ def compare(a: Inspection, b: Inspection, labels: tuple[str, str] = ("a", "b")) 
     ka, kb = _keyed(a), _keyed(b)
     keys = list(ka) + [k for k in kb if k not in ka]
     deltas = [LeafDelta(section, key, ka.get((section, key)), kb.get((section, key))) for section, key in keys]
-    measurable = [d for d in deltas if d.a is not None and d.b is not None and d.a.handle is not None
+    measurable = [(d, d.a.handle, d.b.handle) for d in deltas
+                  if d.a is not None and d.b is not None and d.a.handle is not None
                   and d.b.handle is not None and d.a.shape == d.b.shape and d.a.dtype == d.b.dtype]
-    if measurable and reduce.on_host([x for d in measurable for x in (d.a.handle, d.b.handle)]):
-        for d in measurable:  # CPU: numpy reads them in place, nothing to compile
-            d.changed, d.max_abs, d.mean_abs = reduce.host_delta(d.a.handle, d.b.handle)
+    if measurable and reduce.on_host([h for _, ha, hb in measurable for h in (ha, hb)]):
+        for d, ha, hb in measurable:  # CPU: numpy reads them in place, nothing to compile
+            d.changed, d.max_abs, d.mean_abs = reduce.host_delta(ha, hb)
     elif measurable:
-        words = jax.device_get([reduce.delta_exact(d.a.handle, d.b.handle) for d in measurable])
-        for d, w in zip(measurable, words):
-            (d.changed, d.max_abs, d.mean_abs), = reduce.unpack_deltas(w, [d.a.handle.dtype])
+        words = jax.device_get([reduce.delta_exact(ha, hb) for _, ha, hb in measurable])
+        for (d, ha, _), w in zip(measurable, words):
+            (d.changed, d.max_abs, d.mean_abs), = reduce.unpack_deltas(w, [ha.dtype])
     return Comparison(labels, a, b, deltas)

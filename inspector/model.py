@@ -9,7 +9,8 @@ with device-computed :class:`Stats`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator, Literal, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
 
 from inspector.names import Path, format_key, format_path, parse_key, path_matches, safe  # noqa: F401 (path_matches: re-exported)
 
@@ -164,7 +165,7 @@ class Node:
 
     name: str
     path: Path
-    children: dict[str, "Node"] = dataclasses.field(default_factory=dict)
+    children: dict[str, Node] = dataclasses.field(default_factory=dict)
     leaf: Leaf | None = None
 
     def leaves(self) -> Iterator[Leaf]:
@@ -201,7 +202,7 @@ class Node:
     def nonfinite(self) -> int:
         return self.totals()[3]
 
-    def find(self, path: Sequence[str]) -> "Node | None":
+    def find(self, path: Sequence[str]) -> Node | None:
         node: Node | None = self
         for part in path:
             node = node.children.get(part) if node is not None else None
@@ -435,7 +436,8 @@ class LeafDiff(LeafDelta):
         return (isinstance(other, LeafDiff) and (self.path, self.mutation) == (other.path, other.mutation)
                 and super().__eq__(other))
 
-    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass it extends
+    # mutable, as the dataclass it extends; typeshed types __hash__ as a method, not the None that unsets it
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return (f"LeafDiff(path={self.path!r}, status={self.mutation!r}, before={self.a!r}, after={self.b!r}, "
@@ -447,8 +449,8 @@ class Comparison:
     """Two inspections aligned leaf by leaf (``fi.compare(a, b)``)."""
 
     labels: tuple[str, str]
-    a: "Inspection"
-    b: "Inspection"
+    a: Inspection
+    b: Inspection
     deltas: list[LeafDelta]
 
     def ranked(self, section: Section | None = None) -> list[LeafDelta]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import unicodedata
-from typing import Sequence
+from collections.abc import Sequence
 
 Path = tuple[str, ...]
 

@@ -11,6 +11,7 @@ linen module they wrap.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -21,7 +22,7 @@ from inspector.api import InspectRun
 from inspector.capture import CaptureFilter, calls
 from inspector.collect import Keep, plan_inspection
 from inspector.model import Inspection
-from inspector.run import Event, Recorder, Runner
+from inspector.run import Event, EventKind, Recorder, Runner
 
 __all__ = ["NnxInspectRun", "NnxRunner", "collection_name", "inspect_nnx"]
 
@@ -36,7 +37,7 @@ class NnxRunner(Runner):
 
     intercepts = False  # an NNX module's calls are recorded from what nnx.capture returns (_record)
 
-    def __init__(self, model: nnx.Module, method: str, mutable: list[str] | None, post: Any):
+    def __init__(self, model: nnx.Module, method: str, mutable: list[str] | None, post: Callable | None):
         types: list[type] = []
         for _, var in nnx.to_flat_state(nnx.state(model)):
             if type(var) not in types:
@@ -64,10 +65,10 @@ class NnxRunner(Runner):
             states.append(state)
         model = nnx.merge(self.graphdef, *states)
         fn = model if self.method == "__call__" else getattr(model, self.method)
-        y, inter = nnx.capture(fn, nnx.Intermediate, method_outputs=nnx.Intermediate)(*user_args, **kwargs)
+        y, captured = nnx.capture(fn, nnx.Intermediate, method_outputs=nnx.Intermediate)(*user_args, **kwargs)
         _, *after = nnx.split(model, *self.types)
         new = {name: nnx.to_pure_dict(s) for name, s in zip(self.names, after) if name in self.update_names}
-        inter = nnx.to_pure_dict(inter)
+        inter = nnx.to_pure_dict(captured)
         self._record(model, inter, recorder)
         return y, {"intermediates": inter, **new}
 
@@ -82,7 +83,7 @@ class NnxRunner(Runner):
                 if isinstance(value, dict):
                     walk(value, path + (str(key),))
                     continue
-                kind = "capture" if callable(getattr(type(module), key, None)) else "sow"
+                kind: EventKind = "capture" if callable(getattr(type(module), key, None)) else "sow"
                 for _ in value if isinstance(value, tuple) else (value,):
                     recorder.events.append(Event(kind, path, str(key), type(module).__name__ if module else ""))
 
@@ -93,6 +94,8 @@ class NnxInspectRun(InspectRun):
     """``inspect_nnx``'s run: ``run(*args, on_phase=None, **kwargs) -> Inspection`` of
     ``model.<method>(*args, **kwargs)``, through the same pipeline as :class:`InspectRun`
     (timings, phases, ``.show()``)."""
+
+    runner: NnxRunner
 
     def __init__(self, model: nnx.Module, method: str = "__call__", mutable: list[str] | None = None,
                  keep: Keep = "arrays", update: bool = False):

@@ -28,7 +28,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -95,7 +96,7 @@ class Layout:
         return len(_INTS) + BINS + 3 * self._n + (3 + BINS + 1) * self._a
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def layout(dtype: Any) -> Layout:
     """The row layout used for arrays of ``dtype``."""
     return Layout(*_classes(dtype))
@@ -128,7 +129,7 @@ def _sample(v: jax.Array) -> jax.Array:
     return v.reshape(1) if v.ndim == 0 else v[_positions(v.shape)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def flushes_subnormals(platform: str | None = None) -> bool:
     """True if the default device reads subnormal floats as zero (XLA:CPU does)."""
     tiny = np.float32(np.finfo(np.float32).smallest_subnormal)
@@ -194,7 +195,7 @@ def _sums(*parts: jax.Array, dtype: Any) -> jax.Array:
     return jnp.sum(x, axis=tuple(range(1, x.ndim)))
 
 
-def _row(ints: dict[str, jax.Array], hist, lo, hi, shift, mean_d, var_d, edges, lay: Layout) -> jax.Array:
+def _row(ints: dict[str, jax.Array | int], hist, lo, hi, shift, mean_d, var_d, edges, lay: Layout) -> jax.Array:
     i32 = [jnp.asarray(ints.get(k, 0), jnp.int32) for k in _INTS]
     return _words(jnp.stack(i32), hist.astype(jnp.int32),
                   jnp.stack([lo, hi, shift]).astype(lay.native),
@@ -206,10 +207,6 @@ def _unsigned(v: jax.Array) -> jax.Array:
     if jnp.issubdtype(v.dtype, jnp.unsignedinteger):
         return v
     return lax.bitcast_convert_type(v, {4: jnp.uint32, 8: jnp.uint64}[v.dtype.itemsize])
-
-
-def _signed(v: jax.Array) -> jax.Array:
-    return lax.bitcast_convert_type(v, {4: jnp.int32, 8: jnp.int64}[v.dtype.itemsize])
 
 
 _EXPONENTS = {4: (-126, 88), 8: (-1022, 600)}
@@ -236,8 +233,8 @@ def _exact(x: jax.Array) -> jax.Array:
         s1, s2 = _sums(d - m, (d - m) ** 2, dtype=acc)
         var = jnp.maximum(s2 / max(n, 1) - (s1 / max(n, 1)) ** 2, 0)
         edges, hist = _hist(sample, jnp.ones(sample.shape, bool), lo, hi, acc)
-        ints = {"trusted": 1, "zeros": jnp.sum(v == 0, dtype=jnp.int32), "finite": n,
-                "sample": sample.size if n > SAMPLE else 0}
+        ints: dict[str, jax.Array | int] = {"trusted": 1, "zeros": jnp.sum(v == 0, dtype=jnp.int32), "finite": n,
+                                            "sample": sample.size if n > SAMPLE else 0}
         return _row(ints, hist, lo, hi, lo, m, var, edges, lay)
     fin = jnp.isfinite(v)
     nf, nan, posinf, neginf, zeros = _sums(fin, jnp.isnan(v), v == jnp.inf, v == -jnp.inf, v == 0, dtype=jnp.int32)
@@ -521,12 +518,11 @@ def unpack(rows: np.ndarray, dtypes: Sequence[Any], shapes: Sequence[tuple[int, 
     return rows_to_stats(rows, [layout(d) for d in dtypes], [math.prod(s) for s in shapes])
 
 
-
 def rows_to_stats(rows: np.ndarray, layouts: Sequence[Layout], counts: Sequence[int]) -> list[Stats]:
     """Rows ``(k, >= width)`` as :class:`Stats`, decoded a layout at a time (numpy views of
     the whole block, then plain Python per row)."""
     rows = np.asarray(rows, np.uint32)
-    out: list[Stats | None] = [None] * len(layouts)
+    decoded: dict[int, Stats] = {}
     by_layout: dict[Layout, list[int]] = {}
     for i, lay in enumerate(layouts):
         by_layout.setdefault(lay, []).append(i)
@@ -538,8 +534,8 @@ def rows_to_stats(rows: np.ndarray, layouts: Sequence[Layout], counts: Sequence[
         native = block[:, i:j].copy().view(lay.native).tolist()
         accs = block[:, j:].copy().view(lay.acc).tolist()
         for r, n, nat, acc in zip(idx, ints, native, accs):
-            out[r] = _decode(n, nat, acc, lay, counts[r])
-    return out  # type: ignore[return-value]
+            decoded[r] = _decode(n, nat, acc, lay, counts[r])
+    return [decoded[r] for r in range(len(layouts))]
 
 
 def _decode(ints: list, native: list, accs: list, lay: Layout, count: int) -> Stats:
@@ -588,10 +584,7 @@ def _delta(before: jax.Array, after: jax.Array) -> jax.Array:
     n = max(math.prod(before.shape), 1)
     if jnp.issubdtype(before.dtype, jnp.inexact):
         b, a = _stored(before), _stored(after)
-        if jnp.iscomplexobj(a):
-            same = _same(a.real, b.real) & _same(a.imag, b.imag)
-        else:
-            same = _same(a, b)
+        same = _same(a.real, b.real) & _same(a.imag, b.imag) if jnp.iscomplexobj(a) else _same(a, b)
         h = jnp.abs(a / 2 - b / 2).astype(acc)
         h = jnp.where(same | jnp.isnan(h), 0, h)
     elif before.dtype == jnp.bool_:
@@ -672,7 +665,7 @@ def on_host(arrays: Sequence[Any]) -> bool:
     return True
 
 
-def _chunks(x: np.ndarray) -> Any:
+def _chunks(x: np.ndarray) -> Iterator[np.ndarray]:
     flat = x.reshape(-1)
     for i in range(0, flat.size, CHUNK):
         yield flat[i:i + CHUNK]
@@ -702,23 +695,7 @@ def host_stats(x: Any) -> Stats:
     lay = layout(dtype)
     count = a.size
     if lay.kind == "int":
-        if not count:
-            return Stats(0, *(float("nan"),) * 5, 0, 0, 0, 0, (0,) * BINS, 0)
-        lo, hi, nz = None, None, 0
-        for c in _chunks(a):
-            v = _host_values(c, dtype)
-            nz += int(np.count_nonzero(v == 0))
-            clo, chi = int(v.min()), int(v.max())
-            lo, hi = (clo, chi) if lo is None else (min(lo, clo), max(hi, chi))
-
-        def dist(c):  # exact distance from the minimum, as float64
-            v = _host_values(c, dtype)
-            return (v - v.dtype.type(lo)).astype(np.float64)
-
-        m = sum(float(np.sum(dist(c))) for c in _chunks(a)) / count
-        var = sum(float(np.sum((dist(c) - m) ** 2)) for c in _chunks(a)) / count
-        st = Stats(count, lo + m, math.sqrt(var), lo, hi, max(abs(lo), abs(hi)), nz, 0, 0, 0)
-        return _host_hist(a, dtype, st)
+        return _host_int_stats(a, dtype)
     quick = _finite_float_stats(a, dtype, lay) if lay.kind == "float" else None
     if quick is not None:
         return _host_hist(a, dtype, quick)
@@ -777,6 +754,28 @@ def _finite_float_stats(a: np.ndarray, dtype: Any, lay: Layout) -> Stats | None:
     lo_f, hi_f = float(lo), float(hi)
     return Stats(count, mean, math.sqrt(var / count), lo_f, hi_f, max(abs(lo_f), abs(hi_f)),
                  count - nonzero, 0, 0, 0)
+
+
+def _host_int_stats(a: np.ndarray, dtype: np.dtype) -> Stats:
+    """:func:`host_stats` of an integer array: exact, from the distances to the minimum."""
+    count = a.size
+    if not count:
+        return Stats(0, *(float("nan"),) * 5, 0, 0, 0, 0, (0,) * BINS, 0)
+    bounds, nz = [], 0
+    for c in _chunks(a):
+        v = _host_values(c, dtype)
+        nz += int(np.count_nonzero(v == 0))
+        bounds.append((int(v.min()), int(v.max())))
+    lo, hi = min(b[0] for b in bounds), max(b[1] for b in bounds)
+
+    def dist(c):  # exact distance from the minimum, as float64
+        v = _host_values(c, dtype)
+        return (v - v.dtype.type(lo)).astype(np.float64)
+
+    m = sum(float(np.sum(dist(c))) for c in _chunks(a)) / count
+    var = sum(float(np.sum((dist(c) - m) ** 2)) for c in _chunks(a)) / count
+    st = Stats(count, lo + m, math.sqrt(var), lo, hi, max(abs(lo), abs(hi)), nz, 0, 0, 0)
+    return _host_hist(a, dtype, st)
 
 
 def _of(lay: Layout) -> str:

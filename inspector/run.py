@@ -21,7 +21,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import flax
 import flax.linen as nn
@@ -32,14 +32,16 @@ from flax.core import FrozenDict
 from flax.core.scope import CollectionFilter
 
 from inspector._compat import (
-    capture_calls, is_lifted_wrapper_call, lifted_target, listening, own_intermediates, shape_pass,
+    TouchKind, capture_calls, is_lifted_wrapper_call, lifted_target, listening, own_intermediates, shape_pass,
 )
 from inspector.capture import CaptureFilter, CaptureFilterError, guarded
 from inspector.model import BindingCall, Kind, path_str
 from inspector.names import Path, format_path, parse_key, safe
 
+if TYPE_CHECKING:
+    from flax import nnx
+
 EventKind = Literal["capture", "sow"]
-TouchKind = Literal["read", "write", "rng"]
 
 
 def is_array(x: Any) -> bool:
@@ -303,7 +305,6 @@ def apply_patch(patch: Any, y: Any) -> Any:
     return jax.tree.map(lambda leaf: jnp.broadcast_to(jnp.asarray(patch, leaf.dtype), leaf.shape), y)
 
 
-_DICTS = (dict, FrozenDict)
 _CONTAINERS = frozenset((dict, FrozenDict, tuple, list))
 
 
@@ -388,7 +389,7 @@ def static_key(v: Any, depth: int = 0) -> Any:
         return t, frozenset([static_key(e, depth + 1) for e in v])
     if isinstance(v, Mapping):
         return t, tuple([(static_key(k, depth + 1), static_key(x, depth + 1)) for k, x in v.items()])
-    if isinstance(v, enum.Enum) or isinstance(v, _BY_IDENTITY):
+    if isinstance(v, (enum.Enum, *_BY_IDENTITY)):
         return t, v
     if isinstance(v, functools.partial):
         return t, static_key((v.func, v.args, dict(v.keywords)), depth + 1)
@@ -423,7 +424,7 @@ def held_arrays(obj: Any, depth: int = 0) -> list[tuple[tuple[str, ...], Any]]:
     attrs = getattr(obj, "__dict__", None)
     if not isinstance(attrs, dict):
         return []
-    out = []
+    out: list[tuple[tuple[str, ...], Any]] = []
     for name, v in attrs.items():
         if not isinstance(name, str):
             continue
@@ -494,7 +495,7 @@ class _Program:
     """One ``jax.jit`` per input structure; jax keys its executables by shape, dtype, weak
     type and sharding. ``signatures`` counts the executables it holds."""
 
-    jitted: Callable
+    jitted: jax.stages.Wrapped
     make_body: Callable[[], Callable]
     signatures: int = 0
     used: int = 0
@@ -508,7 +509,6 @@ FLAX_ENTRIES: dict[Kind, Callable] = {
 
 
 _ARRAY_TYPES = frozenset((type(jnp.zeros(())),))
-_PLAIN_MAPPINGS = (dict, FrozenDict)
 _flatten = jax.tree_util.tree_flatten
 _NOT_PLAIN = object()
 _current = threading.local()  # this thread's call: its inputs and phase callback, for the trace to read
@@ -541,13 +541,13 @@ def _plain_skeleton(x: Any) -> Any:
     if t in _ARRAY_TYPES or x is None:
         return None
     if t is dict or t is FrozenDict:
-        out = []
+        pairs = []
         for k, v in x.items():
             s = None if type(v) in _ARRAY_TYPES else _plain_skeleton(v)
             if s is _NOT_PLAIN:
                 return s
-            out.append((k, s))
-        return tuple(out)
+            pairs.append((k, s))
+        return tuple(pairs)
     if t is tuple or t is list:
         out = []
         for v in x:
@@ -585,9 +585,10 @@ class Runner:
 
     intercepts = True
     """Whether the linen method calls inside :meth:`invoke` are intercepted and recorded (binding
-    trace, sows, patches, the module an error was raised in). A runner of NNX modules turns it off."""
+    trace, sows, patches, the module an error was raised in). A runner of NNX modules turns it off,
+    and has no linen ``fn``: it overrides :meth:`invoke`."""
 
-    def __init__(self, kind: Kind, fn: Callable, module: nn.Module, mutable: CollectionFilter,
+    def __init__(self, kind: Kind, fn: Callable | None, module: nn.Module | nnx.Module, mutable: CollectionFilter,
                  capture_intermediates: CaptureFilter, post: Callable | None = None,
                  patches: dict[str, Any] | None = None, cache_size: int = DEFAULT_CACHE_SIZE):
         if cache_size < 1:
@@ -665,7 +666,7 @@ class Runner:
         skeleton = _plain_skeleton(args)
         kw_skeleton = _plain_skeleton(kwargs) if kwargs else None
         if skeleton is not _NOT_PLAIN and kw_skeleton is not _NOT_PLAIN:
-            key = (skeleton, kw_skeleton, flax.config.flax_return_frozendict)
+            key: tuple[Any, ...] = (skeleton, kw_skeleton, flax.config.flax_return_frozendict)
             program = self._programs.get(key)
             if program is None:
                 whole = (skeleton, kw_skeleton or {})
@@ -673,7 +674,10 @@ class Runner:
             return program, (args, kwargs)
         leaves, treedef = _flatten((args, kwargs))
         dyn, statics, skey = self._split(leaves)
-        make_body = lambda: self._flat_body(treedef, _order_skeleton((args, kwargs)), len(leaves), statics)
+
+        def make_body() -> Callable:
+            return self._flat_body(treedef, _order_skeleton((args, kwargs)), len(leaves), statics)
+
         if skey is None:  # not keyable by value: traced for this call only
             body = make_body()
             return _Program(jax.jit(body), make_body), dyn
@@ -837,7 +841,7 @@ def _noting_site(filter_fn: Callable, recorder: Recorder) -> Callable:
                 recorder.error_site = Frame(path, type(module).__name__, method_name)
             raise
 
-    noting.__wrapped__ = filter_fn  # type: ignore[attr-defined]
+    noting.__wrapped__ = filter_fn  # type: ignore[attr-defined]  # mypy does not allow setting attributes on a function
     return noting
 
 

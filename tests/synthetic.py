@@ -21,11 +21,13 @@ def wide_inspection(leaves: int = 5000, per_module: int = 2, seed: int = 0) -> I
     for i in range(leaves // per_module):
         for name, shape in (("kernel", (4, 4)), ("bias", (4,)))[:per_module]:
             var_leaves.append(Leaf(("params", f"layer_{i}", name), shape, "float32", "cpu:0", "",
-                                   _stats(rng, int(np.prod(shape))), fetch=lambda idx=None, s=shape: np.zeros(s)[idx or ...]))
+                                   _stats(rng, int(np.prod(shape))),
+                                   fetch=lambda idx=None, s=shape: np.zeros(s)[idx or ...]))
         calls.append(MethodCall((f"layer_{i}",), "Dense", "__call__", 0, i,
                                 [Leaf((f"layer_{i}", "__call__[0]"), (8, 4), "float32", "cpu:0", "", _stats(rng, 32),
                                       fetch=lambda idx=None: np.zeros((8, 4))[idx or ...])]))
     stats = [Leaf(("batch_stats", f"bn_{i}", "mean"), (4,), "float32", "cpu:0", "", _stats(rng, 4)) for i in range(200)]
-    diff = CollectionDiff("batch_stats", [LeafDiff(s.path, "changed", s, s, 4, 0.1 * i, 0.01) for i, s in enumerate(stats)])
+    diff = CollectionDiff("batch_stats",
+                          [LeafDiff(s.path, "changed", s, s, 4, 0.1 * i, 0.01) for i, s in enumerate(stats)])
     return Inspection("apply", "Wide", None, None, [], VariableTree(tree_from_leaves("variables", var_leaves + stats)),
                       [diff], calls, "cpu:0", Timings(1.0, 2.0, 3.0))

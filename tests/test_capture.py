@@ -7,7 +7,7 @@ import pytest
 
 import inspector as fi
 from inspector import capture as C
-from models import AE, MLP, ae_setup
+from models import MLP, ae_setup
 
 
 def captured(filter_, model=None, variables=None, x=None, f=None):

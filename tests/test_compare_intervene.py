@@ -2,7 +2,6 @@
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -70,7 +69,8 @@ def test_patch_values_indices_and_typos():
     scaled = fi.inspect_apply(lambda m, x: m(x), model, patches={"decoder/Dense_1:__call__": fi.scale(0.5)})
     clean = fi.inspect_apply(lambda m, x: m(x), model)(variables, x)
     np.testing.assert_allclose(scaled(variables, x).output, clean.output * 0.5, rtol=1e-6)
-    with pytest.raises(KeyError, match=r"patch 'decoder/Dense_9:__call__' matched no call; calls seen: .*decoder/Dense_1"):
+    with pytest.raises(KeyError,
+                       match=r"patch 'decoder/Dense_9:__call__' matched no call; calls seen: .*decoder/Dense_1"):
         fi.inspect_apply(lambda m, x: m(x), model, patches={"decoder/Dense_9:__call__": fi.zero})(variables, x)
     with pytest.raises(ValueError, match="not of the form"):
         fi.inspect_apply(lambda m, x: m(x), model, patches={"nonsense": fi.zero})

@@ -93,10 +93,13 @@ def test_a_broken_shape_pass_warns_once_and_the_inspection_still_runs(monkeypatc
 # -- flax linen: lifted transforms -------------------------------------------------------------------
 def test_lifted_transforms_call_their_wrapper_class_with_the_lambda_method_name():
     wrappers = set()
-    _calls_under(ScanNet(), jnp.ones((2, 4)),
-                 lambda ctx: wrappers.add(type(ctx.module)) if _compat.is_lifted_wrapper_call(ctx.method_name) else None)
-    _calls_under(Lifted(), jnp.ones((1, 2)),
-                 lambda ctx: wrappers.add(type(ctx.module)) if _compat.is_lifted_wrapper_call(ctx.method_name) else None)
+
+    def note_wrapper(ctx):
+        if _compat.is_lifted_wrapper_call(ctx.method_name):
+            wrappers.add(type(ctx.module))
+
+    _calls_under(ScanNet(), jnp.ones((2, 4)), note_wrapper)
+    _calls_under(Lifted(), jnp.ones((1, 2)), note_wrapper)
     names = {w.__name__: _compat.lifted_target(w) for w in wrappers}
     assert names == {"ScanBlock": "Block", "VmapDense": "Dense", "CheckpointDense": "Dense",
                      "Map_variablesDense": "Dense"}

@@ -107,7 +107,7 @@ def test_scan_body_appears_once_in_the_binding_trace_and_patches_hit_the_loop():
     assert "layers:__call__ (Block): traced 2x by its lifted transform" in insp.to_text()
     # call index 0 is the loop's call, so patching it changes what the scan computes
     variables = nn.init(lambda m, x: m(x), model)(jax.random.key(0), x)
-    fn = lambda m, x: m(x)  # noqa: E731
+    fn = lambda m, x: m(x)
     patched = fi.inspect_apply(fn, model, patches={"layers/Dense_0:__call__[0]": fi.zero})(variables, x)
     carry, sums = patched.output
     assert float(jnp.abs(carry).max()) == 0.0 and float(jnp.abs(sums).max()) == 0.0

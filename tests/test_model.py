@@ -125,7 +125,7 @@ def test_keep_stats_keeps_no_activations():
     call = insp.call("enc:__call__")
     assert call.outputs[0].stats is not None and not call.outputs[0].kept
     with pytest.raises(LookupError, match="keep='stats'"):
-        call.outputs[0].value
+        _ = call.outputs[0].value
     assert insp["params/enc/kernel"].value.shape == (5, 3)  # variables are still reachable
 
 

@@ -21,7 +21,6 @@ from inspector.views.rows import DiffSource, NodeSource
 # OSC 52 clipboard write, clear screen, conceal, an OSC 8 link, right-to-left override,
 # a bare carriage return, a C1 CSI and a line separator.
 EVIL = "\x1b]52;c;ZXZpbA==\x07\x1b[2J\x1b[8m\x1b]8;;http://x\x1b\\ln\x1b]8;;\x1b\\\u202e\r\x9b\u2028"
-RAW = ("\x1b", "\x07", "\u202e", "\r", "\x9b", "\u2028")
 
 names = st.text(st.characters(exclude_categories=()), max_size=12)  # surrogates included
 

@@ -80,7 +80,8 @@ def test_linen_module_wrapped_by_bridge():
     assert [c.key for c in insp.calls] == ["Dense_0:__call__[0]", "BatchNorm_0:__call__[0]", "/:__call__[0]"]
     assert insp.diffs[0].name == "batch_stats"
     assert any("nnx.bridge.ToNNX" in n for n in insp.notes)
-    np.testing.assert_allclose(insp["params/Dense_0/kernel"].value, nnx.state(wrapped).to_pure_dict()["Dense_0"]["kernel"])
+    np.testing.assert_allclose(insp["params/Dense_0/kernel"].value,
+                               nnx.state(wrapped).to_pure_dict()["Dense_0"]["kernel"])
 
 
 def test_an_uncached_nnx_call_counts_trace_and_compile_time_once():

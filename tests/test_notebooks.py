@@ -27,7 +27,7 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 WIDGET = "application/vnd.jupyter.widget-view+json"
 # text/plain of the objects whose display must be the widget
 INTERACTIVE = ("<Inspection", "<Comparison", "InspectionWidget(", "ComparisonWidget(")
-BUDGET_S = 60  # issue 4: each notebook runs top to bottom on a CPU in under ~60 s (they take 6-19 s here)
+BUDGET_S = 60  # each notebook runs top to bottom on a CPU in under ~60 s (they take 6-19 s here)
 
 
 def kernel_env() -> dict[str, str]:

@@ -47,7 +47,6 @@ def check(a, s) -> None:
     assert s.count == flat.size
     if lay.kind == "int":
         ints = [int(v) for v in flat]
-        fin = np.asarray(ints, dtype=np.float64)
         assert (s.nan, s.posinf, s.neginf) == (0, 0, 0)
         assert s.zeros == sum(v == 0 for v in ints)
         if ints:
@@ -289,7 +288,8 @@ def test_delta_magnitudes_do_not_overflow():
     f = np.finfo(np.float32)
     changed, mx, mean = delta(jnp.array([f.max, 1.0]), jnp.array([f.min, 1.0]))
     assert changed == 1 and mx == pytest.approx(2 * float(f.max)) and mean == pytest.approx(float(f.max))
-    changed, mx, _ = delta(jnp.array([np.iinfo(np.int32).min], jnp.int32), jnp.array([np.iinfo(np.int32).max], jnp.int32))
+    i32 = np.iinfo(np.int32)
+    changed, mx, _ = delta(jnp.array([i32.min], jnp.int32), jnp.array([i32.max], jnp.int32))
     assert changed == 1 and mx == pytest.approx(2**32 - 1)
     b, a = jnp.array([1.0, 2.0, 3.0, jnp.nan]), jnp.array([1.0, 2.5, 1.0, jnp.nan])
     changed, mx, mean = delta(b, a)
@@ -309,7 +309,8 @@ def test_host_deltas_agree_with_the_device():
              (jnp.array([33554432], jnp.int32), jnp.array([33554433], jnp.int32)),
              (jnp.array([1 + 1j], jnp.complex64), jnp.array([1 + 2j], jnp.complex64)),
              (jnp.array([np.iinfo(np.int32).min], jnp.int32), jnp.array([np.iinfo(np.int32).max], jnp.int32)),
-             (jnp.array([True, False]), jnp.array([True, True])), (jnp.ones(3, jnp.bfloat16), jnp.zeros(3, jnp.bfloat16))]
+             (jnp.array([True, False]), jnp.array([True, True])),
+             (jnp.ones(3, jnp.bfloat16), jnp.zeros(3, jnp.bfloat16))]
     key = jax.random.key(0)
     pairs.append((key, jax.random.split(key)[0]))
     for b, a in pairs:

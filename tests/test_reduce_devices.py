@@ -26,7 +26,8 @@ SCRIPT = textwrap.dedent('''
     exact = reduce.unpack(rows, [a.dtype for a in arrays], [a.shape for a in arrays])
     summary = reduce.unpack(summ, [a.dtype for a in arrays], [a.shape for a in arrays])
     for raw, s, c in zip(raws, exact, summary):
-        x = np.asarray(raw).astype(np.float64) if raw.dtype.kind == "f" or raw.dtype == ml_dtypes.bfloat16 else np.asarray(raw, np.int64)
+        floating = raw.dtype.kind == "f" or raw.dtype == ml_dtypes.bfloat16
+        x = np.asarray(raw).astype(np.float64) if floating else np.asarray(raw, np.int64)
         fin = x[np.isfinite(x)]
         assert s.count == x.size and s.nan == np.isnan(x).sum() and s.neginf == (x == -np.inf).sum(), s
         assert s.zeros == (x == 0).sum() and s.min == fin.min() and s.max == fin.max(), s

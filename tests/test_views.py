@@ -251,7 +251,8 @@ def test_sections_are_the_same_for_every_view_and_name_what_each_row_is():
     calls = doc.section("intermediates").rows
     assert (calls[0].name, calls[0].summary, calls[0].link) == ("first non-finite", "d3:__call__[0]", "#2")
     third = calls[3]
-    assert (third.name, third.kind, third.id, third.first, third.nonfinite) == ("#2 d3:__call__[0]", "Dense", "#2", True, True)
+    assert ((third.name, third.kind, third.id, third.first, third.nonfinite)
+            == ("#2 d3:__call__[0]", "Dense", "#2", True, True))
     assert third.leaf is insp.calls[2].outputs[0]
     binding = doc.section("binding").rows
     assert [r.name for r in binding] == ["/:__call__"] and [r.name for r in binding[0].children] == [

@@ -47,7 +47,7 @@ def test_apply_matches_flax(mutable, capture):
     model, variables, x = ae_setup()
     if mutable is False or mutable in ([], "nonexistent"):
         model = model.clone()  # BatchNorm in train mode needs batch_stats mutable
-        f = lambda m, x: m.encode(x)  # noqa: E731
+        f = lambda m, x: m.encode(x)
     else:
         f = fn
     theirs = nn.apply(f, model, mutable=mutable, capture_intermediates=capture)(variables, x)
@@ -94,7 +94,7 @@ def test_rngs_forms_and_static_flags(rngs):
     x = jnp.ones((3, 6))
     variables = nn.init(lambda m, x: m(x), model)(jax.random.key(0), x)
     key = {"key": jax.random.key(7), "raw": jax.random.PRNGKey(7), "dict": {"dropout": jax.random.key(7)}}[rngs]
-    f = lambda m, x, train: m(x, train=train)  # noqa: E731
+    f = lambda m, x, train: m(x, train=train)
     run = fi.apply(f, model)
     assert_same(run(variables, x, True, rngs=key), nn.apply(f, model)(variables, x, True, rngs=key))
     assert_same(run(variables, x, train=False), nn.apply(f, model)(variables, x, train=False))
@@ -124,7 +124,7 @@ def test_inputs_are_not_mutated():
 
 def test_non_array_return_values_do_not_break_jit():
     model, variables, x = ae_setup()
-    f = lambda m, x: (m.encode(x), m.describe())  # noqa: E731
+    f = lambda m, x: (m.encode(x), m.describe())
     theirs = nn.apply(f, model, capture_intermediates=lambda m, n: True)(variables, x)
     ours = fi.apply(f, model, capture_intermediates=lambda m, n: True)(variables, x)
     assert_same(ours, theirs)

@@ -6,6 +6,8 @@ bounded static HTML view (for nbviewer, GitHub, exported notebooks) and ``repr``
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import Any
 
 from inspector.model import Comparison, Inspection
@@ -22,10 +24,8 @@ def mimebundle(obj: Inspection | Comparison, include: Any = None, exclude: Any =
         bundle: dict[str, Any] = {"text/html": html.render_comparison(obj, limit=STATIC_COMPARISON_LIMIT)}
     else:
         bundle = {"text/html": html.render_fragment(obj, **STATIC_LIMITS)}
-    try:
+    with contextlib.suppress(Exception):  # no widget support here: the fallbacks stand
         bundle.update(widget(obj)._repr_mimebundle_(include=include, exclude=exclude) or {})
-    except Exception:  # noqa: BLE001, S110 - no widget support here: the fallbacks stand
-        pass
     bundle["text/plain"] = repr(obj)
     return bundle
 

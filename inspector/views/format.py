@@ -26,7 +26,7 @@ def count(n: int) -> str:
     return f"{n:,}"
 
 
-def nbytes(n: int) -> str:
+def nbytes(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -209,7 +209,8 @@ class NodeSource(RowSource[Leaf]):
             yield from self._walk(child)
 
     def search(self, query, limit=PAGE):
-        rows, total = [], 0
+        rows: list[Row] = []
+        total = 0
         for node in self._walk(self.root):
             if path_matches(path_str(node.path), query):
                 total += 1
@@ -285,7 +286,9 @@ class CallSource(RowSource[Leaf]):
         if not id:
             return [self._row(c) for c in self.calls[offset:offset + limit]], len(self.calls)
         call = self._call(id)
-        outputs = S.call_outputs(call) if call is not None else []
+        if call is None:
+            return [], 0
+        outputs = S.call_outputs(call)
         return [lower(S.call_output_row(call, leaf)) for leaf in outputs[offset:offset + limit]], len(outputs)
 
     def search(self, query, limit=PAGE):

@@ -16,6 +16,7 @@ from typing import Literal, TypeVar, cast
 from inspector.model import (
     BindingCall, CollectionDiff, Comparison, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, path_str,
 )
+from inspector.model import Section as Compared
 from inspector.views import format as F
 
 Status = Literal["", "changed", "added", "unchanged", "removed"]
@@ -309,11 +310,11 @@ def delta_row(d: LeafDelta) -> Row:
                id=f"{d.section}:{d.key}")
 
 
-COMPARED = ("output", "variables", "intermediates")
+COMPARED: tuple[Compared, ...] = ("output", "variables", "intermediates")
 """The sections of a comparison, in order."""
 
 
-def compared(comparison: Comparison, key: str, limits: Limits = Limits()) -> Section:
+def compared(comparison: Comparison, key: Compared, limits: Limits = Limits()) -> Section:
     """One section of a comparison: its leaves, largest divergence first."""
     ranked = comparison.ranked(key)
     if not ranked:

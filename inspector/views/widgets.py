@@ -14,7 +14,8 @@ import functools
 import html
 import pathlib
 import weakref
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import anywidget
 import ipywidgets as W
@@ -131,7 +132,7 @@ def detail_header(title: str, leaf: Leaf, note: str = "") -> str:
         rows += [("mean / std", f"{F.num(s.mean)} / {F.num(s.std)}"), ("min / max", f"{F.num(s.min)} / {F.num(s.max)}"),
                  ("abs max", F.num(s.abs_max)), ("zeros", f"{s.zeros:,} ({s.frac_zero:.1%})"),
                  ("non-finite", F.nonfinite(s) or "none")]
-        if s.hist and max(s.hist):
+        if s.hist and any(s.hist):
             rows.append(("histogram", f"{s.hist_sample:,} of {s.count:,} elements, evenly spread"
                          if s.hist_sample else "every finite element"))
     table = "".join(f"<tr><th>{html.escape(k)}</th>"
@@ -328,7 +329,7 @@ def show(insp_run: Any, *args: Any, **kwargs: Any) -> InspectionWidget:
     labels = {"tracing": "tracing...", "compiling": "compiling...", "running": f"running on {device}...",
               "done": "done"}
     try:
-        insp = insp_run(*args, on_phase=lambda phase: widget.set_status(labels.get(phase, phase)), **kwargs)
+        insp = insp_run(*args, on_phase=lambda phase: widget.set_status(labels.get(phase) or str(phase)), **kwargs)
     except Exception as e:
         widget.set_status(f"failed: {type(e).__name__}: {e}")
         raise

@@ -9,20 +9,14 @@ gets the ``browser`` marker: ``pytest -m "not browser"`` leaves them out.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tarfile
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from browser_helpers import (
-    ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, HERE, REPO, record_errors, require_or_skip, safe_name,
+    ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, HERE, record_errors, require_or_skip, safe_name,
     start_lab_server, stop_lab_server,
 )
-
-HTML_MANAGER = "@jupyter-widgets/html-manager@1.0.15"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -88,35 +82,3 @@ def lab_server(tmp_path_factory):
     server = start_lab_server(tmp_path_factory.mktemp("lab"))
     yield server
     stop_lab_server(server)
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("INSPECTOR_CACHE") or REPO / "tests" / ".cache")
-
-
-@pytest.fixture(scope="session")
-def vendor_dir() -> Path:
-    """``dist/`` of ``npm pack @jupyter-widgets/html-manager@1.0.15`` (embed.js, embed-amd.js,
-    fonts), packed once into tests/.cache (or $INSPECTOR_CACHE) and reused."""
-    dest = _cache_dir() / "html-manager-1.0.15"
-    dist = dest / "package" / "dist"
-    if not (dist / "embed.js").is_file():
-        npm = shutil.which("npm")
-        if npm is None:
-            require_or_skip("npm is needed once to fetch @jupyter-widgets/html-manager")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-            out = subprocess.run([npm, "pack", HTML_MANAGER, "--silent", "--pack-destination", tmp],
-                                 capture_output=True, text=True, timeout=300, cwd=tmp)
-            if out.returncode != 0:
-                pytest.fail(f"npm pack {HTML_MANAGER} failed:\n{out.stderr[-2000:]}", pytrace=False)
-            tgz = next(Path(tmp).glob("*.tgz"))
-            unpacked = Path(tmp) / "unpacked"
-            with tarfile.open(tgz) as tar:
-                try:
-                    tar.extractall(unpacked, filter="data")
-                except TypeError:  # Python without extraction filters
-                    tar.extractall(unpacked)
-            shutil.rmtree(dest, ignore_errors=True)
-            unpacked.rename(dest)
-    return dist
