@@ -141,7 +141,9 @@ def _values(x: jax.Array) -> jax.Array:
     """The values statistics describe, in a type that holds them exactly. Where the device
     reads subnormals as zero, every path describes them as zero (``flushes_subnormals``)."""
     native, _, kind = _classes(x.dtype)
-    if kind == "complex":  # |z| as C99 (and numpy) define it: infinite if either part is
+    # |z| as C99 (and numpy) define it, in the array's real type: infinite if either part is,
+    # or if the magnitude is beyond that type's range
+    if kind == "complex":
         v = jnp.where(jnp.isinf(x.real) | jnp.isinf(x.imag), jnp.inf, jnp.abs(x)).astype(native)
     elif jnp.issubdtype(x.dtype, jnp.floating) and x.dtype.itemsize < 4:
         # Without the barrier XLA may fuse the statistics into the producer and skip the rounding.
@@ -674,8 +676,9 @@ def _chunks(x: np.ndarray) -> Iterator[np.ndarray]:
 def _host_values(x: np.ndarray, dtype: Any) -> np.ndarray:
     """What :func:`_values` describes, as float64 (ints: int64 / uint64 / object for exactness)."""
     lay = layout(dtype)
-    if lay.kind == "complex":
-        v = np.abs(x.astype(np.complex128))
+    if lay.kind == "complex":  # in the array's own precision, as the device computes it
+        with np.errstate(over="ignore"):
+            v = np.abs(x).astype(np.float64)
     elif lay.kind == "int":
         return x.astype(np.int64) if x.dtype == np.bool_ or x.dtype.itemsize < 8 or x.dtype.kind == "i" else x
     else:
