@@ -84,6 +84,10 @@ class InspectRun:
     statistics), so activations are never transferred or kept alive.
     """
 
+    compiles_ahead = True
+    """Whether the first call may leave the summarizing program to compile in the background
+    (:data:`QUICK_FIRST_CALL`): tracing it there must not touch what the caller's thread uses."""
+
     def __init__(self, kind: Kind, fn: Callable, module: nn.Module, mutable: CollectionFilter,
                  capture: CaptureFilter, keep: Keep = "arrays", patches: dict[str, Any] | None = None):
         self._bind(kind, module, keep, lambda in_call: Runner(
@@ -101,7 +105,7 @@ class InspectRun:
         self._make_runner = make_runner
         self._first: Runner | None = None  # describes after the call, until ``runner`` is compiled
         self._compiling: Future | None = None
-        self._settled = not QUICK_FIRST_CALL
+        self._settled = not (QUICK_FIRST_CALL and self.compiles_ahead)
 
     @property
     def traces(self) -> int:

@@ -95,6 +95,8 @@ class NnxInspectRun(InspectRun):
     ``model.<method>(*args, **kwargs)``, through the same pipeline as :class:`InspectRun`
     (timings, phases, ``.show()``)."""
 
+    compiles_ahead = False  # tracing an NNX model mutates it (sow adds attributes): one thread at a time
+
     runner: NnxRunner
 
     def __init__(self, model: nnx.Module, method: str = "__call__", mutable: list[str] | None = None,
