@@ -25,7 +25,7 @@ ComparisonStatus = Literal["only in a", "only in b", "shape differs", "statistic
 """How two aligned leaves of a :class:`Comparison` differ (:class:`LeafDelta`)."""
 STRUCTURAL: frozenset[str] = frozenset(("only in a", "only in b", "shape differs", "added", "removed"))
 """Statuses of a leaf that is missing on one side or changed shape: nothing to measure element-wise."""
-Section = Literal["output", "variables", "intermediates"]
+Section = Literal["output", "variables", "intermediates", "gradients"]
 """Where a compared leaf comes from."""
 
 
