@@ -9,6 +9,7 @@ with device-computed :class:`Stats`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Iterator, Literal, Sequence
 
 from inspector.names import Path, format_key, format_path, parse_key, path_matches, safe  # noqa: F401 (path_matches: re-exported)
@@ -638,7 +639,8 @@ class Inspection:
         return next((c for c in reversed(self.calls) if c.grad_nonfinite), None)
 
     def update_scales(self, by: Literal["leaf", "module"] = "leaf") -> list[UpdateScale]:
-        """Per parameter (``by='module'``: per module path), ``|grad| / |param|``, largest first."""
+        """Per parameter (``by='module'``: per module path), ``|grad| / |param|``, largest first: those
+        with a NaN or Inf in their gradient before all, and all-zero parameters (a ratio of inf) last."""
         if self.grads is None:
             return []
         groups: dict[Path, list[tuple[Leaf, Leaf | None]]] = {}
@@ -651,7 +653,7 @@ class Inspection:
             pn = sum(p.stats.norm ** 2 for _, p in pairs if p is not None and p.stats) ** 0.5
             ratio = gn / pn if pn else (float("inf") if gn else 0.0)
             out.append(UpdateScale(format_path(path), gn, pn, ratio, sum(g.nonfinite for g, _ in pairs)))
-        return sorted(out, key=lambda u: (-u.nonfinite, -u.ratio if u.ratio == u.ratio else float("-inf")))
+        return sorted(out, key=lambda u: (-u.nonfinite, math.isinf(u.ratio), -u.ratio if u.ratio == u.ratio else 0.0))
 
     def grad_norms(self) -> list[GradNorm]:
         """Each captured call with gradients, in execution order: the norms of its output and of the
