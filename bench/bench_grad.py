@@ -28,7 +28,6 @@ def build(layers: int):
     """``(model, loss_fn, variables, tokens)``: next-token cross-entropy of the bench transformer."""
     import jax
     import jax.numpy as jnp
-
     from models import bench_config
 
     model, variables, tokens = bench_config(layers=layers)

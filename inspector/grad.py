@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -29,8 +29,8 @@ from inspector import collect
 from inspector._compat import is_lifted_wrapper_call, shape_pass
 from inspector.api import InspectRun, _default_capture
 from inspector.capture import CaptureFilter
-from inspector.collect import INTERMEDIATES, Keep, Plan, Slot, SlotCollector, plan_inspection, split_result
-from inspector.model import Inspection, MethodCall, VariableTree, path_str, tree_from_leaves
+from inspector.collect import INTERMEDIATES, Keep, Plan, Slot, SlotCollector, plan_inspection
+from inspector.model import Inspection, VariableTree, path_str, tree_from_leaves
 from inspector.names import Path
 from inspector.run import FLAX_ENTRIES, Recorder, Runner
 

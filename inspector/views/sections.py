@@ -10,10 +10,9 @@ the others). Strings here are raw: each lowering escapes them for its medium.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Literal, TypeVar, cast
-
-import math
 
 from inspector.model import (
     BindingCall, Comparison, GradNorm, Inspection, Leaf, LeafDelta, MethodCall, Node, UpdateScale, path_str,
