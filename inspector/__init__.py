@@ -9,6 +9,7 @@ return exactly what flax returns, and ``inspect_*`` forms that return an
     run = fi.apply(fn, model, mutable=["batch_stats"], capture_intermediates=C.types(nn.Dense))
     y, state = run(variables, x)
     insp = fi.inspect_apply(fn, model, mutable=["batch_stats"])(variables, x)
+    grads = fi.inspect_grad(loss_fn, model)(variables, x)  # d loss / d params and every captured output
 
 NNX (``fi.inspect_nnx``, ``fi.NnxInspectRun``) loads on first use.
 """
@@ -23,9 +24,10 @@ from inspector.api import (
 from inspector.capture import CaptureFilter, CaptureFilterError, Filter
 from inspector.collect import Keep
 from inspector.compare import compare
+from inspector.grad import GradRun, inspect_grad
 from inspector.model import (
-    BindingCall, CollectionDiff, Comparison, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, Stats,
-    Timings, VariableTree,
+    BindingCall, CollectionDiff, Comparison, GradNorm, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node,
+    Stats, Timings, UpdateScale, VariableTree,
 )
 from inspector.names import format_key, parse_key
 from inspector.patches import scale, zero  # also as fi.patches.zero / fi.patches.scale
@@ -55,5 +57,6 @@ __all__ = [
     "Inspection", "VariableTree", "Node", "Leaf", "Stats", "LeafDiff", "CollectionDiff",
     "MethodCall", "Timings", "BindingCall", "Comparison", "LeafDelta", "compare", "intervene", "patches",
     "zero", "scale", "inspect_nnx", "NnxInspectRun", "format_key", "parse_key",
+    "inspect_grad", "GradRun", "UpdateScale", "GradNorm",
 ]
 __version__ = "0.1.0"

@@ -160,13 +160,18 @@ class InspectRun:
         run_ms = (time.perf_counter() - marks["running"]) * 1000
         timings = Timings(0.0 if cached else entry.trace_ms, 0.0 if cached else entry.compile_ms,
                           run_ms, cached)
-        plan = entry.extra  # what the trace recorded (collect.Plan)
-        insp = assemble(self.kind, self.module, args[0] if args else None, result, stats_arrays,
-                        plan, timings, self.keep, described)
+        insp = self._assemble(args, result, stats_arrays, entry.extra, timings, described)
         self._finish(insp)
         if on_phase is not None:
             on_phase("done")
         return insp
+
+    def _assemble(self, args: tuple, result: Any, stats_arrays: Any, plan: Any, timings: Timings,
+                  described: Any) -> Inspection:
+        """The inspection of one run from what the runner returned and what its trace recorded
+        (``plan``, a :class:`~inspector.collect.Plan`)."""
+        return assemble(self.kind, self.module, args[0] if args else None, result, stats_arrays,
+                        plan, timings, self.keep, described)
 
     def _flax_arguments(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """The call's arguments as the runner takes them."""

@@ -205,13 +205,8 @@ def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilte
         inter = state.get(INTERMEDIATES) if state is not None else None
         calls = _plan_calls(collector, inter or {}, recorder,
                             state_base + (jax.tree_util.DictKey(INTERMEDIATES),))
-        # XLA:CPU compiles each reduction of a small array as a kernel of its own: numpy describes
-        # those after the call, in place. Large arrays are summarized inside the call.
-        small_on_host = jax.default_backend() == "cpu" and not recorder.multi_device
         arrays = collector.arrays
-        limit = reduce.SAMPLE if in_call else math.inf
-        summarized = [i for i, a in enumerate(arrays) if not (small_on_host and a.size <= limit)]
-        stats = reduce.summarize([arrays[i] for i in summarized])
+        stats, summarized = summarize_in_call(arrays, recorder.multi_device, in_call)
         deltas = reduce.deltas(delta_pairs)
         dropped: list[Any] = []
         if keep == "stats" and state is not None and INTERMEDIATES in state:
@@ -229,6 +224,17 @@ def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilte
             [str(b.dtype) for b, _ in delta_pairs], recorder.binding, notes, recorder.multi_device, summarized)
 
     return post
+
+
+def summarize_in_call(arrays: list[Any], multi_device: bool, in_call: bool = True) -> tuple[Any, list[int]]:
+    """Inside the trace: summaries of the ``arrays`` worth summarizing there, and which those are
+    (:attr:`Plan.summarized`); with ``in_call`` false, none where numpy can read them after the call."""
+    # XLA:CPU compiles each reduction of a small array as a kernel of its own: numpy describes
+    # those after the call, in place. Large arrays are summarized inside the call.
+    small_on_host = jax.default_backend() == "cpu" and not multi_device
+    limit = reduce.SAMPLE if in_call else math.inf
+    summarized = [i for i, a in enumerate(arrays) if not (small_on_host and a.size <= limit)]
+    return reduce.summarize([arrays[i] for i in summarized]), summarized
 
 
 def _plan_calls(collector: SlotCollector, inter: Mapping, recorder: Recorder, base: tuple) -> list[PlannedCall]:
@@ -495,6 +501,12 @@ class _LeafMaker:
             histogram = functools.partial(reduce.histogram, x, row)
         return Leaf(s.path, s.shape, s.dtype, device or self.placement.default, sharding or "", row,
                     fetch=fetch, shard_shape=shard, handle=x, histogram=histogram)
+
+
+def leaf_maker(plan: Plan, words: np.ndarray, sources: dict[Source, Any], device: str) -> _LeafMaker:
+    """The :class:`Leaf` of each of ``plan``'s slots, for arrays described alongside a call (as
+    gradients are): ``words`` their in-call summaries (fetched), ``sources`` where they live."""
+    return _LeafMaker(sources, _call_stats(plan, words, sources), [], _Placement(device))
 
 
 def _diffs(plan: Plan, leaf: _LeafMaker, variables: list[Leaf], deltas: list) -> list[CollectionDiff]:

@@ -16,7 +16,8 @@ from inspector.model import Comparison, Inspection, Leaf, LeafDelta, Section, pa
 
 def _keyed(insp: Inspection) -> dict[tuple[Section, str], Leaf]:
     """Every leaf of ``insp`` by section and key: ``output/<path>``, the variable's path, and the
-    call's key (:func:`~inspector.names.format_key`) followed by the leaf's path in its output."""
+    call's key (:func:`~inspector.names.format_key`) followed by the leaf's path in its output; the
+    gradients of a gradient inspection by the same keys after ``grad `` (calls, then parameters)."""
     out: dict[tuple[Section, str], Leaf] = {}
     for leaf in insp.outputs:
         out[("output", path_str(("output",) + leaf.path))] = leaf
@@ -26,6 +27,11 @@ def _keyed(insp: Inspection) -> dict[tuple[Section, str], Leaf]:
         for leaf in call.outputs:
             sub = leaf.path[len(call.path) + 1:]
             out[("intermediates", call.key + ("/" + path_str(sub) if sub else ""))] = leaf
+        for leaf in call.grads or ():
+            sub = leaf.path[len(call.path) + 1:]
+            out[("gradients", "grad " + call.key + ("/" + path_str(sub) if sub else ""))] = leaf
+    for leaf in insp.grads.leaves() if insp.grads is not None else ():
+        out[("gradients", "grad " + path_str(leaf.path))] = leaf
     return out
 
 

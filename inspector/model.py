@@ -9,6 +9,7 @@ with device-computed :class:`Stats`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -26,7 +27,7 @@ ComparisonStatus = Literal["only in a", "only in b", "shape differs", "statistic
 """How two aligned leaves of a :class:`Comparison` differ (:class:`LeafDelta`)."""
 STRUCTURAL: frozenset[str] = frozenset(("only in a", "only in b", "shape differs", "added", "removed"))
 """Statuses of a leaf that is missing on one side or changed shape: nothing to measure element-wise."""
-Section = Literal["output", "variables", "intermediates"]
+Section = Literal["output", "variables", "intermediates", "gradients"]
 """Where a compared leaf comes from."""
 
 
@@ -67,6 +68,12 @@ class Stats:
     @property
     def frac_zero(self) -> float:
         return self.zeros / self.count if self.count else 0.0
+
+    @property
+    def norm(self) -> float:
+        """The L2 norm of the finite elements, from their count, mean and std."""
+        n = self.count - self.nonfinite
+        return (n * (self.std * self.std + self.mean * self.mean)) ** 0.5 if n else 0.0
 
 
 @dataclasses.dataclass
@@ -292,6 +299,7 @@ class MethodCall:
     order: int
     outputs: list[Leaf]
     sown: bool = False
+    grads: list[Leaf] | None = None  # d loss / d each floating-point output (fi.inspect_grad), by the output's path
 
     @property
     def key(self) -> str:
@@ -301,6 +309,11 @@ class MethodCall:
     @property
     def nonfinite(self) -> int:
         return sum(leaf.nonfinite for leaf in self.outputs)
+
+    @property
+    def grad_nonfinite(self) -> int:
+        """NaN and Inf elements in the gradients with respect to the outputs."""
+        return sum(leaf.nonfinite for leaf in self.grads or ())
 
     def output_path(self, leaf: Leaf) -> Path:
         """Where ``leaf`` sits inside the returned value (``()`` for a returned array)."""
@@ -509,6 +522,34 @@ class Timings:
         return self.trace_ms + self.compile_ms + self.run_ms
 
 
+@dataclasses.dataclass(frozen=True)
+class UpdateScale:
+    """One parameter (or module) of a gradient inspection: the norms of its gradient and of its
+    value, and their ratio, the scale of a gradient-descent update relative to the parameter
+    (times the learning rate). Norms are over finite elements; ``nonfinite`` counts the others."""
+
+    key: str
+    grad_norm: float
+    param_norm: float
+    ratio: float
+    nonfinite: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class GradNorm:
+    """One captured call of a gradient inspection: the norm of its output (``activation_norm``)
+    and of the loss's gradient with respect to it (``grad_norm``); ``depth`` is its module path's
+    length. Norms are over finite elements; ``nonfinite`` counts the gradient's others."""
+
+    key: str
+    order: int
+    module_type: str
+    depth: int
+    activation_norm: float
+    grad_norm: float
+    nonfinite: int = 0
+
+
 @dataclasses.dataclass
 class Inspection:
     """Everything one inspected flax call produced.
@@ -533,6 +574,8 @@ class Inspection:
     notes: list[str] = dataclasses.field(default_factory=list)
     binding: list[BindingCall] = dataclasses.field(default_factory=list)
     subnormals_as_zero: bool = False  # the device reads subnormal floats as 0, and so do the statistics
+    grads: VariableTree | None = None  # d loss / d params (fi.inspect_grad)
+    loss: float | None = None  # the loss that ``grads`` differentiate (fi.inspect_grad)
 
     # -- lookup -------------------------------------------------------------
     def __getitem__(self, key: str) -> Leaf:
@@ -573,6 +616,59 @@ class Inspection:
     def first_nonfinite(self) -> MethodCall | None:
         """The earliest captured call (in execution order) whose output has a NaN or Inf."""
         return next((c for c in self.calls if c.nonfinite), None)
+
+    # -- gradients (fi.inspect_grad) ------------------------------------------
+    def grad(self, key: str) -> Leaf:
+        """A gradient by key: ``'params/Dense_0/kernel'`` (d loss / d that parameter) or
+        ``'Dense_0:__call__[1]'`` (d loss / d that call's output)."""
+        if self.grads is None:
+            raise KeyError("no gradients: inspect with fi.inspect_grad")
+        path, method, _ = _parse(key)
+        if method is not None:
+            call = self.call(key)
+            if not call.grads or len(call.grads) != 1:
+                raise KeyError(safe(f"{call.key} has {len(call.grads or ())} gradients; see .grads"))
+            return call.grads[0]
+        node = self.grads.root.find(path)
+        if node is None or node.leaf is None:
+            raise KeyError(safe(f"no gradient {key!r}"))
+        return node.leaf
+
+    def first_nonfinite_grad(self) -> MethodCall | None:
+        """In backward order (the reverse of execution), the first captured call whose incoming
+        gradient (d loss / d its output) has a NaN or Inf. Every later call's is finite, so the NaN
+        was born in the backward pass of what ran between this call and the next captured one."""
+        return next((c for c in reversed(self.calls) if c.grad_nonfinite), None)
+
+    def update_scales(self, by: Literal["leaf", "module"] = "leaf") -> list[UpdateScale]:
+        """Per parameter (``by='module'``: per module path), ``|grad| / |param|``, largest first: those
+        with a NaN or Inf in their gradient before all, and all-zero parameters (a ratio of inf) last."""
+        if self.grads is None:
+            return []
+        groups: dict[Path, list[tuple[Leaf, Leaf | None]]] = {}
+        for g in self.grads.leaves():
+            node = self.variables.root.find(g.path)
+            groups.setdefault(g.path if by == "leaf" else g.path[:-1], []).append((g, node.leaf if node else None))
+        out = []
+        for path, pairs in groups.items():
+            gn = sum(g.stats.norm ** 2 for g, _ in pairs if g.stats) ** 0.5
+            pn = sum(p.stats.norm ** 2 for _, p in pairs if p is not None and p.stats) ** 0.5
+            ratio = gn / pn if pn else (float("inf") if gn else 0.0)
+            out.append(UpdateScale(format_path(path), gn, pn, ratio, sum(g.nonfinite for g, _ in pairs)))
+        return sorted(out, key=lambda u: (-u.nonfinite, math.isinf(u.ratio), -u.ratio if u.ratio == u.ratio else 0.0))
+
+    def grad_norms(self) -> list[GradNorm]:
+        """Each captured call with gradients, in execution order: the norms of its output and of the
+        gradient with respect to it (vanishing or exploding gradients read down this list)."""
+        out = []
+        for c in self.calls:
+            if not c.grads:
+                continue
+            at = {leaf.path for leaf in c.grads}
+            act = sum(leaf.stats.norm ** 2 for leaf in c.outputs if leaf.path in at and leaf.stats) ** 0.5
+            grad = sum(leaf.stats.norm ** 2 for leaf in c.grads if leaf.stats) ** 0.5
+            out.append(GradNorm(c.key, c.order, c.module_type, len(c.path), act, grad, c.grad_nonfinite))
+        return out
 
     # -- rendering ----------------------------------------------------------
     def to_text(self, **kwargs: Any) -> str:

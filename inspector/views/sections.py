@@ -10,11 +10,13 @@ the others). Strings here are raw: each lowering escapes them for its medium.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Literal, TypeVar, cast
 
 from inspector.model import (
-    BindingCall, CollectionDiff, Comparison, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, path_str,
+    BindingCall, CollectionDiff, Comparison, GradNorm, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node,
+    UpdateScale, path_str,
 )
 from inspector.model import Section as Compared
 from inspector.views import format as F
@@ -63,7 +65,8 @@ class Section:
 
     Attributes:
         key: the same in every view: ``output``, ``variables``, ``mutations``, ``intermediates``,
-            ``binding`` (or a comparison's ``output``, ``variables``, ``intermediates``).
+            ``gradients`` (a gradient inspection only), ``binding`` (or a comparison's ``output``,
+            ``variables``, ``intermediates``, and ``gradients`` when either side has them).
         title: the head of the title line (``mutated`` for ``mutations``).
         summary: the rest of the title line; may be empty.
         rows, more, nonfinite: as for :class:`Row`.
@@ -111,6 +114,8 @@ def document(obj: Inspection | Comparison, *, max_children: int | None = None, m
     if isinstance(obj, Comparison):
         return _comparison(obj, limits)
     parts = [output(obj), variables(obj, limits), mutations(obj, limits), intermediates(obj, limits)]
+    if obj.grads is not None:
+        parts.append(gradients(obj, limits))
     if binding:
         parts.append(binding_trace(obj, limits))
     return Document(F.header(obj, timings), parts, list(obj.notes))
@@ -260,6 +265,67 @@ def intermediates(insp: Inspection, limits: Limits = Limits()) -> Section:
                    first is not None, open_depth=0)
 
 
+BAR = 12
+"""Width of the bar of a call's gradient norm, on a log scale spanning the calls' norms."""
+
+
+def _scale_row(u: UpdateScale) -> Row:
+    bad = f" !! {u.nonfinite} non-finite" if u.nonfinite else ""
+    return Row(u.key, f"ratio {F.num(u.ratio)}, |grad| {F.num(u.grad_norm)}, |param| {F.num(u.param_norm)}{bad}",
+               nonfinite=bool(u.nonfinite), id=f"scale:{u.key}")
+
+
+def _bar(norm: float, low: float, high: float) -> str:
+    """``norm`` as a bar of ``#``: empty at ``low``, full at ``high`` (log10 of the norms)."""
+    if not norm > 0 or math.isinf(norm):
+        return ""
+    span = high - low
+    return "#" * max(1, round(BAR * ((math.log10(norm) - low) / span if span else 1.0)))
+
+
+def _grad_row(n: GradNorm, call: MethodCall, low: float, high: float, limits: Limits) -> Row:
+    bad = f" !! {n.nonfinite} non-finite" if n.nonfinite else ""
+    summary = f"|grad| {F.num(n.grad_norm)}, |output| {F.num(n.activation_norm)} {_bar(n.grad_norm, low, high)}{bad}"
+    grads, more = _level(call.grads or [], 3, limits)
+    below = []
+    for g in grads:
+        sub = path_str(call.output_path(g)) if call.output_path(g) else "grad"
+        below.append(Row(sub, F.value(g), nonfinite=bool(g.nonfinite), id=f"g{call_id(call)}/{sub}", leaf=g))
+    return Row(f"#{n.order} {n.key}", summary.rstrip(), F.call_kind(call), below, more, bool(n.nonfinite),
+               id=f"g{call_id(call)}", link=call_id(call))
+
+
+def gradients(insp: Inspection, limits: Limits = Limits()) -> Section:
+    """What ``fi.inspect_grad`` adds: the first call, in backward order, whose incoming gradient has a
+    NaN or Inf; ``|grad| / |param|`` per parameter, largest first; ``|grad|`` per captured call in
+    execution order (the vanishing or exploding picture); the parameter gradients as a tree."""
+    if insp.grads is None:
+        return Section("gradients", "gradients", empty="no gradients (inspect with fi.inspect_grad)")
+    first = insp.first_nonfinite_grad()
+    rows = [] if first is None else [Row("first non-finite gradient (backward order)", first.key,
+                                         nonfinite=True, link=call_id(first))]
+    scales = insp.update_scales()
+    shown, more = _level(scales, 2, limits)
+    rows.append(Row("update scales", "|grad| / |param| per parameter, largest first",
+                    children=[_scale_row(u) for u in shown], more=more, nonfinite=any(u.nonfinite for u in scales),
+                    id="update scales"))
+    norms = insp.grad_norms()
+    logs = [math.log10(n.grad_norm) for n in norms if n.grad_norm > 0 and not math.isinf(n.grad_norm)]
+    low, high = (min(logs), max(logs)) if logs else (0.0, 0.0)
+    by_order = {c.order: c for c in insp.calls}
+    shown_norms, more = _level(norms, 2, limits)
+    rows.append(Row("activation gradients", "|grad| per captured call, execution order",
+                    children=[_grad_row(n, by_order[n.order], low, high, limits) for n in shown_norms], more=more,
+                    nonfinite=any(n.nonfinite for n in norms), id="activation gradients"))
+    root = insp.grads.root
+    below, left = _tree(root, 2, limits)
+    rows.append(Row("parameter gradients", F.node_summary(root), children=below, more=left,
+                    nonfinite=bool(root.nonfinite), id="parameter gradients"))
+    loss = "" if insp.loss is None else f"loss {F.num(insp.loss)}, "
+    return Section("gradients", "gradients", f"{loss}{len(norms)} of {len(insp.calls)} calls with gradients", rows,
+                   nonfinite=any(r.nonfinite for r in rows), open_depth=1)
+
+
 def binding_trace(insp: Inspection, limits: Limits = Limits()) -> Section:
     """Every wrapped method call of the trace, nested as they ran, with what each touched."""
     if not insp.binding:
@@ -326,7 +392,8 @@ def compared(comparison: Comparison, key: Compared, limits: Limits = Limits()) -
 
 
 def _comparison(comparison: Comparison, limits: Limits) -> Document:
-    return Document(F.comparison_header(comparison), [compared(comparison, key, limits) for key in COMPARED])
+    keys = COMPARED + (("gradients",) if comparison.a.grads is not None or comparison.b.grads is not None else ())
+    return Document(F.comparison_header(comparison), [compared(comparison, key, limits) for key in keys])
 
 
 def line(row: Row) -> str:

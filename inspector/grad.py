@@ -1,0 +1,276 @@
+"""Gradients beside activations: :func:`inspect_grad`.
+
+``loss_fn(bound_module, *args)`` is run as ``flax.linen.apply`` runs a function, under
+``jax.value_and_grad`` inside one jitted program per signature (:class:`~inspector.run.Runner`).
+The loss is differentiated with respect to the ``params`` collection and to a zero added to the
+output of every captured call (what flax's ``perturb`` does by hand): that zero's gradient is the
+gradient of the loss with respect to the call's output.
+
+Which calls are captured, and the shapes of their outputs, are known only once the model has
+run, so each new signature traces the model twice: once abstractly (``jax.eval_shape``, no
+computation) to find the captured calls, then the differentiated run. A captured value that is
+not what one call returned (a call inside ``nn.scan`` or ``nn.vmap``, whose captured values are
+stacked over the loop or batch) gets no gradient, and a note says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.core.scope import CollectionFilter
+
+from inspector import collect
+from inspector._compat import is_lifted_wrapper_call, shape_pass
+from inspector.api import InspectRun, _default_capture
+from inspector.capture import CaptureFilter
+from inspector.collect import INTERMEDIATES, Keep, Plan, Slot, SlotCollector, plan_inspection
+from inspector.model import Inspection, VariableTree, path_str, tree_from_leaves
+from inspector.names import Path
+from inspector.run import FLAX_ENTRIES, Recorder, Runner
+
+Site = tuple[Path, str, int]
+"""A call: module path, method, and how many calls of that path and method came before it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Tap:
+    """One output array of a captured call that gets a gradient: the call (``site``), the array's
+    position among the leaves of what it returned (``leaf``), and the call's index among the
+    captured values of its path and method (``captured``, which counts values passed in too)."""
+
+    site: Site
+    leaf: int
+    captured: int
+    path: Path  # of the activation's Leaf: module path, ``method[captured]``, path inside the output
+    shape: tuple[int, ...]
+    dtype: Any
+
+
+class _Calls:
+    """A method interceptor that numbers every call of a bound module (outside lifted transforms'
+    structure-only passes) and either notes what it returned (``perturb`` is None) or adds the
+    given zeros to the outputs of the tapped calls."""
+
+    def __init__(self, taps: list[Tap] | None = None, perturb: list[Any] | None = None):
+        self.seen: dict[tuple[Path, str], int] = {}
+        self.returned: dict[Site, Any] = {}
+        self.add: dict[Site, list[tuple[int, Any]]] = {}
+        for tap, p in zip(taps or (), perturb or ()):
+            self.add.setdefault(tap.site, []).append((tap.leaf, p))
+        self.recording = perturb is None
+
+    def __call__(self, next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
+        y = next_fun(*args, **kwargs)
+        module, name = context.module, context.method_name
+        if name == "setup" or is_lifted_wrapper_call(name) or module.scope is None or shape_pass():
+            return y
+        key = (tuple(module.path), name)
+        index = self.seen.get(key, 0)
+        self.seen[key] = index + 1
+        site = key + (index,)
+        if self.recording:
+            self.returned[site] = y
+            return y
+        adds = self.add.get(site)
+        if not adds:
+            return y
+        leaves, treedef = jax.tree.flatten(y)
+        for i, p in adds:
+            leaves[i] = leaves[i] + p
+        return jax.tree.unflatten(treedef, leaves)
+
+
+def _differentiable(x: Any) -> bool:
+    return isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) and jnp.issubdtype(x.dtype, jnp.inexact)
+
+
+def _shapes(tree: Any) -> list[tuple[tuple[int, ...], Any] | None]:
+    return [(tuple(a.shape), a.dtype) if hasattr(a, "shape") else None for a in jax.tree.leaves(tree)]
+
+
+def _captured(inter: Any, path: Path, name: str) -> tuple | None:
+    node = inter
+    for part in path:
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    value = node.get(name) if isinstance(node, Mapping) else None
+    return value if isinstance(value, tuple) else None
+
+
+def find_taps(returned: dict[Site, Any], inter: Any) -> tuple[list[Tap], list[str]]:
+    """The outputs to tap: of each call whose captured value (in flax's ``intermediates``
+    ``inter``) is what the call returned, every floating-point array; and a note for each captured
+    path and method whose values are not (they were stacked by a lifted transform)."""
+    by_call: dict[tuple[Path, str], list[Any]] = {}
+    for (path, name, _), y in returned.items():
+        by_call.setdefault((path, name), []).append(y)
+    taps, notes = [], []
+    for (path, name), outputs in by_call.items():
+        values = _captured(inter, path, name)
+        if values is None:
+            continue  # not selected by the capture filter
+        offset = len(values) - len(outputs)  # values at the front were passed in, not returned
+        if offset < 0 or any(_shapes(v) != _shapes(y) for v, y in zip(values[offset:], outputs)):
+            notes.append(f"no gradient: {path_str(path)}:{name} runs inside a lifted transform (nn.scan, nn.vmap) "
+                         "whose captured values are not what one call returned")
+            continue
+        for i, y in enumerate(outputs):
+            flat, _ = jax.tree_util.tree_flatten_with_path(y)
+            for leaf, (kp, a) in enumerate(flat):
+                if _differentiable(a):
+                    sub = tuple(collect._key_str(k) for k in kp)
+                    taps.append(Tap((path, name, i), leaf, offset + i, path + (f"{name}[{offset + i}]",) + sub,
+                                    tuple(a.shape), a.dtype))
+    return taps, notes
+
+
+@dataclasses.dataclass
+class _Result:
+    """What :meth:`GradRunner.invoke` hands the ``post`` hook: flax's result, the gradients, notes."""
+
+    flax: Any
+    params: Any
+    taps: list[Tap]
+    tapped: list[Any]
+    notes: list[str]
+
+
+class GradRunner(Runner):
+    """A :class:`Runner` whose flax call is ``apply(loss_fn, module)`` differentiated: with respect
+    to ``params`` and to the outputs of the captured calls (see the module docstring)."""
+
+    def __init__(self, loss_fn: Callable, module: nn.Module, mutable: CollectionFilter, capture: CaptureFilter,
+                 has_aux: bool, post: Callable):
+        super().__init__("apply", loss_fn, module, mutable, capture, post=post)
+        self.has_aux = has_aux
+
+    def invoke(self, args: tuple, kwargs: dict, capture: CaptureFilter, recorder: Recorder) -> Any:
+        variables, *rest = args
+        apply = FLAX_ENTRIES["apply"](self.fn, self.module, mutable=self.mutable, capture_intermediates=capture)
+        returns_tuple = self.mutable is not False or bool(capture)
+
+        def run(params: Any, taps: list[Tap] | None, perturb: list[Any] | None) -> tuple[Any, Any]:
+            calls = _Calls(taps, perturb)
+            given = dict(variables)
+            if params is not None:
+                given["params"] = params
+            with nn.intercept_methods(calls):
+                out = apply(given, *rest, **kwargs)
+            return out, calls
+
+        params = variables.get("params") if isinstance(variables, Mapping) else None
+        taps, notes = self._taps(run, params, returns_tuple, recorder)
+
+        def loss(params: Any, perturb: list[Any]) -> tuple[Any, Any]:
+            out, _ = run(params, taps, perturb)
+            y = out[0] if returns_tuple else out
+            return (y[0] if self.has_aux else y), out
+
+        zeros = [jnp.zeros(t.shape, t.dtype) for t in taps]
+        (_, out), (g_params, g_taps) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, zeros)
+        return _Result(out, g_params, taps, g_taps, notes)
+
+    def _taps(self, run: Callable, params: Any, returns_tuple: bool, recorder: Recorder) -> tuple[list[Tap], list[str]]:
+        """The captured calls' outputs, found by running the model abstractly. The recorder records
+        only the differentiated run: what it saw here is forgotten."""
+        saved = {f.name: getattr(recorder, f.name) for f in dataclasses.fields(recorder)}
+        for name, value in saved.items():
+            if isinstance(value, (list, dict, set)) and name != "patches":
+                setattr(recorder, name, type(value)())
+        seen: dict[str, Any] = {}
+
+        def shapes(params: Any) -> Any:
+            out, calls = run(params, None, None)
+            seen["returned"] = {k: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype)
+                                                if isinstance(a, jax.Array) else a, v)
+                                for k, v in calls.returned.items()}
+            state = out[1] if returns_tuple else None
+            return state.get(INTERMEDIATES, {}) if isinstance(state, Mapping) else {}
+
+        try:
+            inter = jax.eval_shape(shapes, params)
+        finally:
+            for name, value in saved.items():
+                setattr(recorder, name, value)
+        return find_taps(seen["returned"], inter)
+
+
+@dataclasses.dataclass
+class GradPlan:
+    """What the trace of a gradient run recorded: the inspection's own plan (``inspection``), and
+    the gradients' slots: of ``params`` and of each tapped output (with its :class:`Tap`)."""
+
+    inspection: Plan
+    grads: Plan
+    params: list[Slot]
+    taps: list[tuple[Tap, Slot]]
+    notes: list[str]
+
+
+def plan_gradients(mutable: CollectionFilter, capture: CaptureFilter, keep: Keep, in_call: bool = True) -> Callable:
+    """The ``post`` hook of a :class:`GradRunner`: the inspection of the call as
+    :func:`~inspector.collect.plan_inspection` makes it, with the gradients' statistics alongside.
+    The result handed back is ``(flax's result, (params gradients, tapped gradients))``."""
+    inspection = plan_inspection("apply", mutable, capture, keep, in_call)
+
+    def post(inputs: tuple[tuple, dict], result: _Result, recorder: Recorder):
+        flax_result, stats, plan = inspection(inputs, result.flax, recorder)
+        collector = SlotCollector()
+        params = collector.slots(result.params, ("params",), "out", (1, 0)) if result.params is not None else []
+        taps = [(t, collector.slot(t.path, "out", (1, 1, i), g))
+                for i, (t, g) in enumerate(zip(result.taps, result.tapped))]
+        words, summarized = collect.summarize_in_call(collector.arrays, recorder.multi_device, in_call)
+        grads = Plan([], [], {}, [], {}, False, collector.described, [], summarized=summarized)
+        return ((flax_result, (result.params, result.tapped)), (stats, words),
+                GradPlan(plan, grads, params, taps, result.notes))
+
+    return post
+
+
+class GradRun(InspectRun):
+    """``inspect_grad``'s run: ``run(variables, *args, rngs=None, **kwargs) -> Inspection`` with the loss,
+    ``grads`` and each captured call's gradient."""
+
+    def __init__(self, loss_fn: Callable, module: nn.Module, mutable: CollectionFilter, capture: CaptureFilter,
+                 has_aux: bool, keep: Keep):
+        self.has_aux = has_aux
+        self._bind("apply", module, keep, lambda in_call: GradRunner(
+            loss_fn, module, mutable, capture, has_aux, plan_gradients(mutable, capture, keep, in_call)))
+        functools.update_wrapper(self, loss_fn, updated=())
+
+    def _assemble(self, args: tuple, result: Any, stats_arrays: Any, plan: GradPlan, timings: Any,
+                  described: Any) -> Inspection:
+        flax_result, _ = result
+        (words, deltas, dropped), grad_words = stats_arrays
+        words, deltas, grad_words = jax.device_get((words, deltas, grad_words))
+        insp = collect.assemble("apply", self.module, args[0], flax_result, (words, deltas, dropped),
+                                plan.inspection, timings, self.keep, described)
+        leaf = collect.leaf_maker(plan.grads, grad_words, {"out": result, "in": None, "dropped": None}, insp.device)
+        insp.grads = VariableTree(tree_from_leaves("grads", [leaf(s) for s in plan.params]))
+        kept = self.keep != "stats"
+        by_call: dict[tuple[Path, str, int], list] = {}
+        for tap, slot in plan.taps:
+            by_call.setdefault((tap.site[0], tap.site[1], tap.captured), []).append(leaf(slot, kept))
+        for call in insp.calls:
+            if not call.sown:
+                call.grads = by_call.get((call.path, call.method, call.index))
+        insp.loss = float(insp.output[0] if self.has_aux else insp.output)
+        insp.notes.extend(plan.notes)
+        return insp
+
+
+def inspect_grad(loss_fn: Callable, module: nn.Module, capture_intermediates: CaptureFilter | None = None,
+                 mutable: CollectionFilter = False, has_aux: bool = False, keep: Keep = "arrays") -> GradRun:
+    """Gradients beside activations: ``inspect_grad(loss_fn, module)(variables, *args, rngs=None, **kw)``
+    runs ``loss_fn(bound_module, *args, **kw)`` (a scalar loss, or ``(loss, aux)`` with ``has_aux``) as
+    ``flax.linen.apply`` would and returns an :class:`~inspector.model.Inspection` whose ``output`` is
+    what ``loss_fn`` returned, ``loss`` the loss, ``grads`` d loss / d params, and each captured call's
+    ``grads`` d loss / d its output. ``capture_intermediates`` defaults to every ``__call__``."""
+    return GradRun(loss_fn, module, mutable, _default_capture(capture_intermediates), has_aux, keep)
