@@ -75,6 +75,14 @@ summarizes inside the call compiles meanwhile, in the background, for the calls 
 are faster warm). False: every call runs the summarizing program."""
 
 _compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-compile")
+PREPARE_DELAY_S = 0.25
+"""How long the background compile waits after a first call returns, so that showing its result
+(Python, as tracing is) goes first."""
+
+
+def _prepare_soon(runner: Runner, args: tuple, kwargs: dict) -> None:
+    time.sleep(PREPARE_DELAY_S)
+    runner.prepare(*args, **kwargs)
 
 
 class InspectRun:
@@ -154,14 +162,14 @@ class InspectRun:
             result, stats_arrays, entry, cached = runner.run(args, kwargs, phase)
         except _InsideTransform:
             raise InspectUnderTransformError(_UNDER_TRANSFORM) from None
-        if compile_after:
-            self._compiling = _compiler.submit(self.runner.prepare, *args, **kwargs)
-        jax.block_until_ready(stats_arrays)
+        jax.block_until_ready((result, stats_arrays))
         run_ms = (time.perf_counter() - marks["running"]) * 1000
         timings = Timings(0.0 if cached else entry.trace_ms, 0.0 if cached else entry.compile_ms,
                           run_ms, cached)
         insp = self._assemble(args, result, stats_arrays, entry.extra, timings, described)
         self._finish(insp)
+        if compile_after:  # after this result is ready: tracing holds the GIL the assembly needs
+            self._compiling = _compiler.submit(_prepare_soon, self.runner, args, kwargs)
         if on_phase is not None:
             on_phase("done")
         return insp
