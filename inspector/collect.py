@@ -324,18 +324,22 @@ def dropped_notes(recorder: Recorder, calls: list[PlannedCall]) -> list[str]:
 
 
 # -- host side -----------------------------------------------------------------
+def _step(tree: Any, k: Any) -> Any:
+    t = type(k)
+    if t is jax.tree_util.DictKey:
+        return tree[k.key]
+    if t is int:
+        return tree[k]
+    if t is jax.tree_util.SequenceKey:
+        return tree[k.idx]
+    if t is jax.tree_util.GetAttrKey:
+        return getattr(tree, k.name)
+    return jax.tree_util.tree_leaves(tree)[k.key]  # FlattenedIndexKey and friends
+
+
 def _lookup(tree: Any, keypath: tuple) -> Any:
     for k in keypath:
-        if isinstance(k, int):
-            tree = tree[k]
-        elif isinstance(k, jax.tree_util.DictKey):
-            tree = tree[k.key]
-        elif isinstance(k, jax.tree_util.SequenceKey):
-            tree = tree[k.idx]
-        elif isinstance(k, jax.tree_util.GetAttrKey):
-            tree = getattr(tree, k.name)
-        else:  # FlattenedIndexKey and friends
-            tree = jax.tree_util.tree_leaves(tree)[k.key]
+        tree = _step(tree, k)
     return tree
 
 

@@ -219,13 +219,15 @@ class Node:
 def tree_from_leaves(name: str, leaves: Sequence[Leaf], prefix: Path = ()) -> Node:
     """Builds a :class:`Node` tree from leaves whose paths start with ``prefix``."""
     root = Node(name, prefix)
+    start = len(prefix)
     for leaf in leaves:
         node = root
-        rel = leaf.path[len(prefix):]
-        for i, part in enumerate(rel):
-            nxt = node.children.get(part)
+        path = leaf.path
+        for i in range(start, len(path)):
+            children = node.children
+            nxt = children.get(path[i])
             if nxt is None:
-                nxt = node.children[part] = Node(part, prefix + rel[: i + 1])
+                nxt = children[path[i]] = Node(path[i], path[:i + 1])
             node = nxt
         node.leaf = leaf
     return root
