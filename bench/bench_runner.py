@@ -81,8 +81,8 @@ def main() -> None:
     variables = model.init(jax.random.key(0), x)
     run = fi.inspect_apply(lambda m, x: m(x), model, capture_intermediates=C.calls)
     insp = run(variables, x)
-    result, extra, entry, _ = run.runner.run((variables, x), {})
-    extra = jax.device_get(extra)
+    result, stats_arrays, record, _ = run.runner.run((variables, x), {})
+    stats_arrays = jax.device_get(stats_arrays)
     described = input_stats.soon(input_arrays("apply", (variables, x)))  # remembered from the first call
     described.result()
     n = len(insp.calls)
@@ -91,7 +91,7 @@ def main() -> None:
     for _ in range(5):
         t0 = time.perf_counter()
         for _ in range(reps):
-            assemble("apply", model, variables, result, extra, entry.extra, Timings(), "arrays", described)
+            assemble("apply", model, variables, result, stats_arrays, record.recorded, Timings(), "arrays", described)
         samples.append((time.perf_counter() - t0) / reps * 1000)
     print(f"\n(b) collect.assemble, {n} captured calls, 100 variables: median {med(samples):.3f} ms per "
           "Inspection (target <= 1 ms)")

@@ -166,7 +166,7 @@ class InspectRun:
         run_ms = (time.perf_counter() - marks["running"]) * 1000
         timings = Timings(0.0 if cached else entry.trace_ms, 0.0 if cached else entry.compile_ms,
                           run_ms, cached)
-        insp = self._assemble(args, result, stats_arrays, entry.extra, timings, described)
+        insp = self._assemble(args, result, stats_arrays, entry.recorded, timings, described)
         self._finish(insp)
         if compile_after:  # after this result is ready: tracing holds the GIL the assembly needs
             self._compiling = _compiler.submit(_prepare_soon, self.runner, args, kwargs)

@@ -471,7 +471,7 @@ class SignatureRecord:
     skeleton: Any = None
     reorder: bool = True  # the result has a mapping jax's unflatten would sort
     objects: dict[int, tuple[list[tuple[str, ...]], int]] = dataclasses.field(default_factory=dict)
-    extra: Any = None  # what a ``post`` hook recorded at trace time
+    recorded: Any = None  # what a ``post`` hook recorded at trace time (an inspection's plan)
     trace_ms: float = 0.0
     compile_ms: float = 0.0
 
@@ -480,14 +480,14 @@ class _Carrier:
     """A program's output: the arrays, with the :class:`SignatureRecord` of the signature
     that ran as pytree aux data, so jax's own dispatch hands it back without a lookup."""
 
-    __slots__ = ("record", "arrays", "extra")
+    __slots__ = ("record", "arrays", "alongside")
 
-    def __init__(self, record: SignatureRecord, arrays: Any, extra: Any):
-        self.record, self.arrays, self.extra = record, arrays, extra
+    def __init__(self, record: SignatureRecord, arrays: Any, alongside: Any):
+        self.record, self.arrays, self.alongside = record, arrays, alongside
 
 
 jax.tree_util.register_pytree_node(
-    _Carrier, lambda c: ((c.arrays, c.extra), c.record), lambda record, kids: _Carrier(record, *kids))
+    _Carrier, lambda c: ((c.arrays, c.alongside), c.record), lambda record, kids: _Carrier(record, *kids))
 
 
 @dataclasses.dataclass(eq=False)
@@ -529,7 +529,7 @@ def _call(target: Callable, inputs: Any, on_phase: Callable[[str], None] | None,
 
 def _staged(carrier: _Carrier) -> bool:
     """True if the program was staged into an enclosing trace instead of run."""
-    probe = carrier.arrays[0] if carrier.arrays else next(iter(jax.tree.leaves(carrier.extra)), None)
+    probe = carrier.arrays[0] if carrier.arrays else next(iter(jax.tree.leaves(carrier.alongside)), None)
     return isinstance(probe, jax.core.Tracer)
 
 
@@ -568,8 +568,8 @@ class Runner:
     Called as flax's returned function is: ``runner(variables, *args, rngs=None, **kw)``
     for ``apply``, ``runner(rngs, *args, **kw)`` for the init forms. ``post``, if
     given, runs inside the trace on ``(inputs, result, recorder)`` and returns
-    ``(result, extra arrays, trace-time record)``: the result to hand back, arrays to
-    compute alongside (statistics) and what only the trace knew (``SignatureRecord.extra``).
+    ``(result, arrays alongside, trace-time record)``: the result to hand back, arrays to
+    compute alongside (statistics) and what only the trace knew (``SignatureRecord.recorded``).
 
     A compiled program is chosen by the input structure (with each dict's key order),
     each array's shape/dtype/weak type/sharding, and every non-array input *by value
@@ -624,7 +624,7 @@ class Runner:
 
     def run(self, args: tuple, kwargs: dict,
             on_phase: Callable[[str], None] | None = None) -> tuple[Any, Any, SignatureRecord, bool]:
-        """``(result, extra, signature record, cached)``; results may still be computing.
+        """``(result, arrays computed alongside, signature record, cached)``; results may still be computing.
         ``on_phase`` is told ``'tracing'``, ``'compiling'`` and ``'running'`` as they start."""
         program, inputs = self._program(args, kwargs)
         carrier, traced = _call(program.jitted, inputs, on_phase)
@@ -639,7 +639,7 @@ class Runner:
         program.used = self._clock
         if on_phase is not None:
             on_phase("running")
-        return _unflatten(record, carrier.arrays), carrier.extra, record, traced is None
+        return _unflatten(record, carrier.arrays), carrier.alongside, record, traced is None
 
     def lower(self, *args: Any, **kwargs: Any) -> Any:
         """jax's ``Lowered`` form of the program a call with these inputs runs (``.as_text()``
@@ -759,9 +759,9 @@ class Runner:
         record = SignatureRecord()
         recorder = Recorder(detailed=self.post is not None, multi_device=multi_device)
         result = self._call_flax(args, kwargs, recorder)
-        extra = None
+        alongside = None
         if self.post is not None:
-            result, extra, record.extra = self.post((args, kwargs), result, recorder)
+            result, alongside, record.recorded = self.post((args, kwargs), result, recorder)
         record.skeleton = _order_skeleton(result)
         record.reorder = _needs_reorder(result)
         out_leaves, record.out_tree = jax.tree.flatten(result, is_leaf=lambda x: x is None)
@@ -780,7 +780,7 @@ class Runner:
         _current.traced = t1
         if on_phase is not None:
             on_phase("compiling")
-        return _Carrier(record, arrays, extra)
+        return _Carrier(record, arrays, alongside)
 
     def _check_patches(self, recorder: Recorder) -> None:
         """A patch that matched no call is a typo: say so, listing calls that ran."""
