@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
-from inspector.model import BindingCall, CollectionDiff, Comparison, Inspection, Leaf, LeafDiff, MethodCall, Node, Stats
+from inspector.model import (
+    BindingCall, CollectionDiff, Comparison, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, Stats,
+)
 
 SPARK = " ▁▂▃▄▅▆▇█"
 
@@ -120,16 +122,22 @@ def stats(s: Stats | None) -> str:
     return text + (f" !! {bad}" if bad else "")
 
 
-def delta(d: LeafDiff) -> str:
-    if d.status == "added":
-        return "added"
-    if d.status == "removed":
-        return "removed"
-    if d.before is not None and d.after is not None and d.before.shape != d.after.shape:
-        return f"shape {shape(d.before)} -> {shape(d.after)}"
-    size = d.after.size if d.after else 0
-    return (f"{d.changed}/{size} changed, max|Δ| {num(d.max_abs_delta)}, "
-            f"Δmean {d.delta_mean:+.4g}, Δstd {d.delta_std:+.4g}")
+def delta(d: LeafDelta) -> str:
+    """One line for a delta: a mutation (``3/8 changed, max|Δ| 0.5, Δmean +0.1, Δstd 0``, before -> after)
+    or a comparison of two inspections (``max|Δ| 0.5 (12% of max|a|), 3/8 changed, Δmean +0.1, ...``)."""
+    if d.status in ("added", "removed", "only in a", "only in b", "equal"):
+        return d.status
+    moments = f"Δmean {d.delta_mean:+.4g}, Δstd {d.delta_std:+.4g}"
+    if isinstance(d, LeafDiff):
+        if d.a is not None and d.b is not None and d.a.shape != d.b.shape:
+            return f"shape {shape(d.a)} -> {shape(d.b)}"
+        return f"{d.changed}/{d.b.size if d.b else 0} changed, max|Δ| {num(d.max_abs_delta)}, {moments}"
+    if d.status == "shape differs" and d.a is not None and d.b is not None:
+        return f"shape {shape(d.a)} vs {shape(d.b)}"
+    if d.max_abs is None:
+        return moments
+    size = d.a.size if d.a is not None else 0
+    return f"max|Δ| {num(d.max_abs)} ({d.relative:.1%} of max|a|), {d.changed:,}/{size:,} changed, {moments}"
 
 
 def binding(call: BindingCall) -> str:
@@ -141,18 +149,3 @@ def binding(call: BindingCall) -> str:
     if call.traced > 1:
         parts.append(f"traced {call.traced}x by its lifted transform (structure pass, then the loop)")
     return "; ".join(parts)
-
-
-def leaf_delta(d) -> str:
-    """``max|Δ| 0.5 (12% of max|a|), 3/8 changed, Δmean +0.1`` for a LeafDelta."""
-    if d.status in ("only in a", "only in b"):
-        return d.status
-    if d.status == "shape differs":
-        return f"shape {shape(d.a)} vs {shape(d.b)}"
-    if d.status == "equal":
-        return "equal"
-    text = f"Δmean {d.delta_mean:+.4g}, Δstd {d.delta_std:+.4g}"
-    if d.max_abs is not None:
-        text = (f"max|Δ| {num(d.max_abs)} ({d.relative:.1%} of max|a|), {d.changed:,}/{d.a.size:,} changed, "
-                + text)
-    return text

@@ -372,7 +372,7 @@ def _either_nonfinite(d: LeafDelta) -> bool:
 
 def delta_row(d: LeafDelta) -> Row:
     """A leaf of a comparison: how far ``b`` is from ``a``."""
-    return Row(d.key, F.leaf_delta(d), nonfinite=_either_nonfinite(d), status="" if d.status == "equal" else "changed",
+    return Row(d.key, F.delta(d), nonfinite=_either_nonfinite(d), status="" if d.status == "equal" else "changed",
                id=f"{d.section}:{d.key}")
 
 

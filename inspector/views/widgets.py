@@ -302,7 +302,7 @@ class ComparisonWidget(W.VBox):
         for label, leaf in zip(self.comparison.labels, (d.a, d.b)):
             if leaf is None or leaf.opaque is not None:
                 continue
-            self.detail.append_display_data(HTML(detail_header(f"{label}: {d.key}", leaf, F.leaf_delta(d))))
+            self.detail.append_display_data(HTML(detail_header(f"{label}: {d.key}", leaf, F.delta(d))))
             if leaf.kept:
                 self.detail.append_display_data(array_figure(leaf.preview(preview_index(leaf.shape))))
 
