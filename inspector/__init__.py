@@ -31,7 +31,7 @@ from inspector.model import (
 )
 from inspector.names import format_key, parse_key
 from inspector.patches import scale, zero  # also as fi.patches.zero / fi.patches.scale
-from inspector.run import Runner
+from inspector.run import Runner, RunResult
 from flax.core.scope import CollectionFilter  # what ``mutable`` takes, as in flax
 
 _NNX = {"inspect_nnx", "NnxInspectRun"}
@@ -51,7 +51,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "apply", "init", "init_with_output", "Runner", "inspect_apply", "inspect_init",
+    "apply", "init", "init_with_output", "Runner", "RunResult", "inspect_apply", "inspect_init",
     "inspect_init_with_output", "inspect", "InspectRun", "Inspector", "capture", "Filter", "CaptureFilter",
     "CollectionFilter", "Keep", "CaptureFilterError", "InspectUnderTransformError",
     "Inspection", "VariableTree", "Node", "Leaf", "Stats", "LeafDiff", "CollectionDiff",

@@ -159,14 +159,14 @@ class InspectRun:
         described = collect.input_stats.soon(variables) if variables else None  # overlaps tracing and compiling
         runner, compile_after = self._runner_for(args, kwargs)
         try:
-            result, stats_arrays, entry, cached = runner.run(args, kwargs, phase)
+            result, stats_arrays, record, cached = runner.run(args, kwargs, phase)
         except _InsideTransform:
             raise InspectUnderTransformError(_UNDER_TRANSFORM) from None
         jax.block_until_ready((result, stats_arrays))
         run_ms = (time.perf_counter() - marks["running"]) * 1000
-        timings = Timings(0.0 if cached else entry.trace_ms, 0.0 if cached else entry.compile_ms,
+        timings = Timings(0.0 if cached else record.trace_ms, 0.0 if cached else record.compile_ms,
                           run_ms, cached)
-        insp = self._assemble(args, result, stats_arrays, entry.recorded, timings, described)
+        insp = self._assemble(args, result, stats_arrays, record.recorded, timings, described)
         self._finish(insp)
         if compile_after:  # after this result is ready: tracing holds the GIL the assembly needs
             self._compiling = _compiler.submit(_prepare_soon, self.runner, args, kwargs)

@@ -21,7 +21,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -476,6 +476,15 @@ class SignatureRecord:
     compile_ms: float = 0.0
 
 
+class RunResult(NamedTuple):
+    """What :meth:`Runner.run` hands back; arrays may still be computing."""
+
+    result: Any  # flax's result (or what ``post`` made of it)
+    alongside: Any  # the arrays ``post`` computed alongside (an inspection's statistics)
+    record: SignatureRecord  # what the trace of this signature knew
+    cached: bool  # nothing was traced or compiled for this call
+
+
 class _Carrier:
     """A program's output: the arrays, with the :class:`SignatureRecord` of the signature
     that ran as pytree aux data, so jax's own dispatch hands it back without a lookup."""
@@ -612,7 +621,7 @@ class Runner:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return self.run(args, kwargs)[0]
+            return self.run(args, kwargs).result
         except _InsideTransform:
             # Called inside the caller's own transform (jit, grad, vmap): let it trace flax.
             return self._call_flax(args, kwargs, Recorder())
@@ -623,8 +632,8 @@ class Runner:
         return sum(p.signatures for p in list(self._programs.values()))
 
     def run(self, args: tuple, kwargs: dict,
-            on_phase: Callable[[str], None] | None = None) -> tuple[Any, Any, SignatureRecord, bool]:
-        """``(result, arrays computed alongside, signature record, cached)``; results may still be computing.
+            on_phase: Callable[[str], None] | None = None) -> RunResult:
+        """Runs the call; results may still be computing.
         ``on_phase`` is told ``'tracing'``, ``'compiling'`` and ``'running'`` as they start."""
         program, inputs = self._program(args, kwargs)
         carrier, traced = _call(program.jitted, inputs, on_phase)
@@ -639,7 +648,7 @@ class Runner:
         program.used = self._clock
         if on_phase is not None:
             on_phase("running")
-        return _unflatten(record, carrier.arrays), carrier.alongside, record, traced is None
+        return RunResult(_unflatten(record, carrier.arrays), carrier.alongside, record, traced is None)
 
     def lower(self, *args: Any, **kwargs: Any) -> Any:
         """jax's ``Lowered`` form of the program a call with these inputs runs (``.as_text()``
