@@ -186,9 +186,7 @@ class InspectionWidget(W.VBox):
         self.status.add_class("fi-status")
         self.jump = W.Button(description="", button_style="danger", layout=W.Layout(display="none", width="auto"))
         self.jump.add_class("fi-jump")
-        self.grad_jump = W.Button(description="", button_style="danger",
-                                  layout=W.Layout(display="none", width="auto"))
-        self.grad_jump.add_class("fi-jump")
+        self.grad_jump: W.Button | None = None  # made for an inspection with gradients
         self.trees: dict[str, TreeWidget] = {}
         self.tabs = W.Tab()
         self._set_tabs(tab_names(insp))
@@ -197,13 +195,11 @@ class InspectionWidget(W.VBox):
         self.detail = W.Output(layout=W.Layout(border="1px solid var(--fi-line)", padding="4px",
                                                min_height="2em"))
         self.detail.add_class("fi-detail-pane")
-        super().__init__(children=[self.status, self.jump, self.grad_jump, self.notes, self.tabs, self.detail],
-                         **kwargs)
+        super().__init__(children=[self.status, self.jump, self.notes, self.tabs, self.detail], **kwargs)
         self.add_class("fi-widget")
         self.weak = weak
         self._insp: Any = None
         self.jump.on_click(lambda _: self.jump_to_first_nonfinite())
-        self.grad_jump.on_click(lambda _: self.jump_to_first_nonfinite_grad())
         if insp is not None:
             self.set_inspection(insp)
         else:
@@ -266,11 +262,15 @@ class InspectionWidget(W.VBox):
         else:
             self.jump.layout.display = "none"
         first = insp.first_nonfinite_grad()
-        if first is not None:
-            self.grad_jump.description = f"{S.line(S.first_grad_row(first))} ({F.call_kind(first)}) - jump"
-            self.grad_jump.layout.display = "inline-flex"
-        else:
-            self.grad_jump.layout.display = "none"
+        if first is not None and self.grad_jump is None:
+            self.grad_jump = W.Button(description="", button_style="danger", layout=W.Layout(width="auto"))
+            self.grad_jump.add_class("fi-jump")
+            self.grad_jump.on_click(lambda _: self.jump_to_first_nonfinite_grad())
+            self.children = [self.status, self.jump, self.grad_jump, self.notes, self.tabs, self.detail]
+        if self.grad_jump is not None:
+            self.grad_jump.description = (f"{S.line(S.first_grad_row(first))} ({F.call_kind(first)}) - jump"
+                                          if first is not None else "")
+            self.grad_jump.layout.display = "none" if first is None else "inline-flex"
 
     def jump_to_first_nonfinite(self) -> None:
         first = self.inspection.first_nonfinite() if self.inspection else None
