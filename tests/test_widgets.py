@@ -1,6 +1,5 @@
 """Kernel side of the notebook widget: lazy rows, search, detail, status, jump; bounded cost."""
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -15,11 +14,11 @@ import pytest
 import inspector as fi
 from inspector.demo import demo_inspection
 from inspector.views import palette, widgets
-from inspector.model import Inspection, VariableTree, tree_from_leaves
+from inspector.model import Inspection
 from inspector.views.rows import PAGE, GradSource, NodeSource
 from inspector.views.widgets import InspectionWidget, TreeWidget, preview_index, show
 from models import LogNet
-from synthetic import wide_inspection
+from synthetic import wide_grad_inspection, wide_inspection
 
 
 def sent(tree, monkeypatch):
@@ -221,20 +220,6 @@ def test_output_tab(monkeypatch):
     model, x = LogNet(), jnp.ones((2, 3))
     init = fi.inspect_init(lambda m, x: m(x), model)(jax.random.key(0), x)
     assert InspectionWidget(init).trees["output"].initial == []  # init returns no output
-
-
-def wide_grad_inspection(leaves: int = 5000, nan_at: int | None = None) -> Inspection:
-    """:func:`wide_inspection` with gradients: one per parameter and per call (the values' own leaves),
-    ``nan_at``'s with a NaN."""
-    insp = wide_inspection(leaves)
-    params = [leaf for leaf in insp.variables.root.leaves() if leaf.path[0] == "params"]
-    insp.grads = VariableTree(tree_from_leaves("grads", params))
-    insp.loss = 1.0
-    for call in insp.calls:
-        (out,) = call.outputs
-        bad = dataclasses.replace(out.stats, nan=3) if call.order == nan_at else out.stats
-        call.grads = [dataclasses.replace(out, stats=bad)]
-    return insp
 
 
 class _Root(nn.Module):
