@@ -17,7 +17,7 @@ from inspector.views import html
 from inspector.views.sections import FIRST_MARK, document, sections
 from inspector.views.terminal import render_rich
 from inspector.views.widgets import ComparisonWidget, InspectionWidget
-from models import LogNet, ScanNet
+from models import LogNet, ScanNet, grad_inspection
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -132,27 +132,6 @@ def rich_lines(obj) -> set[str]:
     return {re.sub(r"^[\s│├└─]+", "", line).rstrip() for line in console.export_text().splitlines()}
 
 
-class _Root(nn.Module):
-    def __call__(self, x):
-        return jnp.sqrt(x), x
-
-
-class _GradNet(nn.Module):
-    """Finite forward; ``sqrt`` at 0 makes a NaN in the backward pass. A call returns a tuple."""
-
-    @nn.compact
-    def __call__(self, x):
-        h = nn.Dense(4, name="d1")(x)
-        z, _ = _Root(name="root")(h * 0.0)
-        return nn.Dense(2, name="d2")(z)
-
-
-def grad_inspection():
-    model, x = _GradNet(), jnp.ones((2, 3))
-    variables = model.init(jax.random.key(0), x)
-    return fi.inspect_grad(lambda m, x: jnp.sum(m(x)), model)(variables, x)
-
-
 def _blank_module_type():
     insp = nan_inspection()
     insp.calls[0].module_type = ""  # flax recorded no event for it: shown as '?' in every view
@@ -265,7 +244,7 @@ def test_every_line_of_the_text_view_is_a_line_of_the_widget_in_its_section(make
             grads = blocks["gradients"]
             assert "first non-finite gradient (backward order): d1:__call__[0]" in grads
             assert any(line.startswith("params/d1/kernel: ratio ") for line in grads)  # an update scale
-            assert any(line.startswith("#1 root:__call__[0] (_Root): |grad| ") for line in grads)  # a call's
+            assert any(line.startswith("#1 root:__call__[0] (_SqrtAndInput): |grad| ") for line in grads)  # a call's
             assert any(line.startswith("0: float32[2,4]") for line in grads)  # one of its gradients
             assert any(line.startswith("kernel: float32[3,4]") for line in grads)  # a parameter's
     else:

@@ -13,11 +13,11 @@ import pytest
 
 import inspector as fi
 from inspector.demo import demo_inspection
-from inspector.views import palette, widgets
 from inspector.model import Inspection
+from inspector.views import palette, widgets
 from inspector.views.rows import PAGE, GradSource, NodeSource
 from inspector.views.widgets import InspectionWidget, TreeWidget, preview_index, show
-from models import LogNet
+from models import LogNet, grad_inspection
 from synthetic import wide_grad_inspection, wide_inspection
 
 
@@ -220,27 +220,6 @@ def test_output_tab(monkeypatch):
     model, x = LogNet(), jnp.ones((2, 3))
     init = fi.inspect_init(lambda m, x: m(x), model)(jax.random.key(0), x)
     assert InspectionWidget(init).trees["output"].initial == []  # init returns no output
-
-
-class _Root(nn.Module):
-    def __call__(self, x):
-        return jnp.sqrt(x), x
-
-
-class _GradNet(nn.Module):
-    """Finite forward; ``sqrt`` at 0 makes a NaN in the backward pass of ``d1``'s output."""
-
-    @nn.compact
-    def __call__(self, x):
-        h = nn.Dense(4, name="d1")(x)
-        z, _ = _Root(name="root")(h * 0.0)
-        return nn.Dense(2, name="d2")(z)
-
-
-def grad_inspection():
-    model, x = _GradNet(), jnp.ones((2, 3))
-    variables = model.init(jax.random.key(0), x)
-    return fi.inspect_grad(lambda m, x: jnp.sum(m(x)), model)(variables, x)
 
 
 def test_gradients_tab_only_for_a_gradient_inspection():

@@ -19,7 +19,7 @@ def test_gradients_tab_in_lab(page, lab_server):
 
     nb = run_notebook_in_lab(page, lab_server, NOTEBOOK)
     grad = nb.output(1)
-    expect(grad.locator(".fi-status")).to_contain_text("Inspection: apply GradNet", timeout=30_000)
+    expect(grad.locator(".fi-status")).to_contain_text("Inspection: apply GradNaNNet", timeout=30_000)
     grad.locator(".lm-TabBar-tab", has_text="Gradients").click()
     expect(grad.locator(".fi-heading:visible")).to_have_text("gradients: loss 0, 4 of 4 calls with gradients")
 
