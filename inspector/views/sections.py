@@ -41,7 +41,9 @@ class Row:
         status: how a mutated or compared leaf changed (``''`` when the row is not a change).
         id: an address unique within its section: a key-grammar path (variables, output, mutations),
             ``#<order>`` for a call and ``#<order>/<path>`` for one of its outputs, ``b<order>``
-            for a binding call, ``<section>:<key>`` for a comparison; ``''`` for none.
+            for a binding call, ``<section>:<key>`` for a comparison; in ``gradients``, ``g#<order>`` for
+            a call's gradient and ``g#<order>/<path>`` for one of its leaves (``/grad`` for an array's),
+            ``scale:<key>`` for an update scale, key-grammar paths for parameter gradients; ``''`` for none.
         link: the ``id`` of the row this one points to, or ``''``.
         leaf: the array behind the row (histograms, previews), or None.
     """
