@@ -82,3 +82,28 @@ class ScanNet(nn.Module):
         layers = nn.scan(Block, variable_axes={a: 0 for a in self.axes}, split_rngs={"params": True},
                          length=3)(name="layers")
         return layers(x, None)
+
+
+class _SqrtAndInput(nn.Module):
+    def __call__(self, x):
+        return jnp.sqrt(x), x
+
+
+class GradNaNNet(nn.Module):
+    """Finite forward; ``sqrt`` at 0 makes a NaN in the backward pass of ``d1``'s output.
+    ``root`` returns a tuple (two gradients for one call)."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(4, name="d1")(x)
+        z, _ = _SqrtAndInput(name="root")(h * 0.0)
+        return nn.Dense(2, name="d2")(z)
+
+
+def grad_inspection():
+    """``fi.inspect_grad`` of ``sum(GradNaNNet()(x))``: a NaN gradient born in the backward pass."""
+    import inspector as fi
+
+    model, x = GradNaNNet(), jnp.ones((2, 3))
+    variables = model.init(jax.random.key(0), x)
+    return fi.inspect_grad(lambda m, x: jnp.sum(m(x)), model)(variables, x)

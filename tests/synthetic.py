@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from inspector.model import (
@@ -31,3 +33,17 @@ def wide_inspection(leaves: int = 5000, per_module: int = 2, seed: int = 0) -> I
                           [LeafDiff(s.path, "changed", s, s, 4, 0.1 * i, 0.01) for i, s in enumerate(stats)])
     return Inspection("apply", "Wide", None, None, [], VariableTree(tree_from_leaves("variables", var_leaves + stats)),
                       [diff], calls, "cpu:0", Timings(1.0, 2.0, 3.0))
+
+
+def wide_grad_inspection(leaves: int = 5000, nan_at: int | None = None) -> Inspection:
+    """:func:`wide_inspection` with gradients: one per parameter and per call (the values' own leaves),
+    the gradient of call ``nan_at`` with a NaN."""
+    insp = wide_inspection(leaves)
+    params = [leaf for leaf in insp.variables.root.leaves() if leaf.path[0] == "params"]
+    insp.grads = VariableTree(tree_from_leaves("grads", params))
+    insp.loss = 1.0
+    for call in insp.calls:
+        (out,) = call.outputs
+        stats = dataclasses.replace(out.stats, nan=3) if call.order == nan_at and out.stats else out.stats
+        call.grads = [dataclasses.replace(out, stats=stats)]
+    return insp

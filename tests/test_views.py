@@ -17,7 +17,7 @@ from inspector.views import html
 from inspector.views.sections import FIRST_MARK, document, sections
 from inspector.views.terminal import render_rich
 from inspector.views.widgets import ComparisonWidget, InspectionWidget
-from models import LogNet, ScanNet
+from models import LogNet, ScanNet, grad_inspection
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -139,9 +139,9 @@ def _blank_module_type():
 
 
 every_kind_of_view = pytest.mark.parametrize(
-    "make", [demo_inspection, nan_inspection, noted_inspection, _blank_module_type,
+    "make", [demo_inspection, nan_inspection, noted_inspection, _blank_module_type, grad_inspection,
              lambda: fi.compare(demo_inspection(), demo_inspection(train=False))],
-    ids=["demo", "lognet", "notes", "blank-type", "comparison"])
+    ids=["demo", "lognet", "notes", "blank-type", "grad", "comparison"])
 """The inspections and the comparison that the parity tests render in every view."""
 
 
@@ -204,8 +204,10 @@ def widget_lines(obj) -> dict[str, set[str]]:
     shown = {"": {line.split(" · ")[0] for line in status} | html_lines(w.notes.value)}
     for key, tree in w.trees.items():
         shown[key] = {tree.heading} - {""} | _widget_row_lines(tree)
-    if w.jump.layout.display != "none":  # the section's "first non-finite" row is the jump button above the tabs
-        shown["intermediates"].add(re.sub(r" \([^()]*\) - jump$", "", w.jump.description))
+    # the sections' "first non-finite" rows are the jump buttons above the tabs
+    for key, jump in (("intermediates", w.jump), ("gradients", w.grad_jump)):
+        if jump is not None and jump.layout.display != "none":
+            shown[key].add(re.sub(r" \([^()]*\) - jump$", "", jump.description))
     return shown
 
 
@@ -233,11 +235,18 @@ def test_every_line_of_the_text_view_is_a_line_of_the_widget_in_its_section(make
         assert [line for line in lines if line not in where] == [], key
     if isinstance(obj, fi.Inspection):  # what the parity has to cover, so that it can fail
         assert set(blocks) == {"", "output", "variables", "intermediates", "binding"} | (
-            {"mutations"} if obj.diffs else set())
+            {"mutations"} if obj.diffs else set()) | ({"gradients"} if obj.grads is not None else set())
         if make is noted_inspection:
             assert obj.notes and all(f"note: {n}" in blocks[""] for n in obj.notes)
         if make is nan_inspection:
             assert "first non-finite: d3:__call__[0]" in blocks["intermediates"]
+        if make is grad_inspection:
+            grads = blocks["gradients"]
+            assert "first non-finite gradient (backward order): d1:__call__[0]" in grads
+            assert any(line.startswith("params/d1/kernel: ratio ") for line in grads)  # an update scale
+            assert any(line.startswith("#1 root:__call__[0] (_SqrtAndInput): |grad| ") for line in grads)  # a call's
+            assert any(line.startswith("0: float32[2,4]") for line in grads)  # one of its gradients
+            assert any(line.startswith("kernel: float32[3,4]") for line in grads)  # a parameter's
     else:
         assert {"output", "variables", "intermediates"} <= set(blocks)
 

@@ -13,11 +13,12 @@ import pytest
 
 import inspector as fi
 from inspector.demo import demo_inspection
+from inspector.model import Inspection
 from inspector.views import palette, widgets
-from inspector.views.rows import PAGE, NodeSource
+from inspector.views.rows import PAGE, GradSource, NodeSource
 from inspector.views.widgets import InspectionWidget, TreeWidget, preview_index, show
-from models import LogNet
-from synthetic import wide_inspection
+from models import LogNet, grad_inspection
+from synthetic import wide_grad_inspection, wide_inspection
 
 
 def sent(tree, monkeypatch):
@@ -219,6 +220,139 @@ def test_output_tab(monkeypatch):
     model, x = LogNet(), jnp.ones((2, 3))
     init = fi.inspect_init(lambda m, x: m(x), model)(jax.random.key(0), x)
     assert InspectionWidget(init).trees["output"].initial == []  # init returns no output
+
+
+def test_gradients_tab_only_for_a_gradient_inspection():
+    plain = InspectionWidget(demo_inspection())
+    assert "gradients" not in plain.trees and "Gradients" not in plain.tabs.titles and plain.grad_jump is None
+    insp = grad_inspection()
+    w = InspectionWidget(insp)
+    assert list(w.trees) == ["variables", "mutations", "intermediates", "gradients", "binding", "output"]
+    assert w.tabs.titles[list(w.trees).index("gradients")] == "Gradients"
+    assert list(w.tabs.children) == list(w.trees.values())
+    w.selected_tab = "gradients"
+    assert w.tabs.selected_index == 3
+    tree = w.trees["gradients"]
+    assert tree.heading == "gradients: loss 0, 4 of 4 calls with gradients"
+    assert [r["id"] for r in tree.initial] == ["update scales", "activation gradients", "parameter gradients"]
+    late = InspectionWidget()  # as fi.show builds it: the tab comes with the inspection, and goes with it
+    assert "gradients" not in late.trees
+    late.set_inspection(insp)
+    assert "Gradients" in late.tabs.titles and late.trees["gradients"].source is not None
+    gone = late.trees["gradients"]
+    late.set_inspection(demo_inspection())
+    assert "gradients" not in late.trees and gone not in late.tabs.children and gone.comm is None
+    assert late.grad_jump is not None and late.grad_jump.layout.display == "none"
+    weak = InspectionWidget(insp, weak=True)  # a displayed inspection's widget: the rows are the inspection's
+    assert weak.trees["gradients"].initial == tree.initial
+
+
+def test_gradient_leaves_show_their_detail():
+    insp = grad_inspection()
+    w = InspectionWidget(insp)
+    tree = w.trees["gradients"]
+    call = tree.initial[1]["children"][1]
+    assert call["id"] == "g#1" and call["n"] == 2 and not call.get("leaf")  # two gradients below
+    kids, _ = tree.source.children("g#1")
+    assert [(r["id"], r["name"], r.get("leaf")) for r in kids] == [("g#1/0", "0", True), ("g#1/1", "1", True)]
+    click(tree, "g#1/0")
+    detail = w.detail.outputs[0]["data"]["text/html"]
+    assert "gradients: d loss / d root:__call__[0] 0" in detail and "<svg class='fi-hist'" in detail
+    assert len(w.detail.outputs) == 2  # the statistics and histogram, then the array
+    click(tree, "g#1/1")
+    assert "<th>zeros</th><td>8 (100.0%)</td>" in w.detail.outputs[0]["data"]["text/html"]
+    click(tree, "params/d2/kernel")
+    detail = w.detail.outputs[0]["data"]["text/html"]
+    assert "gradients: params/d2/kernel" in detail and "<th>shape</th><td>float32[4,2]</td>" in detail
+    np.testing.assert_array_equal(tree.source.leaf("params/d2/kernel").value, insp.grad("params/d2/kernel").value)
+    click(tree, "g#2")  # a call's row: its only gradient
+    assert "d loss / d d2:__call__[0]" in w.detail.outputs[0]["data"]["text/html"]
+    assert tree.source.leaf("update scales") is None and tree.source.leaf("scale:params/d1/kernel") is None
+
+
+def test_gradients_tab_is_bounded_and_paged(monkeypatch):
+    insp = wide_grad_inspection(5000)
+    walked = []
+    def counted(name):
+        original = getattr(Inspection, name)
+        return lambda self, *args, **kwargs: walked.append(name) or original(self, *args, **kwargs)
+
+    for name in ("update_scales", "grad_norms"):
+        monkeypatch.setattr(Inspection, name, counted(name))
+    w = InspectionWidget(insp)
+    tree = w.trees["gradients"]
+    assert walked == ["grad_norms"]  # the calls' norms (open at first), not the parameters' scales
+    assert len(json.dumps(tree.initial)) < 60_000
+    scales, calls, params = tree.initial
+    assert (scales["n"], calls["n"], params["n"]) == (5000, 2500, 1) and "children" not in scales
+    assert len(calls["children"]) == 101 and calls["children"][-1]["more"] and calls["children"][-1]["offset"] == 100
+    out = sent(tree, monkeypatch)
+    tree.answer({"kind": "children", "view": "v", "id": "update scales", "offset": 0})
+    rows = out[-1]["rows"]
+    assert walked == ["grad_norms", "update_scales"] and len(rows) == PAGE + 1 and rows[-1]["offset"] == PAGE
+    assert rows[0]["id"].startswith("scale:params/layer_") and rows[0]["summary"].startswith("ratio ")
+    tree.answer({"kind": "children", "view": "v", "id": "update scales", "offset": 4900})
+    assert len(out[-1]["rows"]) == 100 and not out[-1]["rows"][-1].get("more")
+    tree.answer({"kind": "children", "view": "v", "id": "activation gradients", "offset": 100})
+    assert out[-1]["rows"][0]["id"] == "g#100" and out[-1]["rows"][-1]["offset"] == 100 + PAGE
+    tree.answer({"kind": "children", "view": "v", "id": "params", "offset": 0})
+    assert len(out[-1]["rows"]) == PAGE + 1 and out[-1]["rows"][0]["id"] == "params/layer_0"
+    assert walked == ["grad_norms", "update_scales"]  # measured once, paged after
+    tree.answer({"kind": "search", "view": "v", "query": "layer_1234", "seq": 1})
+    assert [r["id"] for r in out[-1]["rows"]] == ["g#1234", "params/layer_1234", "params/layer_1234/kernel",
+                                                  "params/layer_1234/bias"] and out[-1]["total"] == 4
+
+
+def test_first_nonfinite_grad_jump(monkeypatch):
+    w = InspectionWidget(grad_inspection())
+    assert w.grad_jump is not None and w.grad_jump in w.children and w.grad_jump.layout.display != "none"
+    assert w.grad_jump.description == "first non-finite gradient (backward order): d1:__call__[0] (Dense) - jump"
+    assert w.jump.layout.display == "none"  # the forward pass is finite
+    tree = w.trees["gradients"]
+    states = []
+    monkeypatch.setattr(tree, "send_state", lambda key=None: states.append(tree.get_state(key)))
+    w.grad_jump.click()
+    assert w.selected_tab == "gradients" and tree.selected == "g#0/grad" and states[-1] == {"selected": "g#0/grad"}
+    assert "d loss / d d1:__call__[0]" in w.detail.outputs[0]["data"]["text/html"]
+    w.detail.outputs = ()
+    w.grad_jump.click()  # again: revealed and shown again
+    assert states[-2:] == [{"selected": None}, {"selected": "g#0/grad"}] and w.detail.outputs
+    assert InspectionWidget(wide_grad_inspection(200)).grad_jump is None  # no NaN, no button
+
+
+def test_reveal_a_nested_row_beyond_the_loaded_page(monkeypatch):
+    w = InspectionWidget(wide_grad_inspection(5000, nan_at=1234))
+    assert w.grad_jump.description.startswith("first non-finite gradient (backward order): layer_1234:__call__[0]")
+    w.grad_jump.click()
+    tree = w.trees["gradients"]
+    assert tree.selected == "g#1234/grad"
+    out = sent(tree, monkeypatch)
+    # what a view does (tree.js reveal and descend): the root's pages, then each row on the way, opened
+    tree.answer({"kind": "children", "view": "v", "id": "", "offset": 3, "until": "g#1234/grad"})
+    assert out[-1]["rows"] == [] and out[-1]["toward"] == "activation gradients"  # already there: open it
+    tree.answer({"kind": "children", "view": "v", "id": "activation gradients", "offset": 100, "until": "g#1234/grad"})
+    rows = out[-1]["rows"]
+    assert out[-1]["toward"] == "g#1234" and rows[0]["id"] == "g#100" and any(r["id"] == "g#1234" for r in rows)
+    tree.answer({"kind": "children", "view": "v", "id": "g#1234", "offset": 0, "until": "g#1234/grad"})
+    assert [r["id"] for r in out[-1]["rows"]] == ["g#1234/grad"] and out[-1]["rows"][0]["bad"]
+    tree.answer({"kind": "children", "view": "v", "id": "", "offset": 3, "until": "params/layer_2000/kernel"})
+    assert out[-1]["toward"] == "parameter gradients"
+    tree.answer({"kind": "children", "view": "v", "id": "parameter gradients", "offset": 0,
+                 "until": "params/layer_2000/kernel"})
+    assert out[-1]["toward"] == "params" and [r["id"] for r in out[-1]["rows"]] == ["params"]
+    tree.answer({"kind": "children", "view": "v", "id": "params", "offset": 0, "until": "params/layer_2000/kernel"})
+    assert out[-1]["toward"] == "params/layer_2000" and any(r["id"] == "params/layer_2000" for r in out[-1]["rows"])
+    tree.answer({"kind": "children", "view": "v", "id": "", "offset": 0, "until": "scale:params/layer_7/bias"})
+    assert out[-1]["toward"] == "update scales"
+    flat = InspectionWidget(wide_inspection(400)).trees["intermediates"]
+    out = sent(flat, monkeypatch)
+    flat.answer({"kind": "children", "view": "v", "id": "", "offset": 0, "until": "#150"})
+    assert out[-1]["toward"] == "#150"  # a row of the root: nothing to open on the way
+
+
+def test_grad_source_needs_gradients():
+    with pytest.raises(ValueError, match="inspect_grad"):
+        GradSource(demo_inspection())
 
 
 def test_status_live_phases_and_timings(statuses):

@@ -99,6 +99,11 @@ class RowSource(Generic[Item]):
         """A readable name for row ``id`` (detail titles)."""
         return id
 
+    def toward(self, id: str, until: str) -> str:
+        """The child of ``id`` that is row ``until`` or holds it below (``until`` itself where rows
+        hold no rows that a widget reveals)."""
+        return until
+
     def heading(self) -> str:
         """The line above the rows: the section's title line, or what it says when it has nothing to show."""
         head = self.head
@@ -107,11 +112,12 @@ class RowSource(Generic[Item]):
     def page(self, id: str, offset: int = 0, limit: int = PAGE, until: str | None = None) -> list[Row]:
         """The children of ``id`` from ``offset``, then a :meth:`more_row` if some are left.
 
-        With ``until``, as many pages as it takes to reach the child with that id, or
-        ``[]`` when no child of ``id`` has it.
+        With ``until``, as many pages as it takes to reach the child that is or holds that
+        row (:meth:`toward`), or ``[]`` when no child of ``id`` from ``offset`` is or holds it.
         """
         rows, total = self.children(id, offset, limit)
         if until is not None:
+            until = self.toward(id, until)
             while not any(r["id"] == until for r in rows):
                 if offset + len(rows) >= total:
                     return []
@@ -311,6 +317,111 @@ class CallSource(RowSource[Leaf]):
             return id
         sub = id.split("/", 1)[1] if "/" in id else ""
         return call.key + (f" {sub}" if sub else "")
+
+
+class GradSource(RowSource[Leaf]):
+    """Rows for the gradients of a gradient inspection: ``update scales`` (rows ``scale:<key>``),
+    ``activation gradients`` (a row ``g#<order>`` per call with gradients, a row ``g#<order>/<path>``
+    per gradient below it) and ``parameter gradients`` (ids ``params/...``, as for variables).
+
+    The section's "first non-finite gradient" row is not a row here: the widget's jump button is it.
+    The scales are ranked, and the calls' norms measured, when their row is first opened.
+    """
+
+    GROUPS = ("update scales", "activation gradients", "parameter gradients")
+
+    def __init__(self, insp: Inspection):
+        if insp.grads is None:
+            raise ValueError("no gradients: inspect with fi.inspect_grad")
+        self.head = S.gradients(insp, S.HEAD)
+        self.insp = insp
+        self.root = insp.grads.root
+        self.params = NodeSource(self.root)
+        self.calls = {S.call_id(c): c for c in insp.calls if c.grads}
+
+    @functools.cached_property
+    def _scales(self) -> list[Row]:
+        return [lower(S.scale_row(u)) for u in self.insp.update_scales()]
+
+    @functools.cached_property
+    def _norms(self) -> list[Row]:
+        norms = self.insp.grad_norms()
+        low, high = S.grad_span(norms)
+        return [lower(S.grad_row(n, self.calls[f"#{n.order}"], low, high), len(self.calls[f"#{n.order}"].grads or ()))
+                for n in norms]
+
+    def _groups(self) -> list[Row]:
+        return [lower(S.update_scales_row(self.insp), self.root.count),
+                lower(S.activation_grads_row(self.insp), len(self.calls)),
+                lower(S.param_grads_row(self.root), len(self.root.children))]
+
+    def _call(self, id: str) -> MethodCall | None:
+        return self.calls.get(id[1:].split("/", 1)[0]) if id.startswith("g#") else None
+
+    def children(self, id, offset=0, limit=PAGE):
+        if not id:
+            rows = self._groups()
+            return rows[offset:offset + limit], len(rows)
+        if id == "update scales":
+            return self._scales[offset:offset + limit], len(self._scales)
+        if id == "activation gradients":
+            return self._norms[offset:offset + limit], len(self._norms)
+        if id == "parameter gradients":
+            return self.params.children("", offset, limit)
+        call = self._call(id)
+        if call is not None:
+            grads = (call.grads or []) if "/" not in id else []
+            return [lower(S.grad_leaf_row(call, g)) for g in grads[offset:offset + limit]], len(grads)
+        return self.params.children(id, offset, limit) if self._is_param(id) else ([], 0)
+
+    def _is_param(self, id: str) -> bool:
+        return id not in self.GROUPS and not id.startswith(("g#", "scale:"))
+
+    def toward(self, id, until):
+        if not id:
+            if until.startswith("scale:"):
+                return "update scales"
+            if until.startswith("g#"):
+                return "activation gradients"
+            return until if until in self.GROUPS else "parameter gradients"
+        if id == "activation gradients":
+            return until.split("/", 1)[0]
+        if id == "parameter gradients" or self._is_param(id):
+            depth = len(parse_path(id)) if self._is_param(id) else 0
+            return path_str(parse_path(until)[:depth + 1]) if self._is_param(until) else until
+        return until
+
+    def search(self, query, limit=PAGE):
+        """Calls by key or module type, then parameter gradients by path."""
+        hits = [r for r in self._norms if path_matches(f"{self.calls[r['id'][1:]].key} "
+                                                        f"{self.calls[r['id'][1:]].module_type}", query)]
+        rows, total = self.params.search(query, limit)
+        return (hits + rows)[:limit], len(hits) + total
+
+    def leaf(self, id):
+        call = self._call(id)
+        if call is None:
+            return self.params.leaf(id) if self._is_param(id) else None
+        grads = call.grads or []
+        if "/" not in id:
+            return grads[0] if len(grads) == 1 else None
+        return next((g for g in grads if S.grad_leaf_row(call, g).id == id), None)
+
+    def initial(self, open_depth: int = 1, budget: int = 100) -> list[Row]:
+        """The groups, with the first page of the calls' gradient norms (the vanishing or exploding
+        picture) open; the scales and the parameter gradients open when asked for."""
+        rows, _ = self.children("")
+        calls = rows[1]
+        kids, total = self.children(calls["id"], 0, budget)
+        calls["children"] = kids + self.more_row(calls["id"], len(kids), total)
+        return rows
+
+    def label(self, id):
+        call = self._call(id)
+        if call is None:
+            return id
+        sub = id.split("/", 1)[1] if "/" in id else ""
+        return f"d loss / d {call.key}" + (f" {sub}" if sub and sub != "grad" else "")
 
 
 class BindingSource(RowSource[Leaf]):

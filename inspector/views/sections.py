@@ -41,7 +41,9 @@ class Row:
         status: how a mutated or compared leaf changed (``''`` when the row is not a change).
         id: an address unique within its section: a key-grammar path (variables, output, mutations),
             ``#<order>`` for a call and ``#<order>/<path>`` for one of its outputs, ``b<order>``
-            for a binding call, ``<section>:<key>`` for a comparison; ``''`` for none.
+            for a binding call, ``<section>:<key>`` for a comparison; in ``gradients``, ``g#<order>`` for
+            a call's gradient and ``g#<order>/<path>`` for one of its leaves (``/grad`` for an array's),
+            ``scale:<key>`` for an update scale, key-grammar paths for parameter gradients; ``''`` for none.
         link: the ``id`` of the row this one points to, or ``''``.
         leaf: the array behind the row (histograms, previews), or None.
     """
@@ -269,7 +271,8 @@ BAR = 12
 """Width of the bar of a call's gradient norm, on a log scale spanning the calls' norms."""
 
 
-def _scale_row(u: UpdateScale) -> Row:
+def scale_row(u: UpdateScale) -> Row:
+    """A parameter's update scale: ``|grad| / |param|`` and both norms."""
     bad = f" !! {u.nonfinite} non-finite" if u.nonfinite else ""
     return Row(u.key, f"ratio {F.num(u.ratio)}, |grad| {F.num(u.grad_norm)}, |param| {F.num(u.param_norm)}{bad}",
                nonfinite=bool(u.nonfinite), id=f"scale:{u.key}")
@@ -283,46 +286,90 @@ def _bar(norm: float, low: float, high: float) -> str:
     return "#" * max(1, round(BAR * ((math.log10(norm) - low) / span if span else 1.0)))
 
 
-def _grad_row(n: GradNorm, call: MethodCall, low: float, high: float, limits: Limits) -> Row:
+def grad_span(norms: Sequence[GradNorm]) -> tuple[float, float]:
+    """log10 of the smallest and the largest positive finite gradient norm: the ends of the bars."""
+    logs = [math.log10(n.grad_norm) for n in norms if n.grad_norm > 0 and not math.isinf(n.grad_norm)]
+    return (min(logs), max(logs)) if logs else (0.0, 0.0)
+
+
+def grad_row(n: GradNorm, call: MethodCall, low: float, high: float) -> Row:
+    """A captured call's gradient: its norm (a bar between ``low`` and ``high``, see :func:`grad_span`)
+    beside its output's; links to the call's row."""
     bad = f" !! {n.nonfinite} non-finite" if n.nonfinite else ""
     summary = f"|grad| {F.num(n.grad_norm)}, |output| {F.num(n.activation_norm)} {_bar(n.grad_norm, low, high)}{bad}"
-    grads, more = _level(call.grads or [], 3, limits)
-    below = []
-    for g in grads:
-        sub = path_str(call.output_path(g)) if call.output_path(g) else "grad"
-        below.append(Row(sub, F.value(g), nonfinite=bool(g.nonfinite), id=f"g{call_id(call)}/{sub}", leaf=g))
-    return Row(f"#{n.order} {n.key}", summary.rstrip(), F.call_kind(call), below, more, bool(n.nonfinite),
+    return Row(f"#{n.order} {n.key}", summary.rstrip(), F.call_kind(call), nonfinite=bool(n.nonfinite),
                id=f"g{call_id(call)}", link=call_id(call))
+
+
+def grad_leaf_row(call: MethodCall, g: Leaf) -> Row:
+    """One gradient of a call, named by where its output sits in the returned value (``grad`` for an array)."""
+    sub = path_str(call.output_path(g)) if call.output_path(g) else "grad"
+    return Row(sub, F.value(g), nonfinite=bool(g.nonfinite), id=f"g{call_id(call)}/{sub}", leaf=g)
+
+
+def _grad_row(n: GradNorm, call: MethodCall, low: float, high: float, limits: Limits) -> Row:
+    row = grad_row(n, call, low, high)
+    grads, row.more = _level(call.grads or [], 3, limits)
+    row.children = [grad_leaf_row(call, g) for g in grads]
+    return row
+
+
+def first_grad_row(first: MethodCall) -> Row:
+    """The row that names the first call, in backward order, whose incoming gradient has a NaN or Inf."""
+    return Row("first non-finite gradient (backward order)", first.key, nonfinite=True, link=call_id(first))
+
+
+def update_scales_row(insp: Inspection) -> Row:
+    """The head of the update scales (rows: :func:`scale_row`); flagged from the gradients' totals."""
+    return Row("update scales", "|grad| / |param| per parameter, largest first",
+               nonfinite=bool(insp.grads is not None and insp.grads.root.nonfinite), id="update scales")
+
+
+def activation_grads_row(insp: Inspection) -> Row:
+    """The head of the calls' gradient norms (rows: :func:`grad_row`)."""
+    return Row("activation gradients", "|grad| per captured call, execution order",
+               nonfinite=insp.first_nonfinite_grad() is not None, id="activation gradients")
+
+
+def param_grads_row(root: Node) -> Row:
+    """The head of the parameter gradients' tree (rows: :func:`variable_row`)."""
+    return Row("parameter gradients", F.node_summary(root), nonfinite=bool(root.nonfinite), id="parameter gradients")
 
 
 def gradients(insp: Inspection, limits: Limits = Limits()) -> Section:
     """What ``fi.inspect_grad`` adds: the first call, in backward order, whose incoming gradient has a
     NaN or Inf; ``|grad| / |param|`` per parameter, largest first; ``|grad|`` per captured call in
-    execution order (the vanishing or exploding picture); the parameter gradients as a tree."""
+    execution order (the vanishing or exploding picture); the parameter gradients as a tree.
+
+    With no rows asked for (:data:`HEAD`), nothing walks the gradients' leaves one by one."""
     if insp.grads is None:
         return Section("gradients", "gradients", empty="no gradients (inspect with fi.inspect_grad)")
     first = insp.first_nonfinite_grad()
-    rows = [] if first is None else [Row("first non-finite gradient (backward order)", first.key,
-                                         nonfinite=True, link=call_id(first))]
-    scales = insp.update_scales()
-    shown, more = _level(scales, 2, limits)
-    rows.append(Row("update scales", "|grad| / |param| per parameter, largest first",
-                    children=[_scale_row(u) for u in shown], more=more, nonfinite=any(u.nonfinite for u in scales),
-                    id="update scales"))
-    norms = insp.grad_norms()
-    logs = [math.log10(n.grad_norm) for n in norms if n.grad_norm > 0 and not math.isinf(n.grad_norm)]
-    low, high = (min(logs), max(logs)) if logs else (0.0, 0.0)
-    by_order = {c.order: c for c in insp.calls}
-    shown_norms, more = _level(norms, 2, limits)
-    rows.append(Row("activation gradients", "|grad| per captured call, execution order",
-                    children=[_grad_row(n, by_order[n.order], low, high, limits) for n in shown_norms], more=more,
-                    nonfinite=any(n.nonfinite for n in norms), id="activation gradients"))
-    root = insp.grads.root
-    below, left = _tree(root, 2, limits)
-    rows.append(Row("parameter gradients", F.node_summary(root), children=below, more=left,
-                    nonfinite=bool(root.nonfinite), id="parameter gradients"))
+    with_grads = sum(1 for c in insp.calls if c.grads)
+    rows = [] if first is None else [first_grad_row(first)]
+    head = update_scales_row(insp)
+    if limits.max_depth != 0:
+        scales = insp.update_scales()
+        shown, head.more = _level(scales, 2, limits)
+        head.children = [scale_row(u) for u in shown]
+    else:
+        head.more = insp.grads.root.count  # one scale per parameter
+    rows.append(head)
+    head = activation_grads_row(insp)
+    if limits.max_depth != 0:
+        norms = insp.grad_norms()
+        low, high = grad_span(norms)
+        by_order = {c.order: c for c in insp.calls}
+        shown_norms, head.more = _level(norms, 2, limits)
+        head.children = [_grad_row(n, by_order[n.order], low, high, limits) for n in shown_norms]
+    else:
+        head.more = with_grads
+    rows.append(head)
+    head = param_grads_row(insp.grads.root)
+    head.children, head.more = _tree(insp.grads.root, 2, limits)
+    rows.append(head)
     loss = "" if insp.loss is None else f"loss {F.num(insp.loss)}, "
-    return Section("gradients", "gradients", f"{loss}{len(norms)} of {len(insp.calls)} calls with gradients", rows,
+    return Section("gradients", "gradients", f"{loss}{with_grads} of {len(insp.calls)} calls with gradients", rows,
                    nonfinite=any(r.nonfinite for r in rows), open_depth=1)
 
 

@@ -27,7 +27,7 @@ from inspector.views import format as F
 from inspector.views import palette
 from inspector.views import sections as S
 from inspector.views.rows import (
-    BindingSource, CallSource, ComparisonSource, DiffSource, NodeSource, OutputSource, RowSource,
+    BindingSource, CallSource, ComparisonSource, DiffSource, GradSource, NodeSource, OutputSource, RowSource,
 )
 
 PREVIEW_ELEMENTS = 65_536
@@ -44,8 +44,9 @@ class TreeWidget(anywidget.AnyWidget):
     with a message that carries its own id (``view``); the reply echoes it, and only
     that view takes it:
 
-    - ``{kind: "children", view, id, offset, until?}`` -> ``{kind: "children", view, id, offset, rows}``
-      (:meth:`RowSource.page`);
+    - ``{kind: "children", view, id, offset, until?}`` -> ``{kind: "children", view, id, offset, rows, toward?}``
+      (:meth:`RowSource.page`; with ``until``, ``toward`` is the child of ``id`` that is or holds that row,
+      which the view opens next to reveal it);
     - ``{kind: "search", view, query, seq}`` -> ``{kind: "search", view, seq, rows, total}``.
     """
 
@@ -101,8 +102,11 @@ class TreeWidget(anywidget.AnyWidget):
         view, kind = msg.get("view"), msg.get("kind")
         if kind == "children":
             id, offset, until = str(msg.get("id", "")), int(msg.get("offset", 0)), msg.get("until")
-            rows = source.page(id, offset, until=None if until is None else str(until))
-            self.send({"kind": "children", "view": view, "id": id, "offset": offset, "rows": rows})
+            reply = {"kind": "children", "view": view, "id": id, "offset": offset,
+                     "rows": source.page(id, offset, until=None if until is None else str(until))}
+            if until is not None:
+                reply["toward"] = source.toward(id, str(until))
+            self.send(reply)
         elif kind == "search":
             rows, total = source.search(str(msg.get("query", "")))
             self.send({"kind": "search", "view": view, "seq": msg.get("seq"), "rows": rows, "total": total})
@@ -158,13 +162,19 @@ def _close_tree(widget: Any) -> None:
 
 
 _SOURCES: dict[str, Callable[[Inspection], RowSource[Any]]] = {
-    "variables": NodeSource.variables, "mutations": DiffSource,
-    "intermediates": CallSource, "binding": BindingSource, "output": OutputSource}
+    "variables": NodeSource.variables, "mutations": DiffSource, "intermediates": CallSource,
+    "gradients": GradSource, "binding": BindingSource, "output": OutputSource}
+"""The tabs, in order; ``gradients`` only for an inspection with gradients (:func:`tab_names`)."""
+
+
+def tab_names(insp: Inspection | None) -> list[str]:
+    """The tabs a widget of ``insp`` shows (before one is set: as for one without gradients)."""
+    return [name for name in _SOURCES if name != "gradients" or (insp is not None and insp.grads is not None)]
 
 
 class InspectionWidget(W.VBox):
-    """Status, first-non-finite jump, a tab per section (Variables, Mutations, Intermediates,
-    Binding, Output: each a lazy :class:`TreeWidget`), leaf detail.
+    """Status, first-non-finite jumps, a tab per section (Variables, Mutations, Intermediates,
+    Gradients for a gradient inspection, Binding, Output: each a lazy :class:`TreeWidget`), leaf detail.
 
     With ``weak=True`` (how a displayed :class:`Inspection` builds it) the widget holds the
     inspection only weakly: deleting the inspection frees it, its arrays and this widget
@@ -176,8 +186,10 @@ class InspectionWidget(W.VBox):
         self.status.add_class("fi-status")
         self.jump = W.Button(description="", button_style="danger", layout=W.Layout(display="none", width="auto"))
         self.jump.add_class("fi-jump")
-        self.trees = {name: TreeWidget() for name in _SOURCES}
-        self.tabs = W.Tab(children=list(self.trees.values()), titles=[name.capitalize() for name in self.trees])
+        self.grad_jump: W.Button | None = None  # made for an inspection with gradients
+        self.trees: dict[str, TreeWidget] = {}
+        self.tabs = W.Tab()
+        self._set_tabs(tab_names(insp))
         self.notes = W.HTML()
         self.notes.add_class("fi-notes")
         self.detail = W.Output(layout=W.Layout(border="1px solid var(--fi-line)", padding="4px",
@@ -187,13 +199,25 @@ class InspectionWidget(W.VBox):
         self.add_class("fi-widget")
         self.weak = weak
         self._insp: Any = None
-        for name, tree in self.trees.items():
-            tree.on_select(functools.partial(self.show_detail, name))
         self.jump.on_click(lambda _: self.jump_to_first_nonfinite())
         if insp is not None:
             self.set_inspection(insp)
         else:
             self.set_status("waiting")
+
+    def _set_tabs(self, names: list[str]) -> None:
+        """Shows a tab per tree in ``names``: trees kept where they are named, made where new, closed where not."""
+        if list(self.trees) == names:
+            return
+        for name in set(self.trees) - set(names):
+            _close_tree(self.trees.pop(name))
+        for name in names:
+            if name not in self.trees:
+                self.trees[name] = TreeWidget()
+                self.trees[name].on_select(functools.partial(self.show_detail, name))
+        self.trees = {name: self.trees[name] for name in names}
+        self.tabs.children = list(self.trees.values())
+        self.tabs.titles = [name.capitalize() for name in self.trees]
 
     @property
     def selected_tab(self) -> str:
@@ -212,6 +236,7 @@ class InspectionWidget(W.VBox):
         return self._insp() if self.weak and self._insp is not None else self._insp
 
     def set_inspection(self, insp: Inspection) -> None:
+        self._set_tabs(tab_names(insp))
         if self.weak:
             ref = weakref.ref(insp)
             self._insp = ref
@@ -236,6 +261,16 @@ class InspectionWidget(W.VBox):
             self.jump.layout.display = "inline-flex"
         else:
             self.jump.layout.display = "none"
+        first = insp.first_nonfinite_grad()
+        if first is not None and self.grad_jump is None:
+            self.grad_jump = W.Button(description="", button_style="danger", layout=W.Layout(width="auto"))
+            self.grad_jump.add_class("fi-jump")
+            self.grad_jump.on_click(lambda _: self.jump_to_first_nonfinite_grad())
+            self.children = [self.status, self.jump, self.grad_jump, self.notes, self.tabs, self.detail]
+        if self.grad_jump is not None:
+            self.grad_jump.description = (f"{S.line(S.first_grad_row(first))} ({F.call_kind(first)}) - jump"
+                                          if first is not None else "")
+            self.grad_jump.layout.display = "none" if first is None else "inline-flex"
 
     def jump_to_first_nonfinite(self) -> None:
         first = self.inspection.first_nonfinite() if self.inspection else None
@@ -243,6 +278,14 @@ class InspectionWidget(W.VBox):
             return
         self.selected_tab = "intermediates"
         self.trees["intermediates"].select(S.call_id(first))
+
+    def jump_to_first_nonfinite_grad(self) -> None:
+        """Opens the Gradients tab at the first gradient, in backward order, with a NaN or Inf."""
+        first = self.inspection.first_nonfinite_grad() if self.inspection else None
+        if first is None:
+            return
+        self.selected_tab = "gradients"
+        self.trees["gradients"].select(next(S.grad_leaf_row(first, g).id for g in first.grads or () if g.nonfinite))
 
     def show_detail(self, view: str, id: str) -> None:
         """Shows leaf ``id`` of tree ``view``; the leaf selected in any other tree is unselected."""

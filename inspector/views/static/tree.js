@@ -22,7 +22,8 @@
 
 /**
  * Replies from the kernel; `view` is the id of the view that asked.
- * @typedef {{kind: "children", view: string, id: string, offset: number, rows: Row[]}} ChildrenReply
+ * `toward` (a reply to a request with `until`): the child of `id` that is or holds that row.
+ * @typedef {{kind: "children", view: string, id: string, offset: number, rows: Row[], toward?: string}} ChildrenReply
  * @typedef {{kind: "search", view: string, seq: number, rows: Row[], total: number}} SearchReply
  */
 
@@ -179,11 +180,31 @@ function render({ model, el }) {
     if (at.top < box.top || at.bottom > box.bottom) list.scrollTop += at.top - box.top - (box.height - at.height) / 2;
   }
 
-  /** Shows row `id`, asking the kernel for the root pages up to it if needed. @param {string} id */
+  /** Opens the rows that hold `entry`, where closed. @param {Entry} entry */
+  function openAbove(entry) {
+    for (let kids = entry.line.parentElement?.parentElement; kids && kids !== list; kids = kids.parentElement?.parentElement) {
+      const owner = rowsById.get(/** @type {HTMLElement | null} */ (kids.previousElementSibling)?.dataset.id ?? "");
+      if (owner && owner.kids === kids && kids.hidden) setOpen(owner, true);
+    }
+  }
+
+  /** Opens row `id` on the way to the row being revealed, and asks for its pages up to it. @param {string} id */
+  function descend(id) {
+    const entry = rowsById.get(id);
+    if (!entry || pendingReveal === null) return;
+    entry.kids.hidden = false;
+    entry.tw.textContent = "▾";
+    entry.loaded = true;
+    request({ kind: "children", id, offset: loaded.get(entry.kids) ?? 0, until: pendingReveal });
+  }
+
+  /** Shows row `id`, asking the kernel for the pages up to it (and the rows that hold it) if needed.
+   * @param {string} id */
   function reveal(id) {
     const entry = rowsById.get(id);
     if (entry) {
       pendingReveal = null;
+      openAbove(entry);
       scrollListTo(entry.line);
       entry.line.classList.remove("fi-flash");
       void entry.line.offsetWidth; // restarts the animation
@@ -220,6 +241,9 @@ function render({ model, el }) {
         fill(target, msg.rows);
       }
       if (pendingReveal !== null && rowsById.has(pendingReveal)) reveal(pendingReveal);
+      else if (pendingReveal !== null && msg.toward && msg.toward !== msg.id && msg.toward !== pendingReveal) {
+        descend(msg.toward);
+      }
     } else if (msg.kind === "search" && searching && msg.seq === searchSeq) {
       list.replaceChildren();
       rowsById.clear();

@@ -1,0 +1,62 @@
+"""The widget's Gradients tab in a live JupyterLab: its rows from the kernel, a gradient's detail,
+and the jump to the first non-finite gradient, also when that row is two levels down and past
+the first page (the view opens the rows on the way)."""
+
+from __future__ import annotations
+
+from browser_helpers import NOTEBOOKS, run_notebook_in_lab, tree_click_leaf, tree_expand, tree_level
+
+NOTEBOOK = NOTEBOOKS / "gradients.ipynb"
+
+
+def in_list_view(row) -> bool:
+    return row.evaluate("""el => { const l = el.closest('.fi-list').getBoundingClientRect(),
+        r = el.getBoundingClientRect(); return r.height > 0 && r.top >= l.top && r.bottom <= l.bottom; }""")
+
+
+def test_gradients_tab_in_lab(page, lab_server):
+    from playwright.sync_api import expect
+
+    nb = run_notebook_in_lab(page, lab_server, NOTEBOOK)
+    grad = nb.output(1)
+    expect(grad.locator(".fi-status")).to_contain_text("Inspection: apply GradNaNNet", timeout=30_000)
+    grad.locator(".lm-TabBar-tab", has_text="Gradients").click()
+    expect(grad.locator(".fi-heading:visible")).to_have_text("gradients: loss 0, 4 of 4 calls with gradients")
+
+    # the calls' gradient norms are open at first; the scales arrive from the kernel when opened
+    calls = tree_level(grad).locator(".fi-row[data-id='activation gradients'] + .fi-kids")
+    expect(calls.locator(".fi-row[data-id='g#2']")).to_contain_text("|grad| 2, |output| 0")
+    scales = tree_expand(grad, "update scales")
+    expect(scales.locator(".fi-row").first).to_contain_text("params/d1/kernel")
+    expect(scales.locator(".fi-row").first).to_contain_text("ratio 0")
+
+    # a parameter's gradient, then an activation's: each shows its statistics and array
+    tree_click_leaf(grad, "parameter gradients/params/d2/kernel")
+    detail = grad.locator(".fi-detail-pane")
+    expect(detail).to_contain_text("gradients: params/d2/kernel", timeout=30_000)
+    expect(detail).to_contain_text("float32[4,2]")
+    tree_click_leaf(grad, ["activation gradients", "#1 root:__call__[0]", "0"])
+    expect(detail).to_contain_text("gradients: d loss / d root:__call__[0] 0", timeout=30_000)
+    expect(detail.locator("svg.fi-hist")).to_have_count(1)
+
+    # the red button: the first non-finite gradient in backward order
+    jump = grad.locator(".fi-jump", has_text="first non-finite gradient")
+    expect(jump).to_contain_text("first non-finite gradient (backward order): d1:__call__[0] (Dense) - jump")
+    jump.click()
+    selected = grad.locator(".fi-list:visible .fi-row.fi-sel")
+    expect(selected).to_have_attribute("data-id", "g#0/grad", timeout=15_000)
+    expect(selected).to_be_visible()
+    expect(detail).to_contain_text("gradients: d loss / d d1:__call__[0]", timeout=15_000)
+
+    # past the first page, two levels down: the view asks for the rows on the way and opens them
+    wide = nb.output(2)
+    expect(wide.locator(".fi-status")).to_contain_text("Inspection: apply Wide", timeout=30_000)
+    assert wide.locator(".fi-row[data-id='g#300']").count() == 0  # not loaded yet
+    wide.locator(".fi-jump", has_text="first non-finite gradient").click()
+    selected = wide.locator(".fi-list:visible .fi-row.fi-sel")
+    expect(selected).to_have_attribute("data-id", "g#300/grad", timeout=15_000)
+    expect(selected).to_be_visible()
+    page.wait_for_timeout(300)  # the list scrolls to it
+    assert in_list_view(selected)
+    expect(wide.locator(".fi-list:visible .fi-row[data-id='g#300']")).to_have_count(1)  # each row once
+    assert not page.page_errors, page.page_errors
