@@ -18,6 +18,10 @@ from browser_helpers import (
     start_lab_server, stop_lab_server,
 )
 
+# The notebooks here are what the browser tests open in JupyterLab (with the repository on the kernel's
+# path), not standalone notebooks: nbmake leaves them to those tests.
+collect_ignore_glob = ["notebooks/*.ipynb"]
+
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
