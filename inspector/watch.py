@@ -64,7 +64,7 @@ def array_stats(x: jax.Array) -> jax.Array:
     nf = jnp.sum(fin, dtype=jnp.int32)
     amax = jnp.max(jnp.where(fin, jnp.abs(v), 0))
     _, e = jnp.frexp(amax)
-    scale = jnp.ldexp(jnp.ones((), v.dtype), e)  # a power of two >= amax (1 for amax 0)
+    scale = jnp.ldexp(jnp.ones((), v.dtype), e - 1)  # a power of two in (amax / 2, amax]: |v / scale| < 2
     s = jnp.where(fin, v / scale, 0)
     n = jnp.maximum(nf, 1).astype(v.dtype)
     m = jnp.sum(s) / n

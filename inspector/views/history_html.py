@@ -63,7 +63,7 @@ def heatmap(history: History, field: str, first: tuple[int, Site] | None) -> str
                 fill = f'style="fill:{palette.var("line")}"'
             else:
                 fill = _shade((float(v) - lo) / (hi - lo) if hi > lo else 0.5)
-            mark = f' class="fi-first"' if first == (step, site) else ""
+            mark = ' class="fi-first"' if first == (step, site) else ""
             out.append(f'<rect x="{x}" y="{y}" width="{CELL_W - 1}" height="{CELL_H - 1}" {fill}{mark}>'
                        f'<title>step {step} {esc(site)}: {esc(field)} {esc(cell(sc, field))}</title></rect>')
     for step in steps[:: max(1, len(steps) // 10)]:
@@ -85,10 +85,11 @@ def line_chart(by_step: dict[int, Scalars], field: str, site: Site) -> str:
     def py(v: float) -> float:
         return CHART_H - 14 - (CHART_H - 28) * ((v - lo) / (hi - lo) if hi > lo else 0.5)
 
+    last = esc(cell(by_step[steps[-1]], field)) if steps else ""
     out = [f'<svg width="{CHART_W}" height="{CHART_H}" role="img" aria-label="{esc(field)} of {esc(site)}">',
            f'<rect x="0" y="0" width="{CHART_W}" height="{CHART_H}" style="fill:none;stroke:{palette.var("line")}"/>',
            f'<text x="{PAD}" y="11">{esc(field)}</text>',
-           f'<text class="fi-muted" x="{CHART_W - PAD}" y="11" text-anchor="end">{esc(cell(by_step[steps[-1]], field)) if steps else ""}</text>']
+           f'<text class="fi-muted" x="{CHART_W - PAD}" y="11" text-anchor="end">{last}</text>']
     if len(fin) > 1:
         pts = " ".join(f"{px(s):.1f},{py(v):.1f}" for s, v in fin)
         out.append(f'<polyline points="{pts}" style="fill:none;stroke:{palette.var("accent")};stroke-width:1.5"/>')
