@@ -289,3 +289,41 @@ def test_sharded_step():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def test_calls_returning_several_arrays_and_repeated_calls():
+    class Pair(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return x * 2, jnp.zeros_like(x)
+
+    class Twice(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            p = Pair(name="pair")
+            a, _ = p(x)
+            return p(a)[0]
+
+    x = jnp.arange(6.0).reshape(2, 3)
+    watch = fi.watch(Twice(), capture_intermediates=C.types(Pair))
+    y = jax.jit(lambda x: watch.at(0).apply({}, x))(x)
+    np.testing.assert_array_equal(y, Twice().apply({}, x))
+    h = watch.history
+    assert [s.name for s in h.sites()] == ["pair:__call__[0].0", "pair:__call__[0].1",
+                                           "pair:__call__[1].0", "pair:__call__[1].1"]
+    assert_matches(h["activation", "pair:__call__[1].0"][0], np.asarray(x) * 4)
+    assert h["activation", "pair:__call__[0].1"][0].zero_frac == 1.0
+
+
+def test_html_has_a_cell_per_recorded_site_and_step():
+    watch = fi.watch(Net(), capture_intermediates=C.types(nn.Dense), every=2)
+    train(watch, 5)
+    h = watch.history
+    page = h.to_html()
+    cells = len(h.sites()) * len(h.steps())
+    assert page.count("</title></rect>") == 3 * cells  # std, abs_max, zero_frac heatmaps
+    assert page.count('role="img"') == 3 + 5 * len(h.sites())
+    sc = h["grad", "hidden/kernel"][4]
+    from inspector.views.history_text import cell
+    assert f"step 4 grad hidden/kernel: std {cell(sc, 'std')}</title>" in page
+    assert f"{cell(sc, 'std')}" in h.to_text()
