@@ -10,6 +10,7 @@ return exactly what flax returns, and ``inspect_*`` forms that return an
     y, state = run(variables, x)
     insp = fi.inspect_apply(fn, model, mutable=["batch_stats"])(variables, x)
     grads = fi.inspect_grad(loss_fn, model)(variables, x)  # d loss / d params and every captured output
+    watch = fi.watch(model, every=10)  # in a jitted train step: watch.at(step).apply(...), watch.step(...)
 
 NNX (``fi.inspect_nnx``, ``fi.NnxInspectRun``) loads on first use.
 """
@@ -25,6 +26,7 @@ from inspector.capture import CaptureFilter, CaptureFilterError, Filter
 from inspector.collect import Keep
 from inspector.compare import compare
 from inspector.grad import GradRun, inspect_grad
+from inspector.history import History
 from inspector.model import (
     BindingCall, CollectionDiff, Comparison, GradNorm, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node,
     Stats, Timings, UpdateScale, VariableTree,
@@ -32,6 +34,7 @@ from inspector.model import (
 from inspector.names import format_key, parse_key
 from inspector.patches import scale, zero  # also as fi.patches.zero / fi.patches.scale
 from inspector.run import Runner, RunResult
+from inspector.watch import Watch, watch
 from flax.core.scope import CollectionFilter  # what ``mutable`` takes, as in flax
 
 _NNX = {"inspect_nnx", "NnxInspectRun"}
@@ -57,6 +60,6 @@ __all__ = [
     "Inspection", "VariableTree", "Node", "Leaf", "Stats", "LeafDiff", "CollectionDiff",
     "MethodCall", "Timings", "BindingCall", "Comparison", "LeafDelta", "compare", "intervene", "patches",
     "zero", "scale", "inspect_nnx", "NnxInspectRun", "format_key", "parse_key",
-    "inspect_grad", "GradRun", "UpdateScale", "GradNorm",
+    "inspect_grad", "GradRun", "UpdateScale", "GradNorm", "watch", "Watch", "History",
 ]
 __version__ = "0.1.0"
