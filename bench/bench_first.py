@@ -22,7 +22,7 @@ import sys
 import time
 
 import common  # noqa: F401  (sets sys.path)
-from common import HERE, interleave, log, machine, med, paired, print_table
+from common import HERE, fresh_process_rounds, interleave, log, machine, med, paired, print_table
 
 MODELS = {"mlp": "4-layer MLP, width 64", "t6": "6-layer d=128 transformer, batch 8x64",
           "t8": "8-layer d=256 transformer, batch 8x128"}
@@ -108,14 +108,7 @@ def compare_first_call(leaves: int) -> float:
 
 
 def first_calls(which: str, reps: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"plain": [], "arrays": [], "stats": []}
-    for r in range(reps):
-        for variant in (("plain", "arrays", "stats") if r % 2 == 0 else ("stats", "arrays", "plain")):
-            cmd = [sys.executable, str(HERE / "bench_first.py"), "--child", which, variant]
-            res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=HERE.parent)
-            out[variant].append(float(res.stdout.strip().splitlines()[-1]))
-        log(f"  {which} first-call round {r + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.0f} ms" for k, v in out.items()))
-    return out
+    return fresh_process_rounds("bench_first.py", [which], reps, f"{which} ")
 
 
 def warm(which: str, rounds: int) -> dict[str, list[float]]:

@@ -16,12 +16,10 @@ No assertions.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
 
 import common  # noqa: F401  (sets sys.path)
-from common import HERE, interleave, log, machine, med, paired, print_table
+from common import fresh_process_rounds, interleave, log, machine, med, paired, print_table
 
 
 def build(layers: int):
@@ -63,14 +61,7 @@ def one_first_call(layers: int, variant: str) -> float:
 
 
 def first_calls(layers: int, reps: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"plain": [], "arrays": [], "stats": []}
-    for r in range(reps):
-        for variant in (("plain", "arrays", "stats") if r % 2 == 0 else ("stats", "arrays", "plain")):
-            cmd = [sys.executable, str(HERE / "bench_grad.py"), "--child", str(layers), variant]
-            res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=HERE.parent)
-            out[variant].append(float(res.stdout.strip().splitlines()[-1]))
-        log(f"  first-call round {r + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.0f} ms" for k, v in out.items()))
-    return out
+    return fresh_process_rounds("bench_grad.py", [str(layers)], reps)
 
 
 def warm(layers: int, rounds: int) -> dict[str, list[float]]:

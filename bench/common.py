@@ -146,3 +146,19 @@ def rounds_args(doc: str, default: int, quick: int, quick_help: str) -> Any:
     args = ap.parse_args()
     args.rounds = args.rounds or (quick if args.quick else default)
     return args
+
+
+def fresh_process_rounds(script: str, child_args: list[str], reps: int, label: str = "") -> dict[str, list[float]]:
+    """Milliseconds of each variant's first call (``plain``, ``arrays``, ``stats``), each in a fresh
+    process running ``script --child *child_args variant`` (its last stdout line); the order
+    alternates per round so neither side always runs on a warmer machine."""
+    import subprocess
+
+    out: dict[str, list[float]] = {"plain": [], "arrays": [], "stats": []}
+    for r in range(reps):
+        for variant in (("plain", "arrays", "stats") if r % 2 == 0 else ("stats", "arrays", "plain")):
+            cmd = [sys.executable, str(HERE / script), "--child", *child_args, variant]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=HERE.parent)
+            out[variant].append(float(res.stdout.strip().splitlines()[-1]))
+        log(f"  {label}first-call round {r + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.0f} ms" for k, v in out.items()))
+    return out
