@@ -552,6 +552,9 @@ class GradNorm:
     nonfinite: int = 0
 
 
+_RECORD_STATS = ("count", "mean", "std", "min", "max", "abs_max", "zeros", "nan", "posinf", "neginf")
+
+
 @dataclasses.dataclass
 class Inspection:
     """Everything one inspected flax call produced.
@@ -614,6 +617,49 @@ class Inspection:
             if call.path == path and call.method == method and call.index == index:
                 return call
         raise KeyError(f"no captured call {key!r}; captured: {', '.join(c.key for c in self.calls[:8])}")
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One dict per described leaf: ``section`` ('output', 'variables', 'intermediates',
+        'gradients', 'activation gradients'), ``key`` and ``part`` (the leaf inside a returned
+        value, ``''`` for an array), ``order`` (execution order of a call, else ``None``), ``shape``,
+        ``dtype``, ``size``, ``nbytes``, ``device`` and every statistic (``None`` where there are none)."""
+        rows: list[dict[str, Any]] = []
+
+        def add(section: str, key: str, leaf: Leaf, part: Path = (), order: int | None = None) -> None:
+            if leaf.opaque is not None:
+                return
+            s = leaf.stats
+            stats = {name: getattr(s, name) if s is not None else None for name in _RECORD_STATS}
+            rows.append({"section": section, "key": key, "part": format_path(part), "order": order,
+                         "shape": leaf.shape, "dtype": leaf.dtype, "size": leaf.size, "nbytes": leaf.nbytes,
+                         "device": leaf.device, **stats,
+                         "zero_frac": s.frac_zero if s is not None else None,
+                         "nonfinite": s.nonfinite if s is not None else None})
+
+        for leaf in self.outputs:
+            add("output", format_path(("output",) + leaf.path) if leaf.path else "output", leaf)
+        for leaf in self.variables.leaves():
+            add("variables", format_path(leaf.path), leaf)
+        for call in self.calls:
+            for leaf in call.outputs:
+                add("intermediates", call.key, leaf, call.output_path(leaf), call.order)
+        if self.grads is not None:
+            for leaf in self.grads.leaves():
+                add("gradients", format_path(leaf.path), leaf)
+            for call in self.calls:
+                for leaf in call.grads or ():
+                    add("activation gradients", call.key, leaf, call.output_path(leaf), call.order)
+        return rows
+
+    def to_pandas(self) -> Any:
+        """:meth:`to_records` as a ``pandas.DataFrame``, one row per leaf. Needs pandas
+        (``pip install pandas``, or the package's 'pandas' extra)."""
+        try:
+            import pandas as pd
+        except ImportError as e:
+            raise ImportError("Inspection.to_pandas needs pandas: pip install pandas "
+                              "(or the package's 'pandas' extra)") from e
+        return pd.DataFrame(self.to_records())
 
     def first_nonfinite(self) -> MethodCall | None:
         """The earliest captured call (in execution order) whose output has a NaN or Inf."""

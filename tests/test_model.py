@@ -138,3 +138,38 @@ def test_init_inspections():
     iwo = fi.inspect_init_with_output(lambda m, x: m(x), model)(jax.random.key(0), x)
     assert iwo.output.shape == (2, 5) and "intermediates" in iwo.state
     assert [c.key for c in iwo.calls][-1] == "/:__call__[0]"
+
+
+def test_to_records_and_pandas_one_row_per_leaf_with_its_statistics():
+    model, variables, x = ae_setup()
+    insp = fi.inspect_apply(fn, model, mutable=["batch_stats"])(variables, x)
+    records = insp.to_records()
+    by_section = {}
+    for r in records:
+        by_section.setdefault(r["section"], []).append(r)
+    assert len(by_section["variables"]) == len(list(insp.variables.leaves()))
+    assert len(by_section["intermediates"]) == sum(len(c.outputs) for c in insp.calls)
+    for r in by_section["variables"]:  # each row is the leaf insp[key] finds, with numpy's statistics
+        value = np.asarray(insp[r["key"]].value, np.float64)
+        assert r["shape"] == value.shape and r["size"] == value.size
+        assert r["max"] == value.max() and r["min"] == value.min()
+        assert r["mean"] == pytest.approx(value.mean(), rel=2e-5, abs=1e-7)
+        assert r["zero_frac"] == pytest.approx((value == 0).mean())
+    call = insp.calls[0]
+    row = next(r for r in by_section["intermediates"] if r["key"] == call.key)
+    assert row["order"] == call.order and row["nonfinite"] == call.nonfinite
+    pd = pytest.importorskip("pandas")
+    frame = insp.to_pandas()
+    assert isinstance(frame, pd.DataFrame) and len(frame) == len(records)
+    assert list(frame.columns[:4]) == ["section", "key", "part", "order"]
+
+
+def test_to_records_of_gradients():
+    from models import grad_inspection
+
+    insp = grad_inspection()
+    sections = {r["section"] for r in insp.to_records()}
+    assert {"gradients", "activation gradients"} <= sections
+    grad_rows = [r for r in insp.to_records() if r["section"] == "gradients"]
+    for r in grad_rows:
+        assert r["nonfinite"] == insp.grad(r["key"]).nonfinite
