@@ -52,6 +52,22 @@ def _current_trace() -> Any:
     return find_top_trace(())
 
 
+_OUTSIDE = type(_current_trace())  # the trace active when nothing is being traced (jax 0.10.2: EvalTrace)
+
+
+def inside_transform() -> bool:
+    """True while the caller's ``jax.jit``/``grad``/``vmap``/``eval_shape`` traces (even with closed-over
+    concrete arrays, which an inner ``jax.jit`` would be staged into that trace with). If the trace
+    cannot be read, warns once and answers False: a runner then finds out from its staged result."""
+    try:
+        trace = _current_trace()
+    except Exception as e:  # noqa: BLE001 - reported once; the runner's staged-result check still applies
+        warn_once("inside_transform", f"cannot read the current jax trace ({type(e).__name__}: {e}); a call inside "
+                                      "your own transform is found out after it was staged")
+        return False
+    return type(trace) is not _OUTSIDE
+
+
 def shape_pass() -> bool:
     """True while a lifted transform traces a body only to learn the structure of its outputs.
 
@@ -87,13 +103,14 @@ def lifted_target(wrapper: type) -> str | None:
 
     For ``nn.scan(Block)``, flax (0.12.8) generates a subclass of ``Block`` named by prefixing the
     transform's name (``ScanBlock``, ``VmapDense``, ``CheckpointDense``, ``Map_variablesDense``);
-    there is no public attribute for the class it wraps. For a class not of that form, warns once
-    and returns None: notes about intermediates the transform dropped then do not name it.
+    there is no public attribute for the class it wraps. A lifted *function* (``nn.scan(fn)``,
+    ``nn.remat_scan``...) runs its wrapper on the user's own class (``LSTMCell``): None, and notes
+    about intermediates the transform dropped do not name it. ``tests/test_compat.py`` checks the
+    naming against the installed flax, so a change there fails a test rather than warning here (flax's
+    own CI turns every warning into an error).
     """
     base = wrapper.__bases__[0] if wrapper.__bases__ else object
     if base is object or wrapper.__name__ == base.__name__ or not wrapper.__name__.endswith(base.__name__):
-        warn_once("lifted_target", f"flax's lifted wrapper class {wrapper.__name__!r} is not a subclass named "
-                                   "'<Transform><Module>'; notes about dropped intermediates will not name it")
         return None
     return base.__name__
 

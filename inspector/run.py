@@ -32,7 +32,8 @@ from flax.core import FrozenDict
 from flax.core.scope import CollectionFilter
 
 from inspector._compat import (
-    TouchKind, capture_calls, is_lifted_wrapper_call, lifted_target, listening, own_intermediates, shape_pass,
+    TouchKind, capture_calls, inside_transform, is_lifted_wrapper_call, lifted_target, listening, own_intermediates,
+    shape_pass,
 )
 from inspector.capture import CaptureFilter, CaptureFilterError, guarded
 from inspector.model import BindingCall, Kind, path_str
@@ -635,6 +636,8 @@ class Runner:
             on_phase: Callable[[str], None] | None = None) -> RunResult:
         """Runs the call; results may still be computing.
         ``on_phase`` is told ``'tracing'``, ``'compiling'`` and ``'running'`` as they start."""
+        if inside_transform():  # the program would be staged into the caller's trace, never run
+            raise _InsideTransform()
         program, inputs = self._program(args, kwargs)
         carrier, traced = _call(program.jitted, inputs, on_phase)
         if _staged(carrier):  # concrete inputs, but inside the caller's own trace
