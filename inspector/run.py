@@ -306,18 +306,6 @@ def apply_patch(patch: Any, y: Any) -> Any:
     return jax.tree.map(lambda leaf: jnp.broadcast_to(jnp.asarray(patch, leaf.dtype), leaf.shape), y)
 
 
-_CONTAINERS = frozenset((dict, FrozenDict, tuple, list))
-
-
-def _order_key(x: Any) -> Any:
-    """The key order of every dict in ``x`` (jax sorts them; flax keeps insertion order),
-    cheap enough for every call: only containers are visited."""
-    t = type(x)
-    if t is dict or t is FrozenDict:
-        return tuple(x), tuple([_order_key(v) if type(v) in _CONTAINERS else None for v in x.values()])
-    if t is tuple or t is list:
-        return tuple([_order_key(v) if type(v) in _CONTAINERS else None for v in x])
-    return None
 
 
 def _order_skeleton(x: Any) -> Any:
@@ -686,15 +674,15 @@ class Runner:
             return program, (args, kwargs)
         leaves, treedef = _flatten((args, kwargs))
         dyn, statics, skey = self._split(leaves)
+        order, n = _order_skeleton((args, kwargs)), len(leaves)  # a kept program holds none of the arrays
 
         def make_body() -> Callable:
-            return self._flat_body(treedef, _order_skeleton((args, kwargs)), len(leaves), statics)
+            return self._flat_body(treedef, order, n, statics)
 
         if skey is None:  # not keyable by value: traced for this call only
             body = make_body()
             return _Program(jax.jit(body), make_body), dyn
-        key = (treedef, _order_key(args), _order_key(kwargs) if kwargs else None, skey,
-               flax.config.flax_return_frozendict)
+        key = (treedef, order, skey, flax.config.flax_return_frozendict)
         program = self._programs.get(key)
         if program is None:
             program = self._new_program(key, make_body)

@@ -222,3 +222,17 @@ def test_lower_shows_the_program_a_call_runs():
     assert run.traces == 1
     run(v, x, 2.0)
     assert run.traces == 1 and run.cached_signatures == 1  # lowering traced the program the call reuses
+
+
+def test_a_cached_program_keeps_none_of_the_inputs_of_the_call_that_compiled_it():
+    import gc
+    import weakref
+    m, v, _ = _setup()
+    run = fi.apply(lambda m, x, s: m(x, s), m)
+    x = jnp.ones((1, 3))
+    ref = weakref.ref(x)
+    run(v, x, 1.0)  # a static: the keyed path, whose program stays cached
+    assert run.cached_signatures == 1
+    del x
+    gc.collect()
+    assert ref() is None
