@@ -94,6 +94,12 @@ class Plan:
     multi_device: bool = False
     summarized: list[int] = dataclasses.field(default_factory=list)  # rows summarized inside the call
 
+    @functools.cached_property
+    def summary_layouts(self) -> tuple[list[reduce.Layout], list[int]]:
+        """Row layouts and element counts of the :attr:`summarized` rows (decoded every call)."""
+        slots = [self.described[i] for i in self.summarized]
+        return [reduce.layout(s.dtype) for s in slots], [math.prod(s.shape) for s in slots]
+
 
 def _key_str(k: Any) -> str:
     for attr in ("key", "idx", "name"):
@@ -354,7 +360,7 @@ class _Placement:
         sharding = getattr(x, "sharding", None)
         if sharding is None:
             return ("host (numpy)" if isinstance(x, (np.ndarray, np.generic)) else self.default, "", None)
-        key = (sharding, x.shape)
+        key = (id(sharding), x.shape)  # the arrays of one inspection keep their shardings alive
         got = self._memo.get(key)
         if got is None:
             devices = sorted(sharding.device_set, key=lambda d: d.id)
@@ -461,9 +467,7 @@ def _call_stats(plan: Plan, words: np.ndarray, sources: dict[Source, Any]) -> li
     """Statistics of every described slot: the in-call summaries, each redone exactly where it
     can't be trusted, and exact statistics of the rest."""
     out: list[Stats | None] = [None] * len(plan.described)
-    slots = [plan.described[i] for i in plan.summarized]
-    decoded = reduce.rows_to_stats(words, [reduce.layout(s.dtype) for s in slots],
-                                   [int(np.prod(s.shape)) for s in slots]) if slots else []
+    decoded = reduce.rows_to_stats(words, *plan.summary_layouts) if plan.summarized else []
     redo = [i for i, st in zip(plan.summarized, decoded) if not st.trusted]
     for i, st in zip(plan.summarized, decoded):
         out[i] = st

@@ -50,6 +50,11 @@ def supported(x: object) -> bool:
     dtype = getattr(x, "dtype", None)
     if dtype is None or not hasattr(x, "shape"):
         return False
+    return _supported_dtype(dtype)
+
+
+@functools.lru_cache(maxsize=512)
+def _supported_dtype(dtype: Any) -> bool:
     if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
         return False
     return bool(jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_))
@@ -386,6 +391,32 @@ def _group_exact(arrays: Sequence[jax.Array], width: int, block: int = 1) -> jax
     return _matrix(ints, hist, native, accs, width)
 
 
+# Largest element count whose count of nonzeros a sum in the accumulator type holds exactly.
+_COUNTABLE = {np.dtype(np.float32): 2**24, np.dtype(np.float64): 2**53}
+
+
+def _flushed(v: jax.Array) -> jax.Array:
+    """``v`` as :func:`_values` reads it: subnormals as (signed) zero where the device flushes."""
+    if flushes_subnormals(jax.default_backend()):
+        return jnp.where(jnp.abs(v) < np.finfo(v.dtype).tiny, v * 0, v)
+    return v
+
+
+def _float_fields(x: jax.Array, lay: Layout) -> tuple[jax.Array, ...]:
+    """The cheap fields of a real float array, in four float reductions and no per-element
+    comparison (a compare-and-count costs XLA:CPU several times a float sum). Flushing
+    commutes with min and max (it never reorders values), so it is applied to those two
+    scalars; sums and the nonzero count read subnormals as the device's arithmetic does."""
+    v = lax.optimization_barrier(x).astype(lay.native) if x.dtype.itemsize < 4 else x.astype(lay.native)
+    lo, hi = _flushed(jnp.min(v)), _flushed(jnp.max(v))  # NaN-propagating
+    # |v| * c * c >= 1 for every nonzero (c * c exceeds 1 / the smallest subnormal), so this is
+    # 1 for nonzeros and 0 for zeros; two factors because c * c overflows the type.
+    c = np.asarray(2.0 ** ((-np.log2(float(np.finfo(lay.acc).smallest_subnormal)) + 1) // 2 + 1), lay.acc)
+    nonzero = jnp.sum(jnp.minimum(jnp.minimum(jnp.abs(v) * c, 1) * c, 1))
+    zeros = (x.size - jnp.where(jnp.isfinite(nonzero), nonzero, 0)).astype(jnp.int32)
+    return jnp.sum(v), jnp.sum(v * v), lo, hi, zeros, jnp.isfinite(lo) & jnp.isfinite(hi)
+
+
 def _group_cheap(arrays: Sequence[jax.Array], width: int) -> jax.Array:
     """Rows ``(k, width)`` of arrays sharing one layout, from five reductions per array that
     XLA fuses with the array's producer (sum, sum of squares, min, max, zeros), so they cost
@@ -395,6 +426,9 @@ def _group_cheap(arrays: Sequence[jax.Array], width: int) -> jax.Array:
     acc, k = lay.acc, len(arrays)
     fields = []
     for x in arrays:
+        if lay.kind == "float" and 0 < x.size <= _COUNTABLE[lay.acc]:
+            fields.append(_float_fields(x, lay))
+            continue
         v = _values(x)
         empty = jnp.zeros((), v.dtype)
         lo = jnp.min(v) if v.size else empty  # NaN-propagating: a NaN anywhere makes it NaN
@@ -532,12 +566,42 @@ def rows_to_stats(rows: np.ndarray, layouts: Sequence[Layout], counts: Sequence[
         block = np.ascontiguousarray(rows[idx, :lay.width])
         i = len(_INTS) + BINS
         j = i + 3 * lay._n
-        ints = block[:, :i].view(np.int32).tolist()
-        native = block[:, i:j].copy().view(lay.native).tolist()
-        accs = block[:, j:].copy().view(lay.acc).tolist()
-        for r, n, nat, acc in zip(idx, ints, native, accs):
-            decoded[r] = _decode(n, nat, acc, lay, counts[r])
+        ints = block[:, :i].view(np.int32)
+        native = block[:, i:j].copy().view(lay.native)
+        accs = block[:, j:].copy().view(lay.acc)
+        if lay.kind == "int":
+            for r, n, nat, acc in zip(idx, ints.tolist(), native.tolist(), accs.tolist()):
+                decoded[r] = _decode(n, nat, acc, lay, counts[r])
+        else:
+            decoded.update(zip(idx, _decode_floats(ints, native, accs, lay, [counts[r] for r in idx])))
     return [decoded[r] for r in range(len(layouts))]
+
+
+def _decode_floats(ints: np.ndarray, native: np.ndarray, accs: np.ndarray, lay: Layout,
+                   counts: list[int]) -> list[Stats]:
+    """:func:`_decode` of a block of float or complex rows, its arithmetic done column-wise in
+    float64 (the same IEEE operations, so the same values)."""
+    lo, hi, shift = (native[:, c].astype(np.float64) for c in range(3))
+    acc = accs.astype(np.float64)
+    exponent = ints[:, 7]
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean = np.ldexp(shift + (acc[:, 0] + acc[:, 1]), exponent)
+        std = np.ldexp(np.sqrt(acc[:, 2]), exponent)
+        abs_max = np.maximum(np.abs(lo), np.abs(hi))
+    finite = ints[:, 5] != 0
+    nan = float("nan")
+    for col in (lo, hi, mean, std, abs_max):
+        col[~finite] = nan
+    of = "|z|" if lay.kind == "complex" else ""
+    out = []
+    for n, c, m, sd, a, b, am, f, row, edges in zip(
+            ints.tolist(), counts, mean.tolist(), std.tolist(), lo.tolist(), hi.tolist(), abs_max.tolist(),
+            finite.tolist(), ints[:, len(_INTS):].tolist(), acc[:, 3:].tolist()):
+        summary = n[6] < 0  # no histogram yet
+        out.append(Stats(c, m, sd, a, b, am, n[4], n[1], n[2], n[3], () if summary else tuple(row),
+                         0 if summary else n[6], of=of, hist_edges=() if summary or not f else tuple(edges),
+                         trusted=bool(n[0])))
+    return out
 
 
 def _decode(ints: list, native: list, accs: list, lay: Layout, count: int) -> Stats:

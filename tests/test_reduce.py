@@ -6,6 +6,7 @@ exact; mean and std within ``RTOL[acc] * (|mean| + std)`` for float arrays and `
 accumulator (float32, or float64 for 64-bit arrays under x64).
 """
 
+import dataclasses
 import math
 
 import jax
@@ -349,3 +350,25 @@ def test_complex_magnitude_beyond_its_real_type_reads_as_inf():
         finally:
             reduce.HOST = True
         assert s.of == "|z|" and s.posinf == 1 and s.max == 5.0 and s.mean == 5.0
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, np.float32], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("n", [1, 7, 5000, 70000])
+def test_trusted_summaries_count_zeros_and_subnormals_as_held(dtype, n, monkeypatch):
+    """The in-call summary of a finite float array counts zeros without comparisons: it must
+    agree with numpy on +-0 and subnormals (as the device reads them), also past the size
+    whose count a float sum holds exactly (there it counts by comparison)."""
+    f = ml_dtypes.finfo(dtype)
+    rng = np.random.default_rng(n)
+    raw = np.where(rng.random(n) < 0.3, 0.0, rng.normal(size=n)).astype(dtype)
+    special = np.asarray([-0.0, f.smallest_subnormal, -f.smallest_subnormal, f.tiny, -f.tiny, f.max / 4], dtype)
+    raw[: min(n, special.size)] = special[: min(n, special.size)]
+    a = jnp.asarray(raw)
+    for countable in (2**24, 64):
+        monkeypatch.setitem(reduce._COUNTABLE, np.dtype(np.float32), countable)
+        (s,) = reduce.unpack(jax.device_get(jax.jit(reduce.summarize)([a])), [a.dtype], [a.shape])
+        held_values = held(a)
+        assert s.zeros == int((held_values == 0).sum())
+        assert (s.min, s.max) == (held_values.min(), held_values.max())
+        if s.trusted:
+            check(a, dataclasses.replace(s, hist=(), hist_sample=0))
