@@ -482,10 +482,11 @@ def _describe(arrays: Sequence[jax.Array], cheap: Sequence[bool]) -> jax.Array:
     return rows[np.argsort(np.asarray(order))] if order != sorted(order) else rows
 
 
-def summarize(arrays: Sequence[jax.Array]) -> jax.Array:
+def summarize(arrays: Sequence[jax.Array], exact_small: bool = False) -> jax.Array:
     """Rows ``(len(arrays), row_width)`` of uint32 words, traced into the inspected call:
-    fused reductions (:func:`_group_cheap`) whose rows say whether they can be trusted."""
-    return _describe(arrays, [True] * len(arrays))
+    fused reductions (:func:`_group_cheap`) whose rows say whether they can be trusted; with
+    ``exact_small``, arrays of at most ``SAMPLE`` elements are described exactly instead."""
+    return _describe(arrays, [not (exact_small and math.prod(a.shape) <= SAMPLE) for a in arrays])
 
 
 def describe(arrays: Sequence[jax.Array]) -> jax.Array:
@@ -934,21 +935,56 @@ def host_stats_many(arrays: Sequence[Any], hist: bool = True) -> list[Stats]:
         flat = [np.asarray(arrays[i]).reshape(-1) for i in batch]
         sizes = np.asarray([f.size for f in flat])
         offs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        v = np.concatenate(flat).astype(np.float64)
+        v = np.concatenate([f.astype(np.float64) for f in flat])  # (float16 and bfloat16 have no common type)
         if flushes_subnormals(jax.default_backend()):
             v = np.where(np.abs(v) < np.finfo(np.float32).tiny, np.copysign(0.0, v), v)
         bad = np.add.reduceat(~np.isfinite(v), offs) > 0
         lo, hi = np.minimum.reduceat(v, offs), np.maximum.reduceat(v, offs)
-        mean = np.add.reduceat(v, offs) / sizes
-        d = v - np.repeat(mean, sizes)
-        var = np.add.reduceat(d * d, offs) / sizes
+        with np.errstate(invalid="ignore", over="ignore"):  # only in the non-finite arrays, redone below
+            mean = np.add.reduceat(v, offs) / sizes
+            d = v - np.repeat(mean, sizes)
+            var = np.add.reduceat(d * d, offs) / sizes
         zeros = np.add.reduceat(v == 0, offs)
-        for j, i in enumerate(batch):
-            if bad[j]:
-                continue  # non-finite: described one by one below
+        good = np.flatnonzero(~bad)  # non-finite arrays are described one by one below
+        counts, edges = _batch_hist(v, sizes, good, lo[good], hi[good]) if hist and good.size else (None, None)
+        for g, j in enumerate(good.tolist()):
             lo_, hi_ = float(lo[j]), float(hi[j])
             st = Stats(int(sizes[j]), float(mean[j]), math.sqrt(float(var[j])), lo_, hi_,
                        max(abs(lo_), abs(hi_)), int(zeros[j]), 0, 0, 0)
-            out[i] = _host_hist(np.asarray(arrays[i]), jax.dtypes.canonicalize_dtype(arrays[i].dtype), st) \
-                if hist else st
+            if counts is not None and edges is not None:
+                st = dataclasses.replace(st, hist=tuple(counts[g]), hist_edges=tuple(edges[g]))
+            out[batch[j]] = st
     return [s if s is not None else host_stats(a) for s, a in zip(out, arrays)]
+
+
+def _ordered(x: np.ndarray) -> np.ndarray:
+    """float32 values as uint64 keys in the same order (``-0`` must already read ``+0``)."""
+    b = x.view(np.uint32)
+    return np.where(b >> 31, ~b, b | np.uint32(0x80000000)).astype(np.uint64)
+
+
+def _batch_hist(v: np.ndarray, sizes: np.ndarray, good: np.ndarray, lo: np.ndarray, hi: np.ndarray
+                ) -> tuple[list[list[int]], list[list[float]]]:
+    """:func:`_host_hist` of many small, finite float32-accumulated arrays at once (``v`` their
+    values end to end, ``sizes`` their lengths; ``good`` the ones to count): the same edges by
+    the same float32 operations, and each element binned by one search over every array's edges,
+    keyed by (array, value)."""
+    acc = np.float32
+    lo32, hi32 = lo.astype(acc), hi.astype(acc)
+    t = np.arange(BINS + 1, dtype=acc) / acc(BINS)
+    half = (hi32 / acc(2) - lo32 / acc(2))[:, None]
+    with np.errstate(over="ignore", invalid="ignore"):
+        edges = np.minimum((lo32[:, None] + half * t) + half * t, hi32[:, None]).astype(acc)
+    edges[:, 0], edges[:, BINS] = lo32, hi32
+    row = np.full(sizes.size, -1)
+    row[good] = np.arange(good.size)
+    which = np.repeat(row, sizes)  # row of each element among ``good`` (-1: not counted)
+    keep = which >= 0
+    which = which[keep]
+    s = v[keep].astype(acc) + acc(0)  # + 0 turns -0 into +0: they compare equal
+    inner = edges[:, 1:BINS] + acc(0)
+    edge_keys = (np.arange(good.size, dtype=np.uint64)[:, None] << np.uint64(32)) | _ordered(inner)
+    keys = (which.astype(np.uint64) << np.uint64(32)) | _ordered(s)
+    bins = np.searchsorted(edge_keys.reshape(-1), keys, side="right") - which * (BINS - 1)
+    counts = np.bincount(which * BINS + bins, minlength=good.size * BINS).reshape(good.size, BINS)
+    return counts.tolist(), edges.astype(np.float64).tolist()

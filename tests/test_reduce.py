@@ -333,6 +333,23 @@ def test_small_arrays_described_together_on_the_host_match_one_by_one():
     assert reduce.host_stats_many(arrays[:1], hist=False)[0].hist == ()
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([np.float16, ml_dtypes.bfloat16, np.float32]), st.integers(1, 60),
+                          st.data()), min_size=1, max_size=5))
+def test_property_small_float_arrays_of_mixed_types_together_match_one_by_one(specs):
+    """float16 next to bfloat16 (no common numpy type) and the batched histogram's bins."""
+    arrays = []
+    for dtype, n, data in specs:
+        raw = data.draw(hnp.arrays(np.float32, n, elements=st.floats(width=32)))
+        with np.errstate(over="ignore"):
+            arrays.append(jnp.asarray(raw.astype(dtype)))
+    for a, s in zip(arrays, reduce.host_stats_many(arrays)):
+        one_by_one = reduce.host_stats(a)
+        assert (s.hist, s.hist_edges) == (one_by_one.hist, one_by_one.hist_edges)
+        check(a, s)
+        check_hist(a, s)
+
+
 def test_tiny_values_keep_their_spread():
     raw = np.zeros(30, np.float32)
     raw[0] = 3.157391e-18
