@@ -61,12 +61,15 @@ class History:
     (the runtime's callback thread) while read."""
 
     series: dict[Site, dict[int, Scalars]] = dataclasses.field(default_factory=dict)
+    version: int = dataclasses.field(default=0, compare=False)
+    """Counts the records added: a view redraws when it has changed."""
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, step: int, site: Site, scalars: Scalars) -> None:
         """Record ``scalars`` of ``site`` at ``step`` (a later record of the same step replaces it)."""
         with self._lock:
             self.series.setdefault(site, {})[int(step)] = scalars
+            self.version += 1
 
     def sites(self, kind: str | None = None) -> list[Site]:
         """Every site (of ``kind``), in the order first recorded."""

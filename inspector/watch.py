@@ -197,6 +197,22 @@ class Watch:
         jax.effects_barrier()
         return self._history
 
+    def widget(self, interval: float = 0.5, window: int = 120) -> Any:
+        """A live :class:`~inspector.views.history_widget.WatchWidget` of this watch's history: it
+        redraws at most every ``interval`` seconds while the loop runs (never blocking it), with a
+        heatmap of the latest ``window`` steps. Display it before the loop starts."""
+        from inspector.views.history_widget import WatchWidget
+
+        return WatchWidget(self._history, interval=interval, window=window)
+
+    def show(self, interval: float = 0.5, window: int = 120) -> Any:
+        """Displays :meth:`widget` in the notebook and returns it."""
+        from IPython.display import display
+
+        w = self.widget(interval, window)
+        display(w)
+        return w
+
     def at(self, step: Any) -> WatchStep:
         """This watch at ``step`` (an int, or an integer array traced in the step)."""
         return WatchStep(self, step)

@@ -280,3 +280,49 @@ def test_limits_count_what_they_leave_out_and_keep_the_first_nonfinite_call():
     assert calls.more == 2
     text = fi.Inspection.to_text(insp, max_children=1)
     assert "    ... 2 more" in text
+
+
+# -- activations by depth ------------------------------------------------------------
+def test_depth_chart_in_static_html_and_widget_matches_its_text():
+    """One point per captured call (sows left out) in execution order, each the numbers of the
+    call's first output; the SVG's titles are the text lines; NaN calls are ticks; names escaped."""
+    import html as stdlib_html
+
+    from inspector.views.depth import depth_points, depth_svg, depth_text, point_line
+
+    class Evil(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            self.sow("intermediates", "seen", x)
+            return nn.Dense(3, name="<b>d</b>")(x) * jnp.float32(jnp.nan)
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Dense(4)(x)
+            return Evil()(nn.relu(x)), x
+
+    m, x = Net(), jnp.ones((2, 3))
+    v = m.init(jax.random.key(0), x)
+    insp = fi.inspect_apply(lambda mod, x: mod(x), m, capture_intermediates=True)(v, x)
+    points = depth_points(insp)
+    calls = [c for c in insp.calls if not c.sown]
+    assert [p.order for p in points] == [c.order for c in calls]
+    for p, c in zip(points, calls):
+        st = c.outputs[0].stats
+        assert (p.mean, p.std, p.abs_max, p.nonfinite) == (st.mean, st.std, st.abs_max, st.nonfinite)
+    assert points[-1].label.endswith(" 0")  # the root returned two arrays: the first one's path
+    text = depth_text(points)
+    assert text.splitlines()[1:] == [point_line(p) for p in points]
+    svg = depth_svg(points)
+    titles = [stdlib_html.unescape(t) for t in re.findall(r"<title>(.*?)</title>", svg)]
+    assert set(titles) == {point_line(p) for p in points}
+    assert "<b>" not in svg and "&lt;b&gt;d" in svg
+    assert svg.count("<line") == sum(1 for p in points if p.nonfinite)  # the NaN calls
+    assert svg in html.render_page(insp)
+    w = InspectionWidget(insp)
+    try:
+        assert svg in w.depth.value
+        assert w.tabs.children[list(w.trees).index("intermediates")].children == (w.depth, w.trees["intermediates"])
+    finally:
+        w.close()

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import flax.linen as nn
 import jax
@@ -17,6 +18,7 @@ import pytest
 import inspector as fi
 from inspector import capture as C
 from inspector.history import History, Scalars, Site
+from inspector.views.format import num
 from inspector.watch import array_stats
 
 F32 = np.finfo(np.float32)
@@ -327,3 +329,57 @@ def test_html_has_a_cell_per_recorded_site_and_step():
     from inspector.views.history_text import cell
     assert f"step 4 grad hidden/kernel: std {cell(sc, 'std')}</title>" in page
     assert f"{cell(sc, 'std')}" in h.to_text()
+
+
+# -- the live widget ---------------------------------------------------------------
+def test_live_widget_follows_the_history_while_the_loop_runs():
+    """Drawn from another thread while steps are recorded, without the loop waiting for it: the
+    status and heatmap follow, the first non-finite site takes the selection until a site is
+    chosen, and the charts show the chosen site's numbers."""
+    watch = fi.watch(Net(), capture_intermediates=C.types(nn.Dense, Blow))
+    w = watch.widget(interval=0.02, window=3)
+    try:
+        assert "0 recorded steps" in w.status.value and "nothing recorded yet" in w.heat.value
+        train(watch, 6, blow_at=3)
+        jax.effects_barrier()
+        deadline = time.monotonic() + 10
+        while "6 recorded steps" not in w.status.value and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "6 recorded steps (0 to 5)" in w.status.value  # redrawn by its thread, nobody asked
+        assert "first non-finite: step 3, activation blow:__call__[0]" in w.status.value
+        assert 'class="fi-bad"' in w.status.value
+        assert w.sites.value == Site("activation", "blow:__call__[0]")
+        h = watch.history
+        assert [o[1] for o in w.sites.options] == h.sites()
+        # the heatmap shows the latest `window` steps, one cell per site and step
+        assert w.heat.value.count("<rect") == 3 * len(h.sites())
+        assert "step 2 " not in w.heat.value and "step 5 " in w.heat.value
+        w.field.value = "zero_frac"
+        assert 'aria-label="zero_frac by site and step"' in w.heat.value
+        # choosing a site draws its charts, and a redraw keeps the choice
+        site = Site("grad", "hidden/kernel")
+        w.sites.value = site
+        assert "grad hidden/kernel" in w.charts.value and ">ratio<" in w.charts.value
+        last = h[site][5]
+        assert f"step 5: std {num(last.std)}" in w.charts.value
+        w.refresh()
+        assert w.sites.value == site
+    finally:
+        w.close()
+    w._thread.join(2)
+    assert not w._thread.is_alive()  # closing stops the redraws
+
+
+def test_live_widget_escapes_names():
+    h = History()
+    evil = "<img src=x onerror=alert(1)>"
+    h.add(0, Site("activation", evil), Scalars(1.0, 2.0, 3.0, 0.25, 1, 0, 4.0, None, 8))
+    from inspector.views.history_widget import WatchWidget
+
+    w = WatchWidget(h, interval=60)
+    try:
+        for part in (w.status.value, w.heat.value, w.charts.value):
+            assert "<img" not in part
+        assert "&lt;img src=x onerror=alert(1)&gt;" in w.charts.value
+    finally:
+        w.close()

@@ -38,15 +38,15 @@ def _shade(t: float) -> str:
     return f'style="fill:{palette.var("accent")};fill-opacity:{0.08 + 0.92 * t:.3f}"'
 
 
-def heatmap(history: History, field: str, first: tuple[int, Site] | None) -> str:
-    """Sites down, steps across; each site's cells shaded within its own finite range (a zero
-    fraction within [0, 1])."""
-    sites, steps = history.sites(), history.steps()
+def heatmap(history: History, field: str, first: tuple[int, Site] | None, steps: list[int] | None = None) -> str:
+    """Sites down, steps across (every recorded step, or ``steps``); each site's cells shaded within
+    its own finite range over those steps (a zero fraction within [0, 1])."""
+    sites, steps = history.sites(), history.steps() if steps is None else steps
     col = {s: i for i, s in enumerate(steps)}
     w, h = LABEL_W + CELL_W * len(steps), CELL_H * (len(sites) + 1)
     out = [f'<svg width="{w}" height="{h}" role="img" aria-label="{esc(field)} by site and step">']
     for r, site in enumerate(sites):
-        by_step = history[site]
+        by_step = {step: sc for step, sc in history[site].items() if step in col}
         y = CELL_H * (r + 1)
         out.append(f'<text x="0" y="{y + CELL_H - 3}">{esc(site.kind[0])} {esc(site.name)}</text>')
         vals = [getattr(sc, field) for sc in by_step.values()]

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from inspector.model import Comparison, Inspection
 from inspector.views import format as F
 from inspector.views import palette
+from inspector.views.depth import depth_figure
 from inspector.views.sections import FIRST_MARK, Document, Row, Section, document, more_line
 
 _ids = itertools.count()
@@ -44,6 +45,7 @@ border-radius:6px 6px 0 0;cursor:pointer;color:var(--fi-muted);margin-right:2px}
 .fi-root .fi-first{outline:2px solid var(--fi-bad);border-radius:3px}
 .fi-root .fi-mark{color:var(--fi-bad);font-weight:600}
 .fi-root .fi-spark{letter-spacing:-1px;color:var(--fi-accent)}
+.fi-root svg text{fill:var(--fi-fg)}.fi-root .fi-depth-block{margin:4px 0 8px 0}
 """
 
 
@@ -122,7 +124,7 @@ def _panel(section: Section) -> str:
     if section.empty:
         return f'<div class="fi-sum">{esc(section.empty)}</div>'
     cls = "fi-title fi-bad" if section.nonfinite else "fi-title"
-    return (f'<div class="{cls}">{_title(section)}</div>'
+    return (f'<div class="{cls}">{_title(section)}</div>{depth_figure(section.depth)}'
             + "".join(_rows(section.rows, section.more, 1, section.open_depth, section.key == "intermediates")))
 
 

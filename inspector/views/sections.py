@@ -20,6 +20,7 @@ from inspector.model import (
 )
 from inspector.model import Section as Compared
 from inspector.views import format as F
+from inspector.views.depth import DepthPoint, depth_points
 
 Status = Literal["", "changed", "added", "unchanged", "removed"]
 FIRST_MARK = "<- first non-finite"
@@ -75,6 +76,8 @@ class Section:
         empty: what a view that always shows this section says instead, when there is nothing
             to show (``''`` when there is); text and rich leave such a section out.
         open_depth: how many levels of rows a folding view shows open at first.
+        depth: the intermediates' activation statistics by depth, for views that draw them
+            (static HTML, the widget); every call, whatever the limits.
     """
 
     key: str
@@ -85,6 +88,7 @@ class Section:
     nonfinite: bool = False
     empty: str = ""
     open_depth: int = 1
+    depth: list[DepthPoint] = dataclasses.field(default_factory=list, repr=False)
 
 
 @dataclasses.dataclass
@@ -264,7 +268,7 @@ def intermediates(insp: Inspection, limits: Limits = Limits()) -> Section:
     rows += [_call_row(call, first, limits) for call in calls]
     summary = f"{len(insp.calls)} calls in execution order" + ("" if insp.kept else ", statistics only")
     return Section("intermediates", "intermediates", summary, rows, len(insp.calls) - len(calls),
-                   first is not None, open_depth=0)
+                   first is not None, open_depth=0, depth=depth_points(insp))
 
 
 BAR = 12

@@ -26,6 +26,7 @@ from inspector.model import Inspection, Leaf, LeafDiff
 from inspector.views import format as F
 from inspector.views import palette
 from inspector.views import sections as S
+from inspector.views.depth import depth_figure, depth_points
 from inspector.views.rows import (
     BindingSource, CallSource, ComparisonSource, DiffSource, GradSource, NodeSource, OutputSource, RowSource,
 )
@@ -188,6 +189,8 @@ class InspectionWidget(W.VBox):
         self.jump.add_class("fi-jump")
         self.grad_jump: W.Button | None = None  # made for an inspection with gradients
         self.trees: dict[str, TreeWidget] = {}
+        self.depth = W.HTML()  # the Intermediates tab's activations-by-depth chart, above its tree
+        self.depth.add_class("fi-depth-chart")
         self.tabs = W.Tab()
         self._set_tabs(tab_names(insp))
         self.notes = W.HTML()
@@ -216,7 +219,8 @@ class InspectionWidget(W.VBox):
                 self.trees[name] = TreeWidget()
                 self.trees[name].on_select(functools.partial(self.show_detail, name))
         self.trees = {name: self.trees[name] for name in names}
-        self.tabs.children = list(self.trees.values())
+        self.tabs.children = [W.VBox([self.depth, tree]) if name == "intermediates" else tree
+                              for name, tree in self.trees.items()]
         self.tabs.titles = [name.capitalize() for name in self.trees]
 
     @property
@@ -255,6 +259,7 @@ class InspectionWidget(W.VBox):
                   f"run {t.run_ms:.1f} ms")
         self.set_status(f"{F.header(insp, timings=False)} · {timing}")
         self.notes.value = "".join(f"<div class='fi-note'>note: {html.escape(n)}</div>" for n in insp.notes)
+        self.depth.value = depth_figure(depth_points(insp))
         first = insp.first_nonfinite()
         if first is not None:
             self.jump.description = f"{S.line(S.first_row(first))} ({F.call_kind(first)}) - jump"

@@ -1,0 +1,122 @@
+"""A live notebook view of a watched run's :class:`~inspector.history.History`.
+
+A status line (steps, sites, the first non-finite step and site in the ``bad`` colour), a
+site x step heatmap of one field (std, abs-max or zero fraction; the latest ``window`` steps),
+a list of sites, and the line charts of the chosen site. The SVG is
+:mod:`~inspector.views.history_html`'s, so the live view and the static export draw the same
+thing.
+
+The training loop is never blocked: the history is filled by the runtime's callback thread,
+and a daemon thread of this widget redraws at most every ``interval`` seconds, only when
+:attr:`History.version` has moved. :meth:`WatchWidget.close` stops it.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from typing import Any
+
+import ipywidgets as W
+
+from inspector.history import History, Site
+from inspector.views.history_html import CSS, heatmap, line_chart
+
+FIELDS = (("std", "std"), ("abs-max", "abs_max"), ("zero fraction", "zero_frac"))
+CHARTS = ("mean", "std", "abs_max", "zero_frac", "norm", "ratio")
+
+
+def status_line(history: History) -> str:
+    """``N recorded steps (a to b), K sites`` and the first non-finite step and site, if any."""
+    steps = history.steps()
+    span = f"{steps[0]} to {steps[-1]}" if steps else "-"
+    text = f"{len(steps)} recorded steps ({span}), {len(history.sites())} sites"
+    first = history.first_nonfinite()
+    return text + (f"; first non-finite: step {first[0]}, {first[1]}" if first is not None else "")
+
+
+def _site_label(site: Site) -> str:
+    return f"{site.kind} {site.name}"
+
+
+class WatchWidget(W.VBox):
+    """The live view of ``history`` (see the module docstring); :meth:`refresh` redraws now."""
+
+    def __init__(self, history: History, interval: float = 0.5, window: int = 120, **kwargs: Any):
+        self.history, self.interval, self.window = history, float(interval), int(window)
+        self.status = W.HTML()
+        self.field = W.ToggleButtons(options=FIELDS, value="std", style={"button_width": "auto"})
+        self.heat = W.HTML(layout=W.Layout(overflow="auto"))
+        self.sites = W.Select(options=[], rows=10, layout=W.Layout(width="auto", min_width="240px"))
+        self.charts = W.HTML()
+        super().__init__(children=[self.status, self.field, self.heat,
+                                   W.HBox([self.sites, self.charts])], **kwargs)
+        self.add_class("fi-watch")
+        self._chosen = False  # the user picked a site: a new non-finite one no longer takes the selection
+        self._drawing = threading.Lock()
+        self._seen = -1
+        self.field.observe(lambda _: self.refresh(), "value")
+        self.sites.observe(self._on_site, "value")
+        self.refresh()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="inspector-watch-view", daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self.history.version != self._seen:
+                try:
+                    self.refresh()
+                except Exception:  # noqa: BLE001 - a closed comm or a dead kernel ends the view, not the run
+                    return
+
+    def _on_site(self, change: dict) -> None:
+        if change.get("new") is not None and not self._setting:
+            self._chosen = True
+        self._draw_charts()
+
+    _setting = False
+
+    def refresh(self) -> None:
+        """Redraws everything from the history as it is now."""
+        with self._drawing:
+            self._seen = self.history.version
+            h = self.history
+            first = h.first_nonfinite()
+            bad = ' class="fi-bad"' if first is not None else ""
+            self.status.value = (f'<style>{CSS}</style><div class="fi-hist"><span{bad}>'
+                                 f'{html.escape(status_line(h))}</span></div>')
+            steps = h.steps()[-self.window:]
+            self.heat.value = f'<div class="fi-hist">{heatmap(h, self.field.value, first, steps)}</div>' \
+                if steps else '<div class="fi-hist">nothing recorded yet</div>'
+            sites = h.sites()
+            options = [(_site_label(s), s) for s in sites]
+            self._setting = True
+            try:
+                if [o[1] for o in self.sites.options] != sites:
+                    current = self.sites.value
+                    self.sites.options = options
+                    self.sites.value = current if current in sites else (sites[0] if sites else None)
+                if first is not None and not self._chosen:
+                    self.sites.value = first[1]
+            finally:
+                self._setting = False
+            self._draw_charts()
+
+    def _draw_charts(self) -> None:
+        site = self.sites.value
+        if site is None:
+            self.charts.value = ""
+            return
+        by_step = self.history[site]
+        charts = "".join(line_chart(by_step, f, site) for f in CHARTS
+                         if any(getattr(sc, f) is not None for sc in by_step.values()))
+        self.charts.value = (f'<div class="fi-hist"><div class="fi-site"><div>{html.escape(str(site))}</div>'
+                             f'<div class="fi-charts" style="flex-wrap:wrap">{charts}</div></div></div>')
+
+    def close(self) -> None:
+        """Stops following the history and closes the widgets."""
+        self._stop.set()
+        for child in (self.status, self.field, self.heat, self.sites, self.charts):
+            child.close()
+        super().close()
