@@ -391,15 +391,26 @@ def _group_exact(arrays: Sequence[jax.Array], width: int, block: int = 1) -> jax
     return _matrix(ints, hist, native, accs, width)
 
 
-# Largest element count whose count of nonzeros a sum in the accumulator type holds exactly.
-_COUNTABLE = {np.dtype(np.float32): 2**24, np.dtype(np.float64): 2**53}
-
-
 def _flushed(v: jax.Array) -> jax.Array:
     """``v`` as :func:`_values` reads it: subnormals as (signed) zero where the device flushes."""
     if flushes_subnormals(jax.default_backend()):
         return jnp.where(jnp.abs(v) < np.finfo(v.dtype).tiny, v * 0, v)
     return v
+
+
+def countable(dtype: Any) -> int:
+    """The most elements whose count of nonzeros :func:`nonzeros` gives exactly, for a float dtype."""
+    return 2 ** (np.finfo(dtype).nmant + 1)
+
+
+def nonzeros(v: jax.Array) -> jax.Array:
+    """How many elements of the real float array ``v`` are not zero, as a float of ``v``'s type
+    (NaN if any is NaN), by arithmetic alone: ``|v| * c * c >= 1`` for every nonzero (``c * c``
+    exceeds 1 / the smallest subnormal; two factors because it overflows the type), so each
+    element adds 1 or 0. Exact for at most :func:`countable` elements;
+    subnormals count as the device's arithmetic reads them."""
+    c = np.asarray(2.0 ** ((-np.log2(float(np.finfo(v.dtype).smallest_subnormal)) + 1) // 2 + 1), v.dtype)
+    return jnp.sum(jnp.minimum(jnp.minimum(jnp.abs(v) * c, 1) * c, 1))
 
 
 def _float_fields(x: jax.Array, lay: Layout) -> tuple[jax.Array, ...]:
@@ -409,10 +420,7 @@ def _float_fields(x: jax.Array, lay: Layout) -> tuple[jax.Array, ...]:
     scalars; sums and the nonzero count read subnormals as the device's arithmetic does."""
     v = lax.optimization_barrier(x).astype(lay.native) if x.dtype.itemsize < 4 else x.astype(lay.native)
     lo, hi = _flushed(jnp.min(v)), _flushed(jnp.max(v))  # NaN-propagating
-    # |v| * c * c >= 1 for every nonzero (c * c exceeds 1 / the smallest subnormal), so this is
-    # 1 for nonzeros and 0 for zeros; two factors because c * c overflows the type.
-    c = np.asarray(2.0 ** ((-np.log2(float(np.finfo(lay.acc).smallest_subnormal)) + 1) // 2 + 1), lay.acc)
-    nonzero = jnp.sum(jnp.minimum(jnp.minimum(jnp.abs(v) * c, 1) * c, 1))
+    nonzero = nonzeros(v)
     zeros = (x.size - jnp.where(jnp.isfinite(nonzero), nonzero, 0)).astype(jnp.int32)
     return jnp.sum(v), jnp.sum(v * v), lo, hi, zeros, jnp.isfinite(lo) & jnp.isfinite(hi)
 
@@ -426,7 +434,7 @@ def _group_cheap(arrays: Sequence[jax.Array], width: int) -> jax.Array:
     acc, k = lay.acc, len(arrays)
     fields = []
     for x in arrays:
-        if lay.kind == "float" and 0 < x.size <= _COUNTABLE[lay.acc]:
+        if lay.kind == "float" and 0 < x.size <= countable(lay.acc):
             fields.append(_float_fields(x, lay))
             continue
         v = _values(x)

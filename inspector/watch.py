@@ -17,10 +17,12 @@ Two changed lines in a training loop, and the step stays one compiled program::
 
     watch.history.first_nonfinite()   # (step, site) or None
 
-The statistics are computed on the device, inside a ``lax.cond`` that runs only at steps
+The statistics are computed on the device, inside ``lax.cond``s taken only at steps
 divisible by ``every``; only their scalars leave it, through an unordered
-``jax.debug.callback``, so the step never waits for the host. ``step`` may be a traced
-integer (one program for every step) or a Python int (gated in Python).
+``jax.debug.callback``, so the device never waits for the host's handling of them. (On the CPU
+backend jax runs any program holding a host callback synchronously: the jitted call returns when
+the step is done.) ``step`` may be a traced integer (one program for every step) or a Python int
+(gated in Python).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from inspector._compat import capture_calls, is_lifted_wrapper_call, shape_pass
 from inspector.capture import CaptureFilter, lift
 from inspector.history import History, Scalars, Site
 from inspector.names import format_key, format_path
+from inspector.reduce import countable, nonzeros
 
 N_STATS = 7  # mean, std, abs_max, zeros, nan, inf, norm (+ the element count, known at trace time)
 
@@ -81,19 +84,24 @@ def array_stats(x: jax.Array) -> jax.Array:
     v = _values(x)
     if v.size == 0:
         return jnp.zeros((N_STATS,), v.dtype)
-    fin = jnp.isfinite(v)
-    f = jnp.where(fin, v, 0)
-    nf = jnp.sum(fin, dtype=jnp.int32)
-    n = jnp.maximum(nf, 1).astype(v.dtype)
-    s1, s2 = jnp.sum(f), jnp.sum(f * f)
+    # Float reductions only (a compare-and-count costs XLA:CPU several float sums): if the sums,
+    # min and max are finite there is no NaN or Inf, and the zeros are counted as in reduce.
+    s1, s2, lo, hi = jnp.sum(v), jnp.sum(v * v), jnp.min(v), jnp.max(v)
+    n = jnp.asarray(v.size, v.dtype)
     m = s1 / n
     var = jnp.maximum(s2 / n - m * m, 0)
-    fast = jnp.stack([m, jnp.sqrt(var), jnp.max(jnp.abs(f)), jnp.sum(v == 0).astype(v.dtype),
-                      (v.size - nf - jnp.sum(jnp.isinf(v))).astype(v.dtype), jnp.sum(jnp.isinf(v)).astype(v.dtype),
-                      jnp.sqrt(s2)])
+    zeros = v.size - nonzeros(v) if v.size <= countable(v.dtype) else jnp.sum(v == 0).astype(v.dtype)
+    fast = jnp.stack([m, jnp.sqrt(var), jnp.maximum(jnp.abs(lo), jnp.abs(hi)), zeros,
+                      jnp.zeros((), v.dtype), jnp.zeros((), v.dtype), jnp.sqrt(s2)])
     tiny = np.finfo(v.dtype).tiny * 2.0**40
-    trusted = (jnp.isfinite(s2) & ((s2 / n >= tiny) | (s2 == 0)) & ((m * m <= TRUST * var) | (m == 0)))
+    trusted = (jnp.isfinite(s1) & jnp.isfinite(s2) & jnp.isfinite(lo) & jnp.isfinite(hi)
+               & ((s2 / n >= tiny) | (s2 == 0)) & ((m * m <= TRUST * var) | (m == 0)))
     return lax.cond(trusted, lambda: fast, lambda: _exact_stats(v))
+
+
+def _no_stats(x: jax.Array) -> jax.Array:
+    """The row :func:`array_stats` gives, where nothing is described (zeros, its dtype)."""
+    return jnp.zeros((N_STATS,), _values(x).dtype)
 
 
 def _stack(arrays: Sequence[jax.Array]) -> jax.Array:
@@ -265,19 +273,24 @@ class Watch:
                     ratio = float(rows[i, 6] / rows[j, 6])
                 self._history.add(int(step_value), site, _scalars(rows[i], count, ratio))
 
-        def emit(step_value: Any, arrays: list[jax.Array]) -> None:
-            jax.debug.callback(receive, step_value, _stack(arrays), ordered=False)
+        def emit(step_value: Any, rows: jax.Array) -> None:
+            jax.debug.callback(receive, step_value, rows, ordered=False)
 
         if isinstance(step, (int, np.integer)):
             if int(step) % self.every == 0:
-                emit(jnp.asarray(int(step)), arrays)
+                emit(jnp.asarray(int(step)), _stack(arrays))
             return
         step = jnp.asarray(step)
         arrays = lax.stop_gradient(arrays)  # statistics are never differentiated: no cond in the backward pass
         if self.every == 1:
-            emit(step, arrays)
+            emit(step, _stack(arrays))
             return
-        lax.cond(step % self.every == 0, emit, lambda *_: None, step, arrays)
+        # One small cond per array, then one for the callback: a single cond over every array
+        # measured slower than describing them all at every step (XLA:CPU).
+        now = step % self.every == 0
+        rows = [lax.cond(now, array_stats, _no_stats, a) for a in arrays]
+        dtype = jnp.result_type(*[r.dtype for r in rows])
+        lax.cond(now, emit, lambda *_: None, step, jnp.stack([r.astype(dtype) for r in rows]))
 
 
 def watch(module: nn.Module, capture_intermediates: CaptureFilter = True, every: int = 1) -> Watch:

@@ -75,7 +75,11 @@ ARRAYS = {
 
 
 @pytest.mark.parametrize("name", list(ARRAYS))
-def test_array_stats_match_numpy(name):
+@pytest.mark.parametrize("count_by", ["arithmetic", "comparison"])
+def test_array_stats_match_numpy(name, count_by, monkeypatch):
+    """Zeros are counted by arithmetic up to ``reduce.countable`` elements, by comparison beyond."""
+    if count_by == "comparison":
+        monkeypatch.setattr(sys.modules["inspector.watch"], "countable", lambda dtype: 8)
     x = ARRAYS[name]
     assert_matches(stats_of(jnp.asarray(x)), x)
 
