@@ -20,10 +20,10 @@ new MutationObserver(() => {
   if (!s) return;
   const t = s.textContent, log = window.__fiLive;
   if (log.length && log[log.length - 1].t === t) return;
-  const running = [...document.querySelectorAll(%r)].some(p => p.textContent.includes('*'));
+  const running = [...document.querySelectorAll(PROMPT)].some(p => p.textContent.includes('*'));
   log.push({t, running});
 }).observe(document, {subtree: true, childList: true, characterData: true});
-""" % PROMPT
+""".replace("PROMPT", repr(PROMPT))
 
 
 def test_watch_widget_updates_while_the_loop_runs(page, lab_server):
