@@ -383,7 +383,7 @@ def test_trusted_summaries_count_zeros_and_subnormals_as_held(dtype, n, monkeypa
     a = jnp.asarray(raw)
     for limit in (None, 64):
         if limit is not None:
-            monkeypatch.setattr(reduce, "countable", lambda dtype: limit)
+            monkeypatch.setattr(reduce, "countable", lambda dtype, limit=limit: limit)
         (s,) = reduce.unpack(jax.device_get(jax.jit(reduce.summarize)([a])), [a.dtype], [a.shape])
         held_values = held(a)
         assert s.zeros == int((held_values == 0).sum())
