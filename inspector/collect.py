@@ -30,7 +30,7 @@ from inspector import reduce
 from inspector.capture import CaptureFilter
 from inspector.model import (
     BindingCall, CollectionDiff, Inspection, Leaf, LeafDiff, MethodCall, Stats, Timings, VariableTree,
-    path_str, tree_from_leaves,
+    path_str,
 )
 from inspector.names import Path
 from inspector.run import Event, Kind, Recorder, held_arrays, is_array
@@ -350,6 +350,9 @@ def _lookup(tree: Any, keypath: tuple) -> Any:
     return tree
 
 
+_SINGLE = jax.sharding.SingleDeviceSharding
+
+
 class _Placement:
     """Device, sharding text and shard shape per array, memoised per (sharding, shape)."""
 
@@ -361,7 +364,8 @@ class _Placement:
         sharding = getattr(x, "sharding", None)
         if sharding is None:
             return ("host (numpy)" if isinstance(x, (np.ndarray, np.generic)) else self.default, "", None)
-        key = (id(sharding), x.shape)  # the arrays of one inspection keep their shardings alive
+        # Every array has a sharding object of its own: a single device's is keyed by the device.
+        key = next(iter(sharding.device_set)) if type(sharding) is _SINGLE else (sharding, x.shape)
         got = self._memo.get(key)
         if got is None:
             devices = sorted(sharding.device_set, key=lambda d: d.id)
@@ -571,7 +575,7 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
         output=result[0] if plan.returns_tuple else (None if kind == "init" else result),
         state=result if kind == "init" else (result[1] if plan.returns_tuple else None),
         outputs=[leaf(s) for s in plan.outputs] if kind != "init" else [],
-        variables=VariableTree(tree_from_leaves("variables", variables)),
+        variables=VariableTree.of_leaves("variables", variables),
         diffs=_diffs(plan, leaf, variables, reduce.unpack_deltas(delta_words, plan.delta_dtypes)),
         calls=_calls(plan, leaf, kept),
         device=device,

@@ -30,7 +30,7 @@ from inspector._compat import is_lifted_wrapper_call, shape_pass
 from inspector.api import InspectRun, _default_capture
 from inspector.capture import CaptureFilter
 from inspector.collect import INTERMEDIATES, Keep, Plan, Slot, SlotCollector, plan_inspection
-from inspector.model import Inspection, VariableTree, path_str, tree_from_leaves
+from inspector.model import Inspection, VariableTree, path_str
 from inspector.names import Path
 from inspector.run import FLAX_ENTRIES, Recorder, Runner
 
@@ -253,7 +253,7 @@ class GradRun(InspectRun):
         insp = collect.assemble("apply", self.module, args[0], flax_result, (words, deltas, dropped),
                                 plan.inspection, timings, self.keep, described)
         leaf = collect.leaf_maker(plan.grads, grad_words, {"out": result, "in": None, "dropped": None}, insp.device)
-        insp.grads = VariableTree(tree_from_leaves("grads", [leaf(s) for s in plan.params]))
+        insp.grads = VariableTree.of_leaves("grads", [leaf(s) for s in plan.params])
         kept = self.keep != "stats"
         by_call: dict[tuple[Path, str, int], list] = {}
         for tap, slot in plan.taps:
