@@ -111,7 +111,7 @@ def first_calls(which: str, reps: int) -> dict[str, list[float]]:
     return fresh_process_rounds("bench_first.py", [which], reps, f"{which} ")
 
 
-def warm(which: str, rounds: int) -> dict[str, list[float]]:
+def warm(which: str, rounds: int, hot: bool = False) -> dict[str, list[float]]:
     import jax
 
     import inspector as fi
@@ -124,7 +124,7 @@ def warm(which: str, rounds: int) -> dict[str, list[float]]:
         run(v, x)
         run.settle()
     return interleave({"plain": lambda: plain(v, x), "arrays": lambda: arrays(v, x),
-                       "stats": lambda: stats(v, x)}, rounds, warmup=2)
+                       "stats": lambda: stats(v, x)}, rounds, warmup=2, hot=hot)
 
 
 def main() -> None:
@@ -132,6 +132,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="MLP only, 2 reps, few warm rounds")
     ap.add_argument("--reps", type=int, default=None, help="fresh-process rounds per model (default 4)")
     ap.add_argument("--models", default=None, help="comma-separated subset of mlp,t6,t8")
+    ap.add_argument("--hot", action="store_true",
+                    help="warm rounds only, with warm caches (no garbage collection before each call)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -144,8 +146,13 @@ def main() -> None:
     log(machine())
     rows, raw = [], {}
     for which in models:
+        w = warm(which, 6 if args.quick else (60 if which == "mlp" else 15), hot=args.hot)
+        if args.hot:
+            rows.append((MODELS[which], f"{med(w['plain']):.2f}",
+                         *(f"{med(w[v]):.2f} / {med(w[v]) - med(w['plain']):+.2f} / "
+                           f"{'{:.2f}x [{:.2f}-{:.2f}]'.format(*paired(w[v], w['plain']))}" for v in ("arrays", "stats"))))
+            continue
         first = first_calls(which, reps)
-        w = warm(which, 6 if args.quick else (60 if which == "mlp" else 15))
         raw[which] = {"first": first, "warm": w}
         for variant in ("arrays", "stats"):
             r, lo, hi = paired(first[variant], first["plain"])
@@ -153,6 +160,11 @@ def main() -> None:
             rows.append((MODELS[which], variant, f"{med(first['plain']):.0f}", f"{med(first[variant]):.0f}",
                          f"{r:.2f}x [{lo:.2f}-{hi:.2f}]", f"{med(w['plain']):.2f}", f"{med(w[variant]):.2f}",
                          f"{med(w[variant]) - med(w['plain']):+.2f}", f"{wr:.2f}x [{wlo:.2f}-{whi:.2f}]"))
+    if args.hot:
+        print(machine())
+        print_table(("model", "plain warm ms", "arrays: ms / overhead ms / ratio [IQR]",
+                     "stats: ms / overhead ms / ratio [IQR]"), rows)
+        return
     cmp = []
     for leaves in (() if args.quick else (1000, 2000)):
         cmd = [sys.executable, str(HERE / "bench_first.py"), "--child", "compare", str(leaves)]

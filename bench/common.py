@@ -48,9 +48,12 @@ def timed(fn: Callable[[], Any]) -> float:
 
 
 def interleave(variants: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1,
-               seed: int = 0, log: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+               seed: int = 0, log: Callable[[str], None] | None = None, hot: bool = False) -> dict[str, list[float]]:
     """``rounds`` timed calls per variant, one of each per round in a shuffled order.
-    ``warmup`` untimed calls each first (compilation, allocator warm-up)."""
+    ``warmup`` untimed calls each first (compilation, allocator warm-up). Before each timed call
+    the garbage collector runs (no collection inside a timed call; it also leaves the CPU caches
+    cold, as the rest of a notebook does between two calls); with ``hot``, the collector is off
+    during the rounds instead, so calls follow each other with warm caches."""
     for name, fn in variants.items():
         for _ in range(warmup):
             block(fn())
@@ -59,13 +62,21 @@ def interleave(variants: dict[str, Callable[[], Any]], rounds: int, warmup: int 
     rng = random.Random(seed)
     times: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
-    for r in range(rounds):
-        rng.shuffle(names)
-        for name in names:
-            gc.collect()
-            times[name].append(timed(variants[name]))
-        if log and (r + 1) % max(1, rounds // 4) == 0:
-            log(f"  round {r + 1}/{rounds}")
+    if hot:
+        gc.collect()
+        gc.disable()
+    try:
+        for r in range(rounds):
+            rng.shuffle(names)
+            for name in names:
+                if not hot:
+                    gc.collect()
+                times[name].append(timed(variants[name]))
+                if log and (r + 1) % max(1, rounds // 4) == 0 and name == names[-1]:
+                    log(f"  round {r + 1}/{rounds}")
+    finally:
+        if hot:
+            gc.enable()
     return times
 
 
