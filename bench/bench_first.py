@@ -148,9 +148,11 @@ def main() -> None:
     for which in models:
         w = warm(which, 6 if args.quick else (60 if which == "mlp" else 15), hot=args.hot)
         if args.hot:
-            rows.append((MODELS[which], f"{med(w['plain']):.2f}",
-                         *(f"{med(w[v]):.2f} / {med(w[v]) - med(w['plain']):+.2f} / "
-                           f"{'{:.2f}x [{:.2f}-{:.2f}]'.format(*paired(w[v], w['plain']))}" for v in ("arrays", "stats"))))
+            cells = []
+            for v in ("arrays", "stats"):
+                r, lo, hi = paired(w[v], w["plain"])
+                cells.append(f"{med(w[v]):.2f} / {med(w[v]) - med(w['plain']):+.2f} / {r:.2f}x [{lo:.2f}-{hi:.2f}]")
+            rows.append((MODELS[which], f"{med(w['plain']):.2f}", *cells))
             continue
         first = first_calls(which, reps)
         raw[which] = {"first": first, "warm": w}
