@@ -53,6 +53,7 @@ class WatchWidget(W.VBox):
                                    W.HBox([self.sites, self.charts])], **kwargs)
         self.add_class("fi-watch")
         self._chosen = False  # the user picked a site: a new non-finite one no longer takes the selection
+        self._setting = False  # the selection is being set by a redraw, not by the user
         self._drawing = threading.Lock()
         self._seen = -1
         self.field.observe(lambda _: self.refresh(), "value")
@@ -74,8 +75,6 @@ class WatchWidget(W.VBox):
         if change.get("new") is not None and not self._setting:
             self._chosen = True
         self._draw_charts()
-
-    _setting = False
 
     def refresh(self) -> None:
         """Redraws everything from the history as it is now."""
