@@ -237,8 +237,8 @@ def summarize_in_call(arrays: list[Any], multi_device: bool, in_call: bool = Tru
     (:attr:`Plan.summarized`); with ``in_call`` false, none where numpy can read them after the call."""
     # XLA:CPU compiles each reduction of a small array as a kernel of its own, so a first call
     # leaves every array to numpy after the call (nothing more to compile). The program compiled
-    # for later calls describes small arrays exactly inside the call (histogram included): a few
-    # microseconds there against a dozen numpy operations per call on the host.
+    # for later calls summarizes every array inside the call, small ones too: a few microseconds
+    # there against a dozen numpy operations per call on the host.
     if not in_call and jax.default_backend() == "cpu" and not multi_device:
         return reduce.summarize([]), []
     return reduce.summarize(arrays), list(range(len(arrays)))

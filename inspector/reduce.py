@@ -157,8 +157,13 @@ def _values(x: jax.Array) -> jax.Array:
         v = x.astype(native)
     else:
         return x.astype(native)
+    return _flushed(v)
+
+
+def _flushed(v: jax.Array) -> jax.Array:
+    """``v`` with subnormals as (signed) zero where the device reads them so."""
     if flushes_subnormals(jax.default_backend()):
-        v = jnp.where(jnp.abs(v) < np.finfo(v.dtype).tiny, v * 0, v)
+        return jnp.where(jnp.abs(v) < np.finfo(v.dtype).tiny, v * 0, v)
     return v
 
 
@@ -391,13 +396,6 @@ def _group_exact(arrays: Sequence[jax.Array], width: int, block: int = 1) -> jax
     return _matrix(ints, hist, native, accs, width)
 
 
-def _flushed(v: jax.Array) -> jax.Array:
-    """``v`` as :func:`_values` reads it: subnormals as (signed) zero where the device flushes."""
-    if flushes_subnormals(jax.default_backend()):
-        return jnp.where(jnp.abs(v) < np.finfo(v.dtype).tiny, v * 0, v)
-    return v
-
-
 def countable(dtype: Any) -> int:
     """The most elements whose count of nonzeros :func:`nonzeros` gives exactly, for a float dtype."""
     return 2 ** (np.finfo(dtype).nmant + 1)
@@ -490,11 +488,10 @@ def _describe(arrays: Sequence[jax.Array], cheap: Sequence[bool]) -> jax.Array:
     return rows[np.argsort(np.asarray(order))] if order != sorted(order) else rows
 
 
-def summarize(arrays: Sequence[jax.Array], exact_small: bool = False) -> jax.Array:
+def summarize(arrays: Sequence[jax.Array]) -> jax.Array:
     """Rows ``(len(arrays), row_width)`` of uint32 words, traced into the inspected call:
-    fused reductions (:func:`_group_cheap`) whose rows say whether they can be trusted; with
-    ``exact_small``, arrays of at most ``SAMPLE`` elements are described exactly instead."""
-    return _describe(arrays, [not (exact_small and math.prod(a.shape) <= SAMPLE) for a in arrays])
+    fused reductions (:func:`_group_cheap`) whose rows say whether they can be trusted."""
+    return _describe(arrays, [True] * len(arrays))
 
 
 def describe(arrays: Sequence[jax.Array]) -> jax.Array:
@@ -877,11 +874,7 @@ def _host_hist(a: np.ndarray, dtype: Any, st: Stats) -> Stats:
     else:
         v = v[np.isfinite(v)]
         s, lo, hi = v.astype(lay.acc), acc(st.min), acc(st.max)
-    t = (np.arange(BINS + 1, dtype=lay.acc) / acc(BINS))
-    half = acc(hi / acc(2) - lo / acc(2))
-    with np.errstate(over="ignore", invalid="ignore"):
-        edges = np.minimum((lo + half * t) + half * t, hi).astype(lay.acc)
-    edges[0], edges[BINS] = lo, hi
+    edges = _host_edges(np.asarray([lo], lay.acc), np.asarray([hi], lay.acc))[0]
     idx = np.searchsorted(edges[1:BINS], s, side="right")
     hist = tuple(int(h) for h in np.bincount(idx, minlength=BINS)[:BINS])
     out = [float(e) for e in edges]
@@ -971,6 +964,18 @@ def _ordered(x: np.ndarray) -> np.ndarray:
     return np.where(b >> 31, ~b, b | np.uint32(0x80000000)).astype(np.uint64)
 
 
+def _host_edges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Histogram edges ``(k, BINS + 1)`` over ``[lo, hi]`` per row, in ``lo``'s type, by the
+    device's operations (:func:`_hist`): non-decreasing and free of overflow."""
+    acc = lo.dtype.type
+    t = np.arange(BINS + 1, dtype=lo.dtype) / acc(BINS)
+    half = (hi / acc(2) - lo / acc(2))[:, None]
+    with np.errstate(over="ignore", invalid="ignore"):
+        edges = np.minimum((lo[:, None] + half * t) + half * t, hi[:, None]).astype(lo.dtype)
+    edges[:, 0], edges[:, BINS] = lo, hi
+    return edges
+
+
 def _batch_hist(v: np.ndarray, sizes: np.ndarray, good: np.ndarray, lo: np.ndarray, hi: np.ndarray
                 ) -> tuple[list[list[int]], list[list[float]]]:
     """:func:`_host_hist` of many small, finite float32-accumulated arrays at once (``v`` their
@@ -978,12 +983,7 @@ def _batch_hist(v: np.ndarray, sizes: np.ndarray, good: np.ndarray, lo: np.ndarr
     the same float32 operations, and each element binned by one search over every array's edges,
     keyed by (array, value)."""
     acc = np.float32
-    lo32, hi32 = lo.astype(acc), hi.astype(acc)
-    t = np.arange(BINS + 1, dtype=acc) / acc(BINS)
-    half = (hi32 / acc(2) - lo32 / acc(2))[:, None]
-    with np.errstate(over="ignore", invalid="ignore"):
-        edges = np.minimum((lo32[:, None] + half * t) + half * t, hi32[:, None]).astype(acc)
-    edges[:, 0], edges[:, BINS] = lo32, hi32
+    edges = _host_edges(lo.astype(acc), hi.astype(acc))
     row = np.full(sizes.size, -1)
     row[good] = np.arange(good.size)
     which = np.repeat(row, sizes)  # row of each element among ``good`` (-1: not counted)

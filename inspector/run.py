@@ -306,8 +306,6 @@ def apply_patch(patch: Any, y: Any) -> Any:
     return jax.tree.map(lambda leaf: jnp.broadcast_to(jnp.asarray(patch, leaf.dtype), leaf.shape), y)
 
 
-
-
 def _order_skeleton(x: Any) -> Any:
     """Key order of every mapping in ``x``, in the form :func:`_reorder` reads."""
     if isinstance(x, (dict, FrozenDict)):

@@ -10,14 +10,13 @@ point's ``<title>`` is its text line; every name is HTML-escaped.
 from __future__ import annotations
 
 import dataclasses
-import html
 import math
 from collections.abc import Sequence
 
 from inspector.model import Inspection, MethodCall, path_str
 from inspector.names import safe
 from inspector.views import palette
-from inspector.views.format import num
+from inspector.views.format import esc, num
 
 WIDTH, PANEL_H, PAD, LEFT = 660, 110, 6, 76
 
@@ -61,10 +60,6 @@ def point_line(p: DepthPoint) -> str:
 def depth_text(points: Sequence[DepthPoint]) -> str:
     """One line per point, in execution order."""
     return "\n".join(["activations by depth (first output of each call)"] + [point_line(p) for p in points])
-
-
-def esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
 
 
 def _finite(*values: float) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 
 from inspector.model import (
@@ -9,6 +10,11 @@ from inspector.model import (
 )
 
 SPARK = " ▁▂▃▄▅▆▇█"
+
+
+def esc(text: object) -> str:
+    """HTML-escaped ``str(text)`` (quotes included): every user-controlled string an HTML view emits."""
+    return html.escape(str(text), quote=True)
 
 
 def num(x: float) -> str:

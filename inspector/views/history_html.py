@@ -14,7 +14,7 @@ import math
 from inspector.history import History, Scalars, Site
 from inspector.views import palette
 from inspector.views.history_text import cell
-from inspector.views.html import esc
+from inspector.views.format import esc
 
 CELL_W, CELL_H, LABEL_W = 14, 14, 260
 CHART_W, CHART_H, PAD = 220, 70, 4

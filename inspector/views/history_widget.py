@@ -13,13 +13,13 @@ and a daemon thread of this widget redraws at most every ``interval`` seconds, o
 
 from __future__ import annotations
 
-import html
 import threading
 from typing import Any
 
 import ipywidgets as W
 
 from inspector.history import History, Site
+from inspector.views.format import esc
 from inspector.views.history_html import CSS, heatmap, line_chart
 
 FIELDS = (("std", "std"), ("abs-max", "abs_max"), ("zero fraction", "zero_frac"))
@@ -84,7 +84,7 @@ class WatchWidget(W.VBox):
             first = h.first_nonfinite()
             bad = ' class="fi-bad"' if first is not None else ""
             self.status.value = (f'<style>{CSS}</style><div class="fi-hist"><span{bad}>'
-                                 f'{html.escape(status_line(h))}</span></div>')
+                                 f'{esc(status_line(h))}</span></div>')
             steps = h.steps()[-self.window:]
             self.heat.value = f'<div class="fi-hist">{heatmap(h, self.field.value, first, steps)}</div>' \
                 if steps else '<div class="fi-hist">nothing recorded yet</div>'
@@ -110,7 +110,7 @@ class WatchWidget(W.VBox):
         by_step = self.history[site]
         charts = "".join(line_chart(by_step, f, site) for f in CHARTS
                          if any(getattr(sc, f) is not None for sc in by_step.values()))
-        self.charts.value = (f'<div class="fi-hist"><div class="fi-site"><div>{html.escape(str(site))}</div>'
+        self.charts.value = (f'<div class="fi-hist"><div class="fi-site"><div>{esc(site)}</div>'
                              f'<div class="fi-charts" style="flex-wrap:wrap">{charts}</div></div></div>')
 
     def close(self) -> None:

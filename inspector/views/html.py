@@ -7,23 +7,18 @@ script and no network. Every piece of user-controlled text goes through :func:`e
 
 from __future__ import annotations
 
-import html
 import itertools
 from pathlib import Path
 from collections.abc import Iterator, Sequence
 
 from inspector.model import Comparison, Inspection
 from inspector.views import format as F
+from inspector.views.format import esc
 from inspector.views import palette
 from inspector.views.depth import depth_figure
 from inspector.views.sections import FIRST_MARK, Document, Row, Section, document, more_line
 
 _ids = itertools.count()
-
-
-def esc(text: object) -> str:
-    """HTML-escaped ``str(text)`` (quotes included)."""
-    return html.escape(str(text), quote=True)
 
 
 CSS = palette.custom_properties(".fi-root") + """
