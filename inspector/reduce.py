@@ -397,30 +397,28 @@ def _group_exact(arrays: Sequence[jax.Array], width: int, block: int = 1) -> jax
 
 
 def countable(dtype: Any) -> int:
-    """The most elements whose count of nonzeros :func:`nonzeros` gives exactly, for a float dtype."""
+    """The most elements whose count :func:`count_zeros` gives exactly, for a float dtype."""
     return 2 ** (np.finfo(dtype).nmant + 1)
 
 
-def nonzeros(v: jax.Array) -> jax.Array:
-    """How many elements of the real float array ``v`` are not zero, as a float of ``v``'s type
-    (NaN if any is NaN), by arithmetic alone: ``|v| * c * c >= 1`` for every nonzero (``c * c``
-    exceeds 1 / the smallest subnormal; two factors because it overflows the type), so each
-    element adds 1 or 0. Exact for at most :func:`countable` elements;
-    subnormals count as the device's arithmetic reads them."""
-    c = np.asarray(2.0 ** ((-np.log2(float(np.finfo(v.dtype).smallest_subnormal)) + 1) // 2 + 1), v.dtype)
-    return jnp.sum(jnp.minimum(jnp.minimum(jnp.abs(v) * c, 1) * c, 1))
+def count_zeros(v: jax.Array) -> jax.Array:
+    """How many elements of the real float array ``v`` are zero, as a float of ``v``'s type: a
+    float sum of a select, which XLA:CPU fuses with the producer (an integer count of a
+    comparison costs it several float sums). Exact for at most :func:`countable` elements;
+    subnormals count as the device's arithmetic reads them (zero where it flushes them)."""
+    # ``|v| < tiny`` where the device flushes: XLA may compare a converted bf16 without flushing it
+    zero = jnp.abs(v) < np.finfo(v.dtype).tiny if flushes_subnormals(jax.default_backend()) else v == 0
+    return jnp.sum(jnp.where(zero, np.ones((), v.dtype), np.zeros((), v.dtype)))
 
 
 def _float_fields(x: jax.Array, lay: Layout) -> tuple[jax.Array, ...]:
-    """The cheap fields of a real float array, in four float reductions and no per-element
-    comparison (a compare-and-count costs XLA:CPU several times a float sum). Flushing
-    commutes with min and max (it never reorders values), so it is applied to those two
-    scalars; sums and the nonzero count read subnormals as the device's arithmetic does."""
+    """The cheap fields of a real float array, in five float reductions (no integer count, which
+    costs XLA:CPU several float sums). Flushing commutes with min and max (it never reorders
+    values), so it is applied to those two scalars; sums and the zero count read subnormals as
+    the device's arithmetic does."""
     v = lax.optimization_barrier(x).astype(lay.native) if x.dtype.itemsize < 4 else x.astype(lay.native)
     lo, hi = _flushed(jnp.min(v)), _flushed(jnp.max(v))  # NaN-propagating
-    nonzero = nonzeros(v)
-    zeros = (x.size - jnp.where(jnp.isfinite(nonzero), nonzero, 0)).astype(jnp.int32)
-    return jnp.sum(v), jnp.sum(v * v), lo, hi, zeros, jnp.isfinite(lo) & jnp.isfinite(hi)
+    return jnp.sum(v), jnp.sum(v * v), lo, hi, count_zeros(v).astype(jnp.int32), jnp.isfinite(lo) & jnp.isfinite(hi)
 
 
 def _group_cheap(arrays: Sequence[jax.Array], width: int) -> jax.Array:

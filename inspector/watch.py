@@ -42,7 +42,7 @@ from inspector._compat import capture_calls, is_lifted_wrapper_call, shape_pass
 from inspector.capture import CaptureFilter, lift
 from inspector.history import History, Scalars, Site
 from inspector.names import format_key, format_path
-from inspector.reduce import countable, nonzeros
+from inspector.reduce import count_zeros, countable
 
 N_STATS = 7  # mean, std, abs_max, zeros, nan, inf, norm (+ the element count, known at trace time)
 
@@ -84,13 +84,13 @@ def array_stats(x: jax.Array) -> jax.Array:
     v = _values(x)
     if v.size == 0:
         return jnp.zeros((N_STATS,), v.dtype)
-    # Float reductions only (a compare-and-count costs XLA:CPU several float sums): if the sums,
+    # Float reductions only (an integer count costs XLA:CPU several float sums): if the sums,
     # min and max are finite there is no NaN or Inf, and the zeros are counted as in reduce.
     s1, s2, lo, hi = jnp.sum(v), jnp.sum(v * v), jnp.min(v), jnp.max(v)
     n = jnp.asarray(v.size, v.dtype)
     m = s1 / n
     var = jnp.maximum(s2 / n - m * m, 0)
-    zeros = v.size - nonzeros(v) if v.size <= countable(v.dtype) else jnp.sum(v == 0).astype(v.dtype)
+    zeros = count_zeros(v) if v.size <= countable(v.dtype) else jnp.sum(v == 0).astype(v.dtype)
     fast = jnp.stack([m, jnp.sqrt(var), jnp.maximum(jnp.abs(lo), jnp.abs(hi)), zeros,
                       jnp.zeros((), v.dtype), jnp.zeros((), v.dtype), jnp.sqrt(s2)])
     tiny = np.finfo(v.dtype).tiny * 2.0**40

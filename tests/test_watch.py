@@ -77,7 +77,7 @@ ARRAYS = {
 @pytest.mark.parametrize("name", list(ARRAYS))
 @pytest.mark.parametrize("count_by", ["arithmetic", "comparison"])
 def test_array_stats_match_numpy(name, count_by, monkeypatch):
-    """Zeros are counted by arithmetic up to ``reduce.countable`` elements, by comparison beyond."""
+    """Zeros are counted by a float sum up to ``reduce.countable`` elements, by an integer count beyond."""
     if count_by == "comparison":
         monkeypatch.setattr(sys.modules["inspector.watch"], "countable", lambda dtype: 8)
     x = ARRAYS[name]
