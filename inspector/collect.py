@@ -522,10 +522,17 @@ def leaf_maker(plan: Plan, words: np.ndarray, sources: dict[Source, Any], device
     return _LeafMaker(sources, _call_stats(plan, words, sources), [], _Placement(device))
 
 
-def _diffs(plan: Plan, leaf: _LeafMaker, variables: list[Leaf], deltas: list) -> list[CollectionDiff]:
+def _once(memo: list, make: Callable[[], list[Leaf]]) -> list[Leaf]:
+    """``make()``, made once: ``memo`` holds it."""
+    if not memo:
+        memo.append(make())
+    return memo[0]
+
+
+def _diffs(plan: Plan, leaf: _LeafMaker, variables: Callable[[], list[Leaf]], deltas: list) -> list[CollectionDiff]:
     """Each mutated collection leaf by leaf: added, changed or unchanged (element-wise where both
     sides were described with one shape), and removed (passed in, not returned)."""
-    before_at = {lf.path: lf for lf in variables}
+    before_at = {lf.path: lf for lf in variables()}
     diffs = []
     for col, slots in plan.mutated.items():
         rows = [_diff(s.path, before_at.get(s.path), leaf(s), plan.pairs.get(s.path), deltas) for s in slots]
@@ -559,7 +566,7 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
     variables (``apply``). Statistics are fetched; arrays stay on their device. Waiting for the
     variables' statistics (``in_stats``) adds to ``timings.run_ms``."""
     words, delta_words, dropped = stats_arrays
-    words, delta_words = jax.device_get((words, delta_words))
+    words, delta_words = reduce.to_host([words, delta_words])
     sources: dict[Source, Any] = {"in": inputs, "out": result, "dropped": dropped}
     stats = _call_stats(plan, words, sources)
     t0 = time.perf_counter()
@@ -567,7 +574,9 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
     timings.run_ms += (time.perf_counter() - t0) * 1000
     device = str(jax.devices()[0])
     leaf = _LeafMaker(sources, stats, variable_stats, _Placement(device))
-    variables = [leaf(s) for s in plan.variables]
+    # Built when first read; what it holds must not keep arrays the inspection drops.
+    of_variables = _LeafMaker({"in": inputs, "out": result}, stats, variable_stats, leaf.placement)
+    variables = functools.partial(_once, [], lambda: [of_variables(s) for s in plan.variables])
     kept = keep != "stats"
     return Inspection(
         kind=kind,
@@ -576,7 +585,7 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
         state=result if kind == "init" else (result[1] if plan.returns_tuple else None),
         outputs=[leaf(s) for s in plan.outputs] if kind != "init" else [],
         variables=VariableTree.of_leaves("variables", variables),
-        diffs=_diffs(plan, leaf, variables, reduce.unpack_deltas(delta_words, plan.delta_dtypes)),
+        diffs=_diffs(plan, leaf, variables, reduce.unpack_deltas(delta_words, plan.delta_dtypes)) if plan.mutated else [],
         calls=_calls(plan, leaf, kept),
         device=device,
         timings=timings,

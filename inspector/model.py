@@ -237,21 +237,23 @@ def tree_from_leaves(name: str, leaves: Sequence[Leaf], prefix: Path = ()) -> No
 class VariableTree:
     """Variable collections: collection -> module path -> leaf, sorted by name as jax flattens them.
 
-    Made from a ``root`` :class:`Node`, or with :meth:`of_leaves` from leaves whose tree is built
-    the first time it is read (a warm call that nobody looks at does not build it)."""
+    Made from a ``root`` :class:`Node`, or with :meth:`of_leaves` from leaves (or a function
+    making them) whose tree is built the first time it is read: a warm call that nobody looks at
+    builds neither the leaves nor the tree."""
 
     _root: Node | None = None
-    _leaves: Sequence[Leaf] = dataclasses.field(default=(), repr=False)
+    _leaves: Sequence[Leaf] | Callable[[], Sequence[Leaf]] = dataclasses.field(default=(), repr=False)
     _name: str = dataclasses.field(default="variables", repr=False)
 
     @classmethod
-    def of_leaves(cls, name: str, leaves: Sequence[Leaf]) -> VariableTree:
+    def of_leaves(cls, name: str, leaves: Sequence[Leaf] | Callable[[], Sequence[Leaf]]) -> VariableTree:
         return cls(None, leaves, name)
 
     @property
     def root(self) -> Node:
         if self._root is None:
-            self._root = tree_from_leaves(self._name, self._leaves)
+            leaves = self._leaves
+            self._root = tree_from_leaves(self._name, leaves() if callable(leaves) else leaves)
             self._leaves = ()
         return self._root
 

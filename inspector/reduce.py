@@ -558,9 +558,12 @@ def unpack(rows: np.ndarray, dtypes: Sequence[Any], shapes: Sequence[tuple[int, 
     return rows_to_stats(rows, [layout(d) for d in dtypes], [math.prod(s) for s in shapes])
 
 
+_ROW_BY_ROW = 12  # float rows of one layout up to which plain Python per row is quicker than columns
+
+
 def rows_to_stats(rows: np.ndarray, layouts: Sequence[Layout], counts: Sequence[int]) -> list[Stats]:
     """Rows ``(k, >= width)`` as :class:`Stats`, decoded a layout at a time (numpy views of
-    the whole block, then plain Python per row)."""
+    the whole block, then plain Python per row, or column-wise for many float rows)."""
     rows = np.asarray(rows, np.uint32)
     decoded: dict[int, Stats] = {}
     by_layout: dict[Layout, list[int]] = {}
@@ -573,7 +576,7 @@ def rows_to_stats(rows: np.ndarray, layouts: Sequence[Layout], counts: Sequence[
         ints = block[:, :i].view(np.int32)
         native = block[:, i:j].copy().view(lay.native)
         accs = block[:, j:].copy().view(lay.acc)
-        if lay.kind == "int":
+        if lay.kind == "int" or len(idx) <= _ROW_BY_ROW:
             for r, n, nat, acc in zip(idx, ints.tolist(), native.tolist(), accs.tolist()):
                 decoded[r] = _decode(n, nat, acc, lay, counts[r])
         else:
@@ -733,6 +736,14 @@ def on_host(arrays: Sequence[Any]) -> bool:
         if not devices or len(devices) != 1 or next(iter(devices)).platform != "cpu":
             return False
     return True
+
+
+def to_host(arrays: Sequence[Any]) -> list[np.ndarray]:
+    """``arrays`` in numpy: read in place where they live on the CPU (no copy), else fetched
+    together (several microseconds less per array than ``jax.device_get`` on the CPU)."""
+    if on_host(arrays):
+        return [np.asarray(a) for a in arrays]
+    return list(jax.device_get(list(arrays)))
 
 
 def _chunks(x: np.ndarray) -> Iterator[np.ndarray]:

@@ -343,6 +343,48 @@ def _needs_reorder(x: Any) -> bool:
     return False
 
 
+_BUILD_LIMIT = 20_000  # leaves; past it, jax's unflatten and a reorder
+
+
+def _builder(result: Any, leaves: list) -> Callable[[list], Any] | None:
+    """A function of ``leaves`` (``result``'s, in jax's flatten order) that rebuilds ``result``
+    with flax's key order in one generated expression, instead of jax's unflatten (which sorts
+    every dict) and a reorder. None if ``result`` holds a container other than a dict,
+    ``FrozenDict``, list or plain tuple, or is too large or deep for one expression."""
+    if len(leaves) > _BUILD_LIMIT:
+        return None
+    at = {id(leaf): i for i, leaf in enumerate(leaves)}
+    keys: list[Any] = []
+
+    def expr(x: Any, depth: int) -> str | None:
+        t = type(x)
+        if depth > 64:
+            return None
+        if t is dict or t is FrozenDict:
+            items = []
+            for k, v in x.items():
+                e = expr(v, depth + 1)
+                if e is None:
+                    return None
+                keys.append(k)
+                items.append(f"K[{len(keys) - 1}]: {e}")
+            body = "{" + ", ".join(items) + "}"
+            return f"F({body})" if t is FrozenDict else body
+        if t is tuple or t is list:
+            parts = [expr(v, depth + 1) for v in x]
+            if any(e is None for e in parts):
+                return None
+            return ("(" + "".join(f"{e}, " for e in parts) + ")") if t is tuple else "[" + ", ".join(parts) + "]"
+        if id(x) in at:
+            return f"L[{at[id(x)]}]"
+        return None
+
+    body = expr(result, 0)
+    if body is None:
+        return None
+    return eval(f"lambda L: {body}", {"K": tuple(keys), "F": FrozenDict})  # noqa: S307 - no user text in the code
+
+
 # -- static arguments: keyed by value and type, never by identity ----------------
 class Unkeyable(Exception):
     """A static argument that cannot be keyed by value (see :func:`static_key`)."""
@@ -457,6 +499,7 @@ class SignatureRecord:
     statics: dict[int, Any] = dataclasses.field(default_factory=dict)
     skeleton: Any = None
     reorder: bool = True  # the result has a mapping jax's unflatten would sort
+    build: Callable[[list], Any] | None = None  # the result from its leaves (:func:`_builder`)
     objects: dict[int, tuple[list[tuple[str, ...]], int]] = dataclasses.field(default_factory=dict)
     recorded: Any = None  # what a ``post`` hook recorded at trace time (an inspection's plan)
     trace_ms: float = 0.0
@@ -763,6 +806,7 @@ class Runner:
         record.skeleton = _order_skeleton(result)
         record.reorder = _needs_reorder(result)
         out_leaves, record.out_tree = jax.tree.flatten(result, is_leaf=lambda x: x is None)
+        record.build = _builder(result, out_leaves)
         arrays = []
         for j, leaf in enumerate(out_leaves):
             if _is_device_value(leaf):
@@ -863,5 +907,7 @@ def _unflatten(entry: SignatureRecord, arrays: list) -> Any:
         full = [statics[j] if j in statics else next(it) for j in range(entry.out_tree.num_leaves)]
     else:
         full = arrays
+    if entry.build is not None:
+        return entry.build(full)
     out = jax.tree.unflatten(entry.out_tree, full)
     return _reorder(out, entry.skeleton) if entry.reorder else out
