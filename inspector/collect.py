@@ -19,7 +19,7 @@ import time
 import weakref
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, cast
 
 import jax
@@ -529,10 +529,12 @@ def _once(memo: list, make: Callable[[], list[Leaf]]) -> list[Leaf]:
     return memo[0]
 
 
-def _diffs(plan: Plan, leaf: _LeafMaker, variables: Callable[[], list[Leaf]], deltas: list) -> list[CollectionDiff]:
+def _diffs(plan: Plan, leaf: _LeafMaker, variables: Callable[[], list[Leaf]],
+           delta_words: np.ndarray) -> list[CollectionDiff]:
     """Each mutated collection leaf by leaf: added, changed or unchanged (element-wise where both
     sides were described with one shape), and removed (passed in, not returned)."""
     before_at = {lf.path: lf for lf in variables()}
+    deltas = reduce.unpack_deltas(delta_words, plan.delta_dtypes)
     diffs = []
     for col, slots in plan.mutated.items():
         rows = [_diff(s.path, before_at.get(s.path), leaf(s), plan.pairs.get(s.path), deltas) for s in slots]
@@ -585,7 +587,7 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
         state=result if kind == "init" else (result[1] if plan.returns_tuple else None),
         outputs=[leaf(s) for s in plan.outputs] if kind != "init" else [],
         variables=VariableTree.of_leaves("variables", variables),
-        diffs=_diffs(plan, leaf, variables, reduce.unpack_deltas(delta_words, plan.delta_dtypes)) if plan.mutated else [],
+        diffs=_diffs(plan, leaf, variables, delta_words) if plan.mutated else [],
         calls=_calls(plan, leaf, kept),
         device=device,
         timings=timings,

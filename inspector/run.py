@@ -371,9 +371,12 @@ def _builder(result: Any, leaves: list) -> Callable[[list], Any] | None:
             body = "{" + ", ".join(items) + "}"
             return f"F({body})" if t is FrozenDict else body
         if t is tuple or t is list:
-            parts = [expr(v, depth + 1) for v in x]
-            if any(e is None for e in parts):
-                return None
+            parts = []
+            for v in x:
+                e = expr(v, depth + 1)
+                if e is None:
+                    return None
+                parts.append(e)
             return ("(" + "".join(f"{e}, " for e in parts) + ")") if t is tuple else "[" + ", ".join(parts) + "]"
         if id(x) in at:
             return f"L[{at[id(x)]}]"
