@@ -401,24 +401,75 @@ def countable(dtype: Any) -> int:
     return 2 ** (np.finfo(dtype).nmant + 1)
 
 
-def count_zeros(v: jax.Array) -> jax.Array:
-    """How many elements of the real float array ``v`` are zero, as a float of ``v``'s type: a
-    float sum of a select, which XLA:CPU fuses with the producer (an integer count of a
-    comparison costs it several float sums). Exact for at most :func:`countable` elements;
+def count_zeros(v: jax.Array, axes: tuple[int, ...] | None = None) -> jax.Array:
+    """How many elements of the real float array ``v`` are zero (over ``axes``, all by default),
+    as a float of ``v``'s type: a float sum of a select, which XLA:CPU fuses with the producer (an
+    integer count of a comparison costs it several float sums). Exact for at most :func:`countable` elements;
     subnormals count as the device's arithmetic reads them (zero where it flushes them)."""
     # ``|v| < tiny`` where the device flushes: XLA may compare a converted bf16 without flushing it
     zero = jnp.abs(v) < np.finfo(v.dtype).tiny if flushes_subnormals(jax.default_backend()) else v == 0
-    return jnp.sum(jnp.where(zero, np.ones((), v.dtype), np.zeros((), v.dtype)))
+    return jnp.sum(jnp.where(zero, np.ones((), v.dtype), np.zeros((), v.dtype)), axes)
 
 
-def _float_fields(x: jax.Array, lay: Layout) -> tuple[jax.Array, ...]:
-    """The cheap fields of a real float array, in five float reductions (no integer count, which
-    costs XLA:CPU several float sums). Flushing commutes with min and max (it never reorders
-    values), so it is applied to those two scalars; sums and the zero count read subnormals as
-    the device's arithmetic does."""
+def _float_fields(x: jax.Array, lay: Layout, axes: tuple[int, ...] | None = None) -> tuple[jax.Array, ...]:
+    """The cheap fields of a real float array (over ``axes``, all by default), in five float
+    reductions (no integer count, which costs XLA:CPU several float sums). Flushing commutes
+    with min and max (it never reorders values), so it is applied to those two results; sums
+    and the zero count read subnormals as the device's arithmetic does."""
     v = lax.optimization_barrier(x).astype(lay.native) if x.dtype.itemsize < 4 else x.astype(lay.native)
-    lo, hi = _flushed(jnp.min(v)), _flushed(jnp.max(v))  # NaN-propagating
-    return jnp.sum(v), jnp.sum(v * v), lo, hi, count_zeros(v).astype(jnp.int32), jnp.isfinite(lo) & jnp.isfinite(hi)
+    lo, hi = _flushed(jnp.min(v, axes)), _flushed(jnp.max(v, axes))  # NaN-propagating
+    zeros = count_zeros(v, axes).astype(jnp.int32)
+    return jnp.sum(v, axes), jnp.sum(v * v, axes), lo, hi, zeros, jnp.isfinite(lo) & jnp.isfinite(hi)
+
+
+SMALL = 16_384
+"""Elements up to which captured arrays of one shape are stacked and summarized together: a
+reduction per array costs XLA:CPU a kernel launch more than the copy."""
+
+
+def _fields(arrays: Sequence[jax.Array], lay: Layout) -> tuple[jax.Array, ...]:
+    """The six fields of :func:`_float_fields` (or their integer and large-array forms), each a
+    vector over ``arrays``; small float arrays of one shape are reduced as one stack."""
+    pieces: list[tuple[list[int], tuple[jax.Array, ...]]] = []
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, x in enumerate(arrays):
+        if lay.kind == "float" and 0 < x.size <= min(SMALL, countable(lay.acc)):
+            by_shape.setdefault(x.shape, []).append(i)
+        else:
+            pieces.append(([i], tuple(f[None] for f in _one_fields(x, lay))))
+    for idx in by_shape.values():
+        group = [arrays[i] for i in idx]
+        if len(group) == 1:
+            pieces.append((idx, tuple(f[None] for f in _float_fields(group[0], lay))))
+            continue
+        if group[0].dtype.itemsize < 4:  # rounded values: no fusing into the producers
+            group = list(lax.optimization_barrier(tuple(group)))
+        stack = jnp.stack([g.astype(lay.native) for g in group])
+        pieces.append((idx, _float_fields(stack, lay, tuple(range(1, stack.ndim)))))
+    order = [i for idx, _ in pieces for i in idx]
+    fields = tuple(jnp.concatenate([f[c] for _, f in pieces]) if len(pieces) > 1 else pieces[0][1][c]
+                   for c in range(6))
+    if order != sorted(order):
+        fields = tuple(f[np.argsort(np.asarray(order))] for f in fields)
+    return fields
+
+
+def _one_fields(x: jax.Array, lay: Layout) -> tuple[jax.Array, ...]:
+    """The six fields of one array: :func:`_float_fields` for a float array a float sum counts,
+    else by the exact distance from the minimum (ints) or with an integer zero count."""
+    if lay.kind == "float" and 0 < x.size <= countable(lay.acc):
+        return _float_fields(x, lay)
+    v = _values(x)
+    empty = jnp.zeros((), v.dtype)
+    lo = jnp.min(v) if v.size else empty  # NaN-propagating: a NaN anywhere makes it NaN
+    hi = jnp.max(v) if v.size else empty
+    if lay.kind == "int":
+        d = (_unsigned(v) - _unsigned(lo)).astype(lay.acc)  # exact distance from the minimum
+        fine = jnp.bool_(True)
+    else:
+        d = v.astype(lay.acc)
+        fine = jnp.isfinite(lo) & jnp.isfinite(hi)
+    return jnp.sum(d), jnp.sum(d * d), lo, hi, jnp.sum(v == 0, dtype=jnp.int32), fine
 
 
 def _group_cheap(arrays: Sequence[jax.Array], width: int) -> jax.Array:
@@ -428,23 +479,7 @@ def _group_cheap(arrays: Sequence[jax.Array], width: int) -> jax.Array:
     word is 0 for any other. No histogram (``sample`` is -1): see :func:`histogram`."""
     lay = layout(arrays[0].dtype)
     acc, k = lay.acc, len(arrays)
-    fields = []
-    for x in arrays:
-        if lay.kind == "float" and 0 < x.size <= countable(lay.acc):
-            fields.append(_float_fields(x, lay))
-            continue
-        v = _values(x)
-        empty = jnp.zeros((), v.dtype)
-        lo = jnp.min(v) if v.size else empty  # NaN-propagating: a NaN anywhere makes it NaN
-        hi = jnp.max(v) if v.size else empty
-        if lay.kind == "int":
-            d = (_unsigned(v) - _unsigned(lo)).astype(acc)  # exact distance from the minimum
-            fine = jnp.bool_(True)
-        else:
-            d = v.astype(acc)
-            fine = jnp.isfinite(lo) & jnp.isfinite(hi)
-        fields.append((jnp.sum(d), jnp.sum(d * d), lo, hi, jnp.sum(v == 0, dtype=jnp.int32), fine))
-    s1, s2, lo, hi, zeros, fine = (jnp.stack([f[i] for f in fields]) for i in range(6))
+    s1, s2, lo, hi, zeros, fine = _fields(arrays, lay)
     n = jnp.asarray([max(math.prod(a.shape), 1) for a in arrays], acc)
     m = s1 / n
     var = jnp.maximum(s2 / n - m * m, 0)

@@ -390,3 +390,50 @@ def test_trusted_summaries_count_zeros_and_subnormals_as_held(dtype, n, monkeypa
         assert (s.min, s.max) == (held_values.min(), held_values.max())
         if s.trusted:
             check(a, dataclasses.replace(s, hist=(), hist_sample=0))
+
+
+def _summaries(arrays):
+    rows = jax.device_get(jax.jit(reduce.summarize)(arrays))
+    return reduce.unpack(rows, [a.dtype for a in arrays], [a.shape for a in arrays])
+
+
+def _check_summary(a, s) -> None:
+    """An in-call summary: zeros always exact; trusted only for finite arrays, and then exact."""
+    h = held(a)
+    assert s.zeros == int((h == 0).sum())
+    if not np.isfinite(h).all():
+        assert not s.trusted
+    if s.trusted:
+        check(a, dataclasses.replace(s, hist=(), hist_sample=0))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([np.float16, ml_dtypes.bfloat16, np.float32]), st.integers(2, 5),
+       st.tuples(st.integers(1, 4), st.integers(1, 6)), st.data())
+def test_property_small_arrays_of_one_shape_summarized_as_a_stack(dtype, k, shape, data):
+    """Small float arrays of one shape are summarized as one stack (``reduce.SMALL``): each row
+    still describes its own array, whatever the others hold."""
+    arrays = [jnp.asarray(data.draw(hnp.arrays(np.float32, shape, elements=st.floats(width=32))).astype(dtype))
+              for _ in range(k)]
+    arrays.append(jnp.ones((3,), dtype))  # another shape in the same call
+    for a, s in zip(arrays, _summaries(arrays)):
+        _check_summary(a, s)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, np.float32], ids=lambda d: np.dtype(d).name)
+def test_stacked_summaries_keep_nan_inf_zeros_and_subnormals_to_their_own_array(dtype):
+    f = ml_dtypes.finfo(dtype)
+    rng = np.random.default_rng(0)
+    base = [rng.normal(size=(8, 16)).astype(dtype) for _ in range(5)]
+    base[1][3, 4] = np.nan
+    base[2][0, 0] = np.inf
+    base[3][:] = 0
+    base[4][:2] = f.smallest_subnormal
+    arrays = [jnp.asarray(b) for b in base]
+    stats = _summaries(arrays)
+    for a, s in zip(arrays, stats):
+        _check_summary(a, s)
+    assert stats[0].trusted and not stats[1].trusted and not stats[2].trusted
+    assert stats[3].zeros == 128 and stats[0].zeros == int((held(arrays[0]) == 0).sum())
+    alone = [_summaries([a])[0] for a in arrays]
+    assert [repr((s.min, s.max, s.zeros)) for s in stats] == [repr((s.min, s.max, s.zeros)) for s in alone]
