@@ -58,6 +58,7 @@ class Slot:
     dtype: str = ""
     row: int | None = None
     opaque: str | None = None
+    at: int = -1  # its place in what ``Plan.read`` returns for its source (-1: not there)
 
 
 @dataclasses.dataclass
@@ -93,6 +94,23 @@ class Plan:
     notes: list[str] = dataclasses.field(default_factory=list)
     multi_device: bool = False
     summarized: list[int] = dataclasses.field(default_factory=list)  # rows summarized inside the call
+
+    def read(self, source: Source, tree: Any) -> list[Any]:
+        """The value of each of this plan's slots in ``source``, read from ``tree`` (its
+        ``Slot.at`` says which) by one generated expression, made the first time."""
+        getter = self._getters.get(source)
+        if getter is None:
+            slots = {id(s): s for s in (*self.outputs, *self.variables, *(s for v in self.mutated.values() for s in v),
+                                        *(s for c in self.calls for s in c.slots), *self.described)
+                     if s.source == source and s.opaque is None}
+            for i, slot in enumerate(slots.values()):
+                slot.at = i
+            getter = self._getters[source] = _getter([slot.keypath for slot in slots.values()])
+        return getter(tree)
+
+    @functools.cached_property
+    def _getters(self) -> dict[Source, Callable[[Any], list[Any]]]:
+        return {}
 
     @functools.cached_property
     def summary_layouts(self) -> tuple[list[reduce.Layout], list[int]]:
@@ -350,7 +368,32 @@ def _lookup(tree: Any, keypath: tuple) -> Any:
     return tree
 
 
+def _getter(keypaths: list[tuple]) -> Callable[[Any], list[Any]]:
+    """A function of a tree returning the value at each of ``keypaths``: one generated list
+    expression of subscripts (:func:`_lookup` step by step costs a call per step)."""
+    consts: list[Any] = []
+
+    def const(value: Any) -> str:
+        consts.append(value)
+        return f"K[{len(consts) - 1}]"
+
+    exprs = []
+    for keypath in keypaths:
+        e = "R"
+        for k in keypath:
+            t = type(k)
+            if t is jax.tree_util.DictKey:
+                e = f"{e}[{const(k.key)}]"
+            elif t is int or t is jax.tree_util.SequenceKey:
+                e = f"{e}[{k if t is int else k.idx}]"
+            else:
+                e = f"S({e}, {const(k)})"
+        exprs.append(e)
+    return eval(f"lambda R: [{', '.join(exprs)}]", {"K": tuple(consts), "S": _step})  # no user text in the code
+
+
 _SINGLE = jax.sharding.SingleDeviceSharding
+_JAX_ARRAY = type(jax.numpy.zeros(()))
 
 
 class _Placement:
@@ -415,6 +458,8 @@ def input_arrays(kind: str, args: tuple) -> list[Any]:
     if kind != "apply" or not args:
         return []
     leaves = jax.tree_util.tree_leaves(args[0])
+    if all(type(x) is _JAX_ARRAY for x in leaves) and all(map(reduce.supported_dtype, {x.dtype for x in leaves})):
+        return leaves  # the usual case, checked a dtype at a time
     if any(isinstance(x, jax.core.Tracer) for x in leaves):
         return []  # inside the caller's transform: nothing to describe
     return [x for x in leaves if is_array(x) and reduce.supported(x)]
@@ -499,13 +544,24 @@ class _LeafMaker:
     stats: list[Stats]  # of the described slots, by row
     variable_stats: list[Stats]  # of the caller's variables, by row
     placement: _Placement
+    plan: Plan | None = None  # reads the slots' values (else each is looked up on its own)
+    _read: dict[Source, list[Any]] = dataclasses.field(default_factory=dict)
+
+    def value(self, s: Slot) -> Any:
+        if self.plan is not None:
+            values = self._read.get(s.source)
+            if values is None:
+                values = self._read[s.source] = self.plan.read(s.source, self.sources[s.source])
+            if s.at >= 0:
+                return values[s.at]
+        return _lookup(self.sources[s.source], s.keypath)
 
     def __call__(self, s: Slot, kept: bool = True) -> Leaf:
         if s.opaque is not None:
             return Leaf(s.path, opaque=s.opaque)
         fetch = device = sharding = shard = x = None
         if kept and s.source != "dropped":
-            x = _lookup(self.sources[s.source], s.keypath)
+            x = self.value(s)
             device, sharding, shard = self.placement(x)
             fetch = functools.partial(_fetch, x)
         row = None if s.row is None else (self.variable_stats if s.source == "in" else self.stats)[s.row]
@@ -575,9 +631,9 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
     variable_stats = in_stats.result() if in_stats is not None else []
     timings.run_ms += (time.perf_counter() - t0) * 1000
     device = str(jax.devices()[0])
-    leaf = _LeafMaker(sources, stats, variable_stats, _Placement(device))
+    leaf = _LeafMaker(sources, stats, variable_stats, _Placement(device), plan)
     # Built when first read; what it holds must not keep arrays the inspection drops.
-    of_variables = _LeafMaker({"in": inputs, "out": result}, stats, variable_stats, leaf.placement)
+    of_variables = _LeafMaker({"in": inputs, "out": result}, stats, variable_stats, leaf.placement, plan)
     variables = functools.partial(_once, [], lambda: [of_variables(s) for s in plan.variables])
     kept = keep != "stats"
     return Inspection(

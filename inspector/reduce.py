@@ -50,11 +50,12 @@ def supported(x: object) -> bool:
     dtype = getattr(x, "dtype", None)
     if dtype is None or not hasattr(x, "shape"):
         return False
-    return _supported_dtype(dtype)
+    return supported_dtype(dtype)
 
 
 @functools.lru_cache(maxsize=512)
-def _supported_dtype(dtype: Any) -> bool:
+def supported_dtype(dtype: Any) -> bool:
+    """:func:`supported` for arrays of ``dtype``."""
     if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
         return False
     return bool(jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_))
@@ -619,6 +620,17 @@ def rows_to_stats(rows: np.ndarray, layouts: Sequence[Layout], counts: Sequence[
     return [decoded[r] for r in range(len(layouts))]
 
 
+_STATS_FIELDS = tuple(f.name for f in dataclasses.fields(Stats))
+
+
+def _stats(*values: Any) -> Stats:
+    """``Stats(*values)``, every field given in order, without a frozen dataclass's setattr per
+    field (a call's rows are decoded every call)."""
+    st = object.__new__(Stats)
+    st.__dict__.update(zip(_STATS_FIELDS, values, strict=True))
+    return st
+
+
 def _decode_floats(ints: np.ndarray, native: np.ndarray, accs: np.ndarray, lay: Layout,
                    counts: list[int]) -> list[Stats]:
     """:func:`_decode` of a block of float or complex rows, its arithmetic done column-wise in
@@ -640,9 +652,8 @@ def _decode_floats(ints: np.ndarray, native: np.ndarray, accs: np.ndarray, lay: 
             ints.tolist(), counts, mean.tolist(), std.tolist(), lo.tolist(), hi.tolist(), abs_max.tolist(),
             finite.tolist(), ints[:, len(_INTS):].tolist(), acc[:, 3:].tolist()):
         summary = n[6] < 0  # no histogram yet
-        out.append(Stats(c, m, sd, a, b, am, n[4], n[1], n[2], n[3], () if summary else tuple(row),
-                         0 if summary else n[6], of=of, hist_edges=() if summary or not f else tuple(edges),
-                         trusted=bool(n[0])))
+        out.append(_stats(c, m, sd, a, b, am, n[4], n[1], n[2], n[3], () if summary else tuple(row),
+                          0 if summary else n[6], of, () if summary or not f else tuple(edges), bool(n[0])))
     return out
 
 
@@ -667,8 +678,8 @@ def _decode(ints: list, native: list, accs: list, lay: Layout, count: int) -> St
     if not finite:
         lo = hi = mean = std = abs_max = float("nan")
         edges = ()
-    return Stats(count, mean, std, lo, hi, abs_max, zeros, nan, posinf, neginf, hist, sample,
-                 of="|z|" if lay.kind == "complex" else "", hist_edges=edges, trusted=bool(trusted_))
+    return _stats(count, mean, std, lo, hi, abs_max, zeros, nan, posinf, neginf, hist, sample,
+                  "|z|" if lay.kind == "complex" else "", edges, bool(trusted_))
 
 
 # -- differences ----------------------------------------------------------------
