@@ -385,7 +385,7 @@ def _builder(result: Any, leaves: list) -> Callable[[list], Any] | None:
     body = expr(result, 0)
     if body is None:
         return None
-    return eval(f"lambda L: {body}", {"K": tuple(keys), "F": FrozenDict})  # keys are passed in K: no user text in the code
+    return eval(f"lambda L: {body}", {"K": tuple(keys), "F": FrozenDict})  # keys are in K: no user text in the code
 
 
 # -- static arguments: keyed by value and type, never by identity ----------------
