@@ -601,6 +601,41 @@ def _plain_skeleton(x: Any) -> Any:
     return _NOT_PLAIN
 
 
+def _guard(inputs: Any, frozen: bool) -> Callable[[Any, bool], bool] | None:
+    """A function of ``(inputs, flax_return_frozendict)`` that is true only for inputs of the same
+    containers (types, lengths and key order) with a jax array or None at each leaf, as
+    ``inputs`` and ``frozen``: one generated expression, where :func:`_plain_skeleton` walks
+    the containers a call at a time. None for inputs too large for one expression."""
+    keys: list[Any] = []
+    terms = [f"f is {frozen}"]
+    names = iter(range(1 << 30))
+
+    def check(x: Any, expr: str) -> bool:
+        t = type(x)
+        if t in _ARRAY_TYPES or x is None:
+            terms.append(f"(type({expr}) is A or {expr} is None)")
+            return True
+        if len(terms) > _BUILD_LIMIT:
+            return False
+        name = f"v{next(names)}"
+        terms.append(f"type({name} := {expr}) is {t.__name__ if t is not FrozenDict else 'F'}")
+        if t is dict or t is FrozenDict:
+            keys.append(tuple(x))
+            terms.append(f"tuple({name}) == K[{len(keys) - 1}]")
+            for k, v in x.items():
+                keys.append(k)
+                if not check(v, f"{name}[K[{len(keys) - 1}]]"):
+                    return False
+            return True
+        terms.append(f"len({name}) == {len(x)}")
+        return all(check(v, f"{name}[{i}]") for i, v in enumerate(x))
+
+    if not check(inputs, "i"):
+        return None
+    code = f"lambda i, f: {' and '.join(terms)}"
+    return eval(code, {"K": tuple(keys), "A": next(iter(_ARRAY_TYPES)), "F": FrozenDict})  # keys are in K
+
+
 DEFAULT_CACHE_SIZE = 64
 
 
@@ -649,6 +684,7 @@ class Runner:
         self.traces = 0
         self.compiles = 0
         self._programs: dict[Any, _Program] = {}
+        self._last: tuple[Callable[[Any, bool], bool], _Program] | None = None  # :func:`_guard` of the last call
         self._clock = 0  # least recently used: the smallest ``_Program.used``
         self._lock = threading.Lock()
 
@@ -707,15 +743,22 @@ class Runner:
     def _program(self, args: tuple, kwargs: dict) -> tuple[_Program, Any]:
         """The program for these inputs and what to call it with. Raises
         :class:`_InsideTransform` if an input is a tracer of an enclosing transform."""
+        inputs = (args, kwargs)
+        frozen = flax.config.flax_return_frozendict
+        last = self._last
+        if last is not None and last[0](inputs, frozen):  # the same containers as the last call
+            return last[1], inputs
         skeleton = _plain_skeleton(args)
         kw_skeleton = _plain_skeleton(kwargs) if kwargs else None
         if skeleton is not _NOT_PLAIN and kw_skeleton is not _NOT_PLAIN:
-            key: tuple[Any, ...] = (skeleton, kw_skeleton, flax.config.flax_return_frozendict)
+            key: tuple[Any, ...] = (skeleton, kw_skeleton, frozen)
             program = self._programs.get(key)
             if program is None:
                 whole = (skeleton, kw_skeleton or {})
                 program = self._new_program(key, lambda: self._structured_body(whole))
-            return program, (args, kwargs)
+            guard = _guard(inputs, frozen)
+            self._last = None if guard is None else (guard, program)
+            return program, inputs
         leaves, treedef = _flatten((args, kwargs))
         dyn, statics, skey = self._split(leaves)
         order, n = _order_skeleton((args, kwargs)), len(leaves)  # a kept program holds none of the arrays
@@ -752,6 +795,7 @@ class Runner:
                 if other is not program:
                     total -= other.signatures
                     del self._programs[key]
+                    self._last = None
             if total > self.cache_size:
                 program.jitted, program.signatures = jax.jit(program.make_body()), 0
 

@@ -6,10 +6,12 @@ import enum
 import math
 import threading
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.core import FrozenDict
 
 import inspector as fi
 from inspector.run import Runner
@@ -236,3 +238,32 @@ def test_a_cached_program_keeps_none_of_the_inputs_of_the_call_that_compiled_it(
     del x
     gc.collect()
     assert ref() is None
+
+
+class Optional(nn.Module):
+    @nn.compact
+    def __call__(self, x, extra, pair):
+        y = nn.Dense(2)(x)
+        if extra is not None:
+            y = y + extra
+        return {"y": y, "n": len(pair), "first": pair[0]}
+
+
+def test_last_structure_guard_falls_back_on_any_change():
+    """A call with the same containers as the last one skips the key walk: every change of
+    container type, length, key order, None for an array or a Python value, and flax's
+    ``return_frozendict`` flag still gets flax's result."""
+    m = Optional()
+    x = jnp.ones((1, 3))
+    v = m.init(jax.random.key(0), x, None, [x])
+    rev = {"params": {"Dense_0": dict(reversed(list(v["params"]["Dense_0"].items())))}}
+    run = fi.apply(lambda m, *a: m(*a), m, mutable=["params"])
+    flax_fn = nn.apply(lambda m, *a: m(*a), m, mutable=["params"])
+    calls = [(v, x, None, [x]), (v, x, jnp.ones(2), [x]), (v, x, None, [x, x]), (rev, x, None, [x]),
+             (FrozenDict(v), x, None, [x]), (v, x, None, (x,)), (v, x, 1.5, [x]), (v, x, None, [x])]
+    for frozen in (False, True, False):
+        with flax.config.temp_flip_flag("return_frozendict", frozen):
+            for args in calls + calls[::-1]:
+                ours, theirs = run(*args), flax_fn(*args)
+                assert type(ours[1]) is type(theirs[1])
+                assert repr(jax.tree.map(np.asarray, ours)) == repr(jax.tree.map(np.asarray, theirs))
