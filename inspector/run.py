@@ -615,7 +615,7 @@ def _guard(inputs: Any, frozen: bool) -> Callable[[Any, bool], bool] | None:
         if t in _ARRAY_TYPES or x is None:
             terms.append(f"(type({expr}) is A or {expr} is None)")
             return True
-        if len(terms) > _BUILD_LIMIT:
+        if len(terms) > _BUILD_LIMIT or t not in (dict, FrozenDict, tuple, list):
             return False
         name = f"v{next(names)}"
         terms.append(f"type({name} := {expr}) is {t.__name__ if t is not FrozenDict else 'F'}")
