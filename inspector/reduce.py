@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -648,9 +649,14 @@ def _decode_floats(ints: np.ndarray, native: np.ndarray, accs: np.ndarray, lay: 
         col[~finite] = nan
     of = "|z|" if lay.kind == "complex" else ""
     out = []
+    if (ints[:, 6] < 0).all():  # in-call summaries only: no histogram to read
+        hists: Iterable[list] = itertools.repeat([])
+        edge_rows: Iterable[list] = hists
+    else:
+        hists, edge_rows = ints[:, len(_INTS):].tolist(), acc[:, 3:].tolist()
     for n, c, m, sd, a, b, am, f, row, edges in zip(
-            ints.tolist(), counts, mean.tolist(), std.tolist(), lo.tolist(), hi.tolist(), abs_max.tolist(),
-            finite.tolist(), ints[:, len(_INTS):].tolist(), acc[:, 3:].tolist()):
+            ints[:, :len(_INTS)].tolist(), counts, mean.tolist(), std.tolist(), lo.tolist(), hi.tolist(),
+            abs_max.tolist(), finite.tolist(), hists, edge_rows):
         summary = n[6] < 0  # no histogram yet
         out.append(_stats(c, m, sd, a, b, am, n[4], n[1], n[2], n[3], () if summary else tuple(row),
                           0 if summary else n[6], of, () if summary or not f else tuple(edges), bool(n[0])))
