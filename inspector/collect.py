@@ -578,13 +578,6 @@ def leaf_maker(plan: Plan, words: np.ndarray, sources: dict[Source, Any], device
     return _LeafMaker(sources, _call_stats(plan, words, sources), [], _Placement(device))
 
 
-def _once(memo: list, make: Callable[[], list[Leaf]]) -> list[Leaf]:
-    """``make()``, made once: ``memo`` holds it."""
-    if not memo:
-        memo.append(make())
-    return memo[0]
-
-
 def _diffs(plan: Plan, leaf: _LeafMaker, variables: Callable[[], list[Leaf]],
            delta_words: np.ndarray) -> list[CollectionDiff]:
     """Each mutated collection leaf by leaf: added, changed or unchanged (element-wise where both
@@ -634,7 +627,11 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
     leaf = _LeafMaker(sources, stats, variable_stats, _Placement(device), plan)
     # Built when first read; what it holds must not keep arrays the inspection drops.
     of_variables = _LeafMaker({"in": inputs, "out": result}, stats, variable_stats, leaf.placement, plan)
-    variables = functools.partial(_once, [], lambda: [of_variables(s) for s in plan.variables])
+
+    @functools.cache
+    def variables() -> list[Leaf]:
+        return [of_variables(s) for s in plan.variables]
+
     kept = keep != "stats"
     return Inspection(
         kind=kind,

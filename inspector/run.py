@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import enum
 import functools
+import itertools
 import threading
 import time
 import types
@@ -500,9 +501,9 @@ class SignatureRecord:
 
     out_tree: Any = None
     statics: dict[int, Any] = dataclasses.field(default_factory=dict)
-    skeleton: Any = None
+    build: Callable[[list], Any] | None = None  # the result from its leaves (:func:`_builder`), else:
+    skeleton: Any = None  # flax's key order, put back after jax's unflatten
     reorder: bool = True  # the result has a mapping jax's unflatten would sort
-    build: Callable[[list], Any] | None = None  # the result from its leaves (:func:`_builder`)
     objects: dict[int, tuple[list[tuple[str, ...]], int]] = dataclasses.field(default_factory=dict)
     recorded: Any = None  # what a ``post`` hook recorded at trace time (an inspection's plan)
     trace_ms: float = 0.0
@@ -608,7 +609,7 @@ def _guard(inputs: Any, frozen: bool) -> Callable[[Any, bool], bool] | None:
     the containers a call at a time. None for inputs too large for one expression."""
     keys: list[Any] = []
     terms = [f"f is {frozen}"]
-    names = iter(range(1 << 30))
+    names = itertools.count()
 
     def check(x: Any, expr: str) -> bool:
         t = type(x)
@@ -850,10 +851,11 @@ class Runner:
         alongside = None
         if self.post is not None:
             result, alongside, record.recorded = self.post((args, kwargs), result, recorder)
-        record.skeleton = _order_skeleton(result)
-        record.reorder = _needs_reorder(result)
         out_leaves, record.out_tree = jax.tree.flatten(result, is_leaf=lambda x: x is None)
         record.build = _builder(result, out_leaves)
+        if record.build is None:  # jax's unflatten, then flax's key order put back
+            record.skeleton = _order_skeleton(result)
+            record.reorder = _needs_reorder(result)
         arrays = []
         for j, leaf in enumerate(out_leaves):
             if _is_device_value(leaf):
