@@ -486,7 +486,8 @@ def _group_cheap(arrays: Sequence[jax.Array], width: int) -> jax.Array:
     m = s1 / n
     var = jnp.maximum(s2 / n - m * m, 0)
     # Squares far above the smallest normal number: m * m and var lose no precision to underflow.
-    big_enough = (s2 / n >= np.finfo(acc).tiny * 2.0**40) | (s2 == 0)
+    # A zero sum of squares is exact only for a constant array: squares of tiny values underflow to 0.
+    big_enough = (s2 / n >= np.finfo(acc).tiny * 2.0**40) | ((s2 == 0) & (lo == hi))
     trusted = fine & big_enough & jnp.isfinite(s1) & jnp.isfinite(s2) & ((m * m <= TRUST * var) | (m == 0))
     shift = lo if lay.kind == "int" else jnp.zeros((k,), lay.native)
     none = jnp.zeros((k,), jnp.int32)

@@ -95,7 +95,7 @@ def array_stats(x: jax.Array) -> jax.Array:
                       jnp.zeros((), v.dtype), jnp.zeros((), v.dtype), jnp.sqrt(s2)])
     tiny = np.finfo(v.dtype).tiny * 2.0**40
     trusted = (jnp.isfinite(s1) & jnp.isfinite(s2) & jnp.isfinite(lo) & jnp.isfinite(hi)
-               & ((s2 / n >= tiny) | (s2 == 0)) & ((m * m <= TRUST * var) | (m == 0)))
+               & ((s2 / n >= tiny) | ((s2 == 0) & (lo == hi))) & ((m * m <= TRUST * var) | (m == 0)))
     return lax.cond(trusted, lambda: fast, lambda: _exact_stats(v))
 
 

@@ -437,3 +437,15 @@ def test_stacked_summaries_keep_nan_inf_zeros_and_subnormals_to_their_own_array(
     assert stats[3].zeros == 128 and stats[0].zeros == int((held(arrays[0]) == 0).sum())
     alone = [_summaries([a])[0] for a in arrays]
     assert [repr((s.min, s.max, s.zeros)) for s in stats] == [repr((s.min, s.max, s.zeros)) for s in alone]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, np.float32], ids=lambda d: np.dtype(d).name)
+def test_a_sum_of_squares_that_underflows_is_not_trusted(dtype):
+    """Found by the stacked-summary property test: ``[0, 4.7e-26]`` squares to 0 in float32, so
+    a zero sum of squares alone must not vouch for std 0 (only a constant array has it)."""
+    tiny = float(ml_dtypes.finfo(dtype).smallest_normal) if dtype != np.float32 else 4.6852e-26
+    for raw in ([0.0, 4.6852e-26], [0.0, tiny], [3e-30, 3e-30]):
+        a = jnp.asarray(np.asarray([raw], np.float32).astype(dtype))
+        for arrays in ([a], [a, a * 0]):
+            for s, x in zip(_summaries(arrays), arrays):
+                _check_summary(x, s)

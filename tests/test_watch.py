@@ -71,6 +71,7 @@ ARRAYS = {
     "float16": np.array([1, -2.5, 0, 60000, np.inf], np.float16),
     "complex64": (rng.normal(size=50) + 1j * rng.normal(size=50)).astype(np.complex64),
     "empty": np.zeros((0, 3), np.float32),
+    "squares underflow": np.array([0.0, 4.6852e-26], np.float32),  # a zero sum of squares, std not 0
 }
 
 
