@@ -86,6 +86,69 @@ def shape_pass() -> bool:
     return type(trace).__name__ == "JaxprTrace"
 
 
+# -- jax: one compiled executable, called straight from the caller's arguments ---------------
+class StaleCall(Exception):
+    """A :func:`direct_call` refused a call its executable was not compiled for."""
+
+
+class _OnceThenRefuse:
+    """An executable that runs one call (the one that primes jax's C++ dispatch cache) and refuses
+    every later call that reaches Python, which only a signature the cache does not hold does."""
+
+    def __init__(self, executable: Any, context: Callable[[], Any]):
+        self._executable = executable
+        self._context = context  # jax's trace context (its config) when the executable was compiled
+        self._compiled_in = context()
+        self._primed = False
+
+    def call(self, *args: Any) -> Any:
+        if self._primed or self._context() != self._compiled_in or inside_transform():
+            raise StaleCall("not the signature this executable was compiled for")
+        out = self._executable.call(*args)
+        self._primed = True
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._executable, name)
+
+
+def direct_call(jitted: Any, inputs: tuple[tuple, dict]) -> tuple[Callable[..., list], Any] | None:
+    """``(call, out_tree)`` for the executable ``jitted(inputs)`` runs, ``inputs`` being ``(args, kwargs)``.
+
+    ``call(*args, **kwargs)`` runs it through jax's C++ dispatch (no Python in front) and returns the
+    output's leaves as a list; ``out_tree`` is the output's structure. Every call that jax's own
+    dispatch would not take as this one signature (another structure, shape, dtype, weak type,
+    sharding, a Python scalar for an array, a changed jax config, an enclosing trace) raises
+    instead of running: such calls belong to ``jitted``. Dict key *order* is not part of the
+    signature (jax sorts keys): the caller checks it.
+
+    Built on ``Compiled._params`` and ``MeshExecutable.create_cpp_call`` (jax 0.10.2), the C++
+    fast path of ahead-of-time compiled calls, with the executable swapped for one that refuses
+    whatever reaches Python after the first call. No public API calls an executable with other
+    output leaves than its own. None (after one warning) if those internals have moved: the caller
+    then keeps calling ``jitted``.
+    """
+    try:
+        compiled = jitted.lower(inputs).compile()
+        params = compiled._params  # jax-internal: CompiledCallParams
+        if params.no_kwargs and inputs[1] or params.is_high:
+            return None
+        in_tree = params.in_tree.children()[0].children()[0]  # ((inputs,), {}) -> inputs
+        out_tree = params.out_tree
+        from jax._src.config import trace_context  # jax-internal: the config a trace depends on
+        from jax.tree_util import tree_structure
+
+        once = _OnceThenRefuse(params.executable, trace_context)
+        flat = params._replace(executable=once, in_tree=in_tree,
+                               out_tree=tree_structure([0] * out_tree.num_leaves))
+        call = compiled._executable.create_cpp_call(flat)  # jax-internal: None where no C++ path exists
+    except Exception as e:  # noqa: BLE001 - reported once; calls keep going through jax.jit
+        warn_once("direct_call", f"cannot call a compiled executable directly ({type(e).__name__}: {e}); "
+                                 "each fi.apply call keeps its Python dispatch (a few microseconds)")
+        return None
+    return (None if call is None else (call, out_tree))
+
+
 # -- flax linen: names of lifted transforms ----------------------------------------------
 LIFTED_WRAPPER_METHOD = "<lambda>"
 """The method name flax's lifted transforms (``nn.scan``, ``nn.vmap``, flax 0.12.8) use when they

@@ -33,7 +33,8 @@ from flax.core import FrozenDict
 from flax.core.scope import CollectionFilter
 
 from inspector._compat import (
-    TouchKind, capture_calls, inside_transform, is_lifted_wrapper_call, lifted_target, listening, own_intermediates,
+    TouchKind, capture_calls, direct_call, inside_transform, is_lifted_wrapper_call, lifted_target, listening,
+    own_intermediates,
     shape_pass,
 )
 from inspector.capture import CaptureFilter, CaptureFilterError, guarded
@@ -323,8 +324,9 @@ def _reorder(x: Any, skel: Any) -> Any:
         return FrozenDict({k: _reorder(x[k], s) for k, s in skel})
     if isinstance(x, dict):
         return type(x)((k, _reorder(x[k], s)) for k, s in skel) if type(x) is dict else x
-    if isinstance(x, tuple) and not hasattr(x, "_fields"):
-        return tuple(_reorder(v, s) for v, s in zip(x, skel))
+    if isinstance(x, tuple):
+        kids = (_reorder(v, s) for v, s in zip(x, skel))
+        return type(x)(*kids) if hasattr(x, "_fields") else tuple(kids)  # a namedtuple, or a plain tuple
     if isinstance(x, list):
         return [_reorder(v, s) for v, s in zip(x, skel)]
     return x
@@ -350,12 +352,14 @@ _BUILD_LIMIT = 20_000  # leaves; past it, jax's unflatten and a reorder
 def _builder(result: Any, leaves: list) -> Callable[[list], Any] | None:
     """A function of ``leaves`` (``result``'s, in jax's flatten order) that rebuilds ``result``
     with flax's key order in one generated expression, instead of jax's unflatten (which sorts
-    every dict) and a reorder. None if ``result`` holds a container other than a dict,
-    ``FrozenDict``, list or plain tuple, or is too large or deep for one expression."""
+    every dict) and a reorder. Any other pytree node (a namedtuple, a ``flax.struct`` dataclass)
+    is rebuilt from its children by its own one-level treedef. None if ``result`` is too large or
+    deep for one expression."""
     if len(leaves) > _BUILD_LIMIT:
         return None
     at = {id(leaf): i for i, leaf in enumerate(leaves)}
     keys: list[Any] = []
+    nodes: list[Callable[[list], Any]] = []
 
     def expr(x: Any, depth: int) -> str | None:
         t = type(x)
@@ -381,12 +385,23 @@ def _builder(result: Any, leaves: list) -> Callable[[list], Any] | None:
             return ("(" + "".join(f"{e}, " for e in parts) + ")") if t is tuple else "[" + ", ".join(parts) + "]"
         if id(x) in at:
             return f"L[{at[id(x)]}]"
-        return None
+        kids, node = jax.tree_util.tree_flatten(x, is_leaf=lambda y: y is not x)  # one level down
+        if jax.tree_util.treedef_is_leaf(node):
+            return None
+        parts = []
+        for v in kids:
+            e = expr(v, depth + 1)
+            if e is None:
+                return None
+            parts.append(e)
+        nodes.append(functools.partial(jax.tree_util.tree_unflatten, node))
+        return f"U[{len(nodes) - 1}]([{', '.join(parts)}])"
 
     body = expr(result, 0)
     if body is None:
         return None
-    return eval(f"lambda L: {body}", {"K": tuple(keys), "F": FrozenDict})  # keys are in K: no user text in the code
+    # keys and nodes are in K and U: no user text in the code
+    return eval(f"lambda L: {body}", {"K": tuple(keys), "F": FrozenDict, "U": tuple(nodes)})
 
 
 # -- static arguments: keyed by value and type, never by identity ----------------
@@ -542,6 +557,19 @@ class _Program:
     make_body: Callable[[], Callable]
     signatures: int = 0
     used: int = 0
+    plain: bool = False  # takes the inputs whole (jax arrays and None in dicts, lists and tuples)
+
+
+class _Direct(NamedTuple):
+    """The last signature of a plain call, run by jax's C++ dispatch straight from the caller's
+    arguments (:func:`~inspector._compat.direct_call`): jax refuses any other signature, and
+    ``order`` checks the key order jax does not see."""
+
+    call: Callable[..., list]
+    order: Callable[[tuple, dict], bool] | None
+    build: Callable[[list], Any]
+    frozen: bool
+    program: _Program
 
 
 FLAX_ENTRIES: dict[Kind, Callable] = {
@@ -637,6 +665,36 @@ def _guard(inputs: Any, frozen: bool) -> Callable[[Any, bool], bool] | None:
     return eval(code, {"K": tuple(keys), "A": next(iter(_ARRAY_TYPES)), "F": FrozenDict})  # keys are in K
 
 
+def _order_check(inputs: tuple[tuple, dict]) -> tuple[bool, Callable[[tuple, dict], bool] | None]:
+    """``(fits, check)``: ``check`` is a function of ``(args, kwargs)`` that is true only if every dict
+    of two or more keys has the key order it has in ``inputs`` (jax's dispatch checks the rest), None
+    if no dict needs it; ``fits`` is false if the check would be too large for one expression."""
+    keys: list[Any] = []
+    terms: list[str] = []
+
+    def walk(x: Any, expr: str, depth: int) -> bool:
+        t = type(x)
+        if depth > 64 or len(terms) > _BUILD_LIMIT:
+            return False
+        if t is dict or t is FrozenDict:
+            if len(x) > 1:
+                keys.append(tuple(x))
+                terms.append(f"tuple({expr}) == K[{len(keys) - 1}]")
+            for k, v in x.items():
+                keys.append(k)
+                if not walk(v, f"{expr}[K[{len(keys) - 1}]]", depth + 1):
+                    return False
+        elif t is tuple or t is list:
+            return all(walk(v, f"{expr}[{i}]", depth + 1) for i, v in enumerate(x))
+        return True
+
+    if not (walk(inputs[0], "a", 0) and walk(inputs[1], "k", 0)):
+        return False, None
+    if not terms:
+        return True, None
+    return True, eval(f"lambda a, k: {' and '.join(terms)}", {"K": tuple(keys)})  # keys are in K
+
+
 DEFAULT_CACHE_SIZE = 64
 
 
@@ -658,7 +716,8 @@ class Runner:
     never cached, so a mutated config always gives flax's result. At most ``cache_size``
     compiled signatures are kept: past that the least recently used input structures
     are dropped whole (a structure alone over the limit starts afresh). Concurrent calls
-    with one signature compile it once.
+    with one signature compile it once. Once a plain signature has run twice, calling the runner
+    with it goes straight to its executable (:class:`_Direct`) until a call does not fit.
     """
 
     intercepts = True
@@ -686,15 +745,60 @@ class Runner:
         self.compiles = 0
         self._programs: dict[Any, _Program] = {}
         self._last: tuple[Callable[[Any, bool], bool], _Program] | None = None  # :func:`_guard` of the last call
+        self._direct: _Direct | None = None
+        self._direct_wait = 0  # calls to let go by before the next :class:`_Direct`; doubles on each refusal
+        self._direct_backoff = 0
         self._clock = 0  # least recently used: the smallest ``_Program.used``
         self._lock = threading.Lock()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        direct = self._direct
+        if direct is not None:
+            try:
+                if direct.frozen is flax.config.flax_return_frozendict and (
+                        direct.order is None or direct.order(args, kwargs)):
+                    return direct.build(direct.call(*args, **kwargs))
+            except Exception:  # noqa: BLE001 - not the direct signature: the general path runs it, or raises
+                pass
+            self._refused(direct)
         try:
-            return self.run(args, kwargs).result
+            result, program = self._run(args, kwargs, None)
         except _InsideTransform:
             # Called inside the caller's own transform (jit, grad, vmap): let it trace flax.
             return self._call_flax(args, kwargs, Recorder())
+        if result.cached and self._direct is None:
+            self._make_direct(program, (args, kwargs))
+        return result.result
+
+    def _refused(self, direct: _Direct) -> None:
+        """The direct signature did not fit a call: drop it, and wait twice as long as last time
+        before making another (alternating signatures stay on the general path)."""
+        if self._direct is direct:
+            self._direct = None
+            self._direct_backoff = min(2 * self._direct_backoff, 1024) or 1
+            self._direct_wait = self._direct_backoff
+
+    def _make_direct(self, program: _Program, inputs: tuple[tuple, dict]) -> None:
+        """After a cached call of a plain program with nothing to put back but flax's key order,
+        calls with the same signature go straight to its executable (:class:`_Direct`)."""
+        if self._direct_wait > 0:
+            self._direct_wait -= 1
+            return
+        if not program.plain or self.post is not None or self._direct_backoff < 0:
+            return
+        fits, order = _order_check(inputs)
+        if not fits:
+            return
+        t0 = time.perf_counter()
+        made, traced = _call(lambda i: direct_call(program.jitted, i), inputs, None, counted=False)
+        if made is None or traced is not None or time.perf_counter() - t0 > 0.05:
+            self._direct_backoff = -1  # jax compiled or traced again to get there: never for this runner
+            return
+        call, out_tree = made
+        record = out_tree.node_data()[1]
+        if record.build is None or record.statics or record.objects:
+            return
+        self._direct = _Direct(call, order, record.build, flax.config.flax_return_frozendict, program)
 
     @property
     def cached_signatures(self) -> int:
@@ -705,6 +809,10 @@ class Runner:
             on_phase: Callable[[str], None] | None = None) -> RunResult:
         """Runs the call; results may still be computing.
         ``on_phase`` is told ``'tracing'``, ``'compiling'`` and ``'running'`` as they start."""
+        return self._run(args, kwargs, on_phase)[0]
+
+    def _run(self, args: tuple, kwargs: dict,
+             on_phase: Callable[[str], None] | None) -> tuple[RunResult, _Program]:
         if inside_transform():  # the program would be staged into the caller's trace, never run
             raise _InsideTransform()
         program, inputs = self._program(args, kwargs)
@@ -720,7 +828,7 @@ class Runner:
         program.used = self._clock
         if on_phase is not None:
             on_phase("running")
-        return RunResult(_unflatten(record, carrier.arrays), carrier.alongside, record, traced is None)
+        return RunResult(_unflatten(record, carrier.arrays), carrier.alongside, record, traced is None), program
 
     def lower(self, *args: Any, **kwargs: Any) -> Any:
         """jax's ``Lowered`` form of the program a call with these inputs runs (``.as_text()``
@@ -756,7 +864,7 @@ class Runner:
             program = self._programs.get(key)
             if program is None:
                 whole = (skeleton, kw_skeleton or {})
-                program = self._new_program(key, lambda: self._structured_body(whole))
+                program = self._new_program(key, lambda: self._structured_body(whole), plain=True)
             guard = _guard(inputs, frozen)
             self._last = None if guard is None else (guard, program)
             return program, inputs
@@ -776,11 +884,11 @@ class Runner:
             program = self._new_program(key, make_body)
         return program, dyn
 
-    def _new_program(self, key: Any, make_body: Callable[[], Callable]) -> _Program:
+    def _new_program(self, key: Any, make_body: Callable[[], Callable], plain: bool = False) -> _Program:
         with self._lock:
             program = self._programs.get(key)  # another thread may have made it
             if program is None:
-                program = self._programs[key] = _Program(jax.jit(make_body()), make_body)
+                program = self._programs[key] = _Program(jax.jit(make_body()), make_body, plain=plain)
             return program
 
     def _admit(self, program: _Program) -> None:
@@ -789,6 +897,9 @@ class Runner:
         body, so nothing jax cached for the old one is reused or kept alive)."""
         with self._lock:
             program.signatures += 1
+            direct = self._direct
+            if direct is not None:  # its calls bypass :meth:`run`, which counts use
+                direct.program.used = self._clock
             total = sum(p.signatures for p in self._programs.values())
             for key, other in sorted(self._programs.items(), key=lambda kv: kv[1].used):
                 if total <= self.cache_size:
@@ -796,9 +907,10 @@ class Runner:
                 if other is not program:
                     total -= other.signatures
                     del self._programs[key]
-                    self._last = None
+                    self._last = self._direct = None
             if total > self.cache_size:
                 program.jitted, program.signatures = jax.jit(program.make_body()), 0
+                self._direct = None
 
     def _split(self, leaves: list) -> tuple[list, list, Any]:
         """``(arrays, [(index, static)], statics key or None if unkeyable)``."""

@@ -255,6 +255,48 @@ def test_a_make_rng_that_moves_no_counter_warns_once_and_names_the_stream_asked_
     assert got == [("rng", ("m",), "", "dropout")] * 3 and len(fresh_warnings()) == 1
 
 
+# -- jax: direct calls of a compiled executable -------------------------------------------------------------
+def test_direct_call_runs_one_signature_and_refuses_every_other():
+    f = jax.jit(lambda inputs: {"y": inputs[0][0] * 2 + inputs[1]["b"]})
+    x, b = jnp.ones((2, 3)), jnp.ones(())
+    made = _compat.direct_call(f, ((x,), {"b": b}))
+    assert made is not None
+    call, out_tree = made
+    assert out_tree == jax.tree.structure({"y": x})
+    np.testing.assert_array_equal(call(x, b=b)[0], f(((x,), {"b": b}))["y"])
+    np.testing.assert_array_equal(call(x, b=b)[0], np.full((2, 3), 3.0))  # the C++ path, once primed
+    for refused in (lambda: call(jnp.ones((3, 3)), b=b), lambda: call(x, b=1.0), lambda: call(x.astype(jnp.int32), b=b),
+                    lambda: call(x, b=jnp.asarray(1.0)), lambda: jax.jit(lambda: call(x, b=b)[0])()):
+        with pytest.raises(_compat.StaleCall):
+            refused()
+    with jax.numpy_rank_promotion("raise"), pytest.raises(_compat.StaleCall):
+        call(x, b=b)
+
+
+def test_a_direct_call_is_not_primed_under_another_config_or_inside_a_trace():
+    f = jax.jit(lambda inputs: inputs[0][0] + 1)
+    x = jnp.ones(3)
+    call, _ = _compat.direct_call(f, ((x,), {}))
+    with jax.numpy_rank_promotion("raise"), pytest.raises(_compat.StaleCall):
+        call(x)
+    with pytest.raises(_compat.StaleCall):
+        jax.jit(lambda: call(x)[0])()
+    np.testing.assert_array_equal(call(x)[0], x + 1)
+
+
+def test_a_direct_call_without_jaxs_internals_warns_once_and_fi_apply_keeps_flaxs_result(monkeypatch, fresh_warnings):
+    def gone(self):
+        raise AttributeError("_params")
+
+    monkeypatch.setattr(jax.stages.Compiled, "_params", property(gone), raising=False)
+    m, x = nn.Dense(3), jnp.ones((2, 4))
+    v = m.init(jax.random.key(0), x)
+    run = fi.apply(lambda m, x: m(x), m)
+    for _ in range(4):
+        np.testing.assert_allclose(run(v, x), m.apply(v, x), rtol=1e-6)
+    assert run._direct is None and len(fresh_warnings()) == 1
+
+
 # -- flax nnx ---------------------------------------------------------------------------------------------
 def test_collection_name_is_flaxs_registered_name_or_the_type_name():
     class Mine(nnx.Variable):

@@ -1,0 +1,218 @@
+"""The direct path of a cached drop-in call: after a signature has run twice, ``fi.apply`` calls its
+executable through jax's C++ dispatch. Any call that is not that signature (shape, dtype, key order,
+container type, a Python scalar for an array, jax's config, flax's ``return_frozendict`` flag, the
+caller's own trace) must still get exactly flax's result, from the general path."""
+
+from typing import Any, NamedTuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax.core import FrozenDict
+
+import inspector as fi
+
+
+class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x, extra):
+        y = nn.Dense(3)(x)
+        self.sow("intermediates", "y", y)
+        return {"z": y * extra["s"], "a": y.sum(axis=-1) + extra["t"]}
+
+
+def _setup():
+    m = Net()
+    x = jnp.ones((2, 4))
+    extra = {"s": jnp.float32(2.0), "t": jnp.ones(())}
+    return m, m.init(jax.random.key(0), x, extra), x, extra
+
+
+def _same(ours, theirs):
+    assert repr(jax.tree.map(lambda a: (type(a).__name__, np.asarray(a).dtype, np.asarray(a).tolist()), ours)) == \
+        repr(jax.tree.map(lambda a: (type(a).__name__, np.asarray(a).dtype, np.asarray(a).tolist()), theirs))
+
+
+def _warm(run, *args):
+    for _ in range(3):
+        run(*args)
+    assert run._direct is not None  # the direct path is what these tests hold to flax's result
+
+
+def test_the_direct_path_returns_flaxs_result_with_flaxs_key_order():
+    m, v, x, extra = _setup()
+    fn = lambda m, x, e: m(x, e)
+    run = fi.apply(fn, m, mutable=["intermediates"])
+    _warm(run, v, x, extra)
+    ours, theirs = run(v, x, extra), nn.apply(fn, m, mutable=["intermediates"])(v, x, extra)
+    assert list(ours[0]) == list(theirs[0]) == ["z", "a"]
+    _same(ours, theirs)
+    assert run.traces == 1
+
+
+@pytest.mark.parametrize("change", ["shape", "dtype", "key order", "frozendict", "python scalar", "list for tuple",
+                                    "weak type", "none for array"])
+def test_any_other_signature_leaves_the_direct_path(change):
+    m, v, x, extra = _setup()
+    fn = lambda m, x, e: m(x, e)
+    run, flax_fn = fi.apply(fn, m), nn.apply(fn, m)
+    _warm(run, v, x, extra)
+    args = {
+        "shape": (v, jnp.ones((5, 4)), extra),
+        "dtype": (v, x.astype(jnp.bfloat16), extra),
+        "key order": (v, x, {"t": extra["t"], "s": extra["s"]}),
+        "frozendict": (FrozenDict(v), x, extra),
+        "python scalar": (v, x, {"s": 2.0, "t": extra["t"]}),
+        "list for tuple": (v, x, {"s": extra["s"], "t": [extra["t"]]}),  # flax raises: so must we
+        "weak type": (v, x, {"s": jnp.asarray(2.0), "t": extra["t"]}),
+        "none for array": (v, x, {"s": extra["s"], "t": None}),
+    }[change]
+    try:
+        theirs = flax_fn(*args)
+    except Exception as e:  # noqa: BLE001 - then ours raises the same
+        with pytest.raises(type(e)):
+            run(*args)
+    else:
+        _same(run(*args), theirs)
+    _same(run(v, x, extra), flax_fn(v, x, extra))  # and the first signature still right afterwards
+
+
+def test_a_key_order_change_inside_the_variables_reaches_flax():
+    class Two(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(2)(x) + nn.Dense(2)(x)
+
+    m, x = Two(), jnp.ones((1, 3))
+    v = m.init(jax.random.key(0), x)
+    rev = {"params": dict(reversed(list(v["params"].items())))}
+    fn = lambda m, x: m(x)
+    run, flax_fn = fi.apply(fn, m, mutable=["params"]), nn.apply(fn, m, mutable=["params"])
+    _warm(run, v, x)
+    for variables in (rev, v, rev):
+        ours, theirs = run(variables, x), flax_fn(variables, x)
+        assert list(ours[1]["params"]) == list(theirs[1]["params"])
+        _same(ours, theirs)
+
+
+@pytest.mark.parametrize("primed", [False, True])
+def test_jax_config_changes_are_seen_by_the_direct_path(primed):
+    class Broadcasting(nn.Module):
+        @nn.compact
+        def __call__(self, x, b):
+            return nn.Dense(3)(x) + b  # (2, 3) + (3,): rank promotion
+
+    m, x, b = Broadcasting(), jnp.ones((2, 4)), jnp.ones(3)
+    v = m.init(jax.random.key(0), x, b)
+    fn = lambda m, x, b: m(x, b)
+    run = fi.apply(fn, m)
+    run(v, x, b)
+    run(v, x, b)  # the direct path is made here, and primed by its first call
+    if primed:
+        run(v, x, b)
+    assert run._direct is not None
+    with jax.numpy_rank_promotion("raise"):
+        with pytest.raises(ValueError, match="rank_promotion"):
+            nn.apply(fn, m)(v, x, b)
+        with pytest.raises(ValueError, match="rank_promotion"):
+            run(v, x, b)
+    _same(run(v, x, b), nn.apply(fn, m)(v, x, b))
+
+
+def test_flaxs_return_frozendict_flag_is_seen_by_the_direct_path():
+    m, v, x, extra = _setup()
+    fn = lambda m, x, e: m(x, e)
+    run, flax_fn = fi.apply(fn, m, mutable=["intermediates"]), nn.apply(fn, m, mutable=["intermediates"])
+    _warm(run, v, x, extra)
+    for frozen in (True, False, True):
+        with flax.config.temp_flip_flag("return_frozendict", frozen):
+            ours, theirs = run(v, x, extra), flax_fn(v, x, extra)
+            assert type(ours[1]) is type(theirs[1])
+            _same(ours, theirs)
+
+
+@pytest.mark.parametrize("primed", [False, True])
+def test_inside_the_callers_trace_the_direct_path_stages_like_flax(primed):
+    m, v, x, extra = _setup()
+    fn = lambda m, x, e: m(x, e)
+    run = fi.apply(fn, m)
+    run(v, x, extra)
+    run(v, x, extra)  # the direct path is made here, and primed by its first call
+    if primed:
+        run(v, x, extra)
+    assert run._direct is not None
+    seen = []
+
+    @jax.jit
+    def outer():
+        out = run(v, x, extra)  # concrete inputs, closed over
+        seen.append(type(out["z"]))
+        return out
+
+    _same(outer(), nn.apply(fn, m)(v, x, extra))
+    assert issubclass(seen[0], jax.core.Tracer)
+    shapes = jax.eval_shape(lambda: run(v, x, extra))
+    assert shapes == jax.eval_shape(lambda: nn.apply(fn, m)(v, x, extra))
+    assert run.compiles == 1
+
+
+def test_alternating_signatures_all_get_flaxs_result_and_compile_once_each():
+    m, v, x, extra = _setup()
+    fn = lambda m, x, e: m(x, e)
+    run, flax_fn = fi.apply(fn, m), nn.apply(fn, m)
+    xs = [jnp.ones((2, 4)), jnp.ones((3, 4)), 2 * jnp.ones((2, 4))]  # the first signature again
+    for i in range(60):
+        xi = xs[i % 3] if i < 30 else xs[(i // 7) % 2]
+        _same(run(v, xi, extra), flax_fn(v, xi, extra))
+    assert run.traces == 2 and run.compiles == 2
+
+
+def test_an_evicted_signature_takes_its_direct_path_with_it():
+    m, v, x, extra = _setup()
+    fn = lambda m, x, e: m(x, e)
+    run = fi.apply(fn, m, cache_size=1)
+    _warm(run, v, x, extra)
+    y = jnp.ones((7, 4))
+    run(v, y, extra)  # one structure over the limit: its program starts afresh
+    assert run._direct is None and run.cached_signatures == 0
+    _same(run(v, x, extra), nn.apply(fn, m)(v, x, extra))
+
+
+class Pair(NamedTuple):
+    first: Any
+    second: Any
+
+
+@flax.struct.dataclass
+class Box:
+    table: Any
+    scale: Any
+
+
+class Containers(nn.Module):
+    @nn.compact
+    def __call__(self, p):
+        y = nn.Dense(2)(p.first["x"])
+        first = Pair({"z": y, "a": y + 1}, Box({"m": y * 2, "b": y}, p.second))
+        return first, {"q": y, "c": [Pair(y, {"w": y, "e": y})]}
+
+
+def test_dicts_inside_namedtuples_and_dataclasses_keep_flaxs_key_order():
+    m = Containers()
+    p = Pair({"x": jnp.ones((1, 3)), "u": jnp.zeros(())}, jnp.ones(()))
+    v = m.init(jax.random.key(0), p)
+    fn = lambda m, p: m(p)
+    run = fi.apply(fn, m)
+    theirs = nn.apply(fn, m)(v, p)
+    order = lambda out: [list(out[0].first), list(out[0].second.table), list(out[1]), list(out[1]["c"][0].second)]
+    for _ in range(3):  # the general path, then the direct one
+        ours = run(v, p)
+        assert order(ours) == order(theirs) == [["z", "a"], ["m", "b"], ["q", "c"], ["w", "e"]]
+        assert type(ours[0]) is Pair and type(ours[0].second) is Box
+        _same(ours, theirs)
+    for f in (fi.init_with_output, fi.init):  # the input namedtuple's dict: flax's order on the way in, too
+        ours, theirs = f(fn, m)(jax.random.key(0), p), getattr(nn, f.__name__)(fn, m)(jax.random.key(0), p)
+        _same(ours, theirs)
