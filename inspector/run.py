@@ -33,9 +33,8 @@ from flax.core import FrozenDict
 from flax.core.scope import CollectionFilter
 
 from inspector._compat import (
-    TouchKind, capture_calls, direct_call, inside_transform, is_lifted_wrapper_call, lifted_target, listening,
-    own_intermediates,
-    shape_pass,
+    TouchKind, capture_calls, direct_call, flax_flags, inside_transform, is_lifted_wrapper_call, lifted_target,
+    listening, own_intermediates, shape_pass,
 )
 from inspector.capture import CaptureFilter, CaptureFilterError, guarded
 from inspector.model import BindingCall, Kind, path_str
@@ -582,6 +581,7 @@ FLAX_ENTRIES: dict[Kind, Callable] = {
 _ARRAY_TYPES = frozenset((type(jnp.zeros(())),))
 _flatten = jax.tree_util.tree_flatten
 _NOT_PLAIN = object()
+_FLAX_FLAGS = flax_flags()
 _current = threading.local()  # this thread's call: its inputs and phase callback, for the trace to read
 
 
@@ -755,7 +755,7 @@ class Runner:
         direct = self._direct
         if direct is not None:
             try:
-                if direct.frozen is flax.config.flax_return_frozendict and (
+                if direct.frozen is _FLAX_FLAGS["flax_return_frozendict"] and (
                         direct.order is None or direct.order(args, kwargs)):
                     return direct.build(direct.call(*args, **kwargs))
             except Exception:  # noqa: BLE001 - not the direct signature: the general path runs it, or raises
