@@ -112,11 +112,13 @@ class _OnceThenRefuse:
         return getattr(self._executable, name)
 
 
-def direct_call(jitted: Any, inputs: tuple[tuple, dict]) -> tuple[Callable[..., list], Any] | None:
+def direct_call(jitted: Any, inputs: tuple[tuple, dict],
+                leaves_as: Any = None) -> tuple[Callable[..., Any], Any] | None:
     """``(call, out_tree)`` for the executable ``jitted(inputs)`` runs, ``inputs`` being ``(args, kwargs)``.
 
     ``call(*args, **kwargs)`` runs it through jax's C++ dispatch (no Python in front) and returns the
-    output's leaves as a list; ``out_tree`` is the output's structure. Every call that jax's own
+    output's leaves as a list, or unflattened into the treedef ``leaves_as`` (of as many leaves) if
+    given; ``out_tree`` is the output's own structure. Every call that jax's own
     dispatch would not take as this one signature (another structure, shape, dtype, weak type,
     sharding, a Python scalar for an array, a changed jax config, an enclosing trace) raises
     instead of running: such calls belong to ``jitted``. Dict key *order* is not part of the
@@ -139,8 +141,11 @@ def direct_call(jitted: Any, inputs: tuple[tuple, dict]) -> tuple[Callable[..., 
         from jax.tree_util import tree_structure
 
         once = _OnceThenRefuse(params.executable, trace_context)
-        flat = params._replace(executable=once, in_tree=in_tree,
-                               out_tree=tree_structure([0] * out_tree.num_leaves))
+        if leaves_as is None:
+            leaves_as = tree_structure([0] * out_tree.num_leaves)
+        elif leaves_as.num_leaves != out_tree.num_leaves:
+            return None
+        flat = params._replace(executable=once, in_tree=in_tree, out_tree=leaves_as)
         call = compiled._executable.create_cpp_call(flat)  # jax-internal: None where no C++ path exists
     except Exception as e:  # noqa: BLE001 - reported once; calls keep going through jax.jit
         warn_once("direct_call", f"cannot call a compiled executable directly ({type(e).__name__}: {e}); "

@@ -564,9 +564,9 @@ class _Direct(NamedTuple):
     arguments (:func:`~inspector._compat.direct_call`): jax refuses any other signature, and
     ``order`` checks the key order jax does not see."""
 
-    call: Callable[..., list]
+    call: Callable[..., Any]
     order: Callable[[tuple, dict], bool] | None
-    build: Callable[[list], Any]
+    build: Callable[[list], Any] | None  # None: jax's dispatch builds the result itself
     frozen: bool
     program: _Program
 
@@ -757,7 +757,8 @@ class Runner:
             try:
                 if direct.frozen is _FLAX_FLAGS["flax_return_frozendict"] and (
                         direct.order is None or direct.order(args, kwargs)):
-                    return direct.build(direct.call(*args, **kwargs))
+                    out = direct.call(*args, **kwargs)
+                    return out if direct.build is None else direct.build(out)
             except Exception:  # noqa: BLE001 - not the direct signature: the general path runs it, or raises
                 pass
             self._refused(direct)
@@ -767,7 +768,7 @@ class Runner:
             # Called inside the caller's own transform (jit, grad, vmap): let it trace flax.
             return self._call_flax(args, kwargs, Recorder())
         if result.cached and self._direct is None:
-            self._make_direct(program, (args, kwargs))
+            self._make_direct(program, (args, kwargs), result.record)
         return result.result
 
     def _refused(self, direct: _Direct) -> None:
@@ -778,27 +779,30 @@ class Runner:
             self._direct_backoff = min(2 * self._direct_backoff, 1024) or 1
             self._direct_wait = self._direct_backoff
 
-    def _make_direct(self, program: _Program, inputs: tuple[tuple, dict]) -> None:
+    def _make_direct(self, program: _Program, inputs: tuple[tuple, dict], record: SignatureRecord) -> None:
         """After a cached call of a plain program with nothing to put back but flax's key order,
-        calls with the same signature go straight to its executable (:class:`_Direct`)."""
+        calls with the same signature go straight to its executable (:class:`_Direct`). Where
+        every dict of the result is in sorted key order, jax's dispatch builds the result."""
         if self._direct_wait > 0:
             self._direct_wait -= 1
             return
-        if not program.plain or self.post is not None or self._direct_backoff < 0:
+        if (not program.plain or self.post is not None or self._direct_backoff < 0 or record.build is None
+                or record.statics or record.objects):
             return
         fits, order = _order_check(inputs)
         if not fits:
             return
+        leaves_as = None if record.reorder else record.out_tree
         t0 = time.perf_counter()
-        made, traced = _call(lambda i: direct_call(program.jitted, i), inputs, None, counted=False)
+        made, traced = _call(lambda i: direct_call(program.jitted, i, leaves_as), inputs, None, counted=False)
         if made is None or traced is not None or time.perf_counter() - t0 > 0.05:
             self._direct_backoff = -1  # jax compiled or traced again to get there: never for this runner
             return
         call, out_tree = made
-        record = out_tree.node_data()[1]
-        if record.build is None or record.statics or record.objects:
+        if out_tree.node_data()[1].out_tree != record.out_tree:  # not the executable that record describes
             return
-        self._direct = _Direct(call, order, record.build, flax.config.flax_return_frozendict, program)
+        build = None if leaves_as is not None else record.build
+        self._direct = _Direct(call, order, build, flax.config.flax_return_frozendict, program)
 
     @property
     def cached_signatures(self) -> int:
@@ -965,9 +969,9 @@ class Runner:
             result, alongside, record.recorded = self.post((args, kwargs), result, recorder)
         out_leaves, record.out_tree = jax.tree.flatten(result, is_leaf=lambda x: x is None)
         record.build = _builder(result, out_leaves)
+        record.reorder = _needs_reorder(result)
         if record.build is None:  # jax's unflatten, then flax's key order put back
             record.skeleton = _order_skeleton(result)
-            record.reorder = _needs_reorder(result)
         arrays = []
         for j, leaf in enumerate(out_leaves):
             if _is_device_value(leaf):

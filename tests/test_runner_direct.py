@@ -216,3 +216,22 @@ def test_dicts_inside_namedtuples_and_dataclasses_keep_flaxs_key_order():
     for f in (fi.init_with_output, fi.init):  # the input namedtuple's dict: flax's order on the way in, too
         ours, theirs = f(fn, m)(jax.random.key(0), p), getattr(nn, f.__name__)(fn, m)(jax.random.key(0), p)
         _same(ours, theirs)
+
+
+class Sorted(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        y = nn.Dense(2)(x)
+        return {"a": y, "b": [y, (y * 2,)], "c": Pair(y, FrozenDict({"d": y, "e": y + 1}))}
+
+
+def test_a_result_in_sorted_key_order_is_built_by_jaxs_dispatch_as_flax_builds_it():
+    m, x = Sorted(), jnp.ones((1, 3))
+    v = m.init(jax.random.key(0), x)
+    fn = lambda m, x: m(x)
+    run = fi.apply(fn, m)
+    _warm(run, v, x)
+    assert run._direct.build is None
+    ours, theirs = run(v, x), nn.apply(fn, m)(v, x)
+    assert type(ours["b"][1]) is tuple and type(ours["c"]) is Pair and type(ours["c"].second) is FrozenDict
+    _same(ours, theirs)
