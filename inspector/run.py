@@ -360,39 +360,42 @@ def _builder(result: Any, leaves: list) -> Callable[[list], Any] | None:
     keys: list[Any] = []
     nodes: list[Callable[[list], Any]] = []
 
+    def exprs(xs: Any, depth: int) -> list[str] | None:
+        out = []
+        for v in xs:
+            e = expr(v, depth + 1)
+            if e is None:
+                return None
+            out.append(e)
+        return out
+
     def expr(x: Any, depth: int) -> str | None:
         t = type(x)
         if depth > 64:
             return None
         if t is dict or t is FrozenDict:
+            values = exprs(x.values(), depth)
+            if values is None:
+                return None
             items = []
-            for k, v in x.items():
-                e = expr(v, depth + 1)
-                if e is None:
-                    return None
+            for k, e in zip(x, values):
                 keys.append(k)
                 items.append(f"K[{len(keys) - 1}]: {e}")
             body = "{" + ", ".join(items) + "}"
             return f"F({body})" if t is FrozenDict else body
         if t is tuple or t is list:
-            parts = []
-            for v in x:
-                e = expr(v, depth + 1)
-                if e is None:
-                    return None
-                parts.append(e)
+            parts = exprs(x, depth)
+            if parts is None:
+                return None
             return ("(" + "".join(f"{e}, " for e in parts) + ")") if t is tuple else "[" + ", ".join(parts) + "]"
         if id(x) in at:
             return f"L[{at[id(x)]}]"
         kids, node = jax.tree_util.tree_flatten(x, is_leaf=lambda y: y is not x)  # one level down
         if jax.tree_util.treedef_is_leaf(node):
             return None
-        parts = []
-        for v in kids:
-            e = expr(v, depth + 1)
-            if e is None:
-                return None
-            parts.append(e)
+        parts = exprs(kids, depth)
+        if parts is None:
+            return None
         nodes.append(functools.partial(jax.tree_util.tree_unflatten, node))
         return f"U[{len(nodes) - 1}]([{', '.join(parts)}])"
 

@@ -42,6 +42,14 @@ def _warm(run, *args):
     assert run._direct is not None  # the direct path is what these tests hold to flax's result
 
 
+def _made_direct(run, primed, *args):
+    run(*args)
+    run(*args)  # the direct path is made here, and primed by its first call
+    if primed:
+        run(*args)
+    assert run._direct is not None
+
+
 def test_the_direct_path_returns_flaxs_result_with_flaxs_key_order():
     m, v, x, extra = _setup()
     fn = lambda m, x, e: m(x, e)
@@ -109,11 +117,7 @@ def test_jax_config_changes_are_seen_by_the_direct_path(primed):
     v = m.init(jax.random.key(0), x, b)
     fn = lambda m, x, b: m(x, b)
     run = fi.apply(fn, m)
-    run(v, x, b)
-    run(v, x, b)  # the direct path is made here, and primed by its first call
-    if primed:
-        run(v, x, b)
-    assert run._direct is not None
+    _made_direct(run, primed, v, x, b)
     with jax.numpy_rank_promotion("raise"):
         with pytest.raises(ValueError, match="rank_promotion"):
             nn.apply(fn, m)(v, x, b)
@@ -139,11 +143,7 @@ def test_inside_the_callers_trace_the_direct_path_stages_like_flax(primed):
     m, v, x, extra = _setup()
     fn = lambda m, x, e: m(x, e)
     run = fi.apply(fn, m)
-    run(v, x, extra)
-    run(v, x, extra)  # the direct path is made here, and primed by its first call
-    if primed:
-        run(v, x, extra)
-    assert run._direct is not None
+    _made_direct(run, primed, v, x, extra)
     seen = []
 
     @jax.jit
