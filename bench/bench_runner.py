@@ -5,6 +5,7 @@ and the host work of a cached ``inspect_apply`` (building the Inspection).
     at two sizes: ``tiny`` (width 4, batch 2: the call is all dispatch, the worst case for any
     Python in front of jit) and ``small`` (width 128, batch 32). One timed sample is a batch of
     calls; variants run in interleaved rounds (common.interleave).
+    A training-style call too: ``tiny`` with dropout, its typed PRNG key passed in ``rngs``.
 (b) ``collect.assemble`` for a model with 100 captured calls, its statistics already on the host
     side of the call (what a cached ``inspect_apply`` does after the device finishes).
 
@@ -30,6 +31,17 @@ def mlp(layers: int, width: int):
             return x
 
     return MLP()
+
+
+def dropout_mlp(width: int):
+    import flax.linen as nn
+
+    class Dropped(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dropout(0.5, deterministic=False)(nn.Dense(width)(x))
+
+    return Dropped()
 
 
 def main() -> None:
@@ -72,6 +84,27 @@ def main() -> None:
             rows.append((size, leaves, f"{per_plain:.1f}", f"{per_ours:.1f}", f"{per_ours - per_plain:+.1f}",
                          f"{med(t['fi.apply']) / med(t['plain']):.2f}x", f"{pr:.2f}x [{lo:.2f}-{hi:.2f}]"))
             assert ours.traces == 1
+    dropped = dropout_mlp(width=4)  # a training-style call: a typed PRNG key for dropout, passed in ``rngs``
+    x = jnp.ones((2, 4))
+    variables = dropped.init(jax.random.key(0), x)
+    key = jax.random.key(1)
+    fn = lambda m, x: m(x)
+    plain, ours = jax.jit(nn.apply(fn, dropped)), fi.apply(fn, dropped)
+    calls = 2000 // (4 if args.quick else 1)
+
+    def with_rngs(f):
+        def run():
+            for _ in range(calls):
+                y = f(variables, x, rngs={"dropout": key})
+            return y
+        return run
+
+    log(f"tiny dropout: {calls} calls per sample")
+    t = interleave({"plain": with_rngs(plain), "fi.apply": with_rngs(ours)}, rounds, warmup=2)
+    pr, lo, hi = paired(t["fi.apply"], t["plain"])
+    per_plain, per_ours = med(t["plain"]) / calls * 1000, med(t["fi.apply"]) / calls * 1000
+    rows.append(("tiny + dropout key", 5, f"{per_plain:.1f}", f"{per_ours:.1f}", f"{per_ours - per_plain:+.1f}",
+                 f"{med(t['fi.apply']) / med(t['plain']):.2f}x", f"{pr:.2f}x [{lo:.2f}-{hi:.2f}]"))
     print("(a) cached fi.apply / plain jax.jit(nn.apply(fn, module)), per call (target <= 1.10x)")
     print_table(("model", "input leaves", "plain us", "fi.apply us", "difference us", "ratio of medians",
                  "per-round ratio med [IQR]"), rows)

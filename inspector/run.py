@@ -581,7 +581,7 @@ FLAX_ENTRIES: dict[Kind, Callable] = {
 ``flax.linen.apply`` may be routed to :func:`inspector.apply` (as ``make conformance`` does) without recursion."""
 
 
-_ARRAY_TYPES = frozenset((type(jnp.zeros(())),))
+_ARRAY_TYPES = frozenset((type(jnp.zeros(())), type(jax.random.key(0))))  # jax arrays, typed PRNG keys
 _flatten = jax.tree_util.tree_flatten
 _NOT_PLAIN = object()
 _FLAX_FLAGS = flax_flags()
@@ -645,7 +645,7 @@ def _guard(inputs: Any, frozen: bool) -> Callable[[Any, bool], bool] | None:
     def check(x: Any, expr: str) -> bool:
         t = type(x)
         if t in _ARRAY_TYPES or x is None:
-            terms.append(f"(type({expr}) is A or {expr} is None)")
+            terms.append(f"(type({expr}) in A or {expr} is None)")
             return True
         if len(terms) > _BUILD_LIMIT or t not in (dict, FrozenDict, tuple, list):
             return False
@@ -665,7 +665,7 @@ def _guard(inputs: Any, frozen: bool) -> Callable[[Any, bool], bool] | None:
     if not check(inputs, "i"):
         return None
     code = f"lambda i, f: {' and '.join(terms)}"
-    return eval(code, {"K": tuple(keys), "A": next(iter(_ARRAY_TYPES)), "F": FrozenDict})  # keys are in K
+    return eval(code, {"K": tuple(keys), "A": _ARRAY_TYPES, "F": FrozenDict})  # keys are in K
 
 
 def _order_check(inputs: tuple[tuple, dict]) -> tuple[bool, Callable[[tuple, dict], bool] | None]:

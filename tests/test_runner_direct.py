@@ -235,3 +235,21 @@ def test_a_result_in_sorted_key_order_is_built_by_jaxs_dispatch_as_flax_builds_i
     ours, theirs = run(v, x), nn.apply(fn, m)(v, x)
     assert type(ours["b"][1]) is tuple and type(ours["c"]) is Pair and type(ours["c"].second) is FrozenDict
     _same(ours, theirs)
+
+
+def test_typed_prng_keys_take_the_plain_paths_and_each_key_gets_flaxs_draw():
+    class Dropped(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dropout(0.5, deterministic=False)(nn.Dense(8)(x))
+
+    m, x = Dropped(), jnp.ones((4, 8))
+    v = m.init(jax.random.key(0), x)
+    fn = lambda m, x: m(x)
+    run, flax_fn = fi.apply(fn, m), nn.apply(fn, m)
+    keys = [jax.random.key(i) for i in range(6)] + [jax.random.PRNGKey(7), jax.random.key(8, impl="rbg")]
+    for i, key in enumerate(keys):
+        _same(run(v, x, rngs={"dropout": key}), flax_fn(v, x, rngs={"dropout": key}))
+        if i == 4:
+            assert run._direct is not None  # new keys of one signature: the direct path
+    assert run.traces == 3  # typed threefry keys, raw uint32 keys, rbg keys
