@@ -764,7 +764,8 @@ class Runner:
                     return out if direct.build is None else direct.build(out)
             except Exception:  # noqa: BLE001 - not the direct signature: the general path runs it, or raises
                 pass
-            self._refused(direct)
+            if not inside_transform():  # a call traced by the caller's transform says nothing of the next ones
+                self._refused(direct)
         try:
             result, program = self._run(args, kwargs, None)
         except _InsideTransform:

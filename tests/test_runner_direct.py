@@ -253,3 +253,18 @@ def test_typed_prng_keys_take_the_plain_paths_and_each_key_gets_flaxs_draw():
         if i == 4:
             assert run._direct is not None  # new keys of one signature: the direct path
     assert run.traces == 3  # typed threefry keys, raw uint32 keys, rbg keys
+
+
+def test_the_callers_own_transforms_leave_the_direct_path_in_place():
+    m, v, x, extra = _setup()
+    fn = lambda m, x, e: m(x, e)
+    run = fi.apply(fn, m)
+    _warm(run, v, x, extra)
+    direct = run._direct
+    loss = lambda v: run(v, x, extra)["z"].sum()
+    for _ in range(3):  # each grad traces the runner with tracers: flax runs there
+        g = jax.grad(loss)(v)
+    want = jax.grad(lambda v: nn.apply(fn, m)(v, x, extra)["z"].sum())(v)
+    _same(g, want)
+    assert run._direct is direct
+    _same(run(v, x, extra), nn.apply(fn, m)(v, x, extra))
