@@ -60,51 +60,36 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"{rounds} rounds\n")
     rows = []
+    fn = lambda m, x: m(x)
+
+    def compare(name: str, leaves: int, model, x, calls: int, **kwargs) -> None:
+        """One row: ``calls`` cached calls of ``fi.apply`` against plain jit, in interleaved rounds."""
+        variables = model.init(jax.random.key(0), x)
+        plain, ours = jax.jit(nn.apply(fn, model)), fi.apply(fn, model)
+
+        def batch_of(f):
+            def run():
+                for _ in range(calls):
+                    y = f(variables, x, **kwargs)
+                return y
+            return run
+
+        log(f"{name} {leaves} leaves: {calls} calls per sample")
+        t = interleave({"plain": batch_of(plain), "fi.apply": batch_of(ours)}, rounds, warmup=2)
+        pr, lo, hi = paired(t["fi.apply"], t["plain"])
+        per_plain, per_ours = med(t["plain"]) / calls * 1000, med(t["fi.apply"]) / calls * 1000
+        rows.append((name, leaves, f"{per_plain:.1f}", f"{per_ours:.1f}", f"{per_ours - per_plain:+.1f}",
+                     f"{med(t['fi.apply']) / med(t['plain']):.2f}x", f"{pr:.2f}x [{lo:.2f}-{hi:.2f}]"))
+        assert ours.traces == 1
+
+    quarter = 4 if args.quick else 1
     for size, width, batch in (("tiny", 4, 2), ("small", 128, 32)):
         for leaves in (2, 50, 200):
-            model = mlp(leaves - 1, width)
-            x = jnp.ones((batch, width))
-            variables = model.init(jax.random.key(0), x)
-            fn = lambda m, x: m(x)
-            plain = jax.jit(nn.apply(fn, model))
-            ours = fi.apply(fn, model)
-            calls = max(20, (2000 if size == "tiny" else 400) // (1 + leaves // 10)) // (4 if args.quick else 1)
-
-            def batch_of(f, calls=calls, variables=variables, x=x):
-                def run():
-                    for _ in range(calls):
-                        y = f(variables, x)
-                    return y
-                return run
-
-            log(f"{size} {leaves} leaves: {calls} calls per sample")
-            t = interleave({"plain": batch_of(plain), "fi.apply": batch_of(ours)}, rounds, warmup=2)
-            pr, lo, hi = paired(t["fi.apply"], t["plain"])
-            per_plain, per_ours = med(t["plain"]) / calls * 1000, med(t["fi.apply"]) / calls * 1000
-            rows.append((size, leaves, f"{per_plain:.1f}", f"{per_ours:.1f}", f"{per_ours - per_plain:+.1f}",
-                         f"{med(t['fi.apply']) / med(t['plain']):.2f}x", f"{pr:.2f}x [{lo:.2f}-{hi:.2f}]"))
-            assert ours.traces == 1
-    dropped = dropout_mlp(width=4)  # a training-style call: a typed PRNG key for dropout, passed in ``rngs``
-    x = jnp.ones((2, 4))
-    variables = dropped.init(jax.random.key(0), x)
-    key = jax.random.key(1)
-    fn = lambda m, x: m(x)
-    plain, ours = jax.jit(nn.apply(fn, dropped)), fi.apply(fn, dropped)
-    calls = 2000 // (4 if args.quick else 1)
-
-    def with_rngs(f):
-        def run():
-            for _ in range(calls):
-                y = f(variables, x, rngs={"dropout": key})
-            return y
-        return run
-
-    log(f"tiny dropout: {calls} calls per sample")
-    t = interleave({"plain": with_rngs(plain), "fi.apply": with_rngs(ours)}, rounds, warmup=2)
-    pr, lo, hi = paired(t["fi.apply"], t["plain"])
-    per_plain, per_ours = med(t["plain"]) / calls * 1000, med(t["fi.apply"]) / calls * 1000
-    rows.append(("tiny + dropout key", 5, f"{per_plain:.1f}", f"{per_ours:.1f}", f"{per_ours - per_plain:+.1f}",
-                 f"{med(t['fi.apply']) / med(t['plain']):.2f}x", f"{pr:.2f}x [{lo:.2f}-{hi:.2f}]"))
+            calls = max(20, (2000 if size == "tiny" else 400) // (1 + leaves // 10)) // quarter
+            compare(size, leaves, mlp(leaves - 1, width), jnp.ones((batch, width)), calls)
+    # a training-style call: a typed PRNG key for dropout, passed in ``rngs``
+    compare("tiny + dropout key", 5, dropout_mlp(width=4), jnp.ones((2, 4)), 2000 // quarter,
+            rngs={"dropout": jax.random.key(1)})
     print("(a) cached fi.apply / plain jax.jit(nn.apply(fn, module)), per call (target <= 1.10x)")
     print_table(("model", "input leaves", "plain us", "fi.apply us", "difference us", "ratio of medians",
                  "per-round ratio med [IQR]"), rows)
