@@ -213,9 +213,13 @@ def test_dicts_inside_namedtuples_and_dataclasses_keep_flaxs_key_order():
         assert order(ours) == order(theirs) == [["z", "a"], ["m", "b"], ["q", "c"], ["w", "e"]]
         assert type(ours[0]) is Pair and type(ours[0].second) is Box
         _same(ours, theirs)
-    for f in (fi.init_with_output, fi.init):  # the input namedtuple's dict: flax's order on the way in, too
+    for f in (fi.init_with_output, fi.init):
         ours, theirs = f(fn, m)(jax.random.key(0), p), getattr(nn, f.__name__)(fn, m)(jax.random.key(0), p)
         _same(ours, theirs)
+    in_order = lambda m, p: jnp.stack([a.sum() for a in p.first.values()])  # the input dict's order, as flax sees it
+    for _ in range(3):
+        _same(fi.apply(in_order, m)(v, p), nn.apply(in_order, m)(v, p))
+    np.testing.assert_array_equal(fi.apply(in_order, m)(v, p), [3.0, 0.0])
 
 
 class Sorted(nn.Module):
