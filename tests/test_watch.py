@@ -348,8 +348,12 @@ def test_live_widget_follows_the_history_while_the_loop_runs():
         train(watch, 6, blow_at=3)
         jax.effects_barrier()
         deadline = time.monotonic() + 10
-        while "6 recorded steps" not in w.status.value and time.monotonic() < deadline:
+        # every step is recorded now: wait for the widget's own thread to draw that last version (a
+        # redraw while step 5 was still arriving may already say "6 recorded steps")
+        while w._seen != watch.history.version and time.monotonic() < deadline:
             time.sleep(0.02)
+        with w._drawing:  # and for that redraw to finish
+            pass
         assert "6 recorded steps (0 to 5)" in w.status.value  # redrawn by its thread, nobody asked
         assert "first non-finite: step 3, activation blow:__call__[0]" in w.status.value
         assert 'class="fi-bad"' in w.status.value
