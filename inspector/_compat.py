@@ -17,6 +17,7 @@ import functools
 import inspect
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -84,6 +85,23 @@ def shape_pass() -> bool:
                                 "bodies of nn.scan are recorded twice in the binding trace")
         return False
     return type(trace).__name__ == "JaxprTrace"
+
+
+def traced_effects() -> bool:
+    """True if what the current ``jax.jit`` trace has recorded so far has side effects (a
+    ``jax.debug.print``, a callback), or if that cannot be told.
+
+    jax 0.10.2 keeps the equations of a trace in ``trace.frame.tracing_eqns``, holding every
+    equation with effects strongly (an effect-free one may be a weak reference); an equation of
+    a nested jaxpr (``scan``, ``cond``, an inner ``jit``) carries its body's effects. If these
+    cannot be read, warns once and answers True, so nothing is ever run twice."""
+    try:
+        eqns = list(_current_trace().frame.tracing_eqns)
+    except Exception as e:  # noqa: BLE001 - reported once; then every program is taken to have effects
+        warn_once("traced_effects", f"cannot read the equations of the current trace ({type(e).__name__}: {e}); "
+                                    "keep='stats' returns the captured arrays to the device, as with effects")
+        return True
+    return any(getattr(e, "effects", None) for e in eqns if not isinstance(e, weakref.ref))
 
 
 # -- jax: one compiled executable, called straight from the caller's arguments ---------------

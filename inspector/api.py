@@ -89,7 +89,10 @@ class InspectRun:
     """A jitted flax call that returns an :class:`Inspection` instead of flax's result.
 
     ``keep='stats'`` returns no intermediate arrays from the device (only their
-    statistics), so activations are never transferred or kept alive.
+    statistics), so activations are never transferred or kept alive. Its programs after the
+    first call do not even return them on the device (see ``plan_inspection(lean=True)``); the
+    first call whose summaries can't all be trusted (a NaN, an overflow) is run again with a
+    program that does, and the run keeps that program from then on.
     """
 
     compiles_ahead = True
@@ -98,19 +101,20 @@ class InspectRun:
 
     def __init__(self, kind: Kind, fn: Callable, module: nn.Module, mutable: CollectionFilter,
                  capture: CaptureFilter, keep: Keep = "arrays", patches: dict[str, Any] | None = None):
-        self._bind(kind, module, keep, lambda in_call: Runner(
+        self._bind(kind, module, keep, lambda in_call, lean: Runner(
             kind, fn, module, mutable, capture, patches=patches,
-            post=plan_inspection(kind, mutable, capture, keep, in_call)))
+            post=plan_inspection(kind, mutable, capture, keep, in_call, lean)))
         functools.update_wrapper(self, fn, updated=())
 
-    def _bind(self, kind: Kind, module: Any, keep: Keep, make_runner: Callable[[bool], Runner]) -> None:
+    def _bind(self, kind: Kind, module: Any, keep: Keep, make_runner: Callable[[bool, bool], Runner]) -> None:
         """What every run holds: the kind of flax call, the module, ``keep`` and the runner (made
-        once ``keep`` is known to be valid); ``make_runner(in_call)`` as :func:`plan_inspection`."""
+        once ``keep`` is known to be valid); ``make_runner(in_call, lean)`` as :func:`plan_inspection`."""
         if keep not in ("arrays", "stats"):
             raise ValueError(f"keep must be 'arrays' or 'stats', not {keep!r}")
         self.kind, self.module, self.keep = kind, module, keep
-        self.runner = make_runner(True)
+        self.runner = make_runner(True, keep == "stats")
         self._make_runner = make_runner
+        self._retired_traces = 0  # of a lean runner given up for one that returns the arrays
         self._first: Runner | None = None  # describes after the call, until ``runner`` is compiled
         self._compiling: Future | None = None
         self._settled = not (QUICK_FIRST_CALL and self.compiles_ahead)
@@ -119,7 +123,7 @@ class InspectRun:
     def traces(self) -> int:
         """How many times flax was traced for calls of this run (compiling ahead, in the
         background, is not counted)."""
-        return self.runner.traces + (self._first.traces if self._first is not None else 0)
+        return self.runner.traces + self._retired_traces + (self._first.traces if self._first is not None else 0)
 
     def settle(self) -> None:
         """Waits until the program that summarizes inside the call is compiled, if it is being
@@ -135,7 +139,7 @@ class InspectRun:
             if not collect.described_after_the_call((args, kwargs)):
                 self._settled = True
                 return self.runner, False
-            self._first = self._make_runner(False)
+            self._first = self._make_runner(False, False)
             return self._first, True
         if self._compiling.done():
             self._settled = True
@@ -148,6 +152,7 @@ class InspectRun:
         ``timings.run_ms`` is measured from the ``'running'`` phase, so trace and compile time (a
         call with a new signature) are counted once, in ``trace_ms`` and ``compile_ms``."""
         marks: dict[str, float] = {}
+        given = args, kwargs
 
         def phase(name: str) -> None:
             marks[name] = time.perf_counter()
@@ -166,7 +171,12 @@ class InspectRun:
         run_ms = (time.perf_counter() - marks["running"]) * 1000
         timings = Timings(0.0 if cached else record.trace_ms, 0.0 if cached else record.compile_ms,
                           run_ms, cached)
-        insp = self._assemble(args, result, stats_arrays, record.recorded, timings, described)
+        try:
+            insp = self._assemble(args, result, stats_arrays, record.recorded, timings, described)
+        except collect.NeedsArrays:  # from a lean runner only: its successor returns the arrays
+            self._retired_traces += self.runner.traces
+            self.runner = self._make_runner(True, False)
+            return self(*given[0], on_phase=on_phase, **given[1])
         self._finish(insp)
         if compile_after:  # after this result is ready: tracing holds the GIL the assembly needs
             self._compiling = _compiler.submit(_prepare_soon, self.runner, args, kwargs)

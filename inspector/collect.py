@@ -27,6 +27,7 @@ import numpy as np
 from flax.core.scope import CollectionFilter
 
 from inspector import reduce
+from inspector._compat import traced_effects
 from inspector.capture import CaptureFilter
 from inspector.model import (
     BindingCall, CollectionDiff, Inspection, Leaf, LeafDiff, MethodCall, Stats, Timings, VariableTree,
@@ -43,7 +44,8 @@ only their statistics, so activations are never transferred or kept alive."""
 
 Source = Literal["in", "out", "dropped"]
 """Where a described value lives: the caller's variables (``'in'``), the returned result
-(``'out'``), or the arrays returned only to redo a summary exactly and never kept (``'dropped'``)."""
+(``'out'``), or the arrays returned only to redo a summary exactly and never kept (``'dropped'``;
+``None`` where a lean program did not return them)."""
 
 
 @dataclasses.dataclass
@@ -189,11 +191,18 @@ def split_result(kind: Kind, result: Any, mutable: CollectionFilter, capture: Ca
 
 
 def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilter, keep: Keep,
-                    in_call: bool = True):
+                    in_call: bool = True, lean: bool = False):
     """The ``post`` hook of an inspecting :class:`~inspector.run.Runner`: inside the trace, it
     turns flax's result into ``(result to return, statistics arrays, Plan)``. With ``in_call``
     false, arrays numpy can read in place (CPU) are all described after the call, so nothing
-    but the capture is compiled: the program compiles about as fast as flax's own."""
+    but the capture is compiled: the program compiles about as fast as flax's own.
+
+    With ``keep='stats'`` the captured arrays are returned to the device (never kept) so that a
+    summary that can't be trusted is redone exactly from them. With ``lean`` as well, they are
+    not returned at all (XLA then keeps them in reused buffers, and a large model runs several
+    percent faster): :func:`assemble` raises :class:`NeedsArrays` instead of redoing, and the
+    caller runs the call again with a program that returns them. A program with side effects
+    (``jax.debug.print``, callbacks) returns them anyway, so that it never has to run twice."""
 
     def post(inputs: tuple[tuple, dict], result: Any, recorder: Recorder):
         args, _ = inputs
@@ -242,8 +251,9 @@ def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilte
                     if s.row is not None:
                         s.source, s.keypath = "dropped", (len(dropped),)
                         dropped.append(arrays[s.row])
+        returned = None if lean and dropped and not traced_effects() else dropped
         notes = dropped_notes(recorder, calls)
-        return result, (stats, deltas, dropped), Plan(
+        return result, (stats, deltas, returned), Plan(
             outputs, variables, mutated, calls, pairs, returns_tuple, collector.described,
             [str(b.dtype) for b, _ in delta_pairs], recorder.binding, notes, recorder.multi_device, summarized)
 
@@ -508,6 +518,11 @@ _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-stats"
 input_stats = InputStats()
 
 
+class NeedsArrays(Exception):
+    """A summary of an array that a lean program (``plan_inspection(lean=True)``) did not return
+    can't be trusted: the call must run again with a program that returns the arrays."""
+
+
 def dropped_any(plan: Plan, rows: list[int]) -> bool:
     """True if some of ``rows`` are of arrays the inspection does not keep (no later histogram)."""
     return any(plan.described[i].source == "dropped" for i in rows)
@@ -522,6 +537,8 @@ def _call_stats(plan: Plan, words: np.ndarray, sources: dict[Source, Any]) -> li
     for i, st in zip(plan.summarized, decoded):
         out[i] = st
     redo += [i for i, st in enumerate(out) if st is None]
+    if redo and sources.get("dropped") is None and dropped_any(plan, redo):
+        raise NeedsArrays()
     if redo:
         arrays = [_lookup(sources[plan.described[i].source], plan.described[i].keypath) for i in redo]
         exact = describe_exactly(arrays, hist=dropped_any(plan, redo))

@@ -214,11 +214,12 @@ class GradPlan:
     notes: list[str]
 
 
-def plan_gradients(mutable: CollectionFilter, capture: CaptureFilter, keep: Keep, in_call: bool = True) -> Callable:
+def plan_gradients(mutable: CollectionFilter, capture: CaptureFilter, keep: Keep, in_call: bool = True,
+                   lean: bool = False) -> Callable:
     """The ``post`` hook of a :class:`GradRunner`: the inspection of the call as
     :func:`~inspector.collect.plan_inspection` makes it, with the gradients' statistics alongside.
     The result handed back is ``(flax's result, (params gradients, tapped gradients))``."""
-    inspection = plan_inspection("apply", mutable, capture, keep, in_call)
+    inspection = plan_inspection("apply", mutable, capture, keep, in_call, lean)
 
     def post(inputs: tuple[tuple, dict], result: _Result, recorder: Recorder):
         flax_result, stats, plan = inspection(inputs, result.flax, recorder)
@@ -241,8 +242,8 @@ class GradRun(InspectRun):
     def __init__(self, loss_fn: Callable, module: nn.Module, mutable: CollectionFilter, capture: CaptureFilter,
                  has_aux: bool, keep: Keep):
         self.has_aux = has_aux
-        self._bind("apply", module, keep, lambda in_call: GradRunner(
-            loss_fn, module, mutable, capture, has_aux, plan_gradients(mutable, capture, keep, in_call)))
+        self._bind("apply", module, keep, lambda in_call, lean: GradRunner(
+            loss_fn, module, mutable, capture, has_aux, plan_gradients(mutable, capture, keep, in_call, lean)))
         functools.update_wrapper(self, loss_fn, updated=())
 
     def _assemble(self, args: tuple, result: Any, stats_arrays: Any, plan: GradPlan, timings: Any,
