@@ -239,6 +239,22 @@ def capture_calls(module: Any, method_name: str) -> bool:
     return method_name == "__call__"
 
 
+def capture_filter_in_effect() -> Any:
+    """The capture filter flax asks after a wrapped method returns: the top of flax 0.12.8's
+    private ``flax.linen.module._context.capture_stack`` (None when empty). An inner
+    ``apply``/``init`` run by a module pushes its own. If the stack cannot be read, warns once and
+    answers None: captured values are then summarized after the call rather than where produced."""
+    try:
+        from flax.linen import module as linen_module
+
+        stack = linen_module._context.capture_stack
+    except Exception as e:  # noqa: BLE001 - reported once; statistics are then computed after the call
+        warn_once("capture_filter_in_effect", f"cannot read flax's capture stack ({type(e).__name__}: {e}); "
+                                              "captured values are summarized after the call")
+        return None
+    return stack[-1] if stack else None
+
+
 def unbound_method(method: Callable[..., Any]) -> Callable[..., Any]:
     """``method`` as a function of the module, as ``Module.apply(method=...)`` takes it.
 

@@ -239,7 +239,12 @@ def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilte
         calls = _plan_calls(collector, inter or {}, recorder,
                             state_base + (jax.tree_util.DictKey(INTERMEDIATES),))
         arrays = collector.arrays
-        stats, summarized = summarize_in_call(arrays, recorder.multi_device, in_call)
+        known = {}
+        for i, a in enumerate(arrays):
+            early = recorder.early.get(id(a))
+            if early is not None and early[0] is a:
+                known[i] = early[1]
+        stats, summarized = summarize_in_call(arrays, recorder.multi_device, in_call, known)
         deltas = reduce.deltas(delta_pairs)
         dropped: list[Any] = []
         if keep == "stats" and state is not None and INTERMEDIATES in state:
@@ -257,19 +262,44 @@ def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilte
             outputs, variables, mutated, calls, pairs, returns_tuple, collector.described,
             [str(b.dtype) for b, _ in delta_pairs], recorder.binding, notes, recorder.multi_device, summarized)
 
+    post.at_capture = tie_summaries if in_call else None  # type: ignore[attr-defined]  # read by the runner
     return post
 
 
-def summarize_in_call(arrays: list[Any], multi_device: bool, in_call: bool = True) -> tuple[Any, list[int]]:
+def tie_summaries(value: Any, recorder: Recorder) -> Any:
+    """The runner's ``at_capture``: ``value`` (a captured method's result) with the summary
+    reductions of each of its large arrays traced where it is produced (into ``recorder.early``)
+    and tied to it by an optimization barrier, so that what runs next waits for them. XLA then
+    reduces each array while it is still in cache, instead of reading all of them back from
+    memory at the end of the call. The value is returned unchanged."""
+    leaves, tree = jax.tree_util.tree_flatten(value)
+    at, fields = [], []
+    for i, x in enumerate(leaves):
+        f = reduce.summary_fields(x) if is_array(x) else None
+        if f is not None:
+            at.append(i)
+            fields.append(f)
+    if not at:
+        return value
+    tied, fields = jax.lax.optimization_barrier(([leaves[i] for i in at], fields))
+    for i, x, f in zip(at, tied, fields):
+        leaves[i] = x
+        recorder.early[id(x)] = (x, f)
+    return jax.tree_util.tree_unflatten(tree, leaves)
+
+
+def summarize_in_call(arrays: list[Any], multi_device: bool, in_call: bool = True,
+                      known: dict[int, Any] | None = None) -> tuple[Any, list[int]]:
     """Inside the trace: summaries of the ``arrays`` worth summarizing there, and which those are
-    (:attr:`Plan.summarized`); with ``in_call`` false, none where numpy can read them after the call."""
+    (:attr:`Plan.summarized`); with ``in_call`` false, none where numpy can read them after the call.
+    ``known``: the summary fields of some arrays, traced where they were produced (:func:`tie_summaries`)."""
     # XLA:CPU compiles each reduction of a small array as a kernel of its own, so a first call
     # leaves every array to numpy after the call (nothing more to compile). The program compiled
     # for later calls summarizes every array inside the call, small ones too: a few microseconds
     # there against a dozen numpy operations per call on the host.
     if not in_call and jax.default_backend() == "cpu" and not multi_device:
         return reduce.summarize([]), []
-    return reduce.summarize(arrays), list(range(len(arrays)))
+    return reduce.summarize(arrays, known), list(range(len(arrays)))
 
 
 def _plan_calls(collector: SlotCollector, inter: Mapping, recorder: Recorder, base: tuple) -> list[PlannedCall]:

@@ -29,7 +29,7 @@ import dataclasses
 import functools
 import itertools
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -429,13 +429,29 @@ SMALL = 16_384
 reduction per array costs XLA:CPU a kernel launch more than the copy."""
 
 
-def _fields(arrays: Sequence[jax.Array], lay: Layout) -> tuple[jax.Array, ...]:
+Fields = tuple[jax.Array, ...]
+"""The six reductions a summary is made of: sum, sum of squares, min, max, zeros, all finite."""
+
+
+def summary_fields(x: jax.Array) -> Fields | None:
+    """The reductions :func:`summarize` makes of ``x`` alone, to be traced where ``x`` is produced
+    and handed to it (``known``); None for an array it reduces with others (small) or not at all."""
+    if not supported(x) or x.size <= SMALL:
+        return None
+    return _one_fields(x, layout(x.dtype))
+
+
+def _fields(arrays: Sequence[jax.Array], lay: Layout, known: Sequence[Fields | None] = ()) -> Fields:
     """The six fields of :func:`_float_fields` (or their integer and large-array forms), each a
-    vector over ``arrays``; small float arrays of one shape are reduced as one stack."""
+    vector over ``arrays``; small float arrays of one shape are reduced as one stack. ``known[i]``,
+    where given, are ``arrays[i]``'s own (:func:`summary_fields`)."""
     pieces: list[tuple[list[int], tuple[jax.Array, ...]]] = []
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, x in enumerate(arrays):
-        if lay.kind == "float" and 0 < x.size <= min(SMALL, countable(lay.acc)):
+        given = known[i] if i < len(known) else None
+        if given is not None:
+            pieces.append(([i], tuple(f[None] for f in given)))
+        elif lay.kind == "float" and 0 < x.size <= min(SMALL, countable(lay.acc)):
             by_shape.setdefault(x.shape, []).append(i)
         else:
             pieces.append(([i], tuple(f[None] for f in _one_fields(x, lay))))
@@ -474,14 +490,14 @@ def _one_fields(x: jax.Array, lay: Layout) -> tuple[jax.Array, ...]:
     return jnp.sum(d), jnp.sum(d * d), lo, hi, jnp.sum(v == 0, dtype=jnp.int32), fine
 
 
-def _group_cheap(arrays: Sequence[jax.Array], width: int) -> jax.Array:
+def _group_cheap(arrays: Sequence[jax.Array], width: int, known: Sequence[Fields | None] = ()) -> jax.Array:
     """Rows ``(k, width)`` of arrays sharing one layout, from five reductions per array that
     XLA fuses with the array's producer (sum, sum of squares, min, max, zeros), so they cost
     almost nothing to compile. Exact for finite, well-conditioned arrays; the ``trusted``
     word is 0 for any other. No histogram (``sample`` is -1): see :func:`histogram`."""
     lay = layout(arrays[0].dtype)
     acc, k = lay.acc, len(arrays)
-    s1, s2, lo, hi, zeros, fine = _fields(arrays, lay)
+    s1, s2, lo, hi, zeros, fine = _fields(arrays, lay, known)
     n = jnp.asarray([max(math.prod(a.shape), 1) for a in arrays], acc)
     m = s1 / n
     var = jnp.maximum(s2 / n - m * m, 0)
@@ -504,7 +520,8 @@ def row_width(dtypes: Sequence[Any]) -> int:
     return max((layout(d).width for d in dtypes), default=0)
 
 
-def _describe(arrays: Sequence[jax.Array], cheap: Sequence[bool]) -> jax.Array:
+def _describe(arrays: Sequence[jax.Array], cheap: Sequence[bool],
+              known: Mapping[int, Fields] | None = None) -> jax.Array:
     width = row_width([a.dtype for a in arrays])
     if not arrays:
         return jnp.zeros((0, 0), jnp.uint32)
@@ -516,7 +533,7 @@ def _describe(arrays: Sequence[jax.Array], cheap: Sequence[bool]) -> jax.Array:
     for (_, how), idx in groups.items():
         group = [arrays[i] for i in idx]
         if how == "cheap":
-            blocks.append(_group_cheap(group, width))
+            blocks.append(_group_cheap(group, width, [known.get(i) for i in idx] if known else ()))
         else:
             blocks.append(_group_exact(group, width, SAMPLE if how == "large" else 1))
         order += idx
@@ -524,10 +541,11 @@ def _describe(arrays: Sequence[jax.Array], cheap: Sequence[bool]) -> jax.Array:
     return rows[np.argsort(np.asarray(order))] if order != sorted(order) else rows
 
 
-def summarize(arrays: Sequence[jax.Array]) -> jax.Array:
+def summarize(arrays: Sequence[jax.Array], known: Mapping[int, Fields] | None = None) -> jax.Array:
     """Rows ``(len(arrays), row_width)`` of uint32 words, traced into the inspected call:
-    fused reductions (:func:`_group_cheap`) whose rows say whether they can be trusted."""
-    return _describe(arrays, [True] * len(arrays))
+    fused reductions (:func:`_group_cheap`) whose rows say whether they can be trusted.
+    ``known[i]`` are ``arrays[i]``'s :func:`summary_fields`, if they were traced already."""
+    return _describe(arrays, [True] * len(arrays), known)
 
 
 def describe(arrays: Sequence[jax.Array]) -> jax.Array:

@@ -33,8 +33,8 @@ from flax.core import FrozenDict
 from flax.core.scope import CollectionFilter
 
 from inspector._compat import (
-    TouchKind, capture_calls, direct_call, flax_flags, inside_transform, is_lifted_wrapper_call, lifted_target,
-    listening, own_intermediates, shape_pass,
+    TouchKind, _current_trace, capture_calls, capture_filter_in_effect, direct_call, flax_flags, inside_transform,
+    is_lifted_wrapper_call, lifted_target, listening, own_intermediates, shape_pass,
 )
 from inspector.capture import CaptureFilter, CaptureFilterError, guarded
 from inspector.model import BindingCall, Kind, path_str
@@ -113,6 +113,35 @@ class Recorder:
     shape_passes: set[Path] = dataclasses.field(default_factory=set)  # paths traced an extra time
     shadow: dict[tuple[Path, str], int] = dataclasses.field(default_factory=dict)
     pending: dict[Path, list[Touch]] = dataclasses.field(default_factory=dict)  # touched in setup
+    at_capture: Callable[[Any, Recorder], Any] | None = None  # applied to a value where it is captured
+    top: Any = None  # the runner's own trace: values of inner traces (nn.scan, remat) are left alone
+    early: dict[int, tuple[Any, Any]] = dataclasses.field(default_factory=dict)  # at_capture's, by id
+    _ask: Callable | None = None  # the capture filter as flax was given it (:meth:`asking`)
+    _filter: Callable | None = None  # the filter it answers with
+    _decided: tuple[Any, str, bool] | None = None  # the interceptor's answer for the call returning now
+
+    def asking(self, filter_fn: Callable[[Any, str], bool]) -> Callable[[Any, str], bool]:
+        """``filter_fn`` as flax is to be given it when :attr:`at_capture` is set: flax asks it
+        right after a wrapped method returns, and where the interceptor has already asked (to
+        apply :attr:`at_capture` to the value it returns) flax is given that answer, so a user's
+        filter is still asked once per call."""
+        def ask(module: Any, method_name: str) -> bool:
+            decided = self._decided
+            if decided is not None and decided[0] is module and decided[1] == method_name:
+                self._decided = None
+                return decided[2]
+            return filter_fn(module, method_name)
+
+        self._ask, self._filter = ask, filter_fn
+        return ask
+
+    def _captured_here(self, module: Any, name: str, y: Any) -> Any:
+        """``y``, or :attr:`at_capture` of it if flax is about to capture it in the runner's own trace."""
+        if self._filter is None or _current_trace() is not self.top or capture_filter_in_effect() is not self._ask:
+            return y
+        captured = self._filter(module, name)
+        self._decided = (module, name, captured)
+        return self.at_capture(y, self) if captured and self.at_capture is not None else y
 
     def on_capture(self, module: Any, method_name: str) -> None:
         if shape_pass() or getattr(module, "scope", None) is None:
@@ -250,7 +279,7 @@ class Recorder:
                 for _ in range(n - self.sowed.get((path, key), 0)):
                     self.events.append(Event("sow", path, key, module_type))
                 self.sowed[(path, key)] = n
-        return y
+        return self._captured_here(module, name, y)
 
     def _shape_call(self, path: Path, module_type: str, name: str, next_fun, args, kwargs):
         """A call during a lifted transform's structure-only pass: not part of the binding trace or
@@ -966,7 +995,8 @@ class Runner:
         concrete = jax.tree.leaves(getattr(_current, "inputs", None))
         multi_device = any(len(getattr(getattr(x, "sharding", None), "device_set", ())) > 1 for x in concrete)
         record = SignatureRecord()
-        recorder = Recorder(detailed=self.post is not None, multi_device=multi_device)
+        recorder = Recorder(detailed=self.post is not None, multi_device=multi_device,
+                            at_capture=getattr(self.post, "at_capture", None), top=_current_trace())
         result = self._call_flax(args, kwargs, recorder)
         alongside = None
         if self.post is not None:
@@ -1018,6 +1048,8 @@ class Runner:
             capture = _noting_site(guarded(capture, recorder.on_capture), recorder)
         elif capture is True:
             capture = _noting_site(guarded(capture_calls, recorder.on_capture), recorder)
+        if callable(capture) and recorder.at_capture is not None and self.intercepts:
+            capture = recorder.asking(capture)
         recorder.patches = self.patches
         try:
             with contextlib.ExitStack() as recording:
