@@ -275,7 +275,8 @@ def tie_summaries(value: Any, recorder: Recorder) -> Any:
     leaves, tree = jax.tree_util.tree_flatten(value)
     at, fields = [], []
     for i, x in enumerate(leaves):
-        f = reduce.summary_fields(x) if is_array(x) else None
+        # Tracers only: a concrete array the module returns must stay concrete for the code after it.
+        f = reduce.summary_fields(x) if isinstance(x, jax.core.Tracer) else None
         if f is not None:
             at.append(i)
             fields.append(f)
