@@ -662,69 +662,70 @@ def _plain_skeleton(x: Any) -> Any:
     return _NOT_PLAIN
 
 
+class _LayoutCheck:
+    """One generated expression that a later input must satisfy to be laid out as the inputs
+    given to :meth:`add`. With ``full``: each container's type and length, every dict's keys in
+    order and a jax array or None at each leaf. Without: only the key order of each dict of two
+    or more keys, which is all that jax's own dispatch does not check. Keys are held in ``K``."""
+
+    def __init__(self, full: bool, first: str | None = None) -> None:
+        self.full = full
+        self.terms: list[str] = [first] if first else []
+        self.keys: list[Any] = []
+        self._names = itertools.count()
+
+    def add(self, x: Any, expr: str, depth: int = 0) -> bool:
+        """Adds what the value at ``expr`` must satisfy to be laid out as ``x``; False if ``x`` is too
+        large or deep for one expression (or, with ``full``, holds something else than containers,
+        arrays and None)."""
+        t = type(x)
+        if self.full and (t in _ARRAY_TYPES or x is None):
+            self.terms.append(f"(type({expr}) in A or {expr} is None)")
+            return True
+        if depth > 64 or len(self.terms) > _BUILD_LIMIT:
+            return False
+        if t not in (dict, FrozenDict, tuple, list):
+            return not self.full
+        if self.full:  # named once, read by the terms after it
+            name = f"v{next(self._names)}"
+            self.terms.append(f"type({name} := {expr}) is {t.__name__ if t is not FrozenDict else 'F'}")
+        else:  # read only where a dict's order is checked
+            name = expr
+        if t is dict or t is FrozenDict:
+            if self.full or len(x) > 1:
+                self.keys.append(tuple(x))
+                self.terms.append(f"tuple({name}) == K[{len(self.keys) - 1}]")
+            for k, v in x.items():
+                self.keys.append(k)
+                if not self.add(v, f"{name}[K[{len(self.keys) - 1}]]", depth + 1):
+                    return False
+            return True
+        if self.full:
+            self.terms.append(f"len({name}) == {len(x)}")
+        return all(self.add(v, f"{name}[{i}]", depth + 1) for i, v in enumerate(x))
+
+    def build(self, params: str) -> Callable[..., bool]:
+        return eval(f"lambda {params}: {' and '.join(self.terms)}",  # keys are in K
+                    {"K": tuple(self.keys), "A": _ARRAY_TYPES, "F": FrozenDict})
+
+
 def _guard(inputs: Any, frozen: bool) -> Callable[[Any, bool], bool] | None:
     """A function of ``(inputs, flax_return_frozendict)`` that is true only for inputs of the same
     containers (types, lengths and key order) with a jax array or None at each leaf, as
     ``inputs`` and ``frozen``: one generated expression, where :func:`_plain_skeleton` walks
     the containers a call at a time. None for inputs too large for one expression."""
-    keys: list[Any] = []
-    terms = [f"f is {frozen}"]
-    names = itertools.count()
-
-    def check(x: Any, expr: str) -> bool:
-        t = type(x)
-        if t in _ARRAY_TYPES or x is None:
-            terms.append(f"(type({expr}) in A or {expr} is None)")
-            return True
-        if len(terms) > _BUILD_LIMIT or t not in (dict, FrozenDict, tuple, list):
-            return False
-        name = f"v{next(names)}"
-        terms.append(f"type({name} := {expr}) is {t.__name__ if t is not FrozenDict else 'F'}")
-        if t is dict or t is FrozenDict:
-            keys.append(tuple(x))
-            terms.append(f"tuple({name}) == K[{len(keys) - 1}]")
-            for k, v in x.items():
-                keys.append(k)
-                if not check(v, f"{name}[K[{len(keys) - 1}]]"):
-                    return False
-            return True
-        terms.append(f"len({name}) == {len(x)}")
-        return all(check(v, f"{name}[{i}]") for i, v in enumerate(x))
-
-    if not check(inputs, "i"):
-        return None
-    code = f"lambda i, f: {' and '.join(terms)}"
-    return eval(code, {"K": tuple(keys), "A": _ARRAY_TYPES, "F": FrozenDict})  # keys are in K
+    check = _LayoutCheck(full=True, first=f"f is {frozen}")
+    return check.build("i, f") if check.add(inputs, "i") else None
 
 
 def _order_check(inputs: tuple[tuple, dict]) -> tuple[bool, Callable[[tuple, dict], bool] | None]:
     """``(fits, check)``: ``check`` is a function of ``(args, kwargs)`` that is true only if every dict
     of two or more keys has the key order it has in ``inputs`` (jax's dispatch checks the rest), None
     if no dict needs it; ``fits`` is false if the check would be too large for one expression."""
-    keys: list[Any] = []
-    terms: list[str] = []
-
-    def walk(x: Any, expr: str, depth: int) -> bool:
-        t = type(x)
-        if depth > 64 or len(terms) > _BUILD_LIMIT:
-            return False
-        if t is dict or t is FrozenDict:
-            if len(x) > 1:
-                keys.append(tuple(x))
-                terms.append(f"tuple({expr}) == K[{len(keys) - 1}]")
-            for k, v in x.items():
-                keys.append(k)
-                if not walk(v, f"{expr}[K[{len(keys) - 1}]]", depth + 1):
-                    return False
-        elif t is tuple or t is list:
-            return all(walk(v, f"{expr}[{i}]", depth + 1) for i, v in enumerate(x))
-        return True
-
-    if not (walk(inputs[0], "a", 0) and walk(inputs[1], "k", 0)):
+    check = _LayoutCheck(full=False)
+    if not (check.add(inputs[0], "a") and check.add(inputs[1], "k")):
         return False, None
-    if not terms:
-        return True, None
-    return True, eval(f"lambda a, k: {' and '.join(terms)}", {"K": tuple(keys)})  # keys are in K
+    return True, (check.build("a, k") if check.terms else None)
 
 
 DEFAULT_CACHE_SIZE = 64
