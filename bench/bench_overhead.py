@@ -6,10 +6,12 @@ Same model as bench_core.py (8-layer d=256 Transformer, batch 8 x 128), interlea
   capture only     fi.apply(..., capture_intermediates=C.calls): the 92 intermediates returned, no stats
   stats, nothing   inspect_apply(capture=C.nothing, keep='stats'): stats of the output (variables remembered)
   stats, calls     inspect_apply(keep='stats'): + stats of every __call__ output, arrays not returned
+  ... returned     the same, with the arrays returned to the device for exact redos (session 12's program)
+  ... untied       the same, with every summary traced after the call (not tied where it is captured)
   arrays, calls    inspect_apply(keep='arrays'), the default: + the arrays returned (left on device)
   new variables    the default, but with fresh variable arrays every call (their stats recomputed)
 
-Run: ``python bench/bench_overhead.py [--quick] [--rounds N]``. No assertions: it prints numbers.
+Run: ``python bench/bench_overhead.py [--quick] [--rounds N] [--hot]``. No assertions: it prints numbers.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ def main() -> None:
     nothing = fi.inspect_apply(forward, model, capture_intermediates=C.nothing, keep="stats")
     stats = fi.inspect_apply(forward, model, keep="stats")
     arrays = fi.inspect_apply(forward, model)
+    returned = fi.inspect_apply(forward, model, keep="stats")
+    returned.runner = returned._make_runner(True, False)  # not lean: the arrays come back to the device
+    untied = fi.inspect_apply(forward, model, keep="stats")
+    untied.runner.post.at_capture = None  # summaries traced after the call
+    for run in (nothing, stats, arrays, returned, untied):  # past the first call, described on the host
+        run(variables, tokens)
+        run.settle()
     # distinct arrays with the same values, one more set than inspector remembers: never a hit
     from inspector import collect
 
@@ -54,11 +63,13 @@ def main() -> None:
         "capture only": lambda: capture_only(variables, tokens),
         "stats, nothing captured": lambda: nothing(variables, tokens),
         "stats, calls (keep='stats')": lambda: stats(variables, tokens),
+        "... arrays returned to the device": lambda: returned(variables, tokens),
+        "... summaries traced after the call": lambda: untied(variables, tokens),
         "arrays, calls (default)": lambda: arrays(variables, tokens),
         "default, new variables each call": new_variables,
     }
     log("interleaving ...")
-    t = interleave(variants, rounds, log=log)
+    t = interleave(variants, rounds, log=log, hot=args.hot)
     head = ("variant", "median ms", "ratio of medians", "per-round ratio med [IQR]")
     rows = []
     for name, xs in t.items():

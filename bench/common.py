@@ -148,12 +148,14 @@ def print_table(head: tuple[str, ...], rows: list[tuple]) -> None:
 
 
 def rounds_args(doc: str, default: int, quick: int, quick_help: str) -> Any:
-    """The ``--quick`` / ``--rounds`` command line every benchmark script takes; ``args.rounds`` is set."""
+    """The ``--quick`` / ``--rounds`` / ``--hot`` command line every benchmark script takes;
+    ``args.rounds`` is set (``--hot``: see :func:`interleave`)."""
     import argparse
 
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help=quick_help)
     ap.add_argument("--rounds", type=int, default=None, help=f"interleaved rounds (default {default}, quick {quick})")
+    ap.add_argument("--hot", action="store_true", help="calls back to back, warm caches (no collection before each)")
     args = ap.parse_args()
     args.rounds = args.rounds or (quick if args.quick else default)
     return args

@@ -153,15 +153,23 @@ class InspectRun:
         call with a new signature) are counted once, in ``trace_ms`` and ``compile_ms``."""
         marks: dict[str, float] = {}
         given = args, kwargs
+        args, kwargs = self._flax_arguments(args, kwargs)
+        variables = input_arrays(self.kind, args)
+        # The caller's variables are described on a worker while the call is traced and compiled.
+        # A cached call on the CPU backend describes them after its program has run: numpy beside
+        # XLA's own threads slows the program by far more than the describing takes.
+        described = None
+        if variables and jax.default_backend() != "cpu":
+            described = collect.input_stats.soon(variables)
 
         def phase(name: str) -> None:
+            nonlocal described
             marks[name] = time.perf_counter()
+            if name == "tracing" and described is None and variables:
+                described = collect.input_stats.soon(variables)
             if on_phase is not None:
                 on_phase(name)
 
-        args, kwargs = self._flax_arguments(args, kwargs)
-        variables = input_arrays(self.kind, args)
-        described = collect.input_stats.soon(variables) if variables else None  # overlaps tracing and compiling
         runner, compile_after = self._runner_for(args, kwargs)
         try:
             result, stats_arrays, record, cached = runner.run(args, kwargs, phase)
@@ -169,6 +177,8 @@ class InspectRun:
             raise InspectUnderTransformError(_UNDER_TRANSFORM) from None
         jax.block_until_ready((result, stats_arrays))
         run_ms = (time.perf_counter() - marks["running"]) * 1000
+        if described is None and variables:
+            described = collect.input_stats.soon(variables)
         timings = Timings(0.0 if cached else record.trace_ms, 0.0 if cached else record.compile_ms,
                           run_ms, cached)
         try:

@@ -102,3 +102,26 @@ def test_variables_are_described_once_per_set_of_arrays(monkeypatch):
     run(host, x)
     run(host, x)
     assert memo.described == 4
+
+
+def test_on_the_cpu_new_variables_are_described_beside_a_trace_or_after_a_cached_program(monkeypatch):
+    """Beside tracing and compiling, describing overlaps Python work; beside a cached program on
+    the CPU it would compete with XLA's own threads, so it waits until the program has run."""
+    from inspector import collect
+
+    memo = collect.InputStats()
+    order: list[str] = []
+    soon = memo.soon
+    monkeypatch.setattr(memo, "soon", lambda arrays: order.append("describe") or soon(arrays))
+    monkeypatch.setattr(collect, "input_stats", memo)
+    model, variables, x = ae_setup()
+    run = fi.inspect_apply(lambda m, x: m(x), model, mutable=["batch_stats"])
+    run(jax.tree.map(lambda v: v + 1, variables), x, on_phase=order.append)  # computed arrays, as below
+    assert order[:3] == ["describe", "tracing", "compiling"]  # as the trace starts
+    for _ in range(2):  # the first call's program, then the one compiled after it
+        run.settle()
+        order.clear()
+        shifted = jax.tree.map(lambda v: v + 1, variables)
+        insp = run(shifted, x, on_phase=order.append)
+        assert order == ["running", "describe", "done"] and jax.default_backend() == "cpu", order
+    assert insp["params/dec/kernel"].stats.mean == pytest.approx(float(shifted["params"]["dec"]["kernel"].mean()))
