@@ -115,10 +115,10 @@ class Plan:
         return {}
 
     @functools.cached_property
-    def summary_layouts(self) -> tuple[list[reduce.Layout], list[int]]:
-        """Row layouts and element counts of the :attr:`summarized` rows (decoded every call)."""
+    def summary_rows(self) -> reduce.RowGroups:
+        """How the :attr:`summarized` rows are decoded (every call)."""
         slots = [self.described[i] for i in self.summarized]
-        return [reduce.layout(s.dtype) for s in slots], [math.prod(s.shape) for s in slots]
+        return reduce.row_groups([reduce.layout(s.dtype) for s in slots], [math.prod(s.shape) for s in slots])
 
 
 def _key_str(k: Any) -> str:
@@ -563,7 +563,7 @@ def _call_stats(plan: Plan, words: np.ndarray, sources: dict[Source, Any]) -> li
     """Statistics of every described slot: the in-call summaries, each redone exactly where it
     can't be trusted, and exact statistics of the rest."""
     out: list[Stats | None] = [None] * len(plan.described)
-    decoded = reduce.rows_to_stats(words, *plan.summary_layouts) if plan.summarized else []
+    decoded = reduce.decode_rows(words, plan.summary_rows) if plan.summarized else []
     redo = [i for i, st in zip(plan.summarized, decoded) if not st.trusted]
     for i, st in zip(plan.summarized, decoded):
         out[i] = st

@@ -611,33 +611,57 @@ def histogram(x: jax.Array, stats: Stats) -> Stats:
 
 def unpack(rows: np.ndarray, dtypes: Sequence[Any], shapes: Sequence[tuple[int, ...]]) -> list[Stats]:
     """Host side: rows ``(k, row_width)`` of arrays of ``dtypes`` and ``shapes`` as Stats."""
-    return rows_to_stats(rows, [layout(d) for d in dtypes], [math.prod(s) for s in shapes])
+    return decode_rows(rows, row_groups([layout(d) for d in dtypes], [math.prod(s) for s in shapes]))
 
 
 _ROW_BY_ROW = 12  # float rows of one layout up to which plain Python per row is quicker than columns
 
 
-def rows_to_stats(rows: np.ndarray, layouts: Sequence[Layout], counts: Sequence[int]) -> list[Stats]:
-    """Rows ``(k, >= width)`` as :class:`Stats`, decoded a layout at a time (numpy views of
-    the whole block, then plain Python per row, or column-wise for many float rows)."""
-    rows = np.asarray(rows, np.uint32)
-    decoded: dict[int, Stats] = {}
-    by_layout: dict[Layout, list[int]] = {}
+RowGroups = list[tuple[Layout, Any, list[int], list[int]]]
+"""Rows of one layout at a time: ``(layout, rows selector, row numbers, element counts)``."""
+
+
+def row_groups(layouts: Sequence[Layout], counts: Sequence[int]) -> RowGroups:
+    """How :func:`decode_rows` reads rows of ``layouts`` (made once per plan: rows are decoded every call)."""
+    by_layout: dict[int, list[int]] = {}
     for i, lay in enumerate(layouts):
-        by_layout.setdefault(lay, []).append(i)
-    for lay, idx in by_layout.items():
-        block = np.ascontiguousarray(rows[idx, :lay.width])
-        i = len(_INTS) + BINS
+        by_layout.setdefault(id(lay), []).append(i)
+    groups: RowGroups = []
+    for idx in by_layout.values():
+        whole = idx == list(range(len(layouts)))
+        groups.append((layouts[idx[0]], slice(None) if whole else np.asarray(idx), idx, [counts[r] for r in idx]))
+    return groups
+
+
+def _columns(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Columns of uint32 words as ``dtype`` (a view where the words are its size)."""
+    return block.view(dtype) if dtype.itemsize == 4 else np.ascontiguousarray(block).view(dtype)
+
+
+def decode_rows(rows: np.ndarray, groups: RowGroups) -> list[Stats]:
+    """Rows ``(k, >= width)`` as :class:`Stats`, a layout at a time (numpy views of the whole
+    block, then plain Python per row, or column-wise for many float rows)."""
+    rows = np.asarray(rows, np.uint32)
+    if len(groups) == 1:
+        decoded: list[Any] = []
+    else:
+        decoded = [None] * sum(len(g[2]) for g in groups)
+    i = len(_INTS) + BINS
+    for lay, select, idx, counts in groups:
+        block = rows[select, :lay.width]
         j = i + 3 * lay._n
-        ints = block[:, :i].view(np.int32)
-        native = block[:, i:j].copy().view(lay.native)
-        accs = block[:, j:].copy().view(lay.acc)
+        ints, native, accs = block[:, :i].view(np.int32), _columns(block[:, i:j], lay.native), \
+            _columns(block[:, j:], lay.acc)
         if lay.kind == "int" or len(idx) <= _ROW_BY_ROW:
-            for r, n, nat, acc in zip(idx, ints.tolist(), native.tolist(), accs.tolist()):
-                decoded[r] = _decode(n, nat, acc, lay, counts[r])
+            out = [_decode(n, nat, acc, lay, c) for n, nat, acc, c in
+                   zip(ints.tolist(), native.tolist(), accs.tolist(), counts)]
         else:
-            decoded.update(zip(idx, _decode_floats(ints, native, accs, lay, [counts[r] for r in idx])))
-    return [decoded[r] for r in range(len(layouts))]
+            out = _decode_floats(ints, native, accs, lay, counts)
+        if len(groups) == 1:
+            return out
+        for r, st in zip(idx, out):
+            decoded[r] = st
+    return decoded
 
 
 _STATS_FIELDS = tuple(f.name for f in dataclasses.fields(Stats))
