@@ -10,7 +10,8 @@ d=128 transformer (batch 8 x 64) and the 8-layer d=256 bench transformer (batch 
 * **warm**: in one process, interleaved rounds of plain jit, ``inspect_apply(...,
   capture_intermediates=True)`` with keep='arrays' and keep='stats'; overhead in ms and ratio.
 
-Run: ``python bench/bench_first.py [--quick] [--reps N] [--models mlp,t6,t8]``. No assertions.
+Run: ``python bench/bench_first.py [--quick] [--reps N] [--models mlp,t6,t8] [--hot] [--variants]``.
+No assertions.
 """
 
 from __future__ import annotations
@@ -127,6 +128,33 @@ def warm(which: str, rounds: int, hot: bool = False) -> dict[str, list[float]]:
                        "stats": lambda: stats(v, x)}, rounds, warmup=2, hot=hot)
 
 
+VARIANTS = ("stats", "stats, untied", "stats, arrays returned", "stats, session 12", "arrays", "arrays, untied")
+
+
+def variants(which: str, rounds: int, hot: bool) -> dict[str, list[float]]:
+    """Warm calls of keep='stats' and keep='arrays' runs, each also with one of this session's
+    changes undone: ``untied`` (summaries traced after the call, not where captured), ``arrays
+    returned`` (keep='stats' returning the captured arrays to the device), ``session 12`` (both)."""
+    import jax
+
+    import inspector as fi
+
+    m, fn, v, x = build(which)
+    runs = {}
+    for name in VARIANTS:
+        run = fi.inspect_apply(fn, m, capture_intermediates=True, keep=name.split(",")[0])
+        if "returned" in name or "12" in name:
+            run.runner = run._make_runner(True, False)
+        if "untied" in name or "12" in name:
+            run.runner.post.at_capture = None
+        run(v, x)
+        run.settle()
+        runs[name] = run
+    plain = jax.jit(m.apply)
+    calls = {"plain": lambda: plain(v, x)} | {k: (lambda r=r: r(v, x)) for k, r in runs.items()}
+    return interleave(calls, rounds, warmup=2, hot=hot)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="MLP only, 2 reps, few warm rounds")
@@ -134,6 +162,8 @@ def main() -> None:
     ap.add_argument("--models", default=None, help="comma-separated subset of mlp,t6,t8")
     ap.add_argument("--hot", action="store_true",
                     help="warm rounds only, with warm caches (no garbage collection before each call)")
+    ap.add_argument("--variants", action="store_true",
+                    help="warm only: this session's changes undone one at a time (see variants())")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -145,6 +175,16 @@ def main() -> None:
     reps = args.reps or (2 if args.quick else 4)
     log(machine())
     rows, raw = [], {}
+    if args.variants:
+        print(machine())
+        for which in models:
+            w = variants(which, 6 if args.quick else (50 if which != "t8" else 25), args.hot)
+            rows = []
+            for k in VARIANTS:
+                r, lo, hi = paired(w[k], w["plain"])
+                rows.append((MODELS[which], k, f"{med(w[k]):.2f}", f"{r:.3f}x [{lo:.3f}-{hi:.3f}]"))
+            print_table(("model", "variant", "ms", "ratio to plain [IQR]"), rows)
+        return
     for which in models:
         w = warm(which, 6 if args.quick else (60 if which == "mlp" else 15), hot=args.hot)
         if args.hot:
