@@ -171,7 +171,9 @@ def fresh_process_rounds(script: str, child_args: list[str], reps: int, label: s
     for r in range(reps):
         for variant in (("plain", "arrays", "stats") if r % 2 == 0 else ("stats", "arrays", "plain")):
             cmd = [sys.executable, str(HERE / script), "--child", *child_args, variant]
-            res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=HERE.parent)
+            res = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)
+            if res.returncode:
+                raise RuntimeError(f"{' '.join(cmd[1:])} failed:\n{res.stderr[-3000:]}")
             out[variant].append(float(res.stdout.strip().splitlines()[-1]))
         log(f"  {label}first-call round {r + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.0f} ms" for k, v in out.items()))
     return out

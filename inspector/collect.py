@@ -271,7 +271,10 @@ def tie_summaries(value: Any, recorder: Recorder) -> Any:
     reductions of each of its large arrays traced where it is produced (into ``recorder.early``)
     and tied to it by an optimization barrier, so that what runs next waits for them. XLA then
     reduces each array while it is still in cache, instead of reading all of them back from
-    memory at the end of the call. The value is returned unchanged."""
+    memory at the end of the call. The value is returned unchanged. CPU backend only: on a GPU,
+    XLA fuses the reductions into the producer's own kernel, which the barrier would prevent."""
+    if jax.default_backend() != "cpu":
+        return value
     leaves, tree = jax.tree_util.tree_flatten(value)
     at, fields = [], []
     for i, x in enumerate(leaves):

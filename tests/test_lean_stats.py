@@ -56,6 +56,14 @@ def assert_matches(stats, a) -> None:
         assert getattr(stats, k) == pytest.approx(want[k], rel=1e-5, abs=1e-6), k
 
 
+def assert_same_output(a, b) -> None:
+    """Equal on the CPU; on a GPU, two programs may round matmuls differently (TF32)."""
+    if jax.default_backend() == "cpu":
+        np.testing.assert_array_equal(a, b)
+    else:
+        np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-3)
+
+
 def test_a_warm_stats_call_returns_no_captured_array(setup):
     m, v, x = setup
     run = warm_stats_run(m, v, x)
@@ -81,7 +89,7 @@ def test_an_untrusted_summary_runs_the_call_again_with_the_arrays_and_stays_ther
     assert np.isnan(state["intermediates"]["head"]["__call__"][0]).any()
     assert_matches(insp.call("head:__call__").outputs[0].stats, state["intermediates"]["head"]["__call__"][0])
     assert run.runner is not lean and run.traces == traces + 1
-    np.testing.assert_array_equal(insp.output, nn.apply(fn, m)(v, bad))
+    assert_same_output(insp.output, nn.apply(fn, m)(v, bad))
     again = run(v, bad)  # no third program, no second run
     assert run.traces == traces + 1
     assert again.call("head:__call__").outputs[0].stats.nan == insp.call("head:__call__").outputs[0].stats.nan

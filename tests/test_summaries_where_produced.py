@@ -14,6 +14,8 @@ import pytest
 import inspector as fi
 from inspector import reduce
 
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the tie is made on the CPU backend only")
+
 
 class Mixed(nn.Module):
     """Large captures of four dtypes, one of them inside nn.scan (another trace: never tied)."""
