@@ -642,10 +642,7 @@ def decode_rows(rows: np.ndarray, groups: RowGroups) -> list[Stats]:
     """Rows ``(k, >= width)`` as :class:`Stats`, a layout at a time (numpy views of the whole
     block, then plain Python per row, or column-wise for many float rows)."""
     rows = np.asarray(rows, np.uint32)
-    if len(groups) == 1:
-        decoded: list[Any] = []
-    else:
-        decoded = [None] * sum(len(g[2]) for g in groups)
+    decoded: list[Any] = [None] * sum(len(g[2]) for g in groups)
     i = len(_INTS) + BINS
     for lay, select, idx, counts in groups:
         block = rows[select, :lay.width]
@@ -657,8 +654,6 @@ def decode_rows(rows: np.ndarray, groups: RowGroups) -> list[Stats]:
                    zip(ints.tolist(), native.tolist(), accs.tolist(), counts)]
         else:
             out = _decode_floats(ints, native, accs, lay, counts)
-        if len(groups) == 1:
-            return out
         for r, st in zip(idx, out):
             decoded[r] = st
     return decoded
