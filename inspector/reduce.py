@@ -7,9 +7,10 @@ so statistics reach the host as one small array that :func:`unpack` turns into
 * :func:`summarize`, traced into the inspected call: five reductions per array that XLA
   fuses with the producer (:func:`_group_cheap`). The row says whether it can be
   trusted (finite, no overflow, well-conditioned variance); if not, it is redone exactly.
-* :func:`describe_many` / :func:`describe_exact`: exact rows, masked, two-pass and
-  overflow-safe, for arrays grouped by layout (:func:`_group_exact`: compile time flat in
-  the number of arrays) or one by one when sharded over several devices.
+* :func:`describe_many` / :func:`describe_exact`: exact rows, masked, overflow-safe and
+  centred on a sample's median (:func:`_moments`), for arrays grouped by layout
+  (:func:`_group_exact`: compile time flat in the number of arrays) or one by one when
+  sharded over several devices.
 * :func:`host_stats` / :func:`host_stats_many`: the same definitions by numpy in float64,
   used on the CPU backend (:func:`on_host`), where reading an array costs no copy and
   XLA would compile a kernel per reduction.
@@ -209,11 +210,11 @@ def _sums(*parts: jax.Array, dtype: Any) -> jax.Array:
     return jnp.sum(x, axis=tuple(range(1, x.ndim)))
 
 
-def _row(ints: dict[str, jax.Array | int], hist, lo, hi, shift, mean_d, var_d, edges, lay: Layout) -> jax.Array:
+def _row(ints: dict[str, jax.Array | int], hist, lo, hi, shift, mean_d, corr, var_d, edges, lay: Layout) -> jax.Array:
     i32 = [jnp.asarray(ints.get(k, 0), jnp.int32) for k in _INTS]
     return _words(jnp.stack(i32), hist.astype(jnp.int32),
                   jnp.stack([lo, hi, shift]).astype(lay.native),
-                  jnp.stack([mean_d, jnp.zeros_like(mean_d), var_d]).astype(lay.acc), edges.astype(lay.acc))
+                  jnp.stack([mean_d, corr, var_d]).astype(lay.acc), edges.astype(lay.acc))
 
 
 def _unsigned(v: jax.Array) -> jax.Array:
@@ -233,23 +234,70 @@ def _pow2(k: jax.Array, acc: Any) -> jax.Array:
     return lax.bitcast_convert_type((k + 1023).astype(jnp.int64) << 52, jnp.float64)
 
 
+def _distance(v: jax.Array, c: jax.Array, acc: Any) -> jax.Array:
+    """``v - c`` for integers, as a float of ``acc``: the exact difference, rounded once."""
+    u, uc = _unsigned(v), _unsigned(c)
+    return jnp.where(v >= c, (u - uc).astype(acc), -(uc - u).astype(acc))
+
+
+def _add(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+    """The exact path's sums over ``axes``, in whatever order the device adds (the tests
+    substitute the worst one: strictly one element after another)."""
+    return jnp.sum(x, axes)
+
+
+def _medians(sample: jax.Array, ok: jax.Array, sizes: Sequence[int]) -> tuple[jax.Array, jax.Array]:
+    """The lower median of each segment's ``ok`` values (segments of static ``sizes`` in
+    ``sample``) and how many there are; a segment without one gives its largest value."""
+    top = np.asarray(np.iinfo(sample.dtype).max if jnp.issubdtype(sample.dtype, jnp.integer) else np.inf,
+                     sample.dtype)
+    if not sample.size:
+        return jnp.zeros((len(sizes),), sample.dtype), jnp.zeros((len(sizes),), jnp.int32)
+    seg = _seg(sizes)
+    _, ordered = lax.sort((seg, jnp.where(ok, sample, top)), num_keys=2)
+    count = _ssum(ok.astype(jnp.int32), seg, len(sizes))
+    start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int32)
+    return ordered[jnp.asarray(start) + jnp.maximum(count - 1, 0) // 2], count
+
+
+def _moments(d: jax.Array, keep: jax.Array, n: jax.Array, total: Any, each: Any):
+    """``(mean, correction, variance)`` of ``d[keep]`` (``d`` zero elsewhere), distances from a
+    centre amid the values. One pass about that centre: the sums of squares then hold no large
+    term per ordinary element, so the device's order of summation loses nothing that matters.
+    Where the centre turns out far from the mean (beyond one standard deviation), a second pass
+    about the mean gives the variance instead, its mean correcting the first."""
+    a = total(jnp.stack([d, d * d], axis=-1))
+    m = a[..., 0] / n
+    var_a = jnp.maximum(a[..., 1] / n - m * m, 0)
+    dd = jnp.where(keep, d - each(m), 0)
+    b = total(jnp.stack([dd, dd * dd], axis=-1))
+    corr = b[..., 0] / n
+    var_b = jnp.maximum(b[..., 1] / n - corr * corr, 0)
+    near = m * m <= var_a
+    return m, jnp.where(near, 0, corr), jnp.where(near, var_a, var_b)
+
+
 def _exact(x: jax.Array) -> jax.Array:
-    """Every statistic from every element: masked, two-pass and overflow-safe."""
+    """Every statistic from every element: masked, overflow-safe, centred on the median of
+    the sample (:func:`_moments`)."""
     lay = layout(x.dtype)
     v = _values(x)
     acc = lay.acc
     n = math.prod(x.shape)
     sample = _sample(v)
+
+    def total(y):  # every element -> (2,)
+        return _add(y, tuple(range(y.ndim - 1)))
+
     if lay.kind == "int":
         lo, hi = _minmax(v)
-        d = (_unsigned(v) - _unsigned(lo)).astype(acc)  # exact: the difference fits the unsigned type
-        m = jnp.sum(d) / max(n, 1)
-        s1, s2 = _sums(d - m, (d - m) ** 2, dtype=acc)
-        var = jnp.maximum(s2 / max(n, 1) - (s1 / max(n, 1)) ** 2, 0)
+        centre = _medians(sample, jnp.ones(sample.shape, bool), [sample.size])[0][0]
+        m, corr, var = _moments(_distance(v, centre, acc), jnp.ones(v.shape, bool), jnp.asarray(max(n, 1), acc),
+                                total, lambda y: y)
         edges, hist = _hist(sample, jnp.ones(sample.shape, bool), lo, hi, acc)
         ints: dict[str, jax.Array | int] = {"trusted": 1, "zeros": jnp.sum(v == 0, dtype=jnp.int32), "finite": n,
                                             "sample": sample.size if n > SAMPLE else 0}
-        return _row(ints, hist, lo, hi, lo, m, var, edges, lay)
+        return _row(ints, hist, lo, hi, centre, m, corr, var, edges, lay)
     fin = jnp.isfinite(v)
     nf, nan, posinf, neginf, zeros = _sums(fin, jnp.isnan(v), v == jnp.inf, v == -jnp.inf, v == 0, dtype=jnp.int32)
     lo, hi = _minmax(v, fin)
@@ -258,20 +306,15 @@ def _exact(x: jax.Array) -> jax.Array:
     e = jnp.clip(e, *_EXPONENTS[np.dtype(acc).itemsize])  # scaled values stay normal, squares can't overflow
     scale = _pow2(-e, acc)
     sf = jnp.isfinite(sample)
-    k = jnp.sum(sf, dtype=jnp.int32)
-    guess = jnp.sum(jnp.where(sf, sample * scale, 0)) / jnp.maximum(k, 1).astype(acc)
-    # Scaled values are centred on the mean of the sample (else the middle of the range).
-    centre = jnp.where(k > 0, guess, jnp.where(nf > 0, lo * scale / 2 + hi * scale / 2, 0))
+    mid, k = _medians(sample * scale, sf, [sample.size])
+    # Scaled values are centred on the median of the sample (else the middle of the range).
+    centre = jnp.where(k[0] > 0, mid[0], jnp.where(nf > 0, lo * scale / 2 + hi * scale / 2, 0))
     vs = jnp.where(fin, v * scale - centre, 0)
-    nfd = jnp.maximum(nf, 1).astype(acc)
-    m = jnp.sum(vs) / nfd
-    d = jnp.where(fin, vs - m, 0)
-    s1, s2 = _sums(d, d * d, dtype=acc)
-    var = jnp.maximum(s2 / nfd - (s1 / nfd) ** 2, 0)
+    m, corr, var = _moments(vs, fin, jnp.maximum(nf, 1).astype(acc), total, lambda y: y)
     edges, hist = _hist(sample, sf, jnp.where(nf > 0, lo, 0), jnp.where(nf > 0, hi, 0), acc)
     ints = {"trusted": 1, "nan": nan, "posinf": posinf, "neginf": neginf, "zeros": zeros, "finite": nf,
             "sample": sample.size if n > SAMPLE else 0, "exponent": e}
-    return _row(ints, hist, lo, hi, centre, m, var, edges, lay)
+    return _row(ints, hist, lo, hi, centre, m, corr, var, edges, lay)
 
 
 # -- many arrays at once ------------------------------------------------------------
@@ -336,18 +379,19 @@ def _group_exact(arrays: Sequence[jax.Array], width: int, block: int = 1) -> jax
     n = jnp.asarray(sizes, jnp.int32)
     if block == 1:
         valid = jnp.ones(v.shape, bool)
-        sample, sseg, scount = v[:, 0], seg, [0] * k
+        sample, sseg, scount, ssizes = v[:, 0], seg, [0] * k, sizes
     else:
         at = (jnp.arange(v.shape[0], dtype=jnp.int32) - jnp.asarray(first, jnp.int32)[seg])[:, None] * block
         valid = at + jnp.arange(block, dtype=jnp.int32)[None, :] < n[seg][:, None]
         picks = [first[i] * block + np.ravel_multi_index(_positions(a.shape), a.shape) if a.ndim else
                  np.array([first[i] * block]) for i, a in enumerate(arrays)]
         sample = v.reshape(-1)[jnp.asarray(np.concatenate(picks), jnp.int32)]
-        sseg = _seg([p.size for p in picks])
+        ssizes = [p.size for p in picks]
+        sseg = _seg(ssizes)
         scount = [p.size if sz > SAMPLE else 0 for p, sz in zip(picks, sizes)]
 
     def total(x):  # (rows, block, ...) -> (k, ...)
-        return _ssum(jnp.sum(x, axis=1), seg, k)
+        return _ssum(_add(x, (1,)), seg, k)
 
     def least(x):
         return _smin(jnp.min(x, axis=1), seg, k)
@@ -360,14 +404,12 @@ def _group_exact(arrays: Sequence[jax.Array], width: int, block: int = 1) -> jax
         mm = least(jnp.stack([jnp.where(valid, v, big), jnp.where(valid, ~v, big)], axis=2))  # ~v reverses order
         lo = jnp.where(n > 0, mm[:, 0], 0).astype(lay.native)
         hi = jnp.where(n > 0, ~mm[:, 1], 0).astype(lay.native)
-        d = jnp.where(valid, (_unsigned(v) - _unsigned(each(lo))).astype(acc), 0)
+        ok = jnp.ones(sample.shape, bool)
+        centre = _medians(sample, ok, ssizes)[0]
         nd = jnp.maximum(n, 1).astype(acc)
-        m = total(d) / nd
-        dd = jnp.where(valid, d - each(m), 0)
-        s12 = total(jnp.stack([dd, dd * dd], axis=2))
+        m, corr, var = _moments(jnp.where(valid, _distance(v, each(centre), acc), 0), valid, nd, total, each)
         zeros = total(((v == 0) & valid).astype(jnp.int32))
         nf, nan, posinf, neginf, e = n, 0 * n, 0 * n, 0 * n, 0 * n
-        centre, ok = lo, jnp.ones(sample.shape, bool)
     else:
         fin = jnp.isfinite(v) & valid
         counts = total(jnp.stack([fin, jnp.isnan(v), v == jnp.inf, v == -jnp.inf, (v == 0) & valid],
@@ -379,17 +421,11 @@ def _group_exact(arrays: Sequence[jax.Array], width: int, block: int = 1) -> jax
         e = jnp.clip(e, *_EXPONENTS[acc.itemsize])  # scaled values stay normal, squares can't overflow
         scale = _pow2(-e, acc)
         ok = jnp.isfinite(sample)
-        kk = _ssum(ok.astype(jnp.int32), sseg, k)
-        guess = _ssum(jnp.where(ok, sample * scale[sseg], 0), sseg, k) / jnp.maximum(kk, 1).astype(acc)
-        # scaled values are centred on the mean of the sample (else the middle of the range)
-        centre = jnp.where(kk > 0, guess, lo * scale / 2 + hi * scale / 2)
+        mid, kk = _medians(sample * scale[sseg], ok, ssizes)
+        # scaled values are centred on the median of the sample (else the middle of the range)
+        centre = jnp.where(kk > 0, mid, lo * scale / 2 + hi * scale / 2)
         vs = jnp.where(fin, v * each(scale) - each(centre), 0)
-        nd = jnp.maximum(nf, 1).astype(acc)
-        m = total(vs) / nd
-        d = jnp.where(fin, vs - each(m), 0)
-        s12 = total(jnp.stack([d, d * d], axis=2))
-    corr = s12[:, 0] / nd  # the second pass's mean restores what the first one rounded away
-    var = jnp.maximum(s12[:, 1] / nd - corr * corr, 0)
+        m, corr, var = _moments(vs, fin, jnp.maximum(nf, 1).astype(acc), total, each)
     edges, hist = _ghist(sample, sseg, ok, lo, hi, k, acc)
     ints = jnp.stack([jnp.ones((k,), jnp.int32), nan, posinf, neginf, zeros, nf,
                       jnp.asarray(scount, jnp.int32), e], axis=1).astype(jnp.int32)

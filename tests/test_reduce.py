@@ -160,6 +160,34 @@ def test_every_dtype_with_its_edge_values(dtype):
             check_hist(a, s[0])
 
 
+def _one_after_another(x, axes):
+    """A sum over ``axes`` that adds one element at a time: the order that loses the most."""
+    rest = [d for d in range(x.ndim) if d not in axes]
+    flat = jnp.transpose(x, (*axes, *rest)).reshape(-1, *[x.shape[d] for d in rest])
+    return jax.lax.scan(lambda c, r: (c + r, None), jnp.zeros(flat.shape[1:], x.dtype), flat)[0]
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint32, np.float32, np.float16], ids=lambda d: np.dtype(d).name)
+def test_exact_statistics_hold_in_any_order_of_summation(dtype, monkeypatch):
+    """Extremes first, then thousands of ordinary values: a device that adds one element after
+    another (a GPU's reduction order was enough) must not lose the ordinary values' share."""
+    monkeypatch.setattr(reduce, "_add", _one_after_another)
+    rng = np.random.default_rng(3)
+    edges = np.asarray(edge_values(dtype)[:5] if np.dtype(dtype).kind in "iu" else
+                       [float(ml_dtypes.finfo(dtype).max) / 2 ** i for i in (1, 2, 3)],
+                       dtype)
+    for n in (700, 5000, 20000):
+        base = rng.normal(size=n) * 100 + (1000 if np.dtype(dtype).kind == "u" else 0)
+        raw = base.astype(dtype)
+        raw[:edges.size] = edges
+        a = jnp.asarray(raw)
+        dtypes, shapes = [a.dtype], [a.shape]
+        grouped = reduce.unpack(jax.device_get(jax.jit(reduce.describe)([a])), dtypes, shapes)[0]
+        alone = reduce.unpack(jax.device_get(jax.jit(reduce._exact)(a))[None], dtypes, shapes)[0]
+        for s in (grouped, alone):
+            check(a, s)
+
+
 def test_a_mix_of_dtypes_in_one_call_never_promotes():
     arrays = [jnp.asarray(np.array([100000, 70000], np.int32)), jnp.ones(3, jnp.float16),
               jnp.asarray(np.array([4e9, 3e9], np.uint32)), jnp.asarray(np.array([30001], np.int32)),
