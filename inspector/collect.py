@@ -150,11 +150,20 @@ class SlotCollector:
         self.arrays: list[Any] = []
         self.described: list[Slot] = []
         self.inputs: list[Any] = []
+        self._rows: dict[int, int] = {}  # id of a value in ``arrays`` -> its row
 
     def slot(self, path: Path, source: Source, keypath: tuple, value: Any) -> Slot:
         if _is_traced(value) or is_array(value):
             s = Slot(path, source, keypath, tuple(np.shape(value)), str(value.dtype))
             if reduce.supported(value):
+                if source != "in":
+                    # One value at several places (a module returning its last submodule's
+                    # result, captured for both) is described once: its slots share a row.
+                    row = self._rows.get(id(value))
+                    if row is not None:
+                        s.row = row
+                        return s
+                    self._rows[id(value)] = len(self.arrays)
                 into = self.inputs if source == "in" else self.arrays
                 s.row = len(into)
                 into.append(value)
@@ -251,11 +260,14 @@ def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilte
             state = {k: v for k, v in state.items() if k != INTERMEDIATES}
             result = (y, state)
             # Returned only so that a summary that can't be trusted can be redone exactly; never kept.
+            at: dict[int, int] = {}  # row -> its place among the dropped arrays
             for call in calls:
                 for s in call.slots:
                     if s.row is not None:
-                        s.source, s.keypath = "dropped", (len(dropped),)
-                        dropped.append(arrays[s.row])
+                        if s.row not in at:
+                            at[s.row] = len(dropped)
+                            dropped.append(arrays[s.row])
+                        s.source, s.keypath = "dropped", (at[s.row],)
         returned = None if lean and dropped and not traced_effects() else dropped
         notes = dropped_notes(recorder, calls)
         return result, (stats, deltas, returned), Plan(
@@ -279,6 +291,10 @@ def tie_summaries(value: Any, recorder: Recorder) -> Any:
     at, fields = [], []
     for i, x in enumerate(leaves):
         # Tracers only: a concrete array the module returns must stay concrete for the code after it.
+        # One tied already (a submodule's result, returned as this module's) is summarized once.
+        early = recorder.early.get(id(x))
+        if early is not None and early[0] is x:
+            continue
         f = reduce.summary_fields(x) if isinstance(x, jax.core.Tracer) else None
         if f is not None:
             at.append(i)

@@ -150,3 +150,52 @@ def test_traced_effects_says_true_once_warned_when_it_cannot_read_the_trace(monk
         warnings.simplefilter("always")
         assert _compat.traced_effects() and _compat.traced_effects()
     assert len([w for w in caught if issubclass(w.category, _compat.CompatWarning)]) == 1
+
+
+class Wide(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(64, name="hidden")(x)
+        return nn.Dense(64, name="head")(jnp.tanh(h))  # 32K elements: summarized where produced
+
+
+def test_a_value_captured_at_two_places_is_described_once(setup, monkeypatch):
+    """The root module returns its head's result: flax captures that one value twice. It is
+    summarized once in the call and described once after the first call, and both places
+    show the same statistics, those of the value flax returns."""
+    from inspector import collect, reduce
+
+    _, _, x = setup
+    m = Wide()
+    v = m.init(jax.random.key(0), x)
+    tied, described = [], []
+    summary_fields, describe_exactly = reduce.summary_fields, collect.describe_exactly
+
+    def fields(a):
+        f = summary_fields(a)
+        if f is not None:
+            tied.append(a.shape)
+        return f
+
+    monkeypatch.setattr(reduce, "summary_fields", fields)
+    monkeypatch.setattr(collect, "describe_exactly",
+                        lambda arrays, hist=True: described.append(len(arrays)) or describe_exactly(arrays, hist))
+    _, state = nn.apply(fn, m, capture_intermediates=True)(v, x)
+    held = state["intermediates"]
+    for keep in ("arrays", "stats"):
+        tied.clear()
+        described.clear()
+        run = fi.inspect_apply(fn, m, capture_intermediates=True, keep=keep)
+        first = run(v, x)
+        assert described[-1] == 2  # hidden's and head's (also the root's result and the call's output)
+        run.settle()
+        warm = run(v, x)
+        assert tied == ([(512, 64)] * 2 if jax.default_backend() == "cpu" else [])  # hidden's and head's
+        for insp in (first, warm):
+            root, head = insp.call(":__call__").outputs[0], insp.call("head:__call__").outputs[0]
+            assert root.stats == head.stats
+            assert_matches(head.stats, held["head"]["__call__"][0])
+            assert_matches(insp.call("hidden:__call__").outputs[0].stats, held["hidden"]["__call__"][0])
+            if keep == "arrays":
+                np.testing.assert_array_equal(root.fetch(), held["__call__"][0])
+                np.testing.assert_array_equal(head.fetch(), held["head"]["__call__"][0])
