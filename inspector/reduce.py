@@ -449,15 +449,13 @@ def count_zeros(v: jax.Array, axes: tuple[int, ...] | None = None) -> jax.Array:
     return jnp.sum(jnp.where(zero, np.ones((), v.dtype), np.zeros((), v.dtype)), axes)
 
 
-def _float_fields(x: jax.Array, lay: Layout, axes: tuple[int, ...] | None = None) -> tuple[jax.Array, ...]:
-    """The cheap fields of a real float array (over ``axes``, all by default), in five float
-    reductions (no integer count, which costs XLA:CPU several float sums). Flushing commutes
-    with min and max (it never reorders values), so it is applied to those two results; sums
-    and the zero count read subnormals as the device's arithmetic does."""
+def _float_fields(x: jax.Array, lay: Layout, axes: tuple[int, ...] | None = None) -> Fields:
+    """The reductions of a real float array (over ``axes``, all by default): five float sums,
+    minima and maxima (no integer count, which costs XLA:CPU several float sums). Sums and the
+    zero count read subnormals as the device's arithmetic does; min and max are flushed later
+    (:func:`_fields`: flushing never reorders values)."""
     v = lax.optimization_barrier(x).astype(lay.native) if x.dtype.itemsize < 4 else x.astype(lay.native)
-    lo, hi = _flushed(jnp.min(v, axes)), _flushed(jnp.max(v, axes))  # NaN-propagating
-    zeros = count_zeros(v, axes).astype(jnp.int32)
-    return jnp.sum(v, axes), jnp.sum(v * v, axes), lo, hi, zeros, jnp.isfinite(lo) & jnp.isfinite(hi)
+    return jnp.sum(v, axes), jnp.sum(v * v, axes), jnp.min(v, axes), jnp.max(v, axes), count_zeros(v, axes)
 
 
 SMALL = 16_384
@@ -466,7 +464,8 @@ reduction per array costs XLA:CPU a kernel launch more than the copy."""
 
 
 Fields = tuple[jax.Array, ...]
-"""The six reductions a summary is made of: sum, sum of squares, min, max, zeros, all finite."""
+"""The five reductions a summary is made of: sum, sum of squares, min (NaN-propagating), max,
+zeros (a float count, or an int32 one where a float can't count them all)."""
 
 
 def summary_fields(x: jax.Array) -> Fields | None:
@@ -478,10 +477,11 @@ def summary_fields(x: jax.Array) -> Fields | None:
 
 
 def _fields(arrays: Sequence[jax.Array], lay: Layout, known: Sequence[Fields | None] = ()) -> Fields:
-    """The six fields of :func:`_float_fields` (or their integer and large-array forms), each a
-    vector over ``arrays``; small float arrays of one shape are reduced as one stack. ``known[i]``,
-    where given, are ``arrays[i]``'s own (:func:`summary_fields`)."""
-    pieces: list[tuple[list[int], tuple[jax.Array, ...]]] = []
+    """``(sum, sum of squares, min, max, zeros, all finite)`` of ``arrays``, each a vector over
+    them; small float arrays of one shape are reduced as one stack. ``known[i]``, where given, are
+    ``arrays[i]``'s own (:func:`summary_fields`). What follows the reductions (flushing min and max,
+    the int32 zero count, the finite flag) is done once on the vectors, not once per array."""
+    pieces: list[tuple[list[int], Fields]] = []
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, x in enumerate(arrays):
         given = known[i] if i < len(known) else None
@@ -500,16 +500,29 @@ def _fields(arrays: Sequence[jax.Array], lay: Layout, known: Sequence[Fields | N
             group = list(lax.optimization_barrier(tuple(group)))
         stack = jnp.stack([g.astype(lay.native) for g in group])
         pieces.append((idx, _float_fields(stack, lay, tuple(range(1, stack.ndim)))))
+    pieces.sort(key=lambda p: jnp.issubdtype(p[1][4].dtype, jnp.integer))  # float zero counts first
+
+    def joined(parts: list[jax.Array]) -> jax.Array:
+        return jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    s1, s2, lo, hi = (joined([f[c] for _, f in pieces]) for c in range(4))
+    counted = [f[4] for _, f in pieces if not jnp.issubdtype(f[4].dtype, jnp.integer)]
+    zeros = joined(([joined(counted).astype(jnp.int32)] if counted else [])
+                   + [f[4] for _, f in pieces[len(counted):]])
+    if lay.kind == "int":
+        fine = jnp.ones(lo.shape, bool)
+    else:
+        lo, hi = _flushed(lo), _flushed(hi)
+        fine = jnp.isfinite(lo) & jnp.isfinite(hi)
+    fields: Fields = (s1, s2, lo, hi, zeros, fine)
     order = [i for idx, _ in pieces for i in idx]
-    fields = tuple(jnp.concatenate([f[c] for _, f in pieces]) if len(pieces) > 1 else pieces[0][1][c]
-                   for c in range(6))
     if order != sorted(order):
         fields = tuple(f[np.argsort(np.asarray(order))] for f in fields)
     return fields
 
 
-def _one_fields(x: jax.Array, lay: Layout) -> tuple[jax.Array, ...]:
-    """The six fields of one array: :func:`_float_fields` for a float array a float sum counts,
+def _one_fields(x: jax.Array, lay: Layout) -> Fields:
+    """The reductions of one array: :func:`_float_fields` for a float array a float sum counts,
     else by the exact distance from the minimum (ints) or with an integer zero count."""
     if lay.kind == "float" and 0 < x.size <= countable(lay.acc):
         return _float_fields(x, lay)
@@ -517,13 +530,9 @@ def _one_fields(x: jax.Array, lay: Layout) -> tuple[jax.Array, ...]:
     empty = jnp.zeros((), v.dtype)
     lo = jnp.min(v) if v.size else empty  # NaN-propagating: a NaN anywhere makes it NaN
     hi = jnp.max(v) if v.size else empty
-    if lay.kind == "int":
-        d = (_unsigned(v) - _unsigned(lo)).astype(lay.acc)  # exact distance from the minimum
-        fine = jnp.bool_(True)
-    else:
-        d = v.astype(lay.acc)
-        fine = jnp.isfinite(lo) & jnp.isfinite(hi)
-    return jnp.sum(d), jnp.sum(d * d), lo, hi, jnp.sum(v == 0, dtype=jnp.int32), fine
+    # exact distance from the minimum for integers
+    d = (_unsigned(v) - _unsigned(lo)).astype(lay.acc) if lay.kind == "int" else v.astype(lay.acc)
+    return jnp.sum(d), jnp.sum(d * d), lo, hi, jnp.sum(v == 0, dtype=jnp.int32)
 
 
 def _group_cheap(arrays: Sequence[jax.Array], width: int, known: Sequence[Fields | None] = ()) -> jax.Array:
