@@ -10,7 +10,7 @@ d=128 transformer (batch 8 x 64) and the 8-layer d=256 bench transformer (batch 
 * **warm**: in one process, interleaved rounds of plain jit, ``inspect_apply(...,
   capture_intermediates=True)`` with keep='arrays' and keep='stats'; overhead in ms and ratio.
 
-Run: ``python bench/bench_first.py [--quick] [--reps N] [--models mlp,t6,t8] [--hot] [--variants]``.
+Run: ``python bench/bench_first.py [--quick] [--reps N] [--models mlp,t6,t8] [--hot] [--variants | --breakdown]``.
 No assertions.
 """
 
@@ -155,6 +155,36 @@ def variants(which: str, rounds: int, hot: bool) -> dict[str, list[float]]:
     return interleave(calls, rounds, warmup=2, hot=hot)
 
 
+BREAKDOWN = ("flax capture", "arrays, program", "arrays", "stats, program", "stats")
+
+
+def breakdown(which: str, rounds: int, hot: bool) -> dict[str, list[float]]:
+    """Where a warm call's time goes: flax's own ``capture_intermediates`` under ``jax.jit``
+    (returning the captured arrays, nothing else), and for each keep its program alone (the
+    runner's dispatch and device time) and the whole call (with the assembly)."""
+    import jax
+
+    import inspector as fi
+
+    m, fn, v, x = build(which)
+    plain = jax.jit(m.apply)
+    capture = jax.jit(lambda v, x: m.apply(v, x, capture_intermediates=True))
+    runs = {}
+    for keep in ("arrays", "stats"):
+        run = fi.inspect_apply(fn, m, capture_intermediates=True, keep=keep)
+        run(v, x)
+        run.settle()
+        runs[keep] = run
+
+    def program(run):
+        return lambda: run.runner.run((v, x), {})[:2]
+
+    calls = {"plain": lambda: plain(v, x), "flax capture": lambda: capture(v, x),
+             "arrays, program": program(runs["arrays"]), "arrays": lambda: runs["arrays"](v, x),
+             "stats, program": program(runs["stats"]), "stats": lambda: runs["stats"](v, x)}
+    return interleave(calls, rounds, warmup=2, hot=hot)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="MLP only, 2 reps, few warm rounds")
@@ -164,6 +194,8 @@ def main() -> None:
                     help="warm rounds only, with warm caches (no garbage collection before each call)")
     ap.add_argument("--variants", action="store_true",
                     help="warm only: this session's changes undone one at a time (see variants())")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="warm only: flax's capture alone, and each keep's program alone and whole call")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -175,12 +207,13 @@ def main() -> None:
     reps = args.reps or (2 if args.quick else 4)
     log(machine())
     rows, raw = [], {}
-    if args.variants:
+    if args.variants or args.breakdown:
         print(machine())
+        measure, names = (variants, VARIANTS) if args.variants else (breakdown, BREAKDOWN)
         for which in models:
-            w = variants(which, 6 if args.quick else (50 if which != "t8" else 25), args.hot)
+            w = measure(which, 6 if args.quick else (50 if which != "t8" else 25), args.hot)
             rows = []
-            for k in VARIANTS:
+            for k in names:
                 r, lo, hi = paired(w[k], w["plain"])
                 rows.append((MODELS[which], k, f"{med(w[k]):.2f}", f"{r:.3f}x [{lo:.3f}-{hi:.3f}]"))
             print_table(("model", "variant", "ms", "ratio to plain [IQR]"), rows)
