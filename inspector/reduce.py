@@ -246,6 +246,31 @@ def _add(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     return jnp.sum(x, axes)
 
 
+_FAN = 16
+"""Rows the exact path adds at a time across an array's rows (:func:`_by_segment`)."""
+
+
+def _by_segment(r: jax.Array, counts: Sequence[int]) -> jax.Array:
+    """Sums of consecutive runs of ``counts`` rows of ``r`` (zero for an empty run), added as a
+    tree, ``_FAN`` rows at a time. A segment sum would add one row after another (atomics on a
+    GPU): the rounding errors of such a chain grow with its length, whatever the formula."""
+    counts = list(counts)
+    while True:
+        zero = r.shape[0]  # the index of a row of zeros, to pad with
+        r = jnp.concatenate([r, jnp.zeros((1, *r.shape[1:]), r.dtype)])
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        if max(counts, default=0) <= 1:
+            return r[np.asarray([s if c else zero for s, c in zip(starts, counts)], np.int32)]
+        groups = [-(-c // _FAN) for c in counts]
+        idx = np.full(sum(groups) * _FAN, zero, np.int32)
+        at = 0
+        for s, c, g in zip(starts, counts, groups):
+            idx[at:at + c] = np.arange(s, s + c)
+            at += g * _FAN
+        r = _add(r[idx].reshape(-1, _FAN, *r.shape[1:]), (1,))
+        counts = groups
+
+
 def _medians(sample: jax.Array, ok: jax.Array, sizes: Sequence[int]) -> tuple[jax.Array, jax.Array]:
     """The lower median of each segment's ``ok`` values (segments of static ``sizes`` in
     ``sample``) and how many there are; a segment without one gives its largest value."""
@@ -360,12 +385,12 @@ def _matrix(ints: jax.Array, hist: jax.Array, native: jax.Array, acc: jax.Array,
     return jnp.pad(rows, ((0, 0), (0, width - rows.shape[1])))
 
 
-def _group_exact(arrays: Sequence[jax.Array], width: int, block: int = 1) -> jax.Array:
+def _group_exact(arrays: Sequence[jax.Array], width: int, block: int = _FAN) -> jax.Array:
     """Exact rows ``(k, width)`` of arrays sharing one layout (see :func:`_exact`).
 
-    Each array fills whole rows of a ``(rows, block)`` matrix (zero-padded, masked):
-    sums run along a row first, then over an array's rows, so that large arrays are
-    summed in two short sequences (a segment sum alone adds one element at a time)."""
+    Each array fills whole rows of a ``(rows, block)`` matrix (zero-padded, masked): float
+    sums run along a row (the device's own reduction), then over an array's rows as a tree
+    (:func:`_by_segment`), so that no sum is a long chain of additions."""
     lay = layout(arrays[0].dtype)
     acc, k = lay.acc, len(arrays)
     values = [_values(a) for a in arrays]
@@ -377,21 +402,19 @@ def _group_exact(arrays: Sequence[jax.Array], width: int, block: int = 1) -> jax
     seg = _seg(nrows)  # the array of each row
     first = np.concatenate([[0], np.cumsum(nrows)[:-1]]).astype(np.int64)
     n = jnp.asarray(sizes, jnp.int32)
-    if block == 1:
-        valid = jnp.ones(v.shape, bool)
-        sample, sseg, scount, ssizes = v[:, 0], seg, [0] * k, sizes
-    else:
-        at = (jnp.arange(v.shape[0], dtype=jnp.int32) - jnp.asarray(first, jnp.int32)[seg])[:, None] * block
-        valid = at + jnp.arange(block, dtype=jnp.int32)[None, :] < n[seg][:, None]
-        picks = [first[i] * block + np.ravel_multi_index(_positions(a.shape), a.shape) if a.ndim else
-                 np.array([first[i] * block]) for i, a in enumerate(arrays)]
-        sample = v.reshape(-1)[jnp.asarray(np.concatenate(picks), jnp.int32)]
-        ssizes = [p.size for p in picks]
-        sseg = _seg(ssizes)
-        scount = [p.size if sz > SAMPLE else 0 for p, sz in zip(picks, sizes)]
+    at = (jnp.arange(v.shape[0], dtype=jnp.int32) - jnp.asarray(first, jnp.int32)[seg])[:, None] * block
+    valid = at + jnp.arange(block, dtype=jnp.int32)[None, :] < n[seg][:, None]
+    picks = [first[i] * block + np.ravel_multi_index(_positions(a.shape), a.shape) if a.ndim else
+             np.array([first[i] * block]) for i, a in enumerate(arrays)]
+    sample = v.reshape(-1)[jnp.asarray(np.concatenate(picks), jnp.int32)]
+    ssizes = [p.size for p in picks]
+    sseg = _seg(ssizes)
+    scount = [p.size if sz > SAMPLE else 0 for p, sz in zip(picks, sizes)]
 
     def total(x):  # (rows, block, ...) -> (k, ...)
-        return _ssum(_add(x, (1,)), seg, k)
+        if jnp.issubdtype(x.dtype, jnp.integer):  # counts: exact in any order
+            return _ssum(jnp.sum(x, axis=1), seg, k)
+        return _by_segment(_add(x, (1,)), nrows)
 
     def least(x):
         return _smin(jnp.min(x, axis=1), seg, k)
@@ -580,7 +603,7 @@ def _describe(arrays: Sequence[jax.Array], cheap: Sequence[bool],
         if how == "cheap":
             blocks.append(_group_cheap(group, width, [known.get(i) for i in idx] if known else ()))
         else:
-            blocks.append(_group_exact(group, width, SAMPLE if how == "large" else 1))
+            blocks.append(_group_exact(group, width, SAMPLE if how == "large" else _FAN))
         order += idx
     rows = jnp.concatenate(blocks) if len(blocks) > 1 else blocks[0]
     return rows[np.argsort(np.asarray(order))] if order != sorted(order) else rows

@@ -188,6 +188,24 @@ def test_exact_statistics_hold_in_any_order_of_summation(dtype, monkeypatch):
             check(a, s)
 
 
+def test_exact_sums_are_never_longer_than_a_row(monkeypatch):
+    """Across an array's rows (4,096 elements each) the exact path adds 16 rows at a time, as a
+    tree: a segment sum would add hundreds of rows one after another (atomics on a GPU)."""
+    lengths = []
+
+    def recorded(x, axes):
+        lengths.append(math.prod(x.shape[a] for a in axes))
+        return _one_after_another(x, axes)
+
+    monkeypatch.setattr(reduce, "_add", recorded)
+    rng = np.random.default_rng(4)
+    raw = np.tile(rng.normal(size=4096).astype(np.float32) * 0.1 + 1.7, 300)  # 300 rows of equal sums
+    a = jnp.asarray(raw)
+    s = reduce.unpack(jax.device_get(jax.jit(reduce.describe)([a])), [a.dtype], [a.shape])[0]
+    check(a, s)
+    assert max(lengths) == reduce.SAMPLE and sorted(set(lengths)) == [16, reduce.SAMPLE]
+
+
 def test_a_mix_of_dtypes_in_one_call_never_promotes():
     arrays = [jnp.asarray(np.array([100000, 70000], np.int32)), jnp.ones(3, jnp.float16),
               jnp.asarray(np.array([4e9, 3e9], np.uint32)), jnp.asarray(np.array([30001], np.int32)),
