@@ -112,20 +112,27 @@ def first_calls(which: str, reps: int) -> dict[str, list[float]]:
     return fresh_process_rounds("bench_first.py", [which], reps, f"{which} ")
 
 
+def settled_runs(m, fn, v, x) -> dict:
+    """A keep='arrays' and a keep='stats' run, each past its first call (which describes on the
+    host) and with its summarizing program compiled: warm calls summarize in the call."""
+    import inspector as fi
+
+    runs = {}
+    for keep in ("arrays", "stats"):
+        runs[keep] = fi.inspect_apply(fn, m, capture_intermediates=True, keep=keep)
+        runs[keep](v, x)
+        runs[keep].settle()
+    return runs
+
+
 def warm(which: str, rounds: int, hot: bool = False) -> dict[str, list[float]]:
     import jax
 
-    import inspector as fi
-
     m, fn, v, x = build(which)
     plain = jax.jit(m.apply)
-    arrays = fi.inspect_apply(fn, m, capture_intermediates=True, keep="arrays")
-    stats = fi.inspect_apply(fn, m, capture_intermediates=True, keep="stats")
-    for run in (arrays, stats):  # the first call describes on the host; warm calls summarize in the call
-        run(v, x)
-        run.settle()
-    return interleave({"plain": lambda: plain(v, x), "arrays": lambda: arrays(v, x),
-                       "stats": lambda: stats(v, x)}, rounds, warmup=2, hot=hot)
+    runs = settled_runs(m, fn, v, x)
+    return interleave({"plain": lambda: plain(v, x), "arrays": lambda: runs["arrays"](v, x),
+                       "stats": lambda: runs["stats"](v, x)}, rounds, warmup=2, hot=hot)
 
 
 VARIANTS = ("stats", "stats, untied", "stats, arrays returned", "stats, session 12", "arrays", "arrays, untied")
@@ -164,17 +171,10 @@ def breakdown(which: str, rounds: int, hot: bool) -> dict[str, list[float]]:
     runner's dispatch and device time) and the whole call (with the assembly)."""
     import jax
 
-    import inspector as fi
-
     m, fn, v, x = build(which)
     plain = jax.jit(m.apply)
     capture = jax.jit(lambda v, x: m.apply(v, x, capture_intermediates=True))
-    runs = {}
-    for keep in ("arrays", "stats"):
-        run = fi.inspect_apply(fn, m, capture_intermediates=True, keep=keep)
-        run(v, x)
-        run.settle()
-        runs[keep] = run
+    runs = settled_runs(m, fn, v, x)
 
     def program(run):
         return lambda: run.runner.run((v, x), {})[:2]
