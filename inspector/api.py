@@ -85,6 +85,16 @@ def _prepare_soon(runner: Runner, args: tuple, kwargs: dict) -> None:
     runner.prepare(*args, **kwargs)
 
 
+def _quiet_background() -> bool:
+    """True if this call must run with no inspector work on other threads
+    (:func:`~inspector.collect.background_work_allowed`); then waits for that work to finish."""
+    if collect.background_work_allowed():
+        return False
+    _compiler.submit(int).result()
+    collect.wait_for_worker()
+    return True
+
+
 class InspectRun:
     """A jitted flax call that returns an :class:`Inspection` instead of flax's result.
 
@@ -131,9 +141,11 @@ class InspectRun:
         if self._compiling is not None:
             self._compiling.exception()  # a failure is not raised here: the next call compiles and raises it
 
-    def _runner_for(self, args: tuple, kwargs: dict) -> tuple[Runner, bool]:
-        """``(runner for this call, whether to compile the summarizing program after it)``."""
-        if self._settled:
+    def _runner_for(self, args: tuple, kwargs: dict, quiet: bool) -> tuple[Runner, bool]:
+        """``(runner for this call, whether to compile the summarizing program after it)``;
+        ``quiet``: nothing may compile in the background, so the summarizing program runs now."""
+        if self._settled or quiet:
+            self._settled = True
             return self.runner, False
         if self._compiling is None:
             if not collect.described_after_the_call((args, kwargs)):
@@ -170,7 +182,7 @@ class InspectRun:
             if on_phase is not None:
                 on_phase(name)
 
-        runner, compile_after = self._runner_for(args, kwargs)
+        runner, compile_after = self._runner_for(args, kwargs, _quiet_background())
         try:
             result, stats_arrays, record, cached = runner.run(args, kwargs, phase)
         except _InsideTransform:

@@ -19,7 +19,7 @@ import time
 import weakref
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, cast
 
 import jax
@@ -354,28 +354,34 @@ def _plan_calls(collector: SlotCollector, inter: Mapping, recorder: Recorder, ba
     after_all = len(recorder.events)
     calls = []
 
-    def walk(node: Mapping, path: Path, keypath: tuple) -> None:
-        for name, v in node.items():
-            name_keypath = keypath + (jax.tree_util.DictKey(name),)
-            events = order.get((path, name))
-            if events is None and isinstance(v, Mapping):
-                walk(v, path + (name,), name_keypath)
-                continue
-            values = v if isinstance(v, tuple) else (v,)
-            items = list(enumerate(values)) if isinstance(v, tuple) else [(None, v)]
-            offset = len(values) - len(events or ())
-            for i, value in items:
-                j = 0 if i is None else i
-                if events and j >= offset:
-                    seq, event = events[j - offset]
-                    module_type, sown = event.module_type, event.kind == "sow"
-                else:
-                    seq, module_type, sown = (-1 if events else after_all), "", events is None
-                value_keypath = name_keypath if i is None else name_keypath + (jax.tree_util.SequenceKey(i),)
-                slots = collector.slots(value, path + (f"{name}[{j}]",), "out", value_keypath)
-                calls.append(PlannedCall(path, module_type, name, j, seq, sown, slots))
-
-    walk(inter, (), base)
+    # Depth first, without a recursive closure: a closure that calls itself is a reference cycle,
+    # which would keep the slots (and their tracers) alive until the next garbage collection.
+    pending: list[tuple[Iterator, Path, tuple]] = [(iter(inter.items()), (), base)]
+    while pending:
+        items, path, keypath = pending[-1]
+        entry = next(items, None)
+        if entry is None:
+            pending.pop()
+            continue
+        name, v = entry
+        name_keypath = keypath + (jax.tree_util.DictKey(name),)
+        events = order.get((path, name))
+        if events is None and isinstance(v, Mapping):
+            pending.append((iter(v.items()), path + (name,), name_keypath))
+            continue
+        values = v if isinstance(v, tuple) else (v,)
+        indexed = list(enumerate(values)) if isinstance(v, tuple) else [(None, v)]
+        offset = len(values) - len(events or ())
+        for i, value in indexed:
+            j = 0 if i is None else i
+            if events and j >= offset:
+                seq, event = events[j - offset]
+                module_type, sown = event.module_type, event.kind == "sow"
+            else:
+                seq, module_type, sown = (-1 if events else after_all), "", events is None
+            value_keypath = name_keypath if i is None else name_keypath + (jax.tree_util.SequenceKey(i),)
+            slots = collector.slots(value, path + (f"{name}[{j}]",), "out", value_keypath)
+            calls.append(PlannedCall(path, module_type, name, j, seq, sown, slots))
     calls.sort(key=lambda c: (c.seq, c.path, c.index))
     return calls
 
@@ -554,17 +560,36 @@ class InputStats:
 
     def soon(self, arrays: list[Any]) -> Future[list[Stats]]:
         """:meth:`__call__` on a worker thread, so that describing overlaps the inspected call
-        (a future already done when the arrays are remembered)."""
+        (a future already done when the arrays are remembered, or when
+        :func:`background_work_allowed` says no: then they are described here and now)."""
         key = tuple(map(id, arrays))
         hit = self._memo.get(key)
         if hit is not None and all(r() is a for r, a in zip(hit[0], arrays)):
             done: Future[list[Stats]] = Future()
             done.set_result(hit[1])
             return done
+        if not background_work_allowed():
+            done = Future()
+            done.set_result(self(arrays))
+            return done
         return _worker.submit(self, arrays)
 
 
 _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-stats")
+
+
+def background_work_allowed() -> bool:
+    """False while jax checks this thread's traces for leaked tracers (``jax.check_tracer_leaks``).
+
+    Its check calls ``gc.collect()``, which returns at once, collecting nothing, while another
+    thread is collecting; flax leaves tracers in reference cycles, so any Python work on another
+    thread (which may start a collection) can make that check report a leak that is not one."""
+    return not getattr(jax.config, "jax_check_tracer_leaks", False)
+
+
+def wait_for_worker() -> None:
+    """Returns once everything given to the describing worker so far is done."""
+    _worker.submit(int).result()
 input_stats = InputStats()
 
 
