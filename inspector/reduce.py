@@ -535,7 +535,8 @@ def _fields(arrays: Sequence[jax.Array], lay: Layout, known: Sequence[Fields | N
     if lay.kind == "int":
         fine = jnp.ones(lo.shape, bool)
     else:
-        lo, hi = _flushed(lo), _flushed(hi)
+        # A reduction over one element is that element, copied, not added: flushed as addition would
+        s1, lo, hi = _flushed(s1), _flushed(lo), _flushed(hi)
         fine = jnp.isfinite(lo) & jnp.isfinite(hi)
     fields: Fields = (s1, s2, lo, hi, zeros, fine)
     order = [i for idx, _ in pieces for i in idx]

@@ -260,6 +260,15 @@ def test_an_outlier_does_not_cost_precision():
         assert s.std == pytest.approx(raw.astype(np.float64).std(), rel=1e-5)
 
 
+def test_a_lone_subnormal_reads_as_the_device_reads_it():
+    # found by the property test: a sum over one element is a copy, which the device does not flush
+    for raw in ([2.37e-43], [-1e-40], [1e-45], [2.37e-43, 1.0], [[1e-40], [1e-39]]):
+        for dtype in (np.float32, np.float16, ml_dtypes.bfloat16):
+            a = jnp.asarray(np.asarray(raw, np.float32).astype(dtype))
+            for (s,) in one(a):
+                check(a, s)
+
+
 def test_int32_near_the_top_keeps_its_spread():
     raw = (np.int64(2**31) - 1 - np.arange(4)).astype(np.int32)
     for (s,) in one(jnp.asarray(raw)):
