@@ -964,36 +964,46 @@ def host_stats(x: Any) -> Stats:
     return _host_hist(a, dtype, st)
 
 
-_CACHED = 1 << 15
+_CACHED = 1 << 16
 
 
 def _finite_float_stats(a: np.ndarray, dtype: Any, lay: Layout) -> Stats | None:
-    """:func:`host_stats` of a real float array of at most 32 bits, in a few native passes, when
-    every value is finite and none is read differently by the device (no subnormals where it
-    flushes them); ``None`` otherwise (the general path handles it)."""
+    """:func:`host_stats` of a real float array of at most 32 bits, in one pass over memory,
+    when every value is finite and none is read differently by the device (no subnormals where
+    it flushes them); ``None`` otherwise (the general path handles it).
+
+    The array is read a cache-sized chunk at a time: each chunk's extremes, zeros, mean and
+    squared distances from that mean (two passes over the chunk, in cache, in float64), merged
+    into the running totals by Chan's pairwise update, which loses nothing to a far mean."""
     if a.dtype.itemsize > 4 or not a.size:
         return None
     x = a if a.dtype == np.float32 else a.astype(np.float32)  # f16/bf16 -> f32 is exact
-    lo, hi = x.min(), x.max()
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return None
-    nonzero = int(np.count_nonzero(x))
-    count = x.size
+    flat, count = x.reshape(-1), x.size
+    buf = np.empty(min(count, _CACHED), np.float64)  # reused, small enough to stay in cache
+    lo, hi = np.float32(np.inf), np.float32(-np.inf)
+    nonzero, seen, mean, m2 = 0, 0, 0.0, 0.0
+    for i in range(0, count, _CACHED):
+        c = flat[i:i + _CACHED]
+        c_lo, c_hi = c.min(), c.max()  # NaN if any is
+        if not (np.isfinite(c_lo) and np.isfinite(c_hi)):
+            return None
+        lo, hi = min(lo, c_lo), max(hi, c_hi)
+        nonzero += int(np.count_nonzero(c))
+        d = buf[:c.size]
+        np.copyto(d, c)
+        k = c.size
+        m = float(d.sum()) / k
+        d -= m
+        step, seen = m - mean, seen + k
+        mean += step * k / seen
+        m2 += float(np.dot(d, d)) + step * step * ((seen - k) * k / seen)
     tiny = np.float32(np.finfo(np.float32).tiny)  # computed in float32: f16/bf16 subnormals are normal there
     if flushes_subnormals(jax.default_backend()) and not (lo >= tiny or hi <= -tiny):
         below = sum(int(np.count_nonzero(np.abs(c) < tiny)) for c in _chunks(x))  # zeros and subnormals
         if below != count - nonzero:
             return None
-    mean = float(np.sum(x, dtype=np.float64)) / count  # float64 cannot overflow on 32-bit floats
-    var = 0.0
-    flat = x.reshape(-1)
-    buf = np.empty(min(count, _CACHED), np.float64)  # reused, small enough to stay in cache
-    for i in range(0, count, _CACHED):
-        d = buf[:min(_CACHED, count - i)]
-        np.subtract(flat[i:i + _CACHED], mean, out=d, dtype=np.float64)
-        var += float(np.dot(d, d))
     lo_f, hi_f = float(lo), float(hi)
-    return Stats(count, mean, math.sqrt(var / count), lo_f, hi_f, max(abs(lo_f), abs(hi_f)),
+    return Stats(count, mean, math.sqrt(m2 / count), lo_f, hi_f, max(abs(lo_f), abs(hi_f)),
                  count - nonzero, 0, 0, 0)
 
 

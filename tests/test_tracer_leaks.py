@@ -92,7 +92,10 @@ def test_inspector_keeps_no_tracer_in_a_reference_cycle(vjp_model, monkeypatch, 
 
 
 def _threads_seen(monkeypatch) -> list[str]:
-    """Records the thread of every background step: compiling ahead and describing variables."""
+    """Records the thread of every background step from now on: compiling ahead and describing
+    variables (what earlier tests left on the threads is finished first)."""
+    api._compiler.submit(int).result()
+    collect.wait_for_worker()
     seen: list[str] = []
     prepare, describe = api._prepare_soon, collect.InputStats.__call__
 
