@@ -74,12 +74,6 @@ no statistics: it captures, and numpy describes every array after the call. The 
 summarizes inside the call compiles meanwhile, in the background, for the calls after it (which
 are faster warm). False: every call runs the summarizing program."""
 
-FIRST_CALL_COMPILER_OPTIONS: dict[str, Any] = {"xla_backend_optimization_level": 1}
-"""XLA's options for the program of a run's first call where it only captures
-(:data:`QUICK_FIRST_CALL`), run once or until the summarizing program is ready. LLVM's lighter
-optimization compiles it faster and runs it as fast (``bench/README.md``); it computes the same
-bits (no reordering of float operations)."""
-
 _compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-compile")
 PREPARE_DELAY_S = 0.25
 """How long the background compile waits after a first call returns, so that showing its result
@@ -158,7 +152,6 @@ class InspectRun:
                 self._settled = True
                 return self.runner, False
             self._first = self._make_runner(False, False)
-            self._first.compiler_options = FIRST_CALL_COMPILER_OPTIONS
             return self._first, True
         if self._compiling.done():
             self._settled = True

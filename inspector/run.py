@@ -783,8 +783,6 @@ class Runner:
         self._direct_backoff = 0
         self._clock = 0  # least recently used: the smallest ``_Program.used``
         self._lock = threading.Lock()
-        self.compiler_options: dict[str, Any] | None = None
-        """XLA's options for the programs this runner compiles from now on (None: jax's defaults)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         direct = self._direct
@@ -917,7 +915,7 @@ class Runner:
 
         if skey is None:  # not keyable by value: traced for this call only
             body = make_body()
-            return _Program(self._jit(body), make_body), dyn
+            return _Program(jax.jit(body), make_body), dyn
         key = (treedef, order, skey, flax.config.flax_return_frozendict)
         program = self._programs.get(key)
         if program is None:
@@ -928,11 +926,8 @@ class Runner:
         with self._lock:
             program = self._programs.get(key)  # another thread may have made it
             if program is None:
-                program = self._programs[key] = _Program(self._jit(make_body()), make_body, plain=plain)
+                program = self._programs[key] = _Program(jax.jit(make_body()), make_body, plain=plain)
             return program
-
-    def _jit(self, body: Callable) -> jax.stages.Wrapped:
-        return jax.jit(body, compiler_options=self.compiler_options)
 
     def _admit(self, program: _Program) -> None:
         """Counts a new compiled signature of ``program``; past ``cache_size``, drops the least
@@ -952,7 +947,7 @@ class Runner:
                     del self._programs[key]
                     self._last = self._direct = None
             if total > self.cache_size:
-                program.jitted, program.signatures = self._jit(program.make_body()), 0
+                program.jitted, program.signatures = jax.jit(program.make_body()), 0
                 self._direct = None
 
     def _split(self, leaves: list) -> tuple[list, list, Any]:

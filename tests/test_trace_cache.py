@@ -125,37 +125,3 @@ def test_on_the_cpu_new_variables_are_described_beside_a_trace_or_after_a_cached
         insp = run(shifted, x, on_phase=order.append)
         assert order == ["running", "describe", "done"] and jax.default_backend() == "cpu", order
     assert insp["params/dec/kernel"].stats.mean == pytest.approx(float(shifted["params"]["dec"]["kernel"].mean()))
-
-
-def test_the_first_call_compiles_lightly_and_returns_flax_bits(monkeypatch):
-    """A first call that only captures runs a program compiled with
-    ``FIRST_CALL_COMPILER_OPTIONS``; the program after it with jax's defaults; both hand back
-    exactly the bits flax's own jitted call does."""
-    import numpy as np
-
-    from inspector import api
-
-    options: list = []
-    jit = jax.jit
-
-    def recording_jit(fun, **kw):
-        options.append(kw.get("compiler_options"))
-        return jit(fun, **kw)
-
-    monkeypatch.setattr(api, "QUICK_FIRST_CALL", True)
-    model, variables, x = ae_setup()
-    fn = lambda m, x: m(x)
-    run = fi.inspect_apply(fn, model, mutable=["batch_stats"], capture_intermediates=True)
-    monkeypatch.setattr(jax, "jit", recording_jit)
-    first = run(variables, x)
-    run.settle()
-    second = run(variables, x)
-    monkeypatch.setattr(jax, "jit", jit)
-    assert options.count(api.FIRST_CALL_COMPILER_OPTIONS) == 1 and None in options  # then the summarizing one
-    want = jax.jit(lambda v, x: nn.apply(fn, model, mutable=["batch_stats"], capture_intermediates=True)(v, x))(
-        variables, x)
-    for insp in (first, second):
-        got = jax.tree.leaves((insp.output, insp.state))
-        assert len(got) == len(jax.tree.leaves(want))
-        for a, b in zip(got, jax.tree.leaves(want)):
-            assert a.dtype == b.dtype and np.array_equal(np.asarray(a), np.asarray(b))
