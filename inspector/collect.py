@@ -590,6 +590,8 @@ def background_work_allowed() -> bool:
 def wait_for_worker() -> None:
     """Returns once everything given to the describing worker so far is done."""
     _worker.submit(int).result()
+
+
 input_stats = InputStats()
 
 
