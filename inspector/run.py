@@ -827,9 +827,19 @@ class Runner:
         if not fits:
             return
         leaves_as = None if record.reorder else record.out_tree
-        t0 = time.perf_counter()
-        made, traced = _call(lambda i: direct_call(program.jitted, i, leaves_as), inputs, None, counted=False)
-        if made is None or traced is not None or time.perf_counter() - t0 > 0.05:
+        me, compiled = threading.get_ident(), []
+
+        def on_compile(event: str, secs: float, **_: Any) -> None:
+            # jax's event for each XLA compile (or persistent-cache read): on this thread, ours
+            if event == "/jax/core/compile/backend_compile_duration" and threading.get_ident() == me:
+                compiled.append(secs)
+        jax.monitoring.register_event_duration_secs_listener(on_compile)
+        try:
+            made, traced = _call(lambda i: direct_call(program.jitted, i, leaves_as), inputs, None, counted=False)
+        finally:
+            with contextlib.suppress(AssertionError, ValueError):  # gone if someone cleared jax's listeners
+                jax.monitoring.unregister_event_duration_listener(on_compile)
+        if made is None or traced is not None or compiled:
             self._direct_backoff = -1  # jax compiled or traced again to get there: never for this runner
             return
         call, out_tree = made

@@ -272,3 +272,31 @@ def test_the_callers_own_transforms_leave_the_direct_path_in_place():
     _same(g, want)
     assert run._direct is direct
     _same(run(v, x, extra), nn.apply(fn, m)(v, x, extra))
+
+
+def _slowed_direct_call(monkeypatch, before):
+    """``direct_call`` as the runner calls it, with ``before()`` run first."""
+    import inspector.run as run_module
+
+    original = run_module.direct_call
+    monkeypatch.setattr(run_module, "direct_call", lambda *a: (before(), original(*a))[1])
+
+
+def test_a_slow_machine_still_gets_the_direct_path(monkeypatch):
+    import time
+
+    _slowed_direct_call(monkeypatch, lambda: time.sleep(0.2))  # a busy CPU: slow, but nothing compiled
+    m, v, x, extra = _setup()
+    run = fi.apply(lambda m, x, e: m(x, e), m)
+    _warm(run, v, x, extra)
+
+
+def test_a_compile_on_the_way_to_the_direct_path_gives_it_up(monkeypatch):
+    fresh = iter(range(100))
+    _slowed_direct_call(monkeypatch, lambda: jax.jit(lambda a: a + next(fresh)).lower(1.0).compile())
+    m, v, x, extra = _setup()
+    fn = lambda m, x, e: m(x, e)
+    run = fi.apply(fn, m)
+    for _ in range(4):
+        _same(run(v, x, extra), nn.apply(fn, m)(v, x, extra))
+    assert run._direct is None and run._direct_backoff == -1
