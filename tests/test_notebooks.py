@@ -27,7 +27,6 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 WIDGET = "application/vnd.jupyter.widget-view+json"
 # text/plain of the objects whose display must be the widget
 INTERACTIVE = ("<Inspection", "<Comparison", "InspectionWidget(", "ComparisonWidget(")
-BUDGET_S = 60  # each notebook runs top to bottom on a CPU in under ~60 s (they take 6-19 s here)
 
 
 def kernel_env() -> dict[str, str]:
@@ -40,8 +39,9 @@ def kernel_env() -> dict[str, str]:
 
 
 def run_notebook(path: Path, timeout: int = 600) -> dict:
-    """Executes ``path`` in a fresh ``python3`` kernel (this interpreter), cwd its folder.
-    Returns ``{name, seconds, error, widgets, interactive, missing_widget}``."""
+    """Executes ``path`` in a fresh ``python3`` kernel (this interpreter), cwd its folder; ``timeout``
+    (per cell) only guards against a hang. Returns ``{name, seconds, error, widgets, interactive,
+    missing_widget}``: ``seconds`` is reported, never judged (how long a notebook takes is for ``bench/``)."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
@@ -81,8 +81,6 @@ def problems(report: dict) -> list[str]:
                    f"the widget mimetype {WIDGET}")
     if not report["widgets"]:
         out.append(f"{report['name']} displayed no widget")
-    if report["seconds"] > BUDGET_S:
-        out.append(f"{report['name']} took {report['seconds']} s (budget {BUDGET_S} s)")
     return out
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from browser_helpers import (
-    ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, HERE, record_errors, require_or_skip, safe_name,
+    ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, HERE, WAIT_MS, record_errors, require_or_skip, safe_name,
     start_lab_server, stop_lab_server,
 )
 
@@ -48,9 +48,10 @@ def browser():
     if not os.access(CHROMIUM, os.X_OK):
         require_or_skip(f"{CHROMIUM} is missing (make browser, or apt-get install chromium)")
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
     except ImportError:
         require_or_skip("playwright is not installed (pip install -e '.[test]')")
+    expect.set_options(timeout=WAIT_MS)
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield b
@@ -64,7 +65,7 @@ def page(browser, request):
     ``page.failed_requests``, ``page.bad_responses`` and ``page.dialogs`` record what
     happened; on failure a screenshot and a log go to tests/artifacts/."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(15_000)
+    context.set_default_timeout(WAIT_MS)
     pg = record_errors(context.new_page())
     yield pg
     if _failed(request.node):

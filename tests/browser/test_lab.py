@@ -4,6 +4,7 @@ then one widget displayed twice (its views share state, not the rows each asked 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -13,9 +14,21 @@ from browser_helpers import NOTEBOOKS, run_notebook_in_lab, tree_click_leaf, tre
 
 NOTEBOOK = NOTEBOOKS / "demo_inspection.ipynb"
 TWO_VIEWS = NOTEBOOKS / "two_views.ipynb"
+# An element's text on a dark background, readable (WCAG AA); the contrast seen last is in window.__fiContrast.
+READABLE_ON_DARK = """el => {
+    const lum = c => { const [r, g, b] = c.match(/\\d+(\\.\\d+)?/g).slice(0, 3).map(Number).map(v => {
+        v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+    let bg = el, color = getComputedStyle(el).color;
+    while (bg && getComputedStyle(bg).backgroundColor.match(/rgba\\(.*, 0\\)|transparent/)) bg = bg.parentElement;
+    const [a, b] = [lum(color), lum(getComputedStyle(bg || document.body).backgroundColor)];
+    window.__fiContrast = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    return b < 0.2 && window.__fiContrast >= 4.5;
+}"""
 
 
 def test_widget_views_in_lab(page, lab_server):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect
 
     nb = run_notebook_in_lab(page, lab_server, NOTEBOOK)
@@ -23,7 +36,7 @@ def test_widget_views_in_lab(page, lab_server):
 
     # the demo: a widget (not the static fallback) with status, tabs and trees
     demo = nb.output(2)
-    expect(demo.locator(".fi-status")).to_contain_text("Inspection: apply AutoEncoder", timeout=30_000)
+    expect(demo.locator(".fi-status")).to_contain_text("Inspection: apply AutoEncoder")
     expect(demo.locator(".fi-status")).to_contain_text("compile")
     expect(demo).not_to_contain_text("Error displaying widget")
     expect(demo.locator(".fi-root")).to_have_count(0)  # the HTML fallback is not what Lab shows
@@ -42,11 +55,11 @@ def test_widget_views_in_lab(page, lab_server):
     # click a leaf: its array view arrives from the kernel (treescope inside an Output widget)
     tree_click_leaf(demo, "params/encoder/Dense_0/kernel")
     detail = demo.locator(".fi-detail-pane")
-    expect(detail).to_contain_text("variables: params/encoder/Dense_0/kernel", timeout=30_000)
+    expect(detail).to_contain_text("variables: params/encoder/Dense_0/kernel")
     expect(detail).to_contain_text("float32[8,32]")
-    expect(detail.locator("treescope-container")).to_have_count(1, timeout=30_000)
+    expect(detail.locator("treescope-container")).to_have_count(1)
     detail.locator("treescope-container").scroll_into_view_if_needed()  # treescope renders when visible
-    expect(detail).to_contain_text("axis 0: 8", timeout=30_000)  # treescope drew the array (shadow DOM)
+    expect(detail).to_contain_text("axis 0: 8")  # treescope drew the array (shadow DOM)
 
     shots = os.environ.get("INSPECTOR_SCREENSHOTS")  # a folder: write the README's screenshots there
     if shots:
@@ -65,39 +78,33 @@ def test_widget_views_in_lab(page, lab_server):
     expect(jump).to_contain_text("first non-finite: d3:__call__[0]")
     jump.click()
     selected = nan.locator(".fi-row.fi-sel")
-    expect(selected).to_have_attribute("data-id", "#2", timeout=15_000)
+    expect(selected).to_have_attribute("data-id", "#2")
     expect(selected).to_be_visible()
-    expect(nan.locator(".fi-detail-pane")).to_contain_text("intermediates: d3:__call__[0]", timeout=15_000)
+    expect(nan.locator(".fi-detail-pane")).to_contain_text("intermediates: d3:__call__[0]")
     if shots:
-        nan.locator("treescope-container").first.wait_for(state="attached", timeout=15_000)
+        nan.locator("treescope-container").first.wait_for(state="attached")
         nan.screenshot(path=f"{shots}/intermediates.png")
 
     # 5,000 leaves: first paint stays small
     wide = nb.output(4)
-    expect(wide.locator(".fi-status")).to_contain_text("Inspection: apply Holder", timeout=30_000)
+    expect(wide.locator(".fi-status")).to_contain_text("Inspection: apply Holder")
     nodes = wide.evaluate("el => el.querySelectorAll('*').length")
     print(f"DOM nodes in the output of a 5,000-leaf inspection at first paint: {nodes}")
     assert nodes <= 2000, nodes
     expect(wide.locator(".fi-row").first).to_be_visible()
 
     # live status ends with the timings
-    expect(nb.output(5).locator(".fi-status")).to_contain_text("done in", timeout=30_000)
+    expect(nb.output(5).locator(".fi-status")).to_contain_text("done in")
 
     # dark theme: the trees follow JupyterLab's colours and stay readable
     page.locator(".lm-MenuBar-itemLabel", has_text="Settings").click()
     page.locator("li.lm-Menu-item", has_text=re.compile(r"^Theme$")).hover()
     page.get_by_role("menuitem", name="JupyterLab Dark", exact=True).click()
-    page.locator("body[data-jp-theme-light='false']").wait_for(state="attached", timeout=15_000)
-    page.wait_for_timeout(500)  # theme CSS variables settle
-    contrast = demo.locator(".fi-name").first.evaluate("""el => {
-        const lum = c => { const [r, g, b] = c.match(/\\d+(\\.\\d+)?/g).slice(0, 3).map(Number).map(v => {
-            v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
-            return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
-        let bg = el, color = getComputedStyle(el).color;
-        while (bg && getComputedStyle(bg).backgroundColor.match(/rgba\\(.*, 0\\)|transparent/)) bg = bg.parentElement;
-        const [a, b] = [lum(color), lum(getComputedStyle(bg || document.body).backgroundColor)];
-        return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
-    }""")
+    page.locator("body[data-jp-theme-light='false']").wait_for(state="attached")
+    # the theme's CSS variables arrive in steps: wait for its dark background and readable text on it
+    with contextlib.suppress(PlaywrightTimeout):  # the assertion below says what was seen last
+        page.wait_for_function(READABLE_ON_DARK, arg=demo.locator(".fi-name").first.element_handle(), polling=100)
+    contrast = page.evaluate("window.__fiContrast")
     assert contrast >= 4.5, contrast  # WCAG AA for text
     if shots:
         nan.screenshot(path=f"{shots}/dark.png")
@@ -113,10 +120,10 @@ def test_one_widget_shown_twice(page, lab_server):
 
     nb = run_notebook_in_lab(page, lab_server, TWO_VIEWS)
     views = nb.output(1).locator(".fi-widget")
-    expect(views).to_have_count(2, timeout=30_000)
+    expect(views).to_have_count(2)
     a, b = views.nth(0), views.nth(1)
     for view in (a, b):
-        expect(view.locator(".fi-status")).to_contain_text("Inspection: apply AutoEncoder", timeout=30_000)
+        expect(view.locator(".fi-status")).to_contain_text("Inspection: apply AutoEncoder")
         expect(view.locator(".fi-row", has_text="encoder").first).to_be_visible()
     dense = ".fi-row[data-id='params/encoder/Dense_0']"
     rows_in_b = b.locator(".fi-row").count()
@@ -145,8 +152,7 @@ def test_one_widget_shown_twice(page, lab_server):
     # The selection is shared state: a click in B selects the leaf in both views.
     tree_click_leaf(b, "params/encoder/Dense_0/kernel")
     for view in (a, b):
-        expect(view.locator(".fi-detail-pane")).to_contain_text("variables: params/encoder/Dense_0/kernel",
-                                                                timeout=30_000)
+        expect(view.locator(".fi-detail-pane")).to_contain_text("variables: params/encoder/Dense_0/kernel",)
     expect(b.locator(".fi-row.fi-sel")).to_have_attribute("data-id", "params/encoder/Dense_0/kernel")
     tree_expand(a, "params/encoder/Dense_0")  # A's search was cleared: its tree is fresh
     expect(a.locator(".fi-row.fi-sel")).to_have_attribute("data-id", "params/encoder/Dense_0/kernel")
@@ -156,12 +162,12 @@ def test_one_widget_shown_twice(page, lab_server):
     output = a.locator(".fi-list:visible .fi-row[data-id='output']")
     expect(output).to_contain_text("float32[4,8]")
     output.locator(".fi-name").click()
-    expect(a.locator(".fi-detail-pane")).to_contain_text("output: output", timeout=30_000)
+    expect(a.locator(".fi-detail-pane")).to_contain_text("output: output")
 
     # Selected before display, past the first page: the view asks for the rows up to it and scrolls its list.
     wide = nb.output(2)
     selected = wide.locator(".fi-list:visible .fi-row.fi-sel")
-    expect(selected).to_have_attribute("data-id", "#150", timeout=30_000)
+    expect(selected).to_have_attribute("data-id", "#150")
     expect(wide.locator(".fi-list:visible .fi-row[data-id='#150']")).to_have_count(1)
     in_view = selected.evaluate("""el => { const l = el.closest('.fi-list').getBoundingClientRect(),
         r = el.getBoundingClientRect(); return r.top >= l.top && r.bottom <= l.bottom; }""")

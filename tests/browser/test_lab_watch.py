@@ -30,10 +30,10 @@ def test_watch_widget_updates_while_the_loop_runs(page, lab_server):
     from playwright.sync_api import expect
 
     page.add_init_script(RECORD)
-    nb = run_notebook_in_lab(page, lab_server, NOTEBOOK, timeout=240)
+    nb = run_notebook_in_lab(page, lab_server, NOTEBOOK)
     live = nb.output(0)
     status = live.locator(".fi-hist span").first
-    expect(status).to_contain_text("40 recorded steps (0 to 39)", timeout=15_000)
+    expect(status).to_contain_text("40 recorded steps (0 to 39)")
     expect(status).to_contain_text("first non-finite: step 30")
     expect(status).to_have_class("fi-bad")
     assert "(30, Site(kind='activation', name='out:__call__[0]'))" in nb.output(2).inner_text()
@@ -51,13 +51,13 @@ def test_watch_widget_updates_while_the_loop_runs(page, lab_server):
     assert sites == 3 + 3 * 6  # three Dense outputs; params, grads and updates of six leaves
     expect(heat.locator("rect")).to_have_count(sites * 40)  # a cell per site and step
     picker.select_option(label="grad hidden/kernel")
-    expect(live.locator(".fi-site > div").first).to_have_text("grad hidden/kernel", timeout=15_000)
+    expect(live.locator(".fi-site > div").first).to_have_text("grad hidden/kernel")
     expect(live.locator("svg[aria-label='ratio of grad hidden/kernel']")).to_have_count(1)
 
     shots = os.environ.get("INSPECTOR_SCREENSHOTS")
     if shots:
         Path(shots).mkdir(parents=True, exist_ok=True)
         picker.select_option(label="activation out:__call__[0]")
-        expect(live.locator(".fi-site > div").first).to_have_text("activation out:__call__[0]", timeout=15_000)
+        expect(live.locator(".fi-site > div").first).to_have_text("activation out:__call__[0]")
         live.screenshot(path=f"{shots}/watch.png")
     assert not page.page_errors, page.page_errors
