@@ -8,13 +8,15 @@ import math
 from inspector.model import (
     BindingCall, CollectionDiff, Comparison, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, Stats,
 )
+from inspector.names import safe
 
 SPARK = " ▁▂▃▄▅▆▇█"
 
 
 def esc(text: object) -> str:
-    """HTML-escaped ``str(text)`` (quotes included): every user-controlled string an HTML view emits."""
-    return html.escape(str(text), quote=True)
+    """``str(text)`` HTML-escaped (quotes included), with control, bidi/format and separator characters
+    written as visible escapes (:func:`~inspector.names.safe`): every user-controlled string an HTML view emits."""
+    return html.escape(safe(text), quote=True)
 
 
 def num(x: float) -> str:
@@ -134,15 +136,21 @@ def delta(d: LeafDelta) -> str:
     if d.status in ("added", "removed", "only in a", "only in b", "equal"):
         return d.status
     moments = f"Δmean {d.delta_mean:+.4g}, Δstd {d.delta_std:+.4g}"
+    # PRNG keys have no statistics: changed keys are counted, there is no magnitude to show
+    keys = d.a is not None and d.b is not None and d.a.stats is None and d.b.stats is None
     if isinstance(d, LeafDiff):
         if d.a is not None and d.b is not None and d.a.shape != d.b.shape:
             return f"shape {shape(d.a)} -> {shape(d.b)}"
+        if keys:
+            return f"{d.changed}/{d.b.size if d.b else 0} changed"
         return f"{d.changed}/{d.b.size if d.b else 0} changed, max|Δ| {num(d.max_abs_delta)}, {moments}"
     if d.status == "shape differs" and d.a is not None and d.b is not None:
         return f"shape {shape(d.a)} vs {shape(d.b)}"
     if d.max_abs is None:
         return moments
     size = d.a.size if d.a is not None else 0
+    if keys and d.changed is not None:
+        return f"{d.changed:,}/{size:,} changed"
     return f"max|Δ| {num(d.max_abs)} ({d.relative:.1%} of max|a|), {d.changed:,}/{size:,} changed, {moments}"
 
 

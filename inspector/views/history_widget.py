@@ -19,8 +19,10 @@ from typing import Any
 import ipywidgets as W
 
 from inspector.history import History, Site
+from inspector.names import safe
 from inspector.views.format import esc
 from inspector.views.history_html import CSS, heatmap, line_chart
+from inspector.views.widgets import close_parts, close_tree
 
 FIELDS = (("std", "std"), ("abs-max", "abs_max"), ("zero fraction", "zero_frac"))
 CHARTS = ("mean", "std", "abs_max", "zero_frac", "norm", "ratio")
@@ -36,7 +38,7 @@ def status_line(history: History) -> str:
 
 
 def _site_label(site: Site) -> str:
-    return f"{site.kind} {site.name}"
+    return safe(f"{site.kind} {site.name}")
 
 
 class WatchWidget(W.VBox):
@@ -114,8 +116,9 @@ class WatchWidget(W.VBox):
                              f'<div class="fi-charts" style="flex-wrap:wrap">{charts}</div></div></div>')
 
     def close(self) -> None:
-        """Stops following the history and closes the widgets."""
+        """Stops following the history and closes the widgets (their layouts and styles included)."""
         self._stop.set()
-        for child in (self.status, self.field, self.heat, self.sites, self.charts):
-            child.close()
+        for child in self.children:
+            close_tree(child)
+        close_parts(self)
         super().close()

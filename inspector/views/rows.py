@@ -17,7 +17,7 @@ from typing import Generic, TypedDict, TypeVar
 from inspector.model import (
     Comparison, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, path_matches, path_str,
 )
-from inspector.names import parse_path
+from inspector.names import parse_path, safe
 from inspector.views import format as F
 from inspector.views import sections as S
 
@@ -59,12 +59,13 @@ def lower(row: S.Row, n: int = 0, detail: bool | None = None) -> Row:
 
     ``n``: how many rows are below it, to ask for. ``detail``: a click on its name shows a
     detail (by default: when it has an array behind it and nothing below). The first
-    non-finite call is marked by its class (``cls: 'first'``) instead of text.
+    non-finite call is marked by its class (``cls: 'first'``) instead of text. Its text
+    (name, kind, summary) is :func:`~inspector.names.safe`: no control or bidi character reaches a view.
     """
-    out: Row = {"id": row.id, "name": row.name, "summary": row.summary, "n": n}
+    out: Row = {"id": row.id, "name": safe(row.name), "summary": safe(row.summary), "n": n}
     leaf = row.leaf if not n else None
     if row.kind:
-        out["kind"] = row.kind
+        out["kind"] = safe(row.kind)
     if detail if detail is not None else leaf is not None:
         out["leaf"] = True
     if row.nonfinite:
@@ -105,9 +106,10 @@ class RowSource(Generic[Item]):
         return until
 
     def heading(self) -> str:
-        """The line above the rows: the section's title line, or what it says when it has nothing to show."""
+        """The line above the rows: the section's title line, or what it says when it has nothing to show
+        (:func:`~inspector.names.safe`)."""
         head = self.head
-        return "" if head is None else head.empty or S.title_line(head)
+        return "" if head is None else safe(head.empty or S.title_line(head))
 
     def page(self, id: str, offset: int = 0, limit: int = PAGE, until: str | None = None) -> list[Row]:
         """The children of ``id`` from ``offset``, then a :meth:`more_row` if some are left.

@@ -11,7 +11,6 @@ does not run inside ``ipywidgets.HTML``).
 from __future__ import annotations
 
 import functools
-import html
 import pathlib
 import weakref
 from typing import Any
@@ -23,6 +22,7 @@ import traitlets
 from IPython.display import HTML
 
 from inspector.model import Inspection, Leaf, LeafDiff
+from inspector.names import safe
 from inspector.views import format as F
 from inspector.views import palette
 from inspector.views import sections as S
@@ -35,6 +35,9 @@ PREVIEW_ELEMENTS = 65_536
 _STATIC = pathlib.Path(__file__).parent / "static"
 CSS = palette.custom_properties(".fi-widget,.fi-comparison,.fi-tree") + (_STATIC / "tree.css").read_text()
 """The widget's style: the palette's colours as ``--fi-*`` properties, then ``static/tree.css``, which uses them."""
+ESM = (_STATIC / "tree.js").read_text()
+"""The tree's front end, read once. Given to anywidget as text, not as a path: for a path it makes a
+class-wide ``FileContents`` whose ``changed`` signal holds every instance ever made, forever."""
 
 
 class TreeWidget(anywidget.AnyWidget):
@@ -51,7 +54,7 @@ class TreeWidget(anywidget.AnyWidget):
     - ``{kind: "search", view, query, seq}`` -> ``{kind: "search", view, seq, rows, total}``.
     """
 
-    _esm = _STATIC / "tree.js"
+    _esm = ESM
     _css = CSS
     initial: traitlets.List[Any] = traitlets.List().tag(sync=True)
     heading = traitlets.Unicode("").tag(sync=True)
@@ -140,26 +143,37 @@ def detail_header(title: str, leaf: Leaf, note: str = "") -> str:
         if s.hist and any(s.hist):
             rows.append(("histogram", f"{s.hist_sample:,} of {s.count:,} elements, evenly spread"
                          if s.hist_sample else "every finite element"))
-    table = "".join(f"<tr><th>{html.escape(k)}</th>"
-                    f"<td>{html.escape(v)}</td></tr>" for k, v in rows)
+    table = "".join(f"<tr><th>{F.esc(k)}</th>"
+                    f"<td>{F.esc(v)}</td></tr>" for k, v in rows)
     hist = ""
     if s is not None and s.hist and max(s.hist):
         top = max(s.hist)
         bars = "".join(f"<rect x='{i * 10}' y='{40 - 40 * h / top:.1f}' width='9' height='{40 * h / top:.1f}'/>"
                        for i, h in enumerate(s.hist))
         hist = f"<svg class='fi-hist' width='{10 * len(s.hist)}' height='40'>{bars}</svg>"
-    return (f"<div class='fi-detail'><div class='fi-title'>{html.escape(title)}</div><table>{table}</table>{hist}"
-            f"<div class='fi-note'>{html.escape(note)}</div></div>")
+    return (f"<div class='fi-detail'><div class='fi-title'>{F.esc(title)}</div><table>{table}</table>{hist}"
+            f"<div class='fi-note'>{F.esc(note)}</div></div>")
 
 
-def _close_tree(widget: Any) -> None:
+def close_tree(widget: Any) -> None:
     """Closes ``widget``, its children and their layout/style models (each is a model of its own)."""
     for child in getattr(widget, "children", ()):
-        _close_tree(child)
+        close_tree(child)
+    close_parts(widget)
+    widget.close()
+
+
+def close_parts(widget: Any) -> None:
+    """Closes ``widget``'s layout and style models."""
     for part in (getattr(widget, "layout", None), getattr(widget, "style", None)):
         if isinstance(part, W.Widget):
             part.close()
-    widget.close()
+
+
+def _close_if_alive(ref: weakref.ref) -> None:
+    widget = ref()
+    if widget is not None:
+        widget.close()
 
 
 _SOURCES: dict[str, Callable[[Inspection], RowSource[Any]]] = {
@@ -191,6 +205,7 @@ class InspectionWidget(W.VBox):
         self.trees: dict[str, TreeWidget] = {}
         self.depth = W.HTML()  # the Intermediates tab's activations-by-depth chart, above its tree
         self.depth.add_class("fi-depth-chart")
+        self._depth_box = W.VBox([self.depth])  # the Intermediates tab: the chart, then the tree
         self.tabs = W.Tab()
         self._set_tabs(tab_names(insp))
         self.notes = W.HTML()
@@ -208,18 +223,27 @@ class InspectionWidget(W.VBox):
         else:
             self.set_status("waiting")
 
+    def close(self) -> None:
+        """Closes this widget and every model it made (trees, tabs, buttons, their layouts and styles)."""
+        for child in self.children:
+            close_tree(child)
+        close_parts(self)
+        super().close()
+
     def _set_tabs(self, names: list[str]) -> None:
         """Shows a tab per tree in ``names``: trees kept where they are named, made where new, closed where not."""
         if list(self.trees) == names:
             return
         for name in set(self.trees) - set(names):
-            _close_tree(self.trees.pop(name))
+            close_tree(self.trees.pop(name))
         for name in names:
             if name not in self.trees:
                 self.trees[name] = TreeWidget()
                 self.trees[name].on_select(functools.partial(self.show_detail, name))
         self.trees = {name: self.trees[name] for name in names}
-        self.tabs.children = [W.VBox([self.depth, tree]) if name == "intermediates" else tree
+        if "intermediates" in self.trees:
+            self._depth_box.children = [self.depth, self.trees["intermediates"]]
+        self.tabs.children = [self._depth_box if name == "intermediates" else tree
                               for name, tree in self.trees.items()]
         self.tabs.titles = [name.capitalize() for name in self.trees]
 
@@ -233,7 +257,7 @@ class InspectionWidget(W.VBox):
         self.tabs.selected_index = list(self.trees).index(name)
 
     def set_status(self, text: str) -> None:
-        self.status.value = html.escape(text)
+        self.status.value = F.esc(text)
 
     @property
     def inspection(self) -> Inspection | None:
@@ -248,7 +272,7 @@ class InspectionWidget(W.VBox):
             for name, tree in self.trees.items():
                 views.setdefault(name, _SOURCES[name](insp))
                 tree.set_source(functools.partial(_view_source, ref, name))
-            weakref.finalize(insp, _close_tree, self)
+            weakref.finalize(insp, _close_if_alive, weakref.ref(self))
         else:
             self._insp = insp
             for name, tree in self.trees.items():
@@ -258,11 +282,11 @@ class InspectionWidget(W.VBox):
                   f"done in {t.total_ms:.0f} ms: trace {t.trace_ms:.0f} ms, compile {t.compile_ms:.0f} ms, "
                   f"run {t.run_ms:.1f} ms")
         self.set_status(f"{F.header(insp, timings=False)} · {timing}")
-        self.notes.value = "".join(f"<div class='fi-note'>note: {html.escape(n)}</div>" for n in insp.notes)
+        self.notes.value = "".join(f"<div class='fi-note'>note: {F.esc(n)}</div>" for n in insp.notes)
         self.depth.value = depth_figure(depth_points(insp))
         first = insp.first_nonfinite()
         if first is not None:
-            self.jump.description = f"{S.line(S.first_row(first))} ({F.call_kind(first)}) - jump"
+            self.jump.description = safe(f"{S.line(S.first_row(first))} ({F.call_kind(first)}) - jump")
             self.jump.layout.display = "inline-flex"
         else:
             self.jump.layout.display = "none"
@@ -273,7 +297,7 @@ class InspectionWidget(W.VBox):
             self.grad_jump.on_click(lambda _: self.jump_to_first_nonfinite_grad())
             self.children = [self.status, self.jump, self.grad_jump, self.notes, self.tabs, self.detail]
         if self.grad_jump is not None:
-            self.grad_jump.description = (f"{S.line(S.first_grad_row(first))} ({F.call_kind(first)}) - jump"
+            self.grad_jump.description = (safe(f"{S.line(S.first_grad_row(first))} ({F.call_kind(first)}) - jump")
                                           if first is not None else "")
             self.grad_jump.layout.display = "none" if first is None else "inline-flex"
 
@@ -301,7 +325,7 @@ class InspectionWidget(W.VBox):
         item = source.leaf(id) if source is not None else None
         self.detail.outputs = ()  # a state update, ordered with the appends (clear_output races them)
         if source is None or item is None:
-            self.detail.append_display_data(HTML(f"<i>{html.escape(id)}: not a leaf</i>"))
+            self.detail.append_display_data(HTML(f"<i>{F.esc(id)}: not a leaf</i>"))
             return
         pairs = [("after", item.after), ("before", item.before)] if isinstance(item, LeafDiff) else [("", item)]
         for label, leaf in pairs:
@@ -332,7 +356,7 @@ class ComparisonWidget(W.VBox):
     """Two inspections side by side: ranked deltas; a click shows both arrays."""
 
     def __init__(self, comparison: Any, **kwargs: Any):
-        title = W.HTML(f"<b>{html.escape(F.comparison_header(comparison))}</b>")
+        title = W.HTML(f"<b>{F.esc(F.comparison_header(comparison))}</b>")
         self.comparison = comparison
         self.rows = ComparisonSource(comparison)
         self.tree = TreeWidget(self.rows)
@@ -341,6 +365,13 @@ class ComparisonWidget(W.VBox):
         self.tree.on_select(self.show_detail)
         super().__init__(children=[title, self.tree, self.detail], **kwargs)
         self.add_class("fi-comparison")
+
+    def close(self) -> None:
+        """Closes this widget and every model it made."""
+        for child in self.children:
+            close_tree(child)
+        close_parts(self)
+        super().close()
 
     def show_detail(self, id: str) -> None:
         d = self.rows.leaf(id)
@@ -360,7 +391,7 @@ def array_figure(array: Any) -> Any:
     import treescope
 
     if getattr(array, "ndim", 0) == 0:
-        return HTML(f"<code>{html.escape(repr(array))}</code>")
+        return HTML(f"<code>{F.esc(repr(array))}</code>")
     return treescope.render_array(array)
 
 
