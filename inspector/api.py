@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import time
+import weakref
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 from collections.abc import Callable
 
@@ -16,22 +17,59 @@ from flax.core.scope import CollectionFilter
 from inspector import capture as C
 from inspector import collect
 from inspector._compat import unbound_method
+from inspector.background import BackgroundWorker
 from inspector.capture import CaptureFilter
 from inspector.collect import Keep, assemble, input_arrays, plan_inspection
 from inspector.compare import compare
 from inspector.model import Comparison, Inspection, Kind, Timings
-from inspector.run import DEFAULT_CACHE_SIZE, Runner, _InsideTransform
+from inspector.run import (
+    DEFAULT_CACHE_SIZE, Runner, Unkeyable, UnsortableKeys, _InsideTransform, static_key, unsortable_keys,
+)
 
 _INIT_MUTABLE = nn.DenyList("intermediates")
 Phase = Callable[[str], None]
 """Told ``'tracing'``, ``'compiling'``, ``'running'`` and ``'done'`` as an inspected call reaches them."""
 
 
+_RECENT_RUNS = 16
+_runs: weakref.WeakValueDictionary[Any, Any] = weakref.WeakValueDictionary()
+_recent_runs: OrderedDict[Any, Any] = OrderedDict()  # also kept for a run nobody holds: ``fi.inspect_apply(...)(v, x)``
+
+
+def config_key(*config: Any) -> Any:
+    """A key equal for equal configurations of a run: modules by class and value (flax modules are
+    frozen dataclasses), functions and classes by identity, containers by value. None if some part
+    cannot be keyed by value (a module holding a list or an array)."""
+    try:
+        return static_key(config)
+    except Unkeyable:
+        return None
+
+
+def shared_run(make: Callable[[], Any], *config: Any) -> Any:
+    """The run ``make()`` builds, or the live one an equal configuration built earlier, with its
+    compiled programs: re-running a notebook cell that builds ``Net()`` anew compiles nothing."""
+    key = config_key(*config)
+    if key is None:
+        return make()
+    run = _runs.get(key)
+    if run is None:
+        run = _runs[key] = make()
+    _recent_runs[key] = run
+    _recent_runs.move_to_end(key)
+    if len(_recent_runs) > _RECENT_RUNS:
+        _recent_runs.popitem(last=False)
+    return run
+
+
 def _wrap(kind: Kind, fn: Callable, module: nn.Module, mutable: CollectionFilter, capture: CaptureFilter,
           cache_size: int) -> Runner:
-    runner = Runner(kind, fn, module, mutable, capture, cache_size=cache_size)
-    functools.update_wrapper(runner, fn, updated=())
-    return runner
+    def make() -> Runner:
+        runner = Runner(kind, fn, module, mutable, capture, cache_size=cache_size)
+        functools.update_wrapper(runner, fn, updated=())
+        return runner
+
+    return shared_run(make, Runner, kind, fn, module, mutable, capture, cache_size)
 
 
 def apply(fn: Callable, module: nn.Module, mutable: CollectionFilter = False,
@@ -74,15 +112,17 @@ no statistics: it captures, and numpy describes every array after the call. The 
 summarizes inside the call compiles meanwhile, in the background, for the calls after it (which
 are faster warm). False: every call runs the summarizing program."""
 
-_compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-compile")
+_compiler = BackgroundWorker("inspector-compile")
 PREPARE_DELAY_S = 0.25
 """How long the background compile waits after a first call returns, so that showing its result
 (Python, as tracing is) goes first."""
 
 
 def _prepare_soon(runner: Runner, args: tuple, kwargs: dict) -> None:
-    time.sleep(PREPARE_DELAY_S)
-    runner.prepare(*args, **kwargs)
+    """Compiles the summarizing program in the background; nothing new starts once the interpreter
+    exits, so a script that ends after a first call exits as promptly as a plain one."""
+    if _compiler.wait_while_running(PREPARE_DELAY_S):
+        runner.prepare_unless(lambda: _compiler.exiting, args, kwargs)
 
 
 def _quiet_background() -> bool:
@@ -138,7 +178,7 @@ class InspectRun:
     def settle(self) -> None:
         """Waits until the program that summarizes inside the call is compiled, if it is being
         compiled (see :data:`QUICK_FIRST_CALL`)."""
-        if self._compiling is not None:
+        if self._compiling is not None and not self._compiling.cancelled():
             self._compiling.exception()  # a failure is not raised here: the next call compiles and raises it
 
     def _runner_for(self, args: tuple, kwargs: dict, quiet: bool) -> tuple[Runner, bool]:
@@ -166,7 +206,11 @@ class InspectRun:
         marks: dict[str, float] = {}
         given = args, kwargs
         args, kwargs = self._flax_arguments(args, kwargs)
-        variables = input_arrays(self.kind, args)
+        try:
+            variables = input_arrays(self.kind, args)
+        except ValueError:
+            self._unsortable(args, kwargs)
+            raise
         # The caller's variables are described on a worker while the call is traced and compiled.
         # A cached call on the CPU backend describes them after its program has run: numpy beside
         # XLA's own threads slows the program by far more than the describing takes.
@@ -187,6 +231,8 @@ class InspectRun:
             result, stats_arrays, record, cached = runner.run(args, kwargs, phase)
         except _InsideTransform:
             raise InspectUnderTransformError(_UNDER_TRANSFORM) from None
+        except UnsortableKeys:
+            self._unsortable(args, kwargs)
         jax.block_until_ready((result, stats_arrays))
         run_ms = (time.perf_counter() - marks["running"]) * 1000
         if described is None and variables:
@@ -205,6 +251,14 @@ class InspectRun:
         if on_phase is not None:
             on_phase("done")
         return insp
+
+    def _unsortable(self, args: tuple, kwargs: dict) -> None:
+        """For inputs with a dict whose keys cannot be sorted (which jax cannot flatten): raises flax's
+        own error where flax has one for them, else :class:`~inspector.run.UnsortableKeys`."""
+        where = unsortable_keys((args, kwargs))
+        if where is not None:
+            self.runner.call_unjitted(args, kwargs)
+            raise UnsortableKeys(where)
 
     def _assemble(self, args: tuple, result: Any, stats_arrays: Any, plan: Any, timings: Timings,
                   described: Any) -> Inspection:
@@ -241,7 +295,9 @@ def inspect_apply(fn: Callable, module: nn.Module, mutable: CollectionFilter = F
     ``capture_intermediates`` defaults to :data:`capture.calls` (every ``__call__``).
     ``patches`` maps ``'path:method'`` (or ``'path:method[i]'``, the i-th call) to a
     function of the method's output, or a value to put in its place (see :func:`intervene`)."""
-    return InspectRun("apply", fn, module, mutable, _default_capture(capture_intermediates), keep, patches)
+    capture = _default_capture(capture_intermediates)
+    return shared_run(lambda: InspectRun("apply", fn, module, mutable, capture, keep, patches),
+                      InspectRun, "apply", fn, module, mutable, capture, keep, patches)
 
 
 def intervene(fn: Callable, module: nn.Module, patches: dict[str, Any], mutable: CollectionFilter = False,
@@ -261,15 +317,17 @@ def intervene(fn: Callable, module: nn.Module, patches: dict[str, Any], mutable:
 def inspect_init(fn: Callable, module: nn.Module, mutable: CollectionFilter = _INIT_MUTABLE,
                  capture_intermediates: CaptureFilter = False, keep: Keep = "arrays") -> InspectRun:
     """Like :func:`init`, but calls return an :class:`Inspection` of the created variables."""
-    return InspectRun("init", fn, module, mutable, capture_intermediates, keep)
+    return shared_run(lambda: InspectRun("init", fn, module, mutable, capture_intermediates, keep),
+                      InspectRun, "init", fn, module, mutable, capture_intermediates, keep)
 
 
 def inspect_init_with_output(fn: Callable, module: nn.Module, mutable: CollectionFilter = _INIT_MUTABLE,
                              capture_intermediates: CaptureFilter | None = None,
                              keep: Keep = "arrays") -> InspectRun:
     """Like :func:`init_with_output`, but calls return an :class:`Inspection`."""
-    return InspectRun("init_with_output", fn, module, mutable,
-                      _default_capture(capture_intermediates), keep)
+    capture = _default_capture(capture_intermediates)
+    return shared_run(lambda: InspectRun("init_with_output", fn, module, mutable, capture, keep),
+                      InspectRun, "init_with_output", fn, module, mutable, capture, keep)
 
 
 def _method_fn(module: nn.Module, method: str | Callable | None) -> Callable:
@@ -338,16 +396,21 @@ class Inspector:
         return run(variables, *args, rngs=rngs, **kwargs)
 
 
-_inspectors: OrderedDict[int, Inspector] = OrderedDict()
+_inspectors: OrderedDict[Any, Inspector] = OrderedDict()
 
 
 def inspect(module: nn.Module, variables: Any, *args: Any, **kwargs: Any) -> Inspection:
     """One-shot ``module.apply(variables, *args, **kwargs)`` as an :class:`Inspection`
     (accepts ``rngs``, ``method``, ``mutable``, ``capture_intermediates``, ``keep``).
-    Repeated calls on the same module object reuse its compiled runs."""
-    ins = _inspectors.get(id(module))
-    if ins is None or ins.module is not module:
-        ins = _inspectors[id(module)] = Inspector(module)
+    Repeated calls on the same module, or on an equal one (same class and fields), reuse its
+    compiled runs."""
+    key = config_key(module)
+    if key is None:
+        key = ("id", id(module))
+    ins = _inspectors.get(key)
+    if ins is None or (key[0] == "id" and ins.module is not module):
+        ins = _inspectors[key] = Inspector(module)
         if len(_inspectors) > 16:
             _inspectors.popitem(last=False)
+    _inspectors.move_to_end(key)
     return ins.inspect(variables, *args, **kwargs)

@@ -20,6 +20,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -32,7 +33,7 @@ from inspector.capture import CaptureFilter
 from inspector.collect import INTERMEDIATES, Keep, Plan, Slot, SlotCollector, plan_inspection
 from inspector.model import Inspection, VariableTree, path_str
 from inspector.names import Path
-from inspector.run import FLAX_ENTRIES, Recorder, Runner
+from inspector.run import FLAX_ENTRIES, Recorder, Runner, fresh_containers
 
 Site = tuple[Path, str, int]
 """A call: module path, method, and how many calls of that path and method came before it."""
@@ -152,6 +153,13 @@ class GradRunner(Runner):
         self.has_aux = has_aux
 
     def invoke(self, args: tuple, kwargs: dict, capture: CaptureFilter, recorder: Recorder) -> Any:
+        if not args or not isinstance(args[0], Mapping):
+            error = flax.errors.ApplyScopeInvalidVariablesTypeError()
+            given = _described(args[0]) if args else "nothing"
+            error.add_note(f"inspector: inspect_grad(loss_fn, module)(variables, *args) was given {given} as "
+                           "variables, where a dict of collections ({'params': ...}) belongs; are the "
+                           "variables and the inputs swapped?")
+            raise error
         variables, *rest = args
         apply = FLAX_ENTRIES["apply"](self.fn, self.module, mutable=self.mutable, capture_intermediates=capture)
         returns_tuple = self.mutable is not False or bool(capture)
@@ -161,21 +169,43 @@ class GradRunner(Runner):
             given = dict(variables)
             if params is not None:
                 given["params"] = params
+            own_rest, own_kwargs = fresh_containers((rest, kwargs))  # a model may write into a dict it is given
             with nn.intercept_methods(calls):
-                out = apply(given, *rest, **kwargs)
+                out = apply(given, *own_rest, **own_kwargs)
             return out, calls
 
         params = variables.get("params") if isinstance(variables, Mapping) else None
         taps, notes = self._taps(run, params, returns_tuple, recorder)
+        fixed = _not_differentiable(params)
+        if fixed:
+            notes.append("no gradient for params of integer or bool dtype (not differentiable): "
+                         + ", ".join(fixed))
 
         def loss(params: Any, perturb: list[Any]) -> tuple[Any, Any]:
             out, _ = run(params, taps, perturb)
             y = out[0] if returns_tuple else out
-            return (y[0] if self.has_aux else y), out
+            return self._loss_of(y), out
 
         zeros = [jnp.zeros(t.shape, t.dtype) for t in taps]
-        (_, out), (g_params, g_taps) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, zeros)
+        (_, out), (g_params, g_taps) = jax.value_and_grad(
+            loss, argnums=(0, 1), has_aux=True, allow_int=bool(fixed))(params, zeros)
+        if fixed:  # jax's float0 zeros for integer params: no gradient, and said so in the notes
+            g_params = jax.tree.map(lambda g: None if g.dtype == jax.dtypes.float0 else g, g_params)
         return _Result(out, g_params, taps, g_taps, notes)
+
+    def _loss_of(self, y: Any) -> Any:
+        """The loss in what ``loss_fn`` returned: ``y``, or ``y[0]`` with ``has_aux``; a clear error
+        where that is not a scalar."""
+        if self.has_aux:
+            if not isinstance(y, (tuple, list)) or len(y) != 2:
+                raise TypeError(f"inspect_grad(..., has_aux=True): loss_fn must return a pair (loss, aux), "
+                                f"but it returned {_described(y)}")
+            y = y[0]
+        shape = getattr(y, "shape", None)
+        if isinstance(y, (tuple, list)) or (shape is not None and shape != ()):
+            raise TypeError(f"inspect_grad: the loss must be a scalar, but loss_fn returned {_described(y)}"
+                            + ("" if self.has_aux else "; if it returns (loss, aux), pass has_aux=True"))
+        return y
 
     def _taps(self, run: Callable, params: Any, returns_tuple: bool, recorder: Recorder) -> tuple[list[Tap], list[str]]:
         """The captured calls' outputs, found by running the model abstractly. The recorder records
@@ -200,6 +230,24 @@ class GradRunner(Runner):
             for name, value in saved.items():
                 setattr(recorder, name, value)
         return find_taps(seen["returned"], inter)
+
+
+def _described(x: Any) -> str:
+    """``float32[2,4]``-like words for an array, else the type's name (never a value: it may be huge)."""
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return f"an array {x.dtype}[{','.join(map(str, x.shape))}]"
+    if isinstance(x, (tuple, list)):
+        return f"a {type(x).__name__} of {len(x)}"
+    return f"a {type(x).__name__}"
+
+
+def _not_differentiable(params: Any) -> list[str]:
+    """Paths of the params leaves of integer or bool dtype."""
+    if params is None:
+        return []
+    return [jax.tree_util.keystr(p, simple=True, separator="/")
+            for p, leaf in jax.tree_util.tree_leaves_with_path(params)
+            if hasattr(leaf, "dtype") and not jnp.issubdtype(leaf.dtype, jnp.inexact)]
 
 
 @dataclasses.dataclass

@@ -47,7 +47,22 @@ EventKind = Literal["capture", "sow"]
 
 
 def is_array(x: Any) -> bool:
-    return isinstance(x, (jax.Array, np.ndarray, np.generic))
+    """True for a jax array, and for a numpy array or scalar of a dtype jax takes (a string,
+    date or object array is passed to flax as it is, as a static value)."""
+    if isinstance(x, jax.Array):
+        return True
+    return isinstance(x, (np.ndarray, np.generic)) and _jax_dtype(x.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_dtype(dtype: np.dtype) -> bool:
+    if dtype.kind in "OUSMm":
+        return False
+    try:
+        jax.dtypes.canonicalize_dtype(dtype)
+    except TypeError:
+        return False
+    return True
 
 
 # -- trace-time recording ------------------------------------------------------
@@ -360,6 +375,19 @@ def _reorder(x: Any, skel: Any) -> Any:
     return x
 
 
+def fresh_containers(x: Any) -> Any:
+    """``x`` with every plain dict, list and tuple copied (key order kept), leaves shared: a pass
+    that writes into a container it was given leaves the next pass's containers as they were."""
+    t = type(x)
+    if t is dict:
+        return {k: fresh_containers(v) for k, v in x.items()}
+    if t is list:
+        return [fresh_containers(v) for v in x]
+    if t is tuple:
+        return tuple(fresh_containers(v) for v in x)
+    return x
+
+
 def _needs_reorder(x: Any) -> bool:
     """True if some mapping in ``x`` is not in sorted key order (jax's unflatten sorts them)."""
     if isinstance(x, (dict, FrozenDict)):
@@ -476,6 +504,8 @@ def static_key(v: Any, depth: int = 0) -> Any:
         return t, tuple([(f.name, static_key(getattr(v, f.name), depth + 1)) for f in dataclasses.fields(v)])
     if isinstance(v, (np.dtype, jax.sharding.Sharding)):
         return t, v
+    if isinstance(v, np.ndarray) and v.dtype.kind in "USMm":  # strings, dates: by value
+        return t, (v.dtype.str, v.shape, v.tobytes())
     eq, h = getattr(t, "__eq__", None), getattr(t, "__hash__", None)
     if h is not None and eq is not object.__eq__ and h is not object.__hash__:
         try:
@@ -801,9 +831,15 @@ class Runner:
         except _InsideTransform:
             # Called inside the caller's own transform (jit, grad, vmap): let it trace flax.
             return self._call_flax(args, kwargs, Recorder())
+        except UnsortableKeys:
+            return self.call_unjitted(args, kwargs)  # flax's own error, or its unjitted result
         if result.cached and self._direct is None:
             self._make_direct(program, (args, kwargs), result.record)
         return result.result
+
+    def call_unjitted(self, args: tuple, kwargs: dict) -> Any:
+        """flax's call as flax runs it, outside ``jax.jit`` (for inputs no program can take)."""
+        return self._call_flax(args, kwargs, Recorder())
 
     def _refused(self, direct: _Direct) -> None:
         """The direct signature did not fit a call: drop it, and wait twice as long as last time
@@ -863,8 +899,14 @@ class Runner:
              on_phase: Callable[[str], None] | None) -> tuple[RunResult, _Program]:
         if inside_transform():  # the program would be staged into the caller's trace, never run
             raise _InsideTransform()
-        program, inputs = self._program(args, kwargs)
-        carrier, traced = _call(program.jitted, inputs, on_phase)
+        try:
+            program, inputs = self._program(args, kwargs)
+            carrier, traced = _call(program.jitted, inputs, on_phase)
+        except ValueError as e:
+            where = unsortable_keys((args, kwargs))
+            if where is None:
+                raise
+            raise UnsortableKeys(where) from e
         if _staged(carrier):  # concrete inputs, but inside the caller's own trace
             raise _InsideTransform()
         record = carrier.record
@@ -890,8 +932,16 @@ class Runner:
     def prepare(self, *args: Any, **kwargs: Any) -> None:
         """Compiles the program a call with these inputs runs, without running it and without
         counting it in ``traces``: the next such call finds it ready (``cached``)."""
+        self.prepare_unless(lambda: False, args, kwargs)
+
+    def prepare_unless(self, stop: Callable[[], bool], args: tuple, kwargs: dict) -> None:
+        """:meth:`prepare`, giving up before tracing or before compiling if ``stop()`` is true by then."""
+        if stop():
+            return
         program, inputs = self._program(args, kwargs)
         lowered, traced = _call(program.jitted.lower, inputs, None, counted=False)
+        if stop():
+            return
         lowered.compile()
         self.compiles += 1
         if traced is not None:
@@ -919,18 +969,18 @@ class Runner:
         leaves, treedef = _flatten((args, kwargs))
         dyn, statics, skey = self._split(leaves)
         order, n = _order_skeleton((args, kwargs)), len(leaves)  # a kept program holds none of the arrays
+        flat = _FlatInputs(dyn, _Statics(skey, statics))
 
         def make_body() -> Callable:
-            return self._flat_body(treedef, order, n, statics)
+            return self._flat_body(treedef, order, n)
 
         if skey is None:  # not keyable by value: traced for this call only
-            body = make_body()
-            return _Program(jax.jit(body), make_body), dyn
+            return _Program(jax.jit(make_body()), make_body), flat
         key = (treedef, order, skey, flax.config.flax_return_frozendict)
         program = self._programs.get(key)
         if program is None:
             program = self._new_program(key, make_body)
-        return program, dyn
+        return program, flat
 
     def _new_program(self, key: Any, make_body: Callable[[], Callable], plain: bool = False) -> _Program:
         with self._lock:
@@ -984,12 +1034,12 @@ class Runner:
             return self._trace(args, kwargs)
         return body
 
-    def _flat_body(self, treedef: Any, order: Any, n: int, statics: list) -> Callable:
-        """The traced function for the arrays alone: statics are put back in place."""
-        static_at = dict(statics)
-
-        def body(dyn_leaves):
-            it = iter(dyn_leaves)
+    def _flat_body(self, treedef: Any, order: Any, n: int) -> Callable:
+        """The traced function for the arrays and the statics of the call being traced (not of the
+        call that made the program: an equal set or config passed then may have changed since)."""
+        def body(flat: _FlatInputs):
+            static_at = dict(flat.statics.values)
+            it = iter(flat.arrays)
             full = [static_at[i] if i in static_at else next(it) for i in range(n)]
             args, kwargs = _reorder(jax.tree.unflatten(treedef, full), order)
             return self._trace(args, kwargs)
@@ -1008,7 +1058,7 @@ class Runner:
         record = SignatureRecord()
         recorder = Recorder(detailed=self.post is not None, multi_device=multi_device,
                             at_capture=getattr(self.post, "at_capture", None), top=_current_trace())
-        result = self._call_flax(args, kwargs, recorder)
+        result = self._call_flax(*fresh_containers((args, kwargs)), recorder)
         alongside = None
         if self.post is not None:
             result, alongside, record.recorded = self.post((args, kwargs), result, recorder)
@@ -1097,6 +1147,69 @@ def _noting_site(filter_fn: Callable, recorder: Recorder) -> Callable:
 
     noting.__wrapped__ = filter_fn  # type: ignore[attr-defined]  # mypy does not allow setting attributes on a function
     return noting
+
+
+class _Statics:
+    """A call's static (non-array) inputs, ``[(leaf index, value)]``, equal for equal ``key``
+    (:func:`static_key`; identity where it is None). Carried as pytree aux data, so jax traces with
+    the calling call's values and keys its cache on their value."""
+
+    __slots__ = ("key", "values")
+
+    def __init__(self, key: Any, values: list[tuple[int, Any]]):
+        self.key, self.values = key, values
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (isinstance(other, _Statics) and self.key is not None and self.key == other.key)
+
+    def __hash__(self) -> int:
+        return hash(self.key) if self.key is not None else id(self)
+
+
+class _FlatInputs:
+    """A call's array leaves and its :class:`_Statics`."""
+
+    __slots__ = ("arrays", "statics")
+
+    def __init__(self, arrays: list, statics: _Statics):
+        self.arrays, self.statics = arrays, statics
+
+
+jax.tree_util.register_pytree_node(
+    _FlatInputs, lambda f: ((f.arrays,), f.statics), lambda statics, kids: _FlatInputs(kids[0], statics))
+
+
+class UnsortableKeys(TypeError):
+    """An input dict whose keys cannot be sorted (``1`` and ``'1'``): jax cannot flatten it, so no
+    program can take it. ``where`` names the dict (``args[0]['cache']``)."""
+
+    def __init__(self, where: str):
+        super().__init__(f"inspector: the dict at {where} has keys of types that cannot be sorted together "
+                         "(say 1 and '1'); jax.jit cannot take it as an input. Use keys of one type.")
+        self.where = where
+
+
+def unsortable_keys(x: Any, where: str = "") -> str | None:
+    """Where in ``(args, kwargs)`` the first dict whose keys cannot be sorted is, or None."""
+    if not where:
+        args, kwargs = x
+        found = unsortable_keys(args, "args")
+        return found if found is not None else unsortable_keys(kwargs, "kwargs")
+    if isinstance(x, Mapping):
+        try:
+            sorted(x)
+        except TypeError:
+            return where
+        items: Any = x.items()
+    elif isinstance(x, (tuple, list)):
+        items = enumerate(x)
+    else:
+        return None
+    for k, v in items:
+        found = unsortable_keys(v, f"{where}[{k!r}]")
+        if found is not None:
+            return found
+    return None
 
 
 class _InsideTransform(Exception):
