@@ -54,7 +54,7 @@ def is_array(x: Any) -> bool:
     return isinstance(x, (np.ndarray, np.generic)) and _jax_dtype(x.dtype)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jax_dtype(dtype: np.dtype) -> bool:
     if dtype.kind in "OUSMm":
         return False
