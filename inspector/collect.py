@@ -88,10 +88,10 @@ class Plan:
     variables: list[Slot]
     mutated: dict[str, list[Slot]]
     calls: list[PlannedCall]
-    pairs: dict[Path, tuple[int | None, int]]  # after path -> (delta row, before row)
+    pairs: dict[Path, tuple[int | None, int | None]]  # after path -> (delta row, before row; None for a key)
     returns_tuple: bool
     described: list[Slot]  # the slots that get statistics (other than the caller's variables), by row
-    delta_dtypes: list[str]
+    delta_dtypes: list[Any]  # of each delta row's pair (PRNG key dtypes too)
     binding: list[BindingCall] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     multi_device: bool = False
@@ -151,6 +151,7 @@ class SlotCollector:
         self.described: list[Slot] = []
         self.inputs: list[Any] = []
         self._rows: dict[int, int] = {}  # id of a value in ``arrays`` -> its row
+        self._keys: dict[int, Any] = {}  # id of a PRNG-key slot (no row) -> its value, for diffs
 
     def slot(self, path: Path, source: Source, keypath: tuple, value: Any) -> Slot:
         if _is_traced(value) or is_array(value):
@@ -169,8 +170,16 @@ class SlotCollector:
                 into.append(value)
                 if source != "in":
                     self.described.append(s)
+            elif jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+                self._keys[id(s)] = value
             return s
         return Slot(path, source, keypath, opaque=_describe_value(value))
+
+    def value(self, s: Slot) -> Any:
+        """The traced value of a slot made here: a described array or a PRNG key (else None)."""
+        if s.row is not None:
+            return (self.inputs if s.source == "in" else self.arrays)[s.row]
+        return self._keys.get(id(s))
 
     def slots(self, tree: Any, prefix: Path, source: Source, base: tuple = ()) -> list[Slot]:
         flat, _ = jax.tree_util.tree_flatten_with_path(tree)
@@ -227,7 +236,7 @@ def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilte
             variables = [s for k, v in created.items()
                          for s in collector.slots(v, (k,), "out", state_base + (jax.tree_util.DictKey(k),))]
         mutated: dict[str, list[Slot]] = {}
-        pairs: dict[Path, tuple[int | None, int]] = {}
+        pairs: dict[Path, tuple[int | None, int | None]] = {}
         delta_pairs: list[tuple[Any, Any]] = []
         if kind == "apply" and state is not None:
             before = {s.path: s for s in variables}
@@ -237,11 +246,13 @@ def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilte
                 mutated[col] = collector.slots(value, (col,), "out", state_base + (jax.tree_util.DictKey(col),))
                 for s in mutated[col]:
                     b = before.get(s.path)
-                    if b is None or b.row is None or s.row is None:
+                    bv, av = (None, None) if b is None else (collector.value(b), collector.value(s))
+                    if b is None or bv is None or av is None:
                         continue
-                    if b.shape == s.shape:
+                    # PRNG keys (no statistics row) are compared by their key data: same dtype only
+                    if b.shape == s.shape and ((b.row is not None and s.row is not None) or b.dtype == s.dtype):
                         pairs[s.path] = (len(delta_pairs), b.row)
-                        delta_pairs.append((collector.inputs[b.row], collector.arrays[s.row]))
+                        delta_pairs.append((bv, av))
                     else:
                         pairs[s.path] = (None, b.row)
         inter = state.get(INTERMEDIATES) if state is not None else None
@@ -272,7 +283,7 @@ def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilte
         notes = dropped_notes(recorder, calls)
         return result, (stats, deltas, returned), Plan(
             outputs, variables, mutated, calls, pairs, returns_tuple, collector.described,
-            [str(b.dtype) for b, _ in delta_pairs], recorder.binding, notes, recorder.multi_device, summarized)
+            [b.dtype for b, _ in delta_pairs], recorder.binding, notes, recorder.multi_device, summarized)
 
     post.at_capture = tie_summaries if in_call else None  # type: ignore[attr-defined]  # read by the runner
     return post
@@ -572,7 +583,12 @@ class InputStats:
             done = Future()
             done.set_result(self(arrays))
             return done
-        return _worker.submit(self, arrays)
+        return _worker.submit(self._in_mode, arrays, bool(jax.config.read("jax_enable_x64")))
+
+    def _in_mode(self, arrays: list[Any], x64: bool) -> list[Stats]:
+        """:meth:`__call__` under the caller's x64 mode (``jax.enable_x64`` sets it for its thread only)."""
+        with jax.enable_x64(x64):
+            return self(arrays)
 
 
 _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-stats")
@@ -688,7 +704,7 @@ def _diffs(plan: Plan, leaf: _LeafMaker, variables: Callable[[], list[Leaf]],
     return diffs
 
 
-def _diff(path: Path, before: Leaf | None, after: Leaf, pair: tuple[int | None, int] | None,
+def _diff(path: Path, before: Leaf | None, after: Leaf, pair: tuple[int | None, int | None] | None,
           deltas: list) -> LeafDiff:
     if before is None:
         return LeafDiff(path, "added", None, after)

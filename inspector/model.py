@@ -671,13 +671,20 @@ class Inspection:
 
     def to_pandas(self) -> Any:
         """:meth:`to_records` as a ``pandas.DataFrame``, one row per leaf. Needs pandas
-        (``pip install pandas``, or the package's 'pandas' extra)."""
+        (``pip install pandas``, or the package's 'pandas' extra). ``min``, ``max`` and ``abs_max``
+        are exact: a column holding an integer that float64 would round is of ``object`` dtype."""
         try:
             import pandas as pd
         except ImportError as e:
             raise ImportError("Inspection.to_pandas needs pandas: pip install pandas "
                               "(or the package's 'pandas' extra)") from e
-        return pd.DataFrame(self.to_records())
+        records = self.to_records()
+        frame = pd.DataFrame(records)
+        for name in ("min", "max", "abs_max"):
+            values = [r[name] for r in records]
+            if any(type(v) is int and float(v) != v for v in values):  # int64/uint64 beyond 2**53
+                frame[name] = pd.Series(values, index=frame.index, dtype=object)
+        return frame
 
     def first_nonfinite(self) -> MethodCall | None:
         """The earliest captured call (in execution order) whose output has a NaN or Inf."""

@@ -104,9 +104,13 @@ class Layout:
         return len(_INTS) + BINS + 3 * self._n + (3 + BINS + 1) * self._a
 
 
-@functools.cache
 def layout(dtype: Any) -> Layout:
-    """The row layout used for arrays of ``dtype``."""
+    """The row layout used for arrays of ``dtype`` (its accumulator depends on the x64 mode)."""
+    return _layout(dtype, _x64())
+
+
+@functools.cache
+def _layout(dtype: Any, x64: bool) -> Layout:
     return Layout(*_classes(dtype))
 
 
@@ -941,7 +945,7 @@ def host_stats(x: Any) -> Stats:
     if quick is not None:
         return _host_hist(a, dtype, quick)
     nan = pos = neg = nz = nf = 0
-    lo, hi, s = math.inf, -math.inf, 0.0
+    lo, hi = math.inf, -math.inf
     for c in _chunks(a):
         v = _host_values(c, dtype)
         fin = np.isfinite(v)
@@ -953,14 +957,14 @@ def host_stats(x: Any) -> Stats:
         nf += f.size
         if f.size:
             lo, hi = min(lo, float(f.min())), max(hi, float(f.max()))
-            s += float(np.sum(f / 2))  # halved: a sum of finfo.max values stays finite
     if not nf:
         return Stats(count, *(float("nan"),) * 5, nz, nan, pos, neg, (0,) * BINS, 0, of=_of(lay))
-    mean = s / nf * 2
-    if not math.isfinite(mean):  # finite values whose halved sum still overflowed float64
-        mean = sum(float(np.sum(_fin(c, dtype) / nf)) for c in _chunks(a))
-    var = sum(float(np.sum(((_fin(c, dtype) - mean) / 2) ** 2)) for c in _chunks(a)) / nf * 4
-    st = Stats(count, mean, math.sqrt(var), lo, hi, max(abs(lo), abs(hi)), nz, nan, pos, neg, of=_of(lay))
+    # Values scaled by 2**-e (exact) lie within [-1, 1]: neither sums nor squares overflow near finfo.max.
+    e = math.frexp(max(abs(lo), abs(hi)))[1]
+    mean = math.fsum(float(np.sum(np.ldexp(_fin(c, dtype), -e))) for c in _chunks(a)) / nf
+    var = math.fsum(float(np.sum((np.ldexp(_fin(c, dtype), -e) - mean) ** 2)) for c in _chunks(a)) / nf
+    st = Stats(count, math.ldexp(mean, e), math.ldexp(math.sqrt(var), e), lo, hi, max(abs(lo), abs(hi)), nz, nan,
+               pos, neg, of=_of(lay))
     return _host_hist(a, dtype, st)
 
 
@@ -1019,13 +1023,23 @@ def _host_int_stats(a: np.ndarray, dtype: np.dtype) -> Stats:
         bounds.append((int(v.min()), int(v.max())))
     lo, hi = min(b[0] for b in bounds), max(b[1] for b in bounds)
 
-    def dist(c):  # exact distance from the minimum, as float64
+    def dist(c):  # exact distance from the minimum, as float64 (64-bit: as unsigned, which can't overflow)
         v = _host_values(c, dtype)
+        if v.dtype.itemsize == 8:
+            return (v.view(np.uint64) - np.uint64(lo % 2**64)).astype(np.float64)
         return (v - v.dtype.type(lo)).astype(np.float64)
 
-    m = sum(float(np.sum(dist(c))) for c in _chunks(a)) / count
-    var = sum(float(np.sum((dist(c) - m) ** 2)) for c in _chunks(a)) / count
-    st = Stats(count, lo + m, math.sqrt(var), lo, hi, max(abs(lo), abs(hi)), nz, 0, 0, 0)
+    m = math.fsum(float(np.sum(dist(c))) for c in _chunks(a)) / count
+    s1, s2 = [], []  # about m: the sums of distances (m's own rounding) and of their squares
+    for c in _chunks(a):
+        d = dist(c) - m
+        s1.append(float(np.sum(d)))
+        s2.append(float(np.dot(d, d)))
+    corr = math.fsum(s1) / count
+    var = math.fsum(s2) / count - corr * corr
+    head = float(lo)  # lo as head + tail, both exact: the mean is rounded once
+    st = Stats(count, math.fsum((head, float(lo - int(head)), m, corr)), math.sqrt(max(var, 0.0)), lo, hi,
+               max(abs(lo), abs(hi)), nz, 0, 0, 0)
     return _host_hist(a, dtype, st)
 
 
