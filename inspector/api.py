@@ -62,6 +62,13 @@ def shared_run(make: Callable[[], Any], *config: Any) -> Any:
     return run
 
 
+def forget_shared_runs() -> None:
+    """Forgets every run :func:`shared_run` and :func:`inspect` would reuse: later calls build anew."""
+    _runs.clear()
+    _recent_runs.clear()
+    _inspectors.clear()
+
+
 def _wrap(kind: Kind, fn: Callable, module: nn.Module, mutable: CollectionFilter, capture: CaptureFilter,
           cache_size: int) -> Runner:
     def make() -> Runner:

@@ -27,7 +27,7 @@ import numpy as np
 from flax.core.scope import CollectionFilter
 
 from inspector import reduce
-from inspector._compat import traced_effects
+from inspector._compat import lifted_target, traced_effects
 from inspector.capture import CaptureFilter
 from inspector.model import (
     BindingCall, CollectionDiff, Inspection, Leaf, LeafDiff, MethodCall, Stats, Timings, VariableTree,
@@ -401,11 +401,7 @@ def dropped_notes(recorder: Recorder, calls: list[PlannedCall]) -> list[str]:
     """One note per capture the filter asked for but flax returned no value for (it
     happens inside lifted transforms whose ``variable_axes`` lack 'intermediates')."""
     returned = {(c.path, c.method) for c in calls}
-    lifted: dict[Path, str] = {}
-    for b in recorder.binding:  # a module run by nn.scan(Cell) is a Cell; its wrapper is ScanCell
-        for name, target in recorder.lifted.items():
-            if target == b.module_type:
-                lifted.setdefault(b.path, name)
+    lifted = recorder.lifted
     notes, seen = [], set()
     for ev in recorder.events:
         key = (ev.path, ev.name)
@@ -416,10 +412,13 @@ def dropped_notes(recorder: Recorder, calls: list[PlannedCall]) -> list[str]:
                       if ev.path[:i] in lifted), None)
         where = path_str(ev.path)
         if found is not None:
-            lp, lt = found
-            notes.append(f"not captured: {where}:{ev.name} runs inside {path_str(lp)} ({lt}), a lifted "
-                         "transform that drops intermediates unless 'intermediates' is in its variable_axes "
-                         "(e.g. nn.scan(..., variable_axes={'params': 0, 'intermediates': 0}))")
+            lp, wrapper = found
+            target = lifted_target(wrapper)
+            axes = "variable_axes={'params': 0, 'intermediates': 0}"
+            example = f"nn.{wrapper.__name__[:-len(target)].lower()}(..., {axes})" if target else axes
+            notes.append(f"not captured: {where}:{ev.name} runs inside {path_str(lp)} ({wrapper.__name__}), a "
+                         "lifted transform that drops intermediates unless 'intermediates' is in its "
+                         f"variable_axes (e.g. {example})")
         else:
             notes.append(f"not captured: {where}:{ev.name} was selected by the filter but flax returned no value")
     return notes
@@ -720,6 +719,16 @@ def _calls(plan: Plan, leaf: _LeafMaker, kept: bool) -> list[MethodCall]:
             for order, c in enumerate(plan.calls)]
 
 
+def output_device(result: Any) -> str:
+    """The device the call's results live on (``cpu:1`` under ``jax.default_device``), or how many
+    devices they span; the default device if no array came back."""
+    for x in jax.tree.leaves(result):
+        if isinstance(x, jax.Array):
+            devices = sorted(x.sharding.device_set, key=lambda d: d.id)
+            return str(devices[0]) if len(devices) == 1 else f"{len(devices)} devices ({devices[0].platform})"
+    return str(jax.devices()[0])
+
+
 def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: Any, plan: Plan,
              timings: Timings, keep: Keep, in_stats: Future[list[Stats]] | None = None) -> Inspection:
     """The host-side :class:`Inspection` of one call: ``result`` is what the runner returned,
@@ -733,7 +742,7 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
     t0 = time.perf_counter()
     variable_stats = in_stats.result() if in_stats is not None else []
     timings.run_ms += (time.perf_counter() - t0) * 1000
-    device = str(jax.devices()[0])
+    device = output_device(result)
     leaf = _LeafMaker(sources, stats, variable_stats, _Placement(device), plan)
     # Built when first read; what it holds must not keep arrays the inspection drops.
     of_variables = _LeafMaker({"in": inputs, "out": result}, stats, variable_stats, leaf.placement, plan)

@@ -34,7 +34,7 @@ from flax.core.scope import CollectionFilter
 
 from inspector._compat import (
     TouchKind, _current_trace, capture_calls, capture_filter_in_effect, direct_call, flax_flags, inside_transform,
-    is_lifted_wrapper_call, lifted_target, listening, own_intermediates, shape_pass,
+    is_lifted_wrapper_call, listening, own_intermediates, shape_pass,
 )
 from inspector.capture import CaptureFilter, CaptureFilterError, guarded
 from inspector.model import BindingCall, Kind, path_str
@@ -119,7 +119,7 @@ class Recorder:
     captured: dict[tuple[Path, str], int] = dataclasses.field(default_factory=dict)
     sowed: dict[tuple[Path, str], int] = dataclasses.field(default_factory=dict)
     binding: list[BindingCall] = dataclasses.field(default_factory=list)
-    lifted: dict[str, str | None] = dataclasses.field(default_factory=dict)  # 'ScanCell' -> 'Cell'
+    lifted: dict[Path, type] = dataclasses.field(default_factory=dict)  # ('scan',) -> ScanCell: run by a transform
     multi_device: bool = False  # some input is sharded over several devices
     patches: dict[tuple[Path, str], dict[int | None, Any]] = dataclasses.field(default_factory=dict)
     seen: dict[tuple[Path, str], int] = dataclasses.field(default_factory=dict)
@@ -255,8 +255,7 @@ class Recorder:
         """
         module, name = context.module, context.method_name
         if is_lifted_wrapper_call(name):
-            if type(module).__name__ not in self.lifted:
-                self.lifted[type(module).__name__] = lifted_target(type(module))
+            self._lifted_call(module)
             return next_fun(*args, **kwargs)
         if name == "setup" and self.detailed and module.scope is not None and not shape_pass():
             return self._setup_call(module, next_fun, args, kwargs)
@@ -295,6 +294,13 @@ class Recorder:
                     self.events.append(Event("sow", path, key, module_type))
                 self.sowed[(path, key)] = n
         return self._captured_here(module, name, y)
+
+    def _lifted_call(self, wrapper: Any) -> None:
+        """A lifted transform's call of its wrapper instance (a ``ScanCell`` for ``nn.scan(Cell)``): its
+        scope is the parent's, and the module it runs is the parent's child of the same name."""
+        scope, name = getattr(wrapper, "scope", None), getattr(wrapper, "name", None)
+        if scope is not None and isinstance(name, str):
+            self.lifted.setdefault(tuple(scope.path) + (name,), type(wrapper))
 
     def _shape_call(self, path: Path, module_type: str, name: str, next_fun, args, kwargs):
         """A call during a lifted transform's structure-only pass: not part of the binding trace or

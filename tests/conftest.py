@@ -2,3 +2,15 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _unshared_runs():
+    """Each test builds its own runs: an equal run a test before built is not reused
+    (``inspector.api.shared_run``), so counts of traces and compiles are the test's own."""
+    from inspector import api
+
+    api.forget_shared_runs()
+    yield
