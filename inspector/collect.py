@@ -487,9 +487,8 @@ class _Placement:
         key = next(iter(sharding.device_set)) if type(sharding) is _SINGLE else (sharding, x.shape)
         got = self._memo.get(key)
         if got is None:
-            devices = sorted(sharding.device_set, key=lambda d: d.id)
-            dev = str(devices[0]) if len(devices) == 1 else f"{len(devices)} devices ({devices[0].platform})"
-            shard = tuple(sharding.shard_shape(x.shape)) if len(devices) > 1 else None
+            dev = devices_text(sharding.device_set)
+            shard = tuple(sharding.shard_shape(x.shape)) if len(sharding.device_set) > 1 else None
             got = self._memo[key] = (dev, _sharding_text(sharding), shard)
         return got
 
@@ -571,7 +570,8 @@ class InputStats:
     def soon(self, arrays: list[Any]) -> Future[list[Stats]]:
         """:meth:`__call__` on a worker thread, so that describing overlaps the inspected call
         (a future already done when the arrays are remembered, or when
-        :func:`background_work_allowed` says no: then they are described here and now)."""
+        :func:`background_work_allowed` says no: then they are described here and now, or across
+        processes, on this thread when the result is asked for)."""
         key = tuple(map(id, arrays))
         hit = self._memo.get(key)
         if hit is not None and all(r() is a for r, a in zip(hit[0], arrays)):
@@ -579,6 +579,8 @@ class InputStats:
             done.set_result(hit[1])
             return done
         if not background_work_allowed():
+            if jax.process_count() > 1:  # when the result is asked for: never inside the call's trace
+                return _OnDemand(lambda: self(arrays))
             done = Future()
             done.set_result(self(arrays))
             return done
@@ -593,13 +595,33 @@ class InputStats:
 _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-stats")
 
 
+class _OnDemand(Future):
+    """A future computed on the thread that first asks for its result."""
+
+    def __init__(self, compute: Callable[[], Any]) -> None:
+        super().__init__()
+        self._compute = compute
+
+    def result(self, timeout: float | None = None) -> Any:
+        if not self.done():
+            try:
+                self.set_result(self._compute())
+            except BaseException as e:
+                self.set_exception(e)
+        return super().result(timeout)
+
+
 def background_work_allowed() -> bool:
-    """False while jax checks this thread's traces for leaked tracers (``jax.check_tracer_leaks``).
+    """False while jax checks this thread's traces for leaked tracers (``jax.check_tracer_leaks``),
+    and in a job of several processes (``jax.distributed``).
 
     Its check calls ``gc.collect()``, which returns at once, collecting nothing, while another
     thread is collecting; flax leaves tracers in reference cycles, so any Python work on another
-    thread (which may start a collection) can make that check report a leak that is not one."""
-    return not getattr(jax.config, "jax_check_tracer_leaks", False)
+    thread (which may start a collection) can make that check report a leak that is not one.
+    Across processes, every program over global arrays is a collective that each process must
+    start in the same order: one on a worker, beside the call's, could start in another order on
+    another process and both would wait forever."""
+    return not getattr(jax.config, "jax_check_tracer_leaks", False) and jax.process_count() == 1
 
 
 def wait_for_worker() -> None:
@@ -724,9 +746,14 @@ def output_device(result: Any) -> str:
     devices they span; the default device if no array came back."""
     for x in jax.tree.leaves(result):
         if isinstance(x, jax.Array):
-            devices = sorted(x.sharding.device_set, key=lambda d: d.id)
-            return str(devices[0]) if len(devices) == 1 else f"{len(devices)} devices ({devices[0].platform})"
+            return devices_text(x.sharding.device_set)
     return str(jax.devices()[0])
+
+
+def devices_text(device_set: Any) -> str:
+    """``cpu:1`` for one device, ``4 devices (gpu)`` for several."""
+    devices = sorted(device_set, key=lambda d: d.id)
+    return str(devices[0]) if len(devices) == 1 else f"{len(devices)} devices ({devices[0].platform})"
 
 
 def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: Any, plan: Plan,

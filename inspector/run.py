@@ -871,10 +871,10 @@ class Runner:
         leaves_as = None if record.reorder else record.out_tree
         me, compiled = threading.get_ident(), []
 
-        def on_compile(event: str, secs: float, **_: Any) -> None:
+        def on_compile(event: str, duration_secs: float, **_: str | int) -> None:
             # jax's event for each XLA compile (or persistent-cache read): on this thread, ours
             if event == "/jax/core/compile/backend_compile_duration" and threading.get_ident() == me:
-                compiled.append(secs)
+                compiled.append(duration_secs)
         jax.monitoring.register_event_duration_secs_listener(on_compile)
         try:
             made, traced = _call(lambda i: direct_call(program.jitted, i, leaves_as), inputs, None, counted=False)
@@ -1064,7 +1064,8 @@ class Runner:
         record = SignatureRecord()
         recorder = Recorder(detailed=self.post is not None, multi_device=multi_device,
                             at_capture=getattr(self.post, "at_capture", None), top=_current_trace())
-        result = self._call_flax(*fresh_containers((args, kwargs)), recorder)
+        own_args, own_kwargs = fresh_containers((args, kwargs))  # a model may write into a dict it is given
+        result = self._call_flax(own_args, own_kwargs, recorder)
         alongside = None
         if self.post is not None:
             result, alongside, record.recorded = self.post((args, kwargs), result, recorder)
