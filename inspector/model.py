@@ -9,6 +9,7 @@ with device-computed :class:`Stats`.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
@@ -95,13 +96,24 @@ class Leaf:
     shard_shape: tuple[int, ...] | None = None
     handle: Any = dataclasses.field(default=None, repr=False, compare=False)  # the device array, if kept
     histogram: Callable[[], Stats] | None = dataclasses.field(default=None, repr=False, compare=False)
+    _gathered: Any = dataclasses.field(default=None, repr=False, compare=False)  # Leaf.gather's copy
 
     def full_stats(self) -> Stats | None:
         """The statistics with their histogram: an in-call summary has none, so it is computed
-        on the device the first time it is asked for (only while the array is kept)."""
+        on the device the first time it is asked for (only while the array is kept). For an array
+        sharded across processes, only once :meth:`gather` has brought it here (on the host),
+        so that a view on one process never starts a computation the others must join."""
         s = self.stats
         if s is not None and not s.hist and self.histogram is not None:
-            self.stats = s = self.histogram()
+            if _spans_processes(self.handle):
+                # on the device, every process would have to join: only from gather()'s host copy
+                if self._gathered is None:
+                    return s
+                from inspector import reduce
+
+                self.stats = s = reduce.histogram(self._gathered, s)
+            else:
+                self.stats = s = self.histogram()
             self.histogram = None
         return s
 
@@ -145,17 +157,95 @@ class Leaf:
 
     @property
     def value(self) -> Any:
-        """The array itself, transferred to the host now (numpy)."""
+        """The array itself, transferred to the host now (numpy). An array sharded across
+        processes (``jax.distributed``) is read from this process's shards where they hold all of
+        it, else raises :class:`SpansProcessesError`: call :meth:`gather` on every process."""
         return self.preview(None)
 
     def preview(self, index: Any = None) -> Any:
-        """``value[index]``, sliced on the device before the transfer (numpy)."""
+        """``value[index]``, sliced on the device before the transfer (numpy); across processes,
+        as :attr:`value` says, sliced on the host."""
         if self.fetch is None:
             raise LookupError(
                 f"the value of {path_str(self.path)!r} was not kept on the device "
                 "(inspected with keep='stats'); inspect again with keep='arrays' to fetch it"
             )
+        if self._gathered is not None:
+            return self._gathered if index is None else self._gathered[index]
+        if _spans_processes(self.handle):
+            # a computation on a global array (even a slice) must run on every process: read local shards
+            local = _local_copy(self.handle)
+            if local is None:
+                raise SpansProcessesError(
+                    f"{path_str(self.path)!r} is sharded across processes and this one (process "
+                    f"{_process_index()}) holds only part of it: call leaf.gather() on every process "
+                    "(a collective, in the same order everywhere) to fetch it here, or read this "
+                    "process's part from leaf.handle.addressable_shards")
+            return local if index is None else local[index]
         return self.fetch(index)
+
+    def gather(self, timeout: float = 300.0) -> Any:
+        """The whole array on this host (numpy), also for an array sharded across processes
+        (``jax.distributed``), which is then kept for :attr:`value` and :meth:`preview` (the
+        widget's detail pane). For such an array this is a collective: every process must call
+        ``gather`` on the same leaf, in the same order; a process that waits more than ``timeout``
+        seconds for the others raises ``TimeoutError`` naming the leaf, instead of hanging."""
+        if self.fetch is None or not _spans_processes(self.handle):
+            return self.preview(None)
+        from jax._src import distributed
+        from jax.experimental import multihost_utils
+
+        key = path_str(self.path)
+        client = distributed.global_state.client
+        if client is not None:  # meet first, with a deadline: all-gathers of different leaves would hang
+            barrier = f"inspector.gather/{next(_GATHERS)}/{key}"
+            try:
+                client.wait_at_barrier(barrier, max(1, int(timeout * 1000)))
+            except Exception as e:  # XlaRuntimeError: DEADLINE_EXCEEDED, or a peer's failure
+                raise TimeoutError(
+                    f"leaf.gather() of {key!r} on process {_process_index()}: not every process called "
+                    f"gather on this leaf as its gather #{barrier.split('/')[1]} within {timeout:g} s "
+                    "(a collective: every process must gather the same leaves in the same order)") from e
+        self._gathered = multihost_utils.process_allgather(self.handle, tiled=True)
+        return self._gathered
+
+
+class SpansProcessesError(LookupError):
+    """``leaf.value`` of an array sharded across processes that this process holds only part of."""
+
+
+_GATHERS = itertools.count()
+"""Numbers this process's gathers of arrays across processes, naming the barrier each meets at."""
+
+
+def _spans_processes(handle: Any) -> bool:
+    """True for a jax array with shards on another process's devices."""
+    return handle is not None and not getattr(handle, "is_fully_addressable", True)
+
+
+def _process_index() -> int:
+    import jax
+
+    return jax.process_index()
+
+
+def _local_copy(handle: Any) -> Any:
+    """``handle`` assembled on the host from this process's shards, or None if they do not hold
+    all of it (no computation, so nothing another process must join)."""
+    import numpy as np
+
+    if not isinstance(handle.dtype, np.dtype):  # PRNG keys: no host form
+        return None
+    shards: dict[tuple[tuple[int, int], ...], Any] = {}
+    for shard in handle.addressable_shards:
+        span = tuple(s.indices(n)[:2] for s, n in zip(shard.index, handle.shape))
+        shards.setdefault(span, shard)
+    if sum(math.prod(b - a for a, b in span) for span in shards) != math.prod(handle.shape):
+        return None
+    out = np.empty(handle.shape, handle.dtype)
+    for shard in shards.values():
+        out[shard.index] = np.asarray(shard.data)
+    return out
 
 
 _ITEMSIZE = {
@@ -510,15 +600,17 @@ class Comparison:
         return safe(f"<Comparison {self.labels[0]} vs {self.labels[1]}: {differ} of {len(self.deltas)} leaves differ>")
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        """Widget view in a live kernel; static HTML and text as fallbacks."""
+        """Widget view in a live kernel; static HTML and text as fallbacks (a one-line note on a
+        process other than 0 of a ``jax.distributed`` job)."""
         from inspector.views.display import mimebundle
 
         return mimebundle(self, include, exclude)
 
     def __rich__(self) -> Any:
-        from inspector.views.terminal import render_rich
+        """The rich tree (``rich.print``); a one-line note on a process other than 0."""
+        from inspector.views.display import rich
 
-        return render_rich(self)
+        return rich(self)
 
 
 def _parse(key: str) -> tuple[Path, str | None, int | None]:
@@ -772,12 +864,14 @@ class Inspection:
         return InspectionWidget(self)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        """Widget view in a live kernel; bounded static HTML and text as fallbacks."""
+        """Widget view in a live kernel; bounded static HTML and text as fallbacks (a one-line note
+        on a process other than 0 of a ``jax.distributed`` job)."""
         from inspector.views.display import mimebundle
 
         return mimebundle(self, include, exclude)
 
     def __rich__(self) -> Any:
-        from inspector.views.terminal import render_rich
+        """The rich tree (``rich.print``); a one-line note on a process other than 0."""
+        from inspector.views.display import rich
 
-        return render_rich(self)
+        return rich(self)

@@ -214,11 +214,14 @@ class Watch:
         return WatchWidget(self._history, interval=interval, window=window)
 
     def show(self, interval: float = 0.5, window: int = 120) -> Any:
-        """Displays :meth:`widget` in the notebook and returns it."""
-        from IPython.display import display
+        """Displays :meth:`widget` in the notebook and returns it; on a process other than 0 of a
+        ``jax.distributed`` job, displays a one-line note instead."""
+        from IPython.display import Pretty, display
+
+        from inspector.views.display import elsewhere, shown_here
 
         w = self.widget(interval, window)
-        display(w)
+        display(w if shown_here() else Pretty(elsewhere("<fi.watch live view>")))
         return w
 
     def at(self, step: Any) -> WatchStep:
@@ -266,6 +269,8 @@ class Watch:
 
         def receive(step_value: Any, rows: Any) -> None:
             rows = np.asarray(rows, np.float64)
+            if rows.shape[0] != len(sites):  # a part of the rows: never record it as the whole
+                raise ValueError(f"fi.watch received statistics of {rows.shape[0]} of {len(sites)} sites")
             for i, (site, count) in enumerate(zip(sites, counts)):
                 j = ratio_of[i]
                 ratio = None
@@ -273,8 +278,13 @@ class Watch:
                     ratio = float(rows[i, 6] / rows[j, 6])
                 self._history.add(int(step_value), site, _scalars(rows[i], count, ratio))
 
+        # Across processes (jax.distributed) a callback of the whole rows runs on one device, so
+        # one process would record: each device's copy of the (replicated) rows is sent instead,
+        # recorded by every process (once per local device; a record of a step replaces it).
+        partitioned = jax.process_count() > 1
+
         def emit(step_value: Any, rows: jax.Array) -> None:
-            jax.debug.callback(receive, step_value, rows, ordered=False)
+            jax.debug.callback(receive, step_value, rows, ordered=False, partitioned=partitioned)
 
         if isinstance(step, (int, np.integer)):
             if int(step) % self.every == 0:

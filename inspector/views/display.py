@@ -1,7 +1,9 @@
 """How inspections and comparisons display themselves in a notebook.
 
-The model's ``_repr_mimebundle_`` asks here: the widget where widgets work, over a
-bounded static HTML view (for nbviewer, GitHub, exported notebooks) and ``repr``.
+The model's ``_repr_mimebundle_`` and ``__rich__`` ask here: the widget where widgets work,
+over a bounded static HTML view (for nbviewer, GitHub, exported notebooks) and ``repr``. In a
+job of several processes (``jax.distributed``) only process 0 displays; the others show a
+one-line note, so a multi-host notebook or log is not flooded with copies.
 """
 
 from __future__ import annotations
@@ -18,8 +20,25 @@ STATIC_LIMITS = {"max_children": 20, "max_depth": 3}
 STATIC_COMPARISON_LIMIT = 50
 
 
+def shown_here() -> bool:
+    """True on the process that displays: process 0 of a ``jax.distributed`` job, or the only one."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+def elsewhere(what: str) -> str:
+    """The one line a process other than 0 displays for ``what`` (a ``repr``)."""
+    import jax
+
+    return f"{what} (displayed by process 0; this is process {jax.process_index()} of {jax.process_count()})"
+
+
 def mimebundle(obj: Inspection | Comparison, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-    """``obj``'s display: the widget's bundle where widgets work, over static HTML and ``repr``."""
+    """``obj``'s display: the widget's bundle where widgets work, over static HTML and ``repr``;
+    on a process other than 0, a one-line note."""
+    if not shown_here():
+        return {"text/plain": elsewhere(repr(obj))}
     if isinstance(obj, Comparison):
         bundle: dict[str, Any] = {"text/html": html.render_comparison(obj, limit=STATIC_COMPARISON_LIMIT)}
     else:
@@ -36,3 +55,14 @@ def widget(obj: Inspection | Comparison) -> Any:
     from inspector.views.widgets import ComparisonWidget, InspectionWidget
 
     return ComparisonWidget(obj) if isinstance(obj, Comparison) else InspectionWidget(obj, weak=True)
+
+
+def rich(obj: Inspection | Comparison) -> Any:
+    """``obj``'s rich renderable (``rich.print(obj)``); on a process other than 0, a one-line note."""
+    if not shown_here():
+        from rich.text import Text
+
+        return Text(elsewhere(repr(obj)))
+    from inspector.views.terminal import render_rich
+
+    return render_rich(obj)
