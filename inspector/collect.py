@@ -606,7 +606,7 @@ class _OnDemand(Future):
         if not self.done():
             try:
                 self.set_result(self._compute())
-            except BaseException as e:
+            except Exception as e:  # noqa: BLE001 (kept in the future: result() raises it)
                 self.set_exception(e)
         return super().result(timeout)
 

@@ -270,7 +270,8 @@ def _check(raw, w0, w1):
             before, now = raw[name].astype(np.float64), g[f"state/{name}"]
             delta = np.abs(now - before)
             assert status == "changed" and changed == np.sum(now != raw[name]), (name, changed)
-            assert abs(max_abs - delta.max()) <= 1e-6 * delta.max() and abs(mean_abs - delta.mean()) <= 2e-5 * delta.max()
+            assert abs(max_abs - delta.max()) <= 1e-6 * delta.max(), (name, max_abs)
+            assert abs(mean_abs - delta.mean()) <= 2e-5 * delta.max(), (name, mean_abs)
             _check_stats(after, now, f"diff {name}")
 
         # compare(train, eval): element-wise deltas of the global arrays
