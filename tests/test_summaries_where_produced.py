@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import inspector as fi
-from inspector import reduce
+from inspector import api, reduce
 
 pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the tie is made on the CPU backend only")
 
@@ -84,7 +84,9 @@ def test_statistics_of_tied_arrays_are_those_of_the_stored_values(setup):
 def test_the_tie_is_in_the_program_and_changes_no_result(setup):
     m, v, x = setup
     run, insp = warm(m, v, x)
+    api.forget_shared_runs()  # a run of its own, not the equal one ``warm`` built
     untied = fi.inspect_apply(fn, m, capture_intermediates=True)
+    assert untied is not run
     untied.runner.post.at_capture = None
     untied(v, x)
     untied.settle()
