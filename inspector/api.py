@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 import weakref
@@ -17,7 +18,7 @@ from flax.core.scope import CollectionFilter
 from inspector import capture as C
 from inspector import collect
 from inspector._compat import unbound_method
-from inspector.background import BackgroundWorker
+from inspector.background import BackgroundWorker, CallerContext
 from inspector.capture import CaptureFilter
 from inspector.collect import Keep, assemble, input_arrays, plan_inspection
 from inspector.compare import compare
@@ -125,11 +126,13 @@ PREPARE_DELAY_S = 0.25
 (Python, as tracing is) goes first."""
 
 
-def _prepare_soon(runner: Runner, args: tuple, kwargs: dict) -> None:
-    """Compiles the summarizing program in the background; nothing new starts once the interpreter
-    exits, so a script that ends after a first call exits as promptly as a plain one."""
+def _prepare_soon(runner: Runner, args: tuple, kwargs: dict, context: CallerContext | None = None) -> None:
+    """Compiles the summarizing program in the background, under the jax options of the caller's
+    thread (``context``); nothing new starts once the interpreter exits, so a script that ends after
+    a first call exits as promptly as a plain one."""
     if _compiler.wait_while_running(PREPARE_DELAY_S):
-        runner.prepare_unless(lambda: _compiler.exiting, args, kwargs)
+        with context.entered() if context is not None else contextlib.nullcontext():
+            runner.prepare_unless(lambda: _compiler.exiting, args, kwargs)
 
 
 def _quiet_background() -> bool:
@@ -254,7 +257,7 @@ class InspectRun:
             return self(*given[0], on_phase=on_phase, **given[1])
         self._finish(insp)
         if compile_after:  # after this result is ready: tracing holds the GIL the assembly needs
-            self._compiling = _compiler.submit(_prepare_soon, self.runner, args, kwargs)
+            self._compiling = _compiler.submit(_prepare_soon, self.runner, args, kwargs, CallerContext())
         if on_phase is not None:
             on_phase("done")
         return insp

@@ -10,11 +10,39 @@ at exit, so a script that ends right after a first inspected call waited for a w
 from __future__ import annotations
 
 import atexit
+import contextlib
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
+
+import jax
+
+_CONTEXTS = {  # jax config options a thread may set for itself, and the context manager that sets each
+    "jax_enable_x64": "enable_x64",
+    "jax_default_device": "default_device",
+    "jax_default_matmul_precision": "default_matmul_precision",
+    "jax_numpy_rank_promotion": "numpy_rank_promotion",
+    "jax_numpy_dtype_promotion": "numpy_dtype_promotion",
+}
+
+
+class CallerContext:
+    """The jax options in effect on the thread that made it (``with jax.enable_x64(True):``,
+    ``jax.default_device(...)`` set them for one thread), to be put in effect on another."""
+
+    def __init__(self) -> None:
+        self.values = {name: getattr(jax.config, name) for name in _CONTEXTS}
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        """These options in effect on the current thread, for the ``with`` block."""
+        with contextlib.ExitStack() as stack:
+            for name, value in self.values.items():
+                if getattr(jax.config, name) != value:
+                    stack.enter_context(getattr(jax, _CONTEXTS[name])(value))
+            yield
 
 
 class BackgroundWorker:

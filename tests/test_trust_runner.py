@@ -188,3 +188,23 @@ def test_the_background_worker_cancels_what_has_not_started_at_exit():
     assert worker.exiting
     assert worker.submit(lambda: 8).cancelled()
     assert not worker.wait_while_running(30)  # wakes at once once exiting
+
+
+@pytest.mark.parametrize("context", ["x64", "rank_promotion"])
+def test_the_background_compile_runs_under_the_callers_jax_options(context):
+    import warnings
+
+    x64 = context == "x64"
+    options = jax.enable_x64(True) if x64 else jax.numpy_rank_promotion("raise")
+    with options, warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "float64 truncated" from a compile that lost the caller's x64
+        x = jnp.ones((2, 4), jnp.float64 if x64 else jnp.float32)
+        v = Net().init(jax.random.key(0), x)
+        run = fi.inspect_apply(Net.__call__, Net())
+        first = run(v, x)
+        run.settle()
+        traces = run.traces
+        second = run(v, x)
+        assert second.timings.cached and run.traces == traces  # the program compiled ahead was the one needed
+        np.testing.assert_array_equal(second.output, first.output)
+        assert second.output.dtype == (jnp.float64 if x64 else jnp.float32)
