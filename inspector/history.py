@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 KINDS = ("activation", "param", "grad", "update")
-FIELDS = ("mean", "std", "abs_max", "zero_frac", "nan", "inf", "norm", "ratio", "count")
+FIELDS = ("mean", "std", "abs_max", "zero_frac", "nan", "inf", "norm", "ratio", "count", "applications")
 """The scalars of every :class:`Scalars`, in order (the columns of :meth:`History.to_pandas`)."""
 
 
@@ -26,7 +26,8 @@ class Scalars:
     """Statistics of one array at one step. ``mean``, ``std`` (population), ``abs_max`` and ``norm``
     (L2) are over the finite elements; ``zero_frac`` is zeros / elements; ``nan`` and ``inf`` (both
     signs) are exact counts; ``ratio`` is this array's norm over its parameter's norm (gradients and
-    updates, when the step handed the parameters over), else ``None``. Complex arrays: of ``|z|``."""
+    updates, when the step handed the parameters over), else ``None``. Complex arrays: of ``|z|``.
+    ``applications`` counts the records merged into this one (:meth:`merged`)."""
 
     mean: float
     std: float
@@ -37,11 +38,51 @@ class Scalars:
     norm: float
     ratio: float | None
     count: int
+    applications: int = 1
 
     @property
     def finite(self) -> bool:
         """No NaN or Inf among the elements."""
         return self.nan == 0 and self.inf == 0
+
+    @property
+    def zeros(self) -> int:
+        """The number of zero elements (``zero_frac * count``, exact below 2**53 elements)."""
+        return round(self.zero_frac * self.count)
+
+    def merged(self, other: Scalars) -> Scalars:
+        """The statistics of this array and ``other`` taken together (two applications of one site
+        at one step: microbatches, a scan, vmap, shards, a retried step), merged exactly in float64:
+        counts add, ``abs_max`` is the larger, ``norm`` and ``ratio`` (same parameter) add in
+        quadrature, ``mean`` and ``std`` by the parallel (Chan) rule over the finite elements."""
+        return merge_scalars(self, other)
+
+
+def merge_scalars(a: Scalars, b: Scalars) -> Scalars:
+    """:meth:`Scalars.merged`."""
+    count = a.count + b.count
+    nan, inf = a.nan + b.nan, a.inf + b.inf
+    na, nb = max(a.count - a.nan - a.inf, 0), max(b.count - b.nan - b.inf, 0)
+    mean, std = merge_moments(na, a.mean, a.std, nb, b.mean, b.std)
+    ratio = (a.ratio if b.ratio is None else b.ratio if a.ratio is None
+             else math.hypot(a.ratio, b.ratio))
+    return Scalars(mean=mean, std=std, abs_max=max(a.abs_max, b.abs_max),
+                   zero_frac=(a.zeros + b.zeros) / count if count else 0.0, nan=nan, inf=inf,
+                   norm=math.hypot(a.norm, b.norm), ratio=ratio, count=count,
+                   applications=a.applications + b.applications)
+
+
+def merge_moments(na: int, ma: float, sa: float, nb: int, mb: float, sb: float) -> tuple[float, float]:
+    """``(mean, std)`` (population) of two groups of ``na`` and ``nb`` values (Chan et al.)."""
+    if nb == 0:
+        return (float(ma), float(sa)) if na else (0.0, 0.0)
+    if na == 0:
+        return float(mb), float(sb)
+    n = na + nb
+    delta = float(mb) - float(ma)
+    mean = float(ma) + delta * (nb / n)
+    m2 = float(sa) ** 2 * na + float(sb) ** 2 * nb + delta * delta * (na * nb / n)
+    return mean, math.sqrt(max(m2, 0.0) / n)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,9 +107,13 @@ class History:
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, step: int, site: Site, scalars: Scalars) -> None:
-        """Record ``scalars`` of ``site`` at ``step`` (a later record of the same step replaces it)."""
+        """Record ``scalars`` of ``site`` at ``step``; a later record of the same step is merged
+        (:meth:`Scalars.merged`), never replaces."""
         with self._lock:
-            self.series.setdefault(site, {})[int(step)] = scalars
+            by_step = self.series.setdefault(site, {})
+            step = int(step)
+            before = by_step.get(step)
+            by_step[step] = scalars if before is None else before.merged(scalars)
             self.version += 1
 
     def sites(self, kind: str | None = None) -> list[Site]:
@@ -81,12 +126,33 @@ class History:
         with self._lock:
             return sorted({step for by_step in self.series.values() for step in by_step})
 
-    def __getitem__(self, site: Site | tuple[str, str]) -> dict[int, Scalars]:
-        """``{step: Scalars}`` of one site: ``history["grad", "Dense_0/kernel"]``."""
-        key = site if isinstance(site, Site) else Site(*site)
+    def site(self, key: Site | tuple[str, str] | str) -> Site:
+        """The recorded site ``key`` names: a :class:`Site`, ``(kind, name)``, or a name recorded
+        under one kind only (``"kind name"`` also works); a ``KeyError`` naming it otherwise."""
+        if not isinstance(key, (Site, tuple, str)):
+            raise TypeError(f"a history is indexed by a Site, (kind, name) or a site name, not {type(key).__name__}")
         with self._lock:
-            if key not in self.series:
-                raise KeyError(f"no site {key}; recorded: {', '.join(map(str, self.series)) or 'nothing'}")
+            sites = list(self.series)
+        recorded = ", ".join(map(str, sites)) or "nothing"
+        if isinstance(key, Site) or (isinstance(key, tuple) and len(key) == 2):
+            want = key if isinstance(key, Site) else Site(*key)
+            if want in sites:
+                return want
+            raise KeyError(f"no site {want}; recorded: {recorded}")
+        if isinstance(key, str):
+            found = [s for s in sites if s.name == key] or [s for s in sites if str(s) == key]
+            if len(found) == 1:
+                return found[0]
+            if found:
+                raise KeyError(f"site name {key!r} is recorded under several kinds ("
+                               f"{', '.join(s.kind for s in found)}): ask for (kind, name)")
+            raise KeyError(f"no site {key!r}; recorded: {recorded}")
+        raise KeyError(f"no site {key!r}: ask for a Site, (kind, name) or a site name; recorded: {recorded}")
+
+    def __getitem__(self, site: Site | tuple[str, str] | str) -> dict[int, Scalars]:
+        """``{step: Scalars}`` of one site: ``history["grad", "Dense_0/kernel"]`` (see :meth:`site`)."""
+        key = self.site(site)
+        with self._lock:
             return dict(self.series[key])
 
     def __len__(self) -> int:
