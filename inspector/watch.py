@@ -28,6 +28,8 @@ the step is done.) ``step`` may be a traced integer (one program for every step)
 from __future__ import annotations
 
 import dataclasses
+import threading
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.core.scope import in_filter, union_filters
 from jax import lax
+from jax.custom_batching import custom_vmap
 
 from inspector._compat import capture_calls, is_lifted_wrapper_call, shape_pass
 from inspector.capture import CaptureFilter, lift
@@ -111,9 +114,29 @@ def _stack(arrays: Sequence[jax.Array]) -> jax.Array:
     return jnp.stack([r.astype(dtype) for r in rows]) if rows else jnp.zeros((0, N_STATS), jnp.float32)
 
 
-def _scalars(row: np.ndarray, count: int, ratio: float | None) -> Scalars:
+def _int_abs_max(x: jax.Array) -> jax.Array:
+    """The exact abs-max of an integer array, as uint32 (uint64 for 64-bit integers): no float
+    rounding, and ``|INT_MIN|`` without overflow."""
+    u = jnp.uint64 if jnp.iinfo(x.dtype).bits == 64 else jnp.uint32
+    if x.size == 0:
+        return jnp.zeros((), u)
+    hi = jnp.max(x)
+    if jnp.issubdtype(x.dtype, jnp.unsignedinteger):
+        return hi.astype(u)
+    lo = jnp.min(x)
+    neg = jnp.where(lo < 0, (-(lo + 1)).astype(u) + 1, 0).astype(u)  # -(lo + 1) never overflows
+    return jnp.maximum(jnp.where(hi > 0, hi.astype(u), 0).astype(u), neg)
+
+
+def _is_int(x: Any) -> bool:
+    return bool(jnp.issubdtype(x.dtype, jnp.integer))
+
+
+def _scalars(row: np.ndarray, count: int, ratio: float | None, abs_max: int | None = None) -> Scalars:
+    """One site's :class:`Scalars` from its row; ``abs_max`` (an int) replaces the row's for integer arrays."""
     mean, std, amax, zeros, nan, inf, norm = (float(v) for v in row)
-    return Scalars(mean=mean, std=std, abs_max=amax, zero_frac=zeros / count if count else 0.0,
+    return Scalars(mean=mean, std=std, abs_max=amax if abs_max is None else abs_max,
+                   zero_frac=zeros / count if count else 0.0,
                    nan=int(nan), inf=int(inf), norm=norm, ratio=ratio, count=count)
 
 
@@ -122,14 +145,73 @@ def _numeric(x: Any) -> bool:
                                                         and not jnp.issubdtype(x.dtype, jax.dtypes.prng_key))
 
 
-def _leaves(tree: Any) -> list[tuple[str, Any]]:
-    """``(variable path, array)`` of a tree's numeric leaves, in flattening order."""
+def _leaves(tree: Any, skipped: list[str] | None = None) -> list[tuple[str, Any]]:
+    """``(variable path, array)`` of a tree's numeric leaves, in flattening order; Python and numpy
+    numbers (not bools) become 0-d arrays. The paths of other leaves (strings, bools, objects; not
+    arrays of bools or keys) are appended to ``skipped``."""
     out = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        names = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
+        if isinstance(leaf, (int, float, complex, np.number)) and not isinstance(leaf, (bool, np.bool_)):
+            leaf = jnp.asarray(leaf)
         if _numeric(leaf):
-            names = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
             out.append((format_path(names), leaf))
+        elif skipped is not None and not isinstance(leaf, (jax.Array, np.ndarray)):
+            skipped.append(f"{format_path(names)} ({type(leaf).__name__})")
     return out
+
+
+def _check_step(step: Any) -> Any:
+    """``step`` as a Python int, or as a scalar integer array; a clear error for anything else."""
+    if isinstance(step, (bool, np.bool_)):
+        raise TypeError(f"fi.watch: step must be an integer (a Python int or a scalar integer array), not {step!r}")
+    if isinstance(step, (int, np.integer)):
+        return int(step)
+    if isinstance(step, (float, np.floating)):
+        raise TypeError(f"fi.watch: step must be an integer, not the float {step!r}: pass int(step) "
+                        "or an integer array such as jnp.int32(step)")
+    if isinstance(step, (jax.Array, np.ndarray)):
+        if not jnp.issubdtype(step.dtype, jnp.integer) or np.shape(step) != ():
+            raise TypeError(f"fi.watch: step must be a scalar integer array (shape (), an int dtype), not an "
+                            f"array of shape {tuple(np.shape(step))} and dtype {step.dtype}")
+        return step
+    raise TypeError(f"fi.watch: step must be an integer (a Python int or a scalar integer array), "
+                    f"not {type(step).__name__} {step!r}")
+
+
+def _check_every(every: Any) -> int:
+    if isinstance(every, (bool, np.bool_)) or not isinstance(every, (int, np.integer)) or every < 1:
+        raise ValueError(f"fi.watch: every must be a positive int (record every n-th step), not {every!r}")
+    return int(every)
+
+
+def _check_capture(capture: Any) -> Callable[[Any, str], bool] | None:
+    if isinstance(capture, (bool, np.bool_)):
+        return lift(capture_calls) if capture else None
+    if not callable(capture):
+        raise TypeError(f"fi.watch: capture_intermediates must be True (every __call__), False (no activations), "
+                        f"a filter from inspector.capture (e.g. C.types(nn.Dense)) or a callable "
+                        f"(module, method_name) -> bool, not {type(capture).__name__} {capture!r}")
+    return lift(capture)
+
+
+def _device_keep(arrays: Sequence[jax.Array]) -> jax.Array | None:
+    """Inside a ``shard_map`` every device calls the callback with its own block: per array, whether this
+    device's copy is the one to record (index 0 along the manual axes the array does not vary over,
+    so a replicated block is recorded once); ``None`` outside ``shard_map``."""
+    manual = tuple(getattr(jax.sharding.get_abstract_mesh(), "manual_axes", ()))
+    if not manual:
+        return None
+    keep = []
+    for a in arrays:
+        mat = getattr(jax.typeof(a), "manual_axis_type", None)
+        varying = getattr(mat, "varying", frozenset(manual))
+        first = jnp.ones((), bool)
+        for axis in manual:
+            if axis not in varying:
+                first = first & (lax.axis_index(axis) == 0)
+        keep.append(first)
+    return jnp.stack(keep)
 
 
 class _Order:
@@ -190,13 +272,12 @@ class Watch:
     gradients and updates a step hands over, every ``every`` steps, into :attr:`history`."""
 
     def __init__(self, module: nn.Module, capture_intermediates: CaptureFilter = True, every: int = 1):
-        if int(every) < 1:
-            raise ValueError(f"every must be a positive number of steps, not {every!r}")
+        self.every = _check_every(every)
         self.module = module
-        self.every = int(every)
-        capture = capture_intermediates
-        self.capture: Callable[[Any, str], bool] | None = (
-            None if capture is False else lift(capture_calls if capture is True else capture))
+        self.capture: Callable[[Any, str], bool] | None = _check_capture(capture_intermediates)
+        self._warned = False
+        self._copies: dict[tuple, int] = {}  # across processes: copies of one record seen (see _emit)
+        self._copies_lock = threading.Lock()
         self._history = History()
 
     @property
@@ -225,18 +306,26 @@ class Watch:
         return w
 
     def at(self, step: Any) -> WatchStep:
-        """This watch at ``step`` (an int, or an integer array traced in the step)."""
-        return WatchStep(self, step)
+        """This watch at ``step``: a Python int or a scalar integer array (traced in the step);
+        anything else raises ``TypeError``."""
+        return WatchStep(self, _check_step(step))
 
     def step(self, step: Any, params: Any = None, grads: Any = None, updates: Any = None) -> None:
         """Record the statistics of every numeric leaf of ``params``, ``grads`` and ``updates`` at
-        ``step``; gradients and updates also get their norm relative to their parameter's."""
+        ``step`` (Python numbers, such as a float learning rate, as 0-d arrays; other leaves are
+        skipped, with one warning naming them); gradients and updates also get their norm relative
+        to their parameter's."""
+        step = _check_step(step)
         sites: list[Site] = []
         arrays: list[jax.Array] = []
+        skipped: list[str] = []
         for kind, tree in (("param", params), ("grad", grads), ("update", updates)):
-            for name, a in _leaves(tree) if tree is not None else ():
+            for name, a in _leaves(tree, skipped) if tree is not None else ():
                 sites.append(Site(kind, name))
                 arrays.append(a)
+        if skipped and not self._warned:
+            self._warned = True
+            warnings.warn(f"fi.watch records numbers only; skipped: {', '.join(skipped)}", stacklevel=2)
         if arrays:
             self._emit(step, sites, arrays, relative=params is not None)
 
@@ -262,45 +351,98 @@ class Watch:
         return out, state
 
     def _emit(self, step: Any, sites: list[Site], arrays: list[jax.Array], relative: bool) -> None:
+        step = _check_step(step)
+        if isinstance(step, int):
+            if step % self.every:
+                return
+            step = jnp.asarray(step)
+            gated = False
+        else:
+            gated = self.every > 1
+        arrays = lax.stop_gradient([jnp.asarray(a) for a in arrays])  # never differentiated
+        ints = [i for i, a in enumerate(arrays) if _is_int(a)]
+        every = self.every
+
+        @custom_vmap
+        def record(step: jax.Array, *arrays: jax.Array) -> jax.Array:
+            # the element counts are those of the arrays seen here: the whole batch under vmap
+            self._send(step, sites, arrays, ints, relative, every if gated else 1)
+            return jnp.zeros((), jnp.int32)
+
+        @record.def_vmap
+        def whole_batch(axis_size: int, in_batched: list[bool], step: jax.Array, *arrays: jax.Array) -> Any:
+            # under vmap the batched arrays are described whole (batch axis included), in one record
+            if in_batched[0]:
+                raise ValueError("fi.watch: step is batched under jax.vmap; pass one step for the whole batch "
+                                 "(an unbatched scalar integer)")
+            return record(step, *arrays), False
+
+        record(step, *arrays)
+
+    def _send(self, step: jax.Array, sites: list[Site], arrays: Sequence[jax.Array], ints: list[int],
+              relative: bool, every: int) -> None:
+        """Describe ``arrays`` and hand their rows (and integer arrays' exact abs-max) to the host."""
         counts = [int(np.prod(np.shape(a))) for a in arrays]
         # gradients' and updates' norms relative to their parameter's (same name)
         param_at = {s.name: i for i, s in enumerate(sites) if s.kind == "param"} if relative else {}
         ratio_of = [param_at.get(s.name, -1) if s.kind in ("grad", "update") else -1 for s in sites]
+        keep = _device_keep(arrays)
+        # Across processes (jax.distributed, outside shard_map) a callback of the whole rows runs on one
+        # device, so one process would record: each device's copy of the (replicated) rows is sent,
+        # and each process records one of its local devices' identical copies.
+        partitioned = jax.process_count() > 1
+        copies = jax.local_device_count() if partitioned and keep is None else 1
 
-        def receive(step_value: Any, rows: Any) -> None:
+        def receive(step_value: Any, rows: Any, *extra: Any) -> None:
             rows = np.asarray(rows, np.float64)
             if rows.shape[0] != len(sites):  # a part of the rows: never record it as the whole
                 raise ValueError(f"fi.watch received statistics of {rows.shape[0]} of {len(sites)} sites")
+            imax = dict(zip(ints, (int(v) for v in np.asarray(extra[0])))) if ints else {}
+            kept = np.asarray(extra[-1]) if keep is not None else None
+            if copies > 1 and not self._first_copy(id(receive), step_value, rows, extra, copies):
+                return
             for i, (site, count) in enumerate(zip(sites, counts)):
+                if kept is not None and not kept[i]:
+                    continue
                 j = ratio_of[i]
                 ratio = None
                 if j >= 0 and rows[j, 6] != 0:  # undefined where the parameter's norm is 0
                     ratio = float(rows[i, 6] / rows[j, 6])
-                self._history.add(int(step_value), site, _scalars(rows[i], count, ratio))
+                self._history.add(int(step_value), site, _scalars(rows[i], count, ratio, imax.get(i)))
 
-        # Across processes (jax.distributed) a callback of the whole rows runs on one device, so
-        # one process would record: each device's copy of the (replicated) rows is sent instead,
-        # recorded by every process (once per local device; a record of a step replaces it).
-        partitioned = jax.process_count() > 1
+        def emit(step_value: Any, rows: jax.Array, *extra: jax.Array) -> None:
+            jax.debug.callback(receive, step_value, rows, *extra, ordered=False, partitioned=partitioned)
 
-        def emit(step_value: Any, rows: jax.Array) -> None:
-            jax.debug.callback(receive, step_value, rows, ordered=False, partitioned=partitioned)
-
-        if isinstance(step, (int, np.integer)):
-            if int(step) % self.every == 0:
-                emit(jnp.asarray(int(step)), _stack(arrays))
-            return
-        step = jnp.asarray(step)
-        arrays = lax.stop_gradient(arrays)  # statistics are never differentiated: no cond in the backward pass
-        if self.every == 1:
-            emit(step, _stack(arrays))
+        int_max = [_int_abs_max(arrays[i]) for i in ints]
+        if every == 1:
+            extra = ([jnp.stack([m.astype(jnp.result_type(*int_max)) for m in int_max])] if ints else [])
+            emit(step, _stack(arrays), *extra, *([keep] if keep is not None else []))
             return
         # One small cond per array, then one for the callback: a single cond over every array
         # measured slower than describing them all at every step (XLA:CPU).
-        now = step % self.every == 0
+        now = step % every == 0
         rows = [lax.cond(now, array_stats, _no_stats, a) for a in arrays]
         dtype = jnp.result_type(*[r.dtype for r in rows])
-        lax.cond(now, emit, lambda *_: None, step, jnp.stack([r.astype(dtype) for r in rows]))
+        extra = []
+        if ints:
+            idtype = jnp.result_type(*[m.dtype for m in int_max])
+            extra.append(jnp.stack([lax.cond(now, lambda a: _int_abs_max(a).astype(idtype),
+                                             lambda a: jnp.zeros((), idtype), arrays[i]) for i in ints]))
+        if keep is not None:
+            extra.append(keep)
+        lax.cond(now, emit, lambda *_: None, step, jnp.stack([r.astype(dtype) for r in rows]), *extra)
+
+    def _first_copy(self, key: int, step: Any, rows: np.ndarray, extra: tuple, copies: int) -> bool:
+        """Across processes each local device hands over an identical copy of a record: true for the
+        first of every ``copies`` identical ones (equal records of one emit are interchangeable)."""
+        k = (key, int(step), rows.tobytes(), *(np.asarray(e).tobytes() for e in extra))
+        with self._copies_lock:
+            seen = self._copies.get(k, 0) + 1
+            if seen == copies:
+                self._copies.pop(k, None)
+            else:
+                self._copies[k] = seen
+        return seen == 1
 
 
 def watch(module: nn.Module, capture_intermediates: CaptureFilter = True, every: int = 1) -> Watch:
