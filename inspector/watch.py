@@ -22,7 +22,9 @@ divisible by ``every``; only their scalars leave it, through an unordered
 ``jax.debug.callback``, so the device never waits for the host's handling of them. (On the CPU
 backend jax runs any program holding a host callback synchronously: the jitted call returns when
 the step is done.) ``step`` may be a traced integer (one program for every step) or a Python int
-(gated in Python).
+(gated in Python); anything else (a float, an array of another shape) raises ``TypeError``.
+A site applied several times in a step (microbatches, a scan, ``shard_map`` blocks) is recorded
+once per application and merged by the history; under ``jax.vmap`` one record describes the batch.
 """
 
 from __future__ import annotations
@@ -449,5 +451,6 @@ def watch(module: nn.Module, capture_intermediates: CaptureFilter = True, every:
     """A :class:`Watch` of ``module``: call ``watch.at(step).apply(...)`` in place of ``module.apply``
     and ``watch.step(step, params=..., grads=..., updates=...)`` inside the (jitted) train step;
     read ``watch.history``. ``capture_intermediates`` takes the same filters as ``fi.apply``
-    (``True``: every ``__call__``; ``False``: no activations)."""
+    (``True``: every ``__call__``; ``False``: no activations; a filter or a callable
+    ``(module, method_name) -> bool``); ``every`` is a positive int. Anything else raises."""
     return Watch(module, capture_intermediates, every)
