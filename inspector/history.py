@@ -16,6 +16,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 KINDS = ("activation", "param", "grad", "update")
 FIELDS = ("mean", "std", "abs_max", "zero_frac", "nan", "inf", "norm", "ratio", "count", "applications")
 """The scalars of every :class:`Scalars`, in order (the columns of :meth:`History.to_pandas`)."""
@@ -96,47 +98,288 @@ class Site:
         return f"{self.kind} {self.name}"
 
 
-@dataclasses.dataclass
+CELL = np.dtype([("mean", "f8"), ("std", "f8"), ("abs_max", "f8"), ("zero_frac", "f8"), ("nan", "i8"),
+                  ("inf", "i8"), ("norm", "f8"), ("ratio", "f8"), ("count", "i8"), ("applications", "i4")])
+"""One stored record (76 bytes): a :class:`Scalars` with ``ratio`` ``NaN`` for ``None``; an
+``applications`` of 0 marks a site with nothing recorded in that row."""
+
+
+def _cell(sc: Scalars) -> tuple:
+    return (sc.mean, sc.std, sc.abs_max, sc.zero_frac, sc.nan, sc.inf, sc.norm,
+            math.nan if sc.ratio is None else sc.ratio, sc.count, sc.applications)
+
+
+def _scalars(c: Any) -> Scalars:
+    r = float(c["ratio"])
+    return Scalars(float(c["mean"]), float(c["std"]), float(c["abs_max"]), float(c["zero_frac"]), int(c["nan"]),
+                   int(c["inf"]), float(c["norm"]), None if math.isnan(r) else r, int(c["count"]),
+                   int(c["applications"]))
+
+
+def merge_groups(cells: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Rows ``starts[i]:starts[i+1]`` of ``cells`` (rows x sites, :data:`CELL`) merged, per site,
+    into one row each, by the rules of :meth:`Scalars.merged` (float64; a group holding one record
+    gives that record unchanged)."""
+    c = cells
+    here = c["applications"] > 0
+    red = np.add.reduceat
+    k = red(here.astype(np.int64), starts, axis=0)
+    count = red(c["count"], starts, axis=0)
+    n = np.where(here, c["count"] - c["nan"] - c["inf"], 0).clip(0).astype(np.float64)
+    big_n = red(n, starts, axis=0)
+    mean = np.divide(red(n * c["mean"], starts, axis=0), big_n, out=np.zeros_like(big_n), where=big_n > 0)
+    group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(c))))
+    dev = np.where(n > 0, c["mean"] - mean[group], 0.0)
+    m2 = red(n * np.where(n > 0, c["std"], 0.0) ** 2 + n * dev * dev, starts, axis=0)
+    std = np.sqrt(np.divide(m2, big_n, out=np.zeros_like(big_n), where=big_n > 0))
+    zeros = red(np.where(here, np.rint(c["zero_frac"] * c["count"]), 0.0), starts, axis=0)
+    top = np.fmax.reduceat(np.where(here, c["norm"], 0.0), starts, axis=0)
+    safe_top = np.where(np.isfinite(top) & (top > 0), top, 1.0)
+    norm = np.where(np.isfinite(top) & (top > 0),
+                    np.sqrt(red(np.where(here, c["norm"], 0.0) ** 2 / safe_top[group] ** 2, starts, axis=0))
+                    * safe_top, top)
+    has_r = here & ~np.isnan(c["ratio"])
+    ratio = np.sqrt(red(np.where(has_r, c["ratio"], 0.0) ** 2, starts, axis=0))
+    out = np.zeros(mean.shape, CELL)
+    out["mean"], out["std"], out["norm"], out["count"] = mean, std, norm, count
+    out["abs_max"] = np.fmax.reduceat(np.where(here, c["abs_max"], 0.0), starts, axis=0)
+    out["zero_frac"] = np.divide(zeros, count, out=np.zeros(mean.shape), where=count > 0)
+    out["nan"], out["inf"] = red(c["nan"], starts, axis=0), red(c["inf"], starts, axis=0)
+    out["ratio"] = np.where(red(has_r.astype(np.int64), starts, axis=0) > 0, ratio, np.nan)
+    out["applications"] = red(c["applications"], starts, axis=0)
+    one = k == 1  # a single record: unchanged (exactly), not recomputed
+    if one.any():
+        rows = red(np.where(here, np.arange(len(c))[:, None], 0), starts, axis=0)
+        out[one] = c[rows[one], np.nonzero(one)[1]]
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """A history's stored rows at one moment, ascending by step: ``steps[i]`` to ``last[i]`` (equal
+    but where older steps were merged) and ``cells[i, j]`` (:data:`CELL`) of ``sites[j]``."""
+
+    steps: np.ndarray
+    last: np.ndarray
+    sites: list[Site]
+    cells: np.ndarray
+
+    @property
+    def present(self) -> np.ndarray:
+        """Where a record is stored (rows x sites)."""
+        return self.cells["applications"] > 0
+
+    @property
+    def nonfinite(self) -> np.ndarray:
+        """Where a stored record has a NaN or Inf (rows x sites)."""
+        return self.present & ((self.cells["nan"] > 0) | (self.cells["inf"] > 0))
+
+    def scalars(self, i: int, j: int) -> Scalars:
+        """The record of ``sites[j]`` in row ``i``."""
+        return _scalars(self.cells[i, j])
+
+    def values(self, field: str) -> np.ndarray:
+        """``field`` as float64 (rows x sites), ``NaN`` where nothing is stored."""
+        v = self.cells[field].astype(np.float64)
+        return np.where(self.present, v, np.nan)
+
+    def first_nonfinite(self) -> tuple[int, int] | None:
+        """``(row, site index)`` of the first non-finite record, or ``None``."""
+        bad = self.nonfinite
+        rows = np.flatnonzero(bad.any(axis=1))
+        if not len(rows):
+            return None
+        return int(rows[0]), int(np.argmax(bad[rows[0]]))
+
+
 class History:
-    """Scalars per site and step, in the order recorded. Safe to fill from another thread
-    (the runtime's callback thread) while read."""
+    """Scalars per site and step, in the order recorded, in bounded memory. Safe to fill from
+    another thread (the runtime's callback thread) while read.
 
-    series: dict[Site, dict[int, Scalars]] = dataclasses.field(default_factory=dict)
-    version: int = dataclasses.field(default=0, compare=False)
-    """Counts the records added: a view redraws when it has changed."""
-    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
+    Stored as one row per step and a 76-byte record per site (:data:`CELL`). A second record of a
+    (step, site) is merged into the first (:meth:`Scalars.merged`). When more than ``max_records``
+    records (rows x sites) would be stored, older rows are merged pairwise by the same exact rule
+    (a row then covers steps ``step`` to ``last``, ``applications`` counting its records), keeping
+    at full resolution the latest ``window`` steps (at most a quarter of the budget) and the
+    earliest steps holding a NaN or Inf (up to a quarter of the budget: :meth:`first_nonfinite`
+    stays exact; later non-finite steps are merged, their NaN and Inf counts kept). A merged row
+    keeps its steps' ``abs_max`` (the largest), NaN, Inf and zero counts; ``mean``, ``std``,
+    ``norm`` are those of all its elements together. The default budget, 100,000 records, is
+    about 7.6 MB."""
 
+    def __init__(self, max_records: int = 100_000, window: int = 1_000):
+        if int(max_records) < 1 or int(window) < 1:
+            raise ValueError(f"max_records and window must be positive, not {max_records!r}, {window!r}")
+        self.max_records, self.window = int(max_records), int(window)
+        self.version = 0
+        """Counts the records added: a view redraws when it has changed."""
+        self._lock = threading.Lock()
+        self._sites: list[Site] = []
+        self._col: dict[Site, int] = {}
+        self._cells = np.zeros((0, 0), CELL)
+        self._first = np.zeros(0, np.int64)
+        self._last = np.zeros(0, np.int64)
+        self._rows = 0
+        self._row_of: dict[int, int] = {}  # first step of a row -> row
+        self._merged_upto = -(2**62)  # rows up to this step may cover several steps
+        self._pending: list[tuple[int, int, Scalars]] = []  # added, not yet written into the rows
+
+    # -- filling -------------------------------------------------------------------
     def add(self, step: int, site: Site, scalars: Scalars) -> None:
         """Record ``scalars`` of ``site`` at ``step``; a later record of the same step is merged
         (:meth:`Scalars.merged`), never replaces."""
+        step = int(step)
         with self._lock:
-            by_step = self.series.setdefault(site, {})
-            step = int(step)
-            before = by_step.get(step)
-            by_step[step] = scalars if before is None else before.merged(scalars)
+            j = self._col.get(site)
+            if j is None:
+                j = self._add_site(site)
+            i = self._find(step)
+            if i is None and self._rows >= self._max_rows() and self._compact():
+                i = self._find(step)
+            if i is None:
+                i = self._add_row(step)
+            self._pending.append((i, j, scalars))
+            if len(self._pending) >= 4096:
+                self._flush()
             self.version += 1
+
+    def _flush(self) -> None:
+        """Writes the records added since the last flush into the rows (callers hold the lock)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        i = np.fromiter((p[0] for p in pending), np.int64, len(pending))
+        j = np.fromiter((p[1] for p in pending), np.int64, len(pending))
+        recs = np.array([_cell(p[2]) for p in pending], CELL)
+        key = i * len(self._sites) + j
+        _, where, counts = np.unique(key, return_index=True, return_counts=True)
+        alone = np.zeros(len(pending), bool)
+        alone[where[counts == 1]] = True
+        alone &= self._cells["applications"][i, j] == 0
+        self._cells[i[alone], j[alone]] = recs[alone]
+        for k in np.flatnonzero(~alone):  # merged into a record already there, in the order added
+            c = self._cells[i[k], j[k]]
+            sc = pending[k][2]
+            self._cells[i[k], j[k]] = _cell(sc if c["applications"] == 0 else _scalars(c).merged(sc))
+
+    def _max_rows(self) -> int:
+        return max(8, self.max_records // max(1, len(self._sites)))
+
+    def _add_site(self, site: Site) -> int:
+        self._flush()
+        self._sites.append(site)
+        self._col[site] = j = len(self._sites) - 1
+        while self._rows > self._max_rows() and self._compact():
+            pass
+        cells = np.zeros((max(self._rows, min(len(self._cells), self._max_rows() + 1)), len(self._sites)), CELL)
+        cells[: self._rows, :j] = self._cells[: self._rows]
+        self._cells = cells
+        return j
+
+    def _find(self, step: int) -> int | None:
+        i = self._row_of.get(step)
+        return self._covering(step) if i is None and step <= self._merged_upto else i
+
+    def _add_row(self, step: int) -> int:
+        if self._rows == len(self._cells):
+            cap = max(self._rows + 1, min(max(16, 2 * self._rows), self._max_rows() + 1))
+            for name in ("_cells", "_first", "_last"):
+                old = getattr(self, name)
+                new = np.zeros((cap, *old.shape[1:]), old.dtype)
+                new[: self._rows] = old[: self._rows]
+                setattr(self, name, new)
+        i = self._rows
+        self._first[i] = self._last[i] = step
+        self._cells[i] = np.zeros(len(self._sites), CELL)
+        self._row_of[step] = i
+        self._rows += 1
+        return i
+
+    def _covering(self, step: int) -> int | None:
+        """The merged row whose steps include ``step``, if any."""
+        first, last = self._first[: self._rows], self._last[: self._rows]
+        hit = np.flatnonzero((first <= step) & (last >= step))
+        return int(hit[0]) if len(hit) else None
+
+    def _compact(self) -> bool:
+        """Merges older rows pairwise (see the class docstring); whether any row was merged."""
+        self._flush()
+        r, cap = self._rows, self._max_rows()
+        order = np.argsort(self._first[:r], kind="stable")
+        first, last, cells = self._first[order], self._last[order], self._cells[:r][order]
+        keep = np.zeros(r, bool)
+        keep[max(0, r - min(self.window, max(1, cap // 4))):] = True
+        c = cells
+        bad = ((c["nan"] > 0) | (c["inf"] > 0)).any(axis=1)
+        keep[np.flatnonzero(bad)[: max(1, cap // 4)]] = True
+        # pairs of neighbouring rows, neither kept at full resolution
+        starts, i = [], 0
+        while i < r:
+            starts.append(i)
+            i += 2 if i + 1 < r and not keep[i] and not keep[i + 1] else 1
+        if len(starts) == r:
+            return False
+        s = np.asarray(starts)
+        merged = merge_groups(cells, s)
+        new_last = np.maximum.reduceat(last, s)
+        n = len(s)
+        self._cells = np.zeros((max(n, min(len(self._cells), cap + 1)), len(self._sites)), CELL)
+        self._cells[:n] = merged
+        self._first = np.zeros(len(self._cells), np.int64)
+        self._last = np.zeros(len(self._cells), np.int64)
+        self._first[:n], self._last[:n] = first[s], new_last
+        self._rows = n
+        self._row_of = {int(f): k for k, f in enumerate(first[s])}
+        wide = new_last > first[s]
+        if wide.any():
+            self._merged_upto = max(self._merged_upto, int(new_last[wide].max()))
+        return True
+
+    # -- reading -------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """A copy of the stored rows, ascending by step (what the views draw)."""
+        with self._lock:
+            self._flush()
+            r = self._rows
+            order = np.argsort(self._first[:r], kind="stable")
+            return Snapshot(self._first[order], self._last[order], list(self._sites), self._cells[:r][order])
+
+    @property
+    def stored(self) -> int:
+        """How many records the history holds now (rows x sites), at most about ``max_records``."""
+        with self._lock:
+            return self._rows * len(self._sites)
+
+    @property
+    def series(self) -> dict[Site, dict[int, Scalars]]:
+        """``{site: {step: Scalars}}`` (a copy; ``history[site]`` reads one site)."""
+        snap = self.snapshot()
+        return {site: self._column(snap, j) for j, site in enumerate(snap.sites)}
+
+    @staticmethod
+    def _column(snap: Snapshot, j: int) -> dict[int, Scalars]:
+        return {int(snap.steps[i]): snap.scalars(int(i), j) for i in np.flatnonzero(snap.present[:, j])}
 
     def sites(self, kind: str | None = None) -> list[Site]:
         """Every site (of ``kind``), in the order first recorded."""
         with self._lock:
-            return [s for s in self.series if kind is None or s.kind == kind]
+            return [s for s in self._sites if kind is None or s.kind == kind]
 
     def steps(self) -> list[int]:
-        """Every step at which anything was recorded, ascending."""
-        with self._lock:
-            return sorted({step for by_step in self.series.values() for step in by_step})
+        """Every step at which anything is stored, ascending (the first step of a merged row)."""
+        snap = self.snapshot()
+        return [int(s) for s in snap.steps[snap.present.any(axis=1)]]
 
     def site(self, key: Site | tuple[str, str] | str) -> Site:
         """The recorded site ``key`` names: a :class:`Site`, ``(kind, name)``, or a name recorded
         under one kind only (``"kind name"`` also works); a ``KeyError`` naming it otherwise."""
         if not isinstance(key, (Site, tuple, str)):
             raise TypeError(f"a history is indexed by a Site, (kind, name) or a site name, not {type(key).__name__}")
-        with self._lock:
-            sites = list(self.series)
+        sites = self.sites()
         recorded = ", ".join(map(str, sites)) or "nothing"
         if isinstance(key, Site) or (isinstance(key, tuple) and len(key) == 2):
             want = key if isinstance(key, Site) else Site(*key)
-            if want in sites:
+            if want in self._col:
                 return want
             raise KeyError(f"no site {want}; recorded: {recorded}")
         if isinstance(key, str):
@@ -152,52 +395,71 @@ class History:
     def __getitem__(self, site: Site | tuple[str, str] | str) -> dict[int, Scalars]:
         """``{step: Scalars}`` of one site: ``history["grad", "Dense_0/kernel"]`` (see :meth:`site`)."""
         key = self.site(site)
-        with self._lock:
-            return dict(self.series[key])
+        snap = self.snapshot()
+        return self._column(snap, snap.sites.index(key))
 
     def __len__(self) -> int:
         return len(self.steps())
 
     def rows(self) -> Iterator[tuple[int, Site, Scalars]]:
-        """``(step, site, scalars)`` by step, then in site order."""
-        with self._lock:
-            items = [(step, site, sc) for site, by_step in self.series.items() for step, sc in by_step.items()]
-            order = {site: i for i, site in enumerate(self.series)}
-        yield from sorted(items, key=lambda r: (r[0], order[r[1]]))
+        """``(step, site, scalars)`` of every stored record, by step, then in site order."""
+        snap = self.snapshot()
+        for i, j in zip(*np.nonzero(snap.present)):
+            yield int(snap.steps[i]), snap.sites[j], snap.scalars(int(i), int(j))
 
     def first_nonfinite(self) -> tuple[int, Site] | None:
         """The earliest step with a NaN or Inf anywhere, and its first such site (activations in
         execution order, then parameters, gradients, updates); ``None`` if every value was finite."""
-        for step, site, sc in self.rows():
-            if not sc.finite:
-                return step, site
-        return None
+        snap = self.snapshot()
+        at = snap.first_nonfinite()
+        return None if at is None else (int(snap.steps[at[0]]), snap.sites[at[1]])
+
+    def _columns(self) -> dict[str, Any]:
+        snap = self.snapshot()
+        i, j = np.nonzero(snap.present)
+        c = snap.cells[i, j]
+        cols: dict[str, Any] = {"step": snap.steps[i], "kind": np.array([s.kind for s in snap.sites], object)[j],
+                                "site": np.array([s.name for s in snap.sites], object)[j]}
+        cols.update({f: np.ascontiguousarray(c[f]) for f in FIELDS})
+        cols["last_step"] = snap.last[i]
+        return cols
 
     def to_records(self) -> list[dict[str, Any]]:
-        """One dict per (step, site): ``step``, ``kind``, ``site`` and every field of :data:`FIELDS`."""
-        return [{"step": step, "kind": site.kind, "site": site.name, **dataclasses.asdict(sc)}
-                for step, site, sc in self.rows()]
+        """One dict per stored (step, site): ``step``, ``kind``, ``site``, every field of :data:`FIELDS`
+        and ``last_step`` (the last step a merged row covers; ``step`` at full resolution)."""
+        cols = self._columns()
+        names = list(cols)
+        lists = [cols[k].tolist() for k in names]
+        out = [dict(zip(names, row)) for row in zip(*lists)]
+        for rec in out:
+            if math.isnan(rec["ratio"]):
+                rec["ratio"] = None
+        return out
 
     def to_pandas(self) -> Any:
-        """A tidy ``pandas.DataFrame``: one row per (step, site), columns ``step``, ``kind``, ``site``
-        and :data:`FIELDS`. Needs pandas (``pip install 'inspector[pandas]'``)."""
+        """A tidy ``pandas.DataFrame``: one row per stored (step, site), columns ``step``, ``kind``,
+        ``site``, :data:`FIELDS` and ``last_step`` (``ratio`` ``NaN`` where there is none). Needs
+        pandas (``pip install 'inspector[pandas]'``)."""
         try:
             import pandas as pd
         except ImportError as e:
             raise ImportError("History.to_pandas needs pandas: pip install pandas "
                               "(or the package's 'pandas' extra)") from e
-        return pd.DataFrame(self.to_records(), columns=["step", "kind", "site", *FIELDS])
+        return pd.DataFrame(self._columns())
 
     def to_text(self, fields: tuple[str, ...] = ("mean", "std", "abs_max", "zero_frac", "nan", "inf", "norm",
-                                                 "ratio")) -> str:
-        """A table, one line per (step, site); names pass through :func:`inspector.names.safe`."""
+                                                 "ratio"), limit: int = 2000) -> str:
+        """A table, one line per stored (step, site); names pass through :func:`inspector.names.safe`.
+        Beyond ``limit`` lines: the first and latest lines and the first non-finite ones, with a
+        line saying how many were left out between them."""
         from inspector.views.history_text import history_table
 
-        return history_table(self, fields)
+        return history_table(self, fields, limit)
 
     def to_html(self, path: str | None = None, fields: tuple[str, ...] = ("std", "abs_max", "zero_frac")) -> str:
         """One static HTML page (SVG, no script): a line chart per site and a site x step heatmap
-        of each of ``fields``; also written to ``path`` when given."""
+        of each of ``fields``; a long run is drawn with neighbouring steps merged (the page stays
+        about a megabyte); also written to ``path`` when given."""
         from inspector.views.history_html import history_html
 
         page = history_html(self, fields)

@@ -123,4 +123,5 @@ def test_records_and_columns():
     h.add(0, Site("activation", "a"), Scalars(1.0, 2.0, 3.0, 0.25, 0, 0, 4.0, None, 8))
     h.add(0, Site("activation", "a"), Scalars(1.0, 2.0, 3.0, 0.25, 0, 0, 4.0, None, 8))
     (rec,) = h.to_records()
-    assert list(rec) == ["step", "kind", "site", *FIELDS] and rec["applications"] == 2 and rec["count"] == 16
+    assert list(rec) == ["step", "kind", "site", *FIELDS, "last_step"]
+    assert rec["applications"] == 2 and rec["count"] == 16 and rec["ratio"] is None and rec["last_step"] == 0

@@ -1,7 +1,7 @@
 """A live notebook view of a watched run's :class:`~inspector.history.History`.
 
 A status line (steps, sites, the first non-finite step and site in the ``bad`` colour), a
-site x step heatmap of one field (std, abs-max or zero fraction; the latest ``window`` steps),
+site x step heatmap of one field (std, abs-max or zero fraction; the latest ``window`` stored steps),
 a list of sites, and the line charts of the chosen site. The SVG is
 :mod:`~inspector.views.history_html`'s, so the live view and the static export draw the same
 thing.
@@ -18,23 +18,28 @@ from typing import Any
 
 import ipywidgets as W
 
-from inspector.history import History, Site
+import numpy as np
+
+from inspector.history import History, Site, Snapshot
 from inspector.names import safe
 from inspector.views.format import esc
-from inspector.views.history_html import CSS, heatmap, line_chart
+from inspector.views.history_html import CHART_POINTS, CSS, Drawn, drawn, heatmap, line_chart
 from inspector.views.widgets import close_parts, close_tree
 
 FIELDS = (("std", "std"), ("abs-max", "abs_max"), ("zero fraction", "zero_frac"))
 CHARTS = ("mean", "std", "abs_max", "zero_frac", "norm", "ratio")
 
 
-def status_line(history: History) -> str:
-    """``N recorded steps (a to b), K sites`` and the first non-finite step and site, if any."""
-    steps = history.steps()
-    span = f"{steps[0]} to {steps[-1]}" if steps else "-"
-    text = f"{len(steps)} recorded steps ({span}), {len(history.sites())} sites"
-    first = history.first_nonfinite()
-    return text + (f"; first non-finite: step {first[0]}, {first[1]}" if first is not None else "")
+def status_line(history: History | Snapshot) -> str:
+    """``N recorded steps (a to b), K sites`` and the first non-finite step and site, if any (a
+    row merging older steps counts once)."""
+    snap = history.snapshot() if isinstance(history, History) else history
+    steps = snap.steps[snap.present.any(axis=1)] if len(snap.steps) else snap.steps
+    span = f"{int(steps[0])} to {int(snap.last[-1])}" if len(steps) else "-"
+    text = f"{len(steps)} recorded steps ({span}), {len(snap.sites)} sites"
+    first = snap.first_nonfinite()
+    return text + (f"; first non-finite: step {int(snap.steps[first[0]])}, {snap.sites[first[1]]}"
+                   if first is not None else "")
 
 
 def _site_label(site: Site) -> str:
@@ -79,18 +84,23 @@ class WatchWidget(W.VBox):
         self._draw_charts()
 
     def refresh(self) -> None:
-        """Redraws everything from the history as it is now."""
+        """Redraws everything from the history as it is now (the heatmap from its latest
+        ``window`` stored steps, the charts from at most a few dozen points: the cost does not
+        grow with the run)."""
         with self._drawing:
             self._seen = self.history.version
-            h = self.history
-            first = h.first_nonfinite()
+            snap = self.history.snapshot()
+            at = snap.first_nonfinite()
+            first = None if at is None else (int(snap.steps[at[0]]), snap.sites[at[1]])
             bad = ' class="fi-bad"' if first is not None else ""
             self.status.value = (f'<style>{CSS}</style><div class="fi-hist"><span{bad}>'
-                                 f'{esc(status_line(h))}</span></div>')
-            steps = h.steps()[-self.window:]
-            self.heat.value = f'<div class="fi-hist">{heatmap(h, self.field.value, first, steps)}</div>' \
-                if steps else '<div class="fi-hist">nothing recorded yet</div>'
-            sites = h.sites()
+                                 f'{esc(status_line(snap))}</span></div>')
+            lo = max(0, len(snap.steps) - self.window)
+            win = Snapshot(snap.steps[lo:], snap.last[lo:], snap.sites, snap.cells[lo:])
+            shown = Drawn(win, None if at is None or at[0] < lo else (at[0] - lo, at[1]), None)
+            self.heat.value = f'<div class="fi-hist">{heatmap(shown, self.field.value)}</div>' \
+                if len(win.steps) else '<div class="fi-hist">nothing recorded yet</div>'
+            sites = snap.sites
             options = [(_site_label(s), s) for s in sites]
             self._setting = True
             try:
@@ -102,16 +112,22 @@ class WatchWidget(W.VBox):
                     self.sites.value = first[1]
             finally:
                 self._setting = False
-            self._draw_charts()
+            self._draw_charts(snap)
 
-    def _draw_charts(self) -> None:
+    def _draw_charts(self, snap: Snapshot | None = None) -> None:
         site = self.sites.value
         if site is None:
             self.charts.value = ""
             return
-        by_step = self.history[site]
-        charts = "".join(line_chart(by_step, f, site) for f in CHARTS
-                         if any(getattr(sc, f) is not None for sc in by_step.values()))
+        snap = self.history.snapshot() if snap is None else snap
+        if site not in snap.sites:
+            self.charts.value = ""
+            return
+        k = snap.sites.index(site)
+        d, j = drawn(Snapshot(snap.steps, snap.last, [site], snap.cells[:, k:k + 1]), CHART_POINTS), 0
+        present = d.snap.present[:, j]
+        charts = "".join(line_chart(d, j, f) for f in CHARTS
+                         if f != "ratio" or bool(np.any(~np.isnan(d.snap.cells["ratio"][present, j]))))
         self.charts.value = (f'<div class="fi-hist"><div class="fi-site"><div>{esc(site)}</div>'
                              f'<div class="fi-charts" style="flex-wrap:wrap">{charts}</div></div></div>')
 
