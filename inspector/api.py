@@ -17,7 +17,7 @@ from flax.core.scope import CollectionFilter
 
 from inspector import capture as C
 from inspector import collect
-from inspector._compat import unbound_method
+from inspector._compat import flax_flags, unbound_method
 from inspector.background import BackgroundWorker, CallerContext
 from inspector.capture import CaptureFilter
 from inspector.collect import Keep, assemble, input_arrays, plan_inspection
@@ -50,7 +50,7 @@ def config_key(*config: Any) -> Any:
 def shared_run(make: Callable[[], Any], *config: Any) -> Any:
     """The run ``make()`` builds, or the live one an equal configuration built earlier, with its
     compiled programs: re-running a notebook cell that builds ``Net()`` anew compiles nothing."""
-    key = config_key(*config)
+    key = config_key(*config, tuple(flax_flags().items()))  # a flag read while tracing (adopted names)
     if key is None:
         return make()
     run = _runs.get(key)
