@@ -219,6 +219,7 @@ class History:
         self._cells = np.zeros((0, 0), CELL)
         self._first = np.zeros(0, np.int64)
         self._last = np.zeros(0, np.int64)
+        self._width = np.zeros(0, np.int64)  # how many steps a row merges
         self._rows = 0
         self._row_of: dict[int, int] = {}  # first step of a row -> row
         self._merged_upto = -(2**62)  # rows up to this step may cover several steps
@@ -283,13 +284,14 @@ class History:
     def _add_row(self, step: int) -> int:
         if self._rows == len(self._cells):
             cap = max(self._rows + 1, min(max(16, 2 * self._rows), self._max_rows() + 1))
-            for name in ("_cells", "_first", "_last"):
+            for name in ("_cells", "_first", "_last", "_width"):
                 old = getattr(self, name)
                 new = np.zeros((cap, *old.shape[1:]), old.dtype)
                 new[: self._rows] = old[: self._rows]
                 setattr(self, name, new)
         i = self._rows
         self._first[i] = self._last[i] = step
+        self._width[i] = 1
         self._cells[i] = np.zeros(len(self._sites), CELL)
         self._row_of[step] = i
         self._rows += 1
@@ -302,37 +304,44 @@ class History:
         return int(hit[0]) if len(hit) else None
 
     def _compact(self) -> bool:
-        """Merges older rows pairwise (see the class docstring); whether any row was merged."""
+        """Merges older rows (see the class docstring) until at most three quarters of the rows
+        are left, in passes that pair neighbours of at most 2, 4, 8, ... steps together (so the
+        older steps end up in buckets of about the same width); whether any row was merged."""
         self._flush()
         r, cap = self._rows, self._max_rows()
         order = np.argsort(self._first[:r], kind="stable")
-        first, last, cells = self._first[order], self._last[order], self._cells[:r][order]
+        first, last, width = self._first[order], self._last[order], self._width[order]
+        cells = self._cells[:r][order]
         keep = np.zeros(r, bool)
         keep[max(0, r - min(self.window, max(1, cap // 4))):] = True
-        c = cells
-        bad = ((c["nan"] > 0) | (c["inf"] > 0)).any(axis=1)
+        bad = ((cells["nan"] > 0) | (cells["inf"] > 0)).any(axis=1)
         keep[np.flatnonzero(bad)[: max(1, cap // 4)]] = True
-        # pairs of neighbouring rows, neither kept at full resolution
-        starts, i = [], 0
-        while i < r:
-            starts.append(i)
-            i += 2 if i + 1 < r and not keep[i] and not keep[i + 1] else 1
-        if len(starts) == r:
+        limit, merged_any = 2, False
+        while len(first) > cap * 3 // 4 and limit <= 2 * max(2, int(width.max())):
+            starts, i, n = [], 0, len(first)
+            while i < n:  # pairs of neighbours, neither kept at full resolution, within the width limit
+                starts.append(i)
+                i += 2 if (i + 1 < n and not keep[i] and not keep[i + 1]
+                           and width[i] + width[i + 1] <= limit) else 1
+            if len(starts) < n:
+                s_ = np.asarray(starts)
+                cells, first = merge_groups(cells, s_), first[s_]
+                last, width = np.maximum.reduceat(last, s_), np.add.reduceat(width, s_)
+                keep = np.logical_or.reduceat(keep, s_)
+                merged_any = True
+            limit *= 2
+        if not merged_any:
             return False
-        s = np.asarray(starts)
-        merged = merge_groups(cells, s)
-        new_last = np.maximum.reduceat(last, s)
-        n = len(s)
-        self._cells = np.zeros((max(n, min(len(self._cells), cap + 1)), len(self._sites)), CELL)
-        self._cells[:n] = merged
-        self._first = np.zeros(len(self._cells), np.int64)
-        self._last = np.zeros(len(self._cells), np.int64)
-        self._first[:n], self._last[:n] = first[s], new_last
+        n = len(first)
+        size = max(n, min(len(self._cells), cap + 1))
+        self._cells = np.zeros((size, len(self._sites)), CELL)
+        self._first, self._last, self._width = (np.zeros(size, np.int64) for _ in range(3))
+        self._cells[:n], self._first[:n], self._last[:n], self._width[:n] = cells, first, last, width
         self._rows = n
-        self._row_of = {int(f): k for k, f in enumerate(first[s])}
-        wide = new_last > first[s]
+        self._row_of = {int(f): k for k, f in enumerate(first)}
+        wide = last > first
         if wide.any():
-            self._merged_upto = max(self._merged_upto, int(new_last[wide].max()))
+            self._merged_upto = max(self._merged_upto, int(last[wide].max()))
         return True
 
     # -- reading -------------------------------------------------------------------

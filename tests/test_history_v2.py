@@ -125,3 +125,155 @@ def test_records_and_columns():
     (rec,) = h.to_records()
     assert list(rec) == ["step", "kind", "site", *FIELDS, "last_step"]
     assert rec["applications"] == 2 and rec["count"] == 16 and rec["ratio"] is None and rec["last_step"] == 0
+
+
+# -- bounded memory, downsampling ---------------------------------------------------
+SITES = [Site("activation" if j < 20 else "grad", f"layer_{j}") for j in range(43)]
+
+
+def fill(h: History, steps: range, bad: set[int] = frozenset(), sites=SITES) -> None:
+    """One record per site and step: 8 elements, one NaN at the steps in ``bad`` (site 3)."""
+    for step in steps:
+        for j, site in enumerate(sites):
+            nan = int(step in bad and j == 3)
+            h.add(step, site, Scalars(float(step), 1.0, float(step) + 2, 0.25, nan, 0, 3.0, None, 8))
+
+
+def test_memory_is_bounded_on_10000_steps_of_43_sites():
+    h = History()
+    fill(h, range(10_000))
+    assert h.stored <= h.max_records  # about 7.6 MB of 76-byte records
+    assert h._cells.size <= h.max_records + len(SITES) * 8  # no capacity beyond the budget
+    snap = h.snapshot()
+    assert snap.cells.dtype.itemsize == 76
+    # nothing is lost: every record is in some stored row
+    assert int(snap.cells["applications"].sum()) == 10_000 * 43
+    assert int(snap.cells["count"].sum()) == 10_000 * 43 * 8
+    assert h.steps()[0] == 0 and h.steps()[-1] == 9_999
+    widths = snap.last - snap.steps + 1
+    assert widths.max() <= 16 and (widths[-500:] == 1).all()  # older steps in even buckets, the latest whole
+
+
+def test_memory_stays_flat_beyond_the_budget():
+    h = History(max_records=43 * 64, window=16)
+    sizes = []
+    for chunk in range(6):
+        fill(h, range(chunk * 2_000, (chunk + 1) * 2_000))
+        sizes.append(h.stored)
+        assert h._cells.size <= h.max_records + 43
+    assert max(sizes) <= h.max_records  # a sawtooth between three quarters of the budget and all of it
+    assert int(h.snapshot().cells["applications"].sum()) == 12_000 * 43
+
+
+def test_downsampling_keeps_non_finite_steps_and_the_latest_window():
+    bad = {17, 999, 2_500, 4_990}
+    h = History(max_records=43 * 100, window=20)
+    fill(h, range(5_000), bad)
+    snap = h.snapshot()
+    assert h.stored <= h.max_records
+    full = {int(s) for s, e in zip(snap.steps, snap.last) if s == e}
+    assert bad <= full and set(range(4_980, 5_000)) <= full
+    assert len(snap.steps) < 5_000  # older steps were merged
+    assert h.first_nonfinite() == (17, SITES[3])
+    for step in bad:
+        assert h[SITES[3]][step].nan == 1 and h[SITES[2]][step].finite
+    assert int(snap.cells["nan"].sum()) == len(bad)
+    # every stored row covers whole steps, in order, without overlap
+    assert (snap.steps[1:] > snap.last[:-1]).all() and (snap.last >= snap.steps).all()
+
+
+def test_a_diverged_run_stays_bounded_and_names_its_first_bad_step():
+    h = History(max_records=43 * 64, window=16)
+    fill(h, range(6_000), bad=set(range(100, 6_000)))
+    assert h.stored <= h.max_records
+    assert h.first_nonfinite() == (100, SITES[3])
+    assert h[SITES[3]][100].nan == 1
+    assert int(h.snapshot().cells["nan"].sum()) == 5_900
+
+
+def test_merged_rows_are_exact_statistics_of_their_steps():
+    rng = np.random.default_rng(3)
+    site = Site("grad", "w")
+    arrays = {step: sample(rng, int(rng.integers(1, 50))) for step in range(600)}
+    h = History(max_records=40, window=8)
+    for step, a in arrays.items():
+        h.add(step, site, exact(a))
+    snap = h.snapshot()
+    assert len(snap.steps) <= 40 and (snap.last > snap.steps).any()
+    for i in range(len(snap.steps)):
+        a = np.concatenate([arrays[s] for s in range(int(snap.steps[i]), int(snap.last[i]) + 1)])
+        got = snap.scalars(i, 0)
+        close(got, exact(a), rel=1e-9)
+        assert got.applications == snap.last[i] - snap.steps[i] + 1
+
+
+def test_a_late_record_of_a_merged_step_joins_its_row():
+    h = History(max_records=43 * 32, window=8)
+    fill(h, range(1_000))
+    snap = h.snapshot()
+    i = int(np.flatnonzero(snap.last > snap.steps)[0])
+    late = int(snap.steps[i]) + 1
+    h.add(late, SITES[0], Scalars(0.0, 0.0, 0.0, 0.0, 0, 1, 0.0, None, 8))
+    after = h.snapshot()
+    assert len(after.steps) == len(snap.steps)
+    assert after.cells["count"][i, 0] == snap.cells["count"][i, 0] + 8
+    assert h.first_nonfinite() == (int(snap.steps[i]), SITES[0])
+
+
+def test_the_budget_must_be_positive():
+    with pytest.raises(ValueError, match="max_records"):
+        History(max_records=0)
+
+
+# -- views of large histories (correctness; timings in bench/bench_watch.py) ------
+@pytest.fixture(scope="module")
+def long_history() -> History:
+    h = History()
+    fill(h, range(10_000), bad={4_321, 9_000})
+    return h
+
+
+def test_text_of_a_long_run_keeps_its_ends_and_its_non_finite_lines(long_history):
+    text = long_history.to_text(limit=400)
+    lines = text.splitlines()
+    assert len(lines) <= 400 + 10
+    assert "lines left out" in text
+    assert lines[1].split()[0].startswith("0-")  # the first row merges the first steps
+    marked = [line for line in lines if line.startswith("!")]
+    assert len(marked) == 1 and marked[0].split()[1:3] == ["4321", "activation"]
+    assert any(line.split()[:2] == ["9000", "activation"] for line in lines)
+    assert lines[-2].split()[0] == "9999" and lines[-1] == "first non-finite: step 4321, activation layer_3"
+
+
+def test_records_and_pandas_give_every_stored_row(long_history):
+    pd = pytest.importorskip("pandas")
+    df = long_history.to_pandas()
+    assert isinstance(df, pd.DataFrame) and len(df) == long_history.stored
+    assert int(df["count"].sum()) == 10_000 * 43 * 8 and int(df["nan"].sum()) == 2
+    assert df.iloc[-1]["step"] == 9_999 and df.iloc[-1]["last_step"] == 9_999
+    assert len(long_history.to_records()) == len(df)
+
+
+def test_html_of_a_long_run_is_bounded_and_names_the_first_bad_step(long_history):
+    page = long_history.to_html()
+    assert "first non-finite: step 4321, activation layer_3" in page
+    assert page.count('class="fi-first"') == 3 and len(page) <= 1_500_000
+    h = History()
+    fill(h, range(220), bad={150}, sites=SITES[:27])
+    page = h.to_html()
+    assert len(page) <= 1_000_000 and "first non-finite: step 150, activation layer_3" in page
+    assert page.count("<polyline") <= 2 * 5 * 27
+
+
+def test_the_live_widget_draws_the_latest_window_of_a_long_run(long_history):
+    pytest.importorskip("ipywidgets")
+    from inspector.views.history_widget import WatchWidget
+
+    w = WatchWidget(long_history, interval=60, window=10)
+    try:
+        assert w.heat.value.count("<rect") == 10 * 43
+        assert "step 9999 " in w.heat.value and "step 9989 " not in w.heat.value
+        assert "first non-finite: step 4321, activation layer_3" in w.status.value
+        assert w.sites.value == SITES[3] and w.charts.value.count("<polyline") <= 2 * 6
+    finally:
+        w.close()
