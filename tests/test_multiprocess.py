@@ -140,7 +140,7 @@ WORKER = textwrap.dedent('''
         out["watch_grads"][step] = flat(grads)
     history = watch.history
     out["watch"] = [[s, site.kind, site.name, sc.mean, sc.std, sc.abs_max, sc.norm, sc.zero_frac, sc.nan, sc.inf,
-                     sc.ratio] for s, site, sc in history.rows()]
+                     sc.ratio, sc.count, sc.applications] for s, site, sc in history.rows()]
 
     # a gather that one process alone calls fails with a clear error instead of hanging
     if pid == 0:
@@ -302,10 +302,13 @@ def _check(raw, w0, w1):
         assert sorted({r[0] for r in rows}) == [0, 2], rows
         by = {(r[0], r[1], r[2]): r[3:] for r in rows}
         assert {k for k, _, _ in by} == {0, 2} and len(by) == len(rows)
-        for (step, kind, name), (mean, std, abs_max, norm, zero_frac, nan, inf, ratio) in by.items():
+        # each process recorded each emit once (not once per local device)
+        assert all(r[-1] == 1 for r in rows), rows
+        for (step, kind, name), (mean, std, abs_max, norm, zero_frac, nan, inf, ratio, count, _) in by.items():
             if kind == "activation":
                 continue  # below, from the step's own parameters
             arr = np.asarray((w["watch_params"] if kind == "param" else w["watch_grads"])[str(step)][name])
+            assert count == arr.size, (step, kind, name, count)
             fin = arr[np.isfinite(arr)]
             tol = 2e-5 * (abs(fin.mean()) + fin.std())
             assert abs(mean - fin.mean()) <= tol and abs(std - fin.std()) <= tol, (step, kind, name)
@@ -325,6 +328,7 @@ def _check(raw, w0, w1):
             a = ref[name]
             assert abs(mean - a.mean()) <= 1e-4 * (abs(a.mean()) + a.std()), name  # float32 forward vs float64
             assert abs(std - a.std()) <= 1e-4 * (abs(a.mean()) + a.std()), name
+            assert by[(0, "activation", name)][8] == a.size, name  # the global array's elements
             assert abs(abs_max - np.abs(a).max()) <= 1e-4 * np.abs(a).max(), name
 
         # text is data: the same on every process (the first line holds timings)
