@@ -53,7 +53,10 @@ def shared_run(make: Callable[[], Any], *config: Any) -> Any:
     key = config_key(*config, tuple(flax_flags().items()))  # a flag read while tracing (adopted names)
     if key is None:
         return make()
-    run = _runs.get(key)
+    try:
+        run = _runs.get(key)
+    except Exception:  # noqa: BLE001 - a user's __eq__ that refuses: nothing is shared
+        return make()
     if run is None:
         run = _runs[key] = make()
     _recent_runs[key] = run

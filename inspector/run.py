@@ -516,7 +516,7 @@ def static_key(v: Any, depth: int = 0) -> Any:
     if h is not None and eq is not object.__eq__ and h is not object.__hash__:
         try:
             hash(v)
-        except TypeError:
+        except Exception:  # noqa: BLE001 - unhashable, or a __hash__ that refuses: keyed by nothing
             raise Unkeyable(v) from None
         return t, v  # the type declares value semantics
     if h is object.__hash__ and eq is object.__eq__ and not hasattr(v, "__dict__"):

@@ -208,3 +208,34 @@ def test_the_background_compile_runs_under_the_callers_jax_options(context):
         assert second.timings.cached and run.traces == traces  # the program compiled ahead was the one needed
         np.testing.assert_array_equal(second.output, first.output)
         assert second.output.dtype == (jnp.float64 if x64 else jnp.float32)
+
+
+class Refuses:
+    """A field whose ``__hash__`` and ``__eq__`` raise something other than TypeError."""
+
+    def __init__(self, a: int):
+        self.a = a
+
+    def __hash__(self):
+        raise RuntimeError("this should not be called")
+
+    def __eq__(self, other):
+        raise RuntimeError("this should not be called")
+
+
+class HoldsARefuser(nn.Module):
+    node: Refuses
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(2)(x) + self.node.a
+
+
+def test_a_module_whose_fields_refuse_hashing_runs_unshared():
+    x = jnp.ones((2, 2))
+    m = HoldsARefuser(Refuses(1))
+    v = m.init(jax.random.key(0), x)
+    np.testing.assert_allclose(fi.apply(HoldsARefuser.__call__, m)(v, x), m.apply(v, x))
+    insp = fi.inspect(m, v, x)
+    np.testing.assert_allclose(insp.output, m.apply(v, x))
+    assert fi.apply(HoldsARefuser.__call__, m) is not fi.apply(HoldsARefuser.__call__, m)
