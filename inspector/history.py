@@ -11,6 +11,7 @@ then parameters, gradients and updates.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import threading
 from collections.abc import Iterator
@@ -163,13 +164,14 @@ class Snapshot:
     last: np.ndarray
     sites: list[Site]
     cells: np.ndarray
+    _values: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
-    @property
+    @functools.cached_property
     def present(self) -> np.ndarray:
         """Where a record is stored (rows x sites)."""
         return self.cells["applications"] > 0
 
-    @property
+    @functools.cached_property
     def nonfinite(self) -> np.ndarray:
         """Where a stored record has a NaN or Inf (rows x sites)."""
         return self.present & ((self.cells["nan"] > 0) | (self.cells["inf"] > 0))
@@ -180,8 +182,9 @@ class Snapshot:
 
     def values(self, field: str) -> np.ndarray:
         """``field`` as float64 (rows x sites), ``NaN`` where nothing is stored."""
-        v = self.cells[field].astype(np.float64)
-        return np.where(self.present, v, np.nan)
+        if field not in self._values:
+            self._values[field] = np.where(self.present, self.cells[field].astype(np.float64), np.nan)
+        return self._values[field]
 
     def first_nonfinite(self) -> tuple[int, int] | None:
         """``(row, site index)`` of the first non-finite record, or ``None``."""
@@ -204,10 +207,10 @@ class History:
     earliest steps holding a NaN or Inf (up to a quarter of the budget: :meth:`first_nonfinite`
     stays exact; later non-finite steps are merged, their NaN and Inf counts kept). A merged row
     keeps its steps' ``abs_max`` (the largest), NaN, Inf and zero counts; ``mean``, ``std``,
-    ``norm`` are those of all its elements together. The default budget, 100,000 records, is
-    about 7.6 MB."""
+    ``norm`` are those of all its elements together. The default budget, 90,000 records, is
+    about 7 MB."""
 
-    def __init__(self, max_records: int = 100_000, window: int = 1_000):
+    def __init__(self, max_records: int = 90_000, window: int = 1_000):
         if int(max_records) < 1 or int(window) < 1:
             raise ValueError(f"max_records and window must be positive, not {max_records!r}, {window!r}")
         self.max_records, self.window = int(max_records), int(window)

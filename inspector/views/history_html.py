@@ -157,7 +157,10 @@ def line_chart(d: Drawn, j: int, field: str, dots: bool = True) -> str:
     for v in lines:
         ok = np.isfinite(v)
         if ok.sum() > 1:
-            pts = " ".join(f"{px(s):.1f},{py(float(x)):.1f}" for s, x in zip(steps[ok], v[ok]))
+            at, val = steps[ok], v[ok]
+            xs = PAD + (CHART_W - 2 * PAD) * ((at - lo_s) / (hi_s - lo_s) if hi_s > lo_s else 0.5 + 0 * at)
+            ys = CHART_H - 14 - (CHART_H - 28) * ((val - lo) / (hi - lo) if hi > lo else 0.5 + 0 * val)
+            pts = " ".join(map("{:.1f},{:.1f}".format, xs.tolist(), ys.tolist()))
             out.append(f'<polyline points="{pts}" style="fill:none;stroke:{palette.var("accent")};'
                        f'stroke-width:{1.5 if len(lines) == 1 else 1}"/>')
     for k, i in enumerate(rows):
@@ -183,14 +186,14 @@ def line_chart(d: Drawn, j: int, field: str, dots: bool = True) -> str:
 
 def history_html(history: History, fields: tuple[str, ...], title: str = "Watched training") -> str:
     """The whole page (UTF-8, self-contained, no script). A long run is drawn with neighbouring
-    steps merged: heatmaps of about :data:`HEAT_CELLS` cells, charts of at most :data:`CHART_POINTS`
+    steps merged: heatmaps of about :data:`HEAT_CELLS` cells (at least 4 steps), charts of at most :data:`CHART_POINTS`
     points (the min and max of the steps merged), so the page stays about a megabyte for a few
     dozen sites however long the run; the first non-finite step and site are named exactly."""
     snap = history.snapshot()
     steps = snap.steps[snap.present.any(axis=1)] if len(snap.steps) else snap.steps
     n_sites = max(1, len(snap.sites))
-    heat = drawn(snap, max(16, HEAT_CELLS // n_sites))
-    charts = drawn(snap, CHART_POINTS)
+    heat = drawn(snap, max(4, HEAT_CELLS // n_sites))
+    charts = drawn(snap, max(8, min(CHART_POINTS, 10 * HEAT_CELLS // n_sites)))
     dots = len(snap.steps) <= max(16, CHART_DOTS // n_sites)
     first = heat.first
     parts = [f"<h1 style=\"font-size:15px\">{esc(title)}</h1>",

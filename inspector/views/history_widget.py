@@ -26,6 +26,8 @@ from inspector.views.format import esc
 from inspector.views.history_html import CHART_POINTS, CSS, Drawn, drawn, heatmap, line_chart
 from inspector.views.widgets import close_parts, close_tree
 
+HEAT_CELLS = 6000
+"""About how many cells the live heatmap draws at most (its window shrinks for many sites)."""
 FIELDS = (("std", "std"), ("abs-max", "abs_max"), ("zero fraction", "zero_frac"))
 CHARTS = ("mean", "std", "abs_max", "zero_frac", "norm", "ratio")
 
@@ -85,7 +87,8 @@ class WatchWidget(W.VBox):
 
     def refresh(self) -> None:
         """Redraws everything from the history as it is now (the heatmap from its latest
-        ``window`` stored steps, the charts from at most a few dozen points: the cost does not
+        ``window`` stored steps, fewer where there are many sites: about :data:`HEAT_CELLS` cells,
+        at least 8 steps; the charts from at most :data:`CHART_POINTS` points: the cost does not
         grow with the run)."""
         with self._drawing:
             self._seen = self.history.version
@@ -95,7 +98,7 @@ class WatchWidget(W.VBox):
             bad = ' class="fi-bad"' if first is not None else ""
             self.status.value = (f'<style>{CSS}</style><div class="fi-hist"><span{bad}>'
                                  f'{esc(status_line(snap))}</span></div>')
-            lo = max(0, len(snap.steps) - self.window)
+            lo = max(0, len(snap.steps) - min(self.window, max(8, HEAT_CELLS // max(1, len(snap.sites)))))
             win = Snapshot(snap.steps[lo:], snap.last[lo:], snap.sites, snap.cells[lo:])
             shown = Drawn(win, None if at is None or at[0] < lo else (at[0] - lo, at[1]), None)
             self.heat.value = f'<div class="fi-hist">{heatmap(shown, self.field.value)}</div>' \
