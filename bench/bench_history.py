@@ -86,7 +86,7 @@ def main() -> None:
 
     rows = []
     shapes = ((10_000, 43),) if args.quick else ((10_000, 43), (10_000, 500))
-    longest = None
+    built = []
     for steps, n in shapes:
         log(f"views {steps} x {n}")
         h = History()
@@ -98,7 +98,7 @@ def main() -> None:
             row.append(f"{s * 1e3:.0f}")
         row.append(fmt_bytes(len(out)))
         rows.append(tuple(row))
-        longest = h
+        built.append(h)
     print_table(("steps x sites", "add us/record", "stored records", "stored rows", "first_nonfinite ms",
                  "to_text ms", "to_pandas ms", "to_html ms", "html size"), rows)
 
@@ -110,13 +110,14 @@ def main() -> None:
         from inspector.views.history_widget import WatchWidget
     except ImportError:
         return
-    w = WatchWidget(longest, interval=3600)
-    try:
-        times = [timed(w.refresh)[0] for _ in range(5)]
-        print(f"live widget redraw on {len(longest.sites())} sites, {longest.steps()[-1] + 1:,} steps: "
-              f"median {sorted(times)[2] * 1e3:.0f} ms of 5")
-    finally:
-        w.close()
+    for h in built:
+        w = WatchWidget(h, interval=3600)
+        try:
+            times = [timed(w.refresh)[0] for _ in range(5)]
+            print(f"live widget redraw on {len(h.sites())} sites, {h.steps()[-1] + 1:,} steps: "
+                  f"median {sorted(times)[2] * 1e3:.0f} ms of 5")
+        finally:
+            w.close()
 
 
 if __name__ == "__main__":

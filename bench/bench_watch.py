@@ -7,7 +7,8 @@ is ``watch.at(step).apply(...)`` (activations of every ``__call__``, the default
 steps (so ``every=10`` records once per call), results waited for; variants interleave.
 
 Targets: <= 1.05x at ``every=10`` and <= 1.25x at ``every=1``.
-Run: ``python bench/bench_watch.py [--quick] [--rounds N]``. No assertions.
+Run: ``python bench/bench_watch.py [--quick] [--rounds N]``. No assertions. The history the watch
+fills, at scale (memory, views): bench/bench_history.py.
 """
 
 from __future__ import annotations
