@@ -204,7 +204,7 @@ class History:
     records (rows x sites) would be stored, older rows are merged pairwise by the same exact rule
     (a row then covers steps ``step`` to ``last``, ``applications`` counting its records), keeping
     at full resolution the latest ``window`` steps (at most a quarter of the budget) and the
-    earliest steps holding a NaN or Inf (up to a quarter of the budget: :meth:`first_nonfinite`
+    earliest steps holding a NaN or Inf (up to an eighth of the budget: :meth:`first_nonfinite`
     stays exact; later non-finite steps are merged, their NaN and Inf counts kept). A merged row
     keeps its steps' ``abs_max`` (the largest), NaN, Inf and zero counts; ``mean``, ``std``,
     ``norm`` are those of all its elements together. The default budget, 90,000 records, is
@@ -318,7 +318,7 @@ class History:
         keep = np.zeros(r, bool)
         keep[max(0, r - min(self.window, max(1, cap // 4))):] = True
         bad = ((cells["nan"] > 0) | (cells["inf"] > 0)).any(axis=1)
-        keep[np.flatnonzero(bad)[: max(1, cap // 4)]] = True
+        keep[np.flatnonzero(bad)[: max(1, cap // 8)]] = True  # with their neighbours: at most a quarter
         limit, merged_any = 2, False
         while len(first) > cap * 3 // 4 and limit <= 2 * max(2, int(width.max())):
             starts, i, n = [], 0, len(first)

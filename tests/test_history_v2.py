@@ -191,6 +191,16 @@ def test_a_diverged_run_stays_bounded_and_names_its_first_bad_step():
     assert int(h.snapshot().cells["nan"].sum()) == 5_900
 
 
+def test_non_finite_steps_every_other_step_do_not_make_every_step_compact(monkeypatch):
+    h = History(max_records=43 * 64, window=16)
+    calls = []
+    compact = h._compact
+    monkeypatch.setattr(h, "_compact", lambda: calls.append(1) or compact())
+    fill(h, range(4_000), bad=set(range(0, 4_000, 2)))
+    assert h.stored <= h.max_records and len(calls) <= 4_000 // 16  # each frees at least a quarter of the rows
+    assert h.first_nonfinite() == (0, SITES[3]) and int(h.snapshot().cells["nan"].sum()) == 2_000
+
+
 def test_merged_rows_are_exact_statistics_of_their_steps():
     rng = np.random.default_rng(3)
     site = Site("grad", "w")
