@@ -271,11 +271,12 @@ class History:
 
     def _add_site(self, site: Site) -> int:
         self._flush()
+        cap = max(8, self.max_records // (len(self._sites) + 1))
+        while self._rows > cap and self._compact(cap):
+            pass
         self._sites.append(site)
         self._col[site] = j = len(self._sites) - 1
-        while self._rows > self._max_rows() and self._compact():
-            pass
-        cells = np.zeros((max(self._rows, min(len(self._cells), self._max_rows() + 1)), len(self._sites)), CELL)
+        cells = np.zeros((max(self._rows, min(len(self._cells), cap + 1)), len(self._sites)), CELL)
         cells[: self._rows, :j] = self._cells[: self._rows]
         self._cells = cells
         return j
@@ -306,12 +307,12 @@ class History:
         hit = np.flatnonzero((first <= step) & (last >= step))
         return int(hit[0]) if len(hit) else None
 
-    def _compact(self) -> bool:
+    def _compact(self, cap: int | None = None) -> bool:
         """Merges older rows (see the class docstring) until at most three quarters of the rows
         are left, in passes that pair neighbours of at most 2, 4, 8, ... steps together (so the
         older steps end up in buckets of about the same width); whether any row was merged."""
         self._flush()
-        r, cap = self._rows, self._max_rows()
+        r, cap = self._rows, self._max_rows() if cap is None else cap
         order = np.argsort(self._first[:r], kind="stable")
         first, last, width = self._first[order], self._last[order], self._width[order]
         cells = self._cells[:r][order]
@@ -337,7 +338,7 @@ class History:
             return False
         n = len(first)
         size = max(n, min(len(self._cells), cap + 1))
-        self._cells = np.zeros((size, len(self._sites)), CELL)
+        self._cells = np.zeros((size, cells.shape[1]), CELL)
         self._first, self._last, self._width = (np.zeros(size, np.int64) for _ in range(3))
         self._cells[:n], self._first[:n], self._last[:n], self._width[:n] = cells, first, last, width
         self._rows = n

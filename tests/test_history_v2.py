@@ -230,6 +230,16 @@ def test_a_late_record_of_a_merged_step_joins_its_row():
     assert h.first_nonfinite() == (int(snap.steps[i]), SITES[0])
 
 
+def test_sites_first_recorded_late_keep_the_bound():
+    h = History(max_records=1_000, window=16)
+    fill(h, range(150), sites=SITES[:5])
+    fill(h, range(150, 160), bad={155})
+    assert h.stored <= h.max_records and len(h.sites()) == 43
+    assert h.first_nonfinite() == (155, SITES[3])
+    assert int(h.snapshot().cells["applications"].sum()) == 150 * 5 + 10 * 43
+    assert h.series == {site: h[site] for site in h.sites()}
+
+
 def test_the_budget_must_be_positive():
     with pytest.raises(ValueError, match="max_records"):
         History(max_records=0)
