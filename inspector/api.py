@@ -219,33 +219,30 @@ class InspectRun:
         marks: dict[str, float] = {}
         given = args, kwargs
         args, kwargs = self._flax_arguments(args, kwargs)
-        try:
+        try:  # a dict whose keys cannot be sorted fails the first flatten: flax's error, or one naming it
             variables = input_arrays(self.kind, args)
-        except ValueError:
-            self._unsortable(args, kwargs)
-            raise
-        # The caller's variables are described on a worker while the call is traced and compiled.
-        # A cached call on the CPU backend describes them after its program has run: numpy beside
-        # XLA's own threads slows the program by far more than the describing takes.
-        described = None
-        if variables and jax.default_backend() != "cpu":
-            described = collect.input_stats.soon(variables)
-
-        def phase(name: str) -> None:
-            nonlocal described
-            marks[name] = time.perf_counter()
-            if name == "tracing" and described is None and variables:
+            # The caller's variables are described on a worker while the call is traced and compiled.
+            # A cached call on the CPU backend describes them after its program has run: numpy beside
+            # XLA's own threads slows the program by far more than the describing takes.
+            described = None
+            if variables and jax.default_backend() != "cpu":
                 described = collect.input_stats.soon(variables)
-            if on_phase is not None:
-                on_phase(name)
 
-        runner, compile_after = self._runner_for(args, kwargs, _quiet_background())
-        try:
+            def phase(name: str) -> None:
+                nonlocal described
+                marks[name] = time.perf_counter()
+                if name == "tracing" and described is None and variables:
+                    described = collect.input_stats.soon(variables)
+                if on_phase is not None:
+                    on_phase(name)
+
+            runner, compile_after = self._runner_for(args, kwargs, _quiet_background())
             result, stats_arrays, record, cached = runner.run(args, kwargs, phase)
         except _InsideTransform:
             raise InspectUnderTransformError(_UNDER_TRANSFORM) from None
-        except UnsortableKeys:
+        except (ValueError, UnsortableKeys):
             self._unsortable(args, kwargs)
+            raise
         jax.block_until_ready((result, stats_arrays))
         run_ms = (time.perf_counter() - marks["running"]) * 1000
         if described is None and variables:
