@@ -28,6 +28,7 @@ from flax.core.scope import CollectionFilter
 
 from inspector import reduce
 from inspector._compat import lifted_target, traced_effects
+from inspector.background import CallerContext
 from inspector.capture import CaptureFilter
 from inspector.model import (
     BindingCall, CollectionDiff, Inspection, Leaf, LeafDiff, MethodCall, Stats, Timings, VariableTree,
@@ -584,11 +585,11 @@ class InputStats:
             done = Future()
             done.set_result(self(arrays))
             return done
-        return _worker.submit(self._in_mode, arrays, bool(jax.config.read("jax_enable_x64")))
+        return _worker.submit(self._in_context, arrays, CallerContext())
 
-    def _in_mode(self, arrays: list[Any], x64: bool) -> list[Stats]:
-        """:meth:`__call__` under the caller's x64 mode (``jax.enable_x64`` sets it for its thread only)."""
-        with jax.enable_x64(x64):
+    def _in_context(self, arrays: list[Any], context: CallerContext) -> list[Stats]:
+        """:meth:`__call__` under the caller's jax options (``jax.enable_x64`` sets x64 for its thread only)."""
+        with context.entered():
             return self(arrays)
 
 
