@@ -22,7 +22,7 @@ from inspector.api import (
     InspectRun, InspectUnderTransformError, Inspector, apply, init, init_with_output, inspect, inspect_apply,
     inspect_init, inspect_init_with_output, intervene,
 )
-from inspector.capture import CaptureFilter, CaptureFilterError, Filter
+from inspector.capture import CaptureFilter, CaptureFilterError, CaptureFilterWarning, Filter
 from inspector.collect import Keep
 from inspector.compare import compare
 from inspector.grad import GradRun, inspect_grad
@@ -56,7 +56,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "apply", "init", "init_with_output", "Runner", "RunResult", "inspect_apply", "inspect_init",
     "inspect_init_with_output", "inspect", "InspectRun", "Inspector", "capture", "Filter", "CaptureFilter",
-    "CollectionFilter", "Keep", "CaptureFilterError", "InspectUnderTransformError",
+    "CollectionFilter", "Keep", "CaptureFilterError", "CaptureFilterWarning", "InspectUnderTransformError",
     "Inspection", "VariableTree", "Node", "Leaf", "Stats", "LeafDiff", "CollectionDiff",
     "MethodCall", "Timings", "BindingCall", "Comparison", "LeafDelta", "compare", "intervene", "patches",
     "zero", "scale", "inspect_nnx", "NnxInspectRun", "format_key", "parse_key",

@@ -36,7 +36,7 @@ from inspector._compat import (
     TouchKind, _current_trace, capture_calls, capture_filter_in_effect, direct_call, flax_flags, inside_transform,
     is_lifted_wrapper_call, listening, own_intermediates, shape_pass,
 )
-from inspector.capture import CaptureFilter, CaptureFilterError, guarded
+from inspector.capture import CaptureFilter, CaptureFilterError, Filter, guarded, warn_unmatched
 from inspector.model import BindingCall, Kind, path_str
 from inspector.names import Path, format_path, parse_key, safe
 
@@ -134,6 +134,7 @@ class Recorder:
     _ask: Callable | None = None  # the capture filter as flax was given it (:meth:`asking`)
     _filter: Callable | None = None  # the filter it answers with
     _decided: tuple[Any, str, bool] | None = None  # the interceptor's answer for the call returning now
+    asked: dict[tuple[Path, str], Any] = dataclasses.field(default_factory=dict)  # the filter was asked: module
 
     def asking(self, filter_fn: Callable[[Any, str], bool]) -> Callable[[Any, str], bool]:
         """``filter_fn`` as flax is to be given it when :attr:`at_capture` is set: flax asks it
@@ -157,6 +158,17 @@ class Recorder:
         captured = self._filter(module, name)
         self._decided = (module, name, captured)
         return self.at_capture(y, self) if captured and self.at_capture is not None else y
+
+    def on_ask(self, module: Any, method_name: str) -> None:
+        """The capture filter is asked about ``module.method_name`` (bound, public calls only): kept
+        to say what ran if the filter captures nothing (:func:`~inspector.capture.warn_unmatched`)."""
+        if method_name == "setup" or is_lifted_wrapper_call(method_name) or shape_pass():
+            return
+        if method_name.startswith("_") and method_name != "__call__":
+            return
+        if getattr(module, "scope", None) is None:
+            return
+        self.asked.setdefault((tuple(module.path), method_name), module)
 
     def on_capture(self, module: Any, method_name: str) -> None:
         if shape_pass() or getattr(module, "scope", None) is None:
@@ -1100,6 +1112,15 @@ class Runner:
                     where = f"{path_str(path)}:{method}" + (f"[{index}]" if index is not None else "")
                     raise KeyError(f"patch {where!r} matched no call; calls seen: {seen}")
 
+    def _check_capture(self, recorder: Recorder) -> None:
+        """A path, type or method filter that captured nothing is likely a typo: warn, naming the
+        closest paths, types or methods that ran (once per filter and model)."""
+        asked, recorder.asked = recorder.asked, {}
+        if getattr(_current, "uncounted", False):  # compiled ahead (in the background): the call warned
+            return
+        if isinstance(self.capture, Filter) and asked and not recorder.captured:
+            warn_unmatched(self.capture, [(module, key[1]) for key, module in asked.items()], self.module)
+
     def invoke(self, args: tuple, kwargs: dict, capture: CaptureFilter, recorder: Recorder) -> Any:
         """The flax call itself, run while ``recorder`` records: flax's ``apply``, ``init`` or
         ``init_with_output`` (``kind``) of ``fn`` on ``module``, with the capture filter
@@ -1113,7 +1134,7 @@ class Runner:
         afterwards, and an error noted with the module and method it was raised in."""
         capture = self.capture
         if callable(capture):
-            capture = _noting_site(guarded(capture, recorder.on_capture), recorder)
+            capture = _noting_site(guarded(capture, recorder.on_capture, recorder.on_ask), recorder)
         elif capture is True:
             capture = _noting_site(guarded(capture_calls, recorder.on_capture), recorder)
         if callable(capture) and recorder.at_capture is not None and self.intercepts:
@@ -1127,6 +1148,7 @@ class Runner:
                     recording.enter_context(nn.intercept_methods(recorder.intercept))
                 result = self.invoke(args, kwargs, capture, recorder)
             self._check_patches(recorder)
+            self._check_capture(recorder)
             return result
         except Exception as e:
             site = recorder.error_site
