@@ -16,6 +16,7 @@ import jax
 from flax.core.scope import CollectionFilter
 
 from inspector import capture as C
+from inspector._tracebacks import entry_point
 from inspector import collect
 from inspector._compat import flax_flags, unbound_method
 from inspector.background import BackgroundWorker, CallerContext
@@ -211,6 +212,7 @@ class InspectRun:
             return self.runner, False
         return self._first, False  # type: ignore[return-value]
 
+    @entry_point
     def __call__(self, *args: Any, on_phase: Phase | None = None, **kwargs: Any) -> Inspection:
         """Runs the call (arguments as flax's function takes them) and returns its :class:`Inspection`.
 
@@ -287,6 +289,7 @@ class InspectRun:
     def _finish(self, insp: Inspection) -> None:
         """What a kind of run adds to its inspection before it is returned."""
 
+    @entry_point
     def show(self, *args: Any, **kwargs: Any) -> Any:
         """In a notebook: display a widget now, run with live status, fill it in; returns the widget."""
         from inspector.views.widgets import show
@@ -317,6 +320,7 @@ def intervene(fn: Callable, module: nn.Module, patches: dict[str, Any], mutable:
     clean = inspect_apply(fn, module, mutable, capture_intermediates, keep)
     patched = inspect_apply(fn, module, mutable, capture_intermediates, keep, patches)
 
+    @entry_point
     def run(*args: Any, **kwargs: Any) -> Comparison:
         return compare(clean(*args, **kwargs), patched(*args, **kwargs), labels=("clean", "patched"))
 
@@ -381,23 +385,27 @@ class Inspector:
         self._runs.move_to_end(key)
         return run
 
+    @entry_point
     def apply(self, variables: Any, *args: Any, rngs: Any = None, method: str | Callable | None = None,
               mutable: CollectionFilter = False, capture_intermediates: CaptureFilter = False,
               **kwargs: Any) -> Any:
         run = self._get(apply, "apply", method, mutable, capture_intermediates)
         return run(variables, *args, rngs=rngs, **kwargs)
 
+    @entry_point
     def init(self, rngs: Any, *args: Any, method: str | Callable | None = None,
              mutable: CollectionFilter = _INIT_MUTABLE, capture_intermediates: CaptureFilter = False,
              **kwargs: Any) -> Any:
         return self._get(init, "init", method, mutable, capture_intermediates)(rngs, *args, **kwargs)
 
+    @entry_point
     def init_with_output(self, rngs: Any, *args: Any, method: str | Callable | None = None,
                          mutable: CollectionFilter = _INIT_MUTABLE, capture_intermediates: CaptureFilter = False,
                          **kwargs: Any) -> Any:
         run = self._get(init_with_output, "init_with_output", method, mutable, capture_intermediates)
         return run(rngs, *args, **kwargs)
 
+    @entry_point
     def inspect(self, variables: Any, *args: Any, rngs: Any = None, method: str | Callable | None = None,
                 mutable: CollectionFilter = False, capture_intermediates: CaptureFilter | None = None,
                 keep: Keep = "arrays", **kwargs: Any) -> Inspection:
@@ -409,6 +417,7 @@ class Inspector:
 _inspectors: OrderedDict[Any, Inspector] = OrderedDict()
 
 
+@entry_point
 def inspect(module: nn.Module, variables: Any, *args: Any, **kwargs: Any) -> Inspection:
     """One-shot ``module.apply(variables, *args, **kwargs)`` as an :class:`Inspection`
     (accepts ``rngs``, ``method``, ``mutable``, ``capture_intermediates``, ``keep``).

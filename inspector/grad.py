@@ -227,8 +227,10 @@ class GradRunner(Runner):
         try:
             inter = jax.eval_shape(shapes, params)
         finally:
+            error_site = recorder.error_site  # where this pass raised, for the error's note
             for name, value in saved.items():
                 setattr(recorder, name, value)
+            recorder.error_site = recorder.error_site or error_site
         return find_taps(seen["returned"], inter)
 
 

@@ -19,6 +19,7 @@ from flax import nnx
 
 from inspector._compat import bridged_module, collection_name
 from inspector.api import InspectRun
+from inspector._tracebacks import entry_point
 from inspector.capture import CaptureFilter, calls
 from inspector.collect import Keep, plan_inspection
 from inspector.model import Inspection
@@ -123,6 +124,7 @@ class NnxInspectRun(InspectRun):
                     nnx.update(self.module, sub)
 
 
+@entry_point
 def inspect_nnx(model: nnx.Module, *args: Any, method: str = "__call__", mutable: list[str] | None = None,
                 keep: Keep = "arrays", update: bool = False, **kwargs: Any) -> Inspection:
     """Inspects ``model.<method>(*args, **kwargs)`` once: variables per type, what the call changed

@@ -36,6 +36,7 @@ from inspector._compat import (
     TouchKind, _current_trace, capture_calls, capture_filter_in_effect, direct_call, flax_flags, inside_transform,
     is_lifted_wrapper_call, listening, own_intermediates, shape_pass,
 )
+from inspector._tracebacks import entry_point, hide_frames
 from inspector.capture import CaptureFilter, CaptureFilterError, Filter, guarded, warn_unmatched
 from inspector.model import BindingCall, Kind, path_str
 from inspector.names import Path, format_path, parse_key, safe
@@ -833,27 +834,33 @@ class Runner:
         self._lock = threading.Lock()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        direct = self._direct
-        if direct is not None:
-            try:
-                if direct.frozen is _FLAX_FLAGS["flax_return_frozendict"] and (
-                        direct.order is None or direct.order(args, kwargs)):
-                    out = direct.call(*args, **kwargs)
-                    return out if direct.build is None else direct.build(out)
-            except Exception:  # noqa: BLE001 - not the direct signature: the general path runs it, or raises
-                pass
-            if not inside_transform():  # a call traced by the caller's transform says nothing of the next ones
-                self._refused(direct)
+        """flax's call on these arguments, jitted; an error raised in it shows no inspector frame in
+        its traceback (see :mod:`inspector._tracebacks`)."""
         try:
-            result, program = self._run(args, kwargs, None)
-        except _InsideTransform:
-            # Called inside the caller's own transform (jit, grad, vmap): let it trace flax.
-            return self._call_flax(args, kwargs, Recorder())
-        except UnsortableKeys:
-            return self.call_unjitted(args, kwargs)  # flax's own error, or its unjitted result
-        if result.cached and self._direct is None:
-            self._make_direct(program, (args, kwargs), result.record)
-        return result.result
+            direct = self._direct
+            if direct is not None:
+                try:
+                    if direct.frozen is _FLAX_FLAGS["flax_return_frozendict"] and (
+                            direct.order is None or direct.order(args, kwargs)):
+                        out = direct.call(*args, **kwargs)
+                        return out if direct.build is None else direct.build(out)
+                except Exception:  # noqa: BLE001 - not the direct signature: the general path runs it, or raises
+                    pass
+                if not inside_transform():  # a call traced by the caller's transform says nothing of the next ones
+                    self._refused(direct)
+            try:
+                result, program = self._run(args, kwargs, None)
+            except _InsideTransform:
+                # Called inside the caller's own transform (jit, grad, vmap): let it trace flax.
+                return self._call_flax(args, kwargs, Recorder())
+            except UnsortableKeys:
+                return self.call_unjitted(args, kwargs)  # flax's own error, or its unjitted result
+            if result.cached and self._direct is None:
+                self._make_direct(program, (args, kwargs), result.record)
+            return result.result
+        except Exception as e:
+            hide_frames(e)
+            raise
 
     def call_unjitted(self, args: tuple, kwargs: dict) -> Any:
         """flax's call as flax runs it, outside ``jax.jit`` (for inputs no program can take)."""
@@ -938,6 +945,7 @@ class Runner:
             on_phase("running")
         return RunResult(_unflatten(record, carrier.arrays), carrier.alongside, record, traced is None), program
 
+    @entry_point
     def lower(self, *args: Any, **kwargs: Any) -> Any:
         """jax's ``Lowered`` form of the program a call with these inputs runs (``.as_text()``
         is its StableHLO, ``.compile().as_text()`` the optimized HLO)."""
@@ -947,6 +955,7 @@ class Runner:
             self._admit(program)
         return lowered
 
+    @entry_point
     def prepare(self, *args: Any, **kwargs: Any) -> None:
         """Compiles the program a call with these inputs runs, without running it and without
         counting it in ``traces``: the next such call finds it ready (``cached``)."""
