@@ -69,6 +69,20 @@ def inside_transform() -> bool:
     return type(trace) is not _OUTSIDE
 
 
+def current_trace() -> Any:
+    """The innermost active jax trace (an object to compare with :func:`staged_in`)."""
+    return _current_trace()
+
+
+def staged_in(x: Any, trace: Any) -> bool:
+    """True if ``x`` is a tracer of ``trace`` itself (not of a transform nested inside it: a scan body,
+    ``vmap``, ``shard_map``), so it may be returned from the function ``trace`` stages. Reads
+    ``Tracer._trace`` (jax 0.10.2); answers False if it is gone, which callers treat as "nested"."""
+    from jax.core import Tracer
+
+    return isinstance(x, Tracer) and getattr(x, "_trace", None) is trace
+
+
 def shape_pass() -> bool:
     """True while a lifted transform traces a body only to learn the structure of its outputs.
 

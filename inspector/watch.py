@@ -32,7 +32,10 @@ from __future__ import annotations
 import dataclasses
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+import collections
+import functools
+import inspect
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -43,9 +46,9 @@ from flax.core.scope import in_filter, union_filters
 from jax import lax
 from jax.custom_batching import custom_vmap
 
-from inspector._compat import capture_calls, is_lifted_wrapper_call, shape_pass
+from inspector._compat import capture_calls, current_trace, is_lifted_wrapper_call, shape_pass, staged_in
 from inspector.capture import CaptureFilter, lift
-from inspector.history import History, Scalars, Site
+from inspector.history import CELL, History, Scalars, Site
 from inspector.names import format_key, format_path
 from inspector.reduce import count_zeros, countable
 
@@ -62,46 +65,59 @@ def _values(x: jax.Array) -> jax.Array:
 
 
 TRUST = 64.0  # one pass is trusted while mean^2 <= TRUST * variance (as inspector.reduce's summaries)
+SMALL = 1 << 16  # arrays of at most this many elements are described stacked with others of their size
 
 
-def _exact_stats(v: jax.Array) -> jax.Array:
-    """Two passes over ``v`` scaled by a power of two near its abs-max: no overflow, centred variance."""
-    fin = jnp.isfinite(v)
-    nf = jnp.sum(fin, dtype=jnp.int32)
-    amax = jnp.max(jnp.where(fin, jnp.abs(v), 0))
+def _exact_rows(m: jax.Array) -> jax.Array:
+    """Rows of :func:`_rows` for each row of ``m``, in two passes scaled by a power of two near the
+    row's abs-max: no overflow, centred variance."""
+    fin = jnp.isfinite(m)
+    nf = jnp.sum(fin, axis=1, dtype=jnp.int32)
+    amax = jnp.max(jnp.where(fin, jnp.abs(m), 0), axis=1)
     _, e = jnp.frexp(amax)
-    scale = jnp.ldexp(jnp.ones((), v.dtype), e - 1)  # a power of two in (amax / 2, amax]: |v / scale| < 2
-    s = jnp.where(fin, v / scale, 0)
-    n = jnp.maximum(nf, 1).astype(v.dtype)
-    m = jnp.sum(s) / n
-    var = jnp.sum(jnp.where(fin, (s - m) ** 2, 0)) / n
-    norm = jnp.sqrt(jnp.sum(s * s)) * scale
-    return jnp.stack([m * scale, jnp.sqrt(var) * scale, amax, jnp.sum(v == 0).astype(v.dtype),
-                      jnp.sum(jnp.isnan(v)).astype(v.dtype), jnp.sum(jnp.isinf(v)).astype(v.dtype), norm])
+    scale = jnp.ldexp(jnp.ones_like(amax), e - 1)[:, None]  # a power of two in (amax / 2, amax]: |m / scale| < 2
+    # m / scale as two exact multiplications: XLA:CPU divides by multiplying with 1 / scale, which
+    # is subnormal (flushed to 0) for a scale near the largest float
+    h = (e - 1) // 2
+    s = jnp.where(fin, (m * jnp.ldexp(jnp.ones_like(amax), -h)[:, None])
+                  * jnp.ldexp(jnp.ones_like(amax), h - (e - 1))[:, None], 0)
+    n = jnp.maximum(nf, 1).astype(m.dtype)
+    mean = jnp.sum(s, axis=1) / n
+    var = jnp.sum(jnp.where(fin, (s - mean[:, None]) ** 2, 0), axis=1) / n
+    norm = jnp.sqrt(jnp.sum(s * s, axis=1)) * scale[:, 0]
+    count = lambda b: jnp.sum(b, axis=1).astype(m.dtype)  # noqa: E731
+    return jnp.stack([mean * scale[:, 0], jnp.sqrt(var) * scale[:, 0], amax, count(m == 0),
+                      count(jnp.isnan(m)), count(jnp.isinf(m)), norm], axis=1)
+
+
+def _rows(m: jax.Array) -> jax.Array:
+    """``[mean, std, abs_max, zeros, nan, inf, norm]`` of each row of the float matrix ``m`` (traceable):
+    mean, population std, abs-max and L2 norm over the finite elements; exact counts of zeros, NaNs
+    and infinities (as floats). One fused pass (sums of values and squares, abs-max) where that is
+    exact enough: finite sums, squares well above underflow and a mean within ``sqrt(TRUST)`` standard
+    deviations of zero; otherwise, for the whole matrix, :func:`_exact_rows` where a row needs it."""
+    k, n = m.shape
+    if n == 0:
+        return jnp.zeros((k, N_STATS), m.dtype)
+    # Float reductions only (an integer count costs XLA:CPU several float sums): finite sums mean no
+    # NaN or Inf, and the zeros are counted as in reduce.
+    s1, s2, amax = jnp.sum(m, axis=1), jnp.sum(m * m, axis=1), jnp.max(jnp.abs(m), axis=1)
+    mean = s1 / n
+    var = jnp.maximum(s2 / n - mean * mean, 0)
+    zeros = count_zeros(m, (1,)) if n <= countable(m.dtype) else jnp.sum(m == 0, axis=1).astype(m.dtype)
+    none = jnp.zeros((k,), m.dtype)
+    fast = jnp.stack([mean, jnp.sqrt(var), amax, zeros, none, none, jnp.sqrt(s2)], axis=1)
+    tiny = np.finfo(m.dtype).tiny * 2.0**40
+    trusted = (jnp.isfinite(s1) & jnp.isfinite(s2) & jnp.isfinite(amax)
+               & ((s2 / n >= tiny) | (amax == 0)) & ((mean * mean <= TRUST * var) | (mean == 0)))
+    return lax.cond(jnp.all(trusted), lambda: fast,
+                    lambda: jnp.where(trusted[:, None], fast, _exact_rows(m)))
 
 
 def array_stats(x: jax.Array) -> jax.Array:
-    """``[mean, std, abs_max, zeros, nan, inf, norm]`` of one array (traceable): mean, population
-    std, abs-max and L2 norm over the finite elements; exact counts of zeros, NaNs and infinities
-    (as floats). One fused pass (sums of values and squares) where that is exact enough: finite sums,
-    squares well above underflow and a mean within ``sqrt(TRUST)`` standard deviations of zero;
-    otherwise :func:`_exact_stats` (two passes, overflow-safe, centred)."""
+    """``[mean, std, abs_max, zeros, nan, inf, norm]`` of one array (traceable; see :func:`_rows`)."""
     v = _values(x)
-    if v.size == 0:
-        return jnp.zeros((N_STATS,), v.dtype)
-    # Float reductions only (an integer count costs XLA:CPU several float sums): if the sums,
-    # min and max are finite there is no NaN or Inf, and the zeros are counted as in reduce.
-    s1, s2, lo, hi = jnp.sum(v), jnp.sum(v * v), jnp.min(v), jnp.max(v)
-    n = jnp.asarray(v.size, v.dtype)
-    m = s1 / n
-    var = jnp.maximum(s2 / n - m * m, 0)
-    zeros = count_zeros(v) if v.size <= countable(v.dtype) else jnp.sum(v == 0).astype(v.dtype)
-    fast = jnp.stack([m, jnp.sqrt(var), jnp.maximum(jnp.abs(lo), jnp.abs(hi)), zeros,
-                      jnp.zeros((), v.dtype), jnp.zeros((), v.dtype), jnp.sqrt(s2)])
-    tiny = np.finfo(v.dtype).tiny * 2.0**40
-    trusted = (jnp.isfinite(s1) & jnp.isfinite(s2) & jnp.isfinite(lo) & jnp.isfinite(hi)
-               & ((s2 / n >= tiny) | ((s2 == 0) & (lo == hi))) & ((m * m <= TRUST * var) | (m == 0)))
-    return lax.cond(trusted, lambda: fast, lambda: _exact_stats(v))
+    return _rows(v.reshape(1, -1))[0]
 
 
 def _no_stats(x: jax.Array) -> jax.Array:
@@ -109,11 +125,25 @@ def _no_stats(x: jax.Array) -> jax.Array:
     return jnp.zeros((N_STATS,), _values(x).dtype)
 
 
-def _stack(arrays: Sequence[jax.Array]) -> jax.Array:
-    """``(len(arrays), N_STATS)`` float32 rows (float64 where an array is float64 under x64)."""
-    rows = [array_stats(a) for a in arrays]
-    dtype = jnp.result_type(*[r.dtype for r in rows]) if rows else jnp.float32
-    return jnp.stack([r.astype(dtype) for r in rows]) if rows else jnp.zeros((0, N_STATS), jnp.float32)
+def _describe(arrays: Sequence[jax.Array]) -> jax.Array:
+    """``(len(arrays), N_STATS)`` rows (float32; float64 where an array is float64 under x64). Small
+    arrays of one size and dtype are described as one stacked matrix: XLA:CPU pays several
+    microseconds per reduction, whatever its size."""
+    if not arrays:
+        return jnp.zeros((0, N_STATS), jnp.float32)
+    values = [_values(a) for a in arrays]
+    groups: dict[tuple, list[int]] = {}
+    for i, v in enumerate(values):
+        key = (v.size, v.dtype) if 0 < v.size <= SMALL else (i,)
+        groups.setdefault(key, []).append(i)
+    dtype = jnp.result_type(*[v.dtype for v in values])
+    out: list[Any] = [None] * len(values)
+    for idx in groups.values():
+        m = jnp.stack([values[i] for i in idx]) if len(idx) > 1 else values[idx[0]].reshape(1, -1)
+        rows = _rows(m).astype(dtype)
+        for j, i in enumerate(idx):
+            out[i] = rows[j]
+    return jnp.stack(out)
 
 
 def _int_abs_max(x: jax.Array) -> jax.Array:
@@ -195,6 +225,101 @@ def _check_capture(capture: Any) -> Callable[[Any, str], bool] | None:
                         f"a filter from inspector.capture (e.g. C.types(nn.Dense)) or a callable "
                         f"(module, method_name) -> bool, not {type(capture).__name__} {capture!r}")
     return lift(capture)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Emit:
+    """What one emit records, known when it is traced: its sites, their element counts, for each
+    gradient or update the index of its parameter's row (-1: none), the integer arrays' indices."""
+
+    sites: tuple[Site, ...]
+    counts: tuple[int, ...]
+    ratio_of: tuple[int, ...]
+    ints: tuple[int, ...]
+
+    def cells(self, rows: Any, int_max: Any = None, keep: Any = None) -> tuple[tuple[Site, ...], np.ndarray]:
+        """``(sites, cells)`` (:data:`~inspector.history.CELL`) of the rows an emit handed over;
+        ``keep`` (a mask) leaves sites out."""
+        rows = np.asarray(rows, np.float64)
+        if rows.shape != (len(self.sites), N_STATS):  # a part of the rows: never record it as the whole
+            raise ValueError(f"fi.watch received statistics of {rows.shape[0]} of {len(self.sites)} sites")
+        counts = np.asarray(self.counts, np.int64)
+        out = np.zeros(len(self.sites), CELL)
+        out["mean"], out["std"], out["abs_max"], out["norm"] = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 6]
+        if self.ints:
+            out["abs_max"][list(self.ints)] = [float(int(v)) for v in np.asarray(int_max).reshape(-1)]
+        out["zero_frac"] = np.divide(rows[:, 3], counts, out=np.zeros(len(counts)), where=counts > 0)
+        out["nan"], out["inf"] = rows[:, 4].astype(np.int64), rows[:, 5].astype(np.int64)
+        ratio = np.full(len(counts), np.nan)
+        of = np.asarray(self.ratio_of, np.int64)
+        has = np.flatnonzero(of >= 0)
+        if len(has):  # undefined where the parameter's norm is 0
+            p = rows[of[has], 6]
+            ratio[has] = np.where(p != 0, rows[has, 6] / np.where(p != 0, p, 1.0), np.nan)
+        out["ratio"], out["count"], out["applications"] = ratio, counts, 1
+        if keep is None:
+            return self.sites, out
+        keep = np.asarray(keep, bool)
+        return tuple(s for s, k in zip(self.sites, keep) if k), out[keep]
+
+
+def _emit_of(sites: list[Site], arrays: Sequence[Any], ints: list[int], relative: bool) -> _Emit:
+    # gradients' and updates' norms relative to their parameter's (same name)
+    param_at = {s.name: i for i, s in enumerate(sites) if s.kind == "param"} if relative else {}
+    return _Emit(tuple(sites), tuple(int(np.prod(np.shape(a))) for a in arrays),
+                 tuple(param_at.get(s.name, -1) if s.kind in ("grad", "update") else -1 for s in sites),
+                 tuple(ints))
+
+
+@jax.tree_util.register_pytree_node_class
+class _Records:
+    """What a recording step returns beside the function's outputs: per emit, its :class:`_Emit`
+    (static) and its step, rows and (with integer arrays) exact abs-maxes (arrays)."""
+
+    def __init__(self, emits: tuple[_Emit, ...] = (), arrays: tuple = ()):
+        self.emits, self.arrays = emits, arrays
+
+    def tree_flatten(self) -> tuple[tuple, tuple[_Emit, ...]]:
+        return self.arrays, self.emits
+
+    @classmethod
+    def tree_unflatten(cls, emits: tuple[_Emit, ...], arrays: Any) -> _Records:
+        return cls(emits, tuple(arrays))
+
+    def each(self) -> Iterator[tuple[_Emit, Any, Any, Any]]:
+        """``(emit, step, rows, int_max or None)`` per emit, in the order traced."""
+        k = 0
+        for e in self.emits:
+            n = 3 if e.ints else 2
+            yield e, self.arrays[k], self.arrays[k + 1], self.arrays[k + 2] if e.ints else None
+            k += n
+
+
+class _Recording:
+    """The trace of a recording step: emits staged in it are returned with its outputs."""
+
+    def __init__(self) -> None:
+        self.trace = current_trace()
+        self.emits: list[_Emit] = []
+        self.arrays: list[Any] = []
+
+    def takes(self, values: Sequence[Any]) -> bool:
+        """Whether ``values`` can leave the step as outputs: constants or tracers of the step's own
+        trace (not of a scan body, ``vmap``, ``shard_map`` or ``checkpoint`` inside it)."""
+        from jax.core import Tracer
+
+        return jax.process_count() == 1 and all(
+            not isinstance(v, Tracer) or staged_in(v, self.trace) for v in values)
+
+    def add(self, emit: _Emit, step: Any, rows: Any, int_max: Any) -> None:
+        self.emits.append(emit)
+        self.arrays += [jnp.asarray(step), rows] + ([int_max] if emit.ints else [])
+
+    def records(self) -> _Records:
+        return _Records(tuple(self.emits), tuple(self.arrays))
+
+
+_OFF = "off"  # the mode of a step traced not to record
 
 
 def _device_keep(arrays: Sequence[jax.Array]) -> jax.Array | None:
@@ -281,12 +406,65 @@ class Watch:
         self._copies: dict[tuple, int] = {}  # across processes: copies of one record seen (see _emit)
         self._copies_lock = threading.Lock()
         self._history = History()
+        self._local = threading.local()  # .mode while a step is traced: None, _OFF or a _Recording
+        self._pending: collections.deque[_Records] = collections.deque()  # returned by steps, not yet read
+        self._pending_lock = threading.Lock()
 
     @property
     def history(self) -> History:
         """Everything recorded so far (waits for the statistics of steps already dispatched)."""
         jax.effects_barrier()
+        self._drain(wait=True)
         return self._history
+
+    def jit(self, fun: Callable[..., Any], *, step: str | int | Callable[..., Any] = "step",
+            **jit_kwargs: Any) -> WatchedFunction:
+        """``jax.jit(fun, **jit_kwargs)`` for a train step that uses this watch, compiled as two programs:
+        at a step this watch does not record, ``fun`` exactly as written without the watch (nothing is
+        described, no callback: the same bits and about the same time as an unwatched step); at a
+        recorded step, ``fun`` with the statistics returned beside its outputs. The step is read on the
+        host from ``fun``'s argument ``step`` (a name, a position, or a function of the arguments that
+        returns it, such as ``lambda state, batch: state.step``): a Python int costs nothing; an array
+        still being computed on the device is waited for. Called inside another transform (the step
+        is traced), the step records as :meth:`at` does without this wrapper. ``out_shardings`` is not
+        taken."""
+        return WatchedFunction(self, fun, step, jit_kwargs)
+
+    def _mode(self) -> Any:
+        return getattr(self._local, "mode", None)
+
+    def _traced(self, mode: Any, fun: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        """``fun(*args, **kwargs)`` traced in ``mode`` (this thread's emits follow it)."""
+        before = self._mode()
+        self._local.mode = mode
+        try:
+            return fun(*args, **kwargs)
+        finally:
+            self._local.mode = before
+
+    def _received(self, records: _Records) -> None:
+        """Keeps a recording step's statistics until they are ready; reads those that are."""
+        if not records.emits:
+            return
+        for a in records.arrays:
+            if a.sharding.device_set and next(iter(a.sharding.device_set)).platform != "cpu":
+                a.copy_to_host_async()  # (on the CPU the rows are read where they are)
+        with self._pending_lock:
+            self._pending.append(records)
+        self._drain(wait=False)
+
+    def _drain(self, wait: bool) -> None:
+        """Adds to the history the statistics returned so far: those already computed, or (``wait``)
+        all of them."""
+        with self._pending_lock:
+            while self._pending:
+                records = self._pending[0]
+                if not wait and not all(a.is_ready() for a in records.arrays):
+                    return
+                self._pending.popleft()
+                for emit, step, rows, int_max in records.each():
+                    sites, cells = emit.cells(rows, int_max)
+                    self._history.add_many(int(step), sites, cells)
 
     def widget(self, interval: float = 0.5, window: int = 120) -> Any:
         """A live :class:`~inspector.views.history_widget.WatchWidget` of this watch's history: it
@@ -294,7 +472,7 @@ class Watch:
         heatmap of the latest ``window`` steps. Display it before the loop starts."""
         from inspector.views.history_widget import WatchWidget
 
-        return WatchWidget(self._history, interval=interval, window=window)
+        return WatchWidget(self._history, interval=interval, window=window, sync=lambda: self._drain(wait=False))
 
     def show(self, interval: float = 0.5, window: int = 120) -> Any:
         """Displays :meth:`widget` in the notebook and returns it; on a process other than 0 of a
@@ -336,8 +514,11 @@ class Watch:
             return self.module.apply(variables, *args, **kwargs)
         if "capture_intermediates" in kwargs:
             raise TypeError("the watch's capture_intermediates selects what is recorded; pass it to fi.watch")
-        mutable = kwargs.pop("mutable", False)
+        mutable = kwargs.get("mutable", False)
         wanted = mutable is not False and in_filter(mutable, "intermediates")
+        if self._mode() is _OFF and not wanted:  # the step as written: same program, same bits
+            return self.module.apply(variables, *args, **kwargs)
+        kwargs.pop("mutable", None)
         order = _Order()
         with nn.intercept_methods(order):
             out, state = self.module.apply(variables, *args, mutable=union_filters(mutable, "intermediates")
@@ -354,21 +535,26 @@ class Watch:
 
     def _emit(self, step: Any, sites: list[Site], arrays: list[jax.Array], relative: bool) -> None:
         step = _check_step(step)
+        mode = self._mode()
+        if mode is _OFF:
+            return
         if isinstance(step, int):
-            if step % self.every:
+            if mode is None and step % self.every:
                 return
             step = jnp.asarray(step)
-            gated = False
-        else:
-            gated = self.every > 1
+        gated = mode is None and self.every > 1
         arrays = lax.stop_gradient([jnp.asarray(a) for a in arrays])  # never differentiated
         ints = [i for i, a in enumerate(arrays) if _is_int(a)]
+        emit = _emit_of(sites, arrays, ints, relative)
+        if isinstance(mode, _Recording) and mode.takes([step, *arrays]):
+            mode.add(emit, step, _describe(arrays), self._int_max(arrays, ints))
+            return
         every = self.every
 
         @custom_vmap
         def record(step: jax.Array, *arrays: jax.Array) -> jax.Array:
             # the element counts are those of the arrays seen here: the whole batch under vmap
-            self._send(step, sites, arrays, ints, relative, every if gated else 1)
+            self._send(step, emit, arrays, every if gated else 1)
             return jnp.zeros((), jnp.int32)
 
         @record.def_vmap
@@ -381,13 +567,19 @@ class Watch:
 
         record(step, *arrays)
 
-    def _send(self, step: jax.Array, sites: list[Site], arrays: Sequence[jax.Array], ints: list[int],
-              relative: bool, every: int) -> None:
-        """Describe ``arrays`` and hand their rows (and integer arrays' exact abs-max) to the host."""
-        counts = [int(np.prod(np.shape(a))) for a in arrays]
-        # gradients' and updates' norms relative to their parameter's (same name)
-        param_at = {s.name: i for i, s in enumerate(sites) if s.kind == "param"} if relative else {}
-        ratio_of = [param_at.get(s.name, -1) if s.kind in ("grad", "update") else -1 for s in sites]
+    @staticmethod
+    def _int_max(arrays: Sequence[jax.Array], ints: Sequence[int]) -> jax.Array | None:
+        if not ints:
+            return None
+        int_max = [_int_abs_max(arrays[i]) for i in ints]
+        return jnp.stack([m.astype(jnp.result_type(*int_max)) for m in int_max])
+
+    def _send(self, step: jax.Array, emit: _Emit, arrays: Sequence[jax.Array], every: int) -> None:
+        """Describe ``arrays`` and hand their rows (and integer arrays' exact abs-max) to the host
+        through a callback; at steps divisible by ``every`` only."""
+        # the element counts of the arrays seen here: under vmap, the whole batch's
+        emit = dataclasses.replace(emit, counts=tuple(int(np.prod(np.shape(a))) for a in arrays))
+        ints = list(emit.ints)
         keep = _device_keep(arrays)
         # Across processes (jax.distributed, outside shard_map) a callback of the whole rows runs on one
         # device, so one process would record: each device's copy of the (replicated) rows is sent,
@@ -396,29 +588,19 @@ class Watch:
         copies = jax.local_device_count() if partitioned and keep is None else 1
 
         def receive(step_value: Any, rows: Any, *extra: Any) -> None:
-            rows = np.asarray(rows, np.float64)
-            if rows.shape[0] != len(sites):  # a part of the rows: never record it as the whole
-                raise ValueError(f"fi.watch received statistics of {rows.shape[0]} of {len(sites)} sites")
-            imax = dict(zip(ints, (int(v) for v in np.asarray(extra[0])))) if ints else {}
-            kept = np.asarray(extra[-1]) if keep is not None else None
+            rows = np.asarray(rows)
             if copies > 1 and not self._first_copy(id(receive), step_value, rows, extra, copies):
                 return
-            for i, (site, count) in enumerate(zip(sites, counts)):
-                if kept is not None and not kept[i]:
-                    continue
-                j = ratio_of[i]
-                ratio = None
-                if j >= 0 and rows[j, 6] != 0:  # undefined where the parameter's norm is 0
-                    ratio = float(rows[i, 6] / rows[j, 6])
-                self._history.add(int(step_value), site, _scalars(rows[i], count, ratio, imax.get(i)))
+            sites, cells = emit.cells(rows, extra[0] if ints else None, extra[-1] if keep is not None else None)
+            self._history.add_many(int(step_value), sites, cells)
 
-        def emit(step_value: Any, rows: jax.Array, *extra: jax.Array) -> None:
+        def send(step_value: Any, rows: jax.Array, *extra: jax.Array) -> None:
             jax.debug.callback(receive, step_value, rows, *extra, ordered=False, partitioned=partitioned)
 
-        int_max = [_int_abs_max(arrays[i]) for i in ints]
         if every == 1:
-            extra = ([jnp.stack([m.astype(jnp.result_type(*int_max)) for m in int_max])] if ints else [])
-            emit(step, _stack(arrays), *extra, *([keep] if keep is not None else []))
+            whole = self._int_max(arrays, ints)
+            send(step, _describe(arrays), *([whole] if whole is not None else []),
+                 *([keep] if keep is not None else []))
             return
         # One small cond per array, then one for the callback: a single cond over every array
         # measured slower than describing them all at every step (XLA:CPU).
@@ -427,12 +609,12 @@ class Watch:
         dtype = jnp.result_type(*[r.dtype for r in rows])
         extra = []
         if ints:
-            idtype = jnp.result_type(*[m.dtype for m in int_max])
+            idtype = jnp.result_type(*[_int_abs_max(arrays[i]).dtype for i in ints])
             extra.append(jnp.stack([lax.cond(now, lambda a: _int_abs_max(a).astype(idtype),
                                              lambda a: jnp.zeros((), idtype), arrays[i]) for i in ints]))
         if keep is not None:
             extra.append(keep)
-        lax.cond(now, emit, lambda *_: None, step, jnp.stack([r.astype(dtype) for r in rows]), *extra)
+        lax.cond(now, send, lambda *_: None, step, jnp.stack([r.astype(dtype) for r in rows]), *extra)
 
     def _first_copy(self, key: int, step: Any, rows: np.ndarray, extra: tuple, copies: int) -> bool:
         """Across processes each local device hands over an identical copy of a record: true for the
@@ -445,6 +627,93 @@ class Watch:
             else:
                 self._copies[k] = seen
         return seen == 1
+
+
+def _step_reader(fun: Callable[..., Any], step: str | int | Callable[..., Any]) -> Callable[[tuple, dict], Any]:
+    """A function of a call's ``(args, kwargs)`` that returns its step argument."""
+    name = getattr(fun, "__name__", repr(fun))
+    if callable(step):
+        return lambda args, kwargs: step(*args, **kwargs)
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (str, int, np.integer)):
+        raise TypeError(f"watch.jit: step must name {name}'s step argument (a parameter name or position) "
+                        f"or be a function of its arguments returning the step, not {type(step).__name__} {step!r}")
+    try:
+        params = list(inspect.signature(fun).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if isinstance(step, str):
+        if params and step not in {p.name for p in params}:
+            raise TypeError(f"watch.jit: {name} has no parameter named {step!r} (it takes "
+                            f"{', '.join(p.name for p in params) or 'no parameters'}); pass step= the name or "
+                            "position of its step argument, or a function of its arguments returning the step")
+        pos: int | None = positional.index(step) if step in positional else None
+        key: str | None = step
+    else:
+        pos, key = int(step), (positional[int(step)] if 0 <= int(step) < len(positional) else None)
+
+    def read(args: tuple, kwargs: dict) -> Any:
+        if pos is not None and pos < len(args):
+            return args[pos]
+        if key is not None and key in kwargs:
+            return kwargs[key]
+        raise TypeError(f"watch.jit: this call of {name} has no step argument {step!r} "
+                        f"({len(args)} positional, keywords {sorted(kwargs)})")
+
+    return read
+
+
+def _host_step(value: Any) -> int | None:
+    """The step as a Python int, or ``None`` if it is traced (a call inside another transform)."""
+    from jax.core import Tracer
+
+    value = _check_step(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Tracer):
+        return None
+    return int(np.asarray(value))
+
+
+class WatchedFunction:
+    """A train step compiled by :meth:`Watch.jit`: call it as the function it wraps."""
+
+    def __init__(self, watch: Watch, fun: Callable[..., Any], step: str | int | Callable[..., Any],
+                 jit_kwargs: dict[str, Any]):
+        if "out_shardings" in jit_kwargs:
+            raise TypeError("watch.jit does not take out_shardings (a recording step returns its statistics "
+                            "beside your outputs): constrain the outputs inside the step with "
+                            "jax.lax.with_sharding_constraint, or jit the step yourself")
+        functools.update_wrapper(self, fun)
+        self.watch, self.fun = watch, fun
+        self._step = _step_reader(fun, step)
+
+        @functools.wraps(fun)
+        def unrecorded(*args: Any, **kwargs: Any) -> Any:
+            return watch._traced(_OFF, fun, args, kwargs)
+
+        @functools.wraps(fun)
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            recording = _Recording()
+            out = watch._traced(recording, fun, args, kwargs)
+            return out, recording.records()
+
+        self._unrecorded = jax.jit(unrecorded, **jit_kwargs)
+        self._recorded = jax.jit(recorded, **jit_kwargs)
+        self._traced_step = jax.jit(fun, **jit_kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        step = _host_step(self._step(args, kwargs))
+        if step is None:
+            return self._traced_step(*args, **kwargs)
+        if step % self.watch.every:
+            return self._unrecorded(*args, **kwargs)
+        out, records = self._recorded(*args, **kwargs)
+        self.watch._received(records)
+        return out
+
+    def __repr__(self) -> str:
+        return f"<watch.jit of {getattr(self.fun, '__name__', self.fun)!r}, every={self.watch.every}>"
 
 
 def watch(module: nn.Module, capture_intermediates: CaptureFilter = True, every: int = 1) -> Watch:

@@ -14,6 +14,7 @@ and a daemon thread of this widget redraws at most every ``interval`` seconds, o
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as W
@@ -51,8 +52,10 @@ def _site_label(site: Site) -> str:
 class WatchWidget(W.VBox):
     """The live view of ``history`` (see the module docstring); :meth:`refresh` redraws now."""
 
-    def __init__(self, history: History, interval: float = 0.5, window: int = 120, **kwargs: Any):
+    def __init__(self, history: History, interval: float = 0.5, window: int = 120,
+                 sync: Callable[[], None] | None = None, **kwargs: Any):
         self.history, self.interval, self.window = history, float(interval), int(window)
+        self._sync = sync  # brings in what is ready and not yet in the history (never waits)
         self.status = W.HTML()
         self.field = W.ToggleButtons(options=FIELDS, value="std", style={"button_width": "auto"})
         self.heat = W.HTML(layout=W.Layout(overflow="auto"))
@@ -74,6 +77,11 @@ class WatchWidget(W.VBox):
 
     def _follow(self) -> None:
         while not self._stop.wait(self.interval):
+            if self._sync is not None:
+                try:
+                    self._sync()
+                except Exception:  # noqa: BLE001 - raised again where the history is read (watch.history)
+                    self._sync = None
             if self.history.version != self._seen:
                 try:
                     self.refresh()
