@@ -16,9 +16,9 @@ import jax
 from flax.core.scope import CollectionFilter
 
 from inspector import capture as C
-from inspector._tracebacks import entry_point
-from inspector import collect
+from inspector import collect, progress
 from inspector._compat import flax_flags, unbound_method
+from inspector._tracebacks import entry_point
 from inspector.background import BackgroundWorker, CallerContext
 from inspector.capture import CaptureFilter
 from inspector.collect import Keep, assemble, input_arrays, plan_inspection
@@ -217,7 +217,19 @@ class InspectRun:
         """Runs the call (arguments as flax's function takes them) and returns its :class:`Inspection`.
 
         ``timings.run_ms`` is measured from the ``'running'`` phase, so trace and compile time (a
-        call with a new signature) are counted once, in ``trace_ms`` and ``compile_ms``."""
+        call with a new signature) are counted once, in ``trace_ms`` and ``compile_ms``. ``on_phase``
+        is told each phase; without it, a first call still running after
+        :data:`~inspector.progress.SHOW_AFTER_S` shows a transient status line (:mod:`inspector.progress`)."""
+        if on_phase is not None:
+            return self._inspect(args, kwargs, on_phase)
+        status = progress.start(type(self.module).__name__)
+        try:
+            return self._inspect(args, kwargs, status.phase)
+        finally:
+            status.close()
+
+    def _inspect(self, args: tuple, kwargs: dict, on_phase: Phase) -> Inspection:
+        """:meth:`__call__`, telling ``on_phase`` each phase."""
         marks: dict[str, float] = {}
         given = args, kwargs
         args, kwargs = self._flax_arguments(args, kwargs)
@@ -256,7 +268,7 @@ class InspectRun:
         except collect.NeedsArrays:  # from a lean runner only: its successor returns the arrays
             self._retired_traces += self.runner.traces
             self.runner = self._make_runner(True, False)
-            return self(*given[0], on_phase=on_phase, **given[1])
+            return self._inspect(given[0], given[1], on_phase)
         self._finish(insp)
         if compile_after:  # after this result is ready: tracing holds the GIL the assembly needs
             self._compiling = _compiler.submit(_prepare_soon, self.runner, args, kwargs, CallerContext())

@@ -36,6 +36,7 @@ from inspector._compat import (
     TouchKind, _current_trace, capture_calls, capture_filter_in_effect, direct_call, flax_flags, inside_transform,
     is_lifted_wrapper_call, listening, own_intermediates, shape_pass,
 )
+from inspector import progress
 from inspector._tracebacks import entry_point, hide_frames
 from inspector.capture import CaptureFilter, CaptureFilterError, Filter, guarded, warn_unmatched
 from inspector.model import BindingCall, Kind, path_str
@@ -677,6 +678,10 @@ def _call(target: Callable, inputs: Any, on_phase: Callable[[str], None] | None,
     finally:
         cur.inputs = cur.on_phase = cur.traced = None  # hold no arrays past the call
         cur.uncounted = False
+        status = getattr(cur, "status", None)
+        if status is not None:  # started by the trace (:meth:`Runner._trace`)
+            cur.status = None
+            status.close()
 
 
 def _staged(carrier: _Carrier) -> bool:
@@ -1075,6 +1080,11 @@ class Runner:
     def _trace(self, args: tuple, kwargs: dict) -> _Carrier:
         """Runs flax inside the trace and records what only the trace knows."""
         on_phase = getattr(_current, "on_phase", None)
+        if on_phase is None and not getattr(_current, "uncounted", False):  # a slow call says where it is
+            status = getattr(_current, "status", None)  # one per call, if jax traces twice
+            if status is None:
+                status = _current.status = progress.start(type(self.module).__name__)
+            on_phase = status.phase
         t0 = time.perf_counter()
         if on_phase is not None:
             on_phase("tracing")
