@@ -263,9 +263,10 @@ class History:
             self._flush()
             fresh = self._cells["applications"][i, cols] == 0
             self._cells[i, cols[fresh]] = cells[fresh]
-            for k in np.flatnonzero(~fresh):  # merged into the record already there
-                j = cols[k]
-                self._cells[i, j] = _cell(_scalars(self._cells[i, j]).merged(_scalars(cells[k])))
+            if not fresh.all():  # merged into the records already there
+                old = cols[~fresh]
+                both = np.stack([self._cells[i, old], cells[~fresh]])
+                self._cells[i, old] = merge_groups(both, np.zeros(1, np.int64))[0]
             self.version += len(sites)
 
     def _row_for(self, step: int) -> int:

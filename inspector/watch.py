@@ -236,6 +236,23 @@ class _Emit:
     counts: tuple[int, ...]
     ratio_of: tuple[int, ...]
     ints: tuple[int, ...]
+    packing: tuple[str, str, str] = ("", "", "")  # returned as one array: its dtype, the step's, the int maxes'
+
+    @functools.cached_property
+    def _static(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        of = np.asarray(self.ratio_of, np.int64)
+        return np.asarray(self.counts, np.int64), np.flatnonzero(of >= 0), of
+
+    def unpack(self, packed: Any) -> tuple[int, np.ndarray, np.ndarray | None]:
+        """``(step, rows, int_max or None)`` from the one array a recording step returned."""
+        words, step_dtype = np.dtype(self.packing[0]), np.dtype(self.packing[1])
+        packed = np.asarray(packed)
+        k = np.dtype(step_dtype).itemsize // words.itemsize
+        step = int(np.ascontiguousarray(packed[:k]).view(step_dtype)[0])
+        end = k + len(self.sites) * N_STATS
+        rows = packed[k:end].reshape(len(self.sites), N_STATS)
+        int_max = np.ascontiguousarray(packed[end:]).view(self.packing[2]) if self.ints else None
+        return step, rows, int_max
 
     def cells(self, rows: Any, int_max: Any = None, keep: Any = None) -> tuple[tuple[Site, ...], np.ndarray]:
         """``(sites, cells)`` (:data:`~inspector.history.CELL`) of the rows an emit handed over;
@@ -243,16 +260,14 @@ class _Emit:
         rows = np.asarray(rows, np.float64)
         if rows.shape != (len(self.sites), N_STATS):  # a part of the rows: never record it as the whole
             raise ValueError(f"fi.watch received statistics of {rows.shape[0]} of {len(self.sites)} sites")
-        counts = np.asarray(self.counts, np.int64)
+        counts, has, of = self._static
         out = np.zeros(len(self.sites), CELL)
         out["mean"], out["std"], out["abs_max"], out["norm"] = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 6]
         if self.ints:
             out["abs_max"][list(self.ints)] = [float(int(v)) for v in np.asarray(int_max).reshape(-1)]
         out["zero_frac"] = np.divide(rows[:, 3], counts, out=np.zeros(len(counts)), where=counts > 0)
-        out["nan"], out["inf"] = rows[:, 4].astype(np.int64), rows[:, 5].astype(np.int64)
+        out["nan"], out["inf"] = rows[:, 4], rows[:, 5]
         ratio = np.full(len(counts), np.nan)
-        of = np.asarray(self.ratio_of, np.int64)
-        has = np.flatnonzero(of >= 0)
         if len(has):  # undefined where the parameter's norm is 0
             p = rows[of[has], 6]
             ratio[has] = np.where(p != 0, rows[has, 6] / np.where(p != 0, p, 1.0), np.nan)
@@ -286,13 +301,19 @@ class _Records:
     def tree_unflatten(cls, emits: tuple[_Emit, ...], arrays: Any) -> _Records:
         return cls(emits, tuple(arrays))
 
-    def each(self) -> Iterator[tuple[_Emit, Any, Any, Any]]:
-        """``(emit, step, rows, int_max or None)`` per emit, in the order traced."""
-        k = 0
-        for e in self.emits:
-            n = 3 if e.ints else 2
-            yield e, self.arrays[k], self.arrays[k + 1], self.arrays[k + 2] if e.ints else None
-            k += n
+    def each(self) -> Iterator[tuple[_Emit, Any]]:
+        """``(emit, packed array)`` per emit, in the order traced (:meth:`_Emit.unpack`)."""
+        return zip(self.emits, self.arrays)
+
+
+def _words(x: Any, dtype: Any) -> tuple[jax.Array, str]:
+    """The bits of the integers ``x`` as a flat array of ``dtype`` words, and the integer dtype they
+    are read back as (widened to the words' width where narrower)."""
+    x = jnp.asarray(x).reshape(-1)
+    width = np.dtype(dtype).itemsize
+    if x.dtype.itemsize < width:
+        x = x.astype(jnp.uint64 if jnp.issubdtype(x.dtype, jnp.unsignedinteger) else jnp.int64)
+    return lax.bitcast_convert_type(x, dtype).reshape(-1), np.dtype(x.dtype).name
 
 
 class _Recording:
@@ -311,9 +332,14 @@ class _Recording:
         return jax.process_count() == 1 and all(
             not isinstance(v, Tracer) or staged_in(v, self.trace) for v in values)
 
-    def add(self, emit: _Emit, step: Any, rows: Any, int_max: Any) -> None:
-        self.emits.append(emit)
-        self.arrays += [jnp.asarray(step), rows] + ([int_max] if emit.ints else [])
+    def add(self, emit: _Emit, step: Any, rows: jax.Array, int_max: jax.Array | None) -> None:
+        """Returns ``step``, ``rows`` and ``int_max`` as one array of the rows' dtype (integers by their
+        bits): one read on the host."""
+        step_w = _words(step, rows.dtype)
+        max_w = _words(int_max, rows.dtype) if int_max is not None else None
+        packing = (np.dtype(rows.dtype).name, step_w[1], max_w[1] if max_w is not None else "")
+        self.emits.append(dataclasses.replace(emit, packing=packing))
+        self.arrays.append(jnp.concatenate([step_w[0], rows.reshape(-1)] + ([max_w[0]] if max_w else [])))
 
     def records(self) -> _Records:
         return _Records(tuple(self.emits), tuple(self.arrays))
@@ -462,9 +488,10 @@ class Watch:
                 if not wait and not all(a.is_ready() for a in records.arrays):
                     return
                 self._pending.popleft()
-                for emit, step, rows, int_max in records.each():
+                for emit, packed in records.each():
+                    step, rows, int_max = emit.unpack(packed)
                     sites, cells = emit.cells(rows, int_max)
-                    self._history.add_many(int(step), sites, cells)
+                    self._history.add_many(step, sites, cells)
 
     def widget(self, interval: float = 0.5, window: int = 120) -> Any:
         """A live :class:`~inspector.views.history_widget.WatchWidget` of this watch's history: it

@@ -297,3 +297,25 @@ def test_the_live_widget_draws_the_latest_window_of_a_long_run(long_history):
         assert w.sites.value == SITES[3] and w.charts.value.count("<polyline") <= 2 * 6
     finally:
         w.close()
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_add_many_records_and_merges_as_add_does(seed):
+    """A step's records added at once (as fi.watch hands them over) equal those added one by one,
+    and a second application of the same sites at that step merges exactly."""
+    from inspector.history import CELL, _cell
+
+    rng = np.random.default_rng(seed)
+    sites = tuple(Site("grad", f"w{j}") for j in range(5))
+    parts = [[sample(rng, int(rng.integers(1, 40))) for _ in sites] for _ in range(3)]
+    one, many = History(), History()
+    for part in parts:
+        for site, a in zip(sites, part):
+            one.add(7, site, exact(a))
+        many.add_many(7, sites, np.array([_cell(exact(a)) for a in part], CELL))
+    assert one.sites() == many.sites() == list(sites)
+    for j, site in enumerate(sites):
+        close(many[site][7], exact(np.concatenate([part[j] for part in parts])), rel=1e-9)
+        assert many[site][7].applications == 3
+    with pytest.raises(ValueError, match="listed twice"):
+        many.add_many(8, (sites[0], sites[0]), np.zeros(2, CELL))

@@ -209,13 +209,16 @@ def check_ints(got, a) -> None:
 
 
 @pytest.mark.parametrize("every", [1, 2])
-@pytest.mark.parametrize("traced", [True, False], ids=["traced", "static"])
+@pytest.mark.parametrize("traced", [True, False, "watch.jit"], ids=["traced", "static", "watch.jit"])
 def test_integer_abs_max_is_exact(every, traced):
     watch = fi.watch(MODEL, capture_intermediates=False, every=every)
     params = {name: jnp.asarray(a) for name, a in INTS.items()}
     params["float"] = jnp.asarray([1.5, -2.0], jnp.float32)
-    f = jax.jit(lambda p, s: watch.step(s, params=p), static_argnums=() if traced else (1,))
-    f(params, jnp.int32(0) if traced else 0)
+    if traced == "watch.jit":
+        f = watch.jit(lambda p, s: watch.step(s, params=p), step="s")
+    else:
+        f = jax.jit(lambda p, s: watch.step(s, params=p), static_argnums=() if traced else (1,))
+    f(params, jnp.int32(0) if traced is True else 0)
     h = watch.history
     for name, a in INTS.items():
         check_ints(h["param", name][0], a)
@@ -233,11 +236,19 @@ def test_int64_abs_max_is_exact_under_x64():
                 "int32": np.array([-2**31, 2**31 - 1], np.int32)}
         watch = fi.watch(nn.Dense(1), capture_intermediates=False)
         jax.jit(lambda p, s: watch.step(s, params=p))({k: jnp.asarray(v) for k, v in vals.items()}, jnp.int64(0))
-        for k, v in vals.items():
-            got = watch.history["param", k][0]
-            exact = max(abs(int(e)) for e in v)
-            assert float(exact) == exact and got.abs_max == exact, (k, got, exact)
-            assert got.count == v.size and got.nan == 0 and got.zero_frac == float(np.mean(v == 0)), (k, got)
+        # watch.jit: the rows leave as float32 words (no float64 array here), the int64 step and maxes by their bits
+        watch.jit(lambda p, s: watch.step(s, params=p), step="s")({k: jnp.asarray(v) for k, v in vals.items()},
+                                                                   2**40 + 3)
+        # ... and with a float64 leaf, as float64 words (the step and the int32's max widened)
+        with_f64 = dict({k: jnp.asarray(v) for k, v in vals.items()}, f64=jnp.asarray([1.5, -2.0 - 2**-40]))
+        watch.jit(lambda p, s: watch.step(s, params=p), step="s")(with_f64, jnp.int32(7))
+        assert watch.history["param", "f64"][7].abs_max == 2.0 + 2**-40
+        for step in (0, 2**40 + 3, 7):
+            for k, v in vals.items():
+                got = watch.history["param", k][step]
+                exact = max(abs(int(e)) for e in v)
+                assert float(exact) == exact and got.abs_max == exact, (k, got, exact)
+                assert got.count == v.size and got.nan == 0 and got.zero_frac == float(np.mean(v == 0)), (k, got)
         print("ok")
     ''')
     env = dict(os.environ, JAX_PLATFORMS="cpu")
