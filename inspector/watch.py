@@ -570,7 +570,9 @@ class Watch:
                 return
             step = jnp.asarray(step)
         gated = mode is None and self.every > 1
-        arrays = lax.stop_gradient([jnp.asarray(a) for a in arrays])  # never differentiated
+        # never differentiated; the barrier keeps XLA from fusing the statistics into the arrays'
+        # producers, which would change how the step itself is fused (and its bits)
+        arrays = lax.optimization_barrier(lax.stop_gradient([jnp.asarray(a) for a in arrays]))
         ints = [i for i, a in enumerate(arrays) if _is_int(a)]
         emit = _emit_of(sites, arrays, ints, relative)
         if isinstance(mode, _Recording) and mode.takes([step, *arrays]):
