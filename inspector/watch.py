@@ -47,7 +47,7 @@ from jax import lax
 from jax.custom_batching import custom_vmap
 
 from inspector._compat import capture_calls, current_trace, is_lifted_wrapper_call, shape_pass, staged_in
-from inspector.capture import CaptureFilter, lift
+from inspector.capture import CaptureFilter, Filter, lift, warn_unmatched
 from inspector.history import CELL, History, Scalars, Site
 from inspector.names import format_key, format_path
 from inspector.reduce import count_zeros, countable
@@ -373,12 +373,17 @@ class _Order:
 
     def __init__(self) -> None:
         self.first: dict[tuple[tuple[str, ...], str], int] = {}
+        self.ran: list[tuple[Any, str]] = []  # (module, method) of each first call: what a filter could match
 
     def __call__(self, next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
         y = next_fun(*args, **kwargs)
         module, name = context.module, context.method_name
         if not (name == "setup" or is_lifted_wrapper_call(name) or module.scope is None or shape_pass()):
-            self.first.setdefault((tuple(module.path), name), len(self.first))
+            key = (tuple(module.path), name)
+            if key not in self.first:
+                self.first[key] = len(self.first)
+                if not name.startswith("_") or (name.startswith("__") and name.endswith("__")):
+                    self.ran.append((module, name))
         return y
 
 
@@ -424,14 +429,16 @@ class Watch:
     """Records per-step statistics of a module's captured activations and of the parameters,
     gradients and updates a step hands over, every ``every`` steps, into :attr:`history`."""
 
-    def __init__(self, module: nn.Module, capture_intermediates: CaptureFilter = True, every: int = 1):
+    def __init__(self, module: nn.Module, capture_intermediates: CaptureFilter = True, every: int = 1,
+                 max_records: int = 90_000, window: int = 1_000):
         self.every = _check_every(every)
         self.module = module
         self.capture: Callable[[Any, str], bool] | None = _check_capture(capture_intermediates)
+        self._filter = capture_intermediates
         self._warned = False
         self._copies: dict[tuple, int] = {}  # across processes: copies of one record seen (see _emit)
         self._copies_lock = threading.Lock()
-        self._history = History()
+        self._history = History(max_records=max_records, window=window)
         self._local = threading.local()  # .mode while a step is traced: None, _OFF or a _Recording
         self._pending: collections.deque[_Records] = collections.deque()  # returned by steps, not yet read
         self._pending_lock = threading.Lock()
@@ -552,6 +559,8 @@ class Watch:
                                            if mutable is not False else "intermediates",
                                            capture_intermediates=self.capture, **kwargs)
         captured = _captured(state.get("intermediates", {}), order.first)
+        if not captured and isinstance(self._filter, Filter):  # a typo in a path or type: say so
+            warn_unmatched(self._filter, order.ran, self.module)
         if captured:
             self._emit(step, [Site("activation", n) for n, _ in captured], [a for _, a in captured], relative=False)
         if mutable is False:
@@ -745,10 +754,20 @@ class WatchedFunction:
         return f"<watch.jit of {getattr(self.fun, '__name__', self.fun)!r}, every={self.watch.every}>"
 
 
-def watch(module: nn.Module, capture_intermediates: CaptureFilter = True, every: int = 1) -> Watch:
+def watch(module: nn.Module, capture_intermediates: CaptureFilter = True, every: int = 1,
+          max_records: int = 90_000, window: int = 1_000) -> Watch:
     """A :class:`Watch` of ``module``: call ``watch.at(step).apply(...)`` in place of ``module.apply``
-    and ``watch.step(step, params=..., grads=..., updates=...)`` inside the (jitted) train step;
-    read ``watch.history``. ``capture_intermediates`` takes the same filters as ``fi.apply``
-    (``True``: every ``__call__``; ``False``: no activations; a filter or a callable
-    ``(module, method_name) -> bool``); ``every`` is a positive int. Anything else raises."""
-    return Watch(module, capture_intermediates, every)
+    and ``watch.step(step, params=..., grads=..., updates=...)`` inside the train step, compiled by
+    :meth:`Watch.jit` (or ``jax.jit``); read ``watch.history``.
+
+    Args:
+      module: the flax module the step applies.
+      capture_intermediates: which outputs are recorded, as for ``fi.apply`` (``True``: every
+        ``__call__``; ``False``: no activations; a filter or a callable ``(module, method_name) -> bool``).
+      every: record every ``every``-th step (a positive int).
+      max_records: the history's memory budget in records (steps x sites; 76 bytes each): beyond it
+        older steps are merged (:class:`~inspector.history.History`).
+      window: the latest steps always kept at full resolution.
+
+    Anything else raises, naming what was passed."""
+    return Watch(module, capture_intermediates, every, max_records, window)

@@ -380,3 +380,25 @@ def test_the_history_holds_every_dispatched_step_and_the_live_view_follows():
         assert 8 in watch._history.steps()
     finally:
         w.close()
+
+
+def test_a_watch_filter_that_captures_nothing_warns_with_the_closest_path():
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(2, name="decoder")(nn.Dense(4, name="encoder")(x))
+
+    model, x = Net(), jnp.ones((1, 3))
+    v = model.init(jax.random.key(0), x)
+    watch = fi.watch(model, capture_intermediates=C.paths("encodr/**"))
+    f = watch.jit(lambda v, x, step: watch.at(step).apply(v, x))
+    with pytest.warns(fi.CaptureFilterWarning, match=r"encodr.*closest: 'encoder"):
+        f(v, x, 0)
+    assert watch.history.sites() == []
+    good = fi.watch(model, capture_intermediates=C.paths("encoder"))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fi.CaptureFilterWarning)
+        good.jit(lambda v, x, step: good.at(step).apply(v, x))(v, x, 0)
+    assert [s.name for s in good.history.sites()] == ["encoder:__call__[0]"]
