@@ -116,6 +116,30 @@ def ingest_us(spec) -> float:
     return (time.perf_counter() - t) / len(records) * 1e6
 
 
+def live_view_cost(spec, steps: int = 2000, rounds: int = 5) -> tuple[float, float, float]:
+    """``(ratio, lo, hi)``: ``steps`` watched steps (``watch.jit``, every=1) while the live view follows
+    the history (its thread redrawing every 0.5 s) over the same steps without it; interleaved."""
+    import jax
+
+    run, watch = build(spec, 1, "watch.jit")
+
+    def loop(live: bool):
+        def go():
+            view = watch.widget() if live else None
+            try:
+                for _ in range(steps // STEPS):
+                    out = run()
+                jax.block_until_ready(out)
+                watch.history  # noqa: B018 - read: the view's last redraw happens while the loop runs
+            finally:
+                if view is not None:
+                    view.close()
+        return go
+
+    times = interleave({"alone": loop(False), "followed": loop(True)}, rounds, warmup=1)
+    return paired(times["followed"], times["alone"])
+
+
 def main() -> None:
     args = rounds_args(__doc__, default=12, quick=4, quick_help="MLP and a 2-layer transformer, 4 rounds")
     layers = 2 if args.quick else 8
@@ -138,6 +162,10 @@ def main() -> None:
                              f"{med(times[name]) / STEPS * 1e3:.0f}", f"{r:.3f}x [{lo:.3f}-{hi:.3f}]",
                              len(watches[way, every].history.sites())))
         rows.append((label, "host work per recorded step (watch.jit)", "", f"{ingest_us(spec):.0f}", "", ""))
+        if label.startswith("MLP"):
+            r, lo, hi = live_view_cost(spec)
+            rows.append((label, "watch.jit every=1, live view following vs not", "", "",
+                         f"{r:.3f}x [{lo:.3f}-{hi:.3f}]", ""))
     print(machine())
     print_table(("model", "watch", "plain step us", "watched step us", "ratio med [IQR]", "sites"), rows)
 

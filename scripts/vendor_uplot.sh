@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Vendors uPlot (https://github.com/leeoniya/uPlot, MIT) into inspector/views/static/ from the npm
+# Vendors uPlot (https://github.com/leeoniya/uPlot, MIT) into inspector/views/static/vendor/ from the npm
 # registry at a pinned version, checked against the registry's sha512. The history views inline these
 # files into the widget's module and into History.to_html(): nothing is loaded from a CDN at runtime.
 # Usage: scripts/vendor_uplot.sh   (needs npm, or curl for the tarball)
@@ -7,7 +7,7 @@ set -euo pipefail
 VERSION=1.6.32
 INTEGRITY=KIMVnG68zvu5XXUbC4LQEPnhwOxBuLyW1AHtpm6IKTXImkbLgkMy+jabjLgSLMasNuGGzQm/ep3tOkyTxpiQIw==
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-DEST="$HERE/inspector/views/static"
+DEST="$HERE/inspector/views/static/vendor"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 cd "$TMP"

@@ -394,7 +394,8 @@ def test_detail_escapes_user_text():
 
 def test_colours_are_the_palettes_alone():
     views = Path(widgets.__file__).parent
-    files = [f for f in [*views.glob("*.py"), *(views / "static").iterdir()] if f.name != "palette.py"]
+    # Our own code only: third-party files under static/vendor/ keep their own colours.
+    files = [f for f in [*views.glob("*.py"), *(views / "static").glob("*.*")] if f.name != "palette.py"]
     literal = re.compile(r"#[0-9a-fA-F]{3}(?:[0-9a-fA-F]{3})?\b|\b(?:rgb|hsl)a?\(")
     assert [f.name for f in files if literal.search(f.read_text())] == []
     used = {name for f in files for name in re.findall(r"var\((--fi-[a-z]+)\)", f.read_text())}
