@@ -119,8 +119,10 @@ def headers(widget: Any, tree: TreeWidget) -> list[str]:
     for row in every_row(tree.source):
         if row.get("leaf"):
             tree.select(row["id"])
-            out += [o["data"]["text/html"] for o in widget.detail.outputs
-                    if o["data"].get("text/html", "").startswith(("<div class='fi-detail'>", "<i>"))]
+            for o in widget.detail.outputs:
+                html = o["data"].get("text/html", "")
+                out += [html] if html.startswith("<i>") else re.findall(
+                    r"<div class='fi-detail'>.*?<div class='fi-note'>[^<]*</div></div>", html, re.S)
     return out
 
 

@@ -21,8 +21,9 @@ import ipywidgets as W
 import traitlets
 from IPython.display import HTML
 
-from inspector.model import Inspection, Leaf, LeafDiff
+from inspector.model import Inspection
 from inspector.names import safe
+from inspector.views import detail as D
 from inspector.views import format as F
 from inspector.views import palette
 from inspector.views import sections as S
@@ -31,7 +32,6 @@ from inspector.views.rows import (
     BindingSource, CallSource, ComparisonSource, DiffSource, GradSource, NodeSource, OutputSource, RowSource,
 )
 
-PREVIEW_ELEMENTS = 65_536
 _STATIC = pathlib.Path(__file__).parent / "static"
 CSS = palette.custom_properties(".fi-widget,.fi-comparison,.fi-tree") + (_STATIC / "tree.css").read_text()
 """The widget's style: the palette's colours as ``--fi-*`` properties, then ``static/tree.css``, which uses them."""
@@ -114,45 +114,6 @@ class TreeWidget(anywidget.AnyWidget):
         elif kind == "search":
             rows, total = source.search(str(msg.get("query", "")))
             self.send({"kind": "search", "view": view, "seq": msg.get("seq"), "rows": rows, "total": total})
-
-
-def preview_index(shape: tuple[int, ...], max_elements: int = PREVIEW_ELEMENTS) -> tuple[slice, ...]:
-    """Leading slices that keep at most ``max_elements``, spread evenly over the axes."""
-    out: list[slice] = []
-    budget = max_elements
-    for i, d in enumerate(reversed(shape)):
-        remaining = len(shape) - i
-        cap = max(1, int(budget ** (1 / remaining)))
-        n = min(d, cap)
-        out.append(slice(0, n))
-        budget = max(1, budget // max(n, 1))
-    return tuple(reversed(out))
-
-
-def detail_header(title: str, leaf: Leaf, note: str = "") -> str:
-    s = leaf.full_stats()
-    rows = [("shape", F.shape(leaf)), ("bytes", F.nbytes(leaf.nbytes)), ("device", leaf.device)]
-    if leaf.sharding:
-        rows.append(("sharding", leaf.sharding))
-    if leaf.shard_shape is not None:
-        rows.append(("per device", f"[{','.join(map(str, leaf.shard_shape))}] {F.nbytes(leaf.per_device_bytes)}"))
-    if s is not None:
-        rows += [("mean / std", f"{F.num(s.mean)} / {F.num(s.std)}"), ("min / max", f"{F.num(s.min)} / {F.num(s.max)}"),
-                 ("abs max", F.num(s.abs_max)), ("zeros", f"{s.zeros:,} ({s.frac_zero:.1%})"),
-                 ("non-finite", F.nonfinite(s) or "none")]
-        if s.hist and any(s.hist):
-            rows.append(("histogram", f"{s.hist_sample:,} of {s.count:,} elements, evenly spread"
-                         if s.hist_sample else "every finite element"))
-    table = "".join(f"<tr><th>{F.esc(k)}</th>"
-                    f"<td>{F.esc(v)}</td></tr>" for k, v in rows)
-    hist = ""
-    if s is not None and s.hist and max(s.hist):
-        top = max(s.hist)
-        bars = "".join(f"<rect x='{i * 10}' y='{40 - 40 * h / top:.1f}' width='9' height='{40 * h / top:.1f}'/>"
-                       for i, h in enumerate(s.hist))
-        hist = f"<svg class='fi-hist' width='{10 * len(s.hist)}' height='40'>{bars}</svg>"
-    return (f"<div class='fi-detail'><div class='fi-title'>{F.esc(title)}</div><table>{table}</table>{hist}"
-            f"<div class='fi-note'>{F.esc(note)}</div></div>")
 
 
 def close_tree(widget: Any) -> None:
@@ -327,24 +288,7 @@ class InspectionWidget(W.VBox):
         if source is None or item is None:
             self.detail.append_display_data(HTML(f"<i>{F.esc(id)}: not a leaf</i>"))
             return
-        pairs = [("after", item.after), ("before", item.before)] if isinstance(item, LeafDiff) else [("", item)]
-        for label, leaf in pairs:
-            if leaf is None:
-                continue
-            title = f"{view}: {source.label(id)}{' (' + label + ')' if label else ''}"
-            if leaf.opaque is not None:
-                self.detail.append_display_data(HTML(detail_header(title, leaf, leaf.opaque)))
-                continue
-            if not leaf.kept:
-                self.detail.append_display_data(HTML(detail_header(title, leaf, "statistics only (keep='stats')")))
-                continue
-            index = preview_index(leaf.shape)
-            shown = 1
-            for sl in index:
-                shown *= sl.stop
-            note = f"showing [{', '.join(f':{s.stop}' for s in index)}] of {leaf.size:,}" if shown < leaf.size else ""
-            self.detail.append_display_data(HTML(detail_header(title, leaf, note)))
-            self.detail.append_display_data(array_figure(leaf.preview(index)))
+        self.detail.append_display_data(HTML(D.leaf_detail(f"{view}: {source.label(id)}", item)))
 
 
 def _view_source(ref: weakref.ref, name: str) -> RowSource[Any] | None:
@@ -376,23 +320,8 @@ class ComparisonWidget(W.VBox):
     def show_detail(self, id: str) -> None:
         d = self.rows.leaf(id)
         self.detail.outputs = ()  # a state update, ordered with the appends (clear_output races them)
-        if d is None:
-            return
-        for label, leaf in zip(self.comparison.labels, (d.a, d.b)):
-            if leaf is None or leaf.opaque is not None:
-                continue
-            self.detail.append_display_data(HTML(detail_header(f"{label}: {d.key}", leaf, F.delta(d))))
-            if leaf.kept:
-                self.detail.append_display_data(array_figure(leaf.preview(preview_index(leaf.shape))))
-
-
-def array_figure(array: Any) -> Any:
-    """A treescope heatmap of a (small, host) array."""
-    import treescope
-
-    if getattr(array, "ndim", 0) == 0:
-        return HTML(f"<code>{F.esc(repr(array))}</code>")
-    return treescope.render_array(array)
+        if d is not None:
+            self.detail.append_display_data(HTML(D.pair_detail(self.comparison.labels, d)))
 
 
 def show(insp_run: Any, *args: Any, **kwargs: Any) -> InspectionWidget:
