@@ -15,11 +15,15 @@ Also reported: the host work ``watch.jit`` does per recorded step (reading the r
 which is inside the watched figures.
 
 Targets (issue 23): MLP <= 1.03x at every=10 and <= 1.5x at every=1; transformer <= 1.03x / <= 1.15x.
-Run: ``python bench/bench_watch.py [--quick] [--rounds N]``. No assertions. The history the watch
+Run: ``python bench/bench_watch.py [--quick] [--rounds N]`` (``BENCH_WATCH_MODELS=mlp`` or ``=transformer``
+for one model). Also: the cost of following the run with the live view (``watch.widget()``, its thread
+redrawing) at every=1, against the same loop without it. No assertions. The history the watch
 fills, at scale (memory, views): bench/bench_history.py.
 """
 
 from __future__ import annotations
+
+import os
 
 import itertools
 import time
@@ -143,10 +147,13 @@ def live_view_cost(spec, steps: int = 2000, rounds: int = 5) -> tuple[float, flo
 def main() -> None:
     args = rounds_args(__doc__, default=12, quick=4, quick_help="MLP and a 2-layer transformer, 4 rounds")
     layers = 2 if args.quick else 8
-    log(machine())
+    where = machine()  # read once: the commit is the one measured, whatever lands meanwhile
+    log(where)
     rows = []
-    for label, spec in (("MLP 6 x Dense(64), batch 32, adam", mlp()),
-                        (f"{layers}-layer d=256 transformer, batch 8x128, adam", transformer(layers))):
+    models = {"mlp": ("MLP 6 x Dense(64), batch 32, adam", mlp),
+              "transformer": (f"{layers}-layer d=256 transformer, batch 8x128, adam", lambda: transformer(layers))}
+    chosen = os.environ.get("BENCH_WATCH_MODELS", "mlp,transformer").split(",")  # e.g. =mlp alone
+    for label, spec in ((models[m][0], models[m][1]()) for m in chosen):
         log(label)
         runs = {"plain": build(spec, None, "jit")[0]}
         watches = {}
@@ -166,7 +173,7 @@ def main() -> None:
             r, lo, hi = live_view_cost(spec)
             rows.append((label, "watch.jit every=1, live view following vs not", "", "",
                          f"{r:.3f}x [{lo:.3f}-{hi:.3f}]", ""))
-    print(machine())
+    print(where)
     print_table(("model", "watch", "plain step us", "watched step us", "ratio med [IQR]", "sites"), rows)
 
 
