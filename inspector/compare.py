@@ -3,7 +3,8 @@
 Leaves are aligned by path (variables), by ``path:method[call]`` (intermediates)
 and by position (output). Element-wise differences are computed on the device by
 one program per shape and dtype (shared by every comparison); only three scalars
-per pair reach the host.
+per pair reach the host; pairs with a NaN or Inf on either side also count, element-wise, the changes
+that are not numbers (to or from NaN, to or from Inf: :meth:`~inspector.model.LeafDelta.nonfinite_delta`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,17 @@ import jax
 
 from inspector import reduce
 from inspector.model import Comparison, Inspection, Leaf, LeafDelta, Section, path_str
+
+
+def _orders(insp: Inspection) -> dict[tuple[Section, str], int]:
+    """The call order of every intermediate (and call gradient) of ``insp``, by :func:`_keyed`'s keys."""
+    out: dict[tuple[Section, str], int] = {}
+    for call in insp.calls:
+        for section, prefix, leaves in (("intermediates", "", call.outputs), ("gradients", "grad ", call.grads or ())):
+            for leaf in leaves:
+                sub = leaf.path[len(call.path) + 1:]
+                out[(section, prefix + call.key + ("/" + path_str(sub) if sub else ""))] = call.order  # type: ignore[index]
+    return out
 
 
 def _keyed(insp: Inspection) -> dict[tuple[Section, str], Leaf]:
@@ -39,7 +51,9 @@ def compare(a: Inspection, b: Inspection, labels: tuple[str, str] = ("a", "b")) 
     """Aligns ``a`` and ``b`` and measures how every shared leaf differs."""
     ka, kb = _keyed(a), _keyed(b)
     keys = list(ka) + [k for k in kb if k not in ka]
-    deltas = [LeafDelta(section, key, ka.get((section, key)), kb.get((section, key))) for section, key in keys]
+    oa, ob = _orders(a), _orders(b)
+    deltas = [LeafDelta(section, key, ka.get((section, key)), kb.get((section, key)),
+                        order=oa.get((section, key), ob.get((section, key)))) for section, key in keys]
     measurable = [(d, d.a.handle, d.b.handle) for d in deltas
                   if d.a is not None and d.b is not None and d.a.handle is not None
                   and d.b.handle is not None and d.a.shape == d.b.shape and d.a.dtype == d.b.dtype]
@@ -50,4 +64,6 @@ def compare(a: Inspection, b: Inspection, labels: tuple[str, str] = ("a", "b")) 
         words = jax.device_get([reduce.delta_exact(ha, hb) for _, ha, hb in measurable])
         for (d, ha, _), w in zip(measurable, words):
             (d.changed, d.max_abs, d.mean_abs), = reduce.unpack_deltas(w, [ha.dtype])
+    for d, _, _ in measurable:
+        d.nonfinite_delta()  # NaN/Inf changes counted now (only pairs with a NaN or Inf on a side)
     return Comparison(labels, a, b, deltas)

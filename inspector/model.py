@@ -30,6 +30,10 @@ STRUCTURAL: frozenset[str] = frozenset(("only in a", "only in b", "shape differs
 """Statuses of a leaf that is missing on one side or changed shape: nothing to measure element-wise."""
 Section = Literal["output", "variables", "intermediates", "gradients"]
 """Where a compared leaf comes from."""
+SECTIONS: tuple[Section, ...] = ("output", "variables", "intermediates", "gradients")
+Order = Literal["execution", "size"]
+"""How a comparison lists its leaves: in execution order (the first divergence first), or largest first."""
+ORDERS: tuple[Order, ...] = ("execution", "size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -388,9 +392,15 @@ class CollectionDiff:
         return {s: len(self.by_status(s)) for s in ("changed", "added", "unchanged", "removed")}
 
     def ranked(self) -> list[LeafDiff]:
-        """Leaves sorted by how much they changed, largest first."""
+        """Leaves sorted by how much they changed, largest first (added and removed, then NaN or Inf
+        changes, then by ``max|Δ|``)."""
         order = {"added": 0, "removed": 0, "changed": 1, "unchanged": 2}
-        return sorted(self.leaves, key=lambda d: (order[d.status], -d.max_abs_delta))
+
+        def key(d: LeafDiff) -> tuple[int, int, float]:
+            nf = d.nonfinite_delta() if d.status == "changed" else None
+            return order[d.status], 0 if nf is None or nf.total else 1, -d.max_abs_delta
+
+        return sorted(self.leaves, key=key)
 
 
 @dataclasses.dataclass
@@ -464,9 +474,12 @@ class LeafDelta:
     """Two aligned leaves, ``a`` then ``b``, and how they differ.
 
     ``max_abs``/``mean_abs``/``changed`` are element-wise, computed on the device when both
-    arrays were kept with equal shapes; otherwise None (statistics only). ``status`` says how the
-    pair differs as a comparison; :class:`LeafDiff`, the same record for one call's mutation (``a``
-    the leaf before, ``b`` after), says it as a mutation.
+    arrays were kept with equal shapes; otherwise None (statistics only). ``changed`` counts every
+    element that differs, NaN and Inf changes included; ``max_abs``/``mean_abs`` are over the
+    elements where neither side is NaN (a NaN change has no magnitude: :meth:`nonfinite_delta`
+    counts and names those). ``status`` says how the pair differs as a comparison;
+    :class:`LeafDiff`, the same record for one call's mutation (``a`` the leaf before, ``b`` after),
+    says it as a mutation.
     """
 
     section: str  # a Section for a comparison, the collection for a mutation
@@ -476,6 +489,19 @@ class LeafDelta:
     max_abs: float | None = None
     mean_abs: float | None = None
     changed: int | None = None
+    nonfinite_changes: NonfiniteChanges | None = dataclasses.field(default=None, repr=False, compare=False)
+    order: int | None = dataclasses.field(default=None, repr=False, compare=False)  # the call's, intermediates
+
+    @property
+    def equal(self) -> bool:
+        """Nothing differs: element-wise equal, or (statistics only) the same statistics."""
+        if self.status == "equal":
+            return True
+        if self.status != "statistics only" or self.a is None or self.b is None:
+            return False
+        sa, sb = self.a.stats, self.b.stats
+        return sa is not None and sb is not None and all(
+            _same_number(getattr(sa, f), getattr(sb, f)) for f in _RECORD_STATS)
 
     @property
     def status(self) -> ComparisonStatus | MutationStatus:
@@ -494,6 +520,32 @@ class LeafDelta:
         """Missing on one side, or of another shape: nothing to measure element-wise."""
         return self.status in STRUCTURAL
 
+    def nonfinite_delta(self) -> NonfiniteChanges | None:
+        """How many changed elements became NaN, stopped being NaN, or changed with an Inf on either side
+        (:class:`NonfiniteChanges`), counted element-wise from both arrays the first time it is asked for
+        (then kept): all zero without a NaN or Inf on either side (their statistics say so), None where it
+        cannot be known (an array not kept, other shapes, no statistics)."""
+        if self.nonfinite_changes is not None:
+            return self.nonfinite_changes
+        a, b = self.a, self.b
+        if a is None or b is None or a.shape != b.shape or a.dtype != b.dtype or not self.changed:
+            return None if self.changed is None else NonfiniteChanges(0, 0, 0)
+        if a.stats is not None and b.stats is not None and not a.stats.nonfinite and not b.stats.nonfinite:
+            self.nonfinite_changes = NonfiniteChanges(0, 0, 0)
+        elif a.handle is not None and b.handle is not None:
+            from inspector import reduce
+
+            self.nonfinite_changes = NonfiniteChanges(*reduce.nonfinite_delta(a.handle, b.handle))
+        elif a.stats is None and b.stats is None:  # PRNG keys: no statistics, no NaN
+            self.nonfinite_changes = NonfiniteChanges(0, 0, 0)
+        return self.nonfinite_changes
+
+    @property
+    def finite_changed(self) -> int | None:
+        """``changed`` less the NaN and Inf changes (None where either is not known)."""
+        nf = self.nonfinite_delta()
+        return None if self.changed is None or nf is None else self.changed - nf.total
+
     def _stat(self, name: str) -> float:
         if not (self.a and self.b and self.a.stats and self.b.stats):
             return 0.0
@@ -501,6 +553,7 @@ class LeafDelta:
 
     @property
     def delta_mean(self) -> float:
+        """Mean of ``b`` less mean of ``a`` (each over its finite elements; NaN when one has none)."""
         return self._stat("mean")
 
     @property
@@ -508,17 +561,63 @@ class LeafDelta:
         return self._stat("std")
 
     @property
+    def scale(self) -> float | None:
+        """``max|a|`` over its finite elements, the unit of :attr:`relative`; None when ``a`` has no
+        finite non-zero element (nothing to be relative to)."""
+        s = self.a.stats if self.a is not None else None
+        if s is None or not math.isfinite(s.abs_max) or s.abs_max == 0:
+            return None
+        return float(s.abs_max)
+
+    @property
     def relative(self) -> float:
-        """``max|b - a|`` over ``max|a|`` (or the relative change of the mean without arrays)."""
-        scale = max((self.a.stats.abs_max if self.a and self.a.stats else 0.0), 1e-12)
-        if self.max_abs is not None:
-            return self.max_abs / scale
-        return abs(self.delta_mean) / scale
+        """``max|b - a|`` over ``max|a|`` (or the relative change of the mean without arrays): 0 when
+        nothing changed in magnitude, inf when ``a`` has nothing to be relative to (see :attr:`scale`),
+        never NaN."""
+        change = self.max_abs if self.max_abs is not None else abs(self.delta_mean)
+        if change != change:
+            return float("inf")
+        if not change:
+            return 0.0
+        scale = self.scale
+        return change / scale if scale is not None else float("inf")
 
     @property
     def divergence(self) -> float:
-        """Sort key: structural differences first, then the relative difference."""
-        return float("inf") if self.structural else self.relative
+        """Sort key: structural differences and NaN/Inf changes first (inf), then the relative difference."""
+        if self.structural:
+            return float("inf")
+        nf = self.nonfinite_delta()
+        if nf is not None and nf.total:
+            return float("inf")
+        return self.relative
+
+
+class NonfiniteChanges(tuple):
+    """Changed elements whose change is not a number, by kind: ``to_nan`` (became NaN), ``from_nan``
+    (stopped being NaN), ``inf`` (an Inf on either side, no NaN). A plain tuple of three ints."""
+
+    def __new__(cls, to_nan: int, from_nan: int, inf: int) -> NonfiniteChanges:
+        return super().__new__(cls, (int(to_nan), int(from_nan), int(inf)))
+
+    @property
+    def to_nan(self) -> int:
+        return self[0]
+
+    @property
+    def from_nan(self) -> int:
+        return self[1]
+
+    @property
+    def inf(self) -> int:
+        return self[2]
+
+    @property
+    def total(self) -> int:
+        return self[0] + self[1] + self[2]
+
+    def __repr__(self) -> str:
+        return f"NonfiniteChanges(to_nan={self[0]}, from_nan={self[1]}, inf={self[2]})"
 
 
 class LeafDiff(LeafDelta):
@@ -577,9 +676,34 @@ class Comparison:
     deltas: list[LeafDelta]
 
     def ranked(self, section: Section | None = None) -> list[LeafDelta]:
-        """Deltas of ``section`` (all by default), largest divergence first (NaN counts as largest)."""
+        """Deltas of ``section`` (all by default), largest divergence first (structural differences and
+        NaN/Inf changes count as largest)."""
         chosen = [d for d in self.deltas if section is None or d.section == section]
-        return sorted(chosen, key=lambda d: -(d.divergence if d.divergence == d.divergence else float("inf")))
+        return sorted(chosen, key=lambda d: -d.divergence)
+
+    def in_order(self, section: Section | None = None) -> list[LeafDelta]:
+        """Deltas of ``section`` (all by default, section by section) in execution order: outputs and
+        variables by path, intermediates (and the calls' gradients) in call order."""
+        chosen = [d for d in self.deltas if section is None or d.section == section]
+        pos: dict[str, int] = {s: i for i, s in enumerate(SECTIONS)}
+        return sorted(chosen, key=lambda d: (pos.get(d.section, len(SECTIONS)),
+                                             -1 if d.order is None else d.order))
+
+    def ordered(self, section: Section | None = None, order: Order = "execution") -> list[LeafDelta]:
+        """:meth:`in_order` (``order='execution'``) or :meth:`ranked` (``order='size'``)."""
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))}, not {order!r}")
+        return self.in_order(section) if order == "execution" else self.ranked(section)
+
+    def first_divergence(self) -> LeafDelta | None:
+        """Where ``a`` and ``b`` first differ: the first differing intermediate in execution order, else
+        the first differing variable, output or gradient (by path). None when everything is equal."""
+        sections: tuple[Section, ...] = ("intermediates", "variables", "output", "gradients")
+        for section in sections:
+            d = next((d for d in self.in_order(section) if not d.equal), None)
+            if d is not None:
+                return d
+        return None
 
     def __getitem__(self, key: str) -> LeafDelta:
         for d in self.deltas:
@@ -587,16 +711,18 @@ class Comparison:
                 return d
         raise KeyError(key)
 
-    def to_text(self, limit: int | None = 30) -> str:
+    def to_text(self, limit: int | None = 30, order: Order = "execution") -> str:
+        """Plain text: per section, the differing leaves in execution order (``order='size'``: largest
+        first), the first divergence marked, the equal ones as one count line."""
         from inspector.views.text import render_comparison
 
-        return render_comparison(self, limit)
+        return render_comparison(self, limit, order)
 
     def __str__(self) -> str:
         return self.to_text()
 
     def __repr__(self) -> str:
-        differ = sum(1 for d in self.deltas if d.status != "equal")
+        differ = sum(1 for d in self.deltas if not d.equal)
         return safe(f"<Comparison {self.labels[0]} vs {self.labels[1]}: {differ} of {len(self.deltas)} leaves differ>")
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
@@ -663,6 +789,10 @@ class GradNorm:
 
 
 _RECORD_STATS = ("count", "mean", "std", "min", "max", "abs_max", "zeros", "nan", "posinf", "neginf")
+
+
+def _same_number(x: float, y: float) -> bool:
+    return x == y or (x != x and y != y)
 
 
 @dataclasses.dataclass

@@ -863,6 +863,56 @@ def delta_exact(before: jax.Array, after: jax.Array) -> jax.Array:
     return _delta_program(*key)(before, after)
 
 
+def _nonfinite_masks(a: Any, b: Any, xp: Any) -> tuple[Any, Any, Any]:
+    """``(to_nan, from_nan, inf)`` element masks of the change from ``a`` (before) to ``b`` (after):
+    became NaN, stopped being NaN, and changed with an Inf on either side and no NaN (complex: either
+    part). ``xp`` is numpy or jax.numpy."""
+    if xp.iscomplexobj(a):
+        nan_a, nan_b = xp.isnan(a.real) | xp.isnan(a.imag), xp.isnan(b.real) | xp.isnan(b.imag)
+        inf_a, inf_b = xp.isinf(a.real) | xp.isinf(a.imag), xp.isinf(b.real) | xp.isinf(b.imag)
+        differ = (a.real != b.real) | (a.imag != b.imag)
+    else:
+        nan_a, nan_b, inf_a, inf_b, differ = xp.isnan(a), xp.isnan(b), xp.isinf(a), xp.isinf(b), a != b
+    return nan_b & ~nan_a, nan_a & ~nan_b, ~nan_a & ~nan_b & (inf_a | inf_b) & differ
+
+
+def _nonfinite_delta(before: jax.Array, after: jax.Array) -> jax.Array:
+    """int32 ``[to_nan, from_nan, inf]``: :func:`_nonfinite_masks` counted on the device."""
+    b, a = _stored(before), _stored(after)
+    masks = _nonfinite_masks(b, a, jnp)
+    return jnp.stack([jnp.sum(m, dtype=jnp.int32) for m in masks])
+
+
+@functools.lru_cache(maxsize=256)
+def _nonfinite_program(shape: tuple[int, ...], dtype: Any, sharding_b: Any, sharding_a: Any, x64: bool):
+    return jax.jit(_nonfinite_delta)
+
+
+def host_nonfinite_delta(before: Any, after: Any) -> tuple[int, int, int]:
+    """``(to_nan, from_nan, inf)`` by numpy: how many elements became NaN, stopped being NaN, or changed
+    with an Inf on either side (no NaN). Their magnitude is not a number: :func:`_delta` counts them as
+    changed but adds nothing for a NaN, so a view must name them instead of reading ``max|Δ| 0``."""
+    b, a = np.asarray(before), np.asarray(after)
+    if not (b.dtype.kind in "fc" or b.dtype == ml_bfloat16) or not b.size:
+        return 0, 0, 0
+    if b.dtype.kind != "c":
+        b, a = b.astype(np.float64), a.astype(np.float64)
+    return tuple(int(np.count_nonzero(m)) for m in _nonfinite_masks(b, a, np))  # type: ignore[return-value]
+
+
+def nonfinite_delta(before: Any, after: Any) -> tuple[int, int, int]:
+    """:func:`host_nonfinite_delta` where numpy reads both in place (:func:`on_host`), else the same
+    counts on the device (compiled once per shape, dtype and shardings); ``(0, 0, 0)`` for integers,
+    bools and PRNG keys, which hold no NaN or Inf."""
+    dtype = before.dtype
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) or not jnp.issubdtype(dtype, jnp.inexact):
+        return 0, 0, 0
+    if on_host([before, after]):
+        return host_nonfinite_delta(before, after)
+    key = (tuple(before.shape), dtype, getattr(before, "sharding", None), getattr(after, "sharding", None), _x64())
+    return tuple(int(v) for v in jax.device_get(_nonfinite_program(*key)(before, after)))  # type: ignore[return-value]
+
+
 def unpack_deltas(words: np.ndarray, dtypes: Sequence[Any]) -> list[tuple[int, float, float]]:
     """Host side: ``(changed, max|Δ|, mean|Δ|)`` per pair of ``dtypes``."""
     words = np.asarray(words, np.uint32)

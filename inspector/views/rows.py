@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Generic, TypedDict, TypeVar
 
 from inspector.model import (
-    Comparison, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, path_matches, path_str,
+    Comparison, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, Order, path_matches, path_str,
 )
 from inspector.names import parse_path, safe
 from inspector.views import format as F
@@ -38,6 +38,11 @@ class Row(_RowFields, total=False):
     Fields left out are false or empty.
     """
 
+    fact: str  # the row's key fact ('!! 255 nan', '3/8 changed'), shown before the summary, never cut off
+    mark: str  # a mark after the row ('<- first divergence'); the first non-finite call's is its cls
+    bar: float  # the value's position in [0, 1] on the section's common log axis (drawn in a fixed column)
+    bar_title: str  # hover text of the bar, with the exact value; set on every row that has a bar column
+    folded: bool  # its rows (a comparison's equal leaves) are shown only when it is opened
     kind: str  # the class behind the row, shown as "(kind)" after the name
     leaf: bool  # clicking the name shows its detail
     bad: bool  # holds a NaN or Inf
@@ -60,10 +65,22 @@ def lower(row: S.Row, n: int = 0, detail: bool | None = None) -> Row:
     ``n``: how many rows are below it, to ask for. ``detail``: a click on its name shows a
     detail (by default: when it has an array behind it and nothing below). The first
     non-finite call is marked by its class (``cls: 'first'``) instead of text. Its text
-    (name, kind, summary) is :func:`~inspector.names.safe`: no control or bidi character reaches a view.
+    (name, kind, fact, summary, mark, bar title) is :func:`~inspector.names.safe`: no control or bidi
+    character reaches a view. A row with a bar column has ``bar_title``, and ``bar`` where its value is
+    positive and finite.
     """
     out: Row = {"id": row.id, "name": safe(row.name), "summary": safe(row.summary), "n": n}
     leaf = row.leaf if not n else None
+    if row.fact:
+        out["fact"] = safe(row.fact)
+    if row.mark:
+        out["mark"] = safe(row.mark)
+    if row.bar_title:
+        out["bar_title"] = safe(row.bar_title)
+        if row.bar is not None:
+            out["bar"] = row.bar
+    if row.folded:
+        out["folded"] = True
     if row.kind:
         out["kind"] = safe(row.kind)
     if detail if detail is not None else leaf is not None:
@@ -279,9 +296,10 @@ class CallSource(RowSource[Leaf]):
         self.head = S.intermediates(insp, S.HEAD)
         self.calls = insp.calls
         self.first = insp.first_nonfinite()
+        self.labels = F.call_labels(insp.calls)
 
     def _row(self, call: MethodCall) -> Row:
-        return lower(S.call_row(call, self.first), len(S.call_outputs(call)))
+        return lower(S.call_row(call, self.first, self.labels[call.order]), len(S.call_outputs(call)))
 
     def _call(self, id: str) -> MethodCall | None:
         try:
@@ -342,15 +360,24 @@ class GradSource(RowSource[Leaf]):
         self.calls = {S.call_id(c): c for c in insp.calls if c.grads}
 
     @functools.cached_property
+    def axis(self) -> S.LogAxis:
+        """The one log axis of every bar of the tab (:func:`~inspector.views.sections.grad_axis`)."""
+        return S.grad_axis(self.insp)
+
+    def heading(self) -> str:
+        """The section's title line, with the range of the bars' common log axis."""
+        return safe(f"{super().heading()}, bars: {self.axis.describe('|grad|')}")
+
+    @functools.cached_property
     def _scales(self) -> list[Row]:
-        return [lower(S.scale_row(u)) for u in self.insp.update_scales()]
+        return [lower(S.scale_row(u, self.axis)) for u in self.insp.update_scales()]
 
     @functools.cached_property
     def _norms(self) -> list[Row]:
         norms = self.insp.grad_norms()
-        low, high = S.grad_span(norms)
-        return [lower(S.grad_row(n, self.calls[f"#{n.order}"], low, high), len(self.calls[f"#{n.order}"].grads or ()))
-                for n in norms]
+        labels = F.call_labels(self.insp.calls)
+        return [lower(S.grad_row(n, self.calls[f"#{n.order}"], self.axis, labels[n.order]),
+                      len(self.calls[f"#{n.order}"].grads or ())) for n in norms]
 
     def _groups(self) -> list[Row]:
         return [lower(S.update_scales_row(self.insp), self.root.count),
@@ -453,26 +480,53 @@ class BindingSource(RowSource[Leaf]):
 
 
 class ComparisonSource(RowSource[LeafDelta]):
-    """Rows for a comparison: a row per section (its title line), then leaves, largest divergence first."""
+    """Rows for a comparison: a row per section (its title line), then its differing leaves in
+    execution order (``order='size'``: largest first) with the first divergence marked, then a folded
+    row of its equal leaves (id :func:`~inspector.views.sections.equal_id`) that opens on request."""
 
-    def __init__(self, comparison: Comparison):
-        self.heads = {key: S.compared(comparison, key, S.HEAD) for key in S.COMPARED}
-        self.ranked = {key: comparison.ranked(key) for key in S.COMPARED}
+    def __init__(self, comparison: Comparison, order: Order = "execution"):
+        self.comparison = comparison
+        self.order = order
+        self.first = comparison.first_divergence()
+        self.heads = {key: S.compared(comparison, key, S.HEAD, order, self.first) for key in S.COMPARED}
+        ordered = {key: comparison.ordered(key, order) for key in S.COMPARED}
+        self.differ: dict[str, list[LeafDelta]] = {k: [d for d in items if not d.equal] for k, items in ordered.items()}
+        self.equal: dict[str, list[LeafDelta]] = {k: [d for d in items if d.equal] for k, items in ordered.items()}
         self.by_id = {f"{d.section}:{d.key}": d for d in comparison.deltas}
 
+    def heading(self) -> str:
+        """The comparison's header line: who is compared, and where they first differ."""
+        return safe(F.comparison_header(self.comparison))
+
     def _row(self, d: LeafDelta) -> Row:
-        return lower(S.delta_row(d), detail=True)  # a click shows both arrays
+        return lower(S.delta_row(d, d is self.first), detail=True)  # a click shows both arrays and their Δ
+
+    def _rows(self, key: str) -> list[Row | LeafDelta]:
+        equal = self.equal.get(key, [])
+        out: list[Row | LeafDelta] = list(self.differ.get(key, []))
+        if equal:
+            out.append(lower(S.equal_row(key, equal), len(equal)))
+        return out
 
     def children(self, id, offset=0, limit=PAGE):
         if not id:
-            rows = [lower(S.Row(s.title, s.summary, nonfinite=s.nonfinite, id=key), len(self.ranked[key]))
+            rows = [lower(S.Row(s.title, s.summary, nonfinite=s.nonfinite, id=key), len(self._rows(key)))
                     for key, s in self.heads.items() if not s.empty]
             return rows[offset:offset + limit], len(rows)
-        ranked = self.ranked.get(id, [])
-        return [self._row(d) for d in ranked[offset:offset + limit]], len(ranked)
+        for key in S.COMPARED:
+            if id == S.equal_id(key):
+                equal = self.equal[key]
+                return [self._row(d) for d in equal[offset:offset + limit]], len(equal)
+        items = self._rows(id)
+        return [r if isinstance(r, dict) else self._row(r) for r in items[offset:offset + limit]], len(items)
+
+    def toward(self, id, until):
+        if id in self.heads and until in self.by_id and self.by_id[until].equal:
+            return S.equal_id(id)
+        return until
 
     def search(self, query, limit=PAGE):
-        hits = [d for r in self.ranked.values() for d in r if path_matches(d.key, query)]
+        hits = [d for key in S.COMPARED for d in self.differ[key] + self.equal[key] if path_matches(d.key, query)]
         return [self._row(d) for d in hits[:limit]], len(hits)
 
     def leaf(self, id: str) -> LeafDelta | None:

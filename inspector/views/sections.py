@@ -18,6 +18,7 @@ from inspector.model import (
     BindingCall, CollectionDiff, Comparison, GradNorm, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node,
     UpdateScale, path_str,
 )
+from inspector.model import Order
 from inspector.model import Section as Compared
 from inspector.views import format as F
 from inspector.views.depth import DepthPoint, depth_points
@@ -25,6 +26,10 @@ from inspector.views.depth import DepthPoint, depth_points
 Status = Literal["", "changed", "added", "unchanged", "removed"]
 FIRST_MARK = "<- first non-finite"
 """Follows the row of the first captured call whose output has a NaN or Inf, in every view."""
+DIVERGENCE_MARK = "<- first divergence"
+"""Follows the row of a comparison's first divergence (:meth:`~inspector.model.Comparison.first_divergence`)."""
+BAR = 12
+"""Width, in characters, of a bar in text (``[#####.......]``): the position of a value on a log axis."""
 
 
 @dataclasses.dataclass
@@ -47,6 +52,14 @@ class Row:
             ``scale:<key>`` for an update scale, key-grammar paths for parameter gradients; ``''`` for none.
         link: the ``id`` of the row this one points to, or ``''``.
         leaf: the array behind the row (histograms, previews), or None.
+        fact: the row's key fact, said before its summary and never cut off (``!! 255 nan``,
+            ``3/8 changed (1 to nan)``); may be empty.
+        mark: a mark after the row (:data:`DIVERGENCE_MARK`); the first non-finite call's is ``first``'s.
+        folded: the rows below are shown only on request (equal leaves of a comparison): text and rich
+            show this row's line alone, folding views show them closed.
+        bar: the position, in [0, 1], of the row's value on its section's common log axis (:class:`LogAxis`);
+            None where the value is not positive and finite. Only where ``bar_title`` is set.
+        bar_title: what the bar shows, with the exact value (hover text); ``''`` for a row without a bar.
     """
 
     name: str
@@ -60,6 +73,11 @@ class Row:
     id: str = ""
     link: str = ""
     leaf: Leaf | None = dataclasses.field(default=None, repr=False)
+    fact: str = ""
+    mark: str = ""
+    folded: bool = False
+    bar: float | None = None
+    bar_title: str = ""
 
 
 @dataclasses.dataclass
@@ -113,18 +131,20 @@ class Limits:
 
 
 def document(obj: Inspection | Comparison, *, max_children: int | None = None, max_depth: int | None = None,
-             timings: bool = True, binding: bool = True) -> Document:
+             timings: bool = True, binding: bool = True, order: Order = "execution") -> Document:
     """The view-model of an inspection (``timings`` in the header, the ``binding`` section)
-    or of a comparison; see :class:`Limits` for ``max_children`` and ``max_depth``."""
+    or of a comparison (its leaves in ``order``: ``'execution'`` or ``'size'``); see :class:`Limits`
+    for ``max_children`` and ``max_depth``."""
     limits = Limits(max_children, max_depth)
     if isinstance(obj, Comparison):
-        return _comparison(obj, limits)
+        return _comparison(obj, limits, order)
     parts = [output(obj), variables(obj, limits), mutations(obj, limits), intermediates(obj, limits)]
     if obj.grads is not None:
         parts.append(gradients(obj, limits))
     if binding:
         parts.append(binding_trace(obj, limits))
-    return Document(F.header(obj, timings), parts, list(obj.notes))
+    subnormal = F.subnormal_note(obj)
+    return Document(F.header(obj, timings), parts, list(obj.notes) + ([subnormal] if subnormal else []))
 
 
 def sections(obj: Inspection | Comparison, *, max_children: int | None = None,
@@ -154,7 +174,7 @@ HEAD = Limits(max_depth=0)
 def output_row(leaf: Leaf) -> Row:
     """A leaf of the returned value, ``output`` itself for a returned array."""
     return Row(path_str(leaf.path) if leaf.path else "output", F.value(leaf), nonfinite=bool(leaf.nonfinite),
-               id=path_str(("output",) + leaf.path), leaf=leaf)
+               id=path_str(("output",) + leaf.path), leaf=leaf, fact=F.fact(leaf))
 
 
 def output(insp: Inspection, limits: Limits = Limits()) -> Section:
@@ -163,15 +183,16 @@ def output(insp: Inspection, limits: Limits = Limits()) -> Section:
         return Section("output", "output", empty="init returns the variables only")
     if len(insp.outputs) == 1 and not insp.outputs[0].path:
         leaf = insp.outputs[0]
-        return Section("output", "output", F.value(leaf), nonfinite=bool(leaf.nonfinite))
+        return Section("output", "output", F.with_fact(F.fact(leaf), F.value(leaf)), nonfinite=bool(leaf.nonfinite))
     shown, more = _level(insp.outputs, 1, limits)
-    return Section("output", "output", f"{len(insp.outputs)} leaves", [output_row(leaf) for leaf in shown], more,
+    return Section("output", "output", F.plural(len(insp.outputs), "leaf"), [output_row(leaf) for leaf in shown], more,
                    nonfinite=any(leaf.nonfinite for leaf in insp.outputs))
 
 
 def variable_row(node: Node) -> Row:
     """A collection, a module or a variable: its totals, or the stored array."""
-    return Row(node.name, F.node_summary(node), nonfinite=bool(node.nonfinite), id=path_str(node.path), leaf=node.leaf)
+    return Row(node.name, F.node_summary(node), nonfinite=bool(node.nonfinite), id=path_str(node.path), leaf=node.leaf,
+               fact=F.node_fact(node))
 
 
 def _tree(node: Node, level: int, limits: Limits) -> tuple[list[Row], int]:
@@ -189,7 +210,8 @@ def variables(insp: Inspection, limits: Limits = Limits()) -> Section:
     """Collection -> module path -> variable, each level summarised."""
     root = insp.variables.root
     rows, more = _tree(root, 1, limits)
-    return Section("variables", "variables", F.node_summary(root), rows, more, bool(root.nonfinite), open_depth=2)
+    return Section("variables", "variables", F.with_fact(F.node_fact(root), F.node_summary(root)), rows, more,
+                   bool(root.nonfinite), open_depth=2)
 
 
 def mutations(insp: Inspection, limits: Limits = Limits()) -> Section:
@@ -213,9 +235,11 @@ def collection_row(diff: CollectionDiff) -> Row:
 
 
 def change_row(d: LeafDiff) -> Row:
-    """A leaf of a mutated collection, named by its path inside the collection: how it changed."""
-    return Row(path_str(d.path[1:]), F.delta(d), nonfinite=bool(d.after and d.after.nonfinite),
-               status=cast(Status, d.status), id=path_str(d.path), leaf=d.after or d.before)
+    """A leaf of a mutated collection, named by its path inside the collection: how it changed (the
+    changed count first)."""
+    fact, summary = F.delta_parts(d)
+    return Row(path_str(d.path[1:]), summary, nonfinite=bool(d.after and d.after.nonfinite),
+               status=cast(Status, d.status), id=path_str(d.path), leaf=d.after or d.before, fact=fact)
 
 
 def call_id(call: MethodCall) -> str:
@@ -228,19 +252,24 @@ def call_outputs(call: MethodCall) -> list[Leaf]:
     return [] if len(call.outputs) == 1 and not call.output_path(call.outputs[0]) else call.outputs
 
 
-def call_row(call: MethodCall, first: MethodCall | None) -> Row:
-    """A captured call: its value, or how many outputs it had (``first``: the first non-finite call)."""
-    name, kind, bad = f"#{call.order} {call.key}", F.call_kind(call), bool(call.nonfinite)
+def call_row(call: MethodCall, first: MethodCall | None, label: str | None = None) -> Row:
+    """A captured call, ``#order label`` (``label``: :func:`~inspector.views.format.call_labels`'s, its
+    key by default): its value, or how many outputs it had (``first``: the first non-finite call)."""
+    name, kind, bad = f"#{call.order} {label or call.key}", F.call_kind(call), bool(call.nonfinite)
     if not call_outputs(call):
         leaf = call.outputs[0]
-        return Row(name, F.value(leaf), kind, nonfinite=bad, first=call is first, id=call_id(call), leaf=leaf)
-    return Row(name, f"{len(call.outputs)} outputs", kind, nonfinite=bad, first=call is first, id=call_id(call))
+        return Row(name, F.value(leaf), kind, nonfinite=bad, first=call is first, id=call_id(call), leaf=leaf,
+                   fact=F.fact(leaf))
+    fact = f"!! {call.nonfinite:,} non-finite" if call.nonfinite else ""
+    return Row(name, F.plural(len(call.outputs), "output"), kind, nonfinite=bad, first=call is first,
+               id=call_id(call), fact=fact)
 
 
 def call_output_row(call: MethodCall, leaf: Leaf) -> Row:
     """One output of a call, named by where it sits in the returned value."""
     sub = path_str(call.output_path(leaf))
-    return Row(sub, F.value(leaf), nonfinite=bool(leaf.nonfinite), id=f"{call_id(call)}/{sub}", leaf=leaf)
+    return Row(sub, F.value(leaf), nonfinite=bool(leaf.nonfinite), id=f"{call_id(call)}/{sub}", leaf=leaf,
+               fact=F.fact(leaf))
 
 
 def first_row(first: MethodCall) -> Row:
@@ -248,8 +277,8 @@ def first_row(first: MethodCall) -> Row:
     return Row("first non-finite", first.key, nonfinite=True, link=call_id(first))
 
 
-def _call_row(call: MethodCall, first: MethodCall | None, limits: Limits) -> Row:
-    row = call_row(call, first)
+def _call_row(call: MethodCall, first: MethodCall | None, limits: Limits, label: str | None = None) -> Row:
+    row = call_row(call, first, label)
     outputs, row.more = _level(call_outputs(call), 2, limits)
     row.children = [call_output_row(call, leaf) for leaf in outputs]
     return row
@@ -265,44 +294,77 @@ def intermediates(insp: Inspection, limits: Limits = Limits()) -> Section:
     if first is not None and all(c is not first for c in calls):
         calls.append(first)  # what the "first non-finite" row links to is always there
     rows = [] if first is None else [first_row(first)]
-    rows += [_call_row(call, first, limits) for call in calls]
-    summary = f"{len(insp.calls)} calls in execution order" + ("" if insp.kept else ", statistics only")
+    labels = F.call_labels(insp.calls)
+    rows += [_call_row(call, first, limits, labels[call.order]) for call in calls]
+    summary = f"{F.plural(len(insp.calls), 'call')} in execution order" + ("" if insp.kept else ", statistics only")
     return Section("intermediates", "intermediates", summary, rows, len(insp.calls) - len(calls),
                    first is not None, open_depth=0, depth=depth_points(insp))
 
 
-BAR = 12
-"""Width of the bar of a call's gradient norm, on a log scale spanning the calls' norms."""
+def scale_row(u: UpdateScale, axis: LogAxis | None = None) -> Row:
+    """A parameter's update scale: ``|grad| / |param|`` and both norms; with ``axis``, ``|grad|`` as a bar."""
+    row = Row(u.key, f"ratio {F.num(u.ratio)}, |grad| {F.num(u.grad_norm)}, |param| {F.num(u.param_norm)}",
+              nonfinite=bool(u.nonfinite), id=f"scale:{u.key}",
+              fact=f"!! {u.nonfinite:,} non-finite" if u.nonfinite else "")
+    return axis.place(row, u.grad_norm, "|grad|") if axis is not None else row
 
 
-def scale_row(u: UpdateScale) -> Row:
-    """A parameter's update scale: ``|grad| / |param|`` and both norms."""
-    bad = f" !! {u.nonfinite} non-finite" if u.nonfinite else ""
-    return Row(u.key, f"ratio {F.num(u.ratio)}, |grad| {F.num(u.grad_norm)}, |param| {F.num(u.param_norm)}{bad}",
-               nonfinite=bool(u.nonfinite), id=f"scale:{u.key}")
+@dataclasses.dataclass(frozen=True)
+class LogAxis:
+    """One log10 axis for every bar of a section: from ``10**lo`` (an empty bar) to ``10**hi`` (a full
+    one), whole decades spanning the values it was made for (:meth:`of`)."""
+
+    lo: int
+    hi: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> LogAxis:
+        """The whole decades around the positive finite ``values`` (one decade when they all lie in one,
+        ``1e-1..1e0`` when there is none)."""
+        logs = [math.log10(v) for v in values if v > 0 and math.isfinite(v)]
+        if not logs:
+            return cls(-1, 0)
+        lo, hi = math.floor(min(logs)), math.ceil(max(logs))
+        return cls(lo, hi if hi > lo else lo + 1)
+
+    def position(self, value: float) -> float | None:
+        """Where ``value`` lies on the axis, in [0, 1] (clipped); None unless it is positive and finite."""
+        if not (value > 0 and math.isfinite(value)):
+            return None
+        return min(1.0, max(0.0, (math.log10(value) - self.lo) / (self.hi - self.lo)))
+
+    def describe(self, what: str) -> str:
+        """``|g| on a log axis 1e-08..1e+02``."""
+        return f"{what} on a log axis 1e{self.lo:+03d}..1e{self.hi:+03d}"
+
+    def place(self, row: Row, value: float, what: str) -> Row:
+        """``row`` with the bar of ``value`` and its hover text (``|grad| 0.001234``: the exact value)."""
+        row.bar = self.position(value)
+        row.bar_title = f"{what} {value!r}" if isinstance(value, float) else f"{what} {value}"
+        return row
 
 
-def _bar(norm: float, low: float, high: float) -> str:
-    """``norm`` as a bar of ``#``: empty at ``low``, full at ``high`` (log10 of the norms)."""
-    if not norm > 0 or math.isinf(norm):
-        return ""
-    span = high - low
-    return "#" * max(1, round(BAR * ((math.log10(norm) - low) / span if span else 1.0)))
+def bar_text(row: Row) -> str:
+    """A row's bar in text, a fixed-width column: ``[#####.......]`` (``[    n/a     ]`` without a value)."""
+    if row.bar is None:
+        return "[" + "n/a".center(BAR) + "]"
+    filled = round(BAR * row.bar)
+    return "[" + "#" * filled + "." * (BAR - filled) + "]"
 
 
-def grad_span(norms: Sequence[GradNorm]) -> tuple[float, float]:
-    """log10 of the smallest and the largest positive finite gradient norm: the ends of the bars."""
-    logs = [math.log10(n.grad_norm) for n in norms if n.grad_norm > 0 and not math.isinf(n.grad_norm)]
-    return (min(logs), max(logs)) if logs else (0.0, 0.0)
+def grad_axis(insp: Inspection) -> LogAxis:
+    """The one log axis of the gradients section's bars: the calls' and the parameters' ``|grad|``."""
+    norms = [n.grad_norm for n in insp.grad_norms()] + [u.grad_norm for u in insp.update_scales()]
+    return LogAxis.of(norms)
 
 
-def grad_row(n: GradNorm, call: MethodCall, low: float, high: float) -> Row:
-    """A captured call's gradient: its norm (a bar between ``low`` and ``high``, see :func:`grad_span`)
-    beside its output's; links to the call's row."""
-    bad = f" !! {n.nonfinite} non-finite" if n.nonfinite else ""
-    summary = f"|grad| {F.num(n.grad_norm)}, |output| {F.num(n.activation_norm)} {_bar(n.grad_norm, low, high)}{bad}"
-    return Row(f"#{n.order} {n.key}", summary.rstrip(), F.call_kind(call), nonfinite=bool(n.nonfinite),
-               id=f"g{call_id(call)}", link=call_id(call))
+def grad_row(n: GradNorm, call: MethodCall, axis: LogAxis, label: str | None = None) -> Row:
+    """A captured call's gradient: its norm (a bar on ``axis``, see :func:`grad_axis`) beside its
+    output's; links to the call's row."""
+    row = Row(f"#{n.order} {label or n.key}", f"|grad| {F.num(n.grad_norm)}, |output| {F.num(n.activation_norm)}",
+              F.call_kind(call), nonfinite=bool(n.nonfinite), id=f"g{call_id(call)}", link=call_id(call),
+              fact=f"!! {n.nonfinite:,} non-finite" if n.nonfinite else "")
+    return axis.place(row, n.grad_norm, "|grad|")
 
 
 def grad_leaf_row(call: MethodCall, g: Leaf) -> Row:
@@ -311,8 +373,8 @@ def grad_leaf_row(call: MethodCall, g: Leaf) -> Row:
     return Row(sub, F.value(g), nonfinite=bool(g.nonfinite), id=f"g{call_id(call)}/{sub}", leaf=g)
 
 
-def _grad_row(n: GradNorm, call: MethodCall, low: float, high: float, limits: Limits) -> Row:
-    row = grad_row(n, call, low, high)
+def _grad_row(n: GradNorm, call: MethodCall, axis: LogAxis, limits: Limits, label: str | None = None) -> Row:
+    row = grad_row(n, call, axis, label)
     grads, row.more = _level(call.grads or [], 3, limits)
     row.children = [grad_leaf_row(call, g) for g in grads]
     return row
@@ -337,7 +399,8 @@ def activation_grads_row(insp: Inspection) -> Row:
 
 def param_grads_row(root: Node) -> Row:
     """The head of the parameter gradients' tree (rows: :func:`variable_row`)."""
-    return Row("parameter gradients", F.node_summary(root), nonfinite=bool(root.nonfinite), id="parameter gradients")
+    return Row("parameter gradients", F.node_summary(root), nonfinite=bool(root.nonfinite), id="parameter gradients",
+               fact=F.node_fact(root))
 
 
 def gradients(insp: Inspection, limits: Limits = Limits()) -> Section:
@@ -351,21 +414,22 @@ def gradients(insp: Inspection, limits: Limits = Limits()) -> Section:
     first = insp.first_nonfinite_grad()
     with_grads = sum(1 for c in insp.calls if c.grads)
     rows = [] if first is None else [first_grad_row(first)]
+    axis = grad_axis(insp) if limits.max_depth != 0 else None
     head = update_scales_row(insp)
-    if limits.max_depth != 0:
+    if axis is not None:
         scales = insp.update_scales()
         shown, head.more = _level(scales, 2, limits)
-        head.children = [scale_row(u) for u in shown]
+        head.children = [scale_row(u, axis) for u in shown]
     else:
         head.more = insp.grads.root.count  # one scale per parameter
     rows.append(head)
     head = activation_grads_row(insp)
-    if limits.max_depth != 0:
+    if axis is not None:
         norms = insp.grad_norms()
-        low, high = grad_span(norms)
         by_order = {c.order: c for c in insp.calls}
+        labels = F.call_labels(insp.calls)
         shown_norms, head.more = _level(norms, 2, limits)
-        head.children = [_grad_row(n, by_order[n.order], low, high, limits) for n in shown_norms]
+        head.children = [_grad_row(n, by_order[n.order], axis, limits, labels[n.order]) for n in shown_norms]
     else:
         head.more = with_grads
     rows.append(head)
@@ -373,7 +437,9 @@ def gradients(insp: Inspection, limits: Limits = Limits()) -> Section:
     head.children, head.more = _tree(insp.grads.root, 2, limits)
     rows.append(head)
     loss = "" if insp.loss is None else f"loss {F.num(insp.loss)}, "
-    return Section("gradients", "gradients", f"{loss}{with_grads} of {len(insp.calls)} calls with gradients", rows,
+    bars = "" if axis is None else f", bars: {axis.describe('|grad|')}"
+    return Section("gradients", "gradients",
+                   f"{loss}{with_grads} of {F.plural(len(insp.calls), 'call')} with gradients{bars}", rows,
                    nonfinite=any(r.nonfinite for r in rows), open_depth=1)
 
 
@@ -393,7 +459,8 @@ def binding_trace(insp: Inspection, limits: Limits = Limits()) -> Section:
         return out, more
 
     top, more = rows(None, 1)
-    return Section("binding", "binding", f"{len(insp.binding)} method calls in order", top, more, open_depth=4)
+    return Section("binding", "binding", f"{F.plural(len(insp.binding), 'method call')} in order", top, more,
+                   open_depth=4)
 
 
 def binding_children(calls: Sequence[BindingCall]) -> dict[int | None, list[BindingCall]]:
@@ -421,36 +488,74 @@ def _either_nonfinite(d: LeafDelta) -> bool:
     return bool((d.a and d.a.nonfinite) or (d.b and d.b.nonfinite))
 
 
-def delta_row(d: LeafDelta) -> Row:
-    """A leaf of a comparison: how far ``b`` is from ``a``."""
-    return Row(d.key, F.delta(d), nonfinite=_either_nonfinite(d), status="" if d.status == "equal" else "changed",
-               id=f"{d.section}:{d.key}")
+def delta_row(d: LeafDelta, first: bool = False) -> Row:
+    """A leaf of a comparison: how far ``b`` is from ``a``, the changed count first (``first``: the
+    comparison's first divergence, marked)."""
+    fact, summary = F.delta_parts(d)
+    return Row(d.key, summary, nonfinite=_either_nonfinite(d), status="" if d.equal else "changed",
+               id=f"{d.section}:{d.key}", fact=fact, mark=DIVERGENCE_MARK if first else "")
+
+
+def equal_id(section: str) -> str:
+    """The id of a comparison section's row of equal leaves."""
+    return f"{section}\x00equal"
+
+
+def equal_row(section: str, equal: Sequence[LeafDelta], limits: Limits = HEAD) -> Row:
+    """One line for a section's equal leaves, ``16 equal leaves``, folded: the leaves below it are shown
+    on request (text and rich show the line alone)."""
+    shown, more = _level(equal, 2, limits)
+    return Row(F.plural(len(equal), "equal leaf", "equal leaves"), id=equal_id(section), folded=True,
+               children=[delta_row(d) for d in shown], more=more)
 
 
 COMPARED: tuple[Compared, ...] = ("output", "variables", "intermediates")
 """The sections of a comparison, in order."""
 
 
-def compared(comparison: Comparison, key: Compared, limits: Limits = Limits()) -> Section:
-    """One section of a comparison: its leaves, largest divergence first."""
-    ranked = comparison.ranked(key)
-    if not ranked:
+def compared(comparison: Comparison, key: Compared, limits: Limits = Limits(), order: Order = "execution",
+             first: LeafDelta | None = None) -> Section:
+    """One section of a comparison: its differing leaves in ``order`` (``'execution'``, or ``'size'``:
+    largest first), the first divergence (``first``, by default :meth:`~inspector.model.Comparison.first_divergence`)
+    marked and always listed, then one folded row counting the equal leaves."""
+    items = comparison.ordered(key, order)
+    if not items:
         return Section(key, key, empty="nothing to compare")
-    shown, more = _level(ranked, 1, limits)
-    differ = sum(1 for d in ranked if d.status != "equal")
-    return Section(key, key, f"{differ} of {len(ranked)} differ", [delta_row(d) for d in shown], more,
-                   any(_either_nonfinite(d) for d in ranked))
+    if first is None:
+        first = comparison.first_divergence()
+    differ = [d for d in items if not d.equal]
+    equal = [d for d in items if d.equal]
+    shown, more = _level(differ, 1, limits)
+    listed = list(shown)
+    if (first is not None and limits.max_depth != 0 and any(d is first for d in differ)
+            and all(d is not first for d in listed)):
+        listed.append(first)  # what the header names is always there
+        more -= 1
+    rows = [delta_row(d, d is first) for d in listed]
+    if equal and (limits.max_depth is None or limits.max_depth >= 1):
+        rows.append(equal_row(key, equal, limits))
+    how = "in execution order" if order == "execution" else "largest first"
+    return Section(key, key, f"{len(differ)} of {len(items)} differ, {how}", rows, more,
+                   any(_either_nonfinite(d) for d in items))
 
 
-def _comparison(comparison: Comparison, limits: Limits) -> Document:
+def _comparison(comparison: Comparison, limits: Limits, order: Order = "execution") -> Document:
     keys = COMPARED + (("gradients",) if comparison.a.grads is not None or comparison.b.grads is not None else ())
-    return Document(F.comparison_header(comparison), [compared(comparison, key, limits) for key in keys])
+    first = comparison.first_divergence()
+    return Document(F.comparison_header(comparison), [compared(comparison, key, limits, order, first) for key in keys])
 
 
 def line(row: Row) -> str:
-    """A row as one line of text: ``name (kind): summary``, marked when it is the first non-finite call."""
-    text = row.name + (f" ({row.kind})" if row.kind else "") + (f": {row.summary}" if row.summary else "")
-    return text + (f" {FIRST_MARK}" if row.first else "")
+    """A row as one line of text: ``[bar] name (kind): fact, summary``, marked when it is the first
+    non-finite call (or carries a :attr:`Row.mark`). A bar (:func:`bar_text`) comes first, so that the bars
+    of sibling rows line up in a column."""
+    text = row.name + (f" ({row.kind})" if row.kind else "")
+    said = F.with_fact(row.fact, row.summary)
+    text += f": {said}" if said else ""
+    if row.bar_title:
+        text = f"{bar_text(row)} {text}"
+    mark = row.mark or (FIRST_MARK if row.first else "")
+    return text + (f" {mark}" if mark else "")
 
 
 def title_line(section: Section) -> str:

@@ -13,13 +13,13 @@ from rich.console import Console, Group
 from rich.text import Text
 from rich.tree import Tree
 
-from inspector.model import Comparison, Inspection
+from inspector.model import Comparison, Inspection, Order
 from inspector.names import safe
-from inspector.views.sections import Document, Row, Section, document, line, more_line
+from inspector.views.sections import Document, Row, Section, bar_text, document, line, more_line
 
 STYLES = {
     "header": "bold cyan", "name": "bold", "nonfinite": "red", "alert": "bold red", "more": "dim",
-    "note": "yellow", "changed": "yellow", "added": "green", "removed": "red", "unchanged": "dim",
+    "note": "yellow", "changed": "yellow", "added": "green", "removed": "red", "unchanged": "dim", "bar": "cyan",
 }
 """Semantic names -> rich styles: every style the view uses, in one place."""
 
@@ -27,20 +27,32 @@ STYLES = {
 def _label(row: Row) -> Text:
     if row.first or row.link:  # the first non-finite call, and the line that names it
         return Text(safe(line(row)), style=STYLES["alert"])
-    text = Text.assemble((safe(row.name), STYLES["name"]))
+    text = Text()
+    if row.bar_title:  # first, a fixed width: the bars of sibling rows line up
+        text.append(bar_text(row) + " ", style=STYLES["bar"])
+    text.append(safe(row.name), style=STYLES["name"])
     if row.kind:
         text.append(f" ({safe(row.kind)})")
-    if row.summary:
+    if row.fact or row.summary:
         text.append(": ")
+    if row.fact:
+        text.append(safe(row.fact), style=STYLES["alert"] if row.nonfinite else STYLES["name"])
+        if row.summary:
+            text.append(", ")
+    if row.summary:
         text.append(safe(row.summary), style=STYLES["nonfinite"] if row.nonfinite else "")
     if row.status:
         text.stylize(STYLES[row.status])
+    if row.mark:
+        text.append(f" {safe(row.mark)}", style=STYLES["alert"])
     return text
 
 
 def _add(tree: Tree, rows: Sequence[Row], more: int) -> None:
     for row in rows:
-        _add(tree.add(_label(row)), row.children, row.more)
+        node = tree.add(_label(row))
+        if not row.folded:  # folded rows (a comparison's equal leaves) are one line here, as in text
+            _add(node, row.children, row.more)
     if more:
         tree.add(Text(more_line(more), style=STYLES["more"]))
 
@@ -63,9 +75,11 @@ def lower(doc: Document) -> Group:
     return Group(*parts)
 
 
-def render_rich(obj: Inspection | Comparison, max_depth: int = 4, max_children: int = 50) -> Group:
-    """Renderable for ``rich.print``: every section of the text view, and its notes."""
-    return lower(document(obj, max_children=max_children, max_depth=max_depth))
+def render_rich(obj: Inspection | Comparison, max_depth: int = 4, max_children: int = 50,
+                order: Order = "execution") -> Group:
+    """Renderable for ``rich.print``: every section of the text view, and its notes (a comparison's
+    leaves in ``order``, ``'execution'`` or ``'size'``)."""
+    return lower(document(obj, max_children=max_children, max_depth=max_depth, order=order))
 
 
 def print_inspection(insp: Inspection, console: Console | None = None, **kwargs) -> None:

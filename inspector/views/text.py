@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from inspector.model import Comparison, Inspection
+from inspector.model import Comparison, Inspection, Order
 from inspector.names import safe
 from inspector.views.sections import Document, Row, document, line, more_line, title_line
 
@@ -20,7 +20,8 @@ def row_lines(rows: Sequence[Row], more: int, level: int = 1) -> Iterator[str]:
     """``rows`` and the rows below them, indented by level, then ``... N more``."""
     for row in rows:
         yield INDENT * level + line(row)
-        yield from row_lines(row.children, row.more, level + 1)
+        if not row.folded:  # folded rows (a comparison's equal leaves) are one line here
+            yield from row_lines(row.children, row.more, level + 1)
     if more:
         yield INDENT * level + more_line(more)
 
@@ -47,6 +48,7 @@ def render(insp: Inspection, timings: bool = True, max_children: int | None = No
     return _join(document(insp, max_children=max_children, timings=timings, binding=binding))
 
 
-def render_comparison(comparison: Comparison, limit: int | None = 30) -> str:
-    """A comparison as text: per section, the largest divergences first."""
-    return _join(document(comparison, max_children=limit))
+def render_comparison(comparison: Comparison, limit: int | None = 30, order: Order = "execution") -> str:
+    """A comparison as text: per section, the differing leaves in execution order (``order='size'``: the
+    largest divergences first), the first divergence marked, the equal leaves as one count line."""
+    return _join(document(comparison, max_children=limit, order=order))
