@@ -1,218 +1,263 @@
-"""A watched run's history as one static HTML page: SVG, no script.
+"""A watched run's history as the data its charts draw, and as one static HTML page.
 
-First the first non-finite step and site (if any), then per field a site x step heatmap (colour
-within each site's own range, non-finite cells in the palette's ``bad`` colour, the first one
-outlined), then per site a line chart of each field over the steps. Every cell and point has a
-``<title>`` with the numbers the text table (:mod:`~inspector.views.history_text`) shows; every
-name is HTML-escaped.
+:func:`payload` is what the front end (``static/history.js``, on uPlot) draws, in the live widget
+(:mod:`~inspector.views.history_widget`) and in the static page (:func:`history_html`) alike:
+
+- ``sites``: every site's label (``kind name``, through :func:`~inspector.names.safe`);
+- ``heat``: a site x step heatmap of each of ``heatFields`` (float32, little-endian, base64), at
+  most about ``cells`` cells a field: beyond it neighbouring steps are merged into one column (its
+  largest value; non-finite if any of its steps is), and beyond ``HEAT_SITES`` sites the non-finite
+  sites and then the first ones are kept (``omitted`` says how many were not);
+- ``series``: per charted site (by index), its steps ``x`` and per field the values ``y`` (float64,
+  base64); beyond ``points`` points, buckets of neighbouring steps give two points each, at the
+  bucket's first and last step, holding the bucket's min and max in the order they came (so every
+  min and max is kept), and ``bad`` lists every non-finite step with its NaN and Inf counts;
+- ``first``: the first non-finite step and site, ``status``: :func:`status_line`.
+
+Numbers travel as base64 of typed arrays (``NaN`` where a site has no record); names are
+strings the page shows as text, never as HTML.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
+import base64
+import json
+import pathlib
+from typing import Any
 
 import numpy as np
 
-from inspector.history import History, Snapshot, merge_groups
+from inspector.history import History, Site, Snapshot
+from inspector.names import safe
 from inspector.views import palette
-from inspector.views.history_text import cell, raw_cell
-from inspector.views.format import esc, num
+from inspector.views.format import esc
 
-CELL_W, CELL_H, LABEL_W = 14, 14, 260
-CHART_W, CHART_H, PAD = 220, 70, 4
+FIELDS = ("mean", "std", "abs_max", "zero_frac", "norm", "ratio")
+"""The fields charted per site (``ratio`` where the site has one)."""
+LABELS = {"mean": "mean", "std": "std", "abs_max": "abs max", "zero_frac": "zero fraction", "norm": "norm",
+          "ratio": "ratio"}
+"""The one name of each field in every chart, button and readout."""
+HEAT_FIELDS = ("std", "abs_max", "zero_frac")
+CHART_POINTS = 1000
+"""The most points a chart's series holds (beyond it, min/max buckets of neighbouring steps)."""
+HEAT_CELLS = 24_000
+"""About how many cells of one field the static page's heatmap holds."""
+HEAT_SITES = 200
+"""The most sites (rows) a heatmap holds."""
+PAGE_BYTES = 960_000
+"""The static page's size bound: charts are embedded for as many sites as fit under it."""
 
-CSS = palette.custom_properties(".fi-hist") + """
-.fi-hist{font:13px/1.45 var(--fi-mono);color:var(--fi-fg);background:var(--fi-bg);padding:8px}
-.fi-hist h2{font-size:14px;margin:14px 0 4px}.fi-hist .fi-bad{color:var(--fi-bad);font-weight:600}
-.fi-hist svg text{fill:var(--fi-fg);font:11px var(--fi-mono)}.fi-hist .fi-muted{fill:var(--fi-muted)}
-.fi-hist .fi-site{display:inline-block;vertical-align:top;margin:4px 12px 8px 0}
-.fi-hist .fi-charts{display:flex;gap:8px}
-.fi-hist .fi-first{stroke:var(--fi-fg);stroke-width:2}
-"""
-
-
-def _finite(v: float | None) -> bool:
-    return v is not None and math.isfinite(v)
-
-
-def _shade(t: float) -> str:
-    """The accent colour at opacity ``t`` in [0, 1] (as a fill plus fill-opacity)."""
-    return f'style="fill:{palette.var("accent")};fill-opacity:{0.08 + 0.92 * t:.3f}"'
-
-
-HEAT_CELLS = 1000
-"""About how many cells a heatmap of a long run keeps (neighbouring steps merged beyond it)."""
-CHART_POINTS = 60
-"""The most points a line chart draws (beyond it, neighbouring steps merged: their min and max)."""
-CHART_DOTS = 600
-"""Charts get a dot (with its numbers) per step while steps x sites stays within this."""
-CHARTED = ("mean", "std", "abs_max", "zero_frac", "norm")
+_STATIC = pathlib.Path(__file__).parent / "static"
+UPLOT_JS = (_STATIC / "vendor" / "uplot.iife.min.js").read_text(encoding="utf-8")
+ESM = UPLOT_JS + "\n" + (_STATIC / "history.js").read_text(encoding="utf-8")
+"""uPlot (MIT, vendored) then the history front end: one ES module (anywidget's ``_esm``)."""
+CSS = (palette.custom_properties(".fi-history,.fi-page") + (_STATIC / "vendor" / "uplot.min.css").read_text()
+       + (_STATIC / "history.css").read_text())
+"""The palette as ``--fi-*`` properties (dark where the system prefers it), uPlot's and our style."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Drawn:
-    """What a view draws: ``snap`` (rows merged where there were too many), the first non-finite
-    ``(row, site index)`` in it, and per field the ``(min, max)`` of the stored rows each drawn row
-    merges (``None`` where nothing was merged)."""
-
-    snap: Snapshot
-    first: tuple[int, int] | None
-    spread: dict[str, tuple[np.ndarray, np.ndarray]] | None
-
-
-def drawn(snap: Snapshot, rows: int, fields: tuple[str, ...] = CHARTED) -> Drawn:
-    """``snap`` with at most ``rows`` rows: evenly spaced groups of neighbouring rows merged
-    exactly (:func:`~inspector.history.merge_groups`); non-finite counts are kept by the merge."""
-    first = snap.first_nonfinite()
-    n = len(snap.steps)
-    if n <= rows:
-        return Drawn(snap, first, None)
-    starts = np.unique(np.linspace(0, n, max(1, rows), endpoint=False).astype(np.int64))
-    merged = Snapshot(snap.steps[starts], np.maximum.reduceat(snap.last, starts), snap.sites,
-                      merge_groups(snap.cells, starts))
-    spread = {}
-    for f in fields:
-        v = snap.values(f)
-        with np.errstate(invalid="ignore"):
-            spread[f] = (np.fmin.reduceat(v, starts, axis=0), np.fmax.reduceat(v, starts, axis=0))
-    at = None if first is None else (int(np.searchsorted(starts, first[0], "right") - 1), first[1])
-    return Drawn(merged, at, spread)
-
-
-def _label(snap: Snapshot, i: int) -> str:
-    a, b = int(snap.steps[i]), int(snap.last[i])
-    return str(a) if a == b else f"{a}-{b}"
-
-
-def heatmap(d: Drawn, field: str) -> str:
-    """Sites down, rows (steps) across; each site's cells shaded within its own finite range over
-    those steps (a zero fraction within [0, 1])."""
-    snap = d.snap
-    sites, n = snap.sites, len(snap.steps)
-    w, h = LABEL_W + CELL_W * n, CELL_H * (len(sites) + 1)
-    out = [f'<svg width="{w}" height="{h}" role="img" aria-label="{esc(field)} by site and step">']
-    present, bad = snap.present, snap.nonfinite
-    values = snap.values(field)
-    stored = snap.cells[field]
-    labels = [_label(snap, i) for i in range(n)]
-    colours = {"bad": f'style="fill:{palette.var("bad")}"', "none": f'style="fill:{palette.var("line")}"'}
-    for r, site in enumerate(sites):
-        y = CELL_H * (r + 1)
-        out.append(f'<text x="0" y="{y + CELL_H - 3}">{esc(site.kind[0])} {esc(site.name)}</text>')
-        col = values[:, r]
-        fin = col[np.isfinite(col) & ~bad[:, r]]
-        lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 0.0)
-        if field == "zero_frac":  # a fraction: shaded on [0, 1], comparable across sites
-            lo, hi = 0.0, 1.0
-        name, what = esc(site), esc(field)
-        rows = np.flatnonzero(present[:, r])
-        for i, v, nonfinite, raw in zip(rows.tolist(), col[rows].tolist(), bad[rows, r].tolist(),
-                                        stored[rows, r].tolist()):
-            if nonfinite:
-                fill = colours["bad"]
-            elif not math.isfinite(v):
-                fill = colours["none"]
-            else:
-                fill = _shade((v - lo) / (hi - lo) if hi > lo else 0.5)
-            mark = ' class="fi-first"' if d.first == (i, r) else ""
-            out.append(f'<rect x="{LABEL_W + CELL_W * i}" y="{y}" width="{CELL_W - 1}" height="{CELL_H - 1}" '
-                       f'{fill}{mark}><title>step {labels[i]} {name}: {what} {esc(raw_cell(raw, field))}'
-                       f'</title></rect>')
-    for i in range(0, n, max(1, n // 10)):
-        out.append(f'<text class="fi-muted" x="{LABEL_W + CELL_W * i}" y="{CELL_H - 3}">{int(snap.steps[i])}</text>')
-    out.append("</svg>")
-    return "".join(out)
-
-
-def line_chart(d: Drawn, j: int, field: str, dots: bool = True) -> str:
-    """``field`` of site ``j`` over the steps (finite values joined, or the min and max of merged
-    steps as two lines; non-finite steps as ``bad`` ticks; with ``dots``, a dot per unmerged step)."""
-    snap, site = d.snap, d.snap.sites[j]
-    rows = np.flatnonzero(snap.present[:, j])
-    steps = snap.steps[rows].astype(np.float64)
-    bad = snap.nonfinite[rows, j]
-    if d.spread is not None and field in d.spread:
-        lines = [d.spread[field][0][rows, j], d.spread[field][1][rows, j]]
-    else:
-        lines = [snap.values(field)[rows, j]]
-    fin = np.concatenate([v[np.isfinite(v)] for v in lines]) if lines else np.zeros(0)
-    lo_s, hi_s = (float(steps[0]), float(steps[-1])) if len(steps) else (0.0, 1.0)
-    lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 1.0)
-
-    def px(step: float) -> float:
-        return PAD + (CHART_W - 2 * PAD) * ((step - lo_s) / (hi_s - lo_s) if hi_s > lo_s else 0.5)
-
-    def py(v: float) -> float:
-        return CHART_H - 14 - (CHART_H - 28) * ((v - lo) / (hi - lo) if hi > lo else 0.5)
-
-    last = esc(cell(snap.scalars(int(rows[-1]), j), field)) if len(rows) else ""
-    out = [f'<svg width="{CHART_W}" height="{CHART_H}" role="img" aria-label="{esc(field)} of {esc(site)}">',
-           f'<rect x="0" y="0" width="{CHART_W}" height="{CHART_H}" style="fill:none;stroke:{palette.var("line")}"/>',
-           f'<text x="{PAD}" y="11">{esc(field)}</text>',
-           f'<text class="fi-muted" x="{CHART_W - PAD}" y="11" text-anchor="end">{last}</text>']
-    if d.spread is not None and fin.size:
-        out.append(f"<title>{esc(field)} of {esc(site)}, steps {int(lo_s)} to {int(snap.last[rows[-1]])} "
-                   f"(neighbouring steps merged): min {esc(num(lo))}, max {esc(num(hi))}</title>")
-    for v in lines:
-        ok = np.isfinite(v)
-        if ok.sum() > 1:
-            at, val = steps[ok], v[ok]
-            xs = PAD + (CHART_W - 2 * PAD) * ((at - lo_s) / (hi_s - lo_s) if hi_s > lo_s else 0.5 + 0 * at)
-            ys = CHART_H - 14 - (CHART_H - 28) * ((val - lo) / (hi - lo) if hi > lo else 0.5 + 0 * val)
-            pts = " ".join(map("{:.1f},{:.1f}".format, xs.tolist(), ys.tolist()))
-            out.append(f'<polyline points="{pts}" style="fill:none;stroke:{palette.var("accent")};'
-                       f'stroke-width:{1.5 if len(lines) == 1 else 1}"/>')
-    for k, i in enumerate(rows):
-        if bad[k]:
-            sc = snap.scalars(int(i), j)
-            x = px(float(steps[k]))
-            out.append(f'<line x1="{x:.1f}" y1="14" x2="{x:.1f}" y2="{CHART_H - 14}" '
-                       f'style="stroke:{palette.var("bad")};stroke-width:2"><title>step {_label(snap, int(i))}: '
-                       f'{sc.nan} NaN, {sc.inf} Inf</title></line>')
-    if d.spread is None and dots:
-        for k, i in enumerate(rows):
-            v = float(lines[0][k])
-            if math.isfinite(v):
-                sc = snap.scalars(int(i), j)
-                out.append(f'<circle cx="{px(float(steps[k])):.1f}" cy="{py(v):.1f}" r="1.5" '
-                           f'style="fill:{palette.var("accent")}"><title>step {_label(snap, int(i))}: '
-                           f'{esc(field)} {esc(cell(sc, field))}</title></circle>')
-    out.append(f'<text class="fi-muted" x="{PAD}" y="{CHART_H - 3}">{int(lo_s)}</text>'
-               f'<text class="fi-muted" x="{CHART_W - PAD}" y="{CHART_H - 3}" text-anchor="end">{int(hi_s)}</text>')
-    out.append("</svg>")
-    return "".join(out)
-
-
-def history_html(history: History, fields: tuple[str, ...], title: str = "Watched training") -> str:
-    """The whole page (UTF-8, self-contained, no script). A long run is drawn with neighbouring
-    steps merged: heatmaps of about :data:`HEAT_CELLS` cells (at least 4 steps), charts of at most :data:`CHART_POINTS`
-    points (the min and max of the steps merged), so the page stays about a megabyte for a few
-    dozen sites however long the run; the first non-finite step and site are named exactly."""
-    snap = history.snapshot()
+def status_line(history: History | Snapshot) -> str:
+    """``N recorded steps (a to b), K sites`` and the first non-finite step and site, if any (a
+    row merging older steps counts once)."""
+    snap = history.snapshot() if isinstance(history, History) else history
     steps = snap.steps[snap.present.any(axis=1)] if len(snap.steps) else snap.steps
-    n_sites = max(1, len(snap.sites))
-    heat = drawn(snap, max(4, HEAT_CELLS // n_sites))
-    charts = drawn(snap, max(8, min(CHART_POINTS, 10 * HEAT_CELLS // n_sites)))
-    dots = len(snap.steps) <= max(16, CHART_DOTS // n_sites)
-    first = heat.first
-    parts = [f"<h1 style=\"font-size:15px\">{esc(title)}</h1>",
-             f"<div>{len(steps)} recorded steps ({esc(int(steps[0])) if len(steps) else '-'} to "
-             f"{esc(int(snap.last[-1])) if len(steps) else '-'}), {len(snap.sites)} sites</div>"]
-    if first is not None:
-        at = snap.first_nonfinite()
-        assert at is not None
-        parts.append(f'<div class="fi-bad">first non-finite: step {int(snap.steps[at[0]])}, '
-                     f'{esc(snap.sites[at[1]])}</div>')
-    if heat.spread is not None:
-        parts.append(f"<div>drawn with neighbouring steps merged: {len(heat.snap.steps)} columns</div>")
-    for field in fields:
-        parts.append(f"<h2>{esc(field)} by site and step</h2>{heatmap(heat, field)}")
-    parts.append("<h2>per site</h2>")
-    for j, site in enumerate(snap.sites):
-        row = "".join(line_chart(charts, j, f, dots) for f in CHARTED)
-        parts.append(f'<div class="fi-site"><div>{esc(site)}</div><div class="fi-charts">{row}</div></div>')
-    return ('<!DOCTYPE html><html><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width"><title>{esc(title)}</title>'
-            f'<style>{CSS}</style></head><body style="margin:12px"><div class="fi-hist">'
-            + "".join(parts) + "</div></body></html>\n")
+    span = f"{int(steps[0])} to {int(snap.last[-1])}" if len(steps) else "-"
+    text = f"{len(steps)} recorded steps ({span}), {len(snap.sites)} sites"
+    first = snap.first_nonfinite()
+    return text + (f"; first non-finite: step {int(snap.steps[first[0]])}, {site_label(snap.sites[first[1]])}"
+                   if first is not None else "")
+
+
+def site_label(site: Site) -> str:
+    """``kind name``, safe to show (control and bidi characters escaped)."""
+    return safe(f"{site.kind} {site.name}")
+
+
+def b64(a: np.ndarray, dtype: str) -> str:
+    """``a`` as little-endian ``dtype`` (``"<f8"``, ``"<f4"``, ``"u1"``), base64."""
+    return base64.b64encode(np.ascontiguousarray(a, dtype=dtype).tobytes()).decode("ascii")
+
+
+def unb64(text: str, dtype: str) -> np.ndarray:
+    """The inverse of :func:`b64` (for tests and tools)."""
+    return np.frombuffer(base64.b64decode(text), dtype=dtype)
+
+
+def _starts(n: int, groups: int) -> np.ndarray:
+    return np.unique(np.linspace(0, n, max(1, min(n, groups)), endpoint=False).astype(np.int64))
+
+
+def minmax_buckets(v: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per bucket ``v[starts[i]:starts[i+1]]``: its (min, max) in the order they occur (``NaN``s
+    ignored; ``NaN`` for a bucket of ``NaN`` alone), as two arrays: the earlier and the later."""
+    n = len(v)
+    group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, n)))
+    pos = np.arange(n)
+    nan = np.isnan(v)
+    lo = np.minimum.reduceat(np.where(nan, np.inf, v), starts)
+    hi = np.maximum.reduceat(np.where(nan, -np.inf, v), starts)
+    at_lo = np.minimum.reduceat(np.where(~nan & (v == lo[group]), pos, n), starts)
+    at_hi = np.minimum.reduceat(np.where(~nan & (v == hi[group]), pos, n), starts)
+    empty = at_lo == n
+    lo, hi = np.where(empty, np.nan, lo), np.where(empty, np.nan, hi)
+    first = at_lo <= at_hi
+    return np.where(first, lo, hi), np.where(first, hi, lo)
+
+
+def series(snap: Snapshot, j: int, points: int = CHART_POINTS) -> dict[str, Any]:
+    """Site ``j``'s charts (see the module docstring): ``x``, ``y`` per field, ``bad``, and
+    ``buckets`` (0 where every stored step is a point)."""
+    rows = np.flatnonzero(snap.present[:, j])
+    steps = snap.steps[rows]
+    fields = [f for f in FIELDS if f != "ratio" or bool(np.any(~np.isnan(snap.values("ratio")[rows, j])))]
+    bad = np.flatnonzero(snap.nonfinite[rows, j])
+    out: dict[str, Any] = {"bad": [[int(steps[k]), int(snap.cells["nan"][rows[k], j]),
+                                    int(snap.cells["inf"][rows[k], j])] for k in bad.tolist()]}
+    if len(rows) <= points:
+        out["x"], out["buckets"] = steps.tolist(), 0
+        out["y"] = {f: b64(snap.values(f)[rows, j], "<f8") for f in fields}
+        return out
+    starts = _starts(len(rows), points // 2)
+    ends = np.append(starts[1:], len(rows)) - 1
+    out["x"] = np.stack([steps[starts], steps[ends]], axis=1).ravel().tolist()
+    out["buckets"] = len(starts)
+    out["y"] = {f: b64(np.stack(minmax_buckets(snap.values(f)[rows, j], starts), axis=1).ravel(), "<f8")
+                for f in fields}
+    return out
+
+
+def heat_sites(snap: Snapshot, limit: int = HEAT_SITES) -> list[int]:
+    """The sites a heatmap shows, in site order: all, or the non-finite ones (earliest first)
+    and then the first ones, up to ``limit``."""
+    n = len(snap.sites)
+    if n <= limit:
+        return list(range(n))
+    bad = snap.nonfinite
+    first_bad = np.where(bad.any(axis=0), np.argmax(bad, axis=0), len(snap.steps))
+    chosen = [int(j) for j in np.argsort(first_bad, kind="stable") if first_bad[j] < len(snap.steps)][:limit]
+    chosen += [j for j in range(n) if j not in set(chosen)][: limit - len(chosen)]
+    return sorted(chosen)
+
+
+def heat(snap: Snapshot, fields: tuple[str, ...] = HEAT_FIELDS, cells: int = HEAT_CELLS,
+         sites: int = HEAT_SITES) -> dict[str, Any]:
+    """The heatmap (see the module docstring): ``sites`` (indices), ``steps``/``last`` per column,
+    ``values`` per field (sites x columns, float32), ``flags`` (0 a value, 1 non-finite, 2 nothing
+    stored), ``first`` ``[row, column]`` of the first non-finite cell, ``omitted`` sites."""
+    chosen = heat_sites(snap, sites)
+    n = len(snap.steps)
+    out: dict[str, Any] = {"sites": chosen, "omitted": len(snap.sites) - len(chosen), "fields": list(fields)}
+    if not n or not chosen:
+        return {**out, "steps": [], "last": [], "values": {f: "" for f in fields}, "flags": "", "first": None}
+    starts = _starts(n, max(8, cells // len(chosen)))
+    present = np.logical_or.reduceat(snap.present[:, chosen], starts, axis=0).T
+    bad = np.logical_or.reduceat(snap.nonfinite[:, chosen], starts, axis=0).T
+    flags = np.where(bad, 1, np.where(present, 0, 2))
+    values = {}
+    for f in fields:
+        with np.errstate(invalid="ignore", over="ignore"):
+            values[f] = b64(np.fmax.reduceat(snap.values(f)[:, chosen], starts, axis=0).T, "<f4")
+    first = snap.first_nonfinite()
+    at = None
+    if first is not None and first[1] in chosen:
+        at = [chosen.index(first[1]), int(np.searchsorted(starts, first[0], "right") - 1)]
+    ends = np.append(starts[1:], n) - 1
+    return {**out, "steps": snap.steps[starts].tolist(), "last": snap.last[ends].tolist(),
+            "values": values, "flags": b64(flags, "u1"), "first": at}
+
+
+def payload(snap: Snapshot, charted: list[int], *, title: str = "", heat_fields: tuple[str, ...] = HEAT_FIELDS,
+            cells: int = HEAT_CELLS, points: int = CHART_POINTS, selected: int | None = None,
+            window: int | None = None, other: tuple[str, Snapshot] | None = None) -> dict[str, Any]:
+    """What ``history.js`` draws (see the module docstring): charts of the sites ``charted``
+    (and, with ``other`` = ``(title, snapshot)``, of the same sites in that run, overlaid);
+    ``selected`` the site shown first (the first non-finite one by default); ``window``: the
+    charts open on the latest ``window`` steps, widened to the first non-finite step (``None``: all)."""
+    at = snap.first_nonfinite()
+    first = None if at is None else {"step": int(snap.steps[at[0]]), "site": at[1]}
+    if selected is None:
+        selected = at[1] if at is not None else 0
+    data: dict[str, Any] = {
+        "title": safe(title), "status": status_line(snap), "first": first, "fields": list(FIELDS),
+        "labels": LABELS, "sites": [site_label(s) for s in snap.sites], "selected": selected,
+        "heat": heat(snap, heat_fields, cells), "series": {str(j): series(snap, j, points) for j in charted},
+        "charted": len(charted), "range": None}
+    present = snap.steps[snap.present.any(axis=1)] if len(snap.steps) else snap.steps
+    if window is not None and len(present):
+        lo = int(snap.last[-1]) - int(window)
+        if first is not None:
+            lo = min(lo, first["step"] - max(1, int(window) // 4))
+        data["range"] = [max(lo, int(present[0])), int(snap.last[-1])]
+    if other is not None:
+        name, osnap = other
+        where = {s: k for k, s in enumerate(osnap.sites)}
+        data["other"] = {"title": safe(name), "series": {
+            str(j): series(osnap, where[snap.sites[j]], points) for j in charted if snap.sites[j] in where}}
+    return data
+
+
+def chart_order(snap: Snapshot) -> list[int]:
+    """Sites by how much a reader wants their charts: the non-finite ones (earliest first), then
+    by largest ``abs_max``."""
+    bad = snap.nonfinite
+    n = len(snap.steps)
+    first_bad = np.where(bad.any(axis=0), np.argmax(bad, axis=0), n) if n else np.zeros(len(snap.sites), int)
+    with np.errstate(invalid="ignore"):
+        top = np.nan_to_num(np.nanmax(np.where(np.isfinite(snap.values("abs_max")), snap.values("abs_max"), np.nan),
+                                      axis=0, initial=-np.inf), nan=-np.inf) if n else np.zeros(len(snap.sites))
+    return [int(j) for j in np.lexsort((-top, first_bad))]
+
+
+def script_json(data: Any) -> str:
+    """``data`` as JSON safe inside a ``<script>`` element (``<``, ``>``, ``&``, U+2028/9 escaped)."""
+    text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    for ch, rep in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                    ("\u2029", "\\u2029")):
+        text = text.replace(ch, rep)
+    return text
+
+
+def _page(data: dict[str, Any], title: str) -> str:
+    module = ESM + "\nmount(document.getElementById('fi-root'), JSON.parse(document.getElementById('fi-data')" \
+                   ".textContent));\n"
+    return ('<!DOCTYPE html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
+            f'<title>{esc(title)}</title><style>{CSS}</style></head><body class="fi-page">'
+            f'<div id="fi-root"></div><script type="application/json" id="fi-data">{script_json(data)}</script>'
+            f'<script type="module">{module}</script></body></html>\n')
+
+
+def history_html(history: History, fields: tuple[str, ...] = HEAT_FIELDS, title: str = "Watched training",
+                 other: History | None = None, other_title: str = "other run") -> str:
+    """The whole page (UTF-8, self-contained, no network: uPlot and ``history.js`` inlined, the
+    data embedded as JSON): the status line, the heatmap of ``fields`` and a site's charts (with
+    ``other``, that run's charts of the same site overlaid). Charts are embedded for as many sites
+    as keep the page under :data:`PAGE_BYTES` (non-finite sites first, then by largest abs max);
+    the page says how many were left out."""
+    snap = history.snapshot()
+    osnap = None if other is None else (other_title, other.snapshot())
+    fields = tuple(f for f in fields if f in LABELS) or HEAT_FIELDS
+    cells = max(1000, min(HEAT_CELLS, 3 * HEAT_CELLS // len(fields)))
+    order = chart_order(snap)
+    data = payload(snap, [], title=title, heat_fields=fields, cells=cells, other=osnap)
+    if not order:
+        return _page(data, title)
+    base = len(_page(data, title).encode())
+    points = CHART_POINTS if len(order) * 6 * CHART_POINTS * 12 < PAGE_BYTES - base else 400
+    budget, charted = PAGE_BYTES - base, []
+    for j in order:
+        cost = len(script_json(series(snap, j, points))) + 16
+        if osnap is not None and snap.sites[j] in osnap[1].sites:
+            cost += len(script_json(series(osnap[1], osnap[1].sites.index(snap.sites[j]), points))) + 16
+        if cost > budget:
+            break
+        budget -= cost
+        charted.append(j)
+    data = payload(snap, sorted(charted), title=title, heat_fields=fields, cells=cells, points=points, other=osnap,
+                   selected=charted[0] if charted else None)
+    page = _page(data, title)
+    while len(page.encode()) > PAGE_BYTES and len(charted) > 1:  # a guard: the estimate above was short
+        charted.pop()
+        data = payload(snap, sorted(charted), title=title, heat_fields=fields, cells=cells, points=points,
+                       other=osnap, selected=charted[0])
+        page = _page(data, title)
+    return page
