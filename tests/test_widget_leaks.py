@@ -11,7 +11,7 @@ from inspector.demo import demo_inspection
 from inspector.history import History, Scalars, Site
 from inspector.views.display import widget as display_widget
 from inspector.views.history_widget import WatchWidget
-from inspector.views.widgets import ComparisonWidget, InspectionWidget, TreeWidget
+from inspector.views.widgets import ComparisonWidget, InspectionWidget
 from models import grad_inspection
 
 _instances = ipywidgets.widgets.widget._instances  # every open model, by id (until .close())
@@ -32,11 +32,11 @@ def alive(refs: list[weakref.ref]) -> list[str]:
     return [type(w).__name__ for w in (r() for r in refs) if w is not None]
 
 
-def test_a_closed_tree_widget_is_freed():
-    tree = TreeWidget()
-    ref = weakref.ref(tree)
-    tree.close()
-    del tree
+def test_a_closed_widget_is_freed():
+    w = InspectionWidget()
+    ref = weakref.ref(w)
+    w.close()
+    del w
     assert alive([ref]) == []  # anywidget's class-wide file watcher held every instance
 
 
@@ -49,7 +49,7 @@ def test_displays_of_a_deleted_inspection_are_freed():
         assert "application/vnd.jupyter.widget-view+json" in bundle
     del bundle
     refs = new_models(ids)
-    assert {"InspectionWidget", "TreeWidget"} <= {type(r()).__name__ for r in refs}
+    assert [type(r()).__name__ for r in refs] == ["InspectionWidget"] * 5  # one model per display, nothing else
     del insp
     assert open_models() == before
     assert alive(refs) == []
@@ -63,8 +63,10 @@ def test_a_closed_widget_of_a_kept_inspection_is_freed_with_every_model_it_made(
         ids = set(_instances)
         w = make()
         if isinstance(w, InspectionWidget):
-            w.trees["variables"].select("batch_stats/encoder/BatchNorm_0/mean")  # a detail shown in the Output pane
+            w.trees["variables"].select("batch_stats/encoder/BatchNorm_0/mean")  # a detail shown in the pane
+            assert "BatchNorm_0/mean" in w.detail_html
         refs = new_models(ids)
+        assert len(refs) == 1, [type(r()).__name__ for r in refs]  # the one anywidget, no Layout or child model
         w.close()
         del w
         assert open_models() == before, f"{len(_instances) - before} models stay open"
@@ -72,10 +74,12 @@ def test_a_closed_widget_of_a_kept_inspection_is_freed_with_every_model_it_made(
     assert insp.widget() is not None  # the inspection itself is untouched
 
 
-def test_a_widget_filled_in_later_closes_the_tabs_it_replaced():
+def test_a_widget_filled_in_later_opens_no_model_for_its_tabs():
     before = open_models()
     w = InspectionWidget()  # as show() makes it: tabs for an inspection without gradients
+    assert open_models() == before + 1
     w.set_inspection(grad_inspection())  # now with a Gradients tab
+    assert open_models() == before + 1
     assert list(w.trees) == ["variables", "mutations", "intermediates", "gradients", "binding", "output"]
     w.close()
     del w

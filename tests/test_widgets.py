@@ -19,19 +19,37 @@ from inspector.model import Inspection
 from inspector.views import palette, widgets
 from inspector.views.detail import preview_index
 from inspector.views.rows import PAGE, GradSource, NodeSource
-from inspector.views.widgets import InspectionWidget, TreeWidget, show
+from inspector.views.widgets import ComparisonWidget, InspectionWidget, Tree, show
 
 
 def sent(tree, monkeypatch):
-    """Collects what ``tree`` sends to the browser."""
+    """Collects what ``tree`` sends to the browser (through its widget's one model)."""
     out = []
-    monkeypatch.setattr(tree, "send", lambda content, buffers=None: out.append(content))
+    monkeypatch.setattr(tree.owner, "send", lambda content, buffers=None: out.append(content))
     return out
 
 
 def click(tree, id):
-    """What a click on leaf ``id`` in a view does: it sets the synced ``selected``."""
-    tree.set_state({"selected": id})
+    """What a click on leaf ``id`` in a view does: it sets the widget's synced ``selected``."""
+    tree.owner.set_state({"selected": {"tree": tree.name, "id": id}})
+
+
+def pane(w) -> str:
+    """The detail pane's HTML, as the browser receives it."""
+    return w.get_state("detail_html")["detail_html"]
+
+
+def selections(w, monkeypatch):
+    """The selections ``w`` sends to the browser, in order (``{"tree", "id"}`` or None)."""
+    out = []
+
+    def send_state(key=None):
+        state = w.get_state(key)
+        if "selected" in state:
+            out.append(state["selected"])
+
+    monkeypatch.setattr(w, "send_state", send_state)
+    return out
 
 
 @pytest.fixture
@@ -47,7 +65,7 @@ def test_first_render_is_bounded_for_5000_leaves():
     before = len(ipywidgets.widgets.widget._instances)
     w = InspectionWidget(wide_inspection(5000))
     models = len(ipywidgets.widgets.widget._instances) - before
-    assert models <= 30  # fixed set of models (the depth chart and its tab box included), not one per leaf
+    assert models == 1  # one model (no Layout, no tab, button or output model), not one per leaf or tree
     rows = [tr.initial for tr in w.trees.values()]
     assert sum(len(json.dumps(r)) for r in rows) < 150_000
 
@@ -107,7 +125,7 @@ def test_clicking_a_leaf_shows_a_bounded_preview(monkeypatch):
     click(w.trees["variables"], "params/Dense_0/kernel")
     (index,) = fetched
     assert index == (slice(0, 256), slice(0, 256))
-    html_out = w.detail.outputs[0]["data"]["text/html"]
+    html_out = pane(w)
     assert "showing [:256, :256] of 4,194,304" in html_out and "float32[2048,2048]" in html_out
     assert "4,096 of 4,194,304 elements, evenly spread" in html_out  # the histogram says it is a sample
     assert "treescope" in html_out.split("4,096 of 4,194,304")[1]  # the array, after the statistics
@@ -130,9 +148,8 @@ def test_mutation_rows_ranked_and_detail_before_after():
     assert deltas == sorted(deltas, reverse=True)
     assert [r["cls"] for r in col["children"]] == ["changed"] * 4
     click(tree, col["children"][0]["id"])
-    (html,) = [o["data"]["text/html"] for o in w.detail.outputs]
-    texts = html.split("<div class='fi-detail'>")[1:]
-    assert len(texts) == 2 and "(after)" in texts[0] and "(before)" in texts[1]
+    html = pane(w)  # views/detail.py's leaf_detail of the mutation (what it shows is that module's)
+    assert f"mutations: {col['children'][0]['id']}" in html and "treescope" in html
 
 
 def test_rows_and_headings_are_the_view_models():
@@ -161,7 +178,7 @@ def test_one_leaf_is_selected_at_a_time():
     click(w.trees["output"], "output")
     assert w.trees["variables"].selected is None and w.trees["output"].selected == "output"
     click(w.trees["variables"], "params/encoder/Dense_0/kernel")  # shown again, though it was the last click there
-    assert "variables: params/encoder/Dense_0/kernel" in w.detail.outputs[0]["data"]["text/html"]
+    assert "variables: params/encoder/Dense_0/kernel" in pane(w)
     assert w.trees["output"].selected is None
 
 
@@ -170,19 +187,23 @@ def test_first_nonfinite_jump(monkeypatch):
     variables = nn.init(lambda m, x: m(x), model)(jax.random.key(0), x)
     w = InspectionWidget(fi.inspect_apply(lambda m, x: m(x), model)(variables, x))
     assert w.jump.layout.display != "none" and w.jump.description == "first non-finite: d3:__call__[0] (Dense) - jump"
+    assert w.get_state("jump_label")["jump_label"] == w.jump.description  # the button the front end draws
     tree = w.trees["intermediates"]
-    states = []
-    monkeypatch.setattr(tree, "send_state", lambda key=None: states.append(tree.get_state(key)))
+    states = selections(w, monkeypatch)
     w.jump.click()
     assert w.selected_tab == "intermediates" and w.tabs.selected_index == list(w.trees).index("intermediates")
-    assert tree.selected == "#2" and states[-1] == {"selected": "#2"}  # the views reveal it
-    assert "d3:__call__[0]" in w.detail.outputs[0]["data"]["text/html"]
+    assert tree.selected == "#2" and states[-1] == {"tree": "intermediates", "id": "#2"}  # the views reveal it
+    assert "d3:__call__[0]" in pane(w)
     first_row = tree.initial[2]
     assert first_row["cls"] == "first" and first_row["bad"]
-    w.detail.outputs = ()
+    click(w.trees["output"], "output")  # another leaf, in another tab
+    assert "output: output" in pane(w)
+    w._on_msg({"kind": "jump", "which": "forward"})  # what the front end's button sends
+    assert w.selected_tab == "intermediates" and states[-1] == {"tree": "intermediates", "id": "#2"}
+    assert "d3:__call__[0]" in pane(w)
     w.jump.click()  # again: the views reveal it again, and the detail is shown again
-    assert states[-2:] == [{"selected": None}, {"selected": "#2"}]
-    assert "d3:__call__[0]" in w.detail.outputs[0]["data"]["text/html"]
+    assert states[-2:] == [None, {"tree": "intermediates", "id": "#2"}]
+    assert "d3:__call__[0]" in pane(w)
 
 
 def test_reveal_beyond_the_loaded_page(monkeypatch):
@@ -198,14 +219,23 @@ def test_reveal_beyond_the_loaded_page(monkeypatch):
     assert out[-1]["rows"] == []  # not a root row: nothing is sent
 
 
-def test_replies_go_to_the_view_that_asked(monkeypatch):
-    tree = TreeWidget(NodeSource(demo_inspection().variables.root))
-    out = sent(tree, monkeypatch)
-    tree.answer({"kind": "children", "view": "a", "id": "params/encoder", "offset": 0})
-    tree.answer({"kind": "children", "view": "b", "id": "params/encoder", "offset": 0})
-    tree.answer({"kind": "search", "view": "b", "query": "kernel", "seq": 1})
-    assert [(m["kind"], m["view"]) for m in out] == [("children", "a"), ("children", "b"), ("search", "b")]
-    assert out[0]["rows"] == out[1]["rows"]
+def test_replies_go_to_the_tree_and_view_that_asked(monkeypatch):
+    w = InspectionWidget(demo_inspection())
+    out = sent(w.trees["variables"], monkeypatch)
+    # what views send: one model serves every tree, each message names its tree
+    w._on_msg({"kind": "children", "tree": "variables", "view": "a", "id": "params/encoder", "offset": 0})
+    w._on_msg({"kind": "children", "tree": "variables", "view": "b", "id": "params/encoder", "offset": 0})
+    w._on_msg({"kind": "search", "tree": "variables", "view": "b", "query": "kernel", "seq": 1})
+    w._on_msg({"kind": "search", "tree": "binding", "view": "b", "query": "encode", "seq": 2})
+    w._on_msg({"kind": "children", "tree": "nonsense", "view": "b", "id": "", "offset": 0})  # no such tree
+    w._on_msg(["not", "a", "request"])
+    assert [(m["kind"], m["tree"], m["view"]) for m in out] == [
+        ("children", "variables", "a"), ("children", "variables", "b"), ("search", "variables", "b"),
+        ("search", "binding", "b")]
+    assert out[0]["rows"] == out[1]["rows"] and out[3]["total"] >= 1
+    alone = Tree(w, "alone", NodeSource(demo_inspection().variables.root))  # a tree over any RowSource
+    alone.answer({"kind": "children", "view": "c", "id": "params", "offset": 0})
+    assert out[-1]["tree"] == "alone" and [r["name"] for r in out[-1]["rows"]] == ["decoder", "encoder"]
 
 
 def test_output_tab(monkeypatch):
@@ -217,7 +247,7 @@ def test_output_tab(monkeypatch):
     assert f"{row['name']}: {row['summary']}" in insp.to_text().splitlines() and tree.heading == ""
     assert w.tabs.titles[list(w.trees).index("output")] == "Output"
     click(tree, "output")
-    detail = w.detail.outputs[0]["data"]["text/html"]
+    detail = pane(w)
     assert "output: output" in detail and "<td>128 B</td>" in detail  # how it is stored: in the detail
     model, x = LogNet(), jnp.ones((2, 3))
     init = fi.inspect_init(lambda m, x: m(x), model)(jax.random.key(0), x)
@@ -231,8 +261,8 @@ def test_gradients_tab_only_for_a_gradient_inspection():
     w = InspectionWidget(insp)
     assert list(w.trees) == ["variables", "mutations", "intermediates", "gradients", "binding", "output"]
     assert w.tabs.titles[list(w.trees).index("gradients")] == "Gradients"
-    assert [c.children[1] if name == "intermediates" else c  # its tab holds the depth chart, then the tree
-            for name, c in zip(w.trees, w.tabs.children)] == list(w.trees.values())
+    assert w.get_state("tree_names")["tree_names"] == list(w.trees)  # the tabs the front end draws, in order
+    assert list(w.get_state("trees_state")["trees_state"]) == list(w.trees)
     w.selected_tab = "gradients"
     assert w.tabs.selected_index == 3
     tree = w.trees["gradients"]
@@ -244,7 +274,8 @@ def test_gradients_tab_only_for_a_gradient_inspection():
     assert "Gradients" in late.tabs.titles and late.trees["gradients"].source is not None
     gone = late.trees["gradients"]
     late.set_inspection(demo_inspection())
-    assert "gradients" not in late.trees and gone not in late.tabs.children and gone.comm is None
+    assert "gradients" not in late.trees and "gradients" not in late.tree_names and "gradients" not in late.trees_state
+    assert gone.source is not None and late.comm is not None  # a tree is no model: nothing to close
     assert late.grad_jump is not None and late.grad_jump.layout.display == "none"
     weak = InspectionWidget(insp, weak=True)  # a displayed inspection's widget: the rows are the inspection's
     assert weak.trees["gradients"].initial == tree.initial
@@ -259,17 +290,17 @@ def test_gradient_leaves_show_their_detail():
     kids, _ = tree.source.children("g#1")
     assert [(r["id"], r["name"], r.get("leaf")) for r in kids] == [("g#1/0", "0", True), ("g#1/1", "1", True)]
     click(tree, "g#1/0")
-    detail = w.detail.outputs[0]["data"]["text/html"]
+    detail = pane(w)
     assert "gradients: d loss / d root:__call__[0] 0" in detail and "<svg class='fi-hist'" in detail
-    assert len(w.detail.outputs) == 1 and detail.index("fi-hist") < detail.index("treescope")  # statistics, then array
+    assert detail.index("fi-hist") < detail.index("treescope")  # statistics, then array
     click(tree, "g#1/1")
-    assert "<th>zeros</th><td>8 (100.0%)</td>" in w.detail.outputs[0]["data"]["text/html"]
+    assert "<th>zeros</th><td>8 (100.0%)</td>" in pane(w)
     click(tree, "params/d2/kernel")
-    detail = w.detail.outputs[0]["data"]["text/html"]
+    detail = pane(w)
     assert "gradients: params/d2/kernel" in detail and "<th>shape</th><td>float32[4,2]</td>" in detail
     np.testing.assert_array_equal(tree.source.leaf("params/d2/kernel").value, insp.grad("params/d2/kernel").value)
     click(tree, "g#2")  # a call's row: its only gradient
-    assert "d loss / d d2:__call__[0]" in w.detail.outputs[0]["data"]["text/html"]
+    assert "d loss / d d2:__call__[0]" in pane(w)
     assert tree.source.leaf("update scales") is None and tree.source.leaf("scale:params/d1/kernel") is None
 
 
@@ -308,18 +339,19 @@ def test_gradients_tab_is_bounded_and_paged(monkeypatch):
 
 def test_first_nonfinite_grad_jump(monkeypatch):
     w = InspectionWidget(grad_inspection())
-    assert w.grad_jump is not None and w.grad_jump in w.children and w.grad_jump.layout.display != "none"
+    assert w.grad_jump is not None and w.grad_jump.layout.display != "none"
     assert w.grad_jump.description == "first non-finite gradient (backward order): d1:__call__[0] (Dense) - jump"
     assert w.jump.layout.display == "none"  # the forward pass is finite
     tree = w.trees["gradients"]
-    states = []
-    monkeypatch.setattr(tree, "send_state", lambda key=None: states.append(tree.get_state(key)))
+    assert w.get_state("grad_jump_label")["grad_jump_label"] == w.grad_jump.description
+    states = selections(w, monkeypatch)
     w.grad_jump.click()
-    assert w.selected_tab == "gradients" and tree.selected == "g#0/grad" and states[-1] == {"selected": "g#0/grad"}
-    assert "d loss / d d1:__call__[0]" in w.detail.outputs[0]["data"]["text/html"]
-    w.detail.outputs = ()
-    w.grad_jump.click()  # again: revealed and shown again
-    assert states[-2:] == [{"selected": None}, {"selected": "g#0/grad"}] and w.detail.outputs
+    assert w.selected_tab == "gradients" and tree.selected == "g#0/grad"
+    assert states[-1] == {"tree": "gradients", "id": "g#0/grad"}
+    assert "d loss / d d1:__call__[0]" in pane(w)
+    w.detail_html = ""
+    w._on_msg({"kind": "jump", "which": "grad"})  # again, from the front end's button: revealed and shown again
+    assert states[-2:] == [None, {"tree": "gradients", "id": "g#0/grad"}] and "d1:__call__[0]" in pane(w)
     assert InspectionWidget(wide_grad_inspection(200)).grad_jump is None  # no NaN, no button
 
 
@@ -362,6 +394,7 @@ def test_status_live_phases_and_timings(statuses):
     insp = demo_inspection()
     w = InspectionWidget(insp)
     assert "trace" in w.status.value and "compile" in w.status.value and "run" in w.status.value
+    assert w.get_state("status_text")["status_text"] == w.status.value  # the front end shows it as text
     model, x = LogNet(), jnp.ones((2, 3))
     variables = nn.init(lambda m, x: m(x), model)(jax.random.key(0), x)
     statuses.clear()
@@ -389,7 +422,7 @@ def test_detail_escapes_user_text():
     insp = fi.inspect_apply(lambda m, x: m(x), model)({}, x)
     w = InspectionWidget(insp)
     click(w.trees["intermediates"], "#0")
-    page = w.detail.outputs[0]["data"]["text/html"]
+    page = pane(w)
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert insp._repr_mimebundle_()["text/html"].count("&lt;img") >= 1
 
@@ -405,3 +438,19 @@ def test_colours_are_the_palettes_alone():
     assert used and used <= set(defined) and len(defined) == len(palette.PALETTE) + 1  # + the code font
     dark = widgets.CSS.split("@media")[1]
     assert all(f"--fi-{name}:" in dark and value in dark for name, value in palette.DARK.items())
+
+
+def test_comparison_widget_is_one_model_with_its_tree_and_detail(monkeypatch):
+    insp = demo_inspection()
+    before = len(ipywidgets.widgets.widget._instances)
+    w = ComparisonWidget(fi.compare(insp, insp, labels=("a", "<b>b</b>")))
+    assert len(ipywidgets.widgets.widget._instances) - before == 1
+    assert w.tree_names == ["comparison"] and w.kind == "comparison" and w.trees == {"comparison": w.tree}
+    assert "<b>" in w.status.value  # plain text: the front end shows it with textContent
+    out = sent(w.tree, monkeypatch)
+    w._on_msg({"kind": "children", "tree": "comparison", "view": "v", "id": w.tree.initial[0]["id"], "offset": 0})
+    assert out[-1]["tree"] == "comparison" and out[-1]["view"] == "v"
+    click(w.tree, "output:output")
+    assert "output" in pane(w) and "&lt;b&gt;b&lt;/b&gt;" in pane(w) and "<b>b" not in pane(w)
+    w.close()
+    assert w.comm is None

@@ -44,14 +44,15 @@ def mimebundle(obj: Inspection | Comparison, include: Any = None, exclude: Any =
     else:
         bundle = {"text/html": html.render_fragment(obj, **STATIC_LIMITS)}
     with contextlib.suppress(Exception):  # no widget support here: the fallbacks stand
-        bundle.update(widget(obj)._repr_mimebundle_(include=include, exclude=exclude) or {})
+        shown = widget(obj)._repr_mimebundle_(include=include, exclude=exclude) or {}
+        bundle.update(shown[0] if isinstance(shown, tuple) else shown)  # anywidget's is (data, metadata)
     bundle["text/plain"] = repr(obj)
     return bundle
 
 
 def widget(obj: Inspection | Comparison) -> Any:
-    """The interactive view a displayed ``obj`` shows (an inspection's holds it weakly:
-    deleting the inspection frees it and closes the widget)."""
+    """The interactive view a displayed ``obj`` shows: one anywidget model (an inspection's holds it
+    weakly: deleting the inspection frees it and closes the widget)."""
     from inspector.views.widgets import ComparisonWidget, InspectionWidget
 
     return ComparisonWidget(obj) if isinstance(obj, Comparison) else InspectionWidget(obj, weak=True)

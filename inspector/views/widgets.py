@@ -1,25 +1,31 @@
-"""Interactive notebook views: a lazy tree per section, a status line and a leaf detail pane.
+"""Interactive notebook views: one self-contained anywidget per displayed object.
 
-Each tree is one anywidget model whose rows come from a
-:class:`~inspector.views.rows.RowSource` only when a node is opened, so the number
-of widget models is fixed (not one per leaf) and what is sent scales with what is
-visible. A clicked leaf's array is fetched from its device, cut to a bounded
-preview, and drawn with treescope inside an ``Output`` widget (treescope's script
-does not run inside ``ipywidgets.HTML``).
+An :class:`InspectionWidget` (or :class:`ComparisonWidget`) is ONE widget model: its front
+end (``static/tree.js`` and ``static/shell.js``) draws the status line, the first-non-finite
+jump buttons, the notes, a tab bar, one lazy tree per tab, the activations-by-depth chart and
+the detail pane. No core ipywidgets (Tab, Output, Button, ...) are in the displayed tree, so
+it shows wherever anywidget does (JupyterLab, Notebook 7, VS Code, Colab, marimo).
+
+Each tab's tree is a :class:`Tree` (a Python object, not a model) over a
+:class:`~inspector.views.rows.RowSource`: its rows reach the browser only when a node is
+opened, by a message naming the tree, so what is sent scales with what is visible. A clicked
+leaf's array is fetched from its device, cut to a bounded preview, and drawn with treescope
+(:mod:`~inspector.views.detail`) into the synced ``detail_html``, which the front end shows in
+a sandboxed ``<iframe srcdoc>`` (treescope's script runs there; ``innerHTML`` would not run it).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import pathlib
 import weakref
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 import anywidget
 import ipywidgets as W
 import traitlets
-from IPython.display import HTML
 
 from inspector.model import Inspection
 from inspector.names import safe
@@ -35,38 +41,40 @@ from inspector.views.rows import (
 _STATIC = pathlib.Path(__file__).parent / "static"
 CSS = palette.custom_properties(".fi-widget,.fi-comparison,.fi-tree") + (_STATIC / "tree.css").read_text()
 """The widget's style: the palette's colours as ``--fi-*`` properties, then ``static/tree.css``, which uses them."""
-ESM = (_STATIC / "tree.js").read_text()
-"""The tree's front end, read once. Given to anywidget as text, not as a path: for a path it makes a
-class-wide ``FileContents`` whose ``changed`` signal holds every instance ever made, forever."""
+DETAIL_CSS = (_STATIC / "detail.css").read_text()
+"""The detail pane's own page style (inside its iframe, where the widget's style does not reach)."""
+ESM = (f"const PALETTE_NAMES = {json.dumps([*palette.PALETTE, 'mono'])};\n"
+       f"const DETAIL_CSS = {json.dumps(DETAIL_CSS)};\n"
+       + (_STATIC / "tree.js").read_text() + (_STATIC / "shell.js").read_text())
+"""The front end, read once: the tree (``static/tree.js``), then the shell around the trees (``static/shell.js``).
+Given to anywidget as text, not as a path: for a path it makes a class-wide ``FileContents`` whose
+``changed`` signal holds every instance ever made, forever."""
+
+PLACEHOLDER = "filter: substring or glob (params/**/kernel)"
 
 
-class TreeWidget(anywidget.AnyWidget):
-    """A lazily expanded tree over a :class:`RowSource`, under its section's title line (``heading``),
-    with a search box.
+class Tree:
+    """One tab's lazily expanded tree over a :class:`RowSource`, served by its widget's model.
 
-    Every view of the widget shares ``initial`` and ``selected``. A view asks for rows
-    with a message that carries its own id (``view``); the reply echoes it, and only
-    that view takes it:
+    Its state (``heading``, ``initial``) is part of the widget's synced ``trees``; the selection
+    is the widget's (one leaf at a time, across every tree). A view asks for rows with a message
+    naming the tree and its own view id (``view``); the reply echoes both, and only that view's
+    tree takes it:
 
-    - ``{kind: "children", view, id, offset, until?}`` -> ``{kind: "children", view, id, offset, rows, toward?}``
-      (:meth:`RowSource.page`; with ``until``, ``toward`` is the child of ``id`` that is or holds that row,
-      which the view opens next to reveal it);
-    - ``{kind: "search", view, query, seq}`` -> ``{kind: "search", view, seq, rows, total}``.
+    - ``{kind: "children", tree, view, id, offset, until?}`` ->
+      ``{kind: "children", tree, view, id, offset, rows, toward?}`` (:meth:`RowSource.page`; with
+      ``until``, ``toward`` is the child of ``id`` that is or holds that row, which the view opens next);
+    - ``{kind: "search", tree, view, query, seq}`` -> ``{kind: "search", tree, view, seq, rows, total}``.
     """
 
-    _esm = ESM
-    _css = CSS
-    initial: traitlets.List[Any] = traitlets.List().tag(sync=True)
-    heading = traitlets.Unicode("").tag(sync=True)
-    placeholder = traitlets.Unicode("filter: substring or glob (params/**/kernel)").tag(sync=True)
-    selected = traitlets.Unicode(None, allow_none=True).tag(sync=True)
-
-    def __init__(self, source: RowSource[Any] | None = None, **kwargs: Any):
-        super().__init__(**kwargs)
-        self._source: RowSource[Any] | Callable[[], RowSource[Any] | None] | None = source
+    def __init__(self, owner: _Shell, name: str, source: RowSource[Any] | None = None):
+        self.owner = owner
+        self.name = name
+        self.heading = ""
+        self.initial: list[Any] = []
+        self.placeholder = PLACEHOLDER
+        self._source: RowSource[Any] | Callable[[], RowSource[Any] | None] | None = None
         self._select_handlers: list[Callable[[str], None]] = []
-        self.on_msg(lambda _widget, msg, _buffers: self.answer(msg))
-        self.observe(self._on_selected, "selected")
         if source is not None:
             self.set_source(source)
 
@@ -82,21 +90,39 @@ class TreeWidget(anywidget.AnyWidget):
         rows = self.source
         self.heading = rows.heading() if rows is not None else ""
         self.initial = rows.initial() if rows is not None else []
+        self.owner._sync_trees()
+
+    def state(self) -> dict[str, Any]:
+        """What the browser holds of this tree (part of the widget's ``trees``)."""
+        return {"heading": self.heading, "initial": self.initial, "placeholder": self.placeholder}
+
+    @property
+    def selected(self) -> str | None:
+        """The id of the leaf selected in this tree, if the widget's selection is here."""
+        sel = self.owner.selected
+        return sel["id"] if sel and sel.get("tree") == self.name else None
+
+    @selected.setter
+    def selected(self, id: str | None) -> None:
+        if id is None:
+            if self.selected is not None:
+                self.owner.selected = None
+        else:
+            self.owner.selected = {"tree": self.name, "id": id}
 
     def on_select(self, handler: Callable[[str], None]) -> None:
-        """Calls ``handler(id)`` whenever ``selected`` becomes ``id`` (a click on a leaf, or :meth:`select`)."""
+        """Calls ``handler(id)`` whenever a leaf of this tree is selected (a click, or :meth:`select`)."""
         self._select_handlers.append(handler)
 
     def select(self, id: str) -> None:
         """Selects row ``id``: every view loads, scrolls to and flashes it (again, if it was selected)."""
         if self.selected == id:
-            self.selected = None
-        self.selected = id
+            self.owner.selected = None
+        self.owner.selected = {"tree": self.name, "id": id}
 
-    def _on_selected(self, change: dict) -> None:
-        if change["new"] is not None:
-            for handler in self._select_handlers:
-                handler(change["new"])
+    def send(self, content: dict) -> None:
+        """Sends ``content`` to this tree in every view (the widget's custom message, with the tree's name)."""
+        self.owner.send({**content, "tree": self.name})
 
     def answer(self, msg: dict) -> None:
         """Answers one request from a view (see the class docstring)."""
@@ -114,6 +140,145 @@ class TreeWidget(anywidget.AnyWidget):
         elif kind == "search":
             rows, total = source.search(str(msg.get("query", "")))
             self.send({"kind": "search", "view": view, "seq": msg.get("seq"), "rows": rows, "total": total})
+
+
+class Jump:
+    """The Python handle of a first-non-finite button drawn by the front end (``description``
+    is its text; ``layout.display`` is ``"none"`` while it is hidden; :meth:`click` does what a click does)."""
+
+    class _Layout:
+        def __init__(self, jump: Jump):
+            self._jump = jump
+
+        @property
+        def display(self) -> str:
+            return "inline-flex" if self._jump.description else "none"
+
+    def __init__(self, owner: InspectionWidget, trait: str, action: Callable[[], None]):
+        self._owner, self._trait, self._action = owner, trait, action
+        self.layout = Jump._Layout(self)
+
+    @property
+    def description(self) -> str:
+        return str(getattr(self._owner, self._trait))
+
+    def click(self) -> None:
+        self._action()
+
+
+class Tabs:
+    """The Python handle of the front end's tab bar: ``titles`` and the open tab's ``selected_index``."""
+
+    def __init__(self, owner: _Shell):
+        self._owner = owner
+
+    @property
+    def titles(self) -> tuple[str, ...]:
+        return tuple(name.capitalize() for name in self._owner.tree_names)
+
+    @property
+    def selected_index(self) -> int:
+        names = list(self._owner.tree_names)
+        return names.index(self._owner.tab) if self._owner.tab in names else 0
+
+    @selected_index.setter
+    def selected_index(self, index: int) -> None:
+        self._owner.tab = self._owner.tree_names[index]
+
+
+class Status:
+    """The Python handle of the status line: ``value`` is its text."""
+
+    def __init__(self, owner: _Shell):
+        self._owner = owner
+
+    @property
+    def value(self) -> str:
+        return self._owner.status_text
+
+
+class _Shell(anywidget.AnyWidget):
+    """What :class:`InspectionWidget` and :class:`ComparisonWidget` share: one model, its trees and detail."""
+
+    _esm = ESM
+    _css = CSS
+    # The one model of a displayed object: no Layout model beside it (the front end styles itself).
+    layout = traitlets.Instance(W.Layout, allow_none=True, default_value=None).tag(
+        sync=True, **W.widget_serialization)
+    kind = traitlets.Unicode("inspection").tag(sync=True)
+    status_text = traitlets.Unicode("").tag(sync=True)
+    notes = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    tree_names = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    trees_state = traitlets.Dict().tag(sync=True)
+    tab = traitlets.Unicode("").tag(sync=True)
+    selected = traitlets.Dict(default_value=None, allow_none=True).tag(sync=True)
+    detail_html = traitlets.Unicode("").tag(sync=True)
+    """The detail pane's HTML (:mod:`~inspector.views.detail`: treescope's script included), shown in a
+    sandboxed iframe."""
+
+    def __init__(self, **kwargs: Any):
+        self.trees: dict[str, Tree] = {}
+        self._syncing = True
+        super().__init__(**kwargs)
+        self._syncing = False
+        self.status = Status(self)
+        self.tabs = Tabs(self)
+        self.on_msg(lambda _widget, msg, _buffers: self._on_msg(msg))
+        self.observe(self._on_selected, "selected")
+
+    def _sync_trees(self) -> None:
+        if not self._syncing:
+            self.trees_state = {name: tree.state() for name, tree in self.trees.items()}
+
+    def _set_trees(self, names: list[str], make: Callable[[str], Tree]) -> None:
+        """Shows a tab per tree in ``names``: trees kept where they are named, made where new, dropped where not."""
+        if list(self.trees) == names:
+            return
+        self._syncing = True
+        try:
+            self.trees = {name: self.trees.get(name) or make(name) for name in names}
+        finally:
+            self._syncing = False
+        with self.hold_sync():
+            self.tree_names = names
+            self._sync_trees()
+            if self.tab not in names:
+                self.tab = names[0]
+            if self.selected and self.selected.get("tree") not in names:
+                self.selected = None
+
+    def _on_msg(self, msg: Any) -> None:
+        if not isinstance(msg, dict):
+            return
+        tree = self.trees.get(str(msg.get("tree")))
+        if tree is not None:
+            tree.answer(msg)
+
+    def _on_selected(self, change: dict) -> None:
+        new = change["new"]
+        if new:
+            tree = self.trees.get(str(new.get("tree")))
+            if tree is not None:
+                for handler in tree._select_handlers:
+                    handler(str(new.get("id")))
+
+    def set_status(self, text: str) -> None:
+        """Shows ``text`` (plain text) as the status line."""
+        self.status_text = safe(text)
+
+    @property
+    def selected_tab(self) -> str:
+        """The open tab, by tree name (``'variables'``, ``'intermediates'``, ...)."""
+        return self.tab or (self.tree_names[0] if self.tree_names else "")
+
+    @selected_tab.setter
+    def selected_tab(self, name: str) -> None:
+        if name not in self.trees:
+            raise KeyError(f"no tab {name!r}; tabs: {', '.join(self.trees)}")
+        self.tab = name
+
+    def _show(self, html: str) -> None:
+        self.detail_html = html
 
 
 def close_tree(widget: Any) -> None:
@@ -148,121 +313,93 @@ def tab_names(insp: Inspection | None) -> list[str]:
     return [name for name in _SOURCES if name != "gradients" or (insp is not None and insp.grads is not None)]
 
 
-class InspectionWidget(W.VBox):
-    """Status, first-non-finite jumps, a tab per section (Variables, Mutations, Intermediates,
-    Gradients for a gradient inspection, Binding, Output: each a lazy :class:`TreeWidget`), leaf detail.
+class InspectionWidget(_Shell):
+    """One anywidget: status, first-non-finite jumps, notes, a tab per section (Variables, Mutations,
+    Intermediates with its activations-by-depth chart, Gradients for a gradient inspection, Binding,
+    Output: each a lazy :class:`Tree`) and the selected leaf's detail.
 
     With ``weak=True`` (how a displayed :class:`Inspection` builds it) the widget holds the
     inspection only weakly: deleting the inspection frees it, its arrays and this widget
     (closed by a finalizer). Otherwise the widget keeps it until :meth:`close`.
     """
 
+    jump_label = traitlets.Unicode("").tag(sync=True)
+    """The forward first-non-finite button's text (``""``: no button)."""
+    grad_jump_label = traitlets.Unicode("").tag(sync=True)
+    """The gradient first-non-finite button's text (``""``: no button)."""
+    depth_html = traitlets.Unicode("").tag(sync=True)
+    """The activations-by-depth figure (:func:`~inspector.views.depth.depth_figure`), above the Intermediates tree."""
+
     def __init__(self, insp: Inspection | None = None, *, weak: bool = False, **kwargs: Any):
-        self.status = W.HTML(layout=W.Layout(margin="0 0 4px 0"))
-        self.status.add_class("fi-status")
-        self.jump = W.Button(description="", button_style="danger", layout=W.Layout(display="none", width="auto"))
-        self.jump.add_class("fi-jump")
-        self.grad_jump: W.Button | None = None  # made for an inspection with gradients
-        self.trees: dict[str, TreeWidget] = {}
-        self.depth = W.HTML()  # the Intermediates tab's activations-by-depth chart, above its tree
-        self.depth.add_class("fi-depth-chart")
-        self._depth_box = W.VBox([self.depth])  # the Intermediates tab: the chart, then the tree
-        self.tabs = W.Tab()
-        self._set_tabs(tab_names(insp))
-        self.notes = W.HTML()
-        self.notes.add_class("fi-notes")
-        self.detail = W.Output(layout=W.Layout(border="1px solid var(--fi-line)", padding="4px",
-                                               min_height="2em"))
-        self.detail.add_class("fi-detail-pane")
-        super().__init__(children=[self.status, self.jump, self.notes, self.tabs, self.detail], **kwargs)
-        self.add_class("fi-widget")
+        super().__init__(**kwargs)
         self.weak = weak
         self._insp: Any = None
-        self.jump.on_click(lambda _: self.jump_to_first_nonfinite())
+        self.jump = Jump(self, "jump_label", self.jump_to_first_nonfinite)
+        self.grad_jump: Jump | None = None  # made for an inspection with a non-finite gradient
+        self._set_tabs(tab_names(insp))
+        self.tab = "variables"
         if insp is not None:
             self.set_inspection(insp)
         else:
             self.set_status("waiting")
 
-    def close(self) -> None:
-        """Closes this widget and every model it made (trees, tabs, buttons, their layouts and styles)."""
-        for child in self.children:
-            close_tree(child)
-        close_parts(self)
-        super().close()
-
     def _set_tabs(self, names: list[str]) -> None:
-        """Shows a tab per tree in ``names``: trees kept where they are named, made where new, closed where not."""
-        if list(self.trees) == names:
+        def make(name: str) -> Tree:
+            tree = Tree(self, name)
+            tree.on_select(functools.partial(self.show_detail, name))
+            return tree
+
+        self._set_trees(names, make)
+
+    def _on_msg(self, msg: Any) -> None:
+        if isinstance(msg, dict) and msg.get("kind") == "jump":
+            if msg.get("which") == "grad":
+                self.jump_to_first_nonfinite_grad()
+            else:
+                self.jump_to_first_nonfinite()
             return
-        for name in set(self.trees) - set(names):
-            close_tree(self.trees.pop(name))
-        for name in names:
-            if name not in self.trees:
-                self.trees[name] = TreeWidget()
-                self.trees[name].on_select(functools.partial(self.show_detail, name))
-        self.trees = {name: self.trees[name] for name in names}
-        if "intermediates" in self.trees:
-            self._depth_box.children = [self.depth, self.trees["intermediates"]]
-        self.tabs.children = [self._depth_box if name == "intermediates" else tree
-                              for name, tree in self.trees.items()]
-        self.tabs.titles = [name.capitalize() for name in self.trees]
-
-    @property
-    def selected_tab(self) -> str:
-        """The open tab, by tree name (``'variables'``, ``'intermediates'``, ...)."""
-        return list(self.trees)[self.tabs.selected_index or 0]
-
-    @selected_tab.setter
-    def selected_tab(self, name: str) -> None:
-        self.tabs.selected_index = list(self.trees).index(name)
-
-    def set_status(self, text: str) -> None:
-        self.status.value = F.esc(text)
+        super()._on_msg(msg)
 
     @property
     def inspection(self) -> Inspection | None:
         return self._insp() if self.weak and self._insp is not None else self._insp
 
     def set_inspection(self, insp: Inspection) -> None:
+        """Shows ``insp`` (tabs, rows, status, notes, chart and jumps; the detail is cleared)."""
         self._set_tabs(tab_names(insp))
-        if self.weak:
-            ref = weakref.ref(insp)
-            self._insp = ref
-            views = insp.__dict__.setdefault("_view_sources", {})  # owned by the inspection, not the widget
-            for name, tree in self.trees.items():
-                views.setdefault(name, _SOURCES[name](insp))
-                tree.set_source(functools.partial(_view_source, ref, name))
-            weakref.finalize(insp, _close_if_alive, weakref.ref(self))
-        else:
-            self._insp = insp
-            for name, tree in self.trees.items():
-                tree.set_source(_SOURCES[name](insp))
-        t = insp.timings
-        timing = (f"done in {t.run_ms:.1f} ms (cached: no trace, no compile)" if t.cached else
-                  f"done in {t.total_ms:.0f} ms: trace {t.trace_ms:.0f} ms, compile {t.compile_ms:.0f} ms, "
-                  f"run {t.run_ms:.1f} ms")
-        self.set_status(f"{F.header(insp, timings=False)} · {timing}")
-        self.notes.value = "".join(f"<div class='fi-note'>note: {F.esc(n)}</div>" for n in insp.notes)
-        self.depth.value = depth_figure(depth_points(insp))
-        first = insp.first_nonfinite()
-        if first is not None:
-            self.jump.description = safe(f"{S.line(S.first_row(first))} ({F.call_kind(first)}) - jump")
-            self.jump.layout.display = "inline-flex"
-        else:
-            self.jump.layout.display = "none"
-        first = insp.first_nonfinite_grad()
-        if first is not None and self.grad_jump is None:
-            self.grad_jump = W.Button(description="", button_style="danger", layout=W.Layout(width="auto"))
-            self.grad_jump.add_class("fi-jump")
-            self.grad_jump.on_click(lambda _: self.jump_to_first_nonfinite_grad())
-            self.children = [self.status, self.jump, self.grad_jump, self.notes, self.tabs, self.detail]
-        if self.grad_jump is not None:
-            self.grad_jump.description = (safe(f"{S.line(S.first_grad_row(first))} ({F.call_kind(first)}) - jump")
-                                          if first is not None else "")
-            self.grad_jump.layout.display = "none" if first is None else "inline-flex"
+        with self.hold_sync():
+            if self.weak:
+                ref = weakref.ref(insp)
+                self._insp = ref
+                views = insp.__dict__.setdefault("_view_sources", {})  # owned by the inspection, not the widget
+                for name, tree in self.trees.items():
+                    views.setdefault(name, _SOURCES[name](insp))
+                    tree.set_source(functools.partial(_view_source, ref, name))
+                weakref.finalize(insp, _close_if_alive, weakref.ref(self))
+            else:
+                self._insp = insp
+                for name, tree in self.trees.items():
+                    tree.set_source(_SOURCES[name](insp))
+            t = insp.timings
+            timing = (f"done in {t.run_ms:.1f} ms (cached: no trace, no compile)" if t.cached else
+                      f"done in {t.total_ms:.0f} ms: trace {t.trace_ms:.0f} ms, compile {t.compile_ms:.0f} ms, "
+                      f"run {t.run_ms:.1f} ms")
+            self.set_status(f"{F.header(insp, timings=False)} · {timing}")
+            self.notes = [safe(f"note: {n}") for n in insp.notes]
+            self.depth_html = depth_figure(depth_points(insp))
+            self.selected = None
+            self.detail_html = ""
+            first = insp.first_nonfinite()
+            self.jump_label = (safe(f"{S.line(S.first_row(first))} ({F.call_kind(first)}) - jump")
+                               if first is not None else "")
+            first = insp.first_nonfinite_grad()
+            if first is not None and self.grad_jump is None:
+                self.grad_jump = Jump(self, "grad_jump_label", self.jump_to_first_nonfinite_grad)
+            self.grad_jump_label = (safe(f"{S.line(S.first_grad_row(first))} ({F.call_kind(first)}) - jump")
+                                    if first is not None else "")
 
     def jump_to_first_nonfinite(self) -> None:
+        """Opens the Intermediates tab at the first call, in execution order, with a NaN or Inf."""
         first = self.inspection.first_nonfinite() if self.inspection else None
         if first is None:
             return
@@ -272,23 +409,23 @@ class InspectionWidget(W.VBox):
     def jump_to_first_nonfinite_grad(self) -> None:
         """Opens the Gradients tab at the first gradient, in backward order, with a NaN or Inf."""
         first = self.inspection.first_nonfinite_grad() if self.inspection else None
-        if first is None:
+        if first is None or "gradients" not in self.trees:
             return
         self.selected_tab = "gradients"
         self.trees["gradients"].select(next(S.grad_leaf_row(first, g).id for g in first.grads or () if g.nonfinite))
 
     def show_detail(self, view: str, id: str) -> None:
-        """Shows leaf ``id`` of tree ``view``; the leaf selected in any other tree is unselected."""
-        for name, tree in self.trees.items():
-            if name != view:
-                tree.selected = None
-        source = self.trees[view].source
+        """Shows leaf ``id`` of tree ``view`` in the detail pane (``detail_html``); it becomes the selection."""
+        tree = self.trees[view]
+        if tree.selected != id:
+            self.selected = {"tree": view, "id": id}
+            return  # the selection's observer comes back here
+        source = tree.source
         item = source.leaf(id) if source is not None else None
-        self.detail.outputs = ()  # a state update, ordered with the appends (clear_output races them)
         if source is None or item is None:
-            self.detail.append_display_data(HTML(f"<i>{F.esc(id)}: not a leaf</i>"))
+            self._show(f"<i>{F.esc(id)}: not a leaf</i>")
             return
-        self.detail.append_display_data(HTML(D.leaf_detail(f"{view}: {source.label(id)}", item)))
+        self._show(D.leaf_detail(f"{view}: {source.label(id)}", item))
 
 
 def _view_source(ref: weakref.ref, name: str) -> RowSource[Any] | None:
@@ -296,32 +433,27 @@ def _view_source(ref: weakref.ref, name: str) -> RowSource[Any] | None:
     return None if insp is None else insp.__dict__["_view_sources"][name]
 
 
-class ComparisonWidget(W.VBox):
-    """Two inspections side by side: ranked deltas; a click shows both arrays."""
+class ComparisonWidget(_Shell):
+    """Two inspections compared, as one anywidget: their header, the ranked deltas (one lazy
+    :class:`Tree`, ``tree``); a click on a leaf shows both arrays."""
 
     def __init__(self, comparison: Any, **kwargs: Any):
-        title = W.HTML(f"<b>{F.esc(F.comparison_header(comparison))}</b>")
+        super().__init__(kind="comparison", **kwargs)
         self.comparison = comparison
         self.rows = ComparisonSource(comparison)
-        self.tree = TreeWidget(self.rows)
-        self.detail = W.Output()
-        self.detail.add_class("fi-detail-pane")
+        self._set_trees(["comparison"], lambda name: Tree(self, name))
+        self.tree = self.trees["comparison"]
         self.tree.on_select(self.show_detail)
-        super().__init__(children=[title, self.tree, self.detail], **kwargs)
-        self.add_class("fi-comparison")
-
-    def close(self) -> None:
-        """Closes this widget and every model it made."""
-        for child in self.children:
-            close_tree(child)
-        close_parts(self)
-        super().close()
+        self.tree.set_source(self.rows)
+        self.set_status(F.comparison_header(comparison))
 
     def show_detail(self, id: str) -> None:
+        """Shows the compared pair ``id`` in the detail pane (``detail_html``)."""
+        if self.tree.selected != id:
+            self.tree.selected = id
+            return  # the selection's observer comes back here
         d = self.rows.leaf(id)
-        self.detail.outputs = ()  # a state update, ordered with the appends (clear_output races them)
-        if d is not None:
-            self.detail.append_display_data(HTML(D.pair_detail(self.comparison.labels, d)))
+        self._show(D.pair_detail(self.comparison.labels, d) if d is not None else f"<i>{F.esc(id)}: not a leaf</i>")
 
 
 def show(insp_run: Any, *args: Any, **kwargs: Any) -> InspectionWidget:

@@ -1,6 +1,8 @@
 // A lazily expanded tree: rows arrive from the kernel only when a node is opened.
-// Every view of one widget shares its traits (`initial`, `selected`); rows a view asks for
-// come back addressed to that view alone (see TreeWidget in widgets.py).
+// One widget model serves every tree of a displayed object: each tree has a name, its state is
+// `trees_state[name]` ({heading, initial, placeholder}), the selection is the model's
+// (`selected`: {tree, id} or null), and the rows a view asks for come back addressed to that tree
+// and that view alone (see Tree in widgets.py). shell.js builds the trees.
 
 /**
  * One row, as built by `Row` in inspector/views/rows.py.
@@ -13,6 +15,11 @@
  * @property {boolean} [leaf] clicking the name selects it (the kernel shows its detail)
  * @property {boolean} [bad] holds a NaN or Inf
  * @property {string} [cls] a class suffix: a diff status ("changed", "added", ...) or "first"
+ * @property {string} [fact] the row's key fact, shown first and never cut off (also read from `key`;
+ *   without either, a summary's " !! ..." tail is the fact)
+ * @property {string} [key]
+ * @property {number} [bar] a position in [0, 1] on a common (log) axis: a bar in its own column
+ * @property {string} [bar_title] the bar's hover text
  * @property {string} [spark] histogram sparkline
  * @property {Row[]} [children] already filled in
  * @property {boolean} [more] "... N more": asks for the next page of `parent` from `offset`
@@ -21,23 +28,20 @@
  */
 
 /**
- * Replies from the kernel; `view` is the id of the view that asked.
+ * Replies from the kernel; `tree` names the tree, `view` the view that asked.
  * `toward` (a reply to a request with `until`): the child of `id` that is or holds that row.
- * @typedef {{kind: "children", view: string, id: string, offset: number, rows: Row[], toward?: string}} ChildrenReply
- * @typedef {{kind: "search", view: string, seq: number, rows: Row[], total: number}} SearchReply
- */
-
-/**
- * @typedef {{initial: Row[], heading: string, placeholder: string, selected: string | null}} TreeState
+ * @typedef {{kind: "children", tree: string, view: string, id: string, offset: number, rows: Row[], toward?: string}} ChildrenReply
+ * @typedef {{kind: "search", tree: string, view: string, seq: number, rows: Row[], total: number}} SearchReply
+ * @typedef {{heading: string, initial: Row[], placeholder: string}} TreeState
  * @typedef {{line: HTMLElement, kids: HTMLElement, tw: HTMLElement, row: Row, loaded: boolean}} Entry
  */
 
-let views = 0;
+let fiViews = 0;
 
 /** An id for one view, unique across pages (crypto.randomUUID needs a secure context). */
 function newViewId() {
-  views += 1;
-  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}-${views}`;
+  fiViews += 1;
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}-${fiViews}`;
 }
 
 /** @param {string} tag @param {string} className */
@@ -47,20 +51,30 @@ function element(tag, className) {
   return e;
 }
 
+/** The key fact of a row and what is left of its summary. @param {Row} r @returns {[string, string]} */
+function factOf(r) {
+  const given = r.fact ?? r.key;
+  if (given) return [String(given), r.summary];
+  const at = r.summary.indexOf(" !! ");
+  if (at >= 0) return [r.summary.slice(at + 1), r.summary.slice(0, at)];
+  if (r.summary.startsWith("!! ")) return [r.summary, ""];
+  return ["", r.summary];
+}
+
 /**
- * @param {{model: import("@anywidget/types").AnyModel<TreeState>, el: HTMLElement}} context
- * @returns {() => void} removes what the view added to the model
+ * One tree of the model: its element and the handlers shell.js calls.
+ * @param {any} model the widget's model
+ * @param {string} name the tree's name
+ * @param {string} view this view's id
  */
-function render({ model, el }) {
-  const view = newViewId();
+function createTree(model, name, view) {
   const root = element("div", "fi-tree");
+  root.dataset.tree = name;
   const heading = element("div", "fi-heading");
   const search = /** @type {HTMLInputElement} */ (element("input", "fi-search"));
   search.type = "search";
-  search.placeholder = model.get("placeholder");
   const list = element("div", "fi-list");
   root.append(heading, search, list);
-  el.appendChild(root);
 
   /** @type {Map<string, Entry>} */
   const rowsById = new Map();
@@ -74,10 +88,22 @@ function render({ model, el }) {
   let clicked = null;
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   let timer;
+  let shownInitial = "";
+
+  /** @returns {TreeState} */
+  function state() {
+    return (model.get("trees_state") || {})[name] || { heading: "", initial: [], placeholder: "" };
+  }
+
+  /** @returns {string | null} the id selected in this tree */
+  function selectedId() {
+    const sel = model.get("selected");
+    return sel && sel.tree === name ? sel.id : null;
+  }
 
   /** @param {Object} content */
   function request(content) {
-    model.send({ ...content, view });
+    model.send({ ...content, tree: name, view });
   }
 
   /** @param {Row} r */
@@ -97,23 +123,38 @@ function render({ model, el }) {
     }
     const tw = element("span", "fi-tw");
     tw.textContent = r.n ? "▸" : "";
-    const name = element("span", "fi-name");
-    name.textContent = r.name; // text only: names are user-controlled
-    line.append(tw, name);
+    const nameEl = element("span", "fi-name");
+    nameEl.textContent = r.name; // text only: names are user-controlled
+    line.append(tw, nameEl);
     if (r.kind) {
       const kind = element("span", "fi-kind");
       kind.textContent = `(${r.kind})`;
       line.appendChild(kind);
     }
+    const [fact, rest] = factOf(r);
+    if (fact) {
+      const f = element("span", "fi-fact");
+      f.textContent = fact;
+      line.appendChild(f);
+    }
     const sum = element("span", "fi-sum");
-    sum.textContent = r.summary;
+    sum.textContent = rest;
+    sum.title = rest;
     line.appendChild(sum);
     if (r.spark) {
       const sp = element("span", "fi-spark");
       sp.textContent = r.spark;
       line.appendChild(sp);
     }
-    if (r.id === model.get("selected")) line.classList.add("fi-sel");
+    if (typeof r.bar === "number" && Number.isFinite(r.bar)) {
+      const bar = element("span", "fi-bar");
+      const fill = element("span", "fi-bar-fill");
+      fill.style.width = `${(Math.min(1, Math.max(0, r.bar)) * 100).toFixed(1)}%`;
+      bar.appendChild(fill);
+      if (r.bar_title) bar.title = r.bar_title;
+      line.appendChild(bar);
+    }
+    if (r.id === selectedId()) line.classList.add("fi-sel");
     const kids = element("div", "fi-kids");
     kids.hidden = true;
     wrap.append(line, kids);
@@ -123,9 +164,9 @@ function render({ model, el }) {
     if (r.n) {
       const toggle = () => setOpen(entry, kids.hidden);
       tw.addEventListener("click", toggle);
-      if (!r.leaf) name.addEventListener("click", toggle);
+      if (!r.leaf) nameEl.addEventListener("click", toggle);
     }
-    if (r.leaf) name.addEventListener("click", () => choose(r.id));
+    if (r.leaf) nameEl.addEventListener("click", () => choose(r.id));
     if (r.children) {
       fill(kids, r.children);
       entry.loaded = true;
@@ -152,24 +193,33 @@ function render({ model, el }) {
     loaded.set(container, (loaded.get(container) ?? 0) + rows.filter((r) => !r.more).length);
   }
 
-  function showHeading() {
-    heading.textContent = model.get("heading"); // text only: it names user data
-    heading.hidden = !heading.textContent;
-  }
-
   function showTree() {
     searching = false;
     list.replaceChildren();
     rowsById.clear();
     loaded.set(list, 0);
-    fill(list, model.get("initial"));
+    fill(list, state().initial || []);
+  }
+
+  /** Redraws what changed in this tree's state (a new inspection). */
+  function refresh() {
+    const s = state();
+    heading.textContent = s.heading || ""; // text only: it names user data
+    heading.hidden = !heading.textContent;
+    search.placeholder = s.placeholder || "";
+    const rows = JSON.stringify(s.initial || []);
+    if (rows !== shownInitial) {
+      shownInitial = rows;
+      search.value = "";
+      showTree();
+    }
   }
 
   /** A click on a leaf: every view (and the kernel) sees `selected` change. @param {string} id */
   function choose(id) {
-    if (model.get("selected") === id) return;
+    if (selectedId() === id) return;
     clicked = id;
-    model.set("selected", id);
+    model.set("selected", { tree: name, id });
     model.save_changes();
   }
 
@@ -205,7 +255,7 @@ function render({ model, el }) {
     if (entry) {
       pendingReveal = null;
       openAbove(entry);
-      scrollListTo(entry.line);
+      if (root.offsetParent !== null) scrollListTo(entry.line); // a hidden tab has no layout to scroll
       entry.line.classList.remove("fi-flash");
       void entry.line.offsetWidth; // restarts the animation
       entry.line.classList.add("fi-flash");
@@ -220,8 +270,9 @@ function render({ model, el }) {
     request({ kind: "children", id: "", offset: loaded.get(list) ?? 0, until: id });
   }
 
+  /** The model's selection changed (a click in any view, or the kernel). */
   function onSelected() {
-    const id = model.get("selected");
+    const id = selectedId();
     for (const e of list.querySelectorAll(".fi-sel")) e.classList.remove("fi-sel");
     if (id === null) return;
     rowsById.get(id)?.line.classList.add("fi-sel");
@@ -230,9 +281,16 @@ function render({ model, el }) {
     if (!own) reveal(id);
   }
 
+  /** A tab switch made this tree visible: bring the selected row into view. */
+  function onShown() {
+    const id = selectedId();
+    const entry = id === null ? undefined : rowsById.get(id);
+    if (entry) scrollListTo(entry.line);
+  }
+
   /** @param {ChildrenReply | SearchReply} msg */
   function onMessage(msg) {
-    if (msg.view !== view) return;
+    if (msg.view !== view || msg.tree !== name) return;
     if (msg.kind === "children") {
       const target = msg.id === "" ? (searching ? undefined : list) : rowsById.get(msg.id)?.kids;
       // a page lands once, where it continues what is there (a repeated request adds nothing)
@@ -267,21 +325,17 @@ function render({ model, el }) {
     }, 150);
   });
 
-  model.on("msg:custom", onMessage);
-  model.on("change:initial", showTree);
-  model.on("change:selected", onSelected);
-  model.on("change:heading", showHeading);
-  showHeading();
-  showTree();
-  if (model.get("selected") !== null) reveal(model.get("selected"));
+  refresh();
+  if (selectedId() !== null) reveal(/** @type {string} */ (selectedId()));
 
-  return () => {
-    clearTimeout(timer);
-    model.off("msg:custom", onMessage);
-    model.off("change:initial", showTree);
-    model.off("change:selected", onSelected);
-    model.off("change:heading", showHeading);
+  return {
+    el: root,
+    refresh,
+    onMessage,
+    onSelected,
+    onShown,
+    dispose() {
+      clearTimeout(timer);
+    },
   };
 }
-
-export default { render };
