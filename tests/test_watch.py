@@ -18,7 +18,6 @@ import pytest
 import inspector as fi
 from inspector import capture as C
 from inspector.history import History, Scalars, Site
-from inspector.views.format import num
 from inspector.watch import array_stats
 
 F32 = np.finfo(np.float32)
@@ -229,9 +228,10 @@ def test_text_table_and_html_escape_names():
     assert lines[1].split()[-8:] == ["1", "2", "3", "0.25", "0", "0", "4", "-"]
     assert lines[2].startswith("!") and lines[3].split()[-1] == "0.01"
     page = h.to_html()
-    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "first non-finite: step 1" in page
-    assert page.count('class="fi-first"') == 3  # one outlined cell per heatmap (std, abs_max, zero_frac)
+    assert "<script>alert" not in page and "\\u003cscript\\u003ealert(1)\\u003c/script\\u003e" in page
+    data = page_data(page)
+    assert data["sites"][0] == "activation <script>alert(1)</script>\\x1b[31m"  # shown as text
+    assert "first non-finite: step 1" in data["status"] and data["heat"]["first"] == [0, 1]
 
 
 def test_to_pandas():
@@ -322,29 +322,43 @@ def test_calls_returning_several_arrays_and_repeated_calls():
     assert h["activation", "pair:__call__[0].1"][0].zero_frac == 1.0
 
 
+def page_data(page: str) -> dict:
+    """The data a history page embeds (JSON in its script element)."""
+    import json
+    import re
+
+    m = re.search(r'<script type="application/json" id="fi-data">(.*?)</script>', page, re.S)
+    assert m is not None
+    return json.loads(m.group(1))
+
+
 def test_html_has_a_cell_per_recorded_site_and_step():
+    from inspector.views.history_html import unb64
+
     watch = fi.watch(Net(), capture_intermediates=C.types(nn.Dense), every=2)
     train(watch, 5)
     h = watch.history
-    page = h.to_html()
-    cells = len(h.sites()) * len(h.steps())
-    assert page.count("</title></rect>") == 3 * cells  # std, abs_max, zero_frac heatmaps
-    assert page.count('role="img"') == 3 + 5 * len(h.sites())
-    sc = h["grad", "hidden/kernel"][4]
-    from inspector.views.history_text import cell
-    assert f"step 4 grad hidden/kernel: std {cell(sc, 'std')}</title>" in page
-    assert f"{cell(sc, 'std')}" in h.to_text()
+    data = page_data(h.to_html())
+    n, steps = len(h.sites()), h.steps()
+    assert data["heat"]["steps"] == steps and data["heat"]["sites"] == list(range(n))
+    j = h.sites().index(Site("grad", "hidden/kernel"))
+    std = unb64(data["heat"]["values"]["std"], "<f4").reshape(n, len(steps))
+    assert std[j, steps.index(4)] == np.float32(h["grad", "hidden/kernel"][4].std)
+    assert data["charted"] == n and unb64(data["series"][str(j)]["y"]["std"], "<f8").tolist() == [
+        h["grad", "hidden/kernel"][s].std for s in steps]
 
 
 # -- the live widget ---------------------------------------------------------------
 def test_live_widget_follows_the_history_while_the_loop_runs():
     """Drawn from another thread while steps are recorded, without the loop waiting for it: the
     status and heatmap follow, the first non-finite site takes the selection until a site is
-    chosen, and the charts show the chosen site's numbers."""
+    chosen, and the charts carry the chosen site's numbers."""
+    from inspector.views.history_html import unb64
+
     watch = fi.watch(Net(), capture_intermediates=C.types(nn.Dense, Blow))
     w = watch.widget(interval=0.02, window=3)
     try:
-        assert "0 recorded steps" in w.status.value and "nothing recorded yet" in w.heat.value
+        assert "0 recorded steps" in w.status and w.data["heat"]["steps"] == []
         train(watch, 6, blow_at=3)
         jax.effects_barrier()
         deadline = time.monotonic() + 300  # a guard against a hang only
@@ -354,25 +368,22 @@ def test_live_widget_follows_the_history_while_the_loop_runs():
             time.sleep(0.02)
         with w._drawing:  # and for that redraw to finish
             pass
-        assert "6 recorded steps (0 to 5)" in w.status.value  # redrawn by its thread, nobody asked
-        assert "first non-finite: step 3, activation blow:__call__[0]" in w.status.value
-        assert 'class="fi-bad"' in w.status.value
-        assert w.sites.value == Site("activation", "blow:__call__[0]")
+        assert "6 recorded steps (0 to 5)" in w.status  # redrawn by its thread, nobody asked
+        assert "first non-finite: step 3, activation blow:__call__[0]" in w.status
+        assert w.data["first"]["step"] == 3
+        assert w.site == Site("activation", "blow:__call__[0]")
         h = watch.history
-        assert [o[1] for o in w.sites.options] == h.sites()
-        # the heatmap shows the latest `window` steps, one cell per site and step
-        assert w.heat.value.count("<rect") == 3 * len(h.sites())
-        assert "step 2 " not in w.heat.value and "step 5 " in w.heat.value
-        w.field.value = "zero_frac"
-        assert 'aria-label="zero_frac by site and step"' in w.heat.value
-        # choosing a site draws its charts, and a redraw keeps the choice
+        assert w.data["sites"] == [f"{s.kind} {s.name}" for s in h.sites()]
+        assert w.data["heat"]["steps"] == list(range(6))  # a column per step
+        lo, hi = w.data["range"]
+        assert lo <= 3 <= hi == 5  # the latest `window` steps, widened to the first non-finite one
+        # choosing a site sends its charts, and a redraw keeps the choice
         site = Site("grad", "hidden/kernel")
-        w.sites.value = site
-        assert "grad hidden/kernel" in w.charts.value and ">ratio<" in w.charts.value
-        last = h[site][5]
-        assert f"step 5: std {num(last.std)}" in w.charts.value
+        w.select(site)
+        s = w.data["series"][str(h.sites().index(site))]
+        assert "ratio" in s["y"] and unb64(s["y"]["std"], "<f8")[5] == h[site][5].std
         w.refresh()
-        assert w.sites.value == site
+        assert w.site == site
     finally:
         w.close()
     w._thread.join(300)  # a guard against a hang only
@@ -380,15 +391,16 @@ def test_live_widget_follows_the_history_while_the_loop_runs():
 
 
 def test_live_widget_escapes_names():
+    import json
+
     h = History()
-    evil = "<img src=x onerror=alert(1)>"
+    evil = "<img src=x onerror=alert(1)>\u202e"
     h.add(0, Site("activation", evil), Scalars(1.0, 2.0, 3.0, 0.25, 1, 0, 4.0, None, 8))
     from inspector.views.history_widget import WatchWidget
 
     w = WatchWidget(h, interval=60)
     try:
-        for part in (w.status.value, w.heat.value, w.charts.value):
-            assert "<img" not in part
-        assert "&lt;img src=x onerror=alert(1)&gt;" in w.charts.value
+        assert w.data["sites"] == ["activation <img src=x onerror=alert(1)>\\u202e"]  # text, drawn as text
+        assert "\u202e" not in json.dumps(w.data, ensure_ascii=False)
     finally:
         w.close()

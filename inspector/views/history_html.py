@@ -40,10 +40,12 @@ LABELS = {"mean": "mean", "std": "std", "abs_max": "abs max", "zero_frac": "zero
 HEAT_FIELDS = ("std", "abs_max", "zero_frac")
 CHART_POINTS = 1000
 """The most points a chart's series holds (beyond it, min/max buckets of neighbouring steps)."""
-HEAT_CELLS = 24_000
+HEAT_CELLS = 16_000
 """About how many cells of one field the static page's heatmap holds."""
 HEAT_SITES = 200
 """The most sites (rows) a heatmap holds."""
+F32 = float(np.finfo(np.float32).max)
+"""Heatmap values are float32 (shading, and a readout of 4 digits): finite ones beyond it read as it."""
 PAGE_BYTES = 960_000
 """The static page's size bound: charts are embedded for as many sites as fit under it."""
 
@@ -142,8 +144,9 @@ def heat_sites(snap: Snapshot, limit: int = HEAT_SITES) -> list[int]:
 def heat(snap: Snapshot, fields: tuple[str, ...] = HEAT_FIELDS, cells: int = HEAT_CELLS,
          sites: int = HEAT_SITES) -> dict[str, Any]:
     """The heatmap (see the module docstring): ``sites`` (indices), ``steps``/``last`` per column,
-    ``values`` per field (sites x columns, float32), ``flags`` (0 a value, 1 non-finite, 2 nothing
-    stored), ``first`` ``[row, column]`` of the first non-finite cell, ``omitted`` sites."""
+    ``values`` per field (sites x columns, float32, finite values clipped to its range), ``flags``
+    (0 a value, 1 non-finite, 2 nothing stored), ``first`` ``[row, column]`` of the first
+    non-finite cell, ``omitted`` sites."""
     chosen = heat_sites(snap, sites)
     n = len(snap.steps)
     out: dict[str, Any] = {"sites": chosen, "omitted": len(snap.sites) - len(chosen), "fields": list(fields)}
@@ -156,7 +159,8 @@ def heat(snap: Snapshot, fields: tuple[str, ...] = HEAT_FIELDS, cells: int = HEA
     values = {}
     for f in fields:
         with np.errstate(invalid="ignore", over="ignore"):
-            values[f] = b64(np.fmax.reduceat(snap.values(f)[:, chosen], starts, axis=0).T, "<f4")
+            top = np.fmax.reduceat(snap.values(f)[:, chosen], starts, axis=0).T
+            values[f] = b64(np.where(np.isfinite(top), np.clip(top, -F32, F32), top), "<f4")
     first = snap.first_nonfinite()
     at = None
     if first is not None and first[1] in chosen:
@@ -231,7 +235,8 @@ def history_html(history: History, fields: tuple[str, ...] = HEAT_FIELDS, title:
     """The whole page (UTF-8, self-contained, no network: uPlot and ``history.js`` inlined, the
     data embedded as JSON): the status line, the heatmap of ``fields`` and a site's charts (with
     ``other``, that run's charts of the same site overlaid). Charts are embedded for as many sites
-    as keep the page under :data:`PAGE_BYTES` (non-finite sites first, then by largest abs max);
+    as keep the page under :data:`PAGE_BYTES` (non-finite sites first, then by largest abs max), at
+    the most points per chart (up to :data:`CHART_POINTS`, down to 200) at which all would fit;
     the page says how many were left out."""
     snap = history.snapshot()
     osnap = None if other is None else (other_title, other.snapshot())
@@ -242,8 +247,10 @@ def history_html(history: History, fields: tuple[str, ...] = HEAT_FIELDS, title:
     if not order:
         return _page(data, title)
     base = len(_page(data, title).encode())
-    points = CHART_POINTS if len(order) * 6 * CHART_POINTS * 12 < PAGE_BYTES - base else 400
     budget, charted = PAGE_BYTES - base, []
+    for points in (CHART_POINTS, 600, 400, 200):  # the most points at which every site's charts fit
+        if len(order) * (len(script_json(series(snap, order[0], points))) + 16) * 1.05 < budget:
+            break
     for j in order:
         cost = len(script_json(series(snap, j, points))) + 16
         if osnap is not None and snap.sites[j] in osnap[1].sites:

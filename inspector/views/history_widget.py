@@ -19,11 +19,11 @@ from collections.abc import Callable
 from typing import Any
 
 import anywidget
+import ipywidgets
 import traitlets
 
 from inspector.history import History, Site
 from inspector.views.history_html import CHART_POINTS, CSS, ESM, payload, status_line
-from inspector.views.widgets import close_parts
 
 HEAT_CELLS = 6000
 """About how many cells of each field the live heatmap sends (steps merged beyond it)."""
@@ -126,5 +126,6 @@ class WatchWidget(anywidget.AnyWidget):
     def close(self) -> None:
         """Stops following the history and closes the widget (its layout model included)."""
         self._stop.set()
-        close_parts(self)
+        if isinstance(getattr(self, "layout", None), ipywidgets.Widget):
+            self.layout.close()
         super().close()
