@@ -11,12 +11,12 @@ import itertools
 from pathlib import Path
 from collections.abc import Iterator, Sequence
 
-from inspector.model import Comparison, Inspection
+from inspector.model import Comparison, Inspection, Order
 from inspector.views import format as F
 from inspector.views.format import esc
 from inspector.views import palette
 from inspector.views.depth import depth_figure
-from inspector.views.sections import FIRST_MARK, Document, Row, Section, document, more_line
+from inspector.views.sections import FIRST_MARK, Document, Row, Section, bar_text, document, more_line
 
 _ids = itertools.count()
 
@@ -41,6 +41,12 @@ border-radius:6px 6px 0 0;cursor:pointer;color:var(--fi-muted);margin-right:2px}
 .fi-root .fi-mark{color:var(--fi-bad);font-weight:600}
 .fi-root .fi-spark{letter-spacing:-1px;color:var(--fi-accent)}
 .fi-root svg text{fill:var(--fi-fg)}.fi-root .fi-depth-block{margin:4px 0 8px 0}
+.fi-root .fi-fact{font-weight:600}.fi-root .fi-bad .fi-fact{color:var(--fi-bad)}
+.fi-root .fi-bar{display:inline-block;position:relative;width:8em;height:.8em;vertical-align:baseline;
+border-left:1px solid var(--fi-muted);background:var(--fi-line)}
+.fi-root .fi-bar-fill{position:absolute;left:0;top:0;bottom:0;background:var(--fi-accent)}
+.fi-root .fi-bar-text{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
+.fi-root .fi-depth-caption{color:var(--fi-muted);font-size:11px}
 """
 
 
@@ -61,17 +67,31 @@ def _spark(row: Row) -> str:
     return f' <span class="fi-spark">{esc(spark)}</span>' if spark else ""
 
 
+def bar(row: Row) -> str:
+    """A row's bar: a fixed-width box on the row's baseline, filled to ``row.bar`` of its width, with the
+    exact value as its hover text; its text (for readers without CSS) is :func:`~inspector.views.sections.bar_text`."""
+    width = 0.0 if row.bar is None else 100 * row.bar
+    return (f'<span class="fi-bar" title="{esc(row.bar_title)}" role="img" aria-label="{esc(row.bar_title)}">'
+            f'<span class="fi-bar-fill" style="width:{width:.1f}%"></span>'
+            f'<span class="fi-bar-text">{esc(bar_text(row))}</span></span> ')
+
+
 def _label(row: Row) -> str:
-    """``name (kind): summary`` as spans; a link's summary is the link itself."""
-    text = f'<span class="fi-name">{esc(row.name)}</span>'
+    """``[bar] name (kind): fact; summary`` as spans; a link's summary is the link itself."""
+    text = (bar(row) if row.bar_title else "") + f'<span class="fi-name">{esc(row.name)}</span>'
     if row.kind:
         text += f' <span class="fi-sum">({esc(row.kind)})</span>'
+    if row.fact or row.summary:
+        text += ": "
+    if row.fact:
+        text += f'<span class="fi-fact">{esc(row.fact)}</span>' + ("; " if row.summary else "")
     if row.link:
-        text += f': <a href="#{_anchor(row.link)}">{esc(row.summary)}</a>'
+        text += f'<a href="#{_anchor(row.link)}">{esc(row.summary)}</a>'
     elif row.summary:
-        text += f': <span class="fi-sum">{esc(row.summary)}</span>'
-    if row.first:
-        text += f' <span class="fi-mark">{esc(FIRST_MARK)}</span>'
+        text += f'<span class="fi-sum">{esc(row.summary)}</span>'
+    mark = row.mark or (FIRST_MARK if row.first else "")
+    if mark:
+        text += f' <span class="fi-mark">{esc(mark)}</span>'
     return text + _spark(row)
 
 
@@ -98,7 +118,7 @@ def _rows(rows: Sequence[Row], more: int, level: int, open_depth: int, calls: bo
         attrs = f' id="{_anchor(row.id)}"' if call else ""
         if _classes(row):
             attrs += f' class="{" ".join(_classes(row))}"'
-        if level <= open_depth or row.first:
+        if (level <= open_depth and not row.folded) or row.first:
             attrs += " open"
         if row.id and not call:
             attrs += f' data-path="{esc(row.id)}"'
@@ -169,6 +189,7 @@ def export(insp: Inspection, path: str | Path | None = None) -> str:
     return page
 
 
-def render_comparison(comparison: Comparison, limit: int | None = None) -> str:
-    """A comparison as an embeddable ``<div>``: one open, foldable list per section."""
-    return stacked(document(comparison, max_children=limit))
+def render_comparison(comparison: Comparison, limit: int | None = None, order: Order = "execution") -> str:
+    """A comparison as an embeddable ``<div>``: one open, foldable list per section, its differing leaves in
+    ``order`` (``'execution'`` or ``'size'``), the equal ones folded under one count line."""
+    return stacked(document(comparison, max_children=limit, order=order))

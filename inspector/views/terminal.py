@@ -38,7 +38,7 @@ def _label(row: Row) -> Text:
     if row.fact:
         text.append(safe(row.fact), style=STYLES["alert"] if row.nonfinite else STYLES["name"])
         if row.summary:
-            text.append(", ")
+            text.append("; ")
     if row.summary:
         text.append(safe(row.summary), style=STYLES["nonfinite"] if row.nonfinite else "")
     if row.status:
