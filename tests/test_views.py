@@ -14,7 +14,8 @@ from rich.console import Console
 import inspector as fi
 from inspector.demo import demo_inspection
 from inspector.views import html
-from inspector.views.sections import FIRST_MARK, document, sections
+from inspector.views import sections as S
+from inspector.views.sections import FIRST_MARK, bar_text, document, sections
 from inspector.views.terminal import render_rich
 from inspector.views.widgets import ComparisonWidget, InspectionWidget
 from models import LogNet, ScanNet, grad_inspection
@@ -57,7 +58,8 @@ def test_rich_tree_has_the_text_content_and_highlights_nonfinite():
             assert m.group(1) in plain
     ansi = console.export_text(styles=True)
     assert "\x1b[1;31mfirst non-finite: d3:__call__[0]" in ansi  # bold red
-    assert "\x1b[31mfloat32[2,2] mean nan" in ansi  # non-finite leaves in red
+    assert "\x1b[1;31m!! 4 nan\x1b[0m" in ansi  # the key fact first, bold red
+    assert "\x1b[31mfloat32[2,2] no finite element" in ansi  # non-finite leaves in red
 
 
 def test_static_html_escapes_user_text_and_marks_first_nonfinite():
@@ -83,7 +85,7 @@ def test_demo_main_writes_html(tmp_path, capsys):
     out = tmp_path / "demo.html"
     main(["--html", str(out)])
     printed = capsys.readouterr().out
-    assert "first non-finite" not in printed and "encoder/Dense_0:__call__[0]" in printed
+    assert "first non-finite" not in printed and "#0 encoder/Dense_0 (Dense)" in printed
     assert out.read_text().startswith("<!DOCTYPE html>")
 
 
@@ -158,7 +160,7 @@ def test_every_line_of_the_text_view_is_a_line_of_rich_and_of_the_static_html(ma
         if make is noted_inspection:
             assert obj.notes and all(f"note: {n}" in text for n in obj.notes)
         if make is _blank_module_type:
-            assert any(line.startswith("#0 d1:__call__[0] (?): ") for line in text)
+            assert any(line.startswith("#0 d1 (?): ") for line in text)
 
 
 def _widget_row_lines(tree) -> set[str]:
@@ -177,8 +179,12 @@ def _widget_row_lines(tree) -> set[str]:
                 take(sent[-1]["rows"])
                 continue
             line = row["name"] + (f" ({row['kind']})" if row.get("kind") else "")
-            line += f": {row['summary']}" if row["summary"] else ""
-            line += f" {FIRST_MARK}" if row.get("cls") == "first" else ""
+            said = "; ".join(p for p in (row.get("fact", ""), row["summary"]) if p)
+            line += f": {said}" if said else ""
+            if "bar_title" in row:  # the bar's column, as text draws it
+                line = bar_text(S.Row("", bar=row.get("bar"), bar_title=row["bar_title"])) + " " + line
+            mark = row.get("mark") or (FIRST_MARK if row.get("cls") == "first" else "")
+            line += f" {mark}" if mark else ""
             lines.add(line)
             if "children" in row:
                 take(row["children"])
@@ -197,11 +203,10 @@ def widget_lines(obj) -> dict[str, set[str]]:
     every node opened: each tree's heading and rows."""
     if isinstance(obj, fi.Comparison):
         w = ComparisonWidget(obj)
-        return {"": html_lines(w.children[0].value), "*": _widget_row_lines(w.tree)}
+        return {"": {w.status.value}, "*": _widget_row_lines(w.tree)}
     w = InspectionWidget(obj)
     # the status line follows the header with the timings in its own words
-    status = html_lines(w.status.value)
-    shown = {"": {line.split(" · ")[0] for line in status} | html_lines(w.notes.value)}
+    shown = {"": {w.status.value.split(" · ")[0]} | set(w.notes)}
     for key, tree in w.trees.items():
         shown[key] = {tree.heading} - {""} | _widget_row_lines(tree)
     # the sections' "first non-finite" rows are the jump buttons above the tabs
@@ -243,10 +248,11 @@ def test_every_line_of_the_text_view_is_a_line_of_the_widget_in_its_section(make
         if make is grad_inspection:
             grads = blocks["gradients"]
             assert "first non-finite gradient (backward order): d1:__call__[0]" in grads
-            assert any(line.startswith("params/d1/kernel: ratio ") for line in grads)  # an update scale
-            assert any(line.startswith("#1 root:__call__[0] (_SqrtAndInput): |grad| ") for line in grads)  # a call's
+            assert any(line.startswith("[    n/a     ] params/d1/kernel: !! 12 non-finite; ratio ")
+                       for line in grads)  # an update scale
+            assert any(line.startswith("[####........] #1 root (_SqrtAndInput): |grad| ") for line in grads)  # a call's
             assert any(line.startswith("0: float32[2,4]") for line in grads)  # one of its gradients
-            assert any(line.startswith("kernel: float32[3,4]") for line in grads)  # a parameter's
+            assert any(line.startswith("kernel: !! 12 nan; float32[3,4]") for line in grads)  # a parameter's
     else:
         assert {"output", "variables", "intermediates"} <= set(blocks)
 
@@ -261,7 +267,7 @@ def test_sections_are_the_same_for_every_view_and_name_what_each_row_is():
     assert (calls[0].name, calls[0].summary, calls[0].link) == ("first non-finite", "d3:__call__[0]", "#2")
     third = calls[3]
     assert ((third.name, third.kind, third.id, third.first, third.nonfinite)
-            == ("#2 d3:__call__[0]", "Dense", "#2", True, True))
+            == ("#2 d3", "Dense", "#2", True, True))
     assert third.leaf is insp.calls[2].outputs[0]
     binding = doc.section("binding").rows
     assert [r.name for r in binding] == ["/:__call__"] and [r.name for r in binding[0].children] == [
@@ -276,7 +282,7 @@ def test_limits_count_what_they_leave_out_and_keep_the_first_nonfinite_call():
     assert [r.name for r in params.children] == ["d1"] and params.more == 2
     assert params.children[0].children == [] and params.children[0].more == 2  # below max_depth
     calls = doc.section("intermediates")
-    assert [r.name for r in calls.rows] == ["first non-finite", "#0 d1:__call__[0]", "#2 d3:__call__[0]"]
+    assert [r.name for r in calls.rows] == ["first non-finite", "#0 d1", "#2 d3"]
     assert calls.more == 2
     text = fi.Inspection.to_text(insp, max_children=1)
     assert "    ... 2 more" in text
@@ -284,8 +290,8 @@ def test_limits_count_what_they_leave_out_and_keep_the_first_nonfinite_call():
 
 # -- activations by depth ------------------------------------------------------------
 def test_depth_chart_in_static_html_and_widget_matches_its_text():
-    """One point per captured call (sows left out) in execution order, each the numbers of the
-    call's first output; the SVG's titles are the text lines; NaN calls are ticks; names escaped."""
+    """One point per captured call (sows included, drawn as hollow squares) in execution order, each the
+    numbers of the call's first output; the SVG's titles are the text lines; NaN calls are ticks; names escaped."""
     import html as stdlib_html
 
     from inspector.views.depth import depth_points, depth_svg, depth_text, point_line
@@ -306,11 +312,11 @@ def test_depth_chart_in_static_html_and_widget_matches_its_text():
     v = m.init(jax.random.key(0), x)
     insp = fi.inspect_apply(lambda mod, x: mod(x), m, capture_intermediates=True)(v, x)
     points = depth_points(insp)
-    calls = [c for c in insp.calls if not c.sown]
-    assert [p.order for p in points] == [c.order for c in calls]
+    calls = insp.calls
+    assert any(c.sown for c in calls) and [p.order for p in points] == [c.order for c in calls]
     for p, c in zip(points, calls):
         st = c.outputs[0].stats
-        assert (p.mean, p.std, p.abs_max, p.nonfinite) == (st.mean, st.std, st.abs_max, st.nonfinite)
+        assert (p.mean, p.std, p.abs_max, p.nonfinite, p.sown) == (st.mean, st.std, st.abs_max, st.nonfinite, c.sown)
     assert points[-1].label.endswith(" 0")  # the root returned two arrays: the first one's path
     text = depth_text(points)
     assert text.splitlines()[1:] == [point_line(p) for p in points]
@@ -319,10 +325,11 @@ def test_depth_chart_in_static_html_and_widget_matches_its_text():
     assert set(titles) == {point_line(p) for p in points}
     assert "<b>" not in svg and "&lt;b&gt;d" in svg
     assert svg.count("<line") == sum(1 for p in points if p.nonfinite)  # the NaN calls
+    assert svg.count('style="fill:none;stroke:') >= 2 * sum(1 for p in points if p.sown)  # hollow squares
     assert svg in html.render_page(insp)
     w = InspectionWidget(insp)
     try:
-        assert svg in w.depth.value
-        assert w.tabs.children[list(w.trees).index("intermediates")].children == (w.depth, w.trees["intermediates"])
+        assert svg in w.depth_html  # the front end draws it above the Intermediates tree
+        assert "depth_html" in w.get_state() and "intermediates" in w.tree_names
     finally:
         w.close()

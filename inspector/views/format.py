@@ -102,10 +102,11 @@ def with_fact(fact: str, summary: str) -> str:
 
 def header(insp: Inspection, timings: bool = True) -> str:
     """``Inspection: apply AutoEncoder on <device>`` (``grad`` for ``fi.inspect_grad``) with the timings
-    (``timings=False`` for goldens). That the device reads subnormals as 0 is a note where it applies
-    (:func:`subnormal_note`), not a header."""
+    (``timings=False`` for goldens); ``[subnormals read as 0]`` only where it applies (:func:`subnormal_note`)."""
     kind = "grad" if insp.grads is not None else insp.kind
     text = f"Inspection: {kind} {module_type(insp.module_type)} on {insp.device}"
+    if subnormal_note(insp):
+        text += " [subnormals read as 0]"
     if timings:
         t = insp.timings
         text += (f" (cached, ran {t.run_ms:.1f} ms)" if t.cached else

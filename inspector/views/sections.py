@@ -143,8 +143,7 @@ def document(obj: Inspection | Comparison, *, max_children: int | None = None, m
         parts.append(gradients(obj, limits))
     if binding:
         parts.append(binding_trace(obj, limits))
-    subnormal = F.subnormal_note(obj)
-    return Document(F.header(obj, timings), parts, list(obj.notes) + ([subnormal] if subnormal else []))
+    return Document(F.header(obj, timings), parts, list(obj.notes))
 
 
 def sections(obj: Inspection | Comparison, *, max_children: int | None = None,
