@@ -10,6 +10,7 @@ then parameters, gradients and updates.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import math
@@ -22,6 +23,22 @@ import numpy as np
 KINDS = ("activation", "param", "grad", "update")
 FIELDS = ("mean", "std", "abs_max", "zero_frac", "nan", "inf", "norm", "ratio", "count", "applications")
 """The scalars of every :class:`Scalars`, in order (the columns of :meth:`History.to_pandas`)."""
+
+HIST_SIDE = 32
+"""Magnitude bins per sign of a histogram: powers of four, ``[2^(2k - HIST_LOW), 2^(2k + 2 - HIST_LOW))``."""
+HIST_LOW = 32
+"""Magnitude bin ``k`` holds ``[2^(2k - HIST_LOW), 2^(2k + 2 - HIST_LOW))``; the first also every smaller
+nonzero magnitude, the last every larger one."""
+HIST_BINS = 2 * HIST_SIDE + 1
+"""A histogram's bins, ascending by value: negative magnitudes (largest first), exactly zero, positive."""
+
+
+def hist_edges() -> np.ndarray:
+    """The ``HIST_BINS + 1`` bin edges, ascending: ``-inf, -2^30, ..., -2^-30, 0, 0, 2^-30, ..., 2^30, inf``
+    (the zero bin ``[0, 0]`` holds exactly 0; a magnitude bin holds ``[lo, hi)`` of its edges'
+    magnitudes, the innermost everything nonzero below ``2^-30``, the outermost everything from ``2^30``)."""
+    mags = 2.0 ** (2 * np.arange(1, HIST_SIDE) - HIST_LOW)  # the edges between magnitude bins
+    return np.concatenate([[-np.inf], -mags[::-1], [0.0, 0.0], mags, [np.inf]])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +212,64 @@ class Snapshot:
         return int(rows[0]), int(np.argmax(bad[rows[0]]))
 
 
+@dataclasses.dataclass(frozen=True)
+class StepHistograms:
+    """One site's histograms over steps: row ``i`` counts the finite values recorded at steps
+    ``first[i]`` to ``last[i]`` (one step, or several where older steps were merged: their counts
+    added) in the bins of :func:`hist_edges`. NaN and Inf are not binned (they are counted in the
+    site's scalars)."""
+
+    site: Site
+    first: np.ndarray
+    last: np.ndarray
+    counts: np.ndarray  # (rows, HIST_BINS), int64
+
+    @property
+    def edges(self) -> np.ndarray:
+        return hist_edges()
+
+    def to_text(self) -> str:
+        """One line per row: the step (``a-b`` if merged), the values' count and range of occupied
+        bins, and a bar per bin from the lowest to the highest occupied bin in any row (names escaped)."""
+        from inspector.views.histogram_text import histogram_table
+
+        return histogram_table(self)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+class _HistColumn:
+    """One site's stored histograms, ascending by first step (see :meth:`History.add_histograms`)."""
+
+    def __init__(self) -> None:
+        self.first: list[int] = []
+        self.last: list[int] = []
+        self.counts: list[np.ndarray] = []
+
+    def add(self, step: int, counts: np.ndarray) -> None:
+        i = bisect.bisect_right(self.first, step) - 1
+        if i >= 0 and self.first[i] <= step <= self.last[i]:  # the same step again (or a merged row's)
+            self.counts[i] = self.counts[i] + counts
+            return
+        self.first.insert(i + 1, step)
+        self.last.insert(i + 1, step)
+        self.counts.insert(i + 1, counts.astype(np.int64, copy=True))
+
+    def compact(self, cap: int) -> None:
+        """Merges neighbouring rows pairwise, older first, until at most ``cap`` remain; the latest
+        quarter of ``cap`` stays at full resolution."""
+        while len(self.first) > cap:
+            keep = max(1, cap // 4)
+            old = len(self.first) - keep
+            pairs = range(0, old - 1, 2)
+            self.first = [self.first[i] for i in pairs] + self.first[old - old % 2:]
+            self.last = [self.last[i + 1] for i in pairs] + self.last[old - old % 2:]
+            self.counts = [self.counts[i] + self.counts[i + 1] for i in pairs] + self.counts[old - old % 2:]
+            if old < 2:
+                return
+
+
 class History:
     """Scalars per site and step, in the order recorded, in bounded memory. Safe to fill from
     another thread (the runtime's callback thread) while read.
@@ -210,10 +285,12 @@ class History:
     ``norm`` are those of all its elements together. The default budget, 90,000 records, is
     about 7 MB."""
 
-    def __init__(self, max_records: int = 90_000, window: int = 1_000):
-        if int(max_records) < 1 or int(window) < 1:
-            raise ValueError(f"max_records and window must be positive, not {max_records!r}, {window!r}")
-        self.max_records, self.window = int(max_records), int(window)
+    def __init__(self, max_records: int = 90_000, window: int = 1_000, max_histograms: int = 8_192):
+        if int(max_records) < 1 or int(window) < 1 or int(max_histograms) < 1:
+            raise ValueError(f"max_records, window and max_histograms must be positive, not {max_records!r}, "
+                             f"{window!r}, {max_histograms!r}")
+        self.max_records, self.window, self.max_histograms = int(max_records), int(window), int(max_histograms)
+        self._hists: dict[Site, _HistColumn] = {}
         self.version = 0
         """Counts the records added: a view redraws when it has changed."""
         self._lock = threading.Lock()
@@ -268,6 +345,44 @@ class History:
                 both = np.stack([self._cells[i, old], cells[~fresh]])
                 self._cells[i, old] = merge_groups(both, np.zeros(1, np.int64))[0]
             self.version += len(sites)
+
+    def add_histograms(self, step: int, sites: tuple[Site, ...], counts: np.ndarray) -> None:
+        """Record ``counts[k]`` (``HIST_BINS`` exact counts, :func:`hist_edges`) of ``sites[k]`` at
+        ``step``; a second histogram of a (step, site) is added to the first. At most about
+        ``max_histograms`` rows are kept over all sites (at least 16 per site, 520 bytes each): beyond
+        that, a site's older rows are merged pairwise (counts added), its latest ones kept."""
+        step = int(step)
+        counts = np.asarray(counts, np.int64)
+        if counts.shape != (len(sites), HIST_BINS):
+            raise ValueError(f"History.add_histograms: counts of shape {counts.shape}, expected "
+                             f"({len(sites)}, {HIST_BINS})")
+        with self._lock:
+            for site, c in zip(sites, counts):
+                if site not in self._col:
+                    self._add_site(site)
+                self._hists.setdefault(site, _HistColumn()).add(step, c)
+            cap = max(16, self.max_histograms // max(1, len(self._hists)))
+            for site in sites:
+                if len(self._hists[site].first) > cap:
+                    self._hists[site].compact(cap)
+            self.version += len(sites)
+
+    def histogram(self, site: Site | tuple[str, str] | str) -> StepHistograms:
+        """The histograms over steps of one site (see :meth:`site`); recorded by
+        ``fi.watch(..., histograms=True)``, a ``KeyError`` saying so for a site without them."""
+        key = self.site(site)
+        with self._lock:
+            col = self._hists.get(key)
+            if col is None:
+                raise KeyError(f"no histograms of {key}: fi.watch(..., histograms=True) records them"
+                               + (f" (recorded for: {', '.join(map(str, self._hists))})" if self._hists else ""))
+            return StepHistograms(key, np.array(col.first, np.int64), np.array(col.last, np.int64),
+                                  np.stack(col.counts) if col.counts else np.zeros((0, HIST_BINS), np.int64))
+
+    def histogram_sites(self) -> list[Site]:
+        """The sites with histograms, in the order first recorded."""
+        with self._lock:
+            return [s for s in self._sites if s in self._hists]
 
     def _row_for(self, step: int) -> int:
         """The row that holds ``step``, added (after compacting, at the budget) if there is none."""

@@ -48,7 +48,7 @@ from jax.custom_batching import custom_vmap
 
 from inspector._compat import capture_calls, current_trace, is_lifted_wrapper_call, shape_pass, staged_in
 from inspector.capture import CaptureFilter, Filter, lift, warn_unmatched
-from inspector.history import CELL, History, Scalars, Site
+from inspector.history import CELL, HIST_BINS, HIST_LOW, HIST_SIDE, History, Scalars, Site
 from inspector.names import format_key, format_path
 from inspector.reduce import count_zeros, countable
 
@@ -120,11 +120,6 @@ def array_stats(x: jax.Array) -> jax.Array:
     return _rows(v.reshape(1, -1))[0]
 
 
-def _no_stats(x: jax.Array) -> jax.Array:
-    """The row :func:`array_stats` gives, where nothing is described (zeros, its dtype)."""
-    return jnp.zeros((N_STATS,), _values(x).dtype)
-
-
 def _describe(arrays: Sequence[jax.Array]) -> jax.Array:
     """``(len(arrays), N_STATS)`` rows (float32; float64 where an array is float64 under x64). Small
     arrays of one size and dtype are described as one stacked matrix: XLA:CPU pays several
@@ -144,6 +139,45 @@ def _describe(arrays: Sequence[jax.Array]) -> jax.Array:
         for j, i in enumerate(idx):
             out[i] = rows[j]
     return jnp.stack(out)
+
+
+def _bins(x: jax.Array) -> jax.Array:
+    """Each element's bin (:data:`~inspector.history.HIST_BINS`: zero, or sign and the power of four
+    of its magnitude), int32, -1 for NaN and Inf. Integers are binned by their exact bit length (no
+    float rounding)."""
+    if jnp.iscomplexobj(x):
+        x = jnp.abs(x)
+    x = x.reshape(-1)
+    if jnp.issubdtype(x.dtype, jnp.integer):
+        neg = x < 0 if jnp.issubdtype(x.dtype, jnp.signedinteger) else jnp.zeros(x.shape, bool)
+        u = jnp.uint64 if jnp.iinfo(x.dtype).bits == 64 else jnp.uint32
+        mag = jnp.where(neg, (-(x + 1)).astype(u) + 1, x.astype(u))  # |INT_MIN| without overflow
+        e = (np.iinfo(u).bits - lax.clz(mag)).astype(jnp.int32)  # |x| in [2^(e-1), 2^e)
+        finite = jnp.ones(x.shape, bool)
+    else:
+        if jnp.finfo(x.dtype).bits < 32:
+            x = x.astype(jnp.float32)  # exact: every bf16/f16/f8 value is a float32
+        _, e = jnp.frexp(x)
+        neg, mag, finite = x < 0, jnp.abs(x), jnp.isfinite(x)
+    k = jnp.clip((e - 1 + HIST_LOW) // 2, 0, HIST_SIDE - 1)
+    b = jnp.where(mag == 0, HIST_SIDE, jnp.where(neg, HIST_SIDE - 1 - k, HIST_SIDE + 1 + k))
+    return jnp.where(finite, b, -1).astype(jnp.int32)
+
+
+def _histograms(arrays: Sequence[jax.Array], dtype: Any) -> jax.Array:
+    """``(len(arrays), 2 * HIST_BINS)``: each array's exact count of finite elements per bin as two
+    ``dtype`` numbers, ``count >> 12`` then ``count & 4095`` (exact in float32 up to 2^31 per bin)."""
+    rows = []
+    for a in arrays:
+        b = _bins(a)
+        counts = jnp.zeros(HIST_BINS + 1, jnp.int32).at[b].add(1, mode="drop")[:HIST_BINS]  # -1: dropped
+        rows.append(jnp.concatenate([(counts >> 12).astype(dtype), (counts & 4095).astype(dtype)]))
+    return jnp.stack(rows) if rows else jnp.zeros((0, 2 * HIST_BINS), dtype)
+
+
+def _with_histograms(rows: jax.Array, arrays: Sequence[jax.Array]) -> jax.Array:
+    """``rows`` (:func:`_describe`) with each array's histogram columns appended."""
+    return jnp.concatenate([rows, _histograms(arrays, rows.dtype)], axis=1)
 
 
 def _int_abs_max(x: jax.Array) -> jax.Array:
@@ -237,6 +271,12 @@ class _Emit:
     ratio_of: tuple[int, ...]
     ints: tuple[int, ...]
     packing: tuple[str, str, str] = ("", "", "")  # returned as one array: its dtype, the step's, the int maxes'
+    hist: bool = False  # each row also holds the site's histogram (:func:`_histograms`)
+
+    @property
+    def width(self) -> int:
+        """The numbers per site in the rows: :data:`N_STATS`, and the histogram's with ``hist``."""
+        return N_STATS + (2 * HIST_BINS if self.hist else 0)
 
     @functools.cached_property
     def _static(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -249,8 +289,8 @@ class _Emit:
         packed = np.asarray(packed)
         k = np.dtype(step_dtype).itemsize // words.itemsize
         step = int(np.ascontiguousarray(packed[:k]).view(step_dtype)[0])
-        end = k + len(self.sites) * N_STATS
-        rows = packed[k:end].reshape(len(self.sites), N_STATS)
+        end = k + len(self.sites) * self.width
+        rows = packed[k:end].reshape(len(self.sites), self.width)
         int_max = np.ascontiguousarray(packed[end:]).view(self.packing[2]) if self.ints else None
         return step, rows, int_max
 
@@ -258,8 +298,9 @@ class _Emit:
         """``(sites, cells)`` (:data:`~inspector.history.CELL`) of the rows an emit handed over;
         ``keep`` (a mask) leaves sites out."""
         rows = np.asarray(rows, np.float64)
-        if rows.shape != (len(self.sites), N_STATS):  # a part of the rows: never record it as the whole
+        if rows.shape != (len(self.sites), self.width):  # a part of the rows: never record it as the whole
             raise ValueError(f"fi.watch received statistics of {rows.shape[0]} of {len(self.sites)} sites")
+        rows = rows[:, :N_STATS]
         counts, has, of = self._static
         out = np.zeros(len(self.sites), CELL)
         out["mean"], out["std"], out["abs_max"], out["norm"] = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 6]
@@ -277,13 +318,27 @@ class _Emit:
         keep = np.asarray(keep, bool)
         return tuple(s for s, k in zip(self.sites, keep) if k), out[keep]
 
+    def histograms(self, rows: Any, keep: Any = None) -> np.ndarray:
+        """``(sites, HIST_BINS)`` exact counts (int64) from the rows of an emit with ``hist``, the
+        sites ``keep`` leaves out left out."""
+        cols = np.asarray(rows, np.float64)[:, N_STATS:]
+        counts = cols[:, :HIST_BINS].astype(np.int64) * 4096 + cols[:, HIST_BINS:].astype(np.int64)
+        return counts if keep is None else counts[np.asarray(keep, bool)]
 
-def _emit_of(sites: list[Site], arrays: Sequence[Any], ints: list[int], relative: bool) -> _Emit:
+    def record(self, history: History, step: int, rows: Any, int_max: Any = None, keep: Any = None) -> None:
+        """Adds the rows this emit handed over at ``step`` to ``history`` (statistics, histograms)."""
+        sites, cells = self.cells(rows, int_max, keep)
+        history.add_many(step, sites, cells)
+        if self.hist:
+            history.add_histograms(step, sites, self.histograms(rows, keep))
+
+
+def _emit_of(sites: list[Site], arrays: Sequence[Any], ints: list[int], relative: bool, hist: bool) -> _Emit:
     # gradients' and updates' norms relative to their parameter's (same name)
     param_at = {s.name: i for i, s in enumerate(sites) if s.kind == "param"} if relative else {}
     return _Emit(tuple(sites), tuple(int(np.prod(np.shape(a))) for a in arrays),
                  tuple(param_at.get(s.name, -1) if s.kind in ("grad", "update") else -1 for s in sites),
-                 tuple(ints))
+                 tuple(ints), hist=hist)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -430,8 +485,11 @@ class Watch:
     gradients and updates a step hands over, every ``every`` steps, into :attr:`history`."""
 
     def __init__(self, module: nn.Module, capture_intermediates: CaptureFilter = True, every: int = 1,
-                 max_records: int = 90_000, window: int = 1_000):
+                 max_records: int = 90_000, window: int = 1_000, histograms: bool = False):
         self.every = _check_every(every)
+        if not isinstance(histograms, bool):
+            raise TypeError(f"fi.watch: histograms is True or False, not {histograms!r}")
+        self.histograms = histograms
         self.module = module
         self.capture: Callable[[Any, str], bool] | None = _check_capture(capture_intermediates)
         self._filter = capture_intermediates
@@ -497,8 +555,7 @@ class Watch:
                 self._pending.popleft()
                 for emit, packed in records.each():
                     step, rows, int_max = emit.unpack(packed)
-                    sites, cells = emit.cells(rows, int_max)
-                    self._history.add_many(step, sites, cells)
+                    emit.record(self._history, step, rows, int_max)
 
     def widget(self, interval: float = 0.5, window: int = 120) -> Any:
         """A live :class:`~inspector.views.history_widget.WatchWidget` of this watch's history: it
@@ -583,9 +640,9 @@ class Watch:
         # producers, which would change how the step itself is fused (and its bits)
         arrays = lax.optimization_barrier(lax.stop_gradient([jnp.asarray(a) for a in arrays]))
         ints = [i for i, a in enumerate(arrays) if _is_int(a)]
-        emit = _emit_of(sites, arrays, ints, relative)
+        emit = _emit_of(sites, arrays, ints, relative, self.histograms)
         if isinstance(mode, _Recording) and mode.takes([step, *arrays]):
-            mode.add(emit, step, _describe(arrays), self._int_max(arrays, ints))
+            mode.add(emit, step, self._rows(arrays), self._int_max(arrays, ints))
             return
         every = self.every
 
@@ -604,6 +661,11 @@ class Watch:
             return record(step, *arrays), False
 
         record(step, *arrays)
+
+    def _rows(self, arrays: Sequence[jax.Array]) -> jax.Array:
+        """The rows an emit of ``arrays`` hands over (:func:`_describe`, with histograms if asked for)."""
+        rows = _describe(arrays)
+        return _with_histograms(rows, arrays) if self.histograms else rows
 
     @staticmethod
     def _int_max(arrays: Sequence[jax.Array], ints: Sequence[int]) -> jax.Array | None:
@@ -629,21 +691,22 @@ class Watch:
             rows = np.asarray(rows)
             if copies > 1 and not self._first_copy(id(receive), step_value, rows, extra, copies):
                 return
-            sites, cells = emit.cells(rows, extra[0] if ints else None, extra[-1] if keep is not None else None)
-            self._history.add_many(int(step_value), sites, cells)
+            emit.record(self._history, int(step_value), rows, extra[0] if ints else None,
+                        extra[-1] if keep is not None else None)
 
         def send(step_value: Any, rows: jax.Array, *extra: jax.Array) -> None:
             jax.debug.callback(receive, step_value, rows, *extra, ordered=False, partitioned=partitioned)
 
         if every == 1:
             whole = self._int_max(arrays, ints)
-            send(step, _describe(arrays), *([whole] if whole is not None else []),
+            send(step, self._rows(arrays), *([whole] if whole is not None else []),
                  *([keep] if keep is not None else []))
             return
         # One small cond per array, then one for the callback: a single cond over every array
         # measured slower than describing them all at every step (XLA:CPU).
         now = step % every == 0
-        rows = [lax.cond(now, array_stats, _no_stats, a) for a in arrays]
+        rows = [lax.cond(now, lambda a: self._rows([a])[0], lambda a: jnp.zeros((emit.width,), _values(a).dtype), a)
+                for a in arrays]
         dtype = jnp.result_type(*[r.dtype for r in rows])
         extra = []
         if ints:
@@ -755,7 +818,7 @@ class WatchedFunction:
 
 
 def watch(module: nn.Module, capture_intermediates: CaptureFilter = True, every: int = 1,
-          max_records: int = 90_000, window: int = 1_000) -> Watch:
+          max_records: int = 90_000, window: int = 1_000, histograms: bool = False) -> Watch:
     """A :class:`Watch` of ``module``: call ``watch.at(step).apply(...)`` in place of ``module.apply``
     and ``watch.step(step, params=..., grads=..., updates=...)`` inside the train step, compiled by
     :meth:`Watch.jit` (or ``jax.jit``); read ``watch.history``.
@@ -768,6 +831,10 @@ def watch(module: nn.Module, capture_intermediates: CaptureFilter = True, every:
       max_records: the history's memory budget in records (steps x sites; 76 bytes each): beyond it
         older steps are merged (:class:`~inspector.history.History`).
       window: the latest steps always kept at full resolution.
+      histograms: also record, at each recorded step, every site's histogram (exact counts of its
+        finite values in :data:`~inspector.history.HIST_BINS` bins: zero, and each sign's powers of
+        four from 2^-32 to 2^32), read with ``history.histogram(site)``. Costs one scatter-add pass
+        over every described array at recorded steps.
 
     Anything else raises, naming what was passed."""
-    return Watch(module, capture_intermediates, every, max_records, window)
+    return Watch(module, capture_intermediates, every, max_records, window, histograms)
