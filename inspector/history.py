@@ -122,7 +122,7 @@ CELL = np.dtype([("mean", "f8"), ("std", "f8"), ("abs_max", "f8"), ("zero_frac",
 ``applications`` of 0 marks a site with nothing recorded in that row."""
 
 
-def _cell(sc: Scalars) -> tuple:
+def _cell(sc: Scalars) -> tuple[Any, ...]:
     return (sc.mean, sc.std, sc.abs_max, sc.zero_frac, sc.nan, sc.inf, sc.norm,
             math.nan if sc.ratio is None else sc.ratio, sc.count, sc.applications)
 

@@ -38,7 +38,7 @@ class NnxRunner(Runner):
 
     intercepts = False  # an NNX module's calls are recorded from what nnx.capture returns (_record)
 
-    def __init__(self, model: nnx.Module, method: str, mutable: list[str] | None, post: Callable | None):
+    def __init__(self, model: nnx.Module, method: str, mutable: list[str] | None, post: Callable[..., Any] | None):
         types: list[type] = []
         for _, var in nnx.to_flat_state(nnx.state(model)):
             if type(var) not in types:
@@ -57,7 +57,7 @@ class NnxRunner(Runner):
         _, *states = nnx.split(model, *self.types)
         return {name: nnx.to_pure_dict(s) for name, s in zip(self.names, states)}
 
-    def invoke(self, args: tuple, kwargs: dict, capture: CaptureFilter, recorder: Recorder) -> Any:
+    def invoke(self, args: tuple[Any, ...], kwargs: dict[str, Any], capture: CaptureFilter, recorder: Recorder) -> Any:
         grouped, *user_args = args
         states = []
         for name, template in zip(self.names, self.templates):
@@ -74,11 +74,11 @@ class NnxRunner(Runner):
         return y, {"intermediates": inter, **new}
 
     @staticmethod
-    def _record(model: nnx.Module, inter: dict, recorder: Recorder) -> None:
+    def _record(model: nnx.Module, inter: dict[str, Any], recorder: Recorder) -> None:
         """Events for every captured value (path order): method outputs vs ``sow``s, with module types."""
         modules = {tuple(str(p) for p in path): mod for path, mod in nnx.iter_modules(model)}
 
-        def walk(node: dict, path: tuple[str, ...]) -> None:
+        def walk(node: dict[str, Any], path: tuple[str, ...]) -> None:
             module = modules.get(path)
             for key, value in node.items():
                 if isinstance(value, dict):
@@ -109,9 +109,10 @@ class NnxInspectRun(InspectRun):
 
     @property
     def model(self) -> nnx.Module:
-        return self.module
+        model: nnx.Module = self.module
+        return model
 
-    def _flax_arguments(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    def _flax_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return (self.runner.grouped(self.module), *args), kwargs
 
     def _finish(self, insp: Inspection) -> None:
@@ -138,7 +139,7 @@ def inspect_nnx(model: nnx.Module, *args: Any, method: str = "__call__", mutable
 
 def _inspect_bridge(model: Any, *args: Any, method: str, keep: Keep, **kwargs: Any) -> Inspection:
     """A ``ToNNX(linen_module)``: the linen module with its variables, through the linen path."""
-    variables: dict[str, dict] = {}
+    variables: dict[str, dict[str, Any]] = {}
     for path, var in nnx.to_flat_state(nnx.state(model)):
         if isinstance(var, nnx.RngState):
             continue
