@@ -149,7 +149,7 @@ def test_without_the_arrays_a_delta_says_what_the_statistics_know():
 def test_unchanged_and_equal_read_as_such():
     insp = written(A, A)
     (d,) = insp.diffs[0].leaves
-    assert d.status == "unchanged" and F.delta(d) == "unchanged" and d.nonfinite_delta() == (0, 0, 0)
+    assert d.status == "unchanged" and F.delta(d) == "0/10 changed" and d.nonfinite_delta() == (0, 0, 0)
 
 
 # -- compare: order, first divergence, equal leaves -------------------------------------

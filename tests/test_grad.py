@@ -1,6 +1,8 @@
 """fi.inspect_grad against jax.grad on the same function: parameter gradients, and activation
 gradients checked against a model that calls flax's ``perturb`` by hand."""
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -211,8 +213,13 @@ def test_gradients_in_every_view():
     assert f"gradients: loss {insp.loss:.4g}, 7 of 7 calls with gradients" in text
     for line in ("  update scales: |grad| / |param| per parameter, largest first",
                  "  activation gradients: |grad| per captured call, execution order",
-                 "    #4 Dense_1:__call__[1] (Dense): |grad| "):
+                 "] #4 Dense_1:__call__[1] (Dense): |grad| ",  # called twice: the whole key
+                 "] #0 Dense_0 (Dense): |grad| "):  # called once: its path
         assert line in text
+    # a bar per call and per parameter, on one log axis named in the section's title line
+    assert re.search(r"calls with gradients, bars: \|grad\| on a log axis 1e[+-]\d\d\.\.1e[+-]\d\d$", text, re.M)
+    bars = [line for line in text.splitlines() if re.match(r"    \[[#. ]{12}\] ", line)]
+    assert len(bars) == 7 + 8  # 7 calls, 8 parameters
     html = insp.to_html()
     assert 'data-panel="gradients"' in html and "Dense_1:__call__[1]" in html
     plain = fi.inspect_apply(lambda m, x: m(x, train=False), Net())(variables, x)

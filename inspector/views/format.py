@@ -240,7 +240,7 @@ def delta(d: LeafDelta) -> str:
 def delta_parts(d: LeafDelta) -> tuple[str, str]:
     """:func:`delta` as ``(fact, rest)``: the status or the changed count (with its NaN/Inf changes), then
     the magnitudes."""
-    if d.status in ("added", "removed", "only in a", "only in b", "equal", "unchanged"):
+    if d.status in ("added", "removed", "only in a", "only in b", "equal"):
         return d.status, ""
     if d.a is not None and d.b is not None and d.a.shape != d.b.shape:
         return f"shape {shape(d.a)} {'->' if isinstance(d, LeafDiff) else 'vs'} {shape(d.b)}", ""
@@ -252,8 +252,9 @@ def delta_parts(d: LeafDelta) -> tuple[str, str]:
     side = d.b if isinstance(d, LeafDiff) else d.a
     size = side.size if side is not None else 0
     head = f"{d.changed:,}/{size:,} changed"
-    # PRNG keys have no statistics: changed keys are counted, there is no magnitude to show
-    if d.a is not None and d.b is not None and d.a.stats is None and d.b.stats is None:
+    # PRNG keys have no statistics: changed keys are counted, there is no magnitude to show; nothing
+    # changed: nothing more to say
+    if (d.a is not None and d.b is not None and d.a.stats is None and d.b.stats is None) or not d.changed:
         return head, ""
     parts = []
     nf = d.nonfinite_delta()
