@@ -83,9 +83,8 @@ def test_comparison_views():
     assert [r["name"] for r in w.tree.initial] == ["output", "variables", "intermediates"]
     inter = w.tree.initial[2]["children"]
     assert inter[0]["cls"] == "changed"
-    w.tree.set_state({"selected": "output:output"})  # what a click on the leaf in a view does
-    (html,) = [o["data"]["text/html"] for o in w.detail.outputs]
-    texts = html.split("<div class='fi-detail'>")[1:]
-    assert len(texts) == 2 and "eval: output" in texts[0]
+    w.set_state({"selected": {"tree": "comparison", "id": "output:output"}})  # what a click on the leaf does
+    html = w.detail_html  # views/detail.py's pair_detail, shown in the widget's detail pane
+    assert "eval" in html and "&lt;b&gt;train&lt;/b&gt;" in html and "<b>train" not in html
     page = cmp._repr_mimebundle_()["text/html"]
     assert "&lt;b&gt;train&lt;/b&gt;" in page and "<b>train" not in page

@@ -17,7 +17,7 @@ from inspector.history import History, Scalars, Site
 from inspector.views import html
 from inspector.views.history_widget import WatchWidget
 from inspector.views.rows import RowSource
-from inspector.views.widgets import ComparisonWidget, InspectionWidget, TreeWidget
+from inspector.views.widgets import ComparisonWidget, InspectionWidget, Tree
 
 HOSTILE = "\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c\x1b\x07\x01\x7f\x85\x9b\u2028\u2029"
 RAW = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
@@ -80,17 +80,29 @@ def strings(value: Any) -> list[str]:
     return []
 
 
+def without_addresses(value: Any) -> Any:
+    """``value`` without the rows' ``id``/``parent`` fields (addresses the views send back, never shown)."""
+    if isinstance(value, dict):
+        return {k: without_addresses(v) for k, v in value.items() if k not in ("id", "parent")}
+    if isinstance(value, list):
+        return [without_addresses(v) for v in value]
+    return value
+
+
 def shown_text(models: list[ipywidgets.Widget]) -> list[str]:
-    """Every string that ``models`` sync to the browser and that every row of each tree shows
-    (a tree's own script and style aside; a row's ``id`` is an address, not text)."""
+    """Every string that ``models`` sync to the browser and that every row of each of their trees shows
+    (the widget's own script and style, and the detail pane's HTML, checked by :func:`headers`, aside;
+    a row's ``id`` is an address, not text)."""
     out = []
     for m in models:
-        state = {k: v for k, v in m.get_state().items() if k not in ("_esm", "_css")}
-        out += strings(state)
-        if isinstance(m, TreeWidget) and m.source is not None:
-            out += [s for row in every_row(m.source) for k, v in row.items() if k not in ("id", "parent")
-                    for s in strings(v)]
-            out += [m.source.label(row["id"]) for row in every_row(m.source)]
+        state = {k: v for k, v in m.get_state().items() if k not in ("_esm", "_css", "detail_html", "selected")}
+        out += strings(without_addresses(state))
+        for tree in getattr(m, "trees", {}).values():
+            if isinstance(tree, Tree) and tree.source is not None:
+                out += [s for row in every_row(tree.source) for k, v in row.items() if k not in ("id", "parent")
+                        for s in strings(v)]
+                # a label titles a leaf's detail: the leaves' labels are what a view shows
+                out += [tree.source.label(row["id"]) for row in every_row(tree.source) if row.get("leaf")]
     return out
 
 
@@ -112,15 +124,14 @@ def test_the_hostile_names_reach_the_views():
         assert fi.names.safe(name) in text or fi.names.quote(name) in text, name
 
 
-def headers(widget: Any, tree: TreeWidget) -> list[str]:
+def headers(widget: Any, tree: Tree) -> list[str]:
     """The detail headers (HTML) the widget shows for each leaf of ``tree``, clicked in turn
     (treescope's figures, with their script, aside)."""
     out = []
     for row in every_row(tree.source):
         if row.get("leaf"):
             tree.select(row["id"])
-            for o in widget.detail.outputs:
-                html = o["data"].get("text/html", "")
+            for html in [widget.detail_html]:
                 out += [html] if html.startswith("<i>") else re.findall(
                     r"<div class='fi-detail'>.*?<div class='fi-note'>[^<]*</div></div>", html, re.S)
     return out

@@ -46,6 +46,20 @@ def test_nan_text_golden():
     check_golden("lognet.txt", insp.to_text(timings=False).replace(insp.device, "<device>"))
 
 
+def test_comparison_text_golden():
+    """Train vs eval of the demo: in execution order, the first divergence named and marked, equal
+    leaves one count line per section."""
+    cmp = fi.compare(demo_inspection(), demo_inspection(train=False), labels=("train", "eval"))
+    check_golden("compare.txt", cmp.to_text())
+    check_golden("compare_by_size.txt", cmp.to_text(order="size"))
+
+
+def test_gradients_text_golden():
+    """A NaN gradient born in the backward pass: bars on one log axis, the key facts first."""
+    insp = grad_inspection()
+    check_golden("grad.txt", insp.to_text(timings=False).replace(insp.device, "<device>"))
+
+
 def test_rich_tree_has_the_text_content_and_highlights_nonfinite():
     insp = nan_inspection()
     console = Console(record=True, width=200, color_system="truecolor", force_terminal=True)

@@ -211,7 +211,8 @@ class _Shell(anywidget.AnyWidget):
     tree_names = traitlets.List(traitlets.Unicode()).tag(sync=True)
     trees_state = traitlets.Dict().tag(sync=True)
     tab = traitlets.Unicode("").tag(sync=True)
-    selected = traitlets.Dict(default_value=None, allow_none=True).tag(sync=True)
+    selected: Any = traitlets.Dict(default_value=None, allow_none=True).tag(sync=True)
+    """The selected leaf, ``{"tree": name, "id": id}``, or None: one at a time across the trees."""
     detail_html = traitlets.Unicode("").tag(sync=True)
     """The detail pane's HTML (:mod:`~inspector.views.detail`: treescope's script included), shown in a
     sandboxed iframe."""

@@ -16,7 +16,7 @@
  * @property {boolean} [bad] holds a NaN or Inf
  * @property {string} [cls] a class suffix: a diff status ("changed", "added", ...) or "first"
  * @property {string} [fact] the row's key fact, shown first and never cut off (also read from `key`;
- *   without either, a summary's " !! ..." tail is the fact)
+ *   without either, a summary's "!! ..." part, at its start up to ";" or its tail, is the fact)
  * @property {string} [key]
  * @property {number} [bar] a position in [0, 1] on a common (log) axis: a bar in its own column
  * @property {string} [bar_title] the bar's hover text
@@ -55,10 +55,14 @@ function element(tag, className) {
 function factOf(r) {
   const given = r.fact ?? r.key;
   if (given) return [String(given), r.summary];
-  const at = r.summary.indexOf(" !! ");
-  if (at >= 0) return [r.summary.slice(at + 1), r.summary.slice(0, at)];
-  if (r.summary.startsWith("!! ")) return [r.summary, ""];
-  return ["", r.summary];
+  const s = r.summary || "";
+  if (s.startsWith("!! ")) { // "!! 4 nan; float32[2,2] ...": the fact, then the rest
+    const end = s.indexOf(";");
+    return end < 0 ? [s, ""] : [s.slice(0, end), s.slice(end + 1).trim()];
+  }
+  const at = s.indexOf(" !! "); // "float32[2,2] mean nan ... !! 4 nan": the tail is the fact
+  if (at >= 0) return [s.slice(at + 1), s.slice(0, at)];
+  return ["", s];
 }
 
 /**
