@@ -302,7 +302,8 @@ def intermediates(insp: Inspection, limits: Limits = Limits()) -> Section:
 
 def scale_row(u: UpdateScale, axis: LogAxis | None = None) -> Row:
     """A parameter's update scale: ``|grad| / |param|`` and both norms; with ``axis``, ``|grad|`` as a bar."""
-    row = Row(u.key, f"ratio {F.num(u.ratio)}, |grad| {F.num(u.grad_norm)}, |param| {F.num(u.param_norm)}",
+    finite = " of the finite elements" if u.nonfinite else ""
+    row = Row(u.key, f"ratio {F.num(u.ratio)}, |grad| {F.num(u.grad_norm)}{finite}, |param| {F.num(u.param_norm)}",
               nonfinite=bool(u.nonfinite), id=f"scale:{u.key}",
               fact=f"!! {u.nonfinite:,} non-finite" if u.nonfinite else "")
     return axis.place(row, u.grad_norm, "|grad|") if axis is not None else row
@@ -360,7 +361,9 @@ def grad_axis(insp: Inspection) -> LogAxis:
 def grad_row(n: GradNorm, call: MethodCall, axis: LogAxis, label: str | None = None) -> Row:
     """A captured call's gradient: its norm (a bar on ``axis``, see :func:`grad_axis`) beside its
     output's; links to the call's row."""
-    row = Row(f"#{n.order} {label or n.key}", f"|grad| {F.num(n.grad_norm)}, |output| {F.num(n.activation_norm)}",
+    finite = " of the finite elements" if n.nonfinite else ""
+    row = Row(f"#{n.order} {label or n.key}",
+              f"|grad| {F.num(n.grad_norm)}{finite}, |output| {F.num(n.activation_norm)}",
               F.call_kind(call), nonfinite=bool(n.nonfinite), id=f"g{call_id(call)}", link=call_id(call),
               fact=f"!! {n.nonfinite:,} non-finite" if n.nonfinite else "")
     return axis.place(row, n.grad_norm, "|grad|")
