@@ -173,3 +173,35 @@ def test_to_records_of_gradients():
     grad_rows = [r for r in insp.to_records() if r["section"] == "gradients"]
     for r in grad_rows:
         assert r["nonfinite"] == insp.grad(r["key"]).nonfinite
+
+
+def test_leaf_delta_relative_is_never_nan_and_statistics_only_pairs_compare_their_statistics():
+    def leaf(values):
+        from inspector import reduce
+
+        return fi.Leaf(("v",), (len(values),), "float32", stats=reduce.host_stats(np.asarray(values, np.float32)))
+
+    nan, ok = leaf([np.nan, np.nan]), leaf([1.0, 3.0])
+    d = fi.LeafDelta("variables", "v", nan, ok)  # statistics only: no element-wise numbers
+    assert d.status == "statistics only" and not d.equal
+    assert d.scale is None and d.relative == float("inf") and d.divergence == float("inf")
+    same = fi.LeafDelta("variables", "v", leaf([1.0, np.nan]), leaf([1.0, np.nan]))
+    assert same.equal and same.relative == 0.0
+    measured = fi.LeafDelta("variables", "v", ok, leaf([1.0, 4.0]), max_abs=1.0, mean_abs=0.5, changed=1)
+    assert measured.scale == 3.0 and measured.relative == pytest.approx(1 / 3)
+    assert measured.nonfinite_delta() == (0, 0, 0)  # no NaN or Inf on either side: nothing to count
+
+
+def test_comparison_orders_by_execution_or_size_and_names_the_first_divergence():
+    model, variables, x = ae_setup()
+    run = fi.inspect_apply(fn, model, mutable=["batch_stats"], capture_intermediates=True)
+    a = run(variables, x)
+    b = run(variables, x * 2)
+    cmp = fi.compare(a, b)
+    inter = cmp.in_order("intermediates")
+    assert [d.order for d in inter] == sorted(d.order for d in inter) == [c.order for c in a.calls]
+    assert cmp.ordered("intermediates", "size") == cmp.ranked("intermediates")
+    first = cmp.first_divergence()
+    assert first is next(d for d in inter if not d.equal) and first.order == 0
+    assert fi.compare(a, a).first_divergence() is None
+    assert "no differences" in fi.compare(a, a).to_text().splitlines()[0]
