@@ -10,7 +10,12 @@ d=128 transformer (batch 8 x 64) and the 8-layer d=256 bench transformer (batch 
 * **warm**: in one process, interleaved rounds of plain jit, ``inspect_apply(...,
   capture_intermediates=True)`` with keep='arrays' and keep='stats'; overhead in ms and ratio.
 
-Run: ``python bench/bench_first.py [--quick] [--reps N] [--models mlp,t6,t8] [--hot] [--variants | --breakdown]``.
+* **the first N calls** (``--window N``): the cumulative time of a fresh process's first 1, 2, 3, 5, 10,
+  20, 40 calls with the same inputs, inspected / plain, and the slowest single call after the first
+  against a warm plain call (issue 26's targets: <= 1.5x for every N, no call over 3x).
+
+Run: ``python bench/bench_first.py [--quick] [--reps N] [--models mlp,t6,t8] [--hot]
+[--variants | --breakdown | --window N]``.
 No assertions.
 """
 
@@ -72,6 +77,53 @@ def one_first_call(which: str, variant: str) -> float:
         insp = fi.inspect_apply(fn, m, capture_intermediates=True, keep=variant)(v, x)
         jax.block_until_ready(insp.output)
     return (time.perf_counter() - t0) * 1000
+
+
+WINDOW = (1, 2, 3, 5, 10, 20, 40)
+
+
+def first_calls_window(which: str, variant: str, n: int) -> str:
+    """Runs in a child process: JSON of the milliseconds of each of the first ``n`` calls of
+    ``variant`` (``plain``, ``arrays``, ``stats``) with the same inputs, results waited for."""
+    import jax
+
+    import inspector as fi
+
+    jax.block_until_ready(jax.jit(lambda x: x + 1)(1.0))
+    m, fn, v, x = build(which)
+    call = jax.jit(m.apply) if variant == "plain" else fi.inspect_apply(fn, m, capture_intermediates=True,
+                                                                        keep=variant)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        out = call(v, x)
+        jax.block_until_ready(out if variant == "plain" else out.output)
+        times.append((time.perf_counter() - t0) * 1000)
+    return json.dumps(times)
+
+
+def window(which: str, reps: int, n: int) -> list[tuple]:
+    """Rows of the cumulative time of the first N calls, inspected / plain, per N in :data:`WINDOW`
+    (median [IQR] over ``reps`` rounds of fresh processes, plain and both keeps alternating), and
+    the slowest single call over the median warm plain call (the plain run's calls 5 to n)."""
+    rounds: dict[str, list[list[float]]] = {"plain": [], "arrays": [], "stats": []}
+    for r in range(reps):
+        order = ["plain", "arrays", "stats"] if r % 2 == 0 else ["stats", "arrays", "plain"]
+        for variant in order:
+            cmd = [sys.executable, str(HERE / "bench_first.py"), "--child", f"window:{which}:{n}", variant]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=HERE.parent)
+            rounds[variant].append(json.loads(res.stdout.strip().splitlines()[-1]))
+            log(f"  {which} window round {r + 1} {variant}: {sum(rounds[variant][-1]):.0f} ms")
+    rows = []
+    for variant in ("arrays", "stats"):
+        cells = []
+        for k in (k for k in WINDOW if k <= n):
+            ratios = sorted(sum(a[:k]) / sum(p[:k]) for a, p in zip(rounds[variant], rounds["plain"]))
+            cells.append(f"{med(ratios):.2f}x [{ratios[len(ratios) // 4]:.2f}-{ratios[(3 * len(ratios)) // 4]:.2f}]")
+        warm_plain = med([t for p in rounds["plain"] for t in p[4:]] or [1.0])
+        worst = max(max(a[1:]) for a in rounds[variant]) / warm_plain if n > 1 else float("nan")
+        rows.append((MODELS[which], variant, *cells, f"{worst:.1f}x"))
+    return rows
 
 
 def compare_first_call(leaves: int) -> float:
@@ -196,17 +248,30 @@ def main() -> None:
                     help="warm only: this session's changes undone one at a time (see variants())")
     ap.add_argument("--breakdown", action="store_true",
                     help="warm only: flax's capture alone, and each keep's program alone and whole call")
+    ap.add_argument("--window", type=int, default=None, metavar="N",
+                    help="only the cumulative time of the first N calls (fresh processes), inspected / plain")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         which, variant = args.child
+        if which.startswith("window:"):
+            print(first_calls_window(which.split(":")[1], variant, int(which.split(":")[2])))
+            return
         print(compare_first_call(int(variant)) if which == "compare" else one_first_call(which, variant))
         return
     models = (args.models or ("mlp" if args.quick else "mlp,t6,t8")).split(",")
     reps = args.reps or (2 if args.quick else 4)
-    log(machine())
+    where = machine()
+    log(where)
     rows, raw = [], {}
+    if args.window:
+        for which in models:
+            rows += window(which, reps, args.window)
+        print(where)
+        print_table(("model", "keep", *(f"N={k}" for k in WINDOW if k <= args.window),
+                     "slowest call after the first / warm plain"), rows)
+        return
     if args.variants or args.breakdown:
         print(machine())
         measure, names = (variants, VARIANTS) if args.variants else (breakdown, BREAKDOWN)
