@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from inspector._compat import is_lifted_wrapper_call
+from inspector._compat import is_lifted_wrapper_call, shape_pass
 from inspector.names import Glob, format_path, quote, safe
 
 if TYPE_CHECKING:
@@ -76,12 +76,27 @@ def _flat(what: str, given: tuple, expected: str) -> tuple:
     return tuple(out)
 
 
+def user_call(module: Any, method_name: str) -> bool:
+    """Whether an intercepted method call is one the model made: a method of a bound module, not
+    ``setup`` and not the wrapper a lifted transform (``nn.scan``, ``nn.vmap``, ...) calls through."""
+    return not (method_name == "setup" or is_lifted_wrapper_call(method_name)
+                or getattr(module, "scope", None) is None)
+
+
+def recorded_call(module: Any, method_name: str) -> bool:
+    """:func:`user_call`, and not during a lifted transform's structure-only pass (which flax runs
+    to find shapes, and then runs the method again): the one test every interceptor that records
+    calls (the runner's, the gradients', the watch's) uses."""
+    return user_call(module, method_name) and not shape_pass()
+
+
+def public_method(method_name: str) -> bool:
+    """Whether a capture filter may match ``method_name``: ``__call__`` or a name without a leading ``_``."""
+    return method_name == "__call__" or not method_name.startswith("_")
+
+
 def _skipped(module: Any, method_name: str) -> bool:
-    if method_name == "setup" or is_lifted_wrapper_call(method_name):
-        return True
-    if method_name.startswith("_") and method_name != "__call__":
-        return True
-    return getattr(module, "scope", None) is None
+    return not (user_call(module, method_name) and public_method(method_name))
 
 
 class Filter:

@@ -27,9 +27,8 @@ import jax.numpy as jnp
 from flax.core.scope import CollectionFilter
 
 from inspector import collect, reduce
-from inspector._compat import is_lifted_wrapper_call, shape_pass
 from inspector.api import InspectRun, _default_capture
-from inspector.capture import CaptureFilter
+from inspector.capture import CaptureFilter, recorded_call
 from inspector.collect import INTERMEDIATES, Keep, Plan, Slot, SlotCollector, plan_inspection
 from inspector.model import Inspection, VariableTree, path_str
 from inspector.names import Path
@@ -69,7 +68,7 @@ class _Calls:
     def __call__(self, next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
         y = next_fun(*args, **kwargs)
         module, name = context.module, context.method_name
-        if name == "setup" or is_lifted_wrapper_call(name) or module.scope is None or shape_pass():
+        if not recorded_call(module, name):
             return y
         key = (tuple(module.path), name)
         index = self.seen.get(key, 0)

@@ -38,7 +38,9 @@ from inspector._compat import (
 )
 from inspector import progress
 from inspector._tracebacks import entry_point, hide_frames
-from inspector.capture import CaptureFilter, CaptureFilterError, Filter, guarded, warn_unmatched
+from inspector.capture import (
+    CaptureFilter, CaptureFilterError, Filter, guarded, public_method, recorded_call, warn_unmatched,
+)
 from inspector.model import BindingCall, Kind, path_str
 from inspector.names import Path, format_path, parse_key, safe
 
@@ -164,11 +166,7 @@ class Recorder:
     def on_ask(self, module: Any, method_name: str) -> None:
         """The capture filter is asked about ``module.method_name`` (bound, public calls only): kept
         to say what ran if the filter captures nothing (:func:`~inspector.capture.warn_unmatched`)."""
-        if method_name == "setup" or is_lifted_wrapper_call(method_name) or shape_pass():
-            return
-        if method_name.startswith("_") and method_name != "__call__":
-            return
-        if getattr(module, "scope", None) is None:
+        if not (recorded_call(module, method_name) and public_method(method_name)):
             return
         self.asked.setdefault((tuple(module.path), method_name), module)
 

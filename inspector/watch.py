@@ -46,8 +46,8 @@ from flax.core.scope import in_filter, union_filters
 from jax import lax
 from jax.custom_batching import custom_vmap
 
-from inspector._compat import capture_calls, current_trace, is_lifted_wrapper_call, shape_pass, staged_in
-from inspector.capture import CaptureFilter, Filter, lift, warn_unmatched
+from inspector._compat import capture_calls, current_trace, staged_in
+from inspector.capture import CaptureFilter, Filter, lift, public_method, recorded_call, warn_unmatched
 from inspector.history import CELL, HIST_BINS, HIST_LOW, HIST_SIDE, History, Scalars, Site
 from inspector.names import format_key, format_path
 from inspector.reduce import count_zeros, countable
@@ -433,11 +433,11 @@ class _Order:
     def __call__(self, next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
         y = next_fun(*args, **kwargs)
         module, name = context.module, context.method_name
-        if not (name == "setup" or is_lifted_wrapper_call(name) or module.scope is None or shape_pass()):
+        if recorded_call(module, name):
             key = (tuple(module.path), name)
             if key not in self.first:
                 self.first[key] = len(self.first)
-                if not name.startswith("_") or (name.startswith("__") and name.endswith("__")):
+                if public_method(name):
                     self.ran.append((module, name))
         return y
 
