@@ -50,7 +50,7 @@ from inspector._compat import capture_calls, current_trace, staged_in
 from inspector.capture import CaptureFilter, Filter, lift, public_method, recorded_call, warn_unmatched
 from inspector.history import CELL, HIST_BINS, HIST_LOW, HIST_SIDE, History, Scalars, Site
 from inspector.names import format_key, format_path
-from inspector.reduce import count_zeros, countable
+from inspector.reduce import TRUST, count_zeros, countable
 
 N_STATS = 7  # mean, std, abs_max, zeros, nan, inf, norm (+ the element count, known at trace time)
 
@@ -64,7 +64,6 @@ def _values(x: jax.Array) -> jax.Array:
     return x.reshape(-1)
 
 
-TRUST = 64.0  # one pass is trusted while mean^2 <= TRUST * variance (as inspector.reduce's summaries)
 SMALL = 1 << 16  # arrays of at most this many elements are described stacked with others of their size
 
 
