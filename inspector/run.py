@@ -770,6 +770,20 @@ def _guard(inputs: Any, frozen: bool) -> Callable[[Any, bool], bool] | None:
     return check.build("i, f") if check.add(inputs, "i") else None
 
 
+def _same_layout(x: Any, y: Any) -> bool:
+    """What :func:`_guard`'s generated expression computes, written plainly (a test holds the two to
+    agree): ``y`` has ``x``'s containers (types, lengths, key order) and a jax array or None wherever
+    ``x`` has one."""
+    t = type(x)
+    if t in _ARRAY_TYPES or x is None:
+        return type(y) in _ARRAY_TYPES or y is None
+    if type(y) is not t:
+        return False
+    if t is dict or t is FrozenDict:
+        return tuple(y) == tuple(x) and all(_same_layout(v, y[k]) for k, v in x.items())
+    return len(y) == len(x) and all(_same_layout(a, b) for a, b in zip(x, y))
+
+
 def _order_check(inputs: tuple[tuple, dict]) -> tuple[bool, Callable[[tuple, dict], bool] | None]:
     """``(fits, check)``: ``check`` is a function of ``(args, kwargs)`` that is true only if every dict
     of two or more keys has the key order it has in ``inputs`` (jax's dispatch checks the rest), None
