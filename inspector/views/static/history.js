@@ -6,6 +6,15 @@
 /* global uPlot */
 
 const LOG_FIELDS = ["abs_max", "norm", "std"];
+/** Step ticks: whole steps only. */
+const STEP_INCRS = [1, 2, 5].flatMap((m) => [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((e) => m * 10 ** e))
+  .sort((a, b) => a - b);
+
+/** Tick labels as drawn, kept on the chart's element too (`data-xticks`, `data-yticks`). */
+function shown(box, key, labels) {
+  box.dataset[key] = labels.filter((t) => t !== "").join(" ");
+  return labels;
+}
 
 /** @param {string} tag @param {string} [cls] @param {string} [text] */
 function make(tag, cls, text) {
@@ -76,7 +85,8 @@ function render({ model, el }) {
   const charts = make("div", "fi-charts");
   siteBar.append(make("span", "", "charts of"), picker, reset);
   root.append(title, status, heatBar, heatBox, heatRead, heatNote, siteBar, note, readout, charts);
-  const st = { field: "", zoom: null, plots: [], log: {}, scrolled: "", hover: "", picks: -1 };
+  const st = { field: "", zoom: null, plots: [], log: {}, scrolled: "", hover: "" };
+  Object.defineProperty(root, "fiPlots", { get: () => st.plots });  // the uPlot charts, for tests and tools
 
   const data = () => model.get("data") || {};
   const chosen = () => {
@@ -183,6 +193,7 @@ function render({ model, el }) {
       ctx.strokeStyle = col("fg"); ctx.lineWidth = 1.5;
       ctx.strokeRect(h.first[1] * cw - 2, h.first[0] * rh - 2, cw + 3, rh + 3);
     }
+    if (h.first) cells.dataset.first = `${h.first[1] * cw},${h.first[0] * rh},${cw},${rh}`;
     cells.addEventListener("mousemove", (ev) => {
       const r = Math.floor(ev.offsetY / rh), c = Math.floor(ev.offsetX / cw);
       if (r < 0 || r >= nr || c < 0 || c >= nc) return;
@@ -270,6 +281,7 @@ function render({ model, el }) {
       }
       const box = make("div", "fi-chart");
       box.dataset.field = f;
+      box.dataset.scale = log ? "log" : "linear";
       const head = make("div", "fi-chart-head");
       const value = make("span", "fi-value");
       head.append(make("span", "fi-chart-name", d.labels[f]), value);
@@ -293,7 +305,8 @@ function render({ model, el }) {
       const u = new uPlot({
         width, height: 170, legend: { show: false },
         scales: { x: { time: false }, y: log ? { distr: 3, log: 10 } : {} },
-        axes: [{ ...ax, size: 34 }, { ...yax, size: 62, values: (_u, ticks) => ticks.map((v) => (v === null ? "" : num(v))) }],
+        axes: [{ ...ax, size: 34, incrs: STEP_INCRS, values: (_u, ticks) => shown(box, "xticks", ticks.map(String)) },
+          { ...yax, size: 62, values: (_u, ticks) => shown(box, "yticks", ticks.map((v) => (v === null ? "" : num(v)))) }],
         series,
         cursor: { sync: { key }, drag: { x: true, y: false, setScale: false } },
         hooks: {
