@@ -186,6 +186,23 @@ def direct_call(jitted: Any, inputs: tuple[tuple, dict],
     return (None if call is None else (call, out_tree))
 
 
+# -- jax: the user's source lines of a jaxpr equation ------------------------------------------
+def user_frames(source_info: Any) -> list[tuple[str, int, str]]:
+    """``[(file, line, function)]`` of the user's frames (outside jax; flax's own files are left out by flax's
+    registration) where a jaxpr equation was traced, innermost first: jax's ``source_info_util.user_frames``
+    of ``eqn.source_info.traceback`` (jax 0.10.2; jax has no public form, ``source_info_util.summarize`` gives
+    only text). If it is gone, warns once and answers ``[]`` (an origin then names no ``file:line``)."""
+    try:
+        from jax._src import source_info_util  # internal: the frames jax keeps for each equation
+
+        tb = getattr(source_info, "traceback", None)
+        return [(f.file_name, int(f.start_line), f.function_name) for f in source_info_util.user_frames(tb)]
+    except Exception as e:  # noqa: BLE001 - reported once; the origin is named without its line
+        warn_once("user_frames", f"cannot read jax's source information ({type(e).__name__}: {e}); the "
+                                 "operation behind a NaN is named without its file:line")
+        return []
+
+
 # -- flax: its config flags ---------------------------------------------------------------------
 class _PublicFlags(Mapping):
     """flax's config flags read through its public attributes (``flax.config.flax_return_frozendict``)."""
