@@ -10,6 +10,16 @@ const LOG_FIELDS = ["abs_max", "norm", "std"];
 const STEP_INCRS = [1, 2, 5].flatMap((m) => [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((e) => m * 10 ** e))
   .sort((a, b) => a - b);
 
+/** A linear y range: a zero fraction on [0, 1]; a constant series around its value (not uPlot's 0 to 100). */
+function yRange(field) {
+  return (_u, lo, hi) => {
+    if (field === "zero_frac") return [0, 1];
+    if (lo === null || hi === null) return [0, 1];
+    if (lo === hi) { const d = lo === 0 ? 1 : Math.abs(lo) * 0.1; return [lo - d, hi + d]; }
+    return uPlot.rangeNum(lo, hi, 0.1, true);
+  };
+}
+
 /** Tick labels as drawn, kept on the chart's element too (`data-xticks`, `data-yticks`). */
 function shown(box, key, labels) {
   box.dataset[key] = labels.filter((t) => t !== "").join(" ");
@@ -264,7 +274,7 @@ function render({ model, el }) {
     const badAt = new Map(s.bad.map(([step, n, i]) => [step, [n, i]]));
     const col = palette(root);
     const font = `11px ${getComputedStyle(root).fontFamily}`;
-    const width = Math.max(280, Math.min(520, Math.floor(((root.clientWidth || 900) - 20) / 2)));
+    const width = Math.max(280, Math.min(520, Math.floor(((root.clientWidth || 900) - 48) / 2)));  // two a row
     const key = `fi-${Math.random().toString(36).slice(2)}`;
     for (const f of d.fields) {
       if (!(f in s.y)) continue;
@@ -304,7 +314,7 @@ function render({ model, el }) {
       const yax = { ...ax, grid: { ...ax.grid, ...only }, ticks: { ...ax.ticks, ...only }, ...only };
       const u = new uPlot({
         width, height: 170, legend: { show: false },
-        scales: { x: { time: false }, y: log ? { distr: 3, log: 10 } : {} },
+        scales: { x: { time: false }, y: log ? { distr: 3, log: 10 } : { range: yRange(f) } },
         axes: [{ ...ax, size: 34, incrs: STEP_INCRS, values: (_u, ticks) => shown(box, "xticks", ticks.map(String)) },
           { ...yax, size: 62, values: (_u, ticks) => shown(box, "yticks", ticks.map((v) => (v === null ? "" : num(v)))) }],
         series,
