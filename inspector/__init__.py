@@ -25,6 +25,7 @@ from inspector.api import (
 from inspector.capture import CaptureFilter, CaptureFilterError, CaptureFilterWarning, Filter
 from inspector.collect import Keep
 from inspector.compare import compare
+from inspector.failure import Failure, last_failure
 from inspector.grad import GradRun, inspect_grad
 from inspector.history import History
 from inspector.model import (
@@ -32,6 +33,7 @@ from inspector.model import (
     Stats, Timings, UpdateScale, VariableTree,
 )
 from inspector.names import format_key, parse_key
+from inspector.origin import Origin
 from inspector.patches import scale, zero  # also as fi.patches.zero / fi.patches.scale
 from inspector.run import Runner, RunResult
 from inspector.watch import Watch, watch
@@ -60,6 +62,7 @@ __all__ = [
     "Inspection", "VariableTree", "Node", "Leaf", "Stats", "LeafDiff", "CollectionDiff",
     "MethodCall", "Timings", "BindingCall", "Comparison", "LeafDelta", "compare", "intervene", "patches",
     "zero", "scale", "inspect_nnx", "NnxInspectRun", "format_key", "parse_key",
-    "inspect_grad", "GradRun", "UpdateScale", "GradNorm", "watch", "Watch", "History",
+    "inspect_grad", "GradRun", "UpdateScale", "GradNorm", "watch", "Watch", "History", "last_failure", "Failure",
+    "Origin",
 ]
 __version__ = "0.1.0"

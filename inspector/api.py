@@ -16,7 +16,7 @@ import jax
 from flax.core.scope import CollectionFilter
 
 from inspector import capture as C
-from inspector import collect, origin, progress
+from inspector import collect, failure, origin, progress
 from inspector._compat import flax_flags, unbound_method
 from inspector._tracebacks import entry_point
 from inspector.background import BackgroundWorker, CallerContext
@@ -220,13 +220,15 @@ class InspectRun:
         call with a new signature) are counted once, in ``trace_ms`` and ``compile_ms``. ``on_phase``
         is told each phase; without it, a first call still running after
         :data:`~inspector.progress.SHOW_AFTER_S` shows a transient status line (:mod:`inspector.progress`)."""
-        if on_phase is not None:
-            return self._inspect(args, kwargs, on_phase)
-        status = progress.start(type(self.module).__name__)
+        status = progress.start(type(self.module).__name__) if on_phase is None else None
         try:
-            return self._inspect(args, kwargs, status.phase)
+            return self._inspect(args, kwargs, on_phase or status.phase)  # type: ignore[union-attr]
+        except Exception as e:
+            failure.capture(self.runner, *self._flax_arguments(args, kwargs), e)  # for fi.last_failure()
+            raise
         finally:
-            status.close()
+            if status is not None:
+                status.close()
 
     def _inspect(self, args: tuple, kwargs: dict, on_phase: Phase) -> Inspection:
         """:meth:`__call__`, telling ``on_phase`` each phase."""

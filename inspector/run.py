@@ -36,7 +36,7 @@ from inspector._compat import (
     TouchKind, _current_trace, capture_calls, capture_filter_in_effect, direct_call, flax_flags, inside_transform,
     is_lifted_wrapper_call, listening, own_intermediates, shape_pass,
 )
-from inspector import progress
+from inspector import failure, progress
 from inspector._tracebacks import entry_point, hide_frames
 from inspector.capture import (
     CaptureFilter, CaptureFilterError, Filter, guarded, public_method, recorded_call, warn_unmatched,
@@ -876,6 +876,7 @@ class Runner:
                 self._make_direct(program, (args, kwargs), result.record)
             return result.result
         except Exception as e:
+            failure.capture(self, args, kwargs, e)  # fi.last_failure(): only on this path, never on success
             hide_frames(e)
             raise
 
