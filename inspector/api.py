@@ -16,7 +16,7 @@ import jax
 from flax.core.scope import CollectionFilter
 
 from inspector import capture as C
-from inspector import collect, failure, origin, progress
+from inspector import collect, costs, failure, origin, progress
 from inspector._compat import flax_flags, unbound_method
 from inspector._tracebacks import entry_point
 from inspector.background import BackgroundWorker, CallerContext
@@ -273,6 +273,7 @@ class InspectRun:
             return self._inspect(given[0], given[1], on_phase)
         self._finish(insp)
         origin.remember(self, insp, args, kwargs)  # only where a NaN/Inf was found: what re-running needs
+        costs.remember(self, insp, args, kwargs)  # the inputs' shapes: insp.costs() re-traces
         if compile_after:  # after this result is ready: tracing holds the GIL the assembly needs
             self._compiling = _compiler.submit(_prepare_soon, self.runner, args, kwargs, CallerContext())
         if on_phase is not None:

@@ -912,6 +912,15 @@ class Inspection:
         """The earliest captured call (in execution order) whose output has a NaN or Inf."""
         return next((c for c in self.calls if c.nonfinite), None)
 
+    def costs(self, memory: bool = True) -> Any:
+        """Per-module cost (:class:`inspector.costs.Costs`): FLOPs, transcendentals, bytes accessed, output
+        bytes and parameters per call and per module subtree, and the compiled program's memory
+        (``memory=False``: not compiled). Computed on the first request by re-tracing the flax call on its
+        inputs' shapes, then cached here (see :mod:`inspector.costs` for the attribution rule)."""
+        from inspector.costs import inspection_costs
+
+        return inspection_costs(self, memory)
+
     # -- gradients (fi.inspect_grad) ------------------------------------------
     def grad(self, key: str) -> Leaf:
         """A gradient by key: ``'params/Dense_0/kernel'`` (d loss / d that parameter) or

@@ -1,0 +1,676 @@
+"""Per-module cost of a flax call: FLOPs, transcendentals, bytes accessed, output (activation) bytes and
+parameters, per captured call and per module subtree, and the compiled program's memory.
+
+``insp.costs()`` (:meth:`inspector.model.Inspection.costs`) or :func:`costs` (a module, its variables and
+inputs) return a :class:`Costs`. Nothing here imports a view.
+
+**Attribution rule.** The program is the plain flax call the run makes (``nn.apply``/``init``/
+``init_with_output`` of the run's function and module, ``mutable`` as the run's, without capture, statistics or
+patches), traced once by ``jax.jit(...).trace`` on the inputs' shapes. Its jaxpr is counted equation by
+equation, and each equation is charged to the innermost flax module method call in its
+``source_info.name_stack``. flax labels module methods there itself (``Model/blocks_0/attn``, its
+``flax_profile`` named scopes); while tracing, inspector adds one label of its own to each module method call
+(through ``nn.intercept_methods``), so two calls of one module are told apart and the path and call index are
+exact (the keys are those of :attr:`~inspector.model.MethodCall.key`). Equations outside every method call
+(code in the run's own function) are charged to the root module ``/`` and to no call. A call's cost includes
+the calls it makes; a module subtree's cost is the sum over the equations charged to the module and the
+modules below it, so the ``own`` costs of all modules sum to the total, and so does the root's subtree.
+
+**Counting rules** (those of XLA's ``HloCostAnalysis``, which ``jax.jit(f).lower(...).cost_analysis()`` applies
+to the unoptimized HLO): ``dot_general`` is ``2 x batch x M x N x K``; ``conv_general_dilated`` 2 per
+multiply-add over the kernel positions that fall inside the (padded, dilated) input, as XLA counts them;
+elementwise arithmetic, comparisons, selects and conversions 1 per output element; transcendental functions
+(``exp``, ``log``, ``tanh``, ``logistic``, ``sin``, ``cos``, ``pow``, ``sqrt``, ``rsqrt``...) 1 transcendental
+per output element and no FLOP; reductions 1 per input element; ``integer_pow`` ``x**n`` the multiplications
+its lowering makes; data movement (reshape, transpose, slices, gathers, broadcasts, concatenation) none. A
+primitive without a rule here (``erf``, ``lgamma``, a random-bits generator...) is lowered alone and counted by
+XLA itself (once per distinct shape). Bytes accessed are, per equation, its operands' bytes plus its
+results' bytes (XLA's rule, on the unfused program: an upper bound on what a fused program moves). Inner
+programs are entered: ``jit``/``pjit``, ``custom_jvp_call``, ``custom_vjp_call``, ``remat``/``checkpoint``,
+``closed_call``; a ``scan`` body (an ``nn.scan`` layer) is charged once per iteration (times its length);
+``cond`` is charged its most expensive branch (by FLOPs, the cost of a ``switch`` that takes it); a
+``while`` loop's body and condition once each (the trip count is not known before running; XLA's own
+analysis does the same).
+
+**Whole program.** :attr:`Costs.flops`, :attr:`Costs.transcendentals` and :attr:`Costs.bytes_accessed` are
+the counts above; :attr:`Costs.xla` holds XLA's own ``cost_analysis()`` of the unoptimized program (``flops``,
+``transcendentals``, ``bytes accessed``; XLA counts a loop body once), and :attr:`Costs.memory` the compiled
+program's ``memory_analysis()``: argument, output, alias, temporary and generated-code bytes, and
+``peak_bytes = argument + output + temp - alias`` (what the executable holds at once at its peak).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from inspector.names import Path, format_key, format_path, safe
+
+__all__ = ["CallCost", "ModuleCost", "MemoryCost", "Costs", "costs", "costs_of", "remember", "CostsUnavailable"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CallCost:
+    """One module method call, in execution order. ``key`` is ``'path:method[index]'`` as
+    :attr:`inspector.model.MethodCall.key`. Costs include the calls it makes; a call inside an ``nn.scan``
+    body is charged once per iteration, and its ``output_bytes`` are those of all iterations."""
+
+    key: str
+    path: Path
+    method: str
+    index: int
+    order: int
+    module_type: str
+    flops: float
+    transcendentals: float
+    bytes_accessed: float
+    output_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleCost:
+    """One module subtree (a path prefix; ``()`` is the root), aggregated over the module and every module
+    below it. ``own_*``: the equations charged to this module alone. ``output_bytes``: the bytes the
+    module's own calls return (its activations; not summed over the subtree). ``params`` and
+    ``param_bytes``: the ``params`` collection under the path."""
+
+    path: Path
+    depth: int
+    module_type: str
+    flops: float
+    transcendentals: float
+    bytes_accessed: float
+    output_bytes: int
+    params: int
+    param_bytes: int
+    own_flops: float
+    own_transcendentals: float
+    own_bytes_accessed: float
+    calls: int
+
+    @property
+    def name(self) -> str:
+        return self.path[-1] if self.path else "/"
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryCost:
+    """The compiled program's ``memory_analysis()`` in bytes; ``peak_bytes`` is ``argument_bytes +
+    output_bytes + temp_bytes - alias_bytes``."""
+
+    argument_bytes: int
+    output_bytes: int
+    alias_bytes: int
+    temp_bytes: int
+    generated_code_bytes: int
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.argument_bytes + self.output_bytes + self.temp_bytes - self.alias_bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Costs:
+    """The cost of one flax call (see the module's docstring for the attribution and counting rules).
+
+    ``calls``: every module method call in execution order; ``modules``: every module subtree, depth first in
+    the order modules were first called (the root ``()`` first). ``flops``/``transcendentals``/
+    ``bytes_accessed``: the whole program's counts (equal to the root subtree's). ``xla``: XLA's own
+    ``cost_analysis()`` of the unoptimized program. ``memory``: the compiled program's memory (None if not
+    compiled)."""
+
+    calls: list[CallCost]
+    modules: list[ModuleCost]
+    flops: float
+    transcendentals: float
+    bytes_accessed: float
+    params: int
+    param_bytes: int
+    xla: dict[str, float] = dataclasses.field(default_factory=dict)
+    memory: MemoryCost | None = None
+    module_type: str = ""
+
+    def module(self, path: str | Sequence[str] = ()) -> ModuleCost:
+        """The subtree at ``path`` (``'blocks_0/attn'`` or a tuple; ``'/'`` or ``()`` the root)."""
+        if isinstance(path, str):
+            from inspector.names import parse_path
+
+            path = () if path in ("", "/") else parse_path(path)
+        path = tuple(path)
+        for m in self.modules:
+            if m.path == path:
+                return m
+        raise KeyError(safe(f"no module {format_path(path)!r}"))
+
+    def call(self, key: str) -> CallCost:
+        """The call keyed ``'path:method'`` (its first call) or ``'path:method[i]'``."""
+        from inspector.names import parse_key
+
+        path, method, index = parse_key(key)
+        for c in self.calls:
+            if c.path == path and c.method == method and c.index == (index or 0):
+                return c
+        raise KeyError(safe(f"no call {key!r}"))
+
+    def share(self, row: ModuleCost | CallCost) -> float:
+        """The row's FLOPs as a fraction of the total (0 when the program has none)."""
+        return row.flops / self.flops if self.flops else 0.0
+
+    def to_text(self, max_depth: int | None = None) -> str:
+        """A table: one line per module subtree (indented by depth), FLOPs with SI suffixes and their share
+        of the total, transcendentals, bytes accessed, output bytes and parameters; then the totals."""
+        head = ("module", "FLOPs", "share", "transc.", "bytes acc.", "out bytes", "params")
+        rows = [head]
+        for m in self.modules:
+            if max_depth is not None and m.depth > max_depth:
+                continue
+            label = "  " * m.depth + (safe(m.name) if m.path else f"/ ({safe(self.module_type)})")
+            rows.append((label, si(m.flops), f"{100 * self.share(m):.1f}%", si(m.transcendentals),
+                         si(m.bytes_accessed, "B"), si(m.output_bytes, "B"), si(m.params)))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+                 for r in rows]
+        total = (f"total: {si(self.flops)}FLOPs, {si(self.transcendentals)} transcendentals, "
+                 f"{si(self.bytes_accessed, 'B')} accessed, {si(self.params)} params ({si(self.param_bytes, 'B')})")
+        lines.append(total)
+        if "flops" in self.xla:
+            lines.append(f"XLA cost_analysis: {si(self.xla['flops'])}FLOPs (a loop body counted once)")
+        if self.memory is not None:
+            mem = self.memory
+            lines.append(f"compiled memory: peak {si(mem.peak_bytes, 'B')} (arguments {si(mem.argument_bytes, 'B')}, "
+                         f"outputs {si(mem.output_bytes, 'B')}, temporaries {si(mem.temp_bytes, 'B')})")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+def si(x: float, unit: str = "") -> str:
+    """``1234567 -> '1.23 M'``: three significant digits and an SI prefix (k, M, G, T, P); ``unit`` after it."""
+    if x == 0:
+        return f"0 {unit}".rstrip() if unit else "0"
+    for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale * 0.9995:
+            return f"{x / scale:.3g} {prefix}{unit}"
+    text = f"{x:.3g}" if x != int(x) else str(int(x))
+    return f"{text} {unit}".rstrip() if unit else text
+
+
+# -- counting rules -------------------------------------------------------------
+
+_FREE = frozenset({
+    "reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims", "slice", "dynamic_slice",
+    "dynamic_update_slice", "concatenate", "pad", "iota", "copy", "copy_p", "rev", "gather", "bitcast_convert_type",
+    "device_put", "sharding_constraint", "stop_gradient", "optimization_barrier", "name", "pvary",
+    "mesh_cast", "reshard", "squeeze_p", "split", "random_wrap", "random_unwrap", "random_seed",
+    "random_fold_in_p", "convert_element_type_p", "empty", "tie_in", "debug_callback", "axis_index",
+})
+_TRANSCENDENTAL = frozenset({
+    "exp", "exp2", "log", "log1p", "expm1", "tanh", "logistic", "sin", "cos", "tan", "atan2", "pow", "sqrt",
+    "rsqrt", "cbrt", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh",
+})
+_ELEMENTWISE = frozenset({
+    "add", "sub", "mul", "div", "rem", "max", "min", "neg", "abs", "sign", "floor", "ceil", "round",
+    "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "not", "xor", "select_n", "convert_element_type",
+    "clamp", "nextafter", "shift_left", "shift_right_logical", "shift_right_arithmetic", "population_count",
+    "is_finite", "square", "add_any", "real", "imag", "conj", "complex", "clz", "reduce_precision",
+})
+_REDUCE = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or",
+                     "reduce_xor", "argmax", "argmin"})
+
+
+def _size(aval: Any) -> int:
+    shape = getattr(aval, "shape", ())
+    return int(math.prod(shape)) if shape else 1
+
+
+def _nbytes(aval: Any) -> int:
+    dtype = getattr(aval, "dtype", None)
+    if dtype is None:
+        return 0
+    try:
+        itemsize = np.dtype(dtype).itemsize
+    except TypeError:  # an extended dtype (a typed PRNG key)
+        itemsize = getattr(dtype, "itemsize", 0) or 8
+    return _size(aval) * itemsize
+
+
+@dataclasses.dataclass
+class _Count:
+    flops: float = 0.0
+    transcendentals: float = 0.0
+    bytes_accessed: float = 0.0
+
+    def add(self, other: _Count, times: float = 1.0) -> None:
+        self.flops += other.flops * times
+        self.transcendentals += other.transcendentals * times
+        self.bytes_accessed += other.bytes_accessed * times
+
+
+def _conv_flops(eqn: Any) -> float:
+    """XLA's ``GetConvolutionFlops``: 2 per multiply-add, over the kernel positions inside the input."""
+    lhs, rhs = (v.aval for v in eqn.invars[:2])
+    p = eqn.params
+    dn = p["dimension_numbers"]
+    lhs_spec, rhs_spec, out_spec = dn.lhs_spec, dn.rhs_spec, dn.out_spec
+    out = eqn.outvars[0].aval
+    batch = lhs.shape[lhs_spec[0]] // p.get("batch_group_count", 1)
+    in_features = lhs.shape[lhs_spec[1]] // p.get("feature_group_count", 1)
+    out_features = rhs.shape[rhs_spec[0]]
+    strides, padding = p["window_strides"], p["padding"]
+    lhs_dil = p.get("lhs_dilation") or (1,) * len(strides)
+    rhs_dil = p.get("rhs_dilation") or (1,) * len(strides)
+    valid = 1
+    for d in range(len(strides)):
+        in_size = lhs.shape[lhs_spec[2 + d]]
+        k_size = rhs.shape[rhs_spec[2 + d]]
+        o_size = out.shape[out_spec[2 + d]]
+        o = np.arange(o_size)[:, None] * strides[d] - padding[d][0]
+        k = np.arange(k_size)[None, :] * rhs_dil[d]
+        idx = o + k
+        ok = (idx % lhs_dil[d] == 0) & (idx >= 0) & (idx // lhs_dil[d] < in_size)
+        valid *= int(ok.sum())
+    return 2.0 * batch * in_features * out_features * valid
+
+
+def _integer_pow_muls(n: int) -> int:
+    """Multiplications jax's lowering of ``x**n`` makes (square-and-multiply; a reciprocal for n < 0)."""
+    n = abs(n)
+    if n == 0:
+        return 0
+    muls, acc = 0, False
+    while n:
+        if n & 1:
+            muls += 1 if acc else 0
+            acc = True
+        n >>= 1
+        if n:
+            muls += 1
+    return muls
+
+
+_alone: dict[Any, _Count] = {}
+_alone_lock = threading.Lock()
+
+
+def _by_xla(eqn: Any) -> _Count:
+    """A primitive without a rule here, lowered alone and counted by XLA (cached per primitive, shapes and
+    parameters); zero if it cannot be lowered alone."""
+    avals = tuple(v.aval for v in eqn.invars)
+    try:
+        key: Any = (eqn.primitive, tuple((a.shape, str(a.dtype)) for a in avals),
+                    tuple(sorted((k, repr(v)) for k, v in eqn.params.items())))
+    except Exception:  # noqa: BLE001 - unhashable parameters: not cached
+        key = None
+    with _alone_lock:
+        found = _alone.get(key) if key is not None else None
+    if found is not None:
+        return found
+    import jax
+
+    count = _Count()
+    try:
+        def alone(*xs: Any) -> Any:
+            return eqn.primitive.bind(*xs, **eqn.params)
+
+        specs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals]
+        analysis = jax.jit(alone).lower(*specs).cost_analysis() or {}
+        count = _Count(float(analysis.get("flops", 0.0)), float(analysis.get("transcendentals", 0.0)),
+                       float(analysis.get("bytes accessed", 0.0)))
+    except Exception:  # noqa: BLE001 - a primitive that needs its context (an effect, a collective)
+        count = _Count(0.0, 0.0, _io_bytes(eqn))
+    if key is not None:
+        with _alone_lock:
+            _alone[key] = count
+    return count
+
+
+def _io_bytes(eqn: Any) -> float:
+    return float(sum(_nbytes(v.aval) for v in eqn.invars) + sum(_nbytes(v.aval) for v in eqn.outvars))
+
+
+def eqn_cost(eqn: Any) -> _Count:
+    """The cost of one first-order equation under the counting rules of the module's docstring."""
+    name = eqn.primitive.name
+    out = eqn.outvars[0].aval if eqn.outvars else None
+    io = _io_bytes(eqn)
+    if name in _FREE:
+        return _Count(0.0, 0.0, io)
+    if name == "dot_general":
+        (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+        lhs = eqn.invars[0].aval
+        k = math.prod(lhs.shape[d] for d in lhs_contract) if lhs_contract else 1
+        return _Count(2.0 * _size(out) * k, 0.0, io)
+    if name == "conv_general_dilated":
+        return _Count(_conv_flops(eqn), 0.0, io)
+    if name in _TRANSCENDENTAL:
+        return _Count(0.0, float(_size(out)), io)
+    if name in _ELEMENTWISE:
+        return _Count(float(sum(_size(v.aval) for v in eqn.outvars)), 0.0, io)
+    if name == "integer_pow":
+        n = eqn.params["y"]
+        return _Count(float(_size(out) * (_integer_pow_muls(n) + (1 if n < 0 else 0))), 0.0, io)
+    if name in _REDUCE:
+        return _Count(float(_size(eqn.invars[0].aval)), 0.0, io)
+    return _by_xla(eqn)
+
+
+# -- walking the program ----------------------------------------------------------
+
+_MARK = "\u27e8fi:"  # a label inspector gives each module method call while tracing: "⟨fi:17⟩"
+
+
+def _marks(stack: str) -> tuple[int, ...]:
+    """The call labels in a name stack, outermost first."""
+    if _MARK not in stack:
+        return ()
+    return tuple(int(part[len(_MARK):-1]) for part in stack.split("/") if part.startswith(_MARK))
+
+
+def _inner_jaxprs(eqn: Any) -> list[Any]:
+    found = []
+    for value in eqn.params.values():
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        for v in values:
+            jaxpr = getattr(v, "jaxpr", v)  # a ClosedJaxpr's jaxpr
+            if hasattr(jaxpr, "eqns"):
+                found.append(jaxpr)
+    return found
+
+
+class _Tally:
+    """Costs charged per call label (inclusive along the label chain) and per innermost label (own)."""
+
+    def __init__(self) -> None:
+        self.inclusive: dict[int, _Count] = {}
+        self.own: dict[int | None, _Count] = {}
+        self.times: dict[int, float] = {}  # the largest repetition a call's equations ran under
+        self.total = _Count()
+
+    def charge(self, marks: tuple[int, ...], count: _Count, times: float) -> None:
+        self.total.add(count, times)
+        self.own.setdefault(marks[-1] if marks else None, _Count()).add(count, times)
+        for m in marks:
+            self.inclusive.setdefault(m, _Count()).add(count, times)
+            self.times[m] = max(self.times.get(m, 0.0), times)
+
+    def walk(self, jaxpr: Any, outer: str = "", times: float = 1.0) -> None:
+        for eqn in jaxpr.eqns:
+            here = str(eqn.source_info.name_stack)
+            stack = f"{outer}/{here}" if outer and here else outer or here
+            name = eqn.primitive.name
+            if name == "scan":
+                self.walk(eqn.params["jaxpr"].jaxpr, stack, times * eqn.params["length"])
+                continue
+            if name == "cond":
+                self._cond(eqn, stack, times)
+                continue
+            inner = _inner_jaxprs(eqn)
+            if inner:
+                for sub in inner:  # while: body and condition once each; calls, remat, custom_*: their program
+                    if name in ("custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr") \
+                            and sub is not inner[0]:
+                        continue  # the derivative rules do not run forward
+                    self.walk(sub, stack, times)
+                continue
+            self.charge(_marks(stack), eqn_cost(eqn), times)
+
+    def _cond(self, eqn: Any, stack: str, times: float) -> None:
+        best: _Tally | None = None
+        for branch in eqn.params["branches"]:
+            t = _Tally()
+            t.walk(branch.jaxpr, stack, times)
+            if best is None or t.total.flops + t.total.transcendentals > best.total.flops + best.total.transcendentals:
+                best = t
+        if best is None:
+            return
+        self.total.add(best.total)
+        for m, c in best.own.items():
+            self.own.setdefault(m, _Count()).add(c)
+        for m, c in best.inclusive.items():
+            self.inclusive.setdefault(m, _Count()).add(c)
+            self.times[m] = max(self.times.get(m, 0.0), best.times.get(m, 0.0))
+
+
+# -- tracing the flax call --------------------------------------------------------
+
+@dataclasses.dataclass
+class _Seen:
+    mark: int
+    path: Path
+    module_type: str
+    method: str
+    index: int
+    output_bytes: int = 0
+
+
+class _Labeller:
+    """An ``nn.intercept_methods`` interceptor: each module method call runs under a named scope of its own
+    (``⟨fi:n⟩``) and is recorded with its path, method, call index and output bytes. A lifted transform's
+    wrapper call, ``setup``, unbound modules and the structure-only pass of ``nn.scan`` are not labelled
+    (their equations are charged to the enclosing call)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, _Seen] = {}
+        self.counts: dict[tuple[Path, str], int] = {}
+
+    def __call__(self, next_fun: Callable[..., Any], args: tuple, kwargs: dict, context: Any) -> Any:
+        import jax
+
+        from inspector._compat import is_lifted_wrapper_call, shape_pass
+
+        module, name = context.module, context.method_name
+        if is_lifted_wrapper_call(name) or name == "setup" or module.scope is None or shape_pass():
+            return next_fun(*args, **kwargs)
+        path = tuple(module.path)
+        index = self.counts.get((path, name), 0)
+        self.counts[(path, name)] = index + 1
+        mark = len(self.seen)
+        seen = self.seen[mark] = _Seen(mark, path, type(module).__name__, name, index)
+        with jax.named_scope(f"{_MARK}{mark}\u27e9"):
+            y = next_fun(*args, **kwargs)
+        seen.output_bytes = sum(_nbytes(getattr(leaf, "aval", leaf)) for leaf in jax.tree.leaves(y)
+                                if hasattr(leaf, "shape") and hasattr(leaf, "dtype"))
+        return y
+
+
+class CostsUnavailable(RuntimeError):
+    """The inspection cannot be re-traced for its costs (it was not made by an inspected flax.linen run, or
+    what it needs is gone)."""
+
+
+@dataclasses.dataclass
+class _Source:
+    """What re-tracing an inspected call needs, kept cheaply on its :class:`~inspector.model.Inspection`: the
+    flax call (kind, function, module, ``mutable``) and the inputs' shapes and dtypes (arrays become
+    ``jax.ShapeDtypeStruct``; other values are kept as given)."""
+
+    kind: str
+    fn: Callable
+    module: Any
+    mutable: Any
+    inputs: tuple[tuple, dict]
+
+
+_ATTR = "_inspector_costs"
+
+
+def _abstract(x: Any) -> Any:
+    import jax
+
+    def leaf(v: Any) -> Any:
+        if isinstance(v, (jax.Array, np.ndarray, np.generic)):
+            return jax.ShapeDtypeStruct(np.shape(v), v.dtype)
+        return v
+
+    return jax.tree.map(leaf, x)
+
+
+def remember(run: Any, insp: Any, args: tuple, kwargs: dict) -> None:
+    """Called by an inspected run after it built ``insp``: keeps what :meth:`Inspection.costs` needs (the
+    inputs' shapes only, no arrays). Never fails the call."""
+    try:
+        runner = getattr(run, "runner", None)
+        if runner is None or getattr(runner, "fn", None) is None or not getattr(runner, "intercepts", False):
+            return
+        insp.__dict__[_ATTR] = _Source(runner.kind, runner.fn, runner.module, runner.mutable,
+                                       _abstract((args, kwargs)))
+    except Exception:  # noqa: BLE001 - keeping the costs' inputs never fails a call
+        return
+
+
+_cache: weakref.WeakKeyDictionary[Any, Costs] = weakref.WeakKeyDictionary()
+
+
+def inspection_costs(insp: Any, memory: bool = True) -> Costs:
+    """:meth:`Inspection.costs`: computed on the first request, then cached on the inspection."""
+    cached = insp.__dict__.get("_inspector_costs_value")
+    if cached is not None and (cached.memory is not None or not memory):
+        return cached
+    source = insp.__dict__.get(_ATTR)
+    if source is None:
+        raise CostsUnavailable("costs are computed for inspections made by fi.inspect, fi.inspect_apply, "
+                               "fi.inspect_init or fi.inspect_init_with_output of a flax.linen module")
+    params = _param_sizes((leaf.path, leaf.size, leaf.nbytes) for leaf in insp.variables.leaves()
+                          if leaf.opaque is None)
+    result = costs_of(source.kind, source.fn, source.module, source.mutable, *source.inputs,
+                      params=params, memory=memory)
+    insp.__dict__["_inspector_costs_value"] = result
+    return result
+
+
+def _param_sizes(leaves: Iterator[tuple[Path, int, int]]) -> dict[Path, tuple[int, int]]:
+    """``{module path: (count, bytes)}`` of the ``params`` collection's leaves (the leaf's own module)."""
+    out: dict[Path, tuple[int, int]] = {}
+    for path, size, nbytes in leaves:
+        if not path or path[0] != "params":
+            continue
+        module = tuple(path[1:-1])
+        n, b = out.get(module, (0, 0))
+        out[module] = (n + size, b + nbytes)
+    return out
+
+
+def costs(module: Any, variables: Any, *args: Any, method: Any = None, mutable: Any = False,
+          memory: bool = True, **kwargs: Any) -> Costs:
+    """The :class:`Costs` of ``module.apply(variables, *args, method=method, mutable=mutable, **kwargs)``
+    (arrays or ``jax.ShapeDtypeStruct`` inputs), without inspecting it."""
+    from inspector.api import _method_fn
+
+    import jax
+
+    params = _param_sizes((tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in p), _size(v), _nbytes(v))
+                          for p, v in jax.tree_util.tree_flatten_with_path(variables)[0])
+    return costs_of("apply", _method_fn(module, method), module, mutable, (variables, *args), kwargs,
+                    params=params, memory=memory)
+
+
+def costs_of(kind: str, fn: Callable, module: Any, mutable: Any, args: tuple, kwargs: dict, *,
+             params: dict[Path, tuple[int, int]] | None = None, memory: bool = True) -> Costs:
+    """Traces flax's ``kind`` call of ``fn`` on ``module`` (``args``/``kwargs`` arrays or
+    ``jax.ShapeDtypeStruct``) and counts its :class:`Costs`; ``memory`` also compiles it for
+    ``memory_analysis()``."""
+    import flax.linen as nn
+    import jax
+
+    from inspector.run import FLAX_ENTRIES
+
+    abstract = _abstract((args, kwargs))
+    leaves, tree = jax.tree.flatten(abstract, is_leaf=lambda x: x is None)
+    where = [i for i, leaf in enumerate(leaves) if isinstance(leaf, jax.ShapeDtypeStruct)]
+    labeller = _Labeller()
+
+    def call(*arrays: Any) -> Any:
+        full = list(leaves)
+        for i, a in zip(where, arrays):
+            full[i] = a
+        a, k = jax.tree.unflatten(tree, full)
+        flax_fn = FLAX_ENTRIES[kind](fn, module, mutable=mutable, capture_intermediates=False)  # type: ignore[index]
+        with nn.intercept_methods(labeller):
+            out = flax_fn(*a, **k)
+        return [x for x in jax.tree.leaves(out) if isinstance(x, jax.Array)]
+
+    traced = jax.jit(call).trace(*[leaves[i] for i in where])
+    tally = _Tally()
+    tally.walk(traced.jaxpr.jaxpr)
+    lowered = traced.lower()
+    xla: dict[str, float] = {}
+    try:
+        analysis = lowered.cost_analysis() or {}
+        xla = {k: float(analysis[k]) for k in ("flops", "transcendentals", "bytes accessed") if k in analysis}
+    except Exception:  # noqa: BLE001 - a backend without cost analysis
+        pass
+    mem = None
+    if memory:
+        try:
+            stats = lowered.compile().memory_analysis()
+            mem = MemoryCost(int(stats.argument_size_in_bytes), int(stats.output_size_in_bytes),
+                             int(stats.alias_size_in_bytes), int(stats.temp_size_in_bytes),
+                             int(stats.generated_code_size_in_bytes))
+        except Exception:  # noqa: BLE001 - a backend without memory analysis
+            mem = None
+    return _assemble(labeller, tally, params or {}, xla, mem, type(module).__name__)
+
+
+def _assemble(labeller: _Labeller, tally: _Tally, params: dict[Path, tuple[int, int]], xla: dict[str, float],
+              mem: MemoryCost | None, module_type: str) -> Costs:
+    calls = []
+    zero = _Count()
+    for mark, seen in labeller.seen.items():
+        c = tally.inclusive.get(mark, zero)
+        times = tally.times.get(mark, 1.0)
+        calls.append(CallCost(format_key(seen.path, seen.method, seen.index), seen.path, seen.method, seen.index,
+                              mark, seen.module_type, c.flops, c.transcendentals, c.bytes_accessed,
+                              int(seen.output_bytes * times)))
+    # module subtrees, in the order modules were first called (then modules holding only parameters)
+    order: dict[Path, str] = {(): module_type}
+    for seen in labeller.seen.values():
+        for i in range(len(seen.path)):
+            order.setdefault(seen.path[:i], "")
+        if not order.get(seen.path):
+            order[seen.path] = seen.module_type
+    for path in params:
+        for i in range(len(path) + 1):
+            order.setdefault(path[:i], "")
+    own: dict[Path, _Count] = {}
+    for mark, c in tally.own.items():
+        path = labeller.seen[mark].path if mark is not None else ()
+        own.setdefault(path, _Count()).add(c)
+    out_bytes: dict[Path, int] = {}
+    ncalls: dict[Path, int] = {}
+    for call in calls:
+        out_bytes[call.path] = out_bytes.get(call.path, 0) + call.output_bytes
+        ncalls[call.path] = ncalls.get(call.path, 0) + 1
+    # depth-first: children after their parent, in first-seen order
+    children: dict[Path, list[Path]] = {}
+    for path in order:
+        if path:
+            children.setdefault(path[:-1], []).append(path)
+    modules: list[ModuleCost] = []
+
+    def visit(path: Path) -> tuple[_Count, int, int]:
+        total = _Count()
+        total.add(own.get(path, zero))
+        n, b = params.get(path, (0, 0))
+        index = len(modules)
+        modules.append(None)  # type: ignore[arg-type]  # filled below, after the subtree
+        for child in children.get(path, []):
+            c, cn, cb = visit(child)
+            total.add(c)
+            n, b = n + cn, b + cb
+        mine = own.get(path, zero)
+        modules[index] = ModuleCost(path, len(path), order[path], total.flops, total.transcendentals,
+                                    total.bytes_accessed, out_bytes.get(path, 0), n, b, mine.flops,
+                                    mine.transcendentals, mine.bytes_accessed, ncalls.get(path, 0))
+        return total, n, b
+
+    visit(())
+    root = modules[0]
+    return Costs(calls, modules, tally.total.flops, tally.total.transcendentals, tally.total.bytes_accessed,
+                 root.params, root.param_bytes, xla, mem, module_type)
