@@ -89,7 +89,7 @@ class WatchWidget(anywidget.AnyWidget):
                 except Exception:  # noqa: BLE001 - a closed comm or a dead kernel ends the view, not the run
                     return
 
-    def _on_selected(self, change: dict) -> None:
+    def _on_selected(self, change: dict[str, Any]) -> None:
         if self._setting:
             return
         self._chosen = True
