@@ -95,15 +95,20 @@ function render({ model, el }) {
   const charts = make("div", "fi-charts");
   siteBar.append(make("span", "", "charts of"), picker, reset);
   root.append(title, status, heatBar, heatBox, heatRead, heatNote, siteBar, note, readout, charts);
-  const st = { field: "", zoom: null, plots: [], log: {}, scrolled: "", hover: "" };
+  // pending: a site picked here that the kernel has not taken yet (it is busy while a cell runs,
+  // and its redraws still name the old selection): shown as picked until the kernel agrees
+  const st = { field: "", zoom: null, plots: [], log: {}, scrolled: "", hover: "", pending: -1 };
   Object.defineProperty(root, "fiPlots", { get: () => st.plots });  // the uPlot charts, for tests and tools
 
   const data = () => model.get("data") || {};
   const chosen = () => {
     const s = model.get("selected");
+    if (st.pending >= 0 && s !== st.pending) return st.pending;
+    st.pending = -1;
     return typeof s === "number" && s >= 0 ? s : data().selected;
   };
   const pick = (j) => {
+    st.pending = j;
     model.set("selected", j);
     model.save_changes();
   };
@@ -134,6 +139,8 @@ function render({ model, el }) {
 
   function drawHeat(d, follow) {
     const h = d.heat;
+    const before = heatBox.scrollLeft;  // a live run follows its latest steps unless scrolled away from them
+    const atEnd = before + heatBox.clientWidth >= heatBox.scrollWidth - 4;
     heatBox.replaceChildren();
     heatRead.textContent = "";
     if (!h || !h.steps.length) {
@@ -227,12 +234,14 @@ function render({ model, el }) {
     // open on the first non-finite column, else (following a live run) on the latest steps
     const target = h.first ? h.first[1] : (d.live ? nc - 1 : 0);
     const key = `${st.field}:${h.first ? h.first.join(",") : "-"}`;
-    if (follow !== false && (st.scrolled !== key || (d.live && !h.first))) {
+    if (follow !== false && (st.scrolled !== key || (d.live && !h.first && atEnd))) {
       st.scrolled = key;
       requestAnimationFrame(() => {
         const lw = labels.offsetWidth;
         heatBox.scrollLeft = Math.max(0, target * cw - (heatBox.clientWidth - lw) / 2);
       });
+    } else {
+      heatBox.scrollLeft = before;
     }
   }
 
