@@ -218,7 +218,8 @@ def test_two_runs_overlay(page, tmp_path):
     expect(page.locator(".fi-chart-note")).to_contain_text("dashed: baseline run")
     assert plot_value(page, 0, "u.series.length") == 3
     xs = plot_value(page, 0, "[u.data[0][0], u.data[0][u.data[0].length - 1]]")
-    assert xs == [0, 79]  # both runs' steps on one axis
+    assert xs == [0, 79]  # both runs' steps on one axis, all in view
+    assert plot_value(page, 0, "[u.scales.x.min, u.scales.x.max]") == [0, 79]
     std = plot_value(page, 1, "u.data[2].filter(v => v !== null)")
     np.testing.assert_array_equal(std, b.snapshot().cells["std"][:, 1])
     assert_clean(page)

@@ -245,15 +245,17 @@ function render({ model, el }) {
     }
   }
 
-  function defaultRange(d, s) {
+  /** Where charts open: the payload's range (live: the latest steps and the first non-finite
+   * one), else every step drawn (both runs' where two are overlaid). */
+  function defaultRange(d) {
     if (d.range) return d.range;
-    return [s.x[0], s.x[s.x.length - 1]];
+    const x = st.plots[0].data[0];
+    return [x[0], x[x.length - 1]];
   }
 
   function zoomAll(range) {
-    const d = data(), s = d.series && d.series[String(chosen())];
-    if (!s) return;
-    let [lo, hi] = range || defaultRange(d, s);
+    if (!st.plots.length) return;
+    let [lo, hi] = range || defaultRange(data());
     if (lo === hi) { lo -= 1; hi += 1; }
     for (const u of st.plots) u.setScale("x", { min: lo, max: hi });
   }
