@@ -406,3 +406,135 @@ def tree_click_leaf(scope: Any, path: str | Iterable[str | re.Pattern], timeout:
     row = tree_row(level, names[-1])
     row.locator(ROW_NAME).click(timeout=timeout)
     return row
+
+
+# -- the widget's shell (one anywidget: inspector/views/static/shell.js) -------------------
+TAB = ".fi-tab"
+STATUS = ".fi-status"
+JUMP = ".fi-jump[data-jump=forward]"
+GRAD_JUMP = ".fi-jump[data-jump=grad]"
+DETAIL = ".fi-detail-pane"
+DETAIL_FRAME = "iframe.fi-detail-frame"
+
+
+def widget_tab(scope: Any, name: str) -> Any:
+    """Opens the widget tab ``name`` (``"variables"``, ``"intermediates"``, ...) in ``scope`` and
+    returns its panel."""
+    tab = scope.locator(f"{TAB}[data-tab='{name}']").first
+    panel = scope.locator(f".fi-panel[data-panel='{name}']").first
+    for _ in range(3):  # Lab may still be scrolling (after a scroll inside the detail's iframe): a click can miss
+        tab.scroll_into_view_if_needed()
+        tab.click()
+        try:
+            panel.wait_for(state="visible", timeout=5_000)
+            return panel
+        except Exception:  # noqa: BLE001 - click again; the last wait below reports
+            pass
+    panel.wait_for(state="visible")
+    return panel
+
+
+def detail(scope: Any) -> Any:
+    """The detail pane's content (a FrameLocator: the pane is a sandboxed iframe, so that treescope's
+    script runs); locate text and ``treescope-container`` in it as in a page."""
+    return scope.locator(f"{DETAIL}:visible {DETAIL_FRAME}").first.content_frame
+
+
+def wait_treescope_drawn(scope: Any, text: str, timeout: float = WAIT_MS) -> Any:
+    """Waits until treescope has drawn in the detail pane of the widget in ``scope`` (its custom element
+    ran: ``text`` is in its shadow DOM, which Playwright's locators pierce); returns the pane's content.
+    Treescope draws what is (nearly) on screen, so the pane is scrolled into view from outside."""
+    from playwright.sync_api import expect
+
+    scope.locator(f"{DETAIL}:visible {DETAIL_FRAME}").first.scroll_into_view_if_needed(timeout=timeout)
+    pane = detail(scope)
+    container = pane.locator("treescope-container").first
+    container.wait_for(state="attached", timeout=timeout)
+    expect(container).to_contain_text(text, timeout=timeout)
+    return pane
+
+
+# -- marimo --------------------------------------------------------------------------
+@dataclass
+class MarimoServer:
+    process: subprocess.Popen
+    url: str
+    app: Path
+    log: Path
+
+
+MARIMO_CONFIG = """[runtime]
+auto_instantiate = true
+on_cell_change = "autorun"
+
+[completion]
+activate_on_typing = false
+"""
+"""The user config the test server runs with (its own XDG_CONFIG_HOME): every cell runs when the app opens."""
+
+
+def start_marimo_server(app: Path, base: Path, timeout: float = 300) -> MarimoServer:
+    """``marimo edit --headless`` of a copy of ``app`` (marimo may write to the file it edits) on a free
+    127.0.0.1 port, without a token, with its own config and home under ``base``; ready when ``/health``
+    answers."""
+    marimo = Path(sys.executable).with_name("marimo")
+    if not marimo.exists():
+        require_or_skip("marimo is not installed (pip install -e '.[test]')")
+    (base / "config" / "marimo").mkdir(parents=True, exist_ok=True)
+    (base / "config" / "marimo" / "marimo.toml").write_text(MARIMO_CONFIG)
+    copy = base / app.name
+    shutil.copyfile(app, copy)
+    port = free_port()
+    log = base / "marimo.log"
+    env = {**os.environ, "HOME": str(base), "XDG_CONFIG_HOME": str(base / "config"),
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(marimo), "edit", "--headless", "--host", "127.0.0.1", "--port", str(port), "--no-token",
+             "--skip-update-check", str(copy)],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=base, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    server = MarimoServer(process, url, copy, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"marimo exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+                if r.status == 200:
+                    return server
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    stop_marimo_server(server)
+    raise RuntimeError(f"marimo did not answer on {url} in {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def stop_marimo_server(server: MarimoServer, timeout: float = 15) -> None:
+    """Stops the server and its kernel (its own process group)."""
+    if server.process.poll() is None:
+        os.killpg(server.process.pid, signal.SIGTERM)
+        try:
+            server.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.process.pid, signal.SIGKILL)
+            server.process.wait(timeout)
+
+
+def open_marimo_app(page: Any, server: MarimoServer, widgets: int, timeout: float = WAIT_MS) -> Any:
+    """Opens the app, runs it (its cells run at open; a click on "run all" if they are still stale) and
+    waits until ``widgets`` of inspector's widgets are drawn; returns their locator."""
+    page.goto(server.url + "/")
+    shown = page.locator(".fi-widget")
+    deadline = time.monotonic() + timeout / 1000
+    clicked = False
+    while shown.count() < widgets:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{shown.count()} of {widgets} widgets after {timeout / 1000:.0f} s")
+        if not clicked and time.monotonic() > deadline - timeout / 1000 + 30:
+            run_all = page.locator("[data-testid=run-button]").last  # the app's "run all stale cells"
+            if run_all.is_visible() and run_all.is_enabled():
+                run_all.click()
+            clicked = True
+        page.wait_for_timeout(250)
+    return shown

@@ -10,7 +10,10 @@ import re
 from pathlib import Path
 
 import inspector
-from browser_helpers import NOTEBOOKS, run_notebook_in_lab, tree_click_leaf, tree_expand, tree_search
+from browser_helpers import (
+    DETAIL, JUMP, NOTEBOOKS, detail, run_notebook_in_lab, tree_click_leaf, tree_expand, tree_search,
+    wait_treescope_drawn, widget_tab,
+)
 
 NOTEBOOK = NOTEBOOKS / "demo_inspection.ipynb"
 TWO_VIEWS = NOTEBOOKS / "two_views.ipynb"
@@ -52,37 +55,61 @@ def test_widget_views_in_lab(page, lab_server):
     expect(matches).to_contain_text("params/decoder/Dense_1/kernel")
     demo.locator("input.fi-search:visible").fill("")
 
-    # click a leaf: its array view arrives from the kernel (treescope inside an Output widget)
+    # one model per displayed object: the whole output is one anywidget view (no core ipywidgets)
+    expect(demo.locator(".fi-widget")).to_have_count(1)
+    expect(demo.locator(".widget-tab, .widget-button, .widget-output, .jupyter-widget-Tab")).to_have_count(0)
+    # the tabs, in the static export's order, Variables open
+    tabs = demo.locator(".fi-tab").all_inner_texts()
+    assert tabs == ["Variables", "Mutations", "Intermediates", "Binding", "Output"], tabs
+    expect(demo.locator(".fi-tab.fi-tab-on")).to_have_text("Variables")
+
+    # click a leaf: its array view arrives from the kernel (treescope, run inside the pane's iframe)
     tree_click_leaf(demo, "params/encoder/Dense_0/kernel")
-    detail = demo.locator(".fi-detail-pane")
-    expect(detail).to_contain_text("variables: params/encoder/Dense_0/kernel")
-    expect(detail).to_contain_text("float32[8,32]")
-    expect(detail.locator("treescope-container")).to_have_count(1)
-    detail.locator("treescope-container").scroll_into_view_if_needed()  # treescope renders when visible
-    expect(detail).to_contain_text("axis 0: 8")  # treescope drew the array (shadow DOM)
+    pane = detail(demo)
+    expect(pane.locator("body")).to_contain_text("variables: params/encoder/Dense_0/kernel")
+    expect(pane.locator("body")).to_contain_text("float32[8,32]")
+    expect(pane.locator("treescope-container")).to_have_count(1)
+    wait_treescope_drawn(demo, "axis 0: 8")  # treescope drew the array (its script ran; shadow DOM)
+    height = demo.locator(f"{DETAIL} iframe").evaluate("f => f.getBoundingClientRect().height")
+    assert height > 100, height  # sized to its content
+
+    # names start at the same x whatever the expand arrow; the detail follows its tab
+    xs = demo.locator(".fi-list:visible > div > .fi-row .fi-name").evaluate_all(
+        "els => els.map(e => Math.round(e.getBoundingClientRect().left))")
+    assert len(set(xs)) == 1, xs
+    widget_tab(demo, "mutations")
+    expect(demo.locator(DETAIL)).to_be_hidden()  # a leaf of another tab: not shown here
+    widget_tab(demo, "variables")
+    expect(demo.locator(DETAIL)).to_be_visible()
 
     shots = os.environ.get("INSPECTOR_SCREENSHOTS")  # a folder: write the README's screenshots there
     if shots:
         Path(shots).mkdir(parents=True, exist_ok=True)
         demo.screenshot(path=f"{shots}/variables.png")
-        demo.locator(".lm-TabBar-tab", has_text="Mutations").click()
+        widget_tab(demo, "mutations")
         demo.locator(".fi-row", has_text="encoder/BatchNorm_0").first.wait_for(state="visible")
         demo.screenshot(path=f"{shots}/mutations.png")
-        demo.locator(".lm-TabBar-tab", has_text="Binding").click()
+        widget_tab(demo, "binding")
         demo.locator(".fi-row", has_text="encoder/BatchNorm_0:__call__").first.wait_for(state="visible")
         demo.screenshot(path=f"{shots}/binding.png")
 
     # NaN model: the red button jumps to the first non-finite call
     nan = nb.output(3)
-    jump = nan.locator(".fi-jump")
-    expect(jump).to_contain_text("first non-finite: d3:__call__[0]")
+    jump = nan.locator(JUMP)
+    expect(jump).to_contain_text("first non-finite: d3")
+    expect(nan.locator(".fi-row.fi-bad .fi-fact").first).to_contain_text("!!")  # the key fact, in full
     jump.click()
+    expect(nan.locator(".fi-tab.fi-tab-on")).to_have_text("Intermediates")
     selected = nan.locator(".fi-row.fi-sel")
     expect(selected).to_have_attribute("data-id", "#2")
     expect(selected).to_be_visible()
-    expect(nan.locator(".fi-detail-pane")).to_contain_text("intermediates: d3:__call__[0]")
+    fact = selected.locator(".fi-fact")
+    expect(fact).to_contain_text("nan")
+    assert fact.evaluate("e => e.scrollWidth <= e.clientWidth + 1")  # not cut off by the ellipsis
+    expect(nan.locator(".fi-depth-chart svg")).to_be_visible()  # the depth figure, above the tree
+    expect(detail(nan).locator("body")).to_contain_text("intermediates: d3")
     if shots:
-        nan.locator("treescope-container").first.wait_for(state="attached")
+        detail(nan).locator("treescope-container").first.wait_for(state="attached")
         nan.screenshot(path=f"{shots}/intermediates.png")
 
     # 5,000 leaves: first paint stays small
@@ -106,6 +133,21 @@ def test_widget_views_in_lab(page, lab_server):
         page.wait_for_function(READABLE_ON_DARK, arg=demo.locator(".fi-name").first.element_handle(), polling=100)
     contrast = page.evaluate("window.__fiContrast")
     assert contrast >= 4.5, contrast  # WCAG AA for text
+    # dark: the selected row stays readable, and the detail pane (treescope's page) follows the theme
+    selected_name = nan.locator(".fi-row.fi-sel .fi-name")
+    with contextlib.suppress(PlaywrightTimeout):  # the assertion below says what was seen last
+        page.wait_for_function(READABLE_ON_DARK, arg=selected_name.element_handle(), polling=100, timeout=20_000)
+    seen = selected_name.evaluate("""e => [getComputedStyle(e).color,
+        getComputedStyle(e.closest('.fi-row')).backgroundColor, e.closest('.fi-row').className]""")
+    assert selected_name.evaluate(READABLE_ON_DARK), (page.evaluate("window.__fiContrast"), seen)
+    body = detail(nan).locator("body")
+    dark_body = """b => { const c = getComputedStyle(b).backgroundColor.match(/[0-9.]+/g).map(Number);
+        return (0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]) / 255 < 0.3; }"""
+    for _ in range(100):  # the pane is redrawn with the theme's colours once they have arrived
+        if body.evaluate(dark_body):
+            break
+        page.wait_for_timeout(100)
+    assert body.evaluate(dark_body), body.evaluate("b => getComputedStyle(b).backgroundColor")
     if shots:
         nan.screenshot(path=f"{shots}/dark.png")
     assert not page.page_errors, page.page_errors
@@ -152,17 +194,17 @@ def test_one_widget_shown_twice(page, lab_server):
     # The selection is shared state: a click in B selects the leaf in both views.
     tree_click_leaf(b, "params/encoder/Dense_0/kernel")
     for view in (a, b):
-        expect(view.locator(".fi-detail-pane")).to_contain_text("variables: params/encoder/Dense_0/kernel",)
+        expect(detail(view).locator("body")).to_contain_text("variables: params/encoder/Dense_0/kernel")
     expect(b.locator(".fi-row.fi-sel")).to_have_attribute("data-id", "params/encoder/Dense_0/kernel")
     tree_expand(a, "params/encoder/Dense_0")  # A's search was cleared: its tree is fresh
     expect(a.locator(".fi-row.fi-sel")).to_have_attribute("data-id", "params/encoder/Dense_0/kernel")
 
     # The Output tab: what the call returned, a leaf like any other.
-    a.locator(".lm-TabBar-tab", has_text="Output").click()
+    widget_tab(a, "output")
     output = a.locator(".fi-list:visible .fi-row[data-id='output']")
     expect(output).to_contain_text("float32[4,8]")
     output.locator(".fi-name").click()
-    expect(a.locator(".fi-detail-pane")).to_contain_text("output: output")
+    expect(detail(a).locator("body")).to_contain_text("output: output")
 
     # Selected before display, past the first page: the view asks for the rows up to it and scrolls its list.
     wide = nb.output(2)
