@@ -248,6 +248,7 @@ class _Search:
         self._seq = itertools.count()
         self.births: list[_Birth] = []  # every birth, in the order they happened
         self.notes: list[str] = []
+        self._scopes: list[str] = []  # the name stacks of the equations stepped into (a body's are relative)
 
     def _new(self, make: Callable[[], Origin]) -> _Birth:
         b = _Birth(next(self._seq), make)
@@ -264,7 +265,7 @@ class _Search:
         results = tuple(describe(v, i) for i, v in enumerate(outs))
         frames = [f for f in user_frames(eqn.source_info) if not _inspector_file(f[0])]
         own = next((f for f in frames if not _library(f[0])), frames[0] if frames else None)
-        name_stack = str(getattr(eqn.source_info, "name_stack", "") or "")
+        name_stack = "/".join(s for s in self._scopes + [_name_stack(eqn)] if s)
         params = _params(eqn)
 
         def make() -> Origin:
@@ -340,7 +341,14 @@ class _Search:
         name = eqn.primitive.name
         if name not in _STEPPABLE:
             return None
-        p = eqn.params
+        self._scopes.append(_name_stack(eqn))
+        try:
+            return self._step_into(name, eqn.params, invals, births, inside)
+        finally:
+            self._scopes.pop()
+
+    def _step_into(self, name: str, p: Any, invals: list[Any], births: list[_Birth | None],
+                   inside: tuple[str, ...]) -> tuple[list[Any], list[_Birth | None]] | None:
         try:
             if name in ("pjit", "jit"):
                 return self._closed(p["jaxpr"], invals, births, inside + (f"jit({p.get('name', '')})",))
@@ -401,6 +409,12 @@ class _Search:
                     ys_b[k] = b
         stacked = [jnp.stack(y) if length else None for y in ys]
         return carry + stacked, carry_b + ys_b
+
+
+def _name_stack(eqn: Any) -> str:
+    """flax's module path where ``eqn`` was traced (``'MLP/Dense_1'``, ``'AE/AE.encode/enc'`` in a method),
+    relative to the body the equation is in."""
+    return str(getattr(eqn.source_info, "name_stack", "") or "")
 
 
 def _bind(eqn: Any, invals: list[Any]) -> list[Any]:
@@ -477,8 +491,17 @@ class Rerun:
 
     def __init__(self, runner: Any, kind: str, args: tuple, kwargs: dict, call: MethodCall | None,
                  reason: str | None = None):
-        self.runner, self.kind, self.args, self.kwargs, self.call = runner, kind, args, kwargs, call
+        self.runner, self.kind, self.args, self.kwargs = runner, kind, args, kwargs
         self.reason = reason
+        # the call is not held (a call holding this would be a reference cycle keeping its arrays until
+        # the cycle collector runs): its key, and where its first non-finite leaf sits in flax's result
+        self.key = call.key if call is not None else ""
+        self.has_call = call is not None
+        self.want: tuple[str, ...] | None = None
+        leaf = next((leaf for leaf in call.outputs if leaf.nonfinite), None) if call is not None else None
+        if call is not None and leaf is not None:
+            self.want = (("intermediates",) + tuple(call.path) + (call.method, str(call.index))
+                         + tuple(call.output_path(leaf)))
         self._origin: Origin | None = None
         self._lock = threading.Lock()
 
@@ -495,7 +518,7 @@ class Rerun:
             return self._origin
 
     def _compute(self) -> Origin:
-        key = self.call.key if self.call is not None else ""
+        key = self.key
         if self.reason is not None:
             return Origin("unknown", key, reason=self.reason)
         try:
@@ -544,7 +567,7 @@ class Rerun:
                 return self._with_note(out_births[target].make(), search)  # type: ignore[union-attr]
             note = (f"the re-run found no NaN/Inf at {key} (the compiled program and the re-run, op by op, differ "
                     "numerically); showing the first NaN/Inf the re-run made")
-        elif self.call is not None:
+        elif self.has_call:
             note = f"the output of {key} was not found in the re-run; showing the first NaN/Inf it made"
         reaching = [b for b in out_births if b is not None]
         best = min(reaching, key=lambda b: b.seq) if reaching else (
@@ -575,13 +598,9 @@ class Rerun:
 
     def _target(self, out_paths: list[tuple[str, ...]]) -> int | None:
         """The position, among the re-run's outputs, of the first non-finite leaf of the first non-finite call."""
-        call = self.call
-        if call is None:
+        want = self.want
+        if want is None:
             return None
-        leaf = next((leaf for leaf in call.outputs if leaf.nonfinite), None)
-        if leaf is None:
-            return None
-        want = ("intermediates",) + tuple(call.path) + (call.method, str(call.index)) + tuple(call.output_path(leaf))
         for i, parts in enumerate(out_paths):
             for start in (0, 1):
                 if parts[start:] == want:
