@@ -181,6 +181,8 @@ function render({ model, el }) {
       labels.append(l);
     });
     const [cells, ctx] = canvas(nc * cw, nr * rh, "fi-heat-cells");
+    cells.setAttribute("role", "img");
+    cells.setAttribute("aria-label", `${d.labels[st.field]} by site and step`);
     const accent = col("accent"), bad = col("bad"), line = col("line");
     for (let r = 0; r < nr; r++) {
       const row = vals.subarray(r * nc, (r + 1) * nc), fl = flags.subarray(r * nc, (r + 1) * nc);
@@ -303,6 +305,8 @@ function render({ model, el }) {
       const box = make("div", "fi-chart");
       box.dataset.field = f;
       box.dataset.scale = log ? "log" : "linear";
+      box.setAttribute("role", "figure");
+      box.setAttribute("aria-label", `${d.labels[f]} of ${d.sites[j]} by step${log ? " (log scale)" : ""}`);
       const head = make("div", "fi-chart-head");
       const value = make("span", "fi-value");
       head.append(make("span", "fi-chart-name", d.labels[f]), value);
