@@ -269,3 +269,43 @@ def test_compat_user_frames_reads_jax_source_info():
     closed = jax.make_jaxpr(lambda x: jnp.sin(x))(1.0)
     frames = user_frames(closed.jaxpr.eqns[0].source_info)
     assert frames and os.path.abspath(frames[0][0]) == HERE and frames[0][2].endswith("<lambda>")
+
+
+@jax.custom_jvp
+def my_log(x):
+    return jnp.log(x)  # NaN: custom_jvp
+
+
+my_log.defjvp(lambda primals, tangents: (my_log(primals[0]), tangents[0] / primals[0]))
+
+
+class Bodies(nn.Module):
+    """A NaN inside jit, custom_jvp, cond and remat bodies, chosen by ``where``."""
+
+    where: str
+
+    @nn.compact
+    def __call__(self, x):
+        y = nn.Dense(3, kernel_init=nn.initializers.zeros)(x)
+        if self.where == "jit":
+            y = jax.jit(lambda z: jnp.sqrt(z - 1.0))(y)  # NaN: jit
+        elif self.where == "custom_jvp":
+            y = my_log(y)
+        elif self.where == "cond":
+            y = jax.lax.cond(y.sum() < 1.0, lambda z: jnp.arccos(z + 2.0), lambda z: z, y)  # NaN: cond
+        elif self.where == "remat":
+            y = jax.checkpoint(lambda z: jnp.log(z) * 2.0)(y)  # NaN: remat
+        elif self.where == "while":
+            step = lambda c: (c[0] + 1, jnp.log(c[1] - c[0]))  # NaN: while
+            y = jax.lax.while_loop(lambda c: c[0] < 3, step, (0, y))[1]
+        return nn.Dense(2)(y)
+
+
+@pytest.mark.parametrize("where, primitive", [("jit", "sqrt"), ("custom_jvp", "log"), ("cond", "acos"),
+                                               ("remat", "log"), ("while", "log")])
+def test_bodies_are_stepped_into(where, primitive):
+    model, x = Bodies(where), jnp.ones((2, 4))
+    v = model.init(jax.random.key(0), x)
+    o = fi.inspect(model, v, x).first_nonfinite().origin
+    check_op(o, primitive, where)
+    assert o.inside, o.to_text()
