@@ -44,7 +44,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -57,7 +56,8 @@ __all__ = ["CallCost", "ModuleCost", "MemoryCost", "Costs", "costs", "costs_of",
 
 @dataclasses.dataclass(frozen=True)
 class CallCost:
-    """One module method call, in execution order. ``key`` is ``'path:method[index]'`` as
+    """One module method call; ``order`` counts calls in the order they returned (as
+    :attr:`inspector.model.MethodCall.order` does). ``key`` is ``'path:method[index]'`` as
     :attr:`inspector.model.MethodCall.key`. Costs include the calls it makes; a call inside an ``nn.scan``
     body is charged once per iteration, and its ``output_bytes`` are those of all iterations."""
 
@@ -119,11 +119,12 @@ class MemoryCost:
 class Costs:
     """The cost of one flax call (see the module's docstring for the attribution and counting rules).
 
-    ``calls``: every module method call in execution order; ``modules``: every module subtree, depth first in
-    the order modules were first called (the root ``()`` first). ``flops``/``transcendentals``/
-    ``bytes_accessed``: the whole program's counts (equal to the root subtree's). ``xla``: XLA's own
-    ``cost_analysis()`` of the unoptimized program. ``memory``: the compiled program's memory (None if not
-    compiled)."""
+    ``calls``: every module method call, in the order they returned (that of ``Inspection.calls``);
+    ``modules``: every module subtree, depth first in the order modules were first called (the root ``()``
+    first). ``flops``/``transcendentals``/``bytes_accessed``: the whole program's counts (equal to the root
+    subtree's). ``params``/``param_bytes``: the ``params`` collection. ``xla``: XLA's own ``cost_analysis()``
+    of the unoptimized program (the keys it gave of ``flops``, ``transcendentals``, ``bytes accessed``).
+    ``memory``: the compiled program's memory (None if not compiled)."""
 
     calls: list[CallCost]
     modules: list[ModuleCost]
@@ -180,7 +181,8 @@ class Costs:
                  f"{si(self.bytes_accessed, 'B')} accessed, {si(self.params)} params ({si(self.param_bytes, 'B')})")
         lines.append(total)
         if "flops" in self.xla:
-            lines.append(f"XLA cost_analysis: {si(self.xla['flops'])}FLOPs (a loop body counted once)")
+            lines.append(f"XLA cost_analysis of the unoptimized HLO: {si(self.xla['flops'])}FLOPs "
+                         "(loop bodies counted once)")
         if self.memory is not None:
             mem = self.memory
             lines.append(f"compiled memory: peak {si(mem.peak_bytes, 'B')} (arguments {si(mem.argument_bytes, 'B')}, "
@@ -448,6 +450,7 @@ class _Seen:
     method: str
     index: int
     output_bytes: int = 0
+    done: int = -1  # the order in which calls returned (that of :attr:`MethodCall.order`)
 
 
 class _Labeller:
@@ -459,6 +462,7 @@ class _Labeller:
     def __init__(self) -> None:
         self.seen: dict[int, _Seen] = {}
         self.counts: dict[tuple[Path, str], int] = {}
+        self.returned = 0
 
     def __call__(self, next_fun: Callable[..., Any], args: tuple, kwargs: dict, context: Any) -> Any:
         import jax
@@ -475,6 +479,8 @@ class _Labeller:
         seen = self.seen[mark] = _Seen(mark, path, type(module).__name__, name, index)
         with jax.named_scope(f"{_MARK}{mark}\u27e9"):
             y = next_fun(*args, **kwargs)
+        seen.done = self.returned
+        self.returned += 1
         seen.output_bytes = sum(_nbytes(getattr(leaf, "aval", leaf)) for leaf in jax.tree.leaves(y)
                                 if hasattr(leaf, "shape") and hasattr(leaf, "dtype"))
         return y
@@ -523,9 +529,6 @@ def remember(run: Any, insp: Any, args: tuple, kwargs: dict) -> None:
                                        _abstract((args, kwargs)))
     except Exception:  # noqa: BLE001 - keeping the costs' inputs never fails a call
         return
-
-
-_cache: weakref.WeakKeyDictionary[Any, Costs] = weakref.WeakKeyDictionary()
 
 
 def inspection_costs(insp: Any, memory: bool = True) -> Costs:
@@ -622,11 +625,11 @@ def _assemble(labeller: _Labeller, tally: _Tally, params: dict[Path, tuple[int, 
               mem: MemoryCost | None, module_type: str) -> Costs:
     calls = []
     zero = _Count()
-    for mark, seen in labeller.seen.items():
+    for mark, seen in sorted(labeller.seen.items(), key=lambda item: item[1].done):
         c = tally.inclusive.get(mark, zero)
         times = tally.times.get(mark, 1.0)
         calls.append(CallCost(format_key(seen.path, seen.method, seen.index), seen.path, seen.method, seen.index,
-                              mark, seen.module_type, c.flops, c.transcendentals, c.bytes_accessed,
+                              seen.done, seen.module_type, c.flops, c.transcendentals, c.bytes_accessed,
                               int(seen.output_bytes * times)))
     # module subtrees, in the order modules were first called (then modules holding only parameters)
     order: dict[Path, str] = {(): module_type}
@@ -639,8 +642,8 @@ def _assemble(labeller: _Labeller, tally: _Tally, params: dict[Path, tuple[int, 
         for i in range(len(path) + 1):
             order.setdefault(path[:i], "")
     own: dict[Path, _Count] = {}
-    for mark, c in tally.own.items():
-        path = labeller.seen[mark].path if mark is not None else ()
+    for label, c in tally.own.items():
+        path = labeller.seen[label].path if label is not None else ()
         own.setdefault(path, _Count()).add(c)
     out_bytes: dict[Path, int] = {}
     ncalls: dict[Path, int] = {}
