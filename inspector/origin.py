@@ -648,6 +648,19 @@ def nonfinite_origin(insp: Inspection) -> Origin | None:
     return rerun.origin() if rerun is not None else None
 
 
+def available(obj: Inspection | MethodCall) -> bool:
+    """True if an origin can be asked of ``obj`` (an inspection that found a NaN/Inf, or its first non-finite
+    call), without computing it: a view can offer it, and compute it (a re-run, seconds on a large model) when
+    asked."""
+    return _ATTR in getattr(obj, "__dict__", {})
+
+
+def computed(obj: Inspection | MethodCall) -> Origin | None:
+    """The origin of ``obj`` if it was already computed (never re-runs anything), else None."""
+    rerun = getattr(obj, "__dict__", {}).get(_ATTR)
+    return rerun._origin if rerun is not None else None
+
+
 def _install() -> None:
     """``MethodCall.origin`` and ``Inspection.nonfinite_origin`` (unless model.py defines them itself)."""
     added: tuple[tuple[type, str, Any], ...] = (
@@ -659,4 +672,4 @@ def _install() -> None:
 
 
 _install()
-__all__ = ["Origin", "Operand", "remember", "origin_of", "nonfinite_origin"]
+__all__ = ["Origin", "Operand", "remember", "origin_of", "nonfinite_origin", "available", "computed"]

@@ -309,3 +309,14 @@ def test_bodies_are_stepped_into(where, primitive):
     o = fi.inspect(model, v, x).first_nonfinite().origin
     check_op(o, primitive, where)
     assert o.inside, o.to_text()
+
+
+def test_init_with_output_and_what_a_view_can_ask_without_a_rerun():
+    model, x = LogMLP(), jnp.linspace(-1, 1, 32).reshape(4, 8)
+    insp = fi.inspect_init_with_output(lambda m, x: m(x), model)(jax.random.key(0), x)
+    first = insp.first_nonfinite()
+    assert O.available(first) and O.available(insp) and O.computed(first) is None
+    check_op(first.origin, "log", "log")
+    assert O.computed(insp) is first.origin
+    clean = fi.inspect(nn.Dense(2), nn.Dense(2).init(jax.random.key(0), x), x)
+    assert not O.available(clean) and O.computed(clean) is None
