@@ -791,6 +791,10 @@ class GradNorm:
 _RECORD_STATS = ("count", "mean", "std", "min", "max", "abs_max", "zeros", "nan", "posinf", "neginf")
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _same_number(x: float, y: float) -> bool:
     return x == y or (x != x and y != y)
 
@@ -986,8 +990,8 @@ class Inspection:
 
     def __repr__(self) -> str:
         return safe(
-            f"<Inspection {self.kind} {self.module_type}: {self.variables.count} variables, "
-            f"{len(self.diffs)} mutated collections, {len(self.calls)} captured calls>"
+            f"<Inspection {self.kind} {self.module_type}: {_plural(self.variables.count, 'variable')}, "
+            f"{_plural(len(self.diffs), 'mutated collection')}, {_plural(len(self.calls), 'captured call')}>"
         )
 
     def to_html(self, path: Any = None) -> str:
