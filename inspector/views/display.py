@@ -1,14 +1,16 @@
 """How inspections and comparisons display themselves in a notebook.
 
-The model's ``_repr_mimebundle_`` and ``__rich__`` ask here: the widget where widgets work,
-over a bounded static HTML view (for nbviewer, GitHub, exported notebooks) and ``repr``. In a
-job of several processes (``jax.distributed``) only process 0 displays; the others show a
-one-line note, so a multi-host notebook or log is not flooded with copies.
+The model's ``_repr_mimebundle_`` and ``__rich__`` ask here: the widget (one anywidget) where widgets
+work (in marimo, as marimo's own anywidget element), over a bounded static HTML view (for nbviewer,
+GitHub, exported notebooks) and ``repr``. In a job of several processes (``jax.distributed``) only
+process 0 displays; the others show a one-line note, so a multi-host notebook or log is not flooded
+with copies.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 
 from typing import Any
 
@@ -43,11 +45,28 @@ def mimebundle(obj: Inspection | Comparison, include: Any = None, exclude: Any =
         bundle: dict[str, Any] = {"text/html": html.render_comparison(obj, limit=STATIC_COMPARISON_LIMIT)}
     else:
         bundle = {"text/html": html.render_fragment(obj, **STATIC_LIMITS)}
+    marimo = in_marimo()
     with contextlib.suppress(Exception):  # no widget support here: the fallbacks stand
-        shown = widget(obj)._repr_mimebundle_(include=include, exclude=exclude) or {}
-        bundle.update(shown[0] if isinstance(shown, tuple) else shown)  # anywidget's is (data, metadata)
+        view = widget(obj)
+        if marimo is not None:  # marimo shows HTML, not a Jupyter widget's view: its own anywidget element
+            element = marimo.ui.anywidget(view)
+            view._marimo_element = element  # as long as the widget (an open model) lives
+            mime, data = element._mime_()
+            bundle = {mime: data}
+        else:
+            shown = view._repr_mimebundle_(include=include, exclude=exclude) or {}
+            bundle.update(shown[0] if isinstance(shown, tuple) else shown)  # anywidget's is (data, metadata)
     bundle["text/plain"] = repr(obj)
     return bundle
+
+
+def in_marimo() -> Any:
+    """The ``marimo`` module when this runs inside a marimo notebook, else None."""
+    marimo = sys.modules.get("marimo")
+    try:
+        return marimo if marimo is not None and marimo.running_in_notebook() else None
+    except Exception:  # noqa: BLE001 - an unknown marimo: as if there were none
+        return None
 
 
 def widget(obj: Inspection | Comparison) -> Any:

@@ -1,5 +1,6 @@
 """The marimo app tests/browser/test_marimo.py opens with `marimo edit --headless`: the demo
-inspection and a NaN model, each as the one anywidget (its tabs, trees, jump and detail)."""
+inspection (through mo.ui.anywidget) and a NaN model (the Inspection itself), each as the one
+anywidget (its tabs, trees, jump and detail)."""
 
 import marimo
 
@@ -44,7 +45,7 @@ def _():
     model, x = LogNet(), jnp.ones((2, 3))
     variables = fi.init(lambda m, x: m(x), model)(jax.random.key(0), x)
     nan = fi.inspect_apply(lambda m, x: m(x), model)(variables, x)
-    nan.widget()  # a plain anywidget as the cell's value: marimo shows it as one too
+    nan  # noqa: B018 - an Inspection as the cell's value: displayed as the widget (views/display.py)
     return (nan,)
 
 
