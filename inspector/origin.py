@@ -277,9 +277,11 @@ class _Search:
 
     # -- evaluation -------------------------------------------------------------------
     def run(self, jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], births: Sequence[_Birth | None],
-            inside: tuple[str, ...], needed: set[int] | None = None) -> tuple[list[Any], list[_Birth | None]]:
+            inside: tuple[str, ...], needed: set[int] | None = None,
+            preset: dict[Any, Any] | None = None, start: int = 0) -> tuple[list[Any], list[_Birth | None]]:
         """``jaxpr`` (an open jaxpr) on ``consts`` and ``args`` whose births are ``births``: its outputs and
-        theirs. ``needed``: the indices of the equations to evaluate (the others are skipped)."""
+        theirs. ``needed``: the indices of the equations to evaluate (the others are skipped); ``preset``: values
+        of variables already computed (all finite), whose equations are skipped."""
         from jax.extend.core import Literal
 
         env: dict[Any, Any] = {}
@@ -296,8 +298,12 @@ class _Search:
         def read(v: Any) -> Any:
             return v.val if isinstance(v, Literal) else env[v]
 
+        if preset:
+            env.update(preset)
         for i, eqn in enumerate(jaxpr.eqns):
             if needed is not None and i not in needed:
+                continue
+            if preset is not None and i < start:
                 continue
             invals = [read(v) for v in eqn.invars]
             in_births = [born.get(v) for v in eqn.invars if not isinstance(v, Literal)]
@@ -457,6 +463,57 @@ def _inspector_file(filename: str) -> bool:
     return os.path.abspath(filename).startswith(os.path.dirname(os.path.abspath(__file__)) + os.sep)
 
 
+def _module_starts(jaxpr: Any, needed: set[int], path: tuple[str, ...]) -> list[int]:
+    """For the module at ``path`` and each module it is inside, the index of its first equation (of those
+    ``needed``), read from flax's name stack (``'Root/blocks_6/ln1'``; a method's label, ``'Root.encode'``, is
+    left out); ascending, without 0."""
+    starts = set()
+    stacks = {i: tuple(p for p in _name_stack(jaxpr.eqns[i]).split("/") if "." not in p)[1:] for i in needed}
+    for depth in range(1, len(path) + 1):
+        first = next((i for i in sorted(needed) if stacks[i][:depth] == path[:depth]), 0)
+        if first:
+            starts.add(first)
+    return sorted(starts)
+
+
+def _finite_prefix(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], needed: set[int],
+                   starts: list[int]) -> tuple[dict[Any, Any] | None, int]:
+    """The equations before the last of ``starts`` (of those ``needed``) run as one compiled program, which
+    returns whether each made a NaN/Inf and the values the equations from each start on read. Returns those
+    values and the latest start before which nothing was non-finite (``(None, 0)`` if none): the search steps
+    through the equations from there. The only compile an origin needs; without it every operation upstream
+    of the module would be dispatched alone."""
+    from jax.extend.core import Literal
+
+    end = starts[-1]
+    order = [i for i in sorted(needed) if i < end]
+    eqns = [jaxpr.eqns[i] for i in order]
+    made_at: dict[Any, int] = {v: i for i in order for v in jaxpr.eqns[i].outvars}
+    reads: list[tuple[int, Any]] = [(i, v) for i in sorted(needed) for v in jaxpr.eqns[i].invars
+                                    if not isinstance(v, Literal)]
+    reads += [(len(jaxpr.eqns), v) for v in jaxpr.outvars if not isinstance(v, Literal)]
+    live = list(dict.fromkeys(v for i, v in reads if v in made_at and any(made_at[v] < s <= i for s in starts)))
+
+    def prefix(consts: list[Any], args: list[Any]) -> tuple[list[Any], Any]:
+        env: dict[Any, Any] = dict(zip(jaxpr.constvars, consts))
+        env.update(zip(jaxpr.invars, args))
+        flags = []
+        for e in eqns:
+            outs = _bind(e, [v.val if isinstance(v, Literal) else env[v] for v in e.invars])
+            env.update(zip(e.outvars, outs))
+            bad = [jnp.any(~jnp.isfinite(o)) for o in outs if _inexact(o)]
+            flags.append(jnp.stack(bad).any() if bad else jnp.array(False))
+        return [env[v] for v in live], (jnp.stack(flags) if flags else jnp.zeros(0, bool))
+
+    values, flags = jax.jit(prefix)(list(consts), list(args))
+    flags = np.asarray(flags)
+    first_bad = order[int(np.argmax(flags))] if flags.any() else end
+    start = max((s for s in starts if s <= first_bad), default=0)
+    if not start:
+        return None, 0
+    return dict(zip(live, values)), start
+
+
 def _needed(jaxpr: Any, targets: Sequence[Any]) -> set[int]:
     """Indices of the equations whose outputs ``targets`` depend on."""
     from jax.extend.core import Literal
@@ -496,6 +553,7 @@ class Rerun:
         # the call is not held (a call holding this would be a reference cycle keeping its arrays until
         # the cycle collector runs): its key, and where its first non-finite leaf sits in flax's result
         self.key = call.key if call is not None else ""
+        self.path: tuple[str, ...] = tuple(call.path) if call is not None else ()
         self.has_call = call is not None
         self.want: tuple[str, ...] | None = None
         leaf = next((leaf for leaf in call.outputs if leaf.nonfinite), None) if call is not None else None
@@ -560,7 +618,12 @@ class Rerun:
         target = self._target(out_paths)
         outvars = jaxpr.outvars
         needed = _needed(jaxpr, [outvars[target]] if target is not None else outvars)
-        outs, out_births = search.run(jaxpr, closed.consts, dyn, births, (), needed)
+        preset, start = None, 0
+        if target is not None and not any(births):
+            starts = _module_starts(jaxpr, needed, self.path)
+            if starts:
+                preset, start = _finite_prefix(jaxpr, closed.consts, dyn, needed, starts)
+        outs, out_births = search.run(jaxpr, closed.consts, dyn, births, (), needed, preset, start)
         note = None
         if target is not None:
             if out_births[target] is not None:

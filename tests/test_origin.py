@@ -320,3 +320,40 @@ def test_init_with_output_and_what_a_view_can_ask_without_a_rerun():
     assert O.computed(insp) is first.origin
     clean = fi.inspect(nn.Dense(2), nn.Dense(2).init(jax.random.key(0), x), x)
     assert not O.available(clean) and O.computed(clean) is None
+
+
+class Shifted(nn.Module):
+    shift: float
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(4)(jnp.log(jnp.abs(x) + self.shift))  # NaN: shifted
+
+
+class Deep(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        for shift in (1.0, 2.0, -1e9, 3.0):
+            x = Shifted(shift)(x)
+        return x
+
+
+def test_the_modules_upstream_run_as_one_compiled_program_when_finite(monkeypatch):
+    calls = []
+    real = O._finite_prefix
+
+    def spy(*args):
+        calls.append(real(*args))
+        return calls[-1]
+
+    monkeypatch.setattr(O, "_finite_prefix", spy)
+    model, x = Deep(), jnp.linspace(-1, 1, 12).reshape(3, 4)
+    v = model.init(jax.random.key(0), x)
+    insp = fi.inspect(model, v, x)
+    first = insp.first_nonfinite()
+    assert first.key == "Shifted_2/Dense_0:__call__[0]"  # the NaN is born in Shifted_2, before its Dense
+    o = first.origin
+    check_op(o, "log", "shifted")
+    assert o.name_stack == "Deep/Shifted_2" and o.operands[0].max < 0
+    (preset, start), = calls  # stepped from Shifted_2's first operation on: what ran before it was finite
+    assert preset is not None and start > 0
