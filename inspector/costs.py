@@ -208,7 +208,7 @@ def si(x: float, unit: str = "") -> str:
 
 _FREE = frozenset({
     "reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims", "slice", "dynamic_slice",
-    "dynamic_update_slice", "concatenate", "pad", "iota", "copy", "copy_p", "rev", "gather", "bitcast_convert_type",
+    "dynamic_update_slice", "concatenate", "pad", "iota", "copy", "copy_p", "rev", "bitcast_convert_type",
     "device_put", "sharding_constraint", "stop_gradient", "optimization_barrier", "name", "pvary",
     "mesh_cast", "reshard", "squeeze_p", "split", "random_wrap", "random_unwrap", "random_seed",
     "random_fold_in_p", "convert_element_type_p", "empty", "tie_in", "debug_callback", "axis_index",
