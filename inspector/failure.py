@@ -167,10 +167,12 @@ class _Calls:
         from inspector._compat import is_lifted_wrapper_call, shape_pass
 
         module, name = context.module, context.method_name
-        if name == "setup" or is_lifted_wrapper_call(name) or getattr(module, "scope", None) is None or shape_pass():
+        if name == "setup" or is_lifted_wrapper_call(name) or getattr(module, "scope", None) is None:
             return next_fun(*args, **kwargs)
+        structural = shape_pass()  # nn.scan tracing its body for its structure: a failing call, never a completed one
         call = CallShape(len(self.started), tuple(module.path), type(module).__name__, name, _words((args, kwargs)))
-        self.started.append(call)
+        if not structural:
+            self.started.append(call)
         self.stack.append(call)
         try:
             y = next_fun(*args, **kwargs)
@@ -180,7 +182,8 @@ class _Calls:
             raise
         finally:
             self.stack.pop()
-        self.done[call.order] = dataclasses.replace(call, outputs=_words(y))
+        if not structural:
+            self.done[call.order] = dataclasses.replace(call, outputs=_words(y))
         return y
 
 

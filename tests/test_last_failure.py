@@ -159,3 +159,34 @@ def test_inside_a_users_jit_the_error_is_flax_own():
     ours = flax_error(lambda: jax.jit(f)(jnp.ones((4, 5))))
     assert isinstance(ours, flax.errors.ScopeParamShapeError)
     assert fi.last_failure().failing_call.key == "Block_0/Dense_0:__call__"
+
+
+class Cell(nn.Module):
+    @nn.compact
+    def __call__(self, c, x):
+        y = nn.Dense(3)(x)
+        return c + y, jnp.dot(y, jnp.ones((4, 2)))  # 3 vs 4: raises while nn.scan traces the body
+
+
+class Scanned(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(4)(x)
+        scan = nn.scan(Cell, variable_broadcast="params", split_rngs={"params": False}, in_axes=1, out_axes=1)
+        return scan()(jnp.zeros((2, 3)), x)
+
+
+def test_a_failure_inside_nn_scan_names_the_body():
+    x = jnp.ones((2, 5, 4))
+    ours = flax_error(lambda: fi.init(fn, Scanned())(jax.random.key(0), x))
+    theirs = flax_error(lambda: Scanned().init(jax.random.key(0), x))
+    assert type(ours) is type(theirs) is TypeError and str(ours) == str(theirs)
+    got = fi.last_failure()
+    assert [c.key for c in got.completed] == ["Dense_0:__call__"]
+    assert [(c.key, c.module_type, c.inputs) for c in got.failing] == [
+        ("ScanCell_0:__call__", "Cell", ("float32[2,3]", "float32[2,4]")),
+        ("/:__call__", "Scanned", ("float32[2,5,4]",))]
+
+
+def test_exported():
+    assert fi.last_failure is failure.last_failure and {"last_failure", "Failure", "Origin"} <= set(fi.__all__)
