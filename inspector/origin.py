@@ -166,6 +166,12 @@ class Origin:
     def __str__(self) -> str:
         return self.headline()
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for a view (JSON-able): every field, ``where`` and ``headline``, operands as dicts."""
+        out = dataclasses.asdict(self)
+        out["where"], out["headline"] = self.where, self.headline()
+        return out
+
 
 def _brief(o: Operand) -> str:
     """The part of an operand's statistics that explains a NaN: its extremes or its non-finite values."""

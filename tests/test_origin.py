@@ -357,3 +357,31 @@ def test_the_modules_upstream_run_as_one_compiled_program_when_finite(monkeypatc
     assert o.name_stack == "Deep/Shifted_2" and o.operands[0].max < 0
     (preset, start), = calls  # stepped from Shifted_2's first operation on: what ran before it was finite
     assert preset is not None and start > 0
+
+
+class LogOfDense(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(2)(jnp.log(nn.Dense(3)(x)))  # NaN: patched
+
+
+def test_a_patched_run_and_keep_stats_are_re_run_as_they_ran():
+    model, x = LogOfDense(), jnp.ones((2, 4))
+    v = model.init(jax.random.key(0), x)
+    v = jax.tree.map(jnp.abs, v)  # every Dense output positive: no NaN unpatched
+    assert fi.inspect(model, v, x, keep="stats").first_nonfinite() is None
+    insp = fi.inspect_apply(lambda m, x: m(x), model, patches={"Dense_1:__call__": fi.zero}, keep="stats")(v, x)
+    o = insp.first_nonfinite().origin
+    check_op(o, "log", "patched")
+    assert o.operands[0].zeros == 6
+
+
+def test_to_dict_is_json():
+    import json
+
+    model = LogMLP()
+    x = jnp.linspace(-1, 1, 32).reshape(4, 8)
+    o = fi.inspect(model, model.init(jax.random.key(0), x), x).nonfinite_origin()
+    d = json.loads(json.dumps(o.to_dict()))
+    assert d["primitive"] == "log" and d["where"] == o.where and d["operands"][0]["shape"] == [4, 16]
+    assert d["headline"] == str(o)
