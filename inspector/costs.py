@@ -224,7 +224,7 @@ _ELEMENTWISE = frozenset({
     "is_finite", "square", "add_any", "real", "imag", "conj", "complex", "clz", "reduce_precision",
 })
 _REDUCE = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or",
-                     "reduce_xor", "argmax", "argmin"})
+                     "reduce_xor"})  # argmax/argmin reduce (value, index) pairs: counted by XLA
 
 
 def _size(aval: Any) -> int:
@@ -494,14 +494,54 @@ class CostsUnavailable(RuntimeError):
 @dataclasses.dataclass
 class _Source:
     """What re-tracing an inspected call needs, kept cheaply on its :class:`~inspector.model.Inspection`: the
-    flax call (kind, function, module, ``mutable``) and the inputs' shapes and dtypes (arrays become
-    ``jax.ShapeDtypeStruct``; other values are kept as given)."""
+    flax call (kind, function, module, ``mutable``) and the inputs' structure with each array's shape and
+    dtype (other values kept as given): no array is held."""
 
     kind: str
     fn: Callable
     module: Any
     mutable: Any
-    inputs: tuple[tuple, dict]
+    tree: Any
+    leaves: list[Any]
+
+    @property
+    def inputs(self) -> tuple[tuple, dict]:
+        import jax
+
+        shaped = _array_types()[1]
+        leaves = [jax.ShapeDtypeStruct(x.shape, x.dtype, weak_type=x.weak_type)
+                  if type(x) is _Spec or type(x) is shaped else x for x in self.leaves]
+        return jax.tree.unflatten(self.tree, leaves)
+
+
+class _Spec:
+    __slots__ = ("shape", "dtype", "weak_type")
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any, weak_type: bool = False):
+        self.shape, self.dtype, self.weak_type = shape, dtype, weak_type
+
+
+_TYPES: list[Any] = []
+
+
+def _array_types() -> list[Any]:
+    """jax's concrete array class and the class of its ``aval`` (found on first use)."""
+    if not _TYPES:
+        import jax
+
+        x = jax.numpy.zeros(())
+        _TYPES.extend((type(x), type(x.aval)))
+    return _TYPES
+
+
+def _spec(x: Any) -> Any:
+    """``x``'s shape and dtype if it is an array other than jax's own (no reference to the array is kept),
+    else ``x``."""
+    import jax
+
+    if isinstance(x, (jax.Array, np.ndarray, np.generic)):
+        return _Spec(tuple(np.shape(x)), x.dtype, bool(getattr(x, "weak_type", False)))
+    return x
 
 
 _ATTR = "_inspector_costs"
@@ -525,8 +565,12 @@ def remember(run: Any, insp: Any, args: tuple, kwargs: dict) -> None:
         runner = getattr(run, "runner", None)
         if runner is None or getattr(runner, "fn", None) is None or not getattr(runner, "intercepts", False):
             return
-        insp.__dict__[_ATTR] = _Source(runner.kind, runner.fn, runner.module, runner.mutable,
-                                       _abstract((args, kwargs)))
+        import jax
+
+        leaves, tree = jax.tree.flatten((args, kwargs))
+        impl = _array_types()[0]  # a jax array is kept as its aval (shape, dtype, weak type): a cheap attribute
+        specs = [x.aval if type(x) is impl else _spec(x) for x in leaves]
+        insp.__dict__[_ATTR] = _Source(runner.kind, runner.fn, runner.module, runner.mutable, tree, specs)
     except Exception:  # noqa: BLE001 - keeping the costs' inputs never fails a call
         return
 

@@ -302,3 +302,14 @@ def test_to_text_golden():
     v = model.init(jax.random.key(0), x)
     c = fi.inspect(model, v, x).costs(memory=False)
     assert c.to_text() == GOLDEN
+
+
+def test_inspection_keeps_shapes_not_arrays():
+    x = jnp.ones((4, 16))
+    model = MLP()
+    v = model.init(jax.random.key(0), x)
+    insp = fi.inspect(model, v, x, keep="stats")
+    held = insp.__dict__["_inspector_costs"].leaves
+    assert held and not any(isinstance(leaf, (jax.Array, np.ndarray)) for leaf in held)
+    del v, x
+    assert insp.costs(memory=False).params == sum(leaf.size for leaf in insp.variables.leaves())
