@@ -325,3 +325,45 @@ def test_depth_chart_has_ticks_and_one_point_per_scan_iteration():
     pts = depth_points(kept)
     assert sum(1 for p in pts if p.stacked) == 2 and "keep='stats'" in caption(pts)
     assert F.esc(caption(pts)) in depth_figure(pts)
+
+
+# -- rows: the key fact first ----------------------------------------------------------
+def _walk(rows):
+    for row in rows:
+        yield row
+        yield from _walk(row.children)
+
+
+@pytest.mark.parametrize("which", ["lognet", "grad"])
+def test_every_row_with_a_nan_or_inf_says_it_first(which):
+    from models import LogNet, grad_inspection
+
+    if which == "grad":
+        insp = grad_inspection()
+    else:
+        model, x = LogNet(), jnp.ones((2, 3))
+        insp = fi.inspect_apply(lambda m, x: m(x), model)(nn.init(lambda m, x: m(x), model)(jax.random.key(0), x), x)
+    doc = S.document(insp)
+    rows = [r for s in doc.sections for r in _walk(s.rows)]
+    bad = [r for r in rows if r.leaf is not None and r.leaf.nonfinite]
+    assert bad
+    for r in bad:
+        st = r.leaf.stats
+        assert r.fact == "!! " + ", ".join(f"{n} {k}" for n, k in ((st.nan, "nan"), (st.posinf, "+inf"),
+                                                                   (st.neginf, "-inf")) if n), r
+        assert S.line(r).split(": ", 1)[1].startswith(r.fact)  # before shape and dtype
+        assert lower(r)["fact"] == r.fact and "!!" not in lower(r)["summary"]
+    page = insp.to_html()
+    first = insp.first_nonfinite() if which == "lognet" else None
+    if first is not None:  # the static page's value line of the first non-finite call says it first too
+        assert f"value: !! {first.outputs[0].stats.nan} nan; " in page
+
+
+def test_plurals_and_short_call_names():
+    assert F.plural(1, "leaf") == "1 leaf" and F.plural(2, "leaf") == "2 leaves" and F.plural(1, "call") == "1 call"
+    assert F.plural(0, "call") == "0 calls" and F.plural(1_000, "output") == "1,000 outputs"
+    insp = written(A, B)
+    text = insp.to_text()
+    assert "intermediates: 1 call in execution order" in text and "variables: !! 4 non-finite; 1 leaf," in text
+    assert "binding: 1 method call in order" in text
+    assert repr(insp).endswith("1 variable, 1 mutated collection, 1 captured call>")

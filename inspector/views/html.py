@@ -124,7 +124,8 @@ def _rows(rows: Sequence[Row], more: int, level: int, open_depth: int, calls: bo
             attrs += f' data-path="{esc(row.id)}"'
         yield f"<details{attrs}><summary>{_label(row)}</summary>"
         if call and row.leaf is not None and row.leaf.opaque is None and not row.children:
-            yield f'<div class="fi-leaf{" fi-bad" if row.nonfinite else ""}">value: {esc(F.stored(row.leaf))}</div>'
+            value = F.with_fact(F.fact(row.leaf), F.stored(row.leaf))
+            yield f'<div class="fi-leaf{" fi-bad" if row.nonfinite else ""}">value: {esc(value)}</div>'
         yield from _rows(row.children, row.more, level + 1, open_depth)
         yield "</details>"
     yield _more(more)

@@ -372,7 +372,7 @@ def grad_row(n: GradNorm, call: MethodCall, axis: LogAxis, label: str | None = N
 def grad_leaf_row(call: MethodCall, g: Leaf) -> Row:
     """One gradient of a call, named by where its output sits in the returned value (``grad`` for an array)."""
     sub = path_str(call.output_path(g)) if call.output_path(g) else "grad"
-    return Row(sub, F.value(g), nonfinite=bool(g.nonfinite), id=f"g{call_id(call)}/{sub}", leaf=g)
+    return Row(sub, F.value(g), nonfinite=bool(g.nonfinite), id=f"g{call_id(call)}/{sub}", leaf=g, fact=F.fact(g))
 
 
 def _grad_row(n: GradNorm, call: MethodCall, axis: LogAxis, limits: Limits, label: str | None = None) -> Row:
