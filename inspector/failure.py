@@ -163,7 +163,7 @@ class _Calls:
         self.stack: list[CallShape] = []
         self.failing: list[CallShape] | None = None
 
-    def __call__(self, next_fun: Any, args: tuple, kwargs: dict, context: Any) -> Any:
+    def __call__(self, next_fun: Any, args: tuple[Any, ...], kwargs: dict[str, Any], context: Any) -> Any:
         from inspector._compat import is_lifted_wrapper_call, shape_pass
 
         module, name = context.module, context.method_name
@@ -191,11 +191,12 @@ def _abstract(x: Any) -> Any:
     from inspector.run import is_array
 
     if is_array(x) or isinstance(x, jax.core.Tracer):
-        return jax.ShapeDtypeStruct(x.shape, x.dtype)
+        struct: Any = jax.ShapeDtypeStruct  # untyped in jax 0.10.2: called through Any for mypy --strict
+        return struct(x.shape, x.dtype)
     return x
 
 
-def _split(args: tuple, kwargs: dict) -> tuple[list[Any], Any, list[int], list[Any]]:
+def _split(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[Any], Any, list[int], list[Any]]:
     from inspector.run import is_array
 
     leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
@@ -203,14 +204,15 @@ def _split(args: tuple, kwargs: dict) -> tuple[list[Any], Any, list[int], list[A
     return leaves, treedef, at, [_abstract(leaves[i]) for i in at]
 
 
-def _rebuild(leaves: list[Any], treedef: Any, at: list[int], dyn: tuple) -> tuple[tuple, dict]:
+def _rebuild(leaves: list[Any], treedef: Any, at: list[int], dyn: tuple[Any, ...]) -> Any:
+    """``(args, kwargs)`` with the arrays at ``at`` replaced by ``dyn``."""
     full = list(leaves)
     for i, a in zip(at, dyn):
         full[i] = a
     return jax.tree.unflatten(treedef, full)
 
 
-def capture(runner: Any, args: tuple, kwargs: dict, error: BaseException) -> None:
+def capture(runner: Any, args: tuple[Any, ...], kwargs: dict[str, Any], error: BaseException) -> None:
     """Called in the exception handler of an entry point whose call raised ``error``: records the partial
     inspection :func:`last_failure` returns. Never raises; ``error`` is left as it is."""
     global _last
@@ -233,7 +235,7 @@ def capture(runner: Any, args: tuple, kwargs: dict, error: BaseException) -> Non
         return
 
 
-def _retrace(runner: Any, args: tuple, kwargs: dict, failure: Failure) -> None:
+def _retrace(runner: Any, args: tuple[Any, ...], kwargs: dict[str, Any], failure: Failure) -> None:
     import flax.linen as nn
 
     from inspector.grad import GradRunner
@@ -284,7 +286,7 @@ def _paths(tree: Any) -> dict[str, str | None]:
     return out
 
 
-def _variables(runner: Any, args: tuple, kwargs: dict) -> list[VariableRow] | None:
+def _variables(runner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[VariableRow] | None:
     """Expected (``jax.eval_shape`` of flax's ``init`` of the same call) vs given variables."""
     from inspector.run import FLAX_ENTRIES, fresh_containers
 

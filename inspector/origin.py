@@ -386,7 +386,7 @@ class _Search:
             self.notes.append(f"could not step into {name}: {type(e).__name__}: {e}")
         return None
 
-    def _while(self, p: dict, invals: list[Any], births: list[_Birth | None],
+    def _while(self, p: dict[str, Any], invals: list[Any], births: list[_Birth | None],
                inside: tuple[str, ...]) -> tuple[list[Any], list[_Birth | None]] | None:
         cn, bn = p["cond_nconsts"], p["body_nconsts"]
         cconsts, bconsts, carry = invals[:cn], invals[cn:cn + bn], list(invals[cn + bn:])
@@ -399,7 +399,7 @@ class _Search:
                                           inside + (f"while iteration {i}",))
         return None
 
-    def _scan(self, p: dict, invals: list[Any], births: list[_Birth | None],
+    def _scan(self, p: dict[str, Any], invals: list[Any], births: list[_Birth | None],
               inside: tuple[str, ...]) -> tuple[list[Any], list[_Birth | None]]:
         nc, ncarry, length = p["num_consts"], p["num_carry"], p["length"]
         consts, carry, xs = invals[:nc], list(invals[nc:nc + ncarry]), invals[nc + ncarry:]
@@ -552,7 +552,7 @@ class Rerun:
     that found a NaN or Inf). Computes the :class:`Origin` once, on first request. Pickling or copying an
     inspection keeps no arrays or functions: the copy's origin says it was not kept."""
 
-    def __init__(self, runner: Any, kind: str, args: tuple, kwargs: dict, call: MethodCall | None,
+    def __init__(self, runner: Any, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any], call: MethodCall | None,
                  reason: str | None = None):
         self.runner, self.kind, self.args, self.kwargs = runner, kind, args, kwargs
         self.reason = reason
@@ -572,7 +572,7 @@ class Rerun:
     def __reduce__(self) -> Any:
         return (Rerun, (None, self.kind, (), {}, None, "not kept when the inspection was copied or pickled"))
 
-    def __deepcopy__(self, memo: dict) -> Rerun:
+    def __deepcopy__(self, memo: dict[str, Any]) -> Rerun:
         return self
 
     def origin(self) -> Origin:
@@ -681,7 +681,7 @@ class Rerun:
 _ATTR = "_inspector_rerun"
 
 
-def remember(run: Any, insp: Inspection, args: tuple, kwargs: dict) -> None:
+def remember(run: Any, insp: Inspection, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Called by an inspected run after it built ``insp``: if a captured call (or the output) holds a NaN or
     Inf, keeps what re-running the call needs on the inspection (and on its first non-finite call)."""
     try:
