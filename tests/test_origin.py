@@ -385,3 +385,17 @@ def test_to_dict_is_json():
     d = json.loads(json.dumps(o.to_dict()))
     assert d["primitive"] == "log" and d["where"] == o.where and d["operands"][0]["shape"] == [4, 16]
     assert d["headline"] == str(o)
+
+
+def test_nnx_says_why_there_is_no_origin():
+    from flax import nnx
+
+    class M(nnx.Module):
+        def __init__(self, rngs):
+            self.lin = nnx.Linear(3, 2, rngs=rngs)
+
+        def __call__(self, x):
+            return jnp.log(self.lin(x) * 0)
+
+    o = fi.inspect_nnx(M(nnx.Rngs(0)), jnp.ones((2, 3))).nonfinite_origin()
+    assert o.kind == "unknown" and "flax.linen" in o.reason
