@@ -613,13 +613,18 @@ class History:
 
         return history_table(self, fields, limit)
 
-    def to_html(self, path: str | None = None, fields: tuple[str, ...] = ("std", "abs_max", "zero_frac")) -> str:
-        """One static HTML page (SVG, no script): a line chart per site and a site x step heatmap
-        of each of ``fields``; a long run is drawn with neighbouring steps merged (the page stays
-        about a megabyte); also written to ``path`` when given."""
+    def to_html(self, path: str | None = None, fields: tuple[str, ...] = ("std", "abs_max", "zero_frac"),
+                other: History | None = None, other_title: str = "other run", title: str = "Watched training") -> str:
+        """One self-contained HTML page (uPlot and the page's script inlined, the data embedded; it
+        works offline, from a file): the status line, a site x step heatmap of ``fields`` and each
+        site's charts with axes, log scale, zoom and hover, the histograms over steps where recorded;
+        with ``other``, that run's charts of the same sites overlaid (dashed). A long run is drawn
+        with neighbouring steps merged (min and max kept, every non-finite step marked), and charts
+        are embedded for as many sites as keep the page under about a megabyte (the page says how
+        many). Also written to ``path`` when given."""
         from inspector.views.history_html import history_html
 
-        page = history_html(self, fields)
+        page = history_html(self, fields, title=title, other=other, other_title=other_title)
         if path is not None:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(page)

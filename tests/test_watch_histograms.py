@@ -169,3 +169,56 @@ def test_text_oracle_and_errors():
         h.histogram(("param", "w"))
     with pytest.raises(TypeError, match="histograms is True or False"):
         fi.watch(MODEL, histograms="yes")
+
+
+# -- the charts' data ------------------------------------------------------------------------
+def filled(steps: int = 300) -> History:
+    h = History()
+    sites = (Site("grad", "w"), Site("activation", "d:__call__[0]"))
+    rng = np.random.default_rng(0)
+    for step in range(steps):
+        cells = np.zeros(2, h.snapshot().cells.dtype)
+        cells["count"], cells["applications"] = 100, 1
+        h.add_many(step, sites, cells)
+        c = np.zeros((2, HIST_BINS), np.int64)
+        c[:, HIST_SIDE + 1 + min(31, 14 + step // 30)] = rng.integers(1, 60, 2)
+        c[:, HIST_SIDE - 16] = rng.integers(0, 9, 2)
+        h.add_histograms(step, sites, c)
+    return h
+
+
+def test_the_charts_get_the_stored_counts_merged_exactly():
+    from inspector.views.history_html import histogram, unb64
+
+    h = filled()
+    stored = h.histogram(("grad", "w"))
+    got = histogram(stored, columns=64)
+    counts = unb64(got["counts"], "<f8").reshape(len(got["steps"]), len(got["labels"]))
+    occupied = np.flatnonzero(stored.counts.sum(axis=0))
+    lo, hi = occupied[0], occupied[-1]
+    assert got["labels"] == [bin_label(b) for b in range(lo, hi + 1)] and got["zero"] == HIST_SIDE - lo
+    assert len(got["steps"]) <= 64 and got["steps"][0] == stored.first[0] and got["last"][-1] == stored.last[-1]
+    # each column is the exact sum of the stored rows it spans
+    for k, (a, b) in enumerate(zip(got["steps"], got["last"])):
+        rows = (stored.first >= a) & (stored.last <= b)
+        np.testing.assert_array_equal(counts[k], stored.counts[rows, lo:hi + 1].sum(axis=0))
+    assert counts.sum() == stored.counts.sum()
+
+
+def test_the_page_and_the_live_view_carry_the_histograms():
+    import json
+    import re
+
+    from inspector.views.history_widget import WatchWidget
+
+    h = filled()
+    page = h.to_html()
+    data = json.loads(re.search(r'<script type="application/json" id="fi-data">(.*?)</script>', page, re.S).group(1))
+    assert set(data["hist"]) == {"0", "1"} and len(page.encode()) < 1_000_000
+    w = WatchWidget(h)
+    try:
+        assert list(w.data["hist"]) == [str(w.selected)]  # the selected site's only
+        w.select(Site("activation", "d:__call__[0]"))
+        assert list(w.data["hist"]) == ["1"]
+    finally:
+        w.close()

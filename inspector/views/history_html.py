@@ -12,6 +12,8 @@
   base64); beyond ``points`` points, buckets of neighbouring steps give two points each, at the
   bucket's first and last step, holding the bucket's min and max in the order they came (so every
   min and max is kept), and ``bad`` lists every non-finite step with its NaN and Inf counts;
+- ``hist``: per charted site recorded with ``fi.watch(..., histograms=True)``, its histograms over
+  steps (:func:`histogram`);
 - ``first``: the first non-finite step and site, ``status``: :func:`status_line`.
 
 Numbers travel as base64 of typed arrays (``NaN`` where a site has no record); names are
@@ -27,10 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from inspector.history import History, Site, Snapshot
+from inspector.history import History, Site, Snapshot, StepHistograms
 from inspector.names import safe
 from inspector.views import palette
 from inspector.views.format import esc
+from inspector.views.histogram_text import bin_label
 
 FIELDS = ("mean", "std", "abs_max", "zero_frac", "norm", "ratio")
 """The fields charted per site (``ratio`` where the site has one)."""
@@ -46,6 +49,8 @@ HEAT_SITES = 200
 """The most sites (rows) a heatmap holds."""
 F32 = float(np.finfo(np.float32).max)
 """Heatmap values are float32 (shading, and a readout of 4 digits): finite ones beyond it read as it."""
+HIST_COLUMNS = 400
+"""The most step columns a histogram over steps sends (neighbouring steps' counts added beyond it)."""
 PAGE_BYTES = 960_000
 """The static page's size bound: charts are embedded for as many sites as fit under it."""
 
@@ -128,6 +133,25 @@ def series(snap: Snapshot, j: int, points: int = CHART_POINTS) -> dict[str, Any]
     return out
 
 
+def histogram(h: StepHistograms, columns: int = HIST_COLUMNS) -> dict[str, Any]:
+    """A site's histograms over steps as the charts draw them: ``steps``/``last`` per column (beyond
+    ``columns``, neighbouring stored rows merged: their counts added, exactly), ``labels`` of the
+    bins shown (from the lowest to the highest bin occupied in any row, ascending by value), ``zero``
+    the zero bin's index among them (-1 if outside), ``counts`` (columns x bins, float64, base64)."""
+    n = len(h.first)
+    occupied = np.flatnonzero(h.counts.sum(axis=0)) if n else np.zeros(0, np.int64)
+    if not len(occupied):
+        return {"steps": [], "last": [], "labels": [], "zero": -1, "counts": ""}
+    lo, hi = int(occupied[0]), int(occupied[-1])
+    starts = _starts(n, columns)
+    counts = np.add.reduceat(h.counts[:, lo:hi + 1], starts, axis=0)
+    ends = np.append(starts[1:], n) - 1
+    zero = (len(h.counts[0]) // 2) - lo
+    return {"steps": h.first[starts].tolist(), "last": h.last[ends].tolist(),
+            "labels": [bin_label(b) for b in range(lo, hi + 1)], "zero": zero if 0 <= zero <= hi - lo else -1,
+            "counts": b64(counts.astype(np.float64), "<f8")}
+
+
 def heat_sites(snap: Snapshot, limit: int = HEAT_SITES) -> list[int]:
     """The sites a heatmap shows, in site order: all, or the non-finite ones (earliest first)
     and then the first ones, up to ``limit``."""
@@ -172,9 +196,11 @@ def heat(snap: Snapshot, fields: tuple[str, ...] = HEAT_FIELDS, cells: int = HEA
 
 def payload(snap: Snapshot, charted: list[int], *, title: str = "", heat_fields: tuple[str, ...] = HEAT_FIELDS,
             cells: int = HEAT_CELLS, points: int = CHART_POINTS, selected: int | None = None,
-            window: int | None = None, other: tuple[str, Snapshot] | None = None) -> dict[str, Any]:
+            window: int | None = None, other: tuple[str, Snapshot] | None = None,
+            hists: dict[int, StepHistograms] | None = None) -> dict[str, Any]:
     """What ``history.js`` draws (see the module docstring): charts of the sites ``charted``
-    (and, with ``other`` = ``(title, snapshot)``, of the same sites in that run, overlaid);
+    (and, with ``other`` = ``(title, snapshot)``, of the same sites in that run, overlaid; with
+    ``hists``, the histograms over steps of those of them that have one);
     ``selected`` the site shown first (the first non-finite one by default); ``window``: the
     charts open on the latest ``window`` steps, widened to the first non-finite step (``None``: all)."""
     at = snap.first_nonfinite()
@@ -185,7 +211,8 @@ def payload(snap: Snapshot, charted: list[int], *, title: str = "", heat_fields:
         "title": safe(title), "status": status_line(snap), "first": first, "fields": list(FIELDS),
         "labels": LABELS, "sites": [site_label(s) for s in snap.sites], "selected": selected,
         "heat": heat(snap, heat_fields, cells), "series": {str(j): series(snap, j, points) for j in charted},
-        "charted": len(charted), "range": None}
+        "charted": len(charted), "range": None,
+        "hist": {str(j): histogram(h) for j, h in (hists or {}).items() if j in charted}}
     present = snap.steps[snap.present.any(axis=1)] if len(snap.steps) else snap.steps
     if window is not None and len(present):
         lo = int(snap.last[-1]) - int(window)
@@ -240,6 +267,8 @@ def history_html(history: History, fields: tuple[str, ...] = HEAT_FIELDS, title:
     the page says how many were left out."""
     snap = history.snapshot()
     osnap = None if other is None else (other_title, other.snapshot())
+    with_hist = set(history.histogram_sites())
+    hists = {j: history.histogram(s) for j, s in enumerate(snap.sites) if s in with_hist}
     fields = tuple(f for f in fields if f in LABELS) or HEAT_FIELDS
     cells = max(1000, min(HEAT_CELLS, 3 * HEAT_CELLS // len(fields)))
     order = chart_order(snap)
@@ -253,6 +282,8 @@ def history_html(history: History, fields: tuple[str, ...] = HEAT_FIELDS, title:
             break
     for j in order:
         cost = len(script_json(series(snap, j, points))) + 16
+        if j in hists:
+            cost += len(script_json(histogram(hists[j]))) + 16
         if osnap is not None and snap.sites[j] in osnap[1].sites:
             cost += len(script_json(series(osnap[1], osnap[1].sites.index(snap.sites[j]), points))) + 16
         if cost > budget:
@@ -260,11 +291,11 @@ def history_html(history: History, fields: tuple[str, ...] = HEAT_FIELDS, title:
         budget -= cost
         charted.append(j)
     data = payload(snap, sorted(charted), title=title, heat_fields=fields, cells=cells, points=points, other=osnap,
-                   selected=charted[0] if charted else None)
+                   selected=charted[0] if charted else None, hists=hists)
     page = _page(data, title)
     while len(page.encode()) > PAGE_BYTES and len(charted) > 1:  # a guard: the estimate above was short
         charted.pop()
         data = payload(snap, sorted(charted), title=title, heat_fields=fields, cells=cells, points=points,
-                       other=osnap, selected=charted[0])
+                       other=osnap, selected=charted[0], hists=hists)
         page = _page(data, title)
     return page

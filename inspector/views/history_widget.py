@@ -112,8 +112,10 @@ class WatchWidget(anywidget.AnyWidget):
             other = None
             if self.overlay is not None:
                 other = (self.overlay[0], self.overlay[1].snapshot())
+            hists = ({j: self.history.histogram(snap.sites[j])}
+                     if j >= 0 and snap.sites[j] in self.history.histogram_sites() else None)
             data = payload(snap, [j] if j >= 0 else [], cells=HEAT_CELLS, points=CHART_POINTS,
-                           selected=max(j, 0), window=self.window, other=other)
+                           selected=max(j, 0), window=self.window, other=other, hists=hists)
             data["live"] = True
             self._setting = True
             try:

@@ -223,3 +223,40 @@ def test_two_runs_overlay(page, tmp_path):
     std = plot_value(page, 1, "u.data[2].filter(v => v !== null)")
     np.testing.assert_array_equal(std, b.snapshot().cells["std"][:, 1])
     assert_clean(page)
+
+
+def test_histograms_over_steps_draw_the_stored_counts(page, tmp_path):
+    """A run watched with histograms=True: the site's step x bin chart with bin labels on its axis,
+    a hover readout of the stored count at that step and bin, zoom shared with the other charts."""
+    from test_watch_histograms import filled
+
+    from playwright.sync_api import expect
+
+    h = filled(120)
+    path = tmp_path / "hist.html"
+    h.to_html(str(path))
+    open_offline(page, path)
+    box = page.locator(".fi-hist-chart")
+    expect(box).to_have_count(1)
+    expect(page.locator(".fi-site-pick")).to_have_value("0")  # grad w: the first site's charts
+    stored = h.histogram(("grad", "w"))
+    yticks = box.get_attribute("data-yticks").split(" ")
+    edges = {f"{sign}2^{2 * k - 32}" for sign in "+-" for k in range(1, 32)} | {"+<2^-30", "-<2^-30", "0"}
+    assert "0" in yticks and len(yticks) >= 4 and set(yticks) <= edges, yticks  # each bin by its lower edge
+    i = field_index(page, "histogram")
+    # hover the column of step 40, on the row of its largest bin: the readout is that stored count
+    occupied = np.flatnonzero(stored.counts.sum(axis=0))
+    lo = int(occupied[0])
+    row = stored.counts[40]
+    b = int(np.argmax(row))
+    x, y = plot_value(page, i, f"[u.valToPos(40.5, 'x'), u.valToPos({b - lo}, 'y')]")
+    box.scroll_into_view_if_needed()
+    over = box.locator(".u-over").bounding_box()
+    page.mouse.move(over["x"] + x, over["y"] + y)
+    expect(box.locator(".fi-value")).to_contain_text("step 40 · ")
+    expect(box.locator(".fi-value")).to_contain_text(f" · {row[b]:,} of {row.sum():,} values")
+    # zooming the std chart zooms the histogram's steps too
+    plot_value(page, field_index(page, "std"), "(u.setSelect({left: 10, top: 0, width: 60, height: 10}), 0)")
+    lo_x, hi_x = plot_value(page, i, "[u.scales.x.min, u.scales.x.max]")
+    assert 0 < hi_x - lo_x < 119
+    assert_clean(page)

@@ -61,6 +61,13 @@ function palette(root) {
   return (/** @type {string} */ name) => cs.getPropertyValue(`--fi-${name}`).trim() || cs.color;
 }
 
+/** A bin's label on an axis: its lower edge with the sign (`+2^-10` for `+[2^-10, 2^-8)`). */
+function short(label) {
+  const m = /^([+-])([[(])([^,]+),\s*([^)]+)\)$/.exec(label);
+  if (!m) return label;
+  return m[3] === "0" ? `${m[1]}<${m[4]}` : `${m[1]}${m[3]}`;
+}
+
 function stepLabel(a, b) {
   return a === b ? `step ${a}` : `steps ${a}-${b}`;
 }
@@ -367,7 +374,95 @@ function render({ model, el }) {
       u.over.addEventListener("dblclick", () => { st.zoom = null; setTimeout(() => zoomAll(null)); });
       st.plots.push(u);
     }
+    const hist = d.hist && d.hist[String(j)];
+    if (hist && hist.steps.length) drawHistogram(d, j, hist, { col, font, width, key });
     zoomAll(st.zoom);
+  }
+
+  /** The site's histograms over steps: a step x bin map (bins ascending upward), each step's column
+   * shaded by the share of its values in each bin; on the charts' step axis (zoom, hover synced). */
+  function drawHistogram(d, j, hist, { col, font, width, key }) {
+    const nb = hist.labels.length, nc = hist.steps.length;
+    const counts = decode(hist.counts, Float64Array);
+    const top = new Float64Array(nc), total = new Float64Array(nc);
+    for (let c = 0; c < nc; c++) {
+      for (let b = 0; b < nb; b++) {
+        const v = counts[c * nb + b];
+        top[c] = Math.max(top[c], v); total[c] += v;
+      }
+    }
+    const box = make("div", "fi-chart fi-hist-chart");
+    box.dataset.field = "histogram";
+    box.setAttribute("role", "figure");
+    box.setAttribute("aria-label", `histogram of ${d.sites[j]}'s values by step`);
+    const head = make("div", "fi-chart-head");
+    const value = make("span", "fi-value");
+    head.append(make("span", "fi-chart-name", "histogram"), value);
+    box.append(head);
+    charts.append(box);
+    const every = Math.max(1, Math.ceil(nb / 8));
+    const splits = [];
+    for (let b = 0; b < nb; b++) if (b === hist.zero || (b - (hist.zero >= 0 ? hist.zero : 0)) % every === 0) splits.push(b);
+    const ax = { stroke: col("fg"), font, grid: { stroke: col("line"), width: 1 }, ticks: { stroke: col("line"), width: 1 } };
+    const at = (step) => {  // the column holding this step (columns run from their first step to the next's)
+      let lo = 0, hi = nc - 1;
+      while (lo < hi) { const m = (lo + hi + 1) >> 1; if (hist.steps[m] <= step) lo = m; else hi = m - 1; }
+      return lo;
+    };
+    const xs = hist.steps.slice();
+    const u = new uPlot({
+      width, height: Math.max(150, Math.min(260, 16 * nb)), legend: { show: false },
+      scales: { x: { time: false }, y: { range: [-0.5, nb - 0.5] } },
+      axes: [{ ...ax, size: 34, incrs: STEP_INCRS, values: (_u, ticks) => shown(box, "xticks", ticks.map(String)) },
+        { ...ax, size: 76, splits: () => splits,
+          values: (_u, ticks) => shown(box, "yticks", ticks.map((b) => short(hist.labels[b] || ""))) }],
+      series: [{ label: "step" }, { label: "bin", show: false }],
+      cursor: { sync: { key }, drag: { x: true, y: false, setScale: false }, points: { show: false } },
+      hooks: {
+        draw: [(p) => {
+          const c = p.ctx, acc = col("accent");
+          c.save();
+          c.fillStyle = acc;
+          const rowH = Math.abs(p.valToPos(0, "y", true) - p.valToPos(1, "y", true));
+          for (let k = 0; k < nc; k++) {
+            if (!top[k]) continue;
+            const end = k + 1 < nc ? hist.steps[k + 1] : hist.last[k] + 1;
+            const x0 = p.valToPos(hist.steps[k], "x", true), x1 = p.valToPos(end, "x", true);
+            if (x1 < p.bbox.left || x0 > p.bbox.left + p.bbox.width) continue;
+            for (let b = 0; b < nb; b++) {
+              const v = counts[k * nb + b];
+              if (!v) continue;
+              c.globalAlpha = 0.12 + 0.88 * (v / top[k]);
+              const y = p.valToPos(b, "y", true);
+              c.fillRect(x0, y - rowH / 2, Math.max(1, x1 - x0 - 0.5), Math.max(1, rowH - 0.5));
+            }
+          }
+          c.restore();
+        }],
+        setCursor: [(p) => {
+          const { left, top: y } = p.cursor;
+          if (left === undefined || left < 0) { value.textContent = ""; return; }
+          const k = at(p.posToVal(left, "x")), b = Math.round(p.posToVal(y, "y"));
+          if (b < 0 || b >= nb) { value.textContent = ""; return; }
+          const v = counts[k * nb + b];
+          const text = `${stepLabel(hist.steps[k], hist.last[k])} · ${hist.labels[b]} · ${v.toLocaleString("en-US")}`
+            + ` of ${total[k].toLocaleString("en-US")} values (${total[k] ? ((100 * v) / total[k]).toFixed(1) : 0}%)`;
+          value.textContent = text;
+          if (st.hover === "histogram") readout.textContent = `${d.sites[j]} · ${text}`;
+        }],
+        setSelect: [(p) => {
+          if (p.select.width < 2) return;
+          st.zoom = [p.posToVal(p.select.left, "x"), p.posToVal(p.select.left + p.select.width, "x")];
+          p.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+          zoomAll(st.zoom);
+        }],
+      },
+    }, [xs, xs.map(() => null)], box);
+    u.over.addEventListener("mouseenter", () => { st.hover = "histogram"; });
+    u.over.addEventListener("dblclick", () => { st.zoom = null; setTimeout(() => zoomAll(null)); });
+    box.append(make("div", "fi-note", "bins: exactly 0, and each sign's powers of four; each step's column shaded "
+      + "by its share of the values (its largest bin darkest); NaN and Inf are not binned"));
+    st.plots.push(u);
   }
 
   function draw() {
