@@ -15,6 +15,8 @@ exact (the keys are those of :attr:`~inspector.model.MethodCall.key`). Equations
 (code in the run's own function) are charged to the root module ``/`` and to no call. A call's cost includes
 the calls it makes; a module subtree's cost is the sum over the equations charged to the module and the
 modules below it, so the ``own`` costs of all modules sum to the total, and so does the root's subtree.
+For an inspection of ``fi.inspect_grad`` the program is the loss's forward call (its gradient is not counted).
+Arrays count as their global shapes (the program before it is partitioned across devices).
 
 **Counting rules** (those of XLA's ``HloCostAnalysis``, which ``jax.jit(f).lower(...).cost_analysis()`` applies
 to the unoptimized HLO): ``dot_general`` is ``2 x batch x M x N x K``; ``conv_general_dilated`` 2 per
@@ -22,10 +24,11 @@ multiply-add over the kernel positions that fall inside the (padded, dilated) in
 elementwise arithmetic, comparisons, selects and conversions 1 per output element; transcendental functions
 (``exp``, ``log``, ``tanh``, ``logistic``, ``sin``, ``cos``, ``pow``, ``sqrt``, ``rsqrt``...) 1 transcendental
 per output element and no FLOP; reductions 1 per input element; ``integer_pow`` ``x**n`` the multiplications
-its lowering makes; data movement (reshape, transpose, slices, gathers, broadcasts, concatenation) none. A
-primitive without a rule here (``erf``, ``lgamma``, a random-bits generator...) is lowered alone and counted by
-XLA itself (once per distinct shape). Bytes accessed are, per equation, its operands' bytes plus its
-results' bytes (XLA's rule, on the unfused program: an upper bound on what a fused program moves). Inner
+its lowering makes; data movement (reshape, transpose, slices, broadcasts, concatenation) none. A
+primitive without a rule here (``erf``, gathers, ``argmax``, sorts, cumulative sums, random bits...) is lowered
+alone and counted by XLA itself (once per distinct primitive, shapes and parameters). Bytes accessed are, per
+equation, its operands' bytes plus its results' bytes (XLA's rule, on the unfused program: an upper bound on
+what a fused program moves; XLA's own count of the unoptimized HLO is higher, as it has more ops). Inner
 programs are entered: ``jit``/``pjit``, ``custom_jvp_call``, ``custom_vjp_call``, ``remat``/``checkpoint``,
 ``closed_call``; a ``scan`` body (an ``nn.scan`` layer) is charged once per iteration (times its length);
 ``cond`` is charged its most expensive branch (by FLOPs, the cost of a ``switch`` that takes it); a
@@ -59,7 +62,8 @@ class CallCost:
     """One module method call; ``order`` counts calls in the order they returned (as
     :attr:`inspector.model.MethodCall.order` does). ``key`` is ``'path:method[index]'`` as
     :attr:`inspector.model.MethodCall.key`. Costs include the calls it makes; a call inside an ``nn.scan``
-    body is charged once per iteration, and its ``output_bytes`` are those of all iterations."""
+    body is charged once per iteration, and its ``output_bytes`` are those of all iterations. ``params`` and
+    ``param_bytes``: the ``params`` collection of the call's module subtree (what the call can use)."""
 
     key: str
     path: Path
@@ -71,6 +75,8 @@ class CallCost:
     transcendentals: float
     bytes_accessed: float
     output_bytes: int
+    params: int = 0
+    param_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -719,5 +725,8 @@ def _assemble(labeller: _Labeller, tally: _Tally, params: dict[Path, tuple[int, 
 
     visit(())
     root = modules[0]
+    by_path = {m.path: m for m in modules}
+    calls = [dataclasses.replace(c, params=by_path[c.path].params, param_bytes=by_path[c.path].param_bytes)
+             if c.path in by_path else c for c in calls]
     return Costs(calls, modules, tally.total.flops, tally.total.transcendentals, tally.total.bytes_accessed,
                  root.params, root.param_bytes, xla, mem, module_type)

@@ -65,6 +65,7 @@ def test_single_dense_hand_count():
     assert c.params == n_in * n_out + n_out and c.param_bytes == 4 * (n_in * n_out + n_out)
     call = c.call("/:__call__")
     assert call.flops == c.flops and call.output_bytes == B * n_out * 4
+    assert (call.params, call.param_bytes) == (c.params, c.param_bytes)
     # operands and results of dot_general (x, kernel -> y), reshape (bias), add (y, bias -> y)
     assert c.bytes_accessed == 4 * ((B * n_in + n_in * n_out + B * n_out) + (n_out + n_out) + (2 * B * n_out + n_out))
 
@@ -158,6 +159,7 @@ def test_bench_transformer_agrees_with_xla():
     keys = [call.key for call in c.calls]
     assert [call.key for call in insp.calls] == [k for k in keys if k in {call.key for call in insp.calls}]
     assert c.call("blocks_1:__call__").order == insp.call("blocks_1:__call__").order
+    assert c.call("blocks_1/mlp:__call__").params == c.module("blocks_1/mlp").params == 2 * 32 * 128 + 128 + 32
 
 
 class Cell(nn.Module):
