@@ -315,3 +315,37 @@ def test_inspection_keeps_shapes_not_arrays():
     assert held and not any(isinstance(leaf, (jax.Array, np.ndarray)) for leaf in held)
     del v, x
     assert insp.costs(memory=False).params == sum(leaf.size for leaf in insp.variables.leaves())
+
+
+@jax.custom_vjp
+def _clip_grad(x):
+    return jnp.sin(x) * 2.0
+
+
+_clip_grad.defvjp(lambda x: (_clip_grad(x), x), lambda x, g: (jnp.clip(g, -1.0, 1.0),))
+
+
+class Inner(nn.Module):
+    """Inner programs: remat, a nested jit, custom_jvp (relu), custom_vjp, and a while loop of unknown trip
+    count (a body counted once, as XLA counts it)."""
+
+    @nn.compact
+    def __call__(self, x, n):
+        x = nn.remat(nn.Dense)(16, name="remat")(x)
+        x = jax.jit(lambda y: jax.nn.relu(y) @ jnp.ones((16, 16)))(x)
+        x = _clip_grad(x)
+        return jax.lax.fori_loop(0, n, lambda i, y: jnp.tanh(y @ jnp.ones((16, 16))), x)
+
+
+def test_inner_programs_agree_with_xla():
+    x = jnp.ones((4, 8))
+    model = Inner()
+    n = jnp.int32(3)
+    v = model.init(jax.random.key(0), x, n)
+    c = costs(model, v, x, n, memory=False)
+    xla = jax.jit(lambda v, x, n: model.apply(v, x, n)).lower(v, x, n).cost_analysis()
+    assert c.flops == pytest.approx(xla["flops"], rel=0.02)
+    assert c.transcendentals == pytest.approx(xla["transcendentals"], rel=0.02)
+    assert c.module("remat").flops == 2 * 4 * 8 * 16 + 4 * 16
+    assert c.module(()).own_flops >= 2 * (2 * 4 * 16 * 16)  # the nested jit's matmul and the loop body's
+    check_sums(c)
