@@ -510,6 +510,12 @@ class _Source:
     tree: Any
     leaves: list[Any]
 
+    def __reduce__(self) -> Any:
+        return (_forgotten, ())  # a pickled inspection keeps no function or module: its costs() raises
+
+    def __deepcopy__(self, memo: dict) -> _Source:
+        return self
+
     @property
     def inputs(self) -> tuple[tuple, dict]:
         import jax
@@ -518,6 +524,10 @@ class _Source:
         leaves = [jax.ShapeDtypeStruct(x.shape, x.dtype, weak_type=x.weak_type)
                   if type(x) is _Spec or type(x) is shaped else x for x in self.leaves]
         return jax.tree.unflatten(self.tree, leaves)
+
+
+def _forgotten() -> None:
+    return None
 
 
 class _Spec:

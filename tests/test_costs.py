@@ -349,3 +349,16 @@ def test_inner_programs_agree_with_xla():
     assert c.module("remat").flops == 2 * 4 * 8 * 16 + 4 * 16
     assert c.module(()).own_flops >= 2 * (2 * 4 * 16 * 16)  # the nested jit's matmul and the loop body's
     check_sums(c)
+
+
+def test_copied_and_pickled_inspections():
+    import copy
+    import pickle
+
+    x = jnp.ones((2, 4))
+    model = nn.Dense(3)
+    v = model.init(jax.random.key(0), x)
+    insp = fi.inspect_apply(lambda m, x: m(x), model)(v, x)  # a lambda: not picklable
+    assert copy.deepcopy(insp).costs(memory=False).flops == 2 * 2 * 4 * 3 + 2 * 3
+    source = insp.__dict__["_inspector_costs"]
+    assert pickle.loads(pickle.dumps(source)) is None  # no function or module travels; costs() then raises
