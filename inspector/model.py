@@ -431,6 +431,15 @@ class MethodCall:
         return sum(leaf.nonfinite for leaf in self.outputs)
 
     @property
+    def origin(self) -> Any:
+        """Where this call's NaN/Inf was born (:class:`inspector.origin.Origin`: the operation, its
+        source line and operands) if this is its inspection's first non-finite call, else None;
+        computed on the first request by re-running the call (:mod:`inspector.origin`)."""
+        from inspector.origin import origin_of
+
+        return origin_of(self)
+
+    @property
     def grad_nonfinite(self) -> int:
         """NaN and Inf elements in the gradients with respect to the outputs."""
         return sum(leaf.nonfinite for leaf in self.grads or ())
@@ -915,6 +924,13 @@ class Inspection:
     def first_nonfinite(self) -> MethodCall | None:
         """The earliest captured call (in execution order) whose output has a NaN or Inf."""
         return next((c for c in self.calls if c.nonfinite), None)
+
+    def nonfinite_origin(self) -> Any:
+        """The origin of the first NaN/Inf (``self.first_nonfinite().origin``): None if every value
+        is finite (see :attr:`MethodCall.origin`)."""
+        from inspector.origin import nonfinite_origin
+
+        return nonfinite_origin(self)
 
     def costs(self, memory: bool = True) -> Any:
         """Per-module cost (:class:`inspector.costs.Costs`): FLOPs, transcendentals, bytes accessed, output

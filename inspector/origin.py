@@ -730,15 +730,4 @@ def computed(obj: Inspection | MethodCall) -> Origin | None:
     return rerun._origin if rerun is not None else None
 
 
-def _install() -> None:
-    """``MethodCall.origin`` and ``Inspection.nonfinite_origin`` (unless model.py defines them itself)."""
-    added: tuple[tuple[type, str, Any], ...] = (
-        (MethodCall, "origin", property(origin_of, doc=origin_of.__doc__)),
-        (Inspection, "nonfinite_origin", nonfinite_origin))
-    for cls, name, value in added:
-        if not hasattr(cls, name):
-            setattr(cls, name, value)
-
-
-_install()
 __all__ = ["Origin", "Operand", "remember", "origin_of", "nonfinite_origin", "available", "computed"]
