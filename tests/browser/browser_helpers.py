@@ -475,8 +475,8 @@ activate_on_typing = false
 
 def start_marimo_server(app: Path, base: Path, timeout: float = 300) -> MarimoServer:
     """``marimo edit --headless`` of a copy of ``app`` (marimo may write to the file it edits) on a free
-    127.0.0.1 port, without a token, with its own config and home under ``base``; ready when ``/health``
-    answers."""
+    127.0.0.1 port, without a token, with its own config and home under ``base`` and the repository and
+    this folder on its kernel's path; ready when ``/health`` answers."""
     marimo = Path(sys.executable).with_name("marimo")
     if not marimo.exists():
         require_or_skip("marimo is not installed (pip install -e '.[test]')")
@@ -487,7 +487,7 @@ def start_marimo_server(app: Path, base: Path, timeout: float = 300) -> MarimoSe
     port = free_port()
     log = base / "marimo.log"
     env = {**os.environ, "HOME": str(base), "XDG_CONFIG_HOME": str(base / "config"),
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [str(marimo), "edit", "--headless", "--host", "127.0.0.1", "--port", str(port), "--no-token",

@@ -1,5 +1,5 @@
 """User-controlled names (module names, sow names, class names, returned strings) are text,
-never markup, in the static HTML export."""
+never markup, in the static HTML export and in the widget (shown in marimo)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ import pytest
 
 import inspector as fi
 from inspector import capture as C
-from browser_helpers import assert_clean
+from browser_helpers import (
+    HERE, STATUS, assert_clean, detail, open_marimo_app, start_marimo_server, stop_marimo_server, tree_search,
+    widget_tab,
+)
 
 IMG = "<img src=x onerror=alert(1)>"
 SCRIPT = "<script>window.__pwned=1</script>"
@@ -82,9 +85,9 @@ def test_names_are_text_not_markup(page, evil_html):
 
     panel = page.locator("div.fi-panel[data-panel=intermediates]")
     page.locator("label[data-tab=intermediates]").click()
-    expect(panel.locator("summary .fi-name", has_text=f"{IMG}:{IMG}[0]")).to_have_text(
-        re.compile(rf"#\d+ {re.escape(IMG)}:{re.escape(IMG)}\[0\]"))
-    sown = fi.format_key((IMG,), SCRIPT, 0)  # the key grammar escapes the '/' of '</script>'
+    expect(panel.locator("summary .fi-name", has_text=f"{IMG}:{IMG}").first).to_have_text(
+        re.compile(rf"#\d+ {re.escape(IMG)}:{re.escape(IMG)}(\[0\])?"))
+    sown = fi.format_key((IMG,), SCRIPT)  # the key grammar escapes the '/' of '</script>' (a substring: "[0]" or not)
     expect(panel.locator("summary .fi-name", has_text=sown)).to_be_visible()
     expect(panel.get_by_text(f"({CLASS})").first).to_be_visible()
     expect(panel.get_by_text(f"str: '{SCRIPT}'")).to_be_visible()
@@ -98,3 +101,33 @@ def test_names_are_text_not_markup(page, evil_html):
 
     assert_clean(page)  # no request for "x", no console errors, no dialogs
     assert page.evaluate("typeof window.__pwned") == "undefined"
+
+
+def test_widget_names_are_text_not_markup(page, tmp_path):
+    """The widget (one anywidget, here in marimo): every tab's rows, the status line and a detail."""
+    from playwright.sync_api import expect
+
+    server = start_marimo_server(HERE / "marimo" / "xss_app.py", tmp_path)
+    try:
+        w = open_marimo_app(page, server, 1).first
+        expect(w.locator(STATUS)).to_contain_text(f"Inspection: apply {ROOT}")
+        for tab in ("variables", "mutations", "intermediates", "binding", "output"):
+            widget_tab(w, tab)
+            page.wait_for_timeout(50)  # give any injected handler a chance to run
+        inter = widget_tab(w, "intermediates")
+        expect(inter.locator(".fi-name", has_text=f"{IMG}:{IMG}").first).to_be_visible()
+        expect(inter.get_by_text(f"({CLASS})").first).to_be_visible()
+        inter.locator(".fi-leaf .fi-name", has_text=IMG).first.click()
+        body = detail(w).locator("body")
+        expect(body).to_contain_text(IMG)  # the detail's title, as text
+        assert detail(w).locator("img").count() == 0
+        widget_tab(w, "variables")
+        matches = tree_search(w, "dense")  # nested below the <img> module: found by search
+        expect(matches.locator(".fi-name", has_text="<b>dense").first).to_be_visible()  # its "/" is quoted in a path
+        assert page.dialogs == [], page.dialogs
+        assert page.evaluate("typeof window.__pwned") == "undefined"
+        for tag in ("img", "script", "b"):
+            assert w.locator(tag).count() == 0, tag
+        assert not page.page_errors, page.page_errors
+    finally:
+        stop_marimo_server(server)
