@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Generic, TypedDict, TypeVar
 
 from inspector.model import (
-    Comparison, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, Order, path_matches, path_str,
+    Comparison, GradNorm, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, Order, path_matches, path_str,
 )
 from inspector.names import parse_path, safe
 from inspector.views import format as F
@@ -360,9 +360,14 @@ class GradSource(RowSource[Leaf]):
         self.calls = {S.call_id(c): c for c in insp.calls if c.grads}
 
     @functools.cached_property
+    def grad_norms(self) -> list[GradNorm]:
+        """The calls' gradient norms, measured once (for the bars' axis and the calls' rows)."""
+        return self.insp.grad_norms()
+
+    @functools.cached_property
     def axis(self) -> S.LogAxis:
         """The one log axis of every bar of the tab (:func:`~inspector.views.sections.grad_axis`)."""
-        return S.grad_axis(self.insp)
+        return S.grad_axis(self.insp, self.grad_norms)
 
     def heading(self) -> str:
         """The section's title line, with the range of the bars' common log axis."""
@@ -374,7 +379,7 @@ class GradSource(RowSource[Leaf]):
 
     @functools.cached_property
     def _norms(self) -> list[Row]:
-        norms = self.insp.grad_norms()
+        norms = self.grad_norms
         labels = F.call_labels(self.insp.calls)
         return [lower(S.grad_row(n, self.calls[f"#{n.order}"], self.axis, labels[n.order]),
                       len(self.calls[f"#{n.order}"].grads or ())) for n in norms]

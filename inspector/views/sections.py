@@ -352,10 +352,13 @@ def bar_text(row: Row) -> str:
     return "[" + "#" * filled + "." * (BAR - filled) + "]"
 
 
-def grad_axis(insp: Inspection) -> LogAxis:
-    """The one log axis of the gradients section's bars: the calls' and the parameters' ``|grad|``."""
-    norms = [n.grad_norm for n in insp.grad_norms()] + [u.grad_norm for u in insp.update_scales()]
-    return LogAxis.of(norms)
+def grad_axis(insp: Inspection, norms: Sequence[GradNorm] | None = None) -> LogAxis:
+    """The one log axis of the gradients section's bars: the calls' ``|grad|`` (``norms``, measured
+    when not given) and each parameter's (an update scale's ``|grad|``, read from its statistics here so
+    that the scales need not be ranked before their row is opened)."""
+    calls = insp.grad_norms() if norms is None else norms
+    params = [g.stats.norm for g in insp.grads.leaves() if g.stats is not None] if insp.grads is not None else []
+    return LogAxis.of([n.grad_norm for n in calls] + params)
 
 
 def grad_row(n: GradNorm, call: MethodCall, axis: LogAxis, label: str | None = None) -> Row:
@@ -416,7 +419,8 @@ def gradients(insp: Inspection, limits: Limits = Limits()) -> Section:
     first = insp.first_nonfinite_grad()
     with_grads = sum(1 for c in insp.calls if c.grads)
     rows = [] if first is None else [first_grad_row(first)]
-    axis = grad_axis(insp) if limits.max_depth != 0 else None
+    norms = insp.grad_norms() if limits.max_depth != 0 else None
+    axis = grad_axis(insp, norms) if norms is not None else None
     head = update_scales_row(insp)
     if axis is not None:
         scales = insp.update_scales()
@@ -426,8 +430,7 @@ def gradients(insp: Inspection, limits: Limits = Limits()) -> Section:
         head.more = insp.grads.root.count  # one scale per parameter
     rows.append(head)
     head = activation_grads_row(insp)
-    if axis is not None:
-        norms = insp.grad_norms()
+    if axis is not None and norms is not None:
         by_order = {c.order: c for c in insp.calls}
         labels = F.call_labels(insp.calls)
         shown_norms, head.more = _level(norms, 2, limits)
