@@ -454,3 +454,13 @@ def test_comparison_widget_is_one_model_with_its_tree_and_detail(monkeypatch):
     assert "output" in pane(w) and "&lt;b&gt;b&lt;/b&gt;" in pane(w) and "<b>b" not in pane(w)
     w.close()
     assert w.comm is None
+
+
+def test_rows_carry_their_bar_to_the_front_end():
+    w = InspectionWidget(grad_inspection())
+    calls = next(r for r in w.trees_state["gradients"]["initial"] if r["id"] == "activation gradients")
+    bars = {r["id"]: (r.get("bar"), r.get("bar_title")) for r in calls["children"]}
+    assert all(0 <= b <= 1 and title for b, title in bars.values() if b is not None) and any(
+        b is not None for b, _ in bars.values())
+    esm = widgets.ESM  # drawn by tree.js as a bar in its own column (the key fact in a span of its own)
+    assert "fi-bar-fill" in esm and "bar_title" in esm and "fi-fact" in esm

@@ -31,7 +31,16 @@ def test_gradients_tab_in_lab(page, lab_server):
 
     # the calls' gradient norms are open at first; the scales arrive from the kernel when opened
     calls = tree_level(grad).locator(".fi-row[data-id='activation gradients'] + .fi-kids")
-    expect(calls.locator(".fi-row[data-id='g#2']")).to_contain_text("|grad| 2, |output| 0")
+    expect(calls.locator(".fi-row[data-id='g#2']")).to_contain_text("|grad| 2")
+    # the norms as real bars: one fixed-width column, one baseline, widths from the rows' "bar"
+    bars = calls.locator(":scope > div > .fi-row .fi-bar")
+    expect(bars).to_have_count(3)  # g#0 has a zero norm: no position on a log axis
+    boxes = bars.evaluate_all("""els => els.map(e => { const r = e.getBoundingClientRect(),
+        f = e.firstElementChild.getBoundingClientRect(); return [Math.round(r.left), Math.round(r.width),
+        Math.round(f.left), f.width / r.width, e.title]; })""")
+    assert len({b[0] for b in boxes}) == 1 and len({b[1] for b in boxes}) == 1, boxes  # a column
+    assert all(abs(b[2] - b[0]) <= 1 for b in boxes) and all(0.2 < b[3] < 0.4 for b in boxes), boxes  # one baseline
+    assert all(b[4].startswith("|grad|") for b in boxes), boxes  # its hover text
     scales = tree_expand(grad, "update scales")
     expect(scales.locator(".fi-row").first).to_contain_text("params/d1/kernel")
     expect(scales.locator(".fi-row").first).to_contain_text("ratio 0")
