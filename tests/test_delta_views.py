@@ -367,3 +367,44 @@ def test_plurals_and_short_call_names():
     assert "intermediates: 1 call in execution order" in text and "variables: !! 4 non-finite; 1 leaf," in text
     assert "binding: 1 method call in order" in text
     assert repr(insp).endswith("1 variable, 1 mutated collection, 1 captured call>")
+
+
+class Mixed(nn.Module):
+    """A mutation of each kind of array: an int scalar, a typed PRNG key, bfloat16, bool, complex."""
+
+    @nn.compact
+    def __call__(self, x):
+        count = self.variable("state", "count", lambda: jnp.zeros((), jnp.int32))
+        count.value = count.value + 3
+        key = self.variable("state", "key", lambda: jax.random.key(0))
+        key.value = jax.random.split(key.value)[0]
+        half = self.variable("state", "half", lambda: jnp.zeros(3, jnp.bfloat16))
+        half.value = half.value + x.astype(jnp.bfloat16)
+        flag = self.variable("state", "flag", lambda: jnp.zeros(3, bool))
+        flag.value = ~flag.value
+        z = self.variable("state", "cplx", lambda: jnp.zeros(2, jnp.complex64))
+        z.value = z.value * 2 + jnp.array([1j, 0])
+        return x
+
+
+def test_mutation_detail_of_every_dtype_shows_a_delta_that_numpy_agrees_with():
+    m, x = Mixed(), jnp.array([1.5, -1.0, 2.0])
+    insp = fi.inspect_apply(lambda m, x: m(x), m, mutable=["state"])(m.init(jax.random.key(1), x), x)
+    for d in insp.diffs[0].leaves:
+        body = _text(D.leaf_detail(d.key, d))
+        assert titles_of(body)[:3] == [d.key, "before", "after"]
+        if d.key == "state/key":
+            assert "no array view of PRNG keys" in body and D.delta_preview(d.before, d.after) is None
+            continue
+        p = D.delta_preview(d.before, d.after)
+        a, b = np.asarray(d.before.value), np.asarray(d.after.value)
+        assert p.changed == d.changed == int(np.count_nonzero(a != b)), d.key
+        ref_delta = np.abs(b.astype(np.complex128) - a) if a.dtype.kind == "c" else \
+            b.astype(np.float64) - a.astype(np.float64)
+        np.testing.assert_array_equal(p.delta, ref_delta)
+        assert p.max_abs == (float(np.abs(ref_delta[a != b]).max()) if p.changed else 0.0)
+        assert F.esc(p.line()) in body
+
+
+def titles_of(body):
+    return re.findall(r"<div class='fi-title'>(.*?)</div>", body)

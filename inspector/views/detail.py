@@ -79,7 +79,16 @@ def _one(title: str, leaf: Leaf, note: str = "") -> str:
     for sl in index:
         shown *= sl.stop
     cut = f"showing [{', '.join(f':{s.stop}' for s in index)}] of {leaf.size:,}" if shown < leaf.size else ""
-    return detail_header(title, leaf, "; ".join(n for n in (note, cut) if n)) + array_html(leaf.preview(index))
+    return detail_header(title, leaf, "; ".join(n for n in (note, cut) if n)) + _array(leaf, index)
+
+
+def _array(leaf: Leaf, index: tuple[slice, ...]) -> str:
+    """:func:`array_html` of ``leaf[index]``; a note where the array has no host form (PRNG keys)."""
+    try:
+        values = leaf.preview(index)
+    except TypeError:  # typed PRNG keys: numpy cannot hold them
+        return "<div class='fi-note'>no array view of PRNG keys (jax.random.key_data gives their words)</div>"
+    return array_html(values)
 
 
 SIDE_BY_SIDE = ("<style>.fi-sbs{display:grid;grid-template-columns:repeat(auto-fit,minmax(14em,1fr));gap:6px 14px;"
@@ -153,7 +162,7 @@ def delta_preview(a: Leaf, b: Leaf, index: tuple[slice, ...] | None = None) -> D
     for sl in index:
         shown *= sl.stop
     cut = index if shown < a.size else ()
-    return DeltaPreview(delta, changed, cut, int(va.size), int(changed.sum()), int(to_nan.sum()),
+    return DeltaPreview(np.asarray(delta), np.asarray(changed), cut, int(va.size), int(changed.sum()), int(to_nan.sum()),
                         int(from_nan.sum()), int(inf.sum()), max_abs)
 
 
@@ -175,7 +184,7 @@ def _column(title: str, leaf: Leaf, index: tuple[slice, ...]) -> str:
     """One side of a pair: its header and its array (the same ``index`` as the other side)."""
     if leaf.opaque is not None or not leaf.kept:
         return _one(title, leaf)
-    return detail_header(title, leaf) + array_html(leaf.preview(index))
+    return detail_header(title, leaf) + _array(leaf, index)
 
 
 def _side_by_side(head: str, sides: list[tuple[str, Leaf | None]], fact: str) -> str:
@@ -185,9 +194,9 @@ def _side_by_side(head: str, sides: list[tuple[str, Leaf | None]], fact: str) ->
     if len(present) < 2:
         return "".join(_one(f"{head} ({t})", leaf, fact) for t, leaf in present)
     (ta, a), (tb, b) = present
-    index = preview_index(a.shape) if a.shape == b.shape else ()
-    cols = [_column(ta, a, index or preview_index(a.shape)), _column(tb, b, index or preview_index(b.shape))]
-    p = delta_preview(a, b, index) if index else None
+    same = a.shape == b.shape
+    cols = [_column(ta, a, preview_index(a.shape)), _column(tb, b, preview_index(b.shape))]
+    p = delta_preview(a, b, preview_index(a.shape)) if same else None
     if p is not None:
         cols.append(f"<div class='fi-detail'><div class='fi-title'>Δ = {F.esc(tb)} − {F.esc(ta)}</div></div>"
                     + delta_html(p))
