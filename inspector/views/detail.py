@@ -162,8 +162,8 @@ def delta_preview(a: Leaf, b: Leaf, index: tuple[slice, ...] | None = None) -> D
     for sl in index:
         shown *= sl.stop
     cut = index if shown < a.size else ()
-    return DeltaPreview(np.asarray(delta), np.asarray(changed), cut, int(va.size), int(changed.sum()), int(to_nan.sum()),
-                        int(from_nan.sum()), int(inf.sum()), max_abs)
+    return DeltaPreview(np.asarray(delta), np.asarray(changed), cut, int(va.size), int(changed.sum()),
+                        int(to_nan.sum()), int(from_nan.sum()), int(inf.sum()), max_abs)
 
 
 def delta_html(p: DeltaPreview) -> str:
