@@ -72,7 +72,8 @@ def rendered(insp: fi.Inspection) -> list[str]:
     console = Console(record=True, width=1000, force_terminal=False)
     console.print(insp)
     source = DiffSource(insp)
-    widget = [f"{r['name']}: {r['summary']}" for r in source.children("state")[0]]
+    widget = [f"{r['name']}: " + "; ".join(p for p in (r.get("fact", ""), r["summary"]) if p)
+              for r in source.children("state")[0]]  # the key fact (the changed count) first, then the rest
     page = [re.sub(r"<[^>]*>", "", block) for block in re.split(r"</div>|</summary>", insp.to_html())]
     return [*str(insp).splitlines(), *console.export_text().splitlines(), *page, *widget]
 

@@ -162,7 +162,7 @@ def test_rows_and_headings_are_the_view_models():
                         "binding": "binding: 12 method calls in order", "output": ""}
     assert all(h in text for h in headings.values() if h)
     call = w.trees["intermediates"].initial[2]  # the class in its own field, as text shows it: "name (kind): summary"
-    assert (call["name"], call["kind"]) == ("#2 encoder:code_norm[0]", "sow")
+    assert (call["name"], call["kind"]) == ("#2 encoder:code_norm", "sow")  # one sow of that name: no [0]
     assert call["summary"].startswith("float32[4] mean")
     top = w.trees["binding"].initial[0]
     assert (top["name"], top["kind"], top["summary"]) == ("/:encode", "AutoEncoder", "")
@@ -266,7 +266,7 @@ def test_gradients_tab_only_for_a_gradient_inspection():
     w.selected_tab = "gradients"
     assert w.tabs.selected_index == 3
     tree = w.trees["gradients"]
-    assert tree.heading == "gradients: loss 0, 4 of 4 calls with gradients"
+    assert tree.heading == "gradients: loss 0, 4 of 4 calls with gradients, bars: |grad| on a log axis 1e+00..1e+01"
     assert [r["id"] for r in tree.initial] == ["update scales", "activation gradients", "parameter gradients"]
     late = InspectionWidget()  # as fi.show builds it: the tab comes with the inspection, and goes with it
     assert "gradients" not in late.trees
