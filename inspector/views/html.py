@@ -16,7 +16,7 @@ from inspector.views import format as F
 from inspector.views.format import esc
 from inspector.views import palette
 from inspector.views.depth import depth_figure
-from inspector.views.sections import FIRST_MARK, Document, Row, Section, bar_text, document, more_line
+from inspector.views.sections import FIRST_MARK, TAB_ORDER, Document, Row, Section, bar_text, document, more_line
 
 _ids = itertools.count()
 
@@ -152,13 +152,14 @@ def _root(doc: Document, body: str) -> str:
 def tabs(doc: Document, selected: str = "variables") -> str:
     """``doc`` as an embeddable ``<div>`` (with its own ``<style>``): a tab per section."""
     uid = next(_ids)
-    checked = next((i for i, s in enumerate(doc.sections) if s.key == selected), 0)
+    sections = sorted(doc.sections, key=lambda s: TAB_ORDER.index(s.key) if s.key in TAB_ORDER else len(TAB_ORDER))
+    checked = next((i for i, s in enumerate(sections) if s.key == selected), 0)
     radios = "".join(
         f'<input type="radio" name="fi-tabs-{uid}" id="fi-tab-{uid}-{i}"{" checked" if i == checked else ""}>'
         f'<label for="fi-tab-{uid}-{i}" data-tab="{s.key}">{esc(s.key.capitalize())}</label>'
-        for i, s in enumerate(doc.sections))
-    panels = "".join(f'<div class="fi-panel" data-panel="{s.key}">{_panel(s)}</div>' for s in doc.sections)
-    return _root(doc, f'<style>{_tab_css(len(doc.sections))}</style><div class="fi-tabs">{radios}{panels}</div>')
+        for i, s in enumerate(sections))
+    panels = "".join(f'<div class="fi-panel" data-panel="{s.key}">{_panel(s)}</div>' for s in sections)
+    return _root(doc, f'<style>{_tab_css(len(sections))}</style><div class="fi-tabs">{radios}{panels}</div>')
 
 
 def stacked(doc: Document) -> str:

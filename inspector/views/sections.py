@@ -130,6 +130,11 @@ class Limits:
     max_depth: int | None = None
 
 
+TAB_ORDER = ("variables", "mutations", "intermediates", "gradients", "binding", "output")
+"""The order of the sections as tabs, in the widget and the static page alike (the text views list
+them in the document's order, output first)."""
+
+
 def document(obj: Inspection | Comparison, *, max_children: int | None = None, max_depth: int | None = None,
              timings: bool = True, binding: bool = True, order: Order = "execution") -> Document:
     """The view-model of an inspection (``timings`` in the header, the ``binding`` section)

@@ -267,6 +267,10 @@ class _Shell(anywidget.AnyWidget):
         """Shows ``text`` (plain text) as the status line."""
         self.status_text = safe(text)
 
+    def __repr__(self) -> str:
+        """``InspectionWidget(<status line>)``: what a front end without widgets shows as text."""
+        return f"{type(self).__name__}({self.status_text!r})"
+
     @property
     def selected_tab(self) -> str:
         """The open tab, by tree name (``'variables'``, ``'intermediates'``, ...)."""
@@ -306,12 +310,13 @@ def _close_if_alive(ref: weakref.ref) -> None:
 _SOURCES: dict[str, Callable[[Inspection], RowSource[Any]]] = {
     "variables": NodeSource.variables, "mutations": DiffSource, "intermediates": CallSource,
     "gradients": GradSource, "binding": BindingSource, "output": OutputSource}
-"""The tabs, in order; ``gradients`` only for an inspection with gradients (:func:`tab_names`)."""
+"""Each tab's rows; the tabs are shown in :data:`~inspector.views.sections.TAB_ORDER` (the static page's
+order too), ``gradients`` only for an inspection with gradients (:func:`tab_names`)."""
 
 
 def tab_names(insp: Inspection | None) -> list[str]:
     """The tabs a widget of ``insp`` shows (before one is set: as for one without gradients)."""
-    return [name for name in _SOURCES if name != "gradients" or (insp is not None and insp.grads is not None)]
+    return [name for name in S.TAB_ORDER if name != "gradients" or (insp is not None and insp.grads is not None)]
 
 
 class InspectionWidget(_Shell):
