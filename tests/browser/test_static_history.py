@@ -124,6 +124,17 @@ def test_the_page_draws_readable_charts_offline(page, short_run):
     page.mouse.up()
     zoomed = [plot_value(page, i, "[u.scales.x.min, u.scales.x.max]") for i in range(6)]
     assert all(z == zoomed[0] for z in zoomed) and zoomed[0][1] - zoomed[0][0] < 100, zoomed
+    # shift+drag pans the zoomed window to later steps (the right edge dragged left), all charts together
+    page.keyboard.down("Shift")
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + 20)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + 20, steps=5)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    panned = [plot_value(page, i, "[u.scales.x.min, u.scales.x.max]") for i in range(6)]
+    assert all(p == panned[0] for p in panned), panned
+    width = zoomed[0][1] - zoomed[0][0]
+    assert panned[0][0] > zoomed[0][0] + width / 4 and abs((panned[0][1] - panned[0][0]) - width) < 1e-6 * width + 1e-9
     page.locator("button.fi-reset").click()
     assert plot_value(page, 0, "[u.scales.x.min, u.scales.x.max]") == [0, 219]
     assert_clean(page)

@@ -262,6 +262,25 @@ function render({ model, el }) {
     return [x[0], x[x.length - 1]];
   }
 
+  /** Shift+drag on a chart pans all of the site's charts along the steps (a zoomed view moves; the
+   * drag alone still selects a range to zoom into). */
+  function pannable(u) {
+    u.root.addEventListener("mousedown", (ev) => {
+      if (!ev.shiftKey || ev.button !== 0 || !u.over.contains(/** @type {Node} */ (ev.target))) return;
+      ev.stopPropagation();
+      ev.preventDefault();
+      const x0 = ev.clientX, { min, max } = u.scales.x, w = u.over.clientWidth || 1;
+      const move = (/** @type {MouseEvent} */ e) => {
+        const d = ((x0 - e.clientX) / w) * (max - min);
+        st.zoom = [min + d, max + d];
+        zoomAll(st.zoom);
+      };
+      const up = () => { window.removeEventListener("mousemove", move); window.removeEventListener("mouseup", up); };
+      window.addEventListener("mousemove", move);
+      window.addEventListener("mouseup", up);
+    }, true);
+  }
+
   function zoomAll(range) {
     if (!st.plots.length) return;
     let [lo, hi] = range || defaultRange(data());
@@ -290,7 +309,7 @@ function render({ model, el }) {
     else if (s.bad.length) bits.push(`red lines: the ${s.bad.length} steps with NaN or Inf`);
     if (d.other) bits.push(other ? `dashed: ${d.other.title}` : `not in ${d.other.title}`);
     if (!d.live && d.charted < d.sites.length) bits.push(`charts embedded for ${d.charted} of ${d.sites.length} sites`);
-    note.textContent = bits.join("; ") + (bits.length ? "; " : "") + "drag to zoom on steps, double-click to reset";
+    note.textContent = bits.join("; ") + (bits.length ? "; " : "") + "drag to zoom on steps, shift+drag to pan, double-click to reset";
     const badAt = new Map(s.bad.map(([step, n, i]) => [step, [n, i]]));
     const col = palette(root);
     const font = `11px ${getComputedStyle(root).fontFamily}`;
@@ -372,6 +391,7 @@ function render({ model, el }) {
       }, table, box);
       u.over.addEventListener("mouseenter", () => { st.hover = f; });
       u.over.addEventListener("dblclick", () => { st.zoom = null; setTimeout(() => zoomAll(null)); });
+      pannable(u);
       st.plots.push(u);
     }
     const hist = d.hist && d.hist[String(j)];
@@ -460,6 +480,7 @@ function render({ model, el }) {
     }, [xs, xs.map(() => null)], box);
     u.over.addEventListener("mouseenter", () => { st.hover = "histogram"; });
     u.over.addEventListener("dblclick", () => { st.zoom = null; setTimeout(() => zoomAll(null)); });
+    pannable(u);
     box.append(make("div", "fi-note", "bins: exactly 0, and each sign's powers of four; each step's column shaded "
       + "by its share of the values (its largest bin darkest); NaN and Inf are not binned"));
     st.plots.push(u);
