@@ -446,11 +446,23 @@ def wait_treescope_drawn(scope: Any, text: str, timeout: float = WAIT_MS) -> Any
     Treescope draws what is (nearly) on screen, so the pane is scrolled into view from outside."""
     from playwright.sync_api import expect
 
+    import time
+
     scope.locator(f"{DETAIL}:visible {DETAIL_FRAME}").first.scroll_into_view_if_needed(timeout=timeout)
     pane = detail(scope)
     container = pane.locator("treescope-container").first
     container.wait_for(state="attached", timeout=timeout)
-    expect(container).to_contain_text(text, timeout=timeout)
+    # the array itself on screen (the pane may be taller than the window, and the page's layout may still
+    # move): scrolled to again until treescope has drawn (Chromium does not render an off-screen frame)
+    end = time.monotonic() + timeout / 1000
+    while time.monotonic() < end:
+        container.scroll_into_view_if_needed(timeout=timeout)
+        try:
+            expect(container).to_contain_text(text, timeout=3000)
+            return pane
+        except AssertionError:
+            continue
+    expect(container).to_contain_text(text, timeout=1)
     return pane
 
 
