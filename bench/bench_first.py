@@ -105,22 +105,16 @@ def first_calls_window(which: str, variant: str, n: int) -> str:
 def window(which: str, reps: int, n: int) -> list[tuple]:
     """Rows of the cumulative time of the first N calls, inspected / plain, per N in :data:`WINDOW`
     (median [IQR] over ``reps`` rounds of fresh processes, plain and both keeps alternating), and
-    the slowest single call over the median warm plain call (the plain run's calls 5 to n)."""
-    rounds: dict[str, list[list[float]]] = {"plain": [], "arrays": [], "stats": []}
-    for r in range(reps):
-        order = ["plain", "arrays", "stats"] if r % 2 == 0 else ["stats", "arrays", "plain"]
-        for variant in order:
-            cmd = [sys.executable, str(HERE / "bench_first.py"), "--child", f"window:{which}:{n}", variant]
-            res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=HERE.parent)
-            rounds[variant].append(json.loads(res.stdout.strip().splitlines()[-1]))
-            log(f"  {which} window round {r + 1} {variant}: {sum(rounds[variant][-1]):.0f} ms")
+    the slowest single call over the median warm plain call (the plain run's calls 5 to n, or its last)."""
+    rounds = fresh_process_rounds("bench_first.py", [f"window:{which}:{n}"], reps, f"{which} window ",
+                                  parse=json.loads)
     rows = []
     for variant in ("arrays", "stats"):
         cells = []
         for k in (k for k in WINDOW if k <= n):
             ratios = sorted(sum(a[:k]) / sum(p[:k]) for a, p in zip(rounds[variant], rounds["plain"]))
             cells.append(f"{med(ratios):.2f}x [{ratios[len(ratios) // 4]:.2f}-{ratios[(3 * len(ratios)) // 4]:.2f}]")
-        warm_plain = med([t for p in rounds["plain"] for t in p[4:]] or [1.0])
+        warm_plain = med([t for p in rounds["plain"] for t in p[min(4, n - 1):]])  # from call 5 (or the last)
         worst = max(max(a[1:]) for a in rounds[variant]) / warm_plain if n > 1 else float("nan")
         rows.append((MODELS[which], variant, *cells, f"{worst:.1f}x"))
     return rows
@@ -161,7 +155,7 @@ def compare_first_call(leaves: int) -> float:
 
 
 def first_calls(which: str, reps: int) -> dict[str, list[float]]:
-    return fresh_process_rounds("bench_first.py", [which], reps, f"{which} ")
+    return fresh_process_rounds("bench_first.py", [which], reps, f"{which} first-call ")
 
 
 def settled_runs(m, fn, v, x) -> dict:

@@ -161,19 +161,22 @@ def rounds_args(doc: str, default: int, quick: int, quick_help: str) -> Any:
     return args
 
 
-def fresh_process_rounds(script: str, child_args: list[str], reps: int, label: str = "") -> dict[str, list[float]]:
-    """Milliseconds of each variant's first call (``plain``, ``arrays``, ``stats``), each in a fresh
-    process running ``script --child *child_args variant`` (its last stdout line); the order
-    alternates per round so neither side always runs on a warmer machine."""
+def fresh_process_rounds(script: str, child_args: list[str], reps: int, label: str = "",
+                         parse: Callable[[str], Any] = float) -> dict[str, list[Any]]:
+    """What each variant (``plain``, ``arrays``, ``stats``) measured in a fresh process running
+    ``script --child *child_args variant``: its last stdout line through ``parse`` (milliseconds of
+    its first call by default; a list of them sums in the log); the order alternates per round so
+    neither side always runs on a warmer machine."""
     import subprocess
 
-    out: dict[str, list[float]] = {"plain": [], "arrays": [], "stats": []}
+    out: dict[str, list[Any]] = {"plain": [], "arrays": [], "stats": []}
     for r in range(reps):
         for variant in (("plain", "arrays", "stats") if r % 2 == 0 else ("stats", "arrays", "plain")):
             cmd = [sys.executable, str(HERE / script), "--child", *child_args, variant]
             res = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)
             if res.returncode:
                 raise RuntimeError(f"{' '.join(cmd[1:])} failed:\n{res.stderr[-3000:]}")
-            out[variant].append(float(res.stdout.strip().splitlines()[-1]))
-        log(f"  {label}first-call round {r + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.0f} ms" for k, v in out.items()))
+            out[variant].append(parse(res.stdout.strip().splitlines()[-1]))
+        log(f"  {label}round {r + 1}/{reps}: " + ", ".join(
+            f"{k} {sum(v[-1]) if isinstance(v[-1], list) else v[-1]:.0f} ms" for k, v in out.items()))
     return out
