@@ -262,9 +262,18 @@ function render({ model, el }) {
     return [x[0], x[x.length - 1]];
   }
 
-  /** Shift+drag on a chart pans all of the site's charts along the steps (a zoomed view moves; the
-   * drag alone still selects a range to zoom into). */
-  function pannable(u) {
+  /** A drag selected a range of steps on chart `p`: every chart of the site zooms to it. */
+  function zoomToSelection(p) {
+    if (p.select.width < 2) return;
+    st.zoom = [p.posToVal(p.select.left, "x"), p.posToVal(p.select.left + p.select.width, "x")];
+    p.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+    zoomAll(st.zoom);
+  }
+
+  /** A chart's own step controls: double-click resets the zoom; shift+drag pans all of the site's
+   * charts along the steps (the drag alone still selects a range to zoom into). */
+  function onSteps(u) {
+    u.over.addEventListener("dblclick", () => { st.zoom = null; setTimeout(() => zoomAll(null)); });
     u.root.addEventListener("mousedown", (ev) => {
       if (!ev.shiftKey || ev.button !== 0 || !u.over.contains(/** @type {Node} */ (ev.target))) return;
       ev.stopPropagation();
@@ -381,17 +390,11 @@ function render({ model, el }) {
             readout.textContent = `step ${step} · ${d.sites[j]} · ${d.labels[f]} ${vs.join(" / ")}`
               + (b ? ` · ${b[0]} NaN, ${b[1]} Inf` : "");
           }],
-          setSelect: [(p) => {
-            if (p.select.width < 2) return;
-            st.zoom = [p.posToVal(p.select.left, "x"), p.posToVal(p.select.left + p.select.width, "x")];
-            p.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
-            zoomAll(st.zoom);
-          }],
+          setSelect: [zoomToSelection],
         },
       }, table, box);
       u.over.addEventListener("mouseenter", () => { st.hover = f; });
-      u.over.addEventListener("dblclick", () => { st.zoom = null; setTimeout(() => zoomAll(null)); });
-      pannable(u);
+      onSteps(u);
       st.plots.push(u);
     }
     const hist = d.hist && d.hist[String(j)];
@@ -470,17 +473,11 @@ function render({ model, el }) {
           value.textContent = text;
           if (st.hover === "histogram") readout.textContent = `${d.sites[j]} · ${text}`;
         }],
-        setSelect: [(p) => {
-          if (p.select.width < 2) return;
-          st.zoom = [p.posToVal(p.select.left, "x"), p.posToVal(p.select.left + p.select.width, "x")];
-          p.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
-          zoomAll(st.zoom);
-        }],
+        setSelect: [zoomToSelection],
       },
     }, [xs, xs.map(() => null)], box);
     u.over.addEventListener("mouseenter", () => { st.hover = "histogram"; });
-    u.over.addEventListener("dblclick", () => { st.zoom = null; setTimeout(() => zoomAll(null)); });
-    pannable(u);
+    onSteps(u);
     box.append(make("div", "fi-note", "bins: exactly 0, and each sign's powers of four; each step's column shaded "
       + "by its share of the values (its largest bin darkest); NaN and Inf are not binned"));
     st.plots.push(u);
