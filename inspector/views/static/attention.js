@@ -147,3 +147,65 @@ function createAttention(host, grid, thumbs, requestMap) {
 
   return { el: root, showMap, dispose: () => root.remove() };
 }
+
+/** Bytes of a message buffer (a DataView or an ArrayBuffer), copied (aligned for typed arrays).
+ * @param {any} b @returns {ArrayBuffer} */
+function attnBytes(b) {
+  if (b instanceof ArrayBuffer) return b.slice(0);
+  return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength);
+}
+
+/**
+ * The widget's Attention tab (views/attention_widget.py answers it): its button, its panel, and the
+ * messages. The grid is asked for the first time the tab is shown; a head's map when it is clicked.
+ * @param {any} model @param {string} view
+ */
+function attentionTab(model, view) {
+  const tab = /** @type {HTMLButtonElement} */ (attnElement("button", "fi-tab"));
+  tab.type = "button";
+  tab.dataset.tab = "attention";
+  tab.setAttribute("role", "tab");
+  const panel = attnElement("div", "fi-panel fi-attn-panel");
+  panel.dataset.panel = "attention";
+  panel.setAttribute("role", "tabpanel");
+  /** @type {ReturnType<typeof createAttention> | null} */
+  let grid = null;
+  let asked = false;
+  tab.addEventListener("click", () => {
+    if (model.get("tab") === "attention") return;
+    model.set("tab", "attention");
+    model.save_changes();
+  });
+  return {
+    tab, panel,
+    label() {
+      tab.textContent = model.get("attention_label") || "";
+      return Boolean(model.get("attention_label"));
+    },
+    onShown() {
+      if (asked) return;
+      asked = true;
+      panel.replaceChildren(attnElement("div", "fi-attn-loading", "loading attention maps..."));
+      model.send({ kind: "attention", what: "grid", view });
+    },
+    reset() {
+      asked = false;
+      grid?.dispose();
+      grid = null;
+      panel.replaceChildren();
+    },
+    /** @param {any} msg @param {any[]} buffers */
+    onMessage(msg, buffers) {
+      if (msg.view !== view) return;
+      if (msg.what === "error") {
+        panel.replaceChildren(attnElement("div", "fi-attn-error", msg.error));
+      } else if (msg.what === "grid") {
+        panel.replaceChildren();
+        grid = createAttention(panel, msg.grid, new Uint8Array(attnBytes(buffers[0])),
+          (li, h) => model.send({ kind: "attention", what: "map", view, layer: li, head: h }));
+      } else if (msg.what === "map" && grid) {
+        grid.showMap(msg.layer, msg.head, new Float32Array(attnBytes(buffers[0])));
+      }
+    },
+  };
+}
