@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -152,7 +153,7 @@ class AttentionMaps:
         for layer in self.layers:
             if name in (layer.name, layer.key):
                 return layer
-        raise KeyError(f"no attention layer {name!r}; layers: {', '.join(l.name for l in self.layers)}")
+        raise KeyError(f"no attention layer {name!r}; layers: {', '.join(layer.name for layer in self.layers)}")
 
     def token(self, i: int) -> str:
         """Position ``i``'s label: its token when given, else its index."""
@@ -213,10 +214,11 @@ def _normalise_axes(axes: str | Sequence[str], ndim: int, key: str) -> str:
 
 
 def _matches(pattern: str, call: MethodCall, leaf: Leaf) -> bool:
-    names = {call.key, call.key.rsplit("[", 1)[0], path_str(leaf.path), path_str(call.path)}
-    leaf_path = path_str(leaf.path)
-    if leaf_path.endswith("]"):
-        names.add(leaf_path.rsplit("[", 1)[0])  # Block_0/attn/weights for Block_0/attn/weights[0]
+    """``pattern`` (a glob) matches the call's key (with or without ``[index]``), its output's path (written
+    with ``/``, with or without the ``[index]`` flax adds to a sown name) or ``path/method``."""
+    raw = "/".join(leaf.path)
+    names = {call.key, re.sub(r"\[\d+\]$", "", call.key), raw, re.sub(r"\[\d+\]$", "", raw), path_str(leaf.path),
+             "/".join((*call.path, call.method))}
     return any(fnmatch.fnmatchcase(n, pattern) for n in names)
 
 

@@ -280,7 +280,8 @@ class _Shell(anywidget.AnyWidget):
 
     @selected_tab.setter
     def selected_tab(self, name: str) -> None:
-        if name not in self.trees and not (name == "attention" and getattr(self, "attention_label", "")):
+        attention = name == "attention" and bool(getattr(self, "attention_label", None))
+        if name not in self.trees and not attention:
             raise KeyError(f"no tab {name!r}; tabs: {', '.join(self.trees)}")
         self.tab = name
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from browser_helpers import assert_clean
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from synthetic import attention_inspection  # noqa: E402
+from synthetic import attention_inspection
 
 TOKENS = ["<bos>", "the", "<script>alert(1)</script>", "\"cat\"", "sat", "'on'"]
 
@@ -61,7 +60,8 @@ def test_grid_then_full_map_offline(page, attention_page):
     canvas = full.locator("canvas.fi-attn-map-img")
     box = canvas.bounding_box()
     q, k = 3, 1  # hover the cell of query 3, key 1
-    page.mouse.move(box["x"] + (k + 0.5) * box["width"] / len(TOKENS), box["y"] + (q + 0.5) * box["height"] / len(TOKENS))
+    n = len(TOKENS)
+    page.mouse.move(box["x"] + (k + 0.5) * box["width"] / n, box["y"] + (q + 0.5) * box["height"] / n)
     readout = full.locator(".fi-attn-readout")
     expected = float(maps.layers[1].map(2)[q, k])
     expect(readout).to_contain_text(f'query {q} "\\"cat\\"" -> key {k} "the"')
