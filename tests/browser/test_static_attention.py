@@ -58,10 +58,11 @@ def test_grid_then_full_map_offline(page, attention_page):
     assert page.evaluate("window.__xss === undefined && document.querySelectorAll('.fi-attn script').length") == 0
 
     canvas = full.locator("canvas.fi-attn-map-img")
+    canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     q, k = 3, 1  # hover the cell of query 3, key 1
     n = len(TOKENS)
-    page.mouse.move(box["x"] + (k + 0.5) * box["width"] / n, box["y"] + (q + 0.5) * box["height"] / n)
+    canvas.hover(position={"x": (k + 0.5) * box["width"] / n, "y": (q + 0.5) * box["height"] / n})
     readout = full.locator(".fi-attn-readout")
     expected = float(maps.layers[1].map(2)[q, k])
     expect(readout).to_contain_text(f'query {q} "\\"cat\\"" -> key {k} "the"')
