@@ -9,7 +9,9 @@ batch 2 x 128 tokens) is made once, not timed. Then, per round (its maps' cache 
   answered through the widget's message handler; its bytes are the message's JSON plus its buffer;
 - a full map: the answer to a click on a head (float32 bytes of one 128 x 128 map), timed over 144 clicks.
 
-Also printed: the bytes of the static page (``AttentionMaps.to_html``, every map embedded in 16 bits).
+Also printed: the bytes of the static page (``AttentionMaps.to_html``, every map embedded in 16 bits), and, with
+``--browser`` (Debian's Chromium through Playwright), the browser's side: ``static/attention.js`` drawing the grid
+of 144 thumbnails from the first paint's data, and one full map (canvas, 256 labels) with the layout done.
 Targets: first paint <= 1 s and <= 150 kB, each map <= 100 ms. Run: ``python bench/bench_attention.py [--quick]``.
 No assertions.
 """
@@ -51,7 +53,56 @@ def transformer_inspection(layers: int = 12, heads: int = 12, seq: int = 128):
     return fi.inspect(model, variables, tokens)
 
 
+BROWSER_JS = """() => {
+  const data = JSON.parse(document.querySelector('script[type="application/json"]').textContent);
+  const bytes = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const thumbs = bytes(data.thumbs);
+  const m = data.maps[5][7], raw = bytes(m.codes), codes = new Uint16Array(raw.buffer, 0, raw.length / 2);
+  const values = new Float32Array(codes.length).map((_, i) => m.lo + codes[i] * m.step);
+  const host = document.createElement("div");
+  document.body.append(host);
+  const t0 = performance.now();
+  const view = createAttention(host, data.grid, thumbs, () => {});
+  void host.offsetHeight;  // layout done
+  const t1 = performance.now();
+  view.showMap(5, 7, values);
+  void host.offsetHeight;
+  const t2 = performance.now();
+  host.remove();
+  return [t1 - t0, t2 - t1];
+}"""
+
+
+def browser_times(page_html: str, rounds: int) -> tuple[list[float], list[float]]:
+    """Milliseconds for the grid and for one full map, drawn by Chromium (see the module docstring)."""
+    import tempfile
+    from pathlib import Path
+
+    from playwright.sync_api import sync_playwright
+
+    path = Path(tempfile.mkdtemp()) / "attention.html"
+    path.write_text(page_html, encoding="utf-8")
+    grid, full = [], []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                     args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(path.as_uri())
+        page.wait_for_load_state("load")
+        for _ in range(rounds):
+            g, f = page.evaluate(BROWSER_JS)
+            grid.append(g)
+            full.append(f)
+        browser.close()
+    return grid, full
+
+
 def main() -> None:
+    import sys
+
+    browser = "--browser" in sys.argv
+    if browser:
+        sys.argv.remove("--browser")
     args = rounds_args(__doc__, default=7, quick=3, quick_help="3 rounds")
     from inspector.views.widgets import InspectionWidget
 
@@ -83,7 +134,14 @@ def main() -> None:
         log(f"  round {r + 1}/{args.rounds}: first paint {paint_ms[-1]:.0f} ms")
     page = insp.attention().to_html()
     med = statistics.median
-    print_table(("measurement", "median", "range", "bytes", "target"), [
+    rows = []
+    if browser:
+        grid_ms, full_ms = browser_times(page, args.rounds)
+        rows = [("browser: the grid drawn (144 thumbnails, captions, layout)", f"{med(grid_ms):.0f} ms",
+                 f"{min(grid_ms):.0f}-{max(grid_ms):.0f} ms", "", ""),
+                ("browser: one full map drawn (128 x 128 canvas, 256 labels, layout)", f"{med(full_ms):.1f} ms",
+                 f"{min(full_ms):.1f}-{max(full_ms):.1f} ms", "", "")]
+    print_table(("measurement", "median", "range", "bytes", "target"), rows + [
         ("widget built (tab label only, no map read)", f"{med(widget_ms):.1f} ms",
          f"{min(widget_ms):.1f}-{max(widget_ms):.1f} ms", "", ""),
         ("first paint of the Attention tab (find, summarise, thumbnails)", f"{med(paint_ms):.0f} ms",
