@@ -45,7 +45,8 @@ border:1px solid var(--fi-line);border-radius:4px;background:var(--fi-bg);color:
 .fi-attn .fi-attn-thumb.fi-attn-on{border-color:var(--fi-accent);outline:2px solid var(--fi-accent)}
 .fi-attn .fi-attn-thumb.fi-attn-bad{border-color:var(--fi-bad)}
 .fi-attn .fi-attn-thumb-img{width:64px;height:64px;image-rendering:pixelated}
-.fi-attn .fi-attn-cap{font-size:10px;color:var(--fi-muted);max-width:96px;white-space:nowrap;overflow:hidden}
+.fi-attn .fi-attn-cap{font-size:10px;line-height:1.25;color:var(--fi-muted);max-width:128px;white-space:nowrap;
+overflow:hidden;text-overflow:ellipsis}
 .fi-attn .fi-attn-map{margin-top:10px;padding-top:6px;border-top:1px solid var(--fi-line)}
 .fi-attn .fi-attn-map-title{font-weight:600;margin-bottom:4px;overflow-wrap:anywhere}
 .fi-attn .fi-attn-body{display:grid;grid-template-columns:auto auto;justify-content:start;align-items:end}

@@ -78,7 +78,8 @@ function createAttention(host, grid, thumbs, requestMap) {
       const summary = `head ${h}: entropy ${s.entropy} nats, max ${s.max}, first ${s.first}, rows ${s.rows}`;
       b.title = summary;
       b.setAttribute("aria-label", `${layer.name} ${summary}`);
-      b.append(canvas, attnElement("span", "fi-attn-cap", `h${h} H ${s.entropy} · max ${s.max}${s.flag ? " !!" : ""}`));
+      b.append(canvas, attnElement("span", "fi-attn-cap", `h${h} H ${s.entropy}${s.flag ? " !!" : ""}`),
+        attnElement("span", "fi-attn-cap", `max ${s.max} f ${s.first}`));
       b.addEventListener("click", () => {
         if (chosen) chosen.classList.remove("fi-attn-on");
         chosen = b;
