@@ -117,7 +117,7 @@ def main() -> None:
         w = InspectionWidget(insp)
         widget_ms.append((time.perf_counter() - t) * 1000)
         sent: list[tuple[dict, list]] = []
-        w.send = lambda content, buffers=None: sent.append((content, buffers or []))  # type: ignore[method-assign]
+        w.send = lambda content, buffers=None, sent=sent: sent.append((content, buffers or []))  # type: ignore
         t = time.perf_counter()
         w._on_msg({"kind": "attention", "what": "grid", "view": "bench"})
         grid, buffers = sent[-1]

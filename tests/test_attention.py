@@ -134,7 +134,7 @@ def test_planted_nan_and_bad_rows_are_flagged():
     assert thumb[3, 1] == attention_html.NAN_CODE and (thumb != attention_html.NAN_CODE).sum() == 35
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "float64"])
 def test_summaries_equal_numpy_float64_per_dtype(dtype):
     insp = attention_inspection(layers=1, heads=4, seq=32, dtype=dtype, seed=3)
     maps = insp.attention()
@@ -261,3 +261,17 @@ def test_bfloat16_map_bytes_are_float32_of_the_stored_values():
     got = np.frombuffer(attention_html.map_bytes(layer, 1), "<f4").reshape(8, 8)
     np.testing.assert_array_equal(got, insp.calls[0].outputs[0].handle[0, 1].astype(np.float32))
     assert insp.calls[0].outputs[0].handle.dtype == ml_dtypes.bfloat16
+
+
+@pytest.mark.parametrize("dtype", ["bool", "int32"])
+def test_integer_and_bool_arrays_named_as_maps_are_summarised_and_flagged(dtype):
+    insp = attention_inspection(layers=1, heads=2, seq=4)
+    leaf = insp.calls[0].outputs[0]
+    causal = np.broadcast_to(np.tril(np.ones((4, 4))), (1, 2, 4, 4)).astype(dtype)  # 0/1, rows sum to 1..4
+    leaf.fetch, leaf.dtype = (lambda idx=None: causal if idx is None else causal[idx]), dtype
+    layer = insp.attention(names=["Block_0/attn/attention_weights"]).layers[0]
+    p = np.tril(np.ones((4, 4)))
+    for s in layer.heads:
+        assert (s.max_weight, s.first_token, s.entropy) == (1.0, 1.0, 0.0)  # 1 log 1 = 0 log 0 = 0
+        assert s.row_sum_error == 3.0 and not s.rows_ok and "rows sum off by 3" in s.flag
+    np.testing.assert_array_equal(layer.map(0), p.astype(np.float32))
