@@ -28,8 +28,8 @@ import ipywidgets as W
 import traitlets
 
 from inspector.model import Inspection
-from inspector.views import attention_html, attention_widget
 from inspector.names import safe
+from inspector.views import attention_html, attention_widget
 from inspector.views import detail as D
 from inspector.views import format as F
 from inspector.views import palette
@@ -42,13 +42,15 @@ from inspector.views.rows import (
 _STATIC = pathlib.Path(__file__).parent / "static"
 CSS = (palette.custom_properties(".fi-widget,.fi-comparison,.fi-tree") + (_STATIC / "tree.css").read_text()
        + attention_html.CSS)
-"""The widget's style: the palette's colours as ``--fi-*`` properties, then ``static/tree.css``, which uses them."""
+"""The widget's style: the palette's colours as ``--fi-*`` properties, then ``static/tree.css`` and the attention
+grid's (:data:`~inspector.views.attention_html.CSS`), which use them."""
 DETAIL_CSS = (_STATIC / "detail.css").read_text()
 """The detail pane's own page style (inside its iframe, where the widget's style does not reach)."""
 ESM = (f"const PALETTE_NAMES = {json.dumps([*palette.PALETTE, 'mono'])};\n"
        f"const DETAIL_CSS = {json.dumps(DETAIL_CSS)};\n"
        + (_STATIC / "tree.js").read_text() + attention_html.JS + (_STATIC / "shell.js").read_text())
-"""The front end, read once: the tree (``static/tree.js``), then the shell around the trees (``static/shell.js``).
+"""The front end, read once: the tree (``static/tree.js``), the Attention tab (``static/attention.js``), then the
+shell around them (``static/shell.js``).
 Given to anywidget as text, not as a path: for a path it makes a class-wide ``FileContents`` whose
 ``changed`` signal holds every instance ever made, forever."""
 
