@@ -18,6 +18,9 @@ NNX (``fi.inspect_nnx``, ``fi.NnxInspectRun``) loads on first use.
 from typing import Any
 
 from inspector import capture, patches
+from inspector.attention import (
+    AttentionLayer, AttentionMaps, AttentionNotFoundError, AttentionNotKeptError, HeadSummary,
+)
 from inspector.api import (
     InspectRun, InspectUnderTransformError, Inspector, apply, init, init_with_output, inspect, inspect_apply,
     inspect_init, inspect_init_with_output, intervene,
@@ -63,6 +66,6 @@ __all__ = [
     "MethodCall", "Timings", "BindingCall", "Comparison", "LeafDelta", "compare", "intervene", "patches",
     "zero", "scale", "inspect_nnx", "NnxInspectRun", "format_key", "parse_key",
     "inspect_grad", "GradRun", "UpdateScale", "GradNorm", "watch", "Watch", "History", "last_failure", "Failure",
-    "Origin",
+    "Origin", "AttentionMaps", "AttentionLayer", "HeadSummary", "AttentionNotFoundError", "AttentionNotKeptError",
 ]
 __version__ = "0.1.0"

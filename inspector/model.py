@@ -941,6 +941,18 @@ class Inspection:
 
         return inspection_costs(self, memory)
 
+    def attention(self, names: Any = None, *, batch: int = 0, tokens: Any = None, axes: Any = None) -> Any:
+        """The attention maps found here (:class:`inspector.attention.AttentionMaps`): what flax's
+        ``MultiHeadDotProductAttention`` sows with ``sow_weights=True``, or the captured arrays ``names``
+        (keys, globs or a predicate) with ``axes`` (letters of ``bhqk``); batch element ``batch``, positions
+        labelled ``tokens`` (see :func:`inspector.attention.attention`). The notebook widget's Attention tab
+        shows the last maps asked for here."""
+        from inspector.attention import attention
+
+        maps = attention(self, names, batch=batch, tokens=tokens, axes=axes)
+        self.__dict__["_attention"] = maps
+        return maps
+
     # -- gradients (fi.inspect_grad) ------------------------------------------
     def grad(self, key: str) -> Leaf:
         """A gradient by key: ``'params/Dense_0/kernel'`` (d loss / d that parameter) or

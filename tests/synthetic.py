@@ -47,3 +47,21 @@ def wide_grad_inspection(leaves: int = 5000, nan_at: int | None = None) -> Inspe
         stats = dataclasses.replace(out.stats, nan=3) if call.order == nan_at and out.stats else out.stats
         call.grads = [dataclasses.replace(out, stats=stats)]
     return insp
+
+
+def attention_inspection(layers: int = 12, heads: int = 12, seq: int = 128, batch: int = 1, seed: int = 0,
+                         dtype: str = "float32") -> Inspection:
+    """Sown attention maps as flax's ``MultiHeadDotProductAttention(sow_weights=True)`` leaves them:
+    ``layers`` calls of ``attention_weights`` ``[batch, heads, seq, seq]`` (softmax rows of random logits)."""
+    rng = np.random.default_rng(seed)
+    calls = []
+    for i in range(layers):
+        logits = rng.normal(size=(batch, heads, seq, seq)) * 3
+        w = np.exp(logits - logits.max(-1, keepdims=True))
+        w = (w / w.sum(-1, keepdims=True)).astype(dtype)
+        path = (f"Block_{i}", "attn")
+        leaf = Leaf(path + ("attention_weights[0]",), w.shape, dtype, "cpu:0", "", _stats(rng, w.size),
+                    fetch=lambda idx=None, w=w: w if idx is None else w[idx], handle=w)
+        calls.append(MethodCall(path, "MultiHeadDotProductAttention", "attention_weights", 0, i, [leaf], sown=True))
+    return Inspection("apply", "Transformer", None, None, [], VariableTree(tree_from_leaves("variables", [])),
+                      [], calls, "cpu:0", Timings(1.0, 2.0, 3.0))

@@ -29,6 +29,7 @@ import traitlets
 
 from inspector.model import Inspection
 from inspector.names import safe
+from inspector.views import attention_html, attention_widget
 from inspector.views import detail as D
 from inspector.views import format as F
 from inspector.views import palette
@@ -39,14 +40,17 @@ from inspector.views.rows import (
 )
 
 _STATIC = pathlib.Path(__file__).parent / "static"
-CSS = palette.custom_properties(".fi-widget,.fi-comparison,.fi-tree") + (_STATIC / "tree.css").read_text()
-"""The widget's style: the palette's colours as ``--fi-*`` properties, then ``static/tree.css``, which uses them."""
+CSS = (palette.custom_properties(".fi-widget,.fi-comparison,.fi-tree") + (_STATIC / "tree.css").read_text()
+       + attention_html.CSS)
+"""The widget's style: the palette's colours as ``--fi-*`` properties, then ``static/tree.css`` and the attention
+grid's (:data:`~inspector.views.attention_html.CSS`), which use them."""
 DETAIL_CSS = (_STATIC / "detail.css").read_text()
 """The detail pane's own page style (inside its iframe, where the widget's style does not reach)."""
 ESM = (f"const PALETTE_NAMES = {json.dumps([*palette.PALETTE, 'mono'])};\n"
        f"const DETAIL_CSS = {json.dumps(DETAIL_CSS)};\n"
-       + (_STATIC / "tree.js").read_text() + (_STATIC / "shell.js").read_text())
-"""The front end, read once: the tree (``static/tree.js``), then the shell around the trees (``static/shell.js``).
+       + (_STATIC / "tree.js").read_text() + attention_html.JS + (_STATIC / "shell.js").read_text())
+"""The front end, read once: the tree (``static/tree.js``), the Attention tab (``static/attention.js``), then the
+shell around them (``static/shell.js``).
 Given to anywidget as text, not as a path: for a path it makes a class-wide ``FileContents`` whose
 ``changed`` signal holds every instance ever made, forever."""
 
@@ -278,7 +282,8 @@ class _Shell(anywidget.AnyWidget):
 
     @selected_tab.setter
     def selected_tab(self, name: str) -> None:
-        if name not in self.trees:
+        attention = name == "attention" and bool(getattr(self, "attention_label", None))
+        if name not in self.trees and not attention:
             raise KeyError(f"no tab {name!r}; tabs: {', '.join(self.trees)}")
         self.tab = name
 
@@ -335,6 +340,9 @@ class InspectionWidget(_Shell):
     """The gradient first-non-finite button's text (``""``: no button)."""
     depth_html = traitlets.Unicode("").tag(sync=True)
     """The activations-by-depth figure (:func:`~inspector.views.depth.depth_figure`), above the Intermediates tree."""
+    attention_label = traitlets.Unicode("").tag(sync=True)
+    """The Attention tab's button (``""``: no tab); its grid and maps are sent on request
+    (:mod:`~inspector.views.attention_widget`)."""
 
     def __init__(self, insp: Inspection | None = None, *, weak: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
@@ -358,6 +366,9 @@ class InspectionWidget(_Shell):
         self._set_trees(names, make)
 
     def _on_msg(self, msg: Any) -> None:
+        if isinstance(msg, dict) and msg.get("kind") == "attention":
+            attention_widget.answer(self.inspection, msg, lambda content, buffers: self.send(content, buffers))
+            return
         if isinstance(msg, dict) and msg.get("kind") == "jump":
             if msg.get("which") == "grad":
                 self.jump_to_first_nonfinite_grad()
@@ -393,6 +404,7 @@ class InspectionWidget(_Shell):
             self.set_status(f"{F.header(insp, timings=False)} · {timing}")
             self.notes = [safe(f"note: {n}") for n in insp.notes]
             self.depth_html = depth_figure(depth_points(insp))
+            self.attention_label = attention_widget.tab_label(insp)
             self.selected = None
             self.detail_html = ""
             first = insp.first_nonfinite()

@@ -40,6 +40,7 @@ function render({ model, el }) {
   const panels = element("div", "fi-panels");
   const depth = element("div", "fi-depth-chart");
   const pane = element("div", "fi-detail-pane");
+  const attention = attentionTab(model, view); // attention.js: shown only while attention_label is set
   root.append(status, jumps, notes, tabbar, panels, pane);
   el.appendChild(root);
 
@@ -111,13 +112,26 @@ function render({ model, el }) {
       tabbar.appendChild(t.tab); // in the order of `names`
       panels.appendChild(t.panel);
     }
-    tabbar.hidden = names.length < 2;
+    const withAttention = attention.label();
+    if (withAttention) {
+      tabbar.appendChild(attention.tab);
+      panels.appendChild(attention.panel);
+    } else {
+      attention.tab.remove();
+      attention.panel.remove();
+    }
+    tabbar.hidden = names.length + (withAttention ? 1 : 0) < 2;
     showTab();
   }
 
   function showTab() {
-    const names = /** @type {string[]} */ (model.get("tree_names") || []);
+    const names = /** @type {string[]} */ ([...(model.get("tree_names") || []),
+      ...(model.get("attention_label") ? ["attention"] : [])]);
     const open = names.includes(model.get("tab")) ? model.get("tab") : names[0];
+    attention.tab.classList.toggle("fi-tab-on", open === "attention");
+    attention.tab.setAttribute("aria-selected", String(open === "attention"));
+    attention.panel.hidden = open !== "attention";
+    if (open === "attention") attention.onShown();
     for (const [name, t] of trees) {
       const on = name === open;
       t.tab.classList.toggle("fi-tab-on", on);
@@ -173,8 +187,9 @@ function render({ model, el }) {
     if (Number.isFinite(h)) frame.style.height = `${Math.min(Math.max(h, 16), FRAME_MAX) + 2}px`;
   }
 
-  /** @param {any} msg */
-  function onMessage(msg) {
+  /** @param {any} msg @param {any[]} buffers */
+  function onMessage(msg, buffers) {
+    if (msg?.kind === "attention") return attention.onMessage(msg, buffers);
     trees.get(msg?.tree)?.tree.onMessage(msg);
   }
 
@@ -199,6 +214,7 @@ function render({ model, el }) {
     ["change:grad_jump_label", showJumps], ["change:notes", showNotes], ["change:depth_html", showDepth],
     ["change:tree_names", buildTabs], ["change:trees_state", onTrees], ["change:tab", showTab],
     ["change:selected", onSelected], ["change:detail_html", showDetail],
+    ["change:attention_label", () => { attention.reset(); buildTabs(); }],
   ]);
   for (const [event, handler] of handlers) model.on(event, handler);
   window.addEventListener("message", onFrameMessage);
@@ -215,6 +231,7 @@ function render({ model, el }) {
     themeWatch.disconnect();
     scheme?.removeEventListener?.("change", onScheme);
     for (const t of trees.values()) t.tree.dispose();
+    attention.reset();
   };
 }
 
