@@ -251,3 +251,48 @@ def test_init_inspection_records_inputs_but_does_not_replay():
     assert call.inputs[0].shape == (4, 8)
     with pytest.raises(ReplayError, match="init"):
         call.replay()
+
+
+# -- views: the inputs beside the outputs, once computed ------------------------------------
+def _inputs_asked():
+    from test_views import nan_inspection
+
+    insp = nan_inspection()
+    insp.calls[0].inputs  # computes every call's
+    return insp
+
+
+def test_inputs_text_golden():
+    from test_views import check_golden, nan_inspection
+
+    assert " in args/0: " not in nan_inspection().to_text(timings=False)  # a view never re-runs the model for them
+    insp = _inputs_asked()
+    text = insp.to_text(timings=False).replace(insp.device, "<device>")
+    check_golden("lognet_inputs.txt", text)
+    assert "    in args/0: float32[2,3] mean 1 std 0 [1, 1]" in text  # the model's input: ones((2, 3))
+
+
+def test_every_line_with_inputs_is_in_rich_the_static_html_and_the_widget():
+    from test_views import html_lines, rich_lines, text_blocks, widget_lines
+
+    from inspector.views import html
+
+    insp = _inputs_asked()
+    text = [line.strip() for line in str(insp).splitlines()]
+    assert sum(line.startswith("in args/0: ") for line in text) == len(insp.calls)
+    assert [line for line in text if line not in rich_lines(insp)] == []
+    assert [line for line in text if line not in html_lines(html.export(insp))] == []
+    blocks, shown = text_blocks(insp), widget_lines(insp)
+    assert [line for line in blocks["intermediates"] if line not in shown["intermediates"]] == []
+
+
+def test_widget_shows_an_input_leaf_on_request():
+    from inspector.views.rows import CallSource
+
+    insp = _inputs_asked()
+    source = CallSource(insp)
+    rows, n = source.children("#2")
+    assert n == 1 and rows[0]["name"] == "in args/0" and rows[0]["id"] == "#2/<in>/args/0"
+    leaf = source.leaf("#2/<in>/args/0")
+    assert leaf is insp.calls[2].inputs[0]
+    assert source.label("#2/<in>/args/0") == "d3:__call__[0] input args/0"
