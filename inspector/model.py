@@ -449,7 +449,8 @@ class MethodCall:
 
     def replay(self, **changes: Any) -> Any:
         """Runs this call's method of its module alone, jitted, on its recorded inputs and variables;
-        ``params=``, ``variables=``, ``inputs=``, ``kwargs=``, ``rngs=`` replace them (:func:`inspector.replay.replay`)."""
+        ``params=``, ``variables=``, ``inputs=``, ``kwargs=``, ``rngs=`` replace them
+        (:func:`inspector.replay.replay`)."""
         from inspector.replay import replay
 
         return replay(self, **changes)

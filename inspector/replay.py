@@ -122,7 +122,7 @@ class _Source:
     def record(self, only: CallKey | None = None) -> dict[CallKey, _Recorded]:
         """Re-runs the model (jitted) and returns the arguments of every call in its own trace (``only``:
         that call's, with what replaying it needs), arrays concrete."""
-        from flax.core import scope as flax_scope
+        from flax.core import unfreeze
 
         import flax.linen as nn
 
@@ -144,7 +144,8 @@ class _Source:
             seen: dict[tuple[Path, str], int] = {}
             out: dict[CallKey, Any] = {}
 
-            def intercept(next_fun: Callable[..., Any], c_args: tuple, c_kwargs: dict, context: Any) -> Any:
+            def intercept(next_fun: Callable[..., Any], c_args: tuple[Any, ...], c_kwargs: dict[str, Any],
+                          context: Any) -> Any:
                 module, name = context.module, context.method_name
                 if (is_lifted_wrapper_call(name) or name == "setup" or getattr(module, "scope", None) is None
                         or shape_pass()):
@@ -170,7 +171,7 @@ class _Source:
                     # and its counters, which say how many keys each stream has drawn so far
                     rec.rng_suffixes = {n: tuple(r.suffix) for n, r in scope.rngs.items()}
                     rec.rng_counters = _copy_counters(scope.rng_counters)
-                    state = {"variables": {c: v for c, v in flax_scope.unfreeze(module.variables).items()
+                    state = {"variables": {c: v for c, v in unfreeze(module.variables).items()
                                            if c != "intermediates"},
                              "rngs": {n: r.rng for n, r in scope.rngs.items()}}
                 found[key] = rec
@@ -269,7 +270,7 @@ def _describe(calls: list[tuple[MethodCall, _Recorded]], kept: bool) -> None:
 
 
 def _source(call: MethodCall) -> _Source:
-    source = call.__dict__.get(_ATTR)
+    source: _Source | None = call.__dict__.get(_ATTR)
     where = f"{call.key} ({call.module_type}, method {call.method!r})"
     if source is None:
         raise ReplayError(safe(f"{where}: nothing was kept to re-run it; inputs are recorded and calls replayed "

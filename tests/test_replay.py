@@ -180,7 +180,7 @@ def test_inputs_are_computed_once_for_every_call():
     model, v, x = _net()
     insp = fi.inspect(model, v, x)
     assert all(computed_inputs(c) is None for c in insp.calls)
-    insp.calls[0].inputs
+    assert insp.calls[0].inputs
     assert all(computed_inputs(c) is not None for c in insp.calls)
 
 
@@ -192,7 +192,7 @@ def test_inside_scan_says_it_is_not_defined_and_the_scan_itself_replays():
     with pytest.raises(ReplayError, match=r"layers/Dense_0:__call__\[0\].*inside a lifted transform"):
         inner.replay()
     with pytest.raises(ReplayError, match="lifted transform"):
-        inner.inputs
+        _ = inner.inputs
     root = insp.call("/:__call__")
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), root.replay(),
                  model.apply(v, x))
@@ -258,7 +258,7 @@ def _inputs_asked():
     from test_views import nan_inspection
 
     insp = nan_inspection()
-    insp.calls[0].inputs  # computes every call's
+    assert insp.calls[0].inputs  # computes every call's
     return insp
 
 
