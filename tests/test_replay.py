@@ -296,3 +296,23 @@ def test_widget_shows_an_input_leaf_on_request():
     leaf = source.leaf("#2/<in>/args/0")
     assert leaf is insp.calls[2].inputs[0]
     assert source.label("#2/<in>/args/0") == "d3:__call__[0] input args/0"
+
+
+def test_the_readme_section_runs_and_prints_what_it_says():
+    import contextlib
+    import io
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Replaying one call", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    shown = re.search(r"```text\n(.*?)```", section, re.S).group(1).splitlines()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+    printed = out.getvalue().splitlines()
+    said = [line.split("# ", 1)[1].split(":")[0] for line in block.splitlines()
+            if line.startswith("print(") and "# " in line and "to_text" not in line]
+    assert printed[:len(said)] == said
+    assert all(line in printed for line in shown), [line for line in shown if line not in printed]
