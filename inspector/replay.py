@@ -307,12 +307,11 @@ def inputs_of(call: MethodCall) -> list[Leaf]:
         if known is not None:
             return list(known)
         found = source.recorded_all()
-        _check(call, found.get((tuple(call.path), call.method, call.index)))
-        todo = []
-        for key, ref in source.calls.items():
+        todo = [(call, _check(call, found.get((tuple(call.path), call.method, call.index))))]
+        for key, ref in source.calls.items():  # every other captured call of the inspection, in one go
             other = ref()
             rec = found.get(key)
-            if other is None or _INPUTS in other.__dict__ or other.sown or rec is None or rec.inside:
+            if other is None or other is call or _INPUTS in other.__dict__ or other.sown or rec is None or rec.inside:
                 continue
             todo.append((other, rec))
         _describe(todo, source.kept)
@@ -354,6 +353,9 @@ def replay(call: MethodCall, *, params: Any = None, variables: Any = None, input
 
     Raises:
       ReplayError: where a replay is not defined for the call (see :mod:`inspector.replay`).
+
+    A patch of the inspection (``patches=``, :func:`~inspector.intervene`) acts on the recorded inputs (they are
+    what the patched run passed) but not on the replayed method's own output.
     """
     from flax.core.scope import in_filter
 
@@ -425,10 +427,8 @@ def remember(run: Any, insp: Inspection, args: tuple[Any, ...], kwargs: dict[str
         reason = None
         if runner is None or getattr(runner, "fn", None) is None or not getattr(runner, "intercepts", False):
             reason = "inputs are recorded and calls replayed for flax.linen runs only"
-        from inspector.run import fresh_containers
-
-        own_args, own_kwargs = fresh_containers((args, kwargs))  # the caller may change its dicts afterwards
-        source = _Source(runner, run.kind, own_args, own_kwargs, insp.kept, reason)
+        # flattened at once: the caller may change its dicts afterwards
+        source = _Source(runner, run.kind, args, kwargs, insp.kept, reason)
         insp.__dict__[_ATTR] = source
         for call in insp.calls:
             source.calls[(tuple(call.path), call.method, call.index)] = weakref.ref(call)

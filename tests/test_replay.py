@@ -205,7 +205,9 @@ def test_pickled_or_copied_inspection_says_nothing_was_kept():
     for ask in (call.replay, lambda: call.inputs):
         with pytest.raises(ReplayError, match=r"out:__call__\[0\] \(Dense, method '__call__'\).*not kept"):
             ask()
-    np.testing.assert_allclose(copy.deepcopy(insp).call("out:__call__[0]").replay(), model.apply(v, x), rtol=1e-6)
+    copied = copy.deepcopy(insp).call("out:__call__[0]")  # a deep copy in this process keeps what re-running needs
+    np.testing.assert_allclose(copied.replay(), model.apply(v, x), rtol=1e-6)
+    assert copied.inputs[0].shape == (4, 8)
 
 
 class TakesAFunction(nn.Module):
@@ -316,3 +318,11 @@ def test_the_readme_section_runs_and_prints_what_it_says():
             if line.startswith("print(") and "# " in line and "to_text" not in line]
     assert printed[:len(said)] == said
     assert all(line in printed for line in shown), [line for line in shown if line not in printed]
+
+
+def test_inputs_of_a_patched_run_are_what_the_patch_passed_on():
+    model, v, x = _net()
+    insp = fi.inspect_apply(lambda m, x: m(x), model, patches={"block:__call__[1]": lambda y: y * 0})(v, x)
+    out_in = insp.call("out:__call__[0]").inputs[0]
+    assert out_in.stats.zeros == out_in.size == 32  # oracle: the patch zeroed block's second output
+    np.testing.assert_array_equal(insp.call("out:__call__[0]").replay(), insp.call("out:__call__[0]").outputs[0].value)
