@@ -92,9 +92,8 @@ class _Source:
         self.runner, self.kind, self.kept, self.reason = runner, kind, kept, reason
         leaves, self.treedef = jax.tree.flatten((args, kwargs))
         # an array is held weakly unless the inspection keeps arrays: the caller's arrays stay the caller's
-        self.leaves: list[Any] = [weakref.ref(x) if not kept and _is_array(x) and _weakable(x) else x
-                                  for x in leaves]
-        self.calls: dict[CallKey, weakref.ref[MethodCall]] = {}
+        self.leaves: list[Any] = leaves if kept else [_weakly(x) for x in leaves]
+        self.inspection: weakref.ref[Inspection] | None = None  # weakly: a call holds this, no cycle
         self.recorded: dict[CallKey, _Recorded] | None = None  # every call's arguments (kept arrays only)
         self.states: dict[CallKey, _Recorded] = {}  # what replaying each call needs, once asked
         self.lock = threading.RLock()
@@ -220,12 +219,21 @@ def _copy_counters(counters: dict[Any, Any]) -> dict[Any, Any]:
     return {k: _copy_counters(v) if isinstance(v, dict) else v for k, v in counters.items()}
 
 
-def _weakable(x: Any) -> bool:
-    try:
-        weakref.ref(x)
-    except TypeError:
-        return False
-    return True
+_WEAKLY: dict[type, bool] = {}  # per type: an array that can be held weakly
+
+
+def _weakly(x: Any) -> Any:
+    """A weak reference to an array (``x`` itself for a plain value, or an array that has none)."""
+    held = _WEAKLY.get(type(x))
+    if held is None:
+        held = _is_array(x)
+        if held:
+            try:
+                weakref.ref(x)
+            except TypeError:  # numpy scalars
+                held = False
+        _WEAKLY[type(x)] = held
+    return weakref.ref(x) if held else x
 
 
 # -- the inputs' leaves ---------------------------------------------------------------------
@@ -308,10 +316,10 @@ def inputs_of(call: MethodCall) -> list[Leaf]:
             return list(known)
         found = source.recorded_all()
         todo = [(call, _check(call, found.get((tuple(call.path), call.method, call.index))))]
-        for key, ref in source.calls.items():  # every other captured call of the inspection, in one go
-            other = ref()
-            rec = found.get(key)
-            if other is None or other is call or _INPUTS in other.__dict__ or other.sown or rec is None or rec.inside:
+        insp = source.inspection() if source.inspection is not None else None
+        for other in insp.calls if insp is not None else ():  # every other captured call, in one go
+            rec = found.get((tuple(other.path), other.method, other.index))
+            if other is call or _INPUTS in other.__dict__ or other.sown or rec is None or rec.inside:
                 continue
             todo.append((other, rec))
         _describe(todo, source.kept)
@@ -429,9 +437,9 @@ def remember(run: Any, insp: Inspection, args: tuple[Any, ...], kwargs: dict[str
             reason = "inputs are recorded and calls replayed for flax.linen runs only"
         # flattened at once: the caller may change its dicts afterwards
         source = _Source(runner, run.kind, args, kwargs, insp.kept, reason)
+        source.inspection = weakref.ref(insp)
         insp.__dict__[_ATTR] = source
         for call in insp.calls:
-            source.calls[(tuple(call.path), call.method, call.index)] = weakref.ref(call)
             call.__dict__[_ATTR] = source
     except Exception:  # noqa: BLE001 - keeping the inputs never fails a call
         return
