@@ -69,8 +69,13 @@ def test_replay_of_every_call_equals_the_recorded_output():
     assert "block:__call__[1]" in keys and "/:encode[0]" in keys and "block/Dropout_0:__call__[1]" in keys
     for call in insp.calls:
         got = _y(call.replay())
-        # the same operations on the same values on the CPU: bitwise (dropout draws the same mask)
-        np.testing.assert_array_equal(np.asarray(got), np.asarray(call.outputs[0].value), err_msg=call.key)
+        # the same operations on the same values: bitwise on the CPU (dropout draws the same mask); an
+        # accelerator may fuse the layer differently alone than inside the model
+        if jax.default_backend() == "cpu":
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(call.outputs[0].value), err_msg=call.key)
+        else:
+            np.testing.assert_allclose(np.asarray(got), np.asarray(call.outputs[0].value), rtol=1e-5, atol=1e-5,
+                                       err_msg=call.key)
 
 
 def test_shared_block_calls_differ_and_batch_stats_follow_flax():
@@ -330,3 +335,15 @@ def test_inputs_of_a_patched_run_are_what_the_patch_passed_on():
     out_in = insp.call("out:__call__[0]").inputs[0]
     assert out_in.stats.zeros == out_in.size == 32  # oracle: the patch zeroed block's second output
     np.testing.assert_array_equal(insp.call("out:__call__[0]").replay(), insp.call("out:__call__[0]").outputs[0].value)
+
+
+def test_a_gradient_inspection_replays_its_forward_calls():
+    from models import grad_inspection
+
+    insp = grad_inspection()
+    for call in insp.calls:  # root returns a tuple: a leaf per array
+        got = jax.tree.leaves(call.replay())
+        assert len(got) == len(call.outputs)
+        for y, leaf in zip(got, call.outputs):
+            np.testing.assert_allclose(np.asarray(y), leaf.value, rtol=1e-6, atol=1e-6, err_msg=call.key)
+    assert insp.call("d2:__call__").inputs[0].shape == (2, 4)
