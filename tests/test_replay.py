@@ -143,8 +143,13 @@ def test_replay_compiles_once_per_shape():
         assert len(traces) == 2
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "int32", "bool"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "int32", "bool", "float64", "int64"])
 def test_input_statistics_equal_numpy_float64(dtype):
+    with jax.enable_x64(dtype.endswith("64")):  # 64-bit arrays under x64, beside a float32 one
+        _check_input_statistics(dtype)
+
+
+def _check_input_statistics(dtype):
     class Cast(nn.Module):
         @nn.compact
         def __call__(self, x, mask):
