@@ -440,6 +440,22 @@ class MethodCall:
         return origin_of(self)
 
     @property
+    def inputs(self) -> list[Leaf]:
+        """The call's positional and keyword arguments, a :class:`Leaf` each (``args/0``, ``kwargs/train``) with
+        statistics; arrays only with ``keep="arrays"``. Computed on the first request (:mod:`inspector.replay`)."""
+        from inspector.replay import inputs_of
+
+        return inputs_of(self)
+
+    def replay(self, **changes: Any) -> Any:
+        """Runs this call's method of its module alone, jitted, on its recorded inputs and variables;
+        ``params=``, ``variables=``, ``inputs=``, ``kwargs=``, ``rngs=`` replace them
+        (:func:`inspector.replay.replay`)."""
+        from inspector.replay import replay
+
+        return replay(self, **changes)
+
+    @property
     def grad_nonfinite(self) -> int:
         """NaN and Inf elements in the gradients with respect to the outputs."""
         return sum(leaf.nonfinite for leaf in self.grads or ())

@@ -684,6 +684,9 @@ _ATTR = "_inspector_rerun"
 def remember(run: Any, insp: Inspection, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Called by an inspected run after it built ``insp``: if a captured call (or the output) holds a NaN or
     Inf, keeps what re-running the call needs on the inspection (and on its first non-finite call)."""
+    from inspector import replay  # issue 27 item 5: every inspection keeps what call.inputs/replay() need
+
+    replay.remember(run, insp, args, kwargs)
     try:
         call = insp.first_nonfinite()
         if call is None and not any(leaf.nonfinite for leaf in insp.outputs):

@@ -299,7 +299,9 @@ class CallSource(RowSource[Leaf]):
         self.labels = F.call_labels(insp.calls)
 
     def _row(self, call: MethodCall) -> Row:
-        return lower(S.call_row(call, self.first, self.labels[call.order]), len(S.call_outputs(call)))
+        outputs, inputs = S.call_outputs(call), S.call_inputs(call)
+        return lower(S.call_row(call, self.first, self.labels[call.order]), len(outputs) + len(inputs),
+                     detail=True if inputs and not outputs else None)
 
     def _call(self, id: str) -> MethodCall | None:
         try:
@@ -314,8 +316,9 @@ class CallSource(RowSource[Leaf]):
         call = self._call(id)
         if call is None:
             return [], 0
-        outputs = S.call_outputs(call)
-        return [lower(S.call_output_row(call, leaf)) for leaf in outputs[offset:offset + limit]], len(outputs)
+        rows = [S.call_input_row(call, leaf) for leaf in S.call_inputs(call)]
+        rows += [S.call_output_row(call, leaf) for leaf in S.call_outputs(call)]
+        return [lower(row) for row in rows[offset:offset + limit]], len(rows)
 
     def search(self, query, limit=PAGE):
         hits = [c for c in self.calls if path_matches(f"{c.key} {c.module_type}", query)
@@ -328,6 +331,9 @@ class CallSource(RowSource[Leaf]):
             return None
         if "/" not in id:
             return None if S.call_outputs(call) else call.outputs[0]
+        if S.INPUT_ID in id:
+            sub = id.split(S.INPUT_ID, 1)[1]
+            return next((leaf for leaf in S.call_inputs(call) if path_str(leaf.path) == sub), None)
         sub = id.split("/", 1)[1]
         return next((leaf for leaf in call.outputs if path_str(call.output_path(leaf)) == sub), None)
 
@@ -336,6 +342,8 @@ class CallSource(RowSource[Leaf]):
         if call is None:
             return id
         sub = id.split("/", 1)[1] if "/" in id else ""
+        if S.INPUT_ID in id:
+            sub = "input " + id.split(S.INPUT_ID, 1)[1]
         return call.key + (f" {sub}" if sub else "")
 
 

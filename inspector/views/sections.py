@@ -276,6 +276,25 @@ def call_output_row(call: MethodCall, leaf: Leaf) -> Row:
                fact=F.fact(leaf))
 
 
+INPUT_ID = "/<in>/"
+"""Between a call's id and an input's path in the id of an input row: ``#3/<in>/args/0``."""
+
+
+def call_inputs(call: MethodCall) -> list[Leaf]:
+    """A call's inputs where :attr:`~inspector.model.MethodCall.inputs` has computed them (a view never
+    re-runs a model for them), else none."""
+    from inspector.replay import computed_inputs
+
+    return computed_inputs(call) or []
+
+
+def call_input_row(call: MethodCall, leaf: Leaf) -> Row:
+    """One input of a call: ``in args/0: float32[4,8] mean ...`` (``in kwargs/train: True``)."""
+    sub = path_str(leaf.path)
+    return Row(f"in {sub}", F.value(leaf), nonfinite=bool(leaf.nonfinite), id=f"{call_id(call)}{INPUT_ID}{sub}",
+               leaf=leaf if leaf.opaque is None else None, fact=F.fact(leaf))
+
+
 def first_row(first: MethodCall) -> Row:
     """The row that names the first call whose output has a NaN or Inf, and links to it."""
     return Row("first non-finite", first.key, nonfinite=True, link=call_id(first))
@@ -284,7 +303,8 @@ def first_row(first: MethodCall) -> Row:
 def _call_row(call: MethodCall, first: MethodCall | None, limits: Limits, label: str | None = None) -> Row:
     row = call_row(call, first, label)
     outputs, row.more = _level(call_outputs(call), 2, limits)
-    row.children = [call_output_row(call, leaf) for leaf in outputs]
+    row.children = [call_input_row(call, leaf) for leaf in call_inputs(call)]
+    row.children += [call_output_row(call, leaf) for leaf in outputs]
     return row
 
 
