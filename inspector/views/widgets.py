@@ -349,9 +349,11 @@ def _while_alive(ref: weakref.ref, source: RowSource[Any]) -> RowSource[Any] | N
 
 
 class InspectionWidget(_Shell):
-    """One anywidget: status, first-non-finite jumps, notes, a tab per section (Variables, Mutations,
-    Intermediates with its activations-by-depth chart, Gradients for a gradient inspection, Binding,
-    Output: each a lazy :class:`Tree`) and the selected leaf's detail.
+    """One anywidget: status, first-non-finite jumps, the first NaN's operation (found by the "Find the
+    operation" button: :meth:`find_origin`), notes, a tab per section (Variables, Mutations, Intermediates with
+    its activations-by-depth chart, Costs where they can be computed (computed when the tab is first opened:
+    :meth:`compute_costs`), Gradients for a gradient inspection, Binding, Output: each a lazy :class:`Tree`)
+    and the selected leaf's detail.
 
     With ``weak=True`` (how a displayed :class:`Inspection` builds it) the widget holds the
     inspection only weakly: deleting the inspection frees it, its arrays and this widget
