@@ -54,7 +54,12 @@ import numpy as np
 
 from inspector.names import Path, format_key, format_path, safe
 
-__all__ = ["CallCost", "ModuleCost", "MemoryCost", "Costs", "costs", "costs_of", "remember", "CostsUnavailable"]
+__all__ = ["CallCost", "ModuleCost", "MemoryCost", "Costs", "costs", "costs_of", "remember", "CostsUnavailable",
+           "computed", "available", "RULE"]
+
+RULE = ("each operation is charged to the innermost module method call that made it (flax's name stack), "
+        "a subtree includes the modules below it, a scan body is charged once per iteration")
+"""The attribution rule in one line, as the views state it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -606,6 +611,18 @@ def inspection_costs(insp: Any, memory: bool = True) -> Costs:
                       params=params, memory=memory)
     insp.__dict__["_inspector_costs_value"] = result
     return result
+
+
+def computed(insp: Any) -> Costs | None:
+    """The inspection's costs if :meth:`Inspection.costs` already computed them (never computes), else None."""
+    cached = getattr(insp, "__dict__", {}).get("_inspector_costs_value")
+    return cached if isinstance(cached, Costs) else None
+
+
+def available(insp: Any) -> bool:
+    """True if :meth:`Inspection.costs` can be asked of ``insp`` (it keeps what re-tracing its call needs, or
+    holds the costs already), without computing them."""
+    return getattr(insp, "__dict__", {}).get(_ATTR) is not None or computed(insp) is not None
 
 
 def _param_sizes(leaves: Iterator[tuple[Path, int, int]]) -> dict[Path, tuple[int, int]]:

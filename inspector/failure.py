@@ -119,6 +119,19 @@ class Failure:
     def __str__(self) -> str:
         return self.to_text()
 
+    def __rich__(self) -> Any:
+        """``rich.print(failure)``: the completed calls as a table, the variables side by side
+        (:mod:`inspector.views.failures`)."""
+        from inspector.views.failures import render_rich
+
+        return render_rich(self)
+
+    def _repr_html_(self) -> str:
+        """A notebook's display: the same as :meth:`__rich__`, as static HTML."""
+        from inspector.views.failures import render_html
+
+        return render_html(self)
+
     def __repr__(self) -> str:
         return safe(f"<Failure {self.kind} {self.module_type}: {self.error_type}, {len(self.completed)} calls "
                     f"completed, failing in {self.failing_call.key if self.failing_call else 'none'}>")

@@ -223,6 +223,11 @@ def widget_lines(obj) -> dict[str, set[str]]:
     shown = {"": {w.status.value.split(" · ")[0]} | set(w.notes)}
     for key, tree in w.trees.items():
         shown[key] = {tree.heading} - {""} | _widget_row_lines(tree)
+    # the text's hint to ask for the first NaN's operation is the "Find the operation" button
+    if w.origin_state == "offer":
+        shown[""].add(f"first NaN/Inf: {S.ORIGIN_HINT}")
+    elif w.origin_line:
+        shown[""].add(w.origin_line)
     # the sections' "first non-finite" rows are the jump buttons above the tabs
     for key, jump in (("intermediates", w.jump), ("gradients", w.grad_jump)):
         if jump is not None and jump.layout.display != "none":

@@ -80,7 +80,7 @@ def test_a_widget_filled_in_later_opens_no_model_for_its_tabs():
     assert open_models() == before + 1
     w.set_inspection(grad_inspection())  # now with a Gradients tab
     assert open_models() == before + 1
-    assert list(w.trees) == ["variables", "mutations", "intermediates", "gradients", "binding", "output"]
+    assert list(w.trees) == ["variables", "mutations", "intermediates", "costs", "gradients", "binding", "output"]
     w.close()
     del w
     assert open_models() == before

@@ -44,7 +44,8 @@ def mimebundle(obj: Inspection | Comparison, include: Any = None, exclude: Any =
     if isinstance(obj, Comparison):
         bundle: dict[str, Any] = {"text/html": html.render_comparison(obj, limit=STATIC_COMPARISON_LIMIT)}
     else:
-        bundle = {"text/html": html.render_fragment(obj, **STATIC_LIMITS)}
+        bundle = {"text/html": html.render_fragment(obj, max_children=STATIC_LIMITS["max_children"],
+                                                    max_depth=STATIC_LIMITS["max_depth"])}
     marimo = in_marimo()
     with contextlib.suppress(Exception):  # no widget support here: the fallbacks stand
         view = widget(obj)

@@ -16,7 +16,9 @@ from inspector.views import format as F
 from inspector.views.format import esc
 from inspector.views import palette
 from inspector.views.depth import depth_figure
-from inspector.views.sections import FIRST_MARK, TAB_ORDER, Document, Row, Section, bar_text, document, more_line
+from inspector.views.sections import (
+    FIRST_MARK, TAB_ORDER, CostOrder, Document, Row, Section, bar_text, document, more_line,
+)
 
 _ids = itertools.count()
 
@@ -47,6 +49,7 @@ border-left:1px solid var(--fi-muted);background:var(--fi-line)}
 .fi-root .fi-bar-fill{position:absolute;left:0;top:0;bottom:0;background:var(--fi-accent)}
 .fi-root .fi-bar-text{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
 .fi-root .fi-depth-caption{color:var(--fi-muted);font-size:11px}
+.fi-root .fi-origin{color:var(--fi-bad);margin-bottom:6px}
 """
 
 
@@ -146,7 +149,9 @@ def _panel(section: Section) -> str:
 
 def _root(doc: Document, body: str) -> str:
     notes = "".join(f'<div class="fi-note">note: {esc(n)}</div>' for n in doc.notes)
-    return f'<div class="fi-root"><style>{CSS}</style><div class="fi-head">{esc(doc.header)}</div>{notes}{body}</div>'
+    origin = f'<div class="fi-origin">{esc(doc.origin)}</div>' if doc.origin else ""
+    return (f'<div class="fi-root"><style>{CSS}</style><div class="fi-head">{esc(doc.header)}</div>{origin}{notes}'
+            f'{body}</div>')
 
 
 def tabs(doc: Document, selected: str = "variables") -> str:
@@ -169,23 +174,28 @@ def stacked(doc: Document) -> str:
         for s in doc.sections if not s.empty))
 
 
-def render_fragment(insp: Inspection, max_children: int | None = None, max_depth: int | None = None) -> str:
+def render_fragment(insp: Inspection, max_children: int | None = None, max_depth: int | None = None,
+                    costs: bool | None = None, costs_order: CostOrder = "tree") -> str:
     """An embeddable ``<div>`` showing the sections as tabs; ``max_children`` bounds each level
-    (the rest is summarised as "... N more") and levels deeper than ``max_depth`` are summarised."""
-    return tabs(document(insp, max_children=max_children, max_depth=max_depth))
+    (the rest is summarised as "... N more") and levels deeper than ``max_depth`` are summarised. The Costs
+    tab is there when ``insp.costs()`` was computed, or with ``costs=True`` (computed now; ``False``: never)."""
+    return tabs(document(insp, max_children=max_children, max_depth=max_depth, costs=costs, costs_order=costs_order))
 
 
-def render_page(insp: Inspection, title: str | None = None) -> str:
+def render_page(insp: Inspection, title: str | None = None, costs: bool | None = None,
+                costs_order: CostOrder = "tree") -> str:
     """A whole HTML document around :func:`render_fragment`."""
     title = title or f"{F.module_type(insp.module_type)} inspection"
     return ('<!DOCTYPE html><html><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width"><title>{esc(title)}</title></head>'
-            f'<body style="margin:12px">{render_fragment(insp)}</body></html>\n')
+            f'<body style="margin:12px">{render_fragment(insp, costs=costs, costs_order=costs_order)}</body></html>\n')
 
 
-def export(insp: Inspection, path: str | Path | None = None) -> str:
-    """:func:`render_page`, written to ``path`` when given (UTF-8). Returns the page."""
-    page = render_page(insp)
+def export(insp: Inspection, path: str | Path | None = None, costs: bool | None = None,
+           costs_order: CostOrder = "tree") -> str:
+    """:func:`render_page`, written to ``path`` when given (UTF-8). Returns the page. ``costs``: the Costs tab
+    when computed (None), computed now (True) or never (False)."""
+    page = render_page(insp, costs=costs, costs_order=costs_order)
     if path is not None:
         Path(path).write_text(page, encoding="utf-8")
     return page

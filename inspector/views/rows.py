@@ -12,12 +12,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Iterator
-from typing import Generic, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Generic, TypedDict, TypeVar
 
 from inspector.model import (
     Comparison, GradNorm, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node, Order, path_matches, path_str,
 )
 from inspector.names import parse_path, safe
+
+if TYPE_CHECKING:
+    from inspector.costs import Costs, ModuleCost
 from inspector.views import format as F
 from inspector.views import sections as S
 
@@ -345,6 +348,48 @@ class CallSource(RowSource[Leaf]):
         if S.INPUT_ID in id:
             sub = "input " + id.split(S.INPUT_ID, 1)[1]
         return call.key + (f" {sub}" if sub else "")
+
+
+class CostSource(RowSource[Leaf]):
+    """Rows for per-module cost (:func:`~inspector.views.sections.costs_section`): the rule, then the module
+    tree, the root ``/`` first; ids are module paths (``/`` the root, ``:rule`` the rule). No row has a leaf."""
+
+    def __init__(self, costs: Costs, order: S.CostOrder = "tree"):
+        self.costs = costs
+        self.head = S.costs_section(costs, S.HEAD, order)
+        self.kids = S.cost_children(costs, order)
+        self.by_id = {S.cost_id(m): m for m in costs.modules}
+
+    def _row(self, m: ModuleCost, label: str | None = None) -> Row:
+        row = S.cost_row(m, self.costs.flops, "" if m.path else self.costs.module_type)
+        return lower(dataclasses.replace(row, name=label) if label else row, len(self.kids.get(m.path, [])),
+                     detail=False)
+
+    def children(self, id, offset=0, limit=PAGE):
+        if not id:
+            rows = [lower(S.costs_rule_row(self.costs))] + [self._row(m) for m in self.costs.modules[:1]]
+            return rows[offset:offset + limit], len(rows)
+        m = self.by_id.get(id)
+        kids = self.kids.get(m.path, []) if m is not None else []
+        return [self._row(k) for k in kids[offset:offset + limit]], len(kids)
+
+    def toward(self, id, until):
+        m = self.by_id.get(until)
+        if m is None or not id:
+            return "/" if m is not None and m.path and not id else until
+        depth = len(self.by_id[id].path) if id in self.by_id else 0
+        return S.cost_id(next((c for c in self.costs.modules if c.path == m.path[:depth + 1]), m))
+
+    def search(self, query, limit=PAGE):
+        hits = [m for m in self.costs.modules if m.path and path_matches(f"{path_str(m.path)} {m.module_type}", query)]
+        return [self._row(m, path_str(m.path)) for m in hits[:limit]], len(hits)
+
+    def leaf(self, id):
+        return None
+
+    def initial(self, open_depth: int = 2, budget: int = 100) -> list[Row]:
+        """The rule and the root, open two levels deep."""
+        return super().initial(open_depth, budget)
 
 
 class GradSource(RowSource[Leaf]):

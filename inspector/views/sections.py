@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Literal, TypeVar, cast
 
 from inspector.model import (
     BindingCall, CollectionDiff, Comparison, GradNorm, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node,
@@ -22,6 +22,10 @@ from inspector.model import Order
 from inspector.model import Section as Compared
 from inspector.views import format as F
 from inspector.views.depth import DepthPoint, depth_points
+
+if TYPE_CHECKING:
+    from inspector.costs import Costs, ModuleCost
+    from inspector.origin import Origin
 
 Status = Literal["", "changed", "added", "unchanged", "removed"]
 FIRST_MARK = "<- first non-finite"
@@ -116,6 +120,8 @@ class Document:
     header: str
     sections: list[Section]
     notes: list[str] = dataclasses.field(default_factory=list)
+    origin: str = ""
+    """The line after the header about the first NaN/Inf's operation (:func:`origin_line`); ``''`` for none."""
 
     def section(self, key: str) -> Section:
         return next(s for s in self.sections if s.key == key)
@@ -130,25 +136,171 @@ class Limits:
     max_depth: int | None = None
 
 
-TAB_ORDER = ("variables", "mutations", "intermediates", "gradients", "binding", "output")
+TAB_ORDER = ("variables", "mutations", "intermediates", "costs", "gradients", "binding", "output")
 """The order of the sections as tabs, in the widget and the static page alike (the text views list
 them in the document's order, output first)."""
 
 
 def document(obj: Inspection | Comparison, *, max_children: int | None = None, max_depth: int | None = None,
-             timings: bool = True, binding: bool = True, order: Order = "execution") -> Document:
-    """The view-model of an inspection (``timings`` in the header, the ``binding`` section)
-    or of a comparison (its leaves in ``order``: ``'execution'`` or ``'size'``); see :class:`Limits`
-    for ``max_children`` and ``max_depth``."""
+             timings: bool = True, binding: bool = True, order: Order = "execution", costs: bool | None = None,
+             costs_order: CostOrder = "tree") -> Document:
+    """The view-model of an inspection (``timings`` in the header, the ``binding`` section; the ``costs``
+    section: None (the default) when ``insp.costs()`` was already computed, True to compute it, False never;
+    its modules in ``costs_order``, see :func:`costs_section`) or of a comparison (its leaves in ``order``:
+    ``'execution'`` or ``'size'``); see :class:`Limits` for ``max_children`` and ``max_depth``."""
     limits = Limits(max_children, max_depth)
     if isinstance(obj, Comparison):
         return _comparison(obj, limits, order)
     parts = [output(obj), variables(obj, limits), mutations(obj, limits), intermediates(obj, limits)]
+    cost = inspection_costs(obj, costs)
+    if cost is not None:
+        parts.append(cost if isinstance(cost, Section) else costs_section(cost, limits, costs_order))
     if obj.grads is not None:
         parts.append(gradients(obj, limits))
     if binding:
         parts.append(binding_trace(obj, limits))
-    return Document(F.header(obj, timings), parts, list(obj.notes))
+    return Document(F.header(obj, timings), parts, list(obj.notes), origin_line(obj))
+
+
+# -- the first NaN's operation (inspector.origin) ------------------------------------
+
+ORIGIN_HINT = "call insp.nonfinite_origin() to find the operation"
+"""What a view without a kernel says where the origin of a NaN can be asked but was not computed."""
+
+
+def origin_words(origin: Origin) -> str:
+    """One line naming where the first NaN/Inf was born: ``first NaN born at `log` in model.py:42
+    (Net/Block_0.__call__)``; an input that held it, or why it is unknown."""
+    if origin.kind == "op":
+        nan, pos, neg = (sum(getattr(r, k) for r in origin.results) for k in ("nan", "posinf", "neginf"))
+        what = "NaN" if nan or not (pos or neg) else "-Inf" if not pos else "+Inf" if not neg else "Inf"
+        where = f" in {origin.where}" if origin.where else ""
+        method = origin.function.rsplit(".", 1)[-1] if origin.function else ""
+        scope = origin.name_stack + (f".{method}" if origin.name_stack and method else "")
+        return f"first {what} born at `{origin.primitive}`{where}" + (f" ({scope})" if scope else "")
+    if origin.kind == "input":
+        return f"first NaN/Inf: already in input {origin.input_name}"
+    return f"first NaN/Inf: operation unknown ({origin.reason})"
+
+
+def origin_line(insp: Inspection) -> str:
+    """The header's second line where the inspection holds a NaN/Inf: :func:`origin_words` when the origin
+    was computed, else :data:`ORIGIN_HINT` where it can be asked (never computes it); ``''`` otherwise."""
+    from inspector import origin as O
+
+    done = O.computed(insp)
+    if done is not None:
+        return origin_words(done)
+    return f"first NaN/Inf: {ORIGIN_HINT}" if O.available(insp) else ""
+
+
+# -- per-module cost (inspector.costs) ------------------------------------------------
+
+CostOrder = Literal["tree", "flops"]
+"""How the costs section lists modules: ``'tree'`` (each module's children in the order they were first
+called, as ``Costs.modules``) or ``'flops'`` (each module's children, most FLOPs first)."""
+
+
+def inspection_costs(insp: Inspection, costs: bool | None) -> Costs | Section | None:
+    """``insp``'s costs for a view: the computed ones (``costs=None``), computed now (``costs=True``; a
+    section saying why where they cannot be), or None."""
+    from inspector import costs as C
+
+    if costs is False:
+        return None
+    done = C.computed(insp)
+    if done is not None or not costs:
+        return done
+    try:
+        return insp.costs()
+    except Exception as e:  # noqa: BLE001 - said in the section, never raised by a view
+        return Section("costs", "costs", empty=f"costs unavailable: {type(e).__name__}: {e}")
+
+
+def cost_summary(m: ModuleCost, total: float) -> str:
+    """``56 FLOPs (31.1%), 216 B accessed, 32 B activations, 16 params (64 B)``."""
+    from inspector.costs import si
+
+    share = f" ({100 * m.flops / total:.1f}%)" if total else ""
+    return (f"{si(m.flops, 'FLOPs')}{share}, {si(m.bytes_accessed, 'B')} accessed, "
+            f"{si(m.output_bytes, 'B')} activations, {si(m.params)} params ({si(m.param_bytes, 'B')})")
+
+
+def cost_row(m: ModuleCost, total: float, root_type: str = "") -> Row:
+    """A module subtree: its cost (:func:`cost_summary`) and its share of the FLOPs as a bar (linear)."""
+    kind = m.module_type or root_type
+    row = Row(path_str(m.path[-1:]) if m.path else "/", cost_summary(m, total), F.module_type(kind) if kind else "",
+              id=cost_id(m))
+    row.bar = m.flops / total if total else None
+    row.bar_title = f"share of FLOPs {100 * m.flops / total:.1f}%" if total else "share of FLOPs: no FLOPs"
+    return row
+
+
+def cost_id(m: ModuleCost) -> str:
+    """A module subtree's row id: its path (``/`` for the root)."""
+    return path_str(m.path) if m.path else "/"
+
+
+def cost_children(costs: Costs, order: CostOrder = "tree") -> dict[tuple[str, ...], list[ModuleCost]]:
+    """The subtrees directly below each module path, in ``order``."""
+    kids: dict[tuple[str, ...], list[ModuleCost]] = {}
+    for m in costs.modules:
+        if m.path:
+            kids.setdefault(m.path[:-1], []).append(m)
+    if order == "flops":
+        for rows in kids.values():
+            rows.sort(key=lambda m: -m.flops)  # stable: ties keep the tree's order
+    return kids
+
+
+def costs_totals(costs: Costs) -> str:
+    """The costs section's title summary: the program's totals and peak memory."""
+    from inspector.costs import si
+
+    text = (f"{si(costs.flops, 'FLOPs')}, {si(costs.transcendentals)} transcendentals, "
+            f"{si(costs.bytes_accessed, 'B')} accessed, {si(costs.params)} params ({si(costs.param_bytes, 'B')})")
+    if costs.memory is not None:
+        text += f", peak memory {si(costs.memory.peak_bytes, 'B')}"
+    return text
+
+
+RULE_ID = ":rule"
+"""The id of the costs section's rule row (no module path is written with a bare ``:``)."""
+
+
+def costs_rule_row(costs: Costs) -> Row:
+    """The attribution rule, and XLA's own count of the program, as one row."""
+    from inspector.costs import RULE, si
+
+    xla = f"; XLA cost_analysis: {si(costs.xla['flops'], 'FLOPs')} (loop bodies once)" if "flops" in costs.xla else ""
+    return Row("rule", RULE + xla, id=RULE_ID)
+
+
+def costs_section(costs: Costs, limits: Limits = Limits(), order: CostOrder = "tree") -> Section:
+    """Per-module cost: the rule, then the module tree (the root ``/`` first) with each subtree's FLOPs, share
+    (a bar), bytes accessed, activation bytes and parameters, in ``order``."""
+    kids = cost_children(costs, order)
+    root = costs.modules[0] if costs.modules else None
+
+    def rows(path: tuple[str, ...], level: int) -> tuple[list[Row], int]:
+        shown, more = _level(kids.get(path, []), level, limits)
+        out = []
+        for m in shown:
+            row = cost_row(m, costs.flops)
+            row.children, row.more = rows(m.path, level + 1)
+            out.append(row)
+        return out, more
+
+    top: list[Row] = [costs_rule_row(costs)]
+    more = 0
+    if root is not None and limits.max_depth != 0:
+        head = cost_row(root, costs.flops, costs.module_type)
+        head.children, head.more = rows((), 2)
+        top.append(head)
+    elif root is not None:
+        more = 1
+    how = "most FLOPs first" if order == "flops" else "tree order"
+    return Section("costs", "costs", f"{costs_totals(costs)}; {how}", top, more, open_depth=3)
 
 
 def sections(obj: Inspection | Comparison, *, max_children: int | None = None,

@@ -15,7 +15,7 @@ from rich.tree import Tree
 
 from inspector.model import Comparison, Inspection, Order
 from inspector.names import safe
-from inspector.views.sections import Document, Row, Section, bar_text, document, line, more_line
+from inspector.views.sections import CostOrder, Document, Row, Section, bar_text, document, line, more_line
 
 STYLES = {
     "header": "bold cyan", "name": "bold", "nonfinite": "red", "alert": "bold red", "more": "dim",
@@ -70,16 +70,19 @@ def _section(section: Section) -> Tree:
 def lower(doc: Document) -> Group:
     """The header, a tree per section that has something to show, then the notes."""
     parts: list = [Text(safe(doc.header), style=STYLES["header"])]
+    if doc.origin:
+        parts.append(Text(safe(doc.origin), style=STYLES["alert"]))
     parts += [_section(s) for s in doc.sections if not s.empty]
     parts += [Text(safe(f"note: {note}"), style=STYLES["note"]) for note in doc.notes]
     return Group(*parts)
 
 
 def render_rich(obj: Inspection | Comparison, max_depth: int = 4, max_children: int = 50,
-                order: Order = "execution") -> Group:
+                order: Order = "execution", costs: bool | None = None, costs_order: CostOrder = "tree") -> Group:
     """Renderable for ``rich.print``: every section of the text view, and its notes (a comparison's
-    leaves in ``order``, ``'execution'`` or ``'size'``)."""
-    return lower(document(obj, max_children=max_children, max_depth=max_depth, order=order))
+    leaves in ``order``, ``'execution'`` or ``'size'``; ``costs``/``costs_order`` as for the text view)."""
+    return lower(document(obj, max_children=max_children, max_depth=max_depth, order=order, costs=costs,
+                          costs_order=costs_order))
 
 
 def print_inspection(insp: Inspection, console: Console | None = None, **kwargs) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 
 from inspector.model import Comparison, Inspection, Order
 from inspector.names import safe
-from inspector.views.sections import Document, Row, document, line, more_line, title_line
+from inspector.views.sections import CostOrder, Document, Row, document, line, more_line, title_line
 
 INDENT = "  "
 
@@ -29,6 +29,8 @@ def row_lines(rows: Sequence[Row], more: int, level: int = 1) -> Iterator[str]:
 def lines(doc: Document) -> Iterator[str]:
     """The header, each section that has something to show, then the notes."""
     yield doc.header
+    if doc.origin:
+        yield doc.origin
     for section in doc.sections:
         if section.empty:
             continue
@@ -43,9 +45,12 @@ def _join(doc: Document) -> str:
 
 
 def render(insp: Inspection, timings: bool = True, max_children: int | None = None,
-           binding: bool = True) -> str:
-    """The whole inspection as text (``timings=False`` for stable golden files)."""
-    return _join(document(insp, max_children=max_children, timings=timings, binding=binding))
+           binding: bool = True, costs: bool | None = None, costs_order: CostOrder = "tree") -> str:
+    """The whole inspection as text (``timings=False`` for stable golden files). The costs section is there
+    when ``insp.costs()`` was computed, or with ``costs=True`` (computed now; ``False``: never), its modules
+    in ``costs_order`` (``'tree'`` or ``'flops'``)."""
+    return _join(document(insp, max_children=max_children, timings=timings, binding=binding, costs=costs,
+                          costs_order=costs_order))
 
 
 def render_comparison(comparison: Comparison, limit: int | None = 30, order: Order = "execution") -> str:

@@ -36,7 +36,8 @@ from inspector.views import palette
 from inspector.views import sections as S
 from inspector.views.depth import depth_figure, depth_points
 from inspector.views.rows import (
-    BindingSource, CallSource, ComparisonSource, DiffSource, GradSource, NodeSource, OutputSource, RowSource,
+    BindingSource, CallSource, ComparisonSource, CostSource, DiffSource, GradSource, NodeSource, OutputSource,
+    RowSource,
 )
 
 _STATIC = pathlib.Path(__file__).parent / "static"
@@ -94,6 +95,12 @@ class Tree:
         rows = self.source
         self.heading = rows.heading() if rows is not None else ""
         self.initial = rows.initial() if rows is not None else []
+        self.owner._sync_trees()
+
+    def set_message(self, heading: str) -> None:
+        """Shows ``heading`` (plain text) and no rows, until a source is set (a tab computed when opened)."""
+        self._source = None
+        self.heading, self.initial = safe(heading), []
         self.owner._sync_trees()
 
     def state(self) -> dict[str, Any]:
@@ -316,18 +323,42 @@ _SOURCES: dict[str, Callable[[Inspection], RowSource[Any]]] = {
     "variables": NodeSource.variables, "mutations": DiffSource, "intermediates": CallSource,
     "gradients": GradSource, "binding": BindingSource, "output": OutputSource}
 """Each tab's rows; the tabs are shown in :data:`~inspector.views.sections.TAB_ORDER` (the static page's
-order too), ``gradients`` only for an inspection with gradients (:func:`tab_names`)."""
+order too), ``gradients`` only for an inspection with gradients, ``costs`` only where they can be asked
+(:func:`tab_names`; its rows are a :class:`~inspector.views.rows.CostSource`, made when the tab is opened)."""
+
+COSTS_WAITING = "costs: computed when this tab is opened (the call is traced once more, about 1 s on a large model)"
+COSTS_COMPUTING = "costs: computing... (tracing the call)"
 
 
 def tab_names(insp: Inspection | None) -> list[str]:
-    """The tabs a widget of ``insp`` shows (before one is set: as for one without gradients)."""
-    return [name for name in S.TAB_ORDER if name != "gradients" or (insp is not None and insp.grads is not None)]
+    """The tabs a widget of ``insp`` shows (before one is set: as for one without gradients or costs)."""
+    from inspector import costs as C
+
+    return [name for name in S.TAB_ORDER
+            if (name != "gradients" or (insp is not None and insp.grads is not None))
+            and (name != "costs" or (insp is not None and C.available(insp)))]
+
+
+def _sources(insp: Inspection, names: list[str]) -> dict[str, RowSource[Any]]:
+    """The row sources of ``insp``'s tabs (``costs`` excepted: made when opened)."""
+    return {name: _SOURCES[name](insp) for name in names if name in _SOURCES}
+
+
+def _lines(text: str) -> str:
+    """``text`` with each line :func:`~inspector.names.safe` (newlines kept)."""
+    return "\n".join(safe(line) for line in text.splitlines())
+
+
+def _while_alive(ref: weakref.ref, source: RowSource[Any]) -> RowSource[Any] | None:
+    return source if ref() is not None else None
 
 
 class InspectionWidget(_Shell):
-    """One anywidget: status, first-non-finite jumps, notes, a tab per section (Variables, Mutations,
-    Intermediates with its activations-by-depth chart, Gradients for a gradient inspection, Binding,
-    Output: each a lazy :class:`Tree`) and the selected leaf's detail.
+    """One anywidget: status, first-non-finite jumps, the first NaN's operation (found by the "Find the
+    operation" button: :meth:`find_origin`), notes, a tab per section (Variables, Mutations, Intermediates with
+    its activations-by-depth chart, Costs where they can be computed (computed when the tab is first opened:
+    :meth:`compute_costs`), Gradients for a gradient inspection, Binding, Output: each a lazy :class:`Tree`)
+    and the selected leaf's detail.
 
     With ``weak=True`` (how a displayed :class:`Inspection` builds it) the widget holds the
     inspection only weakly: deleting the inspection frees it, its arrays and this widget
@@ -343,6 +374,16 @@ class InspectionWidget(_Shell):
     attention_label = traitlets.Unicode("").tag(sync=True)
     """The Attention tab's button (``""``: no tab); its grid and maps are sent on request
     (:mod:`~inspector.views.attention_widget`)."""
+    origin_line = traitlets.Unicode("").tag(sync=True)
+    """The line about the first NaN/Inf's operation (:func:`~inspector.views.sections.origin_words`); ``""``: none."""
+    origin_text = traitlets.Unicode("").tag(sync=True)
+    """The origin's :meth:`~inspector.origin.Origin.to_text` once found (operands' statistics, every frame)."""
+    origin_state = traitlets.Unicode("").tag(sync=True)
+    """``""`` (nothing non-finite), ``"offer"`` (the "Find the operation" button), ``"running"``, ``"done"``."""
+    costs_state = traitlets.Unicode("").tag(sync=True)
+    """The Costs tab: ``""`` (none), ``"waiting"`` (computed when opened), ``"computing"``, ``"done"``, ``"error"``."""
+    costs_order = traitlets.Unicode("tree").tag(sync=True)
+    """How the Costs tab lists modules: ``"tree"`` or ``"flops"`` (each module's children, most FLOPs first)."""
 
     def __init__(self, insp: Inspection | None = None, *, weak: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
@@ -350,6 +391,9 @@ class InspectionWidget(_Shell):
         self._insp: Any = None
         self.jump = Jump(self, "jump_label", self.jump_to_first_nonfinite)
         self.grad_jump: Jump | None = None  # made for an inspection with a non-finite gradient
+        self.costs: Any = None  # the inspection's Costs, once the Costs tab computed them
+        self.observe(lambda change: self._costs_opened(), "tab")
+        self.observe(lambda change: self._show_costs(), "costs_order")
         self._set_tabs(tab_names(insp))
         self.tab = "variables"
         if insp is not None:
@@ -369,6 +413,9 @@ class InspectionWidget(_Shell):
         if isinstance(msg, dict) and msg.get("kind") == "attention":
             attention_widget.answer(self.inspection, msg, lambda content, buffers: self.send(content, buffers))
             return
+        if isinstance(msg, dict) and msg.get("kind") == "origin":
+            self.find_origin()
+            return
         if isinstance(msg, dict) and msg.get("kind") == "jump":
             if msg.get("which") == "grad":
                 self.jump_to_first_nonfinite_grad()
@@ -386,17 +433,18 @@ class InspectionWidget(_Shell):
         self._set_tabs(tab_names(insp))
         with self.hold_sync():
             if self.weak:
+                # the rows hold the inspection weakly (a proxy): this widget, kept open by ipywidgets, must not
+                # keep it alive; when it goes, the finalizer closes the widget, which frees the rows
                 ref = weakref.ref(insp)
                 self._insp = ref
-                views = insp.__dict__.setdefault("_view_sources", {})  # owned by the inspection, not the widget
-                for name, tree in self.trees.items():
-                    views.setdefault(name, _SOURCES[name](insp))
-                    tree.set_source(functools.partial(_view_source, ref, name))
+                proxy: Any = weakref.proxy(insp)
+                for name, source in _sources(proxy, list(self.trees)).items():
+                    self.trees[name].set_source(functools.partial(_while_alive, ref, source))
                 weakref.finalize(insp, _close_if_alive, weakref.ref(self))
             else:
                 self._insp = insp
-                for name, tree in self.trees.items():
-                    tree.set_source(_SOURCES[name](insp))
+                for name, source in _sources(insp, list(self.trees)).items():
+                    self.trees[name].set_source(source)
             t = insp.timings
             timing = (f"done in {t.run_ms:.1f} ms (cached: no trace, no compile)" if t.cached else
                       f"done in {t.total_ms:.0f} ms: trace {t.trace_ms:.0f} ms, compile {t.compile_ms:.0f} ms, "
@@ -415,6 +463,85 @@ class InspectionWidget(_Shell):
                 self.grad_jump = Jump(self, "grad_jump_label", self.jump_to_first_nonfinite_grad)
             self.grad_jump_label = (safe(f"{S.line(S.first_grad_row(first))} ({F.call_kind(first)}) - jump")
                                     if first is not None else "")
+            self._set_origin(insp)
+            self._set_costs(insp)
+
+    # -- the first NaN's operation ----------------------------------------------------------
+    def _set_origin(self, insp: Inspection) -> None:
+        from inspector import origin as O
+
+        done = O.computed(insp)
+        if done is not None:
+            self.origin_line, self.origin_text, self.origin_state = (
+                safe(S.origin_words(done)), _lines(done.to_text()), "done")
+        elif O.available(insp):
+            self.origin_line = "first NaN/Inf: its operation is found by re-running the call"
+            self.origin_text, self.origin_state = "", "offer"
+        else:
+            self.origin_line = self.origin_text = self.origin_state = ""
+
+    def find_origin(self) -> None:
+        """What the "Find the operation" button does: re-runs the first non-finite call (once) to find the
+        operation that made its NaN/Inf (:meth:`Inspection.nonfinite_origin`), then shows it."""
+        insp = self.inspection
+        if insp is None or self.origin_state != "offer":
+            return
+        self.origin_state = "running"
+        try:
+            origin = insp.nonfinite_origin()
+        except Exception as e:  # noqa: BLE001 - computing an origin never raises; a broken one is said
+            self.origin_line, self.origin_state = safe(f"first NaN/Inf: not found ({type(e).__name__}: {e})"), "done"
+            return
+        if origin is None:
+            self.origin_line = self.origin_state = ""
+            return
+        self.origin_line, self.origin_text, self.origin_state = (
+            safe(S.origin_words(origin)), _lines(origin.to_text()), "done")
+
+    # -- per-module cost --------------------------------------------------------------------
+    def _set_costs(self, insp: Inspection) -> None:
+        from inspector import costs as C
+
+        if "costs" not in self.trees:
+            self.costs, self.costs_state = None, ""
+            return
+        self.costs = C.computed(insp)
+        if self.costs is not None:
+            self.costs_state = "done"
+            self._show_costs()
+        else:
+            self.costs_state = "waiting"
+            self.trees["costs"].set_message(COSTS_WAITING)
+            self._costs_opened()
+
+    def _costs_opened(self) -> None:
+        """Computes the costs when the Costs tab is open and they are not (never at first render otherwise)."""
+        if self.tab == "costs" and self.costs_state == "waiting":
+            self.compute_costs()
+
+    def compute_costs(self) -> None:
+        """Computes the inspection's costs (``insp.costs()``, cached there) and shows them in the Costs tab;
+        the tab says "computing..." meanwhile, and what went wrong if it fails."""
+        from inspector import costs as C
+
+        insp = self.inspection
+        if insp is None or "costs" not in self.trees or self.costs_state in ("computing", "done"):
+            return
+        tree = self.trees["costs"]
+        self.costs_state = "computing"
+        tree.set_message(COSTS_COMPUTING)
+        try:
+            self.costs = C.inspection_costs(insp)
+        except Exception as e:  # noqa: BLE001 - shown in the tab, not as a traceback
+            self.costs_state = "error"
+            tree.set_message(f"costs unavailable: {type(e).__name__}: {e}")
+            return
+        self.costs_state = "done"
+        self._show_costs()
+
+    def _show_costs(self) -> None:
+        if self.costs is not None and "costs" in self.trees:
+            self.trees["costs"].set_source(CostSource(self.costs, "flops" if self.costs_order == "flops" else "tree"))
 
     def jump_to_first_nonfinite(self) -> None:
         """Opens the Intermediates tab at the first call, in execution order, with a NaN or Inf."""
@@ -444,11 +571,6 @@ class InspectionWidget(_Shell):
             self._show(f"<i>{F.esc(id)}: not a leaf</i>")
             return
         self._show(D.leaf_detail(f"{view}: {source.label(id)}", item))
-
-
-def _view_source(ref: weakref.ref, name: str) -> RowSource[Any] | None:
-    insp = ref()
-    return None if insp is None else insp.__dict__["_view_sources"][name]
 
 
 class ComparisonWidget(_Shell):

@@ -60,7 +60,7 @@ def test_widget_views_in_lab(page, lab_server):
     expect(demo.locator(".widget-tab, .widget-button, .widget-output, .jupyter-widget-Tab")).to_have_count(0)
     # the tabs, in the static export's order, Variables open
     tabs = demo.locator(".fi-tab").all_inner_texts()
-    assert tabs == ["Variables", "Mutations", "Intermediates", "Binding", "Output"], tabs
+    assert tabs == ["Variables", "Mutations", "Intermediates", "Costs", "Binding", "Output"], tabs
     expect(demo.locator(".fi-tab.fi-tab-on")).to_have_text("Variables")
 
     # click a leaf: its array view arrives from the kernel (treescope, run inside the pane's iframe)
@@ -111,6 +111,26 @@ def test_widget_views_in_lab(page, lab_server):
     if shots:
         detail(nan).locator("treescope-container").first.wait_for(state="attached")
         nan.screenshot(path=f"{shots}/intermediates.png")
+
+    # the first NaN's operation: the button re-runs the call in the kernel, then the operation and its line show
+    find = nan.locator(".fi-origin-find")
+    expect(find).to_have_text("Find the operation")
+    find.click()
+    line = nan.locator(".fi-origin-line")
+    expect(line).to_contain_text("first NaN born at `log` in ")
+    expect(line).to_have_text(re.compile(r"`log` in [^ ]+\.py:\d+ \(LogNet\.__call__\)"))
+    expect(find).to_be_hidden()
+    expect(nan.locator(".fi-origin-text")).to_contain_text("operand 0: float32[2,4] min -8.8158")
+
+    # the Costs tab: computed when opened, a row per module with its FLOPs and share; sorted by FLOPs on request
+    costs = widget_tab(nan, "costs")
+    expect(costs.locator(".fi-heading")).to_contain_text("costs: 180 FLOPs")
+    expect(costs.locator(".fi-row[data-id='d2']")).to_contain_text("72 FLOPs (40.0%)")
+    names = costs.locator(".fi-row[data-id='/'] + .fi-kids > div > .fi-row .fi-name")
+    expect(names).to_have_text(["d1", "d2", "d3"])
+    costs.locator(".fi-costs-order").click()
+    expect(names).to_have_text(["d2", "d1", "d3"])
+    widget_tab(nan, "intermediates")  # back where the jump left it (the dark-theme check below reads its selection)
 
     # 5,000 leaves: first paint stays small
     wide = nb.output(4)

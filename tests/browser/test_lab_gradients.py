@@ -24,8 +24,8 @@ def test_gradients_tab_in_lab(page, lab_server):
     nb = run_notebook_in_lab(page, lab_server, NOTEBOOK)
     grad = nb.output(1)
     expect(grad.locator(".fi-status")).to_contain_text(re.compile(r"Inspection: \w+ GradNaNNet"))
-    expect(grad.locator(".fi-tab")).to_have_text(["Variables", "Mutations", "Intermediates", "Gradients", "Binding",
-                                                  "Output"])
+    expect(grad.locator(".fi-tab")).to_have_text(["Variables", "Mutations", "Intermediates", "Costs", "Gradients",
+                                                  "Binding", "Output"])
     widget_tab(grad, "gradients")
     expect(grad.locator(".fi-heading:visible")).to_contain_text("gradients: loss 0, 4 of 4 calls with gradients")
 

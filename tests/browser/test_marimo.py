@@ -34,7 +34,8 @@ def test_widget_in_marimo(page, marimo_server):
     expect(page.locator(".fi-root")).to_have_count(0)
 
     # the tabs, Variables open; another tab's tree shows when its tab is clicked
-    expect(demo.locator(".fi-tab")).to_have_text(["Variables", "Mutations", "Intermediates", "Binding", "Output"])
+    expect(demo.locator(".fi-tab")).to_have_text(["Variables", "Mutations", "Intermediates", "Costs", "Binding",
+                                                  "Output"])
     expect(demo.locator(".fi-tab.fi-tab-on")).to_have_text("Variables")
     mutations = widget_tab(demo, "mutations")
     expect(mutations.locator(".fi-row").first).to_contain_text("batch_stats")

@@ -125,3 +125,37 @@ def test_first_nonfinite_link_navigates_to_call(page, nan_html):
     expect(target.locator(".fi-leaf.fi-bad")).to_be_visible()
     expect(target.locator(".fi-leaf.fi-bad")).to_contain_text("nan")
     assert_clean(page)
+
+
+def test_costs_and_origin_render_offline(page, tmp_path):
+    """A page written after ``insp.costs()`` and ``insp.nonfinite_origin()``: the Costs tab and the origin line,
+    from file:// with every network request aborted."""
+    from playwright.sync_api import expect
+
+    model, x = NanNet(), jnp.ones((2, 3))
+    variables = fi.init(lambda m, x: m(x), model)(jax.random.key(0), x)
+    insp = fi.inspect_apply(lambda m, x: m(x), model)(variables, x)
+    costs = insp.costs(memory=False)
+    origin = insp.nonfinite_origin()
+    path = tmp_path / "costs.html"
+    insp.to_html(path)
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.route(re.compile(r"^(https?|wss?)://"), lambda route: route.abort())
+    open_file(page, path)
+    expect(page.locator(".fi-origin")).to_contain_text(f"first NaN born at `log` in {origin.where}")
+    panel = page.locator("div.fi-panel[data-panel=costs]")
+    expect(panel).to_be_hidden()
+    page.locator("label[data-tab=costs]").click()
+    expect(panel).to_be_visible()
+    expect(panel.locator(".fi-title")).to_contain_text(f"costs: {costs.flops:.0f} FLOPs")
+    for name in ("first", "log", "after"):
+        m = costs.module(name)
+        row = panel.locator("summary, div.fi-leaf", has_text=re.compile(rf"\] {name} \(")).first
+        expect(row).to_be_visible()
+        expect(row).to_contain_text(f"{m.flops:.0f} FLOPs ({100 * m.flops / costs.flops:.1f}%)")
+    bar = panel.locator(".fi-bar").first
+    assert bar.evaluate("b => b.getBoundingClientRect().width") > 20  # drawn by CSS alone
+    assert page.evaluate("document.scripts.length") == 0
+    assert all(u.startswith("file:") for u in requests), requests
+    assert_clean(page)

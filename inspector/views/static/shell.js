@@ -34,6 +34,27 @@ function render({ model, el }) {
     b.addEventListener("click", () => model.send({ kind: "jump", which: b.dataset.jump }));
   }
   jumps.append(jump, gradJump);
+  // the first NaN/Inf's operation: its line, the button that finds it (a re-run in the kernel), what was found
+  const origin = element("div", "fi-origin");
+  const originLine = element("span", "fi-origin-line");
+  const originFind = /** @type {HTMLButtonElement} */ (element("button", "fi-jump fi-origin-find"));
+  originFind.type = "button";
+  originFind.addEventListener("click", () => {
+    originFind.disabled = true;
+    originFind.textContent = "running…";
+    model.send({ kind: "origin" });
+  });
+  const originText = element("pre", "fi-origin-text");
+  origin.append(originLine, originFind, originText);
+  // the Costs tab's order: the module tree, or each module's children by FLOPs
+  const costsBar = element("div", "fi-costs-bar");
+  const costsOrder = /** @type {HTMLButtonElement} */ (element("button", "fi-jump fi-costs-order"));
+  costsOrder.type = "button";
+  costsOrder.addEventListener("click", () => {
+    model.set("costs_order", model.get("costs_order") === "flops" ? "tree" : "flops");
+    model.save_changes();
+  });
+  costsBar.appendChild(costsOrder);
   const notes = element("div", "fi-notes");
   const tabbar = element("div", "fi-tabbar");
   tabbar.setAttribute("role", "tablist");
@@ -41,7 +62,7 @@ function render({ model, el }) {
   const depth = element("div", "fi-depth-chart");
   const pane = element("div", "fi-detail-pane");
   const attention = attentionTab(model, view); // attention.js: shown only while attention_label is set
-  root.append(status, jumps, notes, tabbar, panels, pane);
+  root.append(status, jumps, origin, notes, tabbar, panels, pane);
   el.appendChild(root);
 
   /** @type {Map<string, {tree: ReturnType<typeof createTree>, tab: HTMLButtonElement, panel: HTMLElement}>} */
@@ -62,6 +83,24 @@ function render({ model, el }) {
       b.hidden = !label;
     }
     jumps.hidden = jump.hidden && gradJump.hidden;
+  }
+
+  function showOrigin() {
+    const state = model.get("origin_state") || "";
+    originLine.textContent = model.get("origin_line") || ""; // text only: it names user code
+    originText.textContent = model.get("origin_text") || "";
+    originText.hidden = !originText.textContent;
+    originFind.hidden = state !== "offer" && state !== "running";
+    originFind.disabled = state === "running";
+    originFind.textContent = state === "running" ? "running…" : "Find the operation";
+    origin.hidden = !originLine.textContent;
+  }
+
+  function showCosts() {
+    const state = model.get("costs_state") || "";
+    costsOrder.textContent = model.get("costs_order") === "flops" ? "show in tree order" : "sort by FLOPs";
+    costsBar.hidden = state !== "done";
+    for (const t of trees.values()) if (t.panel.dataset.panel === "costs") t.panel.classList.toggle("fi-busy", state === "computing");
   }
 
   function showNotes() {
@@ -105,6 +144,7 @@ function render({ model, el }) {
         panel.dataset.panel = name;
         panel.setAttribute("role", "tabpanel");
         if (name === "intermediates") panel.appendChild(depth);
+        if (name === "costs") panel.appendChild(costsBar);
         panel.appendChild(tree.el);
         t = { tree, tab, panel };
         trees.set(name, t);
@@ -121,6 +161,7 @@ function render({ model, el }) {
       attention.panel.remove();
     }
     tabbar.hidden = names.length + (withAttention ? 1 : 0) < 2;
+    showCosts();
     showTab();
   }
 
@@ -215,11 +256,14 @@ function render({ model, el }) {
     ["change:tree_names", buildTabs], ["change:trees_state", onTrees], ["change:tab", showTab],
     ["change:selected", onSelected], ["change:detail_html", showDetail],
     ["change:attention_label", () => { attention.reset(); buildTabs(); }],
+    ["change:origin_line", showOrigin], ["change:origin_text", showOrigin], ["change:origin_state", showOrigin],
+    ["change:costs_state", showCosts], ["change:costs_order", showCosts],
   ]);
   for (const [event, handler] of handlers) model.on(event, handler);
   window.addEventListener("message", onFrameMessage);
   showStatus();
   showJumps();
+  showOrigin();
   showNotes();
   showDepth();
   buildTabs();
