@@ -49,9 +49,9 @@ def main() -> None:
         run(variables, tokens)
         run.settle()
     # distinct arrays with the same values, one more set than inspector remembers: never a hit
-    from inspector import collect
+    from inspector.inspection import variables as input_variables
 
-    copies = [jax.tree.map(lambda v: v + 0, variables) for _ in range(collect.input_stats.size + 1)]
+    copies = [jax.tree.map(lambda v: v + 0, variables) for _ in range(input_variables.input_stats.size + 1)]
     turn = [0]
 
     def new_variables():

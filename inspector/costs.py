@@ -642,7 +642,7 @@ def costs_of(kind: str, fn: Callable, module: Any, mutable: Any, args: tuple, kw
     import flax.linen as nn
     import jax
 
-    from inspector.run import FLAX_ENTRIES
+    from inspector.engine.runner import FLAX_ENTRIES
 
     abstract = _abstract((args, kwargs))
     leaves, tree = jax.tree.flatten(abstract, is_leaf=lambda x: x is None)

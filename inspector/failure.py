@@ -188,7 +188,7 @@ class _Calls:
 
 
 def _abstract(x: Any) -> Any:
-    from inspector.run import is_array
+    from inspector.engine.signature import is_array
 
     if is_array(x) or isinstance(x, jax.core.Tracer):
         struct: Any = jax.ShapeDtypeStruct  # untyped in jax 0.10.2: called through Any for mypy --strict
@@ -197,7 +197,7 @@ def _abstract(x: Any) -> Any:
 
 
 def _split(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[Any], Any, list[int], list[Any]]:
-    from inspector.run import is_array
+    from inspector.engine.signature import is_array
 
     leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
     at = [i for i, leaf in enumerate(leaves) if is_array(leaf) or isinstance(leaf, jax.core.Tracer)]
@@ -238,8 +238,9 @@ def capture(runner: Any, args: tuple[Any, ...], kwargs: dict[str, Any], error: B
 def _retrace(runner: Any, args: tuple[Any, ...], kwargs: dict[str, Any], failure: Failure) -> None:
     import flax.linen as nn
 
-    from inspector.grad import GradRunner
-    from inspector.run import Recorder, Runner, fresh_containers
+    from inspector.inspection.grad import GradRunner
+    from inspector.engine.recorder import Recorder
+    from inspector.engine.runner import Runner, fresh_containers
 
     if not getattr(runner, "intercepts", False) or getattr(runner, "fn", None) is None:
         failure.notes.append("module calls are recorded for flax.linen runs only")
@@ -288,7 +289,7 @@ def _paths(tree: Any) -> dict[str, str | None]:
 
 def _variables(runner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[VariableRow] | None:
     """Expected (``jax.eval_shape`` of flax's ``init`` of the same call) vs given variables."""
-    from inspector.run import FLAX_ENTRIES, fresh_containers
+    from inspector.engine.runner import FLAX_ENTRIES, fresh_containers
 
     if not args or not isinstance(args[0], Mapping) or getattr(runner, "fn", None) is None:
         return None

@@ -593,7 +593,9 @@ class Rerun:
             return Origin("unknown", key, reason=safe(f"re-running the call failed: {type(e).__name__}: {e}"))
 
     def _search(self, key: str) -> Origin:
-        from inspector.run import Recorder, Runner, is_array, fresh_containers
+        from inspector.engine.recorder import Recorder
+        from inspector.engine.runner import Runner, fresh_containers
+        from inspector.engine.signature import is_array
 
         runner = self.runner
         args, kwargs = fresh_containers((self.args, self.kwargs))
@@ -692,7 +694,7 @@ def remember(run: Any, insp: Inspection, args: tuple[Any, ...], kwargs: dict[str
         reason = None
         if runner is None or getattr(runner, "fn", None) is None or not getattr(runner, "intercepts", False):
             reason = "the origin of a NaN is found for flax.linen runs only"
-        from inspector.run import fresh_containers
+        from inspector.engine.runner import fresh_containers
 
         own_args, own_kwargs = fresh_containers((args, kwargs))  # the caller may change its dicts afterwards
         rerun = Rerun(runner, run.kind, own_args, own_kwargs, call, reason)

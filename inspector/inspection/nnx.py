@@ -18,12 +18,13 @@ import jax
 from flax import nnx
 
 from inspector._compat import bridged_module, collection_name
-from inspector.api import InspectRun
 from inspector._tracebacks import entry_point
 from inspector.capture import CaptureFilter, calls
-from inspector.collect import Keep, plan_inspection
+from inspector.engine.recorder import Event, EventKind, Recorder
+from inspector.engine.runner import Runner
+from inspector.inspection.pipeline import InspectRun
+from inspector.inspection.plan import Keep, plan_inspection
 from inspector.model import Inspection
-from inspector.run import Event, EventKind, Recorder, Runner
 
 __all__ = ["NnxInspectRun", "NnxRunner", "collection_name", "inspect_nnx"]
 

@@ -1,7 +1,7 @@
 """Gradients beside activations: :func:`inspect_grad`.
 
 ``loss_fn(bound_module, *args)`` is run as ``flax.linen.apply`` runs a function, under
-``jax.value_and_grad`` inside one jitted program per signature (:class:`~inspector.run.Runner`).
+``jax.value_and_grad`` inside one jitted program per signature (:class:`~inspector.engine.runner.Runner`).
 The loss is differentiated with respect to the ``params`` collection and to a zero added to the
 output of every captured call (what flax's ``perturb`` does by hand): that zero's gradient is the
 gradient of the loss with respect to the call's output.
@@ -26,13 +26,17 @@ import jax
 import jax.numpy as jnp
 from flax.core.scope import CollectionFilter
 
-from inspector import collect, reduce
-from inspector.api import InspectRun, _default_capture
+from inspector import reduce
 from inspector.capture import CaptureFilter, recorded_call
-from inspector.collect import INTERMEDIATES, Keep, Plan, Slot, SlotCollector, plan_inspection
 from inspector.model import Inspection, VariableTree, path_str
 from inspector.names import Path
-from inspector.run import FLAX_ENTRIES, Recorder, Runner, fresh_containers
+from inspector.engine.recorder import Recorder
+from inspector.engine.runner import FLAX_ENTRIES, Runner, fresh_containers
+from inspector.inspection.assemble import assemble, leaf_maker
+from inspector.inspection.pipeline import InspectRun, default_capture
+from inspector.inspection.plan import (
+    INTERMEDIATES, Keep, Plan, Slot, SlotCollector, key_str, plan_inspection, summarize_in_call,
+)
 
 Site = tuple[Path, str, int]
 """A call: module path, method, and how many calls of that path and method came before it."""
@@ -125,7 +129,7 @@ def find_taps(returned: dict[Site, Any], inter: Any) -> tuple[list[Tap], list[st
             flat, _ = jax.tree_util.tree_flatten_with_path(y)
             for leaf, (kp, a) in enumerate(flat):
                 if _differentiable(a):
-                    sub = tuple(collect._key_str(k) for k in kp)
+                    sub = tuple(key_str(k) for k in kp)
                     taps.append(Tap((path, name, i), leaf, offset + i, path + (f"{name}[{offset + i}]",) + sub,
                                     tuple(a.shape), a.dtype))
     return taps, notes
@@ -266,7 +270,7 @@ class GradPlan:
 def plan_gradients(mutable: CollectionFilter, capture: CaptureFilter, keep: Keep, in_call: bool = True,
                    lean: bool = False) -> Callable:
     """The ``post`` hook of a :class:`GradRunner`: the inspection of the call as
-    :func:`~inspector.collect.plan_inspection` makes it, with the gradients' statistics alongside.
+    :func:`~inspector.inspection.plan.plan_inspection` makes it, with the gradients' statistics alongside.
     The result handed back is ``(flax's result, (params gradients, tapped gradients))``."""
     inspection = plan_inspection("apply", mutable, capture, keep, in_call, lean)
 
@@ -276,7 +280,7 @@ def plan_gradients(mutable: CollectionFilter, capture: CaptureFilter, keep: Keep
         params = collector.slots(result.params, ("params",), "out", (1, 0)) if result.params is not None else []
         taps = [(t, collector.slot(t.path, "out", (1, 1, i), g))
                 for i, (t, g) in enumerate(zip(result.taps, result.tapped))]
-        words, summarized = collect.summarize_in_call(collector.arrays, recorder.multi_device, in_call)
+        words, summarized = summarize_in_call(collector.arrays, recorder.multi_device, in_call)
         grads = Plan([], [], {}, [], {}, False, collector.described, [], summarized=summarized)
         return ((flax_result, (result.params, result.tapped)), (stats, words),
                 GradPlan(plan, grads, params, taps, result.notes))
@@ -300,9 +304,9 @@ class GradRun(InspectRun):
         flax_result, _ = result
         (words, deltas, dropped), grad_words = stats_arrays
         words, deltas, grad_words = reduce.to_host([words, deltas, grad_words])
-        insp = collect.assemble("apply", self.module, args[0], flax_result, (words, deltas, dropped),
+        insp = assemble("apply", self.module, args[0], flax_result, (words, deltas, dropped),
                                 plan.inspection, timings, self.keep, described)
-        leaf = collect.leaf_maker(plan.grads, grad_words, {"out": result, "in": None, "dropped": None}, insp.device)
+        leaf = leaf_maker(plan.grads, grad_words, {"out": result, "in": None, "dropped": None}, insp.device)
         insp.grads = VariableTree.of_leaves("grads", [leaf(s) for s in plan.params])
         kept = self.keep != "stats"
         by_call: dict[tuple[Path, str, int], list] = {}
@@ -323,4 +327,4 @@ def inspect_grad(loss_fn: Callable, module: nn.Module, capture_intermediates: Ca
     ``flax.linen.apply`` would and returns an :class:`~inspector.model.Inspection` whose ``output`` is
     what ``loss_fn`` returned, ``loss`` the loss, ``grads`` d loss / d params, and each captured call's
     ``grads`` d loss / d its output. ``capture_intermediates`` defaults to every ``__call__``."""
-    return GradRun(loss_fn, module, mutable, _default_capture(capture_intermediates), has_aux, keep)
+    return GradRun(loss_fn, module, mutable, default_capture(capture_intermediates), has_aux, keep)
