@@ -44,7 +44,7 @@ def main() -> None:
     returned = fi.inspect_apply(forward, model, keep="stats")
     returned.runner = returned._make_runner(True, False)  # not lean: the arrays come back to the device
     untied = fi.inspect_apply(forward, model, keep="stats")
-    untied.runner.post.at_capture = None  # summaries traced after the call
+    untied.runner.hooks.ties_captures = False  # summaries traced after the call
     for run in (nothing, stats, arrays, returned, untied):  # past the first call, described on the host
         run(variables, tokens)
         run.settle()

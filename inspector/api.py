@@ -85,21 +85,56 @@ def apply(fn: Callable, module: nn.Module, mutable: CollectionFilter = False,
           cache_size: int = DEFAULT_CACHE_SIZE) -> Runner:
     """``flax.linen.apply``, jitted: ``apply(fn, module, ...)(variables, *args, rngs=None, **kw)``
     returns exactly what flax returns. The returned runner counts ``traces`` and keeps at most
-    ``cache_size`` compiled signatures (least recently used dropped first)."""
+    ``cache_size`` compiled signatures (least recently used dropped first).
+
+    Args:
+      fn: the function flax applies, ``fn(bound_module, *args, **kwargs)`` (``lambda m, x: m(x)``).
+      module: the linen module to bind.
+      mutable: the collections the call may change, as in flax (``False``, a name, a list, a filter).
+      capture_intermediates: which method outputs flax captures into ``intermediates``, as in flax
+        (``True``, a function of ``(module, method_name)``, or a :mod:`inspector.capture` filter).
+      cache_size: how many compiled input signatures the runner keeps (at least 1).
+
+    Returns:
+      A :class:`~inspector.engine.runner.Runner`, called as flax's returned function is; an equal
+      configuration made earlier returns the same runner, with its compiled programs.
+    """
     return _wrap("apply", fn, module, mutable, capture_intermediates, cache_size)
 
 
 def init(fn: Callable, module: nn.Module, mutable: CollectionFilter = _INIT_MUTABLE,
          capture_intermediates: CaptureFilter = False, *,
          cache_size: int = DEFAULT_CACHE_SIZE) -> Runner:
-    """``flax.linen.init``, jitted: ``init(fn, module)(rngs, *args, **kw)`` returns the variables."""
+    """``flax.linen.init``, jitted: ``init(fn, module)(rngs, *args, **kw)`` returns the variables.
+
+    Args:
+      fn: the function flax applies, ``fn(bound_module, *args, **kwargs)`` (``lambda m, x: m(x)``).
+      module: the linen module to bind.
+      mutable: the collections to create, as in flax (all but ``intermediates`` by default).
+      capture_intermediates: which method outputs flax captures, as in flax.
+      cache_size: how many compiled input signatures the runner keeps.
+
+    Returns:
+      A :class:`~inspector.engine.runner.Runner` returning exactly what ``flax.linen.init`` returns.
+    """
     return _wrap("init", fn, module, mutable, capture_intermediates, cache_size)
 
 
 def init_with_output(fn: Callable, module: nn.Module, mutable: CollectionFilter = _INIT_MUTABLE,
                      capture_intermediates: CaptureFilter = False, *,
                      cache_size: int = DEFAULT_CACHE_SIZE) -> Runner:
-    """``flax.linen.init_with_output``, jitted: returns ``(y, variables)``."""
+    """``flax.linen.init_with_output``, jitted: calls return ``(y, variables)``.
+
+    Args:
+      fn: the function flax applies, ``fn(bound_module, *args, **kwargs)`` (``lambda m, x: m(x)``).
+      module: the linen module to bind.
+      mutable: the collections to create, as in flax (all but ``intermediates`` by default).
+      capture_intermediates: which method outputs flax captures, as in flax.
+      cache_size: how many compiled input signatures the runner keeps.
+
+    Returns:
+      A :class:`~inspector.engine.runner.Runner` returning exactly what ``flax.linen.init_with_output`` returns.
+    """
     return _wrap("init_with_output", fn, module, mutable, capture_intermediates, cache_size)
 
 
@@ -107,9 +142,22 @@ def inspect_apply(fn: Callable, module: nn.Module, mutable: CollectionFilter = F
                   capture_intermediates: CaptureFilter | None = None, keep: Keep = "arrays",
                   patches: dict[str, Any] | None = None) -> InspectRun:
     """Like :func:`apply`, but calls return an :class:`Inspection`.
-    ``capture_intermediates`` defaults to :data:`capture.calls` (every ``__call__``).
-    ``patches`` maps ``'path:method'`` (or ``'path:method[i]'``, the i-th call) to a
-    function of the method's output, or a value to put in its place (see :func:`intervene`)."""
+
+    Args:
+      fn: the function flax applies, ``fn(bound_module, *args, **kwargs)`` (``lambda m, x: m(x)``).
+      module: the linen module to bind.
+      mutable: the collections the call may change, as in flax; their changes are the inspection's diffs.
+      capture_intermediates: which method outputs to capture; None is :data:`capture.calls` (every
+        ``__call__``).
+      keep: ``'arrays'`` keeps every captured array on its device (fetched when read); ``'stats'``
+        returns only their statistics.
+      patches: ``'path:method'`` (or ``'path:method[i]'``, the i-th call) to a function of the method's
+        output, or a value to put in its place (see :func:`intervene`).
+
+    Returns:
+      An :class:`InspectRun`, called as flax's returned function is; each call returns an
+      :class:`Inspection`.
+    """
     capture = default_capture(capture_intermediates)
     return shared_run(lambda: InspectRun("apply", fn, module, mutable, capture, keep, patches),
                       InspectRun, "apply", fn, module, mutable, capture, keep, patches)
@@ -118,7 +166,20 @@ def inspect_apply(fn: Callable, module: nn.Module, mutable: CollectionFilter = F
 def intervene(fn: Callable, module: nn.Module, patches: dict[str, Any], mutable: CollectionFilter = False,
               capture_intermediates: CaptureFilter | None = None, keep: Keep = "arrays") -> Callable[..., Comparison]:
     """Activation patching: ``intervene(fn, module, {'blocks_3/mlp:__call__': fi.patches.zero})(variables, x)``
-    runs clean and patched and returns their :class:`Comparison` (output first)."""
+    runs clean and patched and returns their :class:`Comparison` (output first).
+
+    Args:
+      fn: the function flax applies, ``fn(bound_module, *args, **kwargs)`` (``lambda m, x: m(x)``).
+      module: the linen module to bind.
+      patches: as :func:`inspect_apply` takes them.
+      mutable: the collections the call may change, as in flax.
+      capture_intermediates: which method outputs to capture (None: every ``__call__``).
+      keep: as :func:`inspect_apply` takes it.
+
+    Returns:
+      A function of flax's call arguments returning the :class:`Comparison` of the clean and the
+      patched run; its ``clean`` and ``patched`` attributes are the two :class:`InspectRun` objects.
+    """
     clean = inspect_apply(fn, module, mutable, capture_intermediates, keep)
     patched = inspect_apply(fn, module, mutable, capture_intermediates, keep, patches)
 
@@ -132,7 +193,18 @@ def intervene(fn: Callable, module: nn.Module, patches: dict[str, Any], mutable:
 
 def inspect_init(fn: Callable, module: nn.Module, mutable: CollectionFilter = _INIT_MUTABLE,
                  capture_intermediates: CaptureFilter = False, keep: Keep = "arrays") -> InspectRun:
-    """Like :func:`init`, but calls return an :class:`Inspection` of the created variables."""
+    """Like :func:`init`, but calls return an :class:`Inspection` of the created variables.
+
+    Args:
+      fn: the function flax applies, ``fn(bound_module, *args, **kwargs)`` (``lambda m, x: m(x)``).
+      module: the linen module to bind.
+      mutable: the collections to create, as in flax.
+      capture_intermediates: which method outputs to capture (none by default).
+      keep: as :func:`inspect_apply` takes it.
+
+    Returns:
+      An :class:`InspectRun` called as ``init``'s function is (``run(rngs, *args, **kw)``).
+    """
     return shared_run(lambda: InspectRun("init", fn, module, mutable, capture_intermediates, keep),
                       InspectRun, "init", fn, module, mutable, capture_intermediates, keep)
 
@@ -140,7 +212,18 @@ def inspect_init(fn: Callable, module: nn.Module, mutable: CollectionFilter = _I
 def inspect_init_with_output(fn: Callable, module: nn.Module, mutable: CollectionFilter = _INIT_MUTABLE,
                              capture_intermediates: CaptureFilter | None = None,
                              keep: Keep = "arrays") -> InspectRun:
-    """Like :func:`init_with_output`, but calls return an :class:`Inspection`."""
+    """Like :func:`init_with_output`, but calls return an :class:`Inspection`.
+
+    Args:
+      fn: the function flax applies, ``fn(bound_module, *args, **kwargs)`` (``lambda m, x: m(x)``).
+      module: the linen module to bind.
+      mutable: the collections to create, as in flax.
+      capture_intermediates: which method outputs to capture (None: every ``__call__``).
+      keep: as :func:`inspect_apply` takes it.
+
+    Returns:
+      An :class:`InspectRun` called as ``init_with_output``'s function is.
+    """
     capture = default_capture(capture_intermediates)
     return shared_run(lambda: InspectRun("init_with_output", fn, module, mutable, capture, keep),
                       InspectRun, "init_with_output", fn, module, mutable, capture, keep)
@@ -168,7 +251,12 @@ def _key(x: Any) -> Any:
 
 class Inspector:
     """``Module.apply``/``init``/``init_with_output`` for one module, jitted and cached
-    per ``(method, mutable, capture)``; ``inspect`` returns an :class:`Inspection`."""
+    per ``(method, mutable, capture)``; ``inspect`` returns an :class:`Inspection`.
+
+    Args:
+      module: the linen module.
+      max_cached: how many runs (one per method, mutable, capture and keep) it keeps.
+    """
 
     def __init__(self, module: nn.Module, max_cached: int = 32):
         self.module = module
@@ -211,6 +299,21 @@ class Inspector:
     def inspect(self, variables: Any, *args: Any, rngs: Any = None, method: str | Callable | None = None,
                 mutable: CollectionFilter = False, capture_intermediates: CaptureFilter | None = None,
                 keep: Keep = "arrays", **kwargs: Any) -> Inspection:
+        """``module.apply(variables, *args, **kwargs)`` (of ``method``) as an :class:`Inspection`.
+
+        Args:
+          variables: the module's variables.
+          *args: the method's positional arguments.
+          rngs: as ``Module.apply`` takes them.
+          method: the method to inspect (a name or a function; None: ``__call__``).
+          mutable: the collections the call may change, as in flax.
+          capture_intermediates: which method outputs to capture (None: every ``__call__``).
+          keep: as :func:`inspect_apply` takes it.
+          **kwargs: the method's keyword arguments.
+
+        Returns:
+          The :class:`Inspection` of the call.
+        """
         run = self._get(inspect_apply, "inspect", method, mutable,
                         default_capture(capture_intermediates), keep)
         return run(variables, *args, rngs=rngs, **kwargs)
@@ -221,10 +324,20 @@ _inspectors: OrderedDict[Any, Inspector] = OrderedDict()
 
 @entry_point
 def inspect(module: nn.Module, variables: Any, *args: Any, **kwargs: Any) -> Inspection:
-    """One-shot ``module.apply(variables, *args, **kwargs)`` as an :class:`Inspection`
-    (accepts ``rngs``, ``method``, ``mutable``, ``capture_intermediates``, ``keep``).
+    """One-shot ``module.apply(variables, *args, **kwargs)`` as an :class:`Inspection`.
     Repeated calls on the same module, or on an equal one (same class and fields), reuse its
-    compiled runs."""
+    compiled runs.
+
+    Args:
+      module: the linen module.
+      variables: its variables (``{'params': ...}``), as ``Module.apply`` takes them.
+      *args: the method's positional arguments.
+      **kwargs: the method's keyword arguments, and ``rngs``, ``method``, ``mutable``,
+        ``capture_intermediates`` and ``keep`` as :meth:`Inspector.inspect` takes them.
+
+    Returns:
+      The :class:`Inspection` of the call.
+    """
     key = config_key(module)
     if key is None:
         key = ("id", id(module))

@@ -473,10 +473,10 @@ class _Labeller:
     def __call__(self, next_fun: Callable[..., Any], args: tuple, kwargs: dict, context: Any) -> Any:
         import jax
 
-        from inspector._compat import is_lifted_wrapper_call, shape_pass
+        from inspector.capture import recorded_call
 
         module, name = context.module, context.method_name
-        if is_lifted_wrapper_call(name) or name == "setup" or module.scope is None or shape_pass():
+        if not recorded_call(module, name):
             return next_fun(*args, **kwargs)
         path = tuple(module.path)
         index = self.counts.get((path, name), 0)

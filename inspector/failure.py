@@ -164,10 +164,11 @@ class _Calls:
         self.failing: list[CallShape] | None = None
 
     def __call__(self, next_fun: Any, args: tuple[Any, ...], kwargs: dict[str, Any], context: Any) -> Any:
-        from inspector._compat import is_lifted_wrapper_call, shape_pass
+        from inspector._compat import shape_pass
+        from inspector.capture import user_call
 
         module, name = context.module, context.method_name
-        if name == "setup" or is_lifted_wrapper_call(name) or getattr(module, "scope", None) is None:
+        if not user_call(module, name):
             return next_fun(*args, **kwargs)
         structural = shape_pass()  # nn.scan tracing its body for its structure: a failing call, never a completed one
         call = CallShape(len(self.started), tuple(module.path), type(module).__name__, name, _words((args, kwargs)))

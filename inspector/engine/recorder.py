@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 
 from inspector._compat import (
-    TouchKind, _current_trace, capture_filter_in_effect, is_lifted_wrapper_call, own_intermediates, shape_pass,
+    TouchKind, own_intermediates, shape_pass,
 )
-from inspector.capture import CaptureFilterError, public_method, recorded_call
+from inspector.capture import CaptureFilterError, public_method, recorded_call, user_call
 from inspector.model import BindingCall
 from inspector.names import Path, parse_key
 
@@ -85,36 +85,8 @@ class Recorder:
     shape_passes: set[Path] = dataclasses.field(default_factory=set)  # paths traced an extra time
     shadow: dict[tuple[Path, str], int] = dataclasses.field(default_factory=dict)
     pending: dict[Path, list[Touch]] = dataclasses.field(default_factory=dict)  # touched in setup
-    at_capture: Callable[[Any, Recorder], Any] | None = None  # applied to a value where it is captured
-    top: Any = None  # the runner's own trace: values of inner traces (nn.scan, remat) are left alone
-    early: dict[int, tuple[Any, Any]] = dataclasses.field(default_factory=dict)  # at_capture's, by id
-    _ask: Callable | None = None  # the capture filter as flax was given it (:meth:`asking`)
-    _filter: Callable | None = None  # the filter it answers with
-    _decided: tuple[Any, str, bool] | None = None  # the interceptor's answer for the call returning now
+    on_return: Callable[[Any, str, Any], Any] | None = None  # a user call's result -> what it returns instead
     asked: dict[tuple[Path, str], Any] = dataclasses.field(default_factory=dict)  # the filter was asked: module
-
-    def asking(self, filter_fn: Callable[[Any, str], bool]) -> Callable[[Any, str], bool]:
-        """``filter_fn`` as flax is to be given it when :attr:`at_capture` is set: flax asks it
-        right after a wrapped method returns, and where the interceptor has already asked (to
-        apply :attr:`at_capture` to the value it returns) flax is given that answer, so a user's
-        filter is still asked once per call."""
-        def ask(module: Any, method_name: str) -> bool:
-            decided = self._decided
-            if decided is not None and decided[0] is module and decided[1] == method_name:
-                self._decided = None
-                return decided[2]
-            return filter_fn(module, method_name)
-
-        self._ask, self._filter = ask, filter_fn
-        return ask
-
-    def _captured_here(self, module: Any, name: str, y: Any) -> Any:
-        """``y``, or :attr:`at_capture` of it if flax is about to capture it in the runner's own trace."""
-        if self._filter is None or _current_trace() is not self.top or capture_filter_in_effect() is not self._ask:
-            return y
-        captured = self._filter(module, name)
-        self._decided = (module, name, captured)
-        return self.at_capture(y, self) if captured and self.at_capture is not None else y
 
     def on_ask(self, module: Any, method_name: str) -> None:
         """The capture filter is asked about ``module.method_name`` (bound, public calls only): kept
@@ -219,12 +191,11 @@ class Recorder:
           What the method returned, or what a matching patch made of it.
         """
         module, name = context.module, context.method_name
-        if is_lifted_wrapper_call(name):
-            self._lifted_call(module)
-            return next_fun(*args, **kwargs)
-        if name == "setup" and self.detailed and module.scope is not None and not shape_pass():
-            return self._setup_call(module, next_fun, args, kwargs)
-        if name == "setup" or module.scope is None:
+        if not user_call(module, name):  # setup, an unbound module, or a lifted transform's wrapper class
+            if name != "setup":
+                self._lifted_call(module)  # kept for a bound wrapper only
+            elif self.detailed and module.scope is not None and not shape_pass():
+                return self._setup_call(module, next_fun, args, kwargs)
             return next_fun(*args, **kwargs)
         path = tuple(module.path)
         module_type = type(module).__name__
@@ -258,7 +229,7 @@ class Recorder:
                 for _ in range(n - self.sowed.get((path, key), 0)):
                     self.events.append(Event("sow", path, key, module_type))
                 self.sowed[(path, key)] = n
-        return self._captured_here(module, name, y)
+        return y if self.on_return is None else self.on_return(module, name, y)
 
     def _lifted_call(self, wrapper: Any) -> None:
         """A lifted transform's call of its wrapper instance (a ``ScanCell`` for ``nn.scan(Cell)``): its

@@ -179,7 +179,7 @@ class SignatureRecord:
     skeleton: Any = None  # flax's key order, put back after jax's unflatten
     reorder: bool = True  # the result has a mapping jax's unflatten would sort
     objects: dict[int, tuple[list[tuple[str, ...]], int]] = dataclasses.field(default_factory=dict)
-    recorded: Any = None  # what a ``post`` hook recorded at trace time (an inspection's plan)
+    recorded: Any = None  # what the runner's hooks recorded at trace time (an inspection's plan)
     trace_ms: float = 0.0
     compile_ms: float = 0.0
 
@@ -187,8 +187,8 @@ class SignatureRecord:
 class RunResult(NamedTuple):
     """What :meth:`Runner.run` hands back; arrays may still be computing."""
 
-    result: Any  # flax's result (or what ``post`` made of it)
-    alongside: Any  # the arrays ``post`` computed alongside (an inspection's statistics)
+    result: Any  # flax's result (or what the hooks made of it)
+    alongside: Any  # the arrays the hooks computed alongside (an inspection's statistics)
     record: SignatureRecord  # what the trace of this signature knew
     cached: bool  # nothing was traced or compiled for this call
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from inspector import failure, progress
 from inspector._compat import _current_trace, capture_calls, direct_call, flax_flags, inside_transform, listening
 from inspector._tracebacks import entry_point, hide_frames
 from inspector.capture import CaptureFilter, Filter, guarded, warn_unmatched
+from inspector.engine.hooks import CaptureAsker, TiedSummaries, TraceHooks
 from inspector.engine.recorder import Recorder, noting_site, parse_call_key
 from inspector.engine.results import (
     Carrier, RunResult, SignatureRecord, held_arrays, is_device_value, needs_reorder, order_skeleton, rebuild,
@@ -88,21 +90,36 @@ FLAX_ENTRIES: dict[Kind, Callable] = {
 ``flax.linen.apply`` may be routed to :func:`inspector.apply` (as ``make conformance`` does) without recursion."""
 _flatten = jax.tree_util.tree_flatten
 _FLAX_FLAGS = flax_flags()
-_current = threading.local()  # this thread's call: its inputs and phase callback, for the trace to read
+class CallState(threading.local):
+    """This thread's call into a program, as :meth:`Runner._trace` reads it: jax calls the traced function
+    with the inputs alone (abstract), so what the trace needs of the call itself travels here, set by
+    :func:`_call` around the call and cleared after it (holding no arrays past the call). One per thread."""
+
+    inputs: Any  # the call's concrete inputs (the trace reads whether some is sharded over several devices)
+    on_phase: Callable[[str], None] | None  # told 'tracing' and 'compiling' when the trace reaches them
+    traced: float | None  # when tracing ended (``time.perf_counter()``); None while nothing was traced
+    uncounted: bool  # compiled ahead (:meth:`Runner.prepare`): not counted in ``traces``, no status line
+    status: progress.Status | None  # the transient status line a slow call without ``on_phase`` started
+
+    def __init__(self) -> None:
+        self.inputs, self.on_phase, self.traced, self.uncounted, self.status = None, None, None, False, None
+
+
+_this_call = CallState()
 
 
 def _call(target: Callable, inputs: Any, on_phase: Callable[[str], None] | None,
           counted: bool = True) -> tuple[Any, float | None]:
     """``(target(inputs), when tracing ended or None if nothing was traced)``; a trace is added to
     the runner's ``traces`` only if ``counted``."""
-    cur = _current
+    cur = _this_call
     cur.inputs, cur.on_phase, cur.traced, cur.uncounted = inputs, on_phase, None, not counted
     try:
         return target(inputs), cur.traced
     finally:
         cur.inputs = cur.on_phase = cur.traced = None  # hold no arrays past the call
         cur.uncounted = False
-        status = getattr(cur, "status", None)
+        status = cur.status
         if status is not None:  # started by the trace (:meth:`Runner._trace`)
             cur.status = None
             status.close()
@@ -115,10 +132,11 @@ class Runner:
     """One flax call (``kind``) of ``fn`` on ``module``, jitted and cached per signature.
 
     Called as flax's returned function is: ``runner(variables, *args, rngs=None, **kw)``
-    for ``apply``, ``runner(rngs, *args, **kw)`` for the init forms. ``post``, if
-    given, runs inside the trace on ``(inputs, result, recorder)`` and returns
-    ``(result, arrays alongside, trace-time record)``: the result to hand back, arrays to
-    compute alongside (statistics) and what only the trace knew (``SignatureRecord.recorded``).
+    for ``apply``, ``runner(rngs, *args, **kw)`` for the init forms. ``hooks``, if
+    given (:class:`~inspector.engine.hooks.TraceHooks`), run inside the trace: on each captured value, and
+    on flax's result, which they turn into ``(result, arrays alongside, trace-time record)``: the result to
+    hand back, arrays to compute alongside (statistics) and what only the trace knew
+    (``SignatureRecord.recorded``).
 
     A compiled program is chosen by the input structure (with each dict's key order),
     each array's shape/dtype/weak type/sharding, and every non-array input *by value
@@ -139,7 +157,7 @@ class Runner:
     and has no linen ``fn``: it overrides :meth:`invoke`."""
 
     def __init__(self, kind: Kind, fn: Callable | None, module: nn.Module | nnx.Module, mutable: CollectionFilter,
-                 capture_intermediates: CaptureFilter, post: Callable | None = None,
+                 capture_intermediates: CaptureFilter, hooks: TraceHooks | None = None,
                  patches: dict[str, Any] | None = None, cache_size: int = DEFAULT_CACHE_SIZE):
         if cache_size < 1:
             raise ValueError(f"cache_size must be at least 1, not {cache_size!r}")
@@ -148,7 +166,7 @@ class Runner:
         self.module = module
         self.mutable = mutable
         self.capture = capture_intermediates
-        self.post = post
+        self.hooks = hooks
         self.cache_size = cache_size
         self.patches: dict[tuple[tuple[str, ...], str], dict[int | None, Any]] = {}
         for key, patch in (patches or {}).items():
@@ -213,7 +231,7 @@ class Runner:
         if self._direct_wait > 0:
             self._direct_wait -= 1
             return
-        if (not program.plain or self.post is not None or self._direct_backoff < 0 or record.build is None
+        if (not program.plain or self.hooks is not None or self._direct_backoff < 0 or record.build is None
                 or record.statics or record.objects):
             return
         fits, order = order_check(inputs)
@@ -405,28 +423,33 @@ class Runner:
         return body
 
     def _trace(self, args: tuple, kwargs: dict) -> Carrier:
-        """Runs flax inside the trace and records what only the trace knows."""
-        on_phase = getattr(_current, "on_phase", None)
-        if on_phase is None and not getattr(_current, "uncounted", False):  # a slow call says where it is
-            status = getattr(_current, "status", None)  # one per call, if jax traces twice
+        """Runs flax inside the trace and records what only the trace knows. What the trace needs of
+        the call (its concrete inputs, its phase callback) is this thread's :class:`CallState`."""
+        call = _this_call
+        on_phase = call.on_phase
+        if on_phase is None and not call.uncounted:  # a slow call says where it is
+            status = call.status  # one per call, if jax traces twice
             if status is None:
-                status = _current.status = progress.start(type(self.module).__name__)
+                status = call.status = progress.start(type(self.module).__name__)
             on_phase = status.phase
         t0 = time.perf_counter()
         if on_phase is not None:
             on_phase("tracing")
-        if not getattr(_current, "uncounted", False):
+        if not call.uncounted:
             self.traces += 1
-        concrete = jax.tree.leaves(getattr(_current, "inputs", None))
+        concrete = jax.tree.leaves(call.inputs)
         multi_device = any(len(getattr(getattr(x, "sharding", None), "device_set", ())) > 1 for x in concrete)
         record = SignatureRecord()
-        recorder = Recorder(detailed=self.post is not None, multi_device=multi_device,
-                            at_capture=getattr(self.post, "at_capture", None), top=_current_trace())
+        hooks = self.hooks
+        recorder = Recorder(detailed=hooks is not None, multi_device=multi_device)
+        tied = TiedSummaries()
+        at_capture = functools.partial(hooks.at_capture, tied=tied) if hooks is not None and hooks.ties_captures \
+            else None
         own_args, own_kwargs = fresh_containers((args, kwargs))  # a model may write into a dict it is given
-        result = self._call_flax(own_args, own_kwargs, recorder)
+        result = self._call_flax(own_args, own_kwargs, recorder, at_capture)
         alongside = None
-        if self.post is not None:
-            result, alongside, record.recorded = self.post((args, kwargs), result, recorder)
+        if hooks is not None:
+            result, alongside, record.recorded = hooks.after((args, kwargs), result, recorder, tied)
         out_leaves, record.out_tree = jax.tree.flatten(result, is_leaf=lambda x: x is None)
         record.build = result_builder(result, out_leaves)
         record.reorder = needs_reorder(result)
@@ -444,7 +467,7 @@ class Runner:
                 arrays.extend(a for _, a in held)
         t1 = time.perf_counter()
         record.trace_ms = (t1 - t0) * 1000
-        _current.traced = t1
+        call.traced = t1
         if on_phase is not None:
             on_phase("compiling")
         return Carrier(record, arrays, alongside)
@@ -462,7 +485,7 @@ class Runner:
         """A path, type or method filter that captured nothing is likely a typo: warn, naming the
         closest paths, types or methods that ran (once per filter and model)."""
         asked, recorder.asked = recorder.asked, {}
-        if getattr(_current, "uncounted", False):  # compiled ahead (in the background): the call warned
+        if _this_call.uncounted:  # compiled ahead (in the background): the call warned
             return
         if isinstance(self.capture, Filter) and asked and not recorder.captured:
             warn_unmatched(self.capture, [(module, key[1]) for key, module in asked.items()], self.module)
@@ -475,16 +498,19 @@ class Runner:
         flax_fn = FLAX_ENTRIES[self.kind](self.fn, self.module, mutable=self.mutable, capture_intermediates=capture)
         return flax_fn(*args, **kwargs)
 
-    def _call_flax(self, args, kwargs, recorder: Recorder):
+    def _call_flax(self, args, kwargs, recorder: Recorder, at_capture: Callable[[Any], Any] | None = None):
         """:meth:`invoke` under ``recorder``: interception, scope probes (``detailed``), patches checked
-        afterwards, and an error noted with the module and method it was raised in."""
+        afterwards, and an error noted with the module and method it was raised in. ``at_capture``
+        (:meth:`~inspector.engine.hooks.TraceHooks.at_capture`) is applied to each value flax captures
+        in this trace."""
         capture = self.capture
         if callable(capture):
             capture = noting_site(guarded(capture, recorder.on_capture, recorder.on_ask), recorder)
         elif capture is True:
             capture = noting_site(guarded(capture_calls, recorder.on_capture), recorder)
-        if callable(capture) and recorder.at_capture is not None and self.intercepts:
-            capture = recorder.asking(capture)
+        if callable(capture) and at_capture is not None and self.intercepts:
+            asker = CaptureAsker(capture, at_capture, top=_current_trace())
+            capture, recorder.on_return = asker.given, asker.on_return
         recorder.patches = self.patches
         try:
             with contextlib.ExitStack() as recording:

@@ -30,6 +30,7 @@ from inspector import reduce
 from inspector.capture import CaptureFilter, recorded_call
 from inspector.model import Inspection, VariableTree, path_str
 from inspector.names import Path
+from inspector.engine.hooks import TiedSummaries
 from inspector.engine.recorder import Recorder
 from inspector.engine.runner import FLAX_ENTRIES, Runner, fresh_containers
 from inspector.inspection.assemble import assemble, leaf_maker
@@ -137,7 +138,7 @@ def find_taps(returned: dict[Site, Any], inter: Any) -> tuple[list[Tap], list[st
 
 @dataclasses.dataclass
 class _Result:
-    """What :meth:`GradRunner.invoke` hands the ``post`` hook: flax's result, the gradients, notes."""
+    """What :meth:`GradRunner.invoke` hands :meth:`GradHooks.after`: flax's result, the gradients, notes."""
 
     flax: Any
     params: Any
@@ -151,8 +152,8 @@ class GradRunner(Runner):
     to ``params`` and to the outputs of the captured calls (see the module docstring)."""
 
     def __init__(self, loss_fn: Callable, module: nn.Module, mutable: CollectionFilter, capture: CaptureFilter,
-                 has_aux: bool, post: Callable):
-        super().__init__("apply", loss_fn, module, mutable, capture, post=post)
+                 has_aux: bool, hooks: GradHooks):
+        super().__init__("apply", loss_fn, module, mutable, capture, hooks=hooks)
         self.has_aux = has_aux
 
     def invoke(self, args: tuple, kwargs: dict, capture: CaptureFilter, recorder: Recorder) -> Any:
@@ -267,25 +268,33 @@ class GradPlan:
     notes: list[str]
 
 
-def plan_gradients(mutable: CollectionFilter, capture: CaptureFilter, keep: Keep, in_call: bool = True,
-                   lean: bool = False) -> Callable:
-    """The ``post`` hook of a :class:`GradRunner`: the inspection of the call as
-    :func:`~inspector.inspection.plan.plan_inspection` makes it, with the gradients' statistics alongside.
-    The result handed back is ``(flax's result, (params gradients, tapped gradients))``."""
-    inspection = plan_inspection("apply", mutable, capture, keep, in_call, lean)
+class GradHooks:
+    """The :class:`~inspector.engine.hooks.TraceHooks` of a :class:`GradRunner`: the inspection of the call as
+    :class:`~inspector.inspection.plan.InspectionHooks` makes it, with the gradients' statistics alongside.
+    The result handed back is ``(flax's result, (params gradients, tapped gradients))``. Nothing is tied
+    where it is captured (the differentiated program summarizes after the call)."""
 
-    def post(inputs: tuple[tuple, dict], result: _Result, recorder: Recorder):
-        flax_result, stats, plan = inspection(inputs, result.flax, recorder)
+    ties_captures = False
+
+    def __init__(self, mutable: CollectionFilter, capture: CaptureFilter, keep: Keep, in_call: bool = True,
+                 lean: bool = False) -> None:
+        self.inspection = plan_inspection("apply", mutable, capture, keep, in_call, lean)
+        self.in_call = in_call
+
+    def at_capture(self, value: Any, tied: TiedSummaries) -> Any:
+        return value
+
+    def after(self, inputs: tuple[tuple[Any, ...], dict[str, Any]], result: _Result, recorder: Recorder,
+              tied: TiedSummaries) -> tuple[Any, Any, GradPlan]:
+        flax_result, stats, plan = self.inspection.after(inputs, result.flax, recorder, tied)
         collector = SlotCollector()
         params = collector.slots(result.params, ("params",), "out", (1, 0)) if result.params is not None else []
         taps = [(t, collector.slot(t.path, "out", (1, 1, i), g))
                 for i, (t, g) in enumerate(zip(result.taps, result.tapped))]
-        words, summarized = summarize_in_call(collector.arrays, recorder.multi_device, in_call)
+        words, summarized = summarize_in_call(collector.arrays, recorder.multi_device, self.in_call)
         grads = Plan([], [], {}, [], {}, False, collector.described, [], summarized=summarized)
         return ((flax_result, (result.params, result.tapped)), (stats, words),
                 GradPlan(plan, grads, params, taps, result.notes))
-
-    return post
 
 
 class GradRun(InspectRun):
@@ -296,7 +305,7 @@ class GradRun(InspectRun):
                  has_aux: bool, keep: Keep):
         self.has_aux = has_aux
         self._bind("apply", module, keep, lambda in_call, lean: GradRunner(
-            loss_fn, module, mutable, capture, has_aux, plan_gradients(mutable, capture, keep, in_call, lean)))
+            loss_fn, module, mutable, capture, has_aux, GradHooks(mutable, capture, keep, in_call, lean)))
         functools.update_wrapper(self, loss_fn, updated=())
 
     def _assemble(self, args: tuple, result: Any, stats_arrays: Any, plan: GradPlan, timings: Any,

@@ -32,6 +32,7 @@ from inspector.background import BackgroundWorker, CallerContext
 from inspector.capture import CaptureFilter
 from inspector.engine.runner import InsideTransform, Runner
 from inspector.engine.signature import UnsortableKeys, unsortable_keys
+from inspector.inspection import backend
 from inspector.inspection import variables as V
 from inspector.inspection.assemble import NeedsArrays, assemble
 from inspector.inspection.plan import Keep, plan_inspection
@@ -102,7 +103,7 @@ class InspectRun:
                  capture: CaptureFilter, keep: Keep = "arrays", patches: dict[str, Any] | None = None):
         self._bind(kind, module, keep, lambda in_call, lean: Runner(
             kind, fn, module, mutable, capture, patches=patches,
-            post=plan_inspection(kind, mutable, capture, keep, in_call, lean)))
+            hooks=plan_inspection(kind, mutable, capture, keep, in_call, lean)))
         functools.update_wrapper(self, fn, updated=())
 
     def _bind(self, kind: Kind, module: Any, keep: Keep, make_runner: Callable[[bool, bool], Runner]) -> None:
@@ -137,7 +138,7 @@ class InspectRun:
             self._settled = True
             return self.runner, False
         if self._compiling is None:
-            if not V.described_after_the_call((args, kwargs)):
+            if not backend.described_after_the_call((args, kwargs)):
                 self._settled = True
                 return self.runner, False
             self._first = self._make_runner(False, False)
@@ -154,10 +155,35 @@ class InspectRun:
         ``timings.run_ms`` is measured from the ``'running'`` phase, so trace and compile time (a
         call with a new signature) are counted once, in ``trace_ms`` and ``compile_ms``. ``on_phase``
         is told each phase; without it, a first call still running after
-        :data:`~inspector.progress.SHOW_AFTER_S` shows a transient status line (:mod:`inspector.progress`)."""
+        :data:`~inspector.progress.SHOW_AFTER_S` shows a transient status line (:mod:`inspector.progress`).
+
+        Args:
+          *args: the call's positional arguments, as flax's returned function takes them
+            (``variables, *inputs`` for ``apply``, ``rngs, *inputs`` for the init forms).
+          on_phase: told ``'tracing'``, ``'compiling'``, ``'running'`` and ``'done'`` as the call reaches them.
+          **kwargs: the call's keyword arguments (``rngs=`` and the method's own).
+
+        Returns:
+          The :class:`~inspector.model.Inspection` of the call.
+
+        Raises:
+          InspectUnderTransformError: the call was given tracers (inside ``jax.jit``, ``grad``, ...).
+        """
         status = progress.start(type(self.module).__name__) if on_phase is None else None
         try:
-            return self._inspect(args, kwargs, on_phase or status.phase)  # type: ignore[union-attr]
+            phase = on_phase or status.phase  # type: ignore[union-attr]
+            # At most twice: a lean runner (``keep='stats'``, arrays not returned) whose summaries can't all
+            # be trusted raises NeedsArrays from the assembly; the call then runs again, once, with a runner
+            # that returns the arrays, and the run keeps that runner (it never raises NeedsArrays).
+            for attempt in range(2):
+                try:
+                    return self._inspect(args, kwargs, phase)
+                except NeedsArrays:
+                    if attempt:
+                        raise
+                    self._retired_traces += self.runner.traces
+                    self.runner = self._make_runner(True, False)
+            raise AssertionError("unreachable")  # the loop returns or raises
         except Exception as e:
             failure.capture(self.runner, *self._flax_arguments(args, kwargs), e)  # for fi.last_failure()
             raise
@@ -168,7 +194,6 @@ class InspectRun:
     def _inspect(self, args: tuple, kwargs: dict, on_phase: Phase) -> Inspection:
         """:meth:`__call__`, telling ``on_phase`` each phase."""
         marks: dict[str, float] = {}
-        given = args, kwargs
         args, kwargs = self._flax_arguments(args, kwargs)
         try:  # a dict whose keys cannot be sorted fails the first flatten: flax's error, or one naming it
             variables = input_arrays(self.kind, args)
@@ -176,7 +201,7 @@ class InspectRun:
             # A cached call on the CPU backend describes them after its program has run: numpy beside
             # XLA's own threads slows the program by far more than the describing takes.
             described = None
-            if variables and jax.default_backend() != "cpu":
+            if variables and backend.describe_variables_while_compiling():
                 described = V.input_stats.soon(variables)
 
             def phase(name: str) -> None:
@@ -200,12 +225,7 @@ class InspectRun:
             described = V.input_stats.soon(variables)
         timings = Timings(0.0 if cached else record.trace_ms, 0.0 if cached else record.compile_ms,
                           run_ms, cached)
-        try:
-            insp = self._assemble(args, result, stats_arrays, record.recorded, timings, described)
-        except NeedsArrays:  # from a lean runner only: its successor returns the arrays
-            self._retired_traces += self.runner.traces
-            self.runner = self._make_runner(True, False)
-            return self._inspect(given[0], given[1], on_phase)
+        insp = self._assemble(args, result, stats_arrays, record.recorded, timings, described)  # may raise NeedsArrays
         self._finish(insp)
         origin.remember(self, insp, args, kwargs)  # only where a NaN/Inf was found: what re-running needs
         costs.remember(self, insp, args, kwargs)  # the inputs' shapes: insp.costs() re-traces

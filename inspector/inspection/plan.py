@@ -19,6 +19,8 @@ from flax.core.scope import CollectionFilter
 from inspector import reduce
 from inspector._compat import lifted_target, traced_effects
 from inspector.capture import CaptureFilter
+from inspector.engine.hooks import TiedSummaries
+from inspector.inspection import backend
 from inspector.engine.recorder import Event, Recorder
 from inspector.engine.results import held_arrays
 from inspector.engine.signature import is_array
@@ -199,20 +201,41 @@ def split_result(kind: Kind, result: Any, mutable: CollectionFilter, capture: Ca
 
 
 def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilter, keep: Keep,
-                    in_call: bool = True, lean: bool = False):
-    """The ``post`` hook of an inspecting :class:`~inspector.engine.runner.Runner`: inside the trace, it
-    turns flax's result into ``(result to return, statistics arrays, Plan)``. With ``in_call``
-    false, arrays numpy can read in place (CPU) are all described after the call, so nothing
+                    in_call: bool = True, lean: bool = False) -> InspectionHooks:
+    """The hooks of an inspecting :class:`~inspector.engine.runner.Runner` (:class:`InspectionHooks`).
+    Inside the trace, they turn flax's result into ``(result to return, statistics arrays, Plan)``. With
+    ``in_call`` false, arrays numpy can read in place (CPU) are all described after the call, so nothing
     but the capture is compiled: the program compiles about as fast as flax's own.
 
     With ``keep='stats'`` the captured arrays are returned to the device (never kept) so that a
     summary that can't be trusted is redone exactly from them. With ``lean`` as well, they are
     not returned at all (XLA then keeps them in reused buffers, and a large model runs several
-    percent faster): :func:`assemble` raises :class:`NeedsArrays` instead of redoing, and the
+    percent faster): :func:`~inspector.inspection.assemble.assemble` raises
+    :class:`~inspector.inspection.assemble.NeedsArrays` instead of redoing, and the
     caller runs the call again with a program that returns them. A program with side effects
     (``jax.debug.print``, callbacks) returns them anyway, so that it never has to run twice."""
+    return InspectionHooks(kind, mutable, capture, keep, in_call, lean)
 
-    def post(inputs: tuple[tuple, dict], result: Any, recorder: Recorder):
+
+class InspectionHooks:
+    """:class:`~inspector.engine.hooks.TraceHooks` of an inspection (see :func:`plan_inspection`): summaries
+    of captured values traced where they are produced (:func:`tie_summaries`, where ``in_call``), then the
+    :class:`Plan` and the statistics of every described array, once flax returned."""
+
+    def __init__(self, kind: Kind, mutable: CollectionFilter, capture: CaptureFilter, keep: Keep,
+                 in_call: bool = True, lean: bool = False) -> None:
+        self.kind, self.mutable, self.capture, self.keep, self.in_call, self.lean = (
+            kind, mutable, capture, keep, in_call, lean)
+        self.ties_captures = in_call
+
+    def at_capture(self, value: Any, tied: TiedSummaries) -> Any:
+        return tie_summaries(value, tied)
+
+    def after(self, inputs: tuple[tuple[Any, ...], dict[str, Any]], result: Any, recorder: Recorder,
+              tied: TiedSummaries) -> tuple[Any, Any, Plan]:
+        """``(result to return, (summary rows, deltas, arrays returned to redo a summary), Plan)``."""
+        kind, mutable, capture, keep, in_call, lean = (
+            self.kind, self.mutable, self.capture, self.keep, self.in_call, self.lean)
         args, _ = inputs
         y, state, returns_tuple = split_result(kind, result, mutable, capture)
         collector = SlotCollector()
@@ -251,9 +274,9 @@ def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilte
         arrays = collector.arrays
         known = {}
         for i, a in enumerate(arrays):
-            early = recorder.early.get(id(a))
-            if early is not None and early[0] is a:
-                known[i] = early[1]
+            fields = tied.get(a)
+            if fields is not None:
+                known[i] = fields
         stats, summarized = summarize_in_call(arrays, recorder.multi_device, in_call, known)
         deltas = reduce.deltas(delta_pairs)
         dropped: list[Any] = []
@@ -275,26 +298,22 @@ def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilte
             outputs, variables, mutated, calls, pairs, returns_tuple, collector.described,
             [b.dtype for b, _ in delta_pairs], recorder.binding, notes, recorder.multi_device, summarized)
 
-    post.at_capture = tie_summaries if in_call else None  # type: ignore[attr-defined]  # read by the runner
-    return post
 
-
-def tie_summaries(value: Any, recorder: Recorder) -> Any:
-    """The runner's ``at_capture``: ``value`` (a captured method's result) with the summary
-    reductions of each of its large arrays traced where it is produced (into ``recorder.early``)
+def tie_summaries(value: Any, tied: TiedSummaries) -> Any:
+    """An inspection's ``at_capture``: ``value`` (a captured method's result) with the summary
+    reductions of each of its large arrays traced where it is produced (noted in ``tied``)
     and tied to it by an optimization barrier, so that what runs next waits for them. XLA then
     reduces each array while it is still in cache, instead of reading all of them back from
     memory at the end of the call. The value is returned unchanged. CPU backend only: on a GPU,
     XLA fuses the reductions into the producer's own kernel, which the barrier would prevent."""
-    if jax.default_backend() != "cpu":
+    if not backend.tie_summaries_where_produced():
         return value
     leaves, tree = jax.tree_util.tree_flatten(value)
     at, fields = [], []
     for i, x in enumerate(leaves):
         # Tracers only: a concrete array the module returns must stay concrete for the code after it.
         # One tied already (a submodule's result, returned as this module's) is summarized once.
-        early = recorder.early.get(id(x))
-        if early is not None and early[0] is x:
+        if tied.get(x) is not None:
             continue
         f = reduce.summary_fields(x) if isinstance(x, jax.core.Tracer) else None
         if f is not None:
@@ -302,10 +321,10 @@ def tie_summaries(value: Any, recorder: Recorder) -> Any:
             fields.append(f)
     if not at:
         return value
-    tied, fields = jax.lax.optimization_barrier(([leaves[i] for i in at], fields))
-    for i, x, f in zip(at, tied, fields):
+    held, fields = jax.lax.optimization_barrier(([leaves[i] for i in at], fields))
+    for i, x, f in zip(at, held, fields):
         leaves[i] = x
-        recorder.early[id(x)] = (x, f)
+        tied.add(x, f)
     return jax.tree_util.tree_unflatten(tree, leaves)
 
 
@@ -318,7 +337,7 @@ def summarize_in_call(arrays: list[Any], multi_device: bool, in_call: bool = Tru
     # leaves every array to numpy after the call (nothing more to compile). The program compiled
     # for later calls summarizes every array inside the call, small ones too: a few microseconds
     # there against a dozen numpy operations per call on the host.
-    if not in_call and jax.default_backend() == "cpu" and not multi_device:
+    if not in_call and backend.host_describes_after_the_call(multi_device):
         return reduce.summarize([]), []
     return reduce.summarize(arrays, known), list(range(len(arrays)))
 

@@ -35,17 +35,6 @@ def describe_exactly(arrays: list[Any], hist: bool = True) -> list[Stats]:
     return reduce.unpack(rows, [a.dtype for a in arrays], [np.shape(a) for a in arrays])
 
 
-def described_after_the_call(inputs: Any) -> bool:
-    """True if a call on ``inputs`` can leave every description to numpy after the call (the
-    CPU backend, no input spread over devices): see ``plan_inspection(in_call=False)``."""
-    if jax.default_backend() != "cpu":
-        return False
-    leaves = jax.tree_util.tree_leaves(inputs)
-    if any(isinstance(x, jax.core.Tracer) for x in leaves):
-        return False
-    return reduce.on_host([x for x in leaves if is_array(x)])
-
-
 def input_arrays(kind: str, args: tuple) -> list[Any]:
     """The caller's variables that get statistics, in the order the plan numbers them."""
     if kind != "apply" or not args:
