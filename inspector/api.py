@@ -11,11 +11,11 @@ from typing import Any
 import flax.linen as nn
 from flax.core.scope import CollectionFilter
 
-from inspector._compat import flax_flags, unbound_method
+from inspector._compat import flax_flags
 from inspector._tracebacks import entry_point
 from inspector.capture import CaptureFilter
 from inspector.compare import compare
-from inspector.engine.runner import DEFAULT_CACHE_SIZE, Runner
+from inspector.engine.runner import DEFAULT_CACHE_SIZE, Runner, method_fn
 from inspector.engine.signature import Unkeyable, static_key
 from inspector.inspection.pipeline import InspectRun, InspectUnderTransformError, default_capture
 from inspector.inspection.plan import Keep
@@ -229,16 +229,6 @@ def inspect_init_with_output(fn: Callable, module: nn.Module, mutable: Collectio
                       InspectRun, "init_with_output", fn, module, mutable, capture, keep)
 
 
-def _method_fn(module: nn.Module, method: str | Callable | None) -> Callable:
-    if method is None:
-        method = module.__call__
-    if isinstance(method, str):
-        name = method
-        return getattr(type(module), name) if hasattr(type(module), name) else (
-            lambda m, *a, **k: getattr(m, name)(*a, **k))
-    return unbound_method(method)
-
-
 def _key(x: Any) -> Any:
     if isinstance(x, list):
         return ("list", tuple(x))
@@ -267,7 +257,7 @@ class Inspector:
         key = (kind, _key(method), _key(mutable), _key(capture), keep)
         run = self._runs.get(key)
         if run is None:
-            fn = _method_fn(self.module, method)
+            fn = method_fn(self.module, method)
             args = (fn, self.module, mutable, capture) + ((keep,) if keep else ())
             run = self._runs[key] = factory(*args)
             if len(self._runs) > self._max:

@@ -624,13 +624,13 @@ def costs(module: Any, variables: Any, *args: Any, method: Any = None, mutable: 
           memory: bool = True, **kwargs: Any) -> Costs:
     """The :class:`Costs` of ``module.apply(variables, *args, method=method, mutable=mutable, **kwargs)``
     (arrays or ``jax.ShapeDtypeStruct`` inputs), without inspecting it."""
-    from inspector.api import _method_fn
+    from inspector.engine.runner import method_fn
 
     import jax
 
     params = _param_sizes((tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in p), _size(v), _nbytes(v))
                           for p, v in jax.tree_util.tree_flatten_with_path(variables)[0])
-    return costs_of("apply", _method_fn(module, method), module, mutable, (variables, *args), kwargs,
+    return costs_of("apply", method_fn(module, method), module, mutable, (variables, *args), kwargs,
                     params=params, memory=memory)
 
 

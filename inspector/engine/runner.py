@@ -26,7 +26,9 @@ import jax
 from flax.core.scope import CollectionFilter
 
 from inspector import failure, progress
-from inspector._compat import _current_trace, capture_calls, direct_call, flax_flags, inside_transform, listening
+from inspector._compat import (
+    _current_trace, capture_calls, direct_call, flax_flags, inside_transform, listening, unbound_method,
+)
 from inspector._tracebacks import entry_point, hide_frames
 from inspector.capture import CaptureFilter, Filter, guarded, warn_unmatched
 from inspector.engine.hooks import CaptureAsker, TiedSummaries, TraceHooks
@@ -123,6 +125,18 @@ def _call(target: Callable, inputs: Any, on_phase: Callable[[str], None] | None,
         if status is not None:  # started by the trace (:meth:`Runner._trace`)
             cur.status = None
             status.close()
+
+
+def method_fn(module: nn.Module, method: str | Callable | None) -> Callable:
+    """The function flax applies for ``module``'s ``method`` (a name, a function, or None: ``__call__``),
+    as ``Module.apply(..., method=method)`` runs it."""
+    if method is None:
+        method = module.__call__
+    if isinstance(method, str):
+        name = method
+        return getattr(type(module), name) if hasattr(type(module), name) else (
+            lambda m, *a, **k: getattr(m, name)(*a, **k))
+    return unbound_method(method)
 
 
 DEFAULT_CACHE_SIZE = 64
