@@ -70,7 +70,7 @@ def forget_shared_runs() -> None:
     _inspectors.clear()
 
 
-def _wrap(kind: Kind, fn: Callable, module: nn.Module, mutable: CollectionFilter, capture: CaptureFilter,
+def _wrap(kind: Kind, fn: Callable[..., Any], module: nn.Module, mutable: CollectionFilter, capture: CaptureFilter,
           cache_size: int) -> Runner:
     def make() -> Runner:
         runner = Runner(kind, fn, module, mutable, capture, cache_size=cache_size)
@@ -80,7 +80,7 @@ def _wrap(kind: Kind, fn: Callable, module: nn.Module, mutable: CollectionFilter
     return shared_run(make, Runner, kind, fn, module, mutable, capture, cache_size)
 
 
-def apply(fn: Callable, module: nn.Module, mutable: CollectionFilter = False,
+def apply(fn: Callable[..., Any], module: nn.Module, mutable: CollectionFilter = False,
           capture_intermediates: CaptureFilter = False, *,
           cache_size: int = DEFAULT_CACHE_SIZE) -> Runner:
     """``flax.linen.apply``, jitted: ``apply(fn, module, ...)(variables, *args, rngs=None, **kw)``
@@ -102,7 +102,7 @@ def apply(fn: Callable, module: nn.Module, mutable: CollectionFilter = False,
     return _wrap("apply", fn, module, mutable, capture_intermediates, cache_size)
 
 
-def init(fn: Callable, module: nn.Module, mutable: CollectionFilter = _INIT_MUTABLE,
+def init(fn: Callable[..., Any], module: nn.Module, mutable: CollectionFilter = _INIT_MUTABLE,
          capture_intermediates: CaptureFilter = False, *,
          cache_size: int = DEFAULT_CACHE_SIZE) -> Runner:
     """``flax.linen.init``, jitted: ``init(fn, module)(rngs, *args, **kw)`` returns the variables.
@@ -120,7 +120,7 @@ def init(fn: Callable, module: nn.Module, mutable: CollectionFilter = _INIT_MUTA
     return _wrap("init", fn, module, mutable, capture_intermediates, cache_size)
 
 
-def init_with_output(fn: Callable, module: nn.Module, mutable: CollectionFilter = _INIT_MUTABLE,
+def init_with_output(fn: Callable[..., Any], module: nn.Module, mutable: CollectionFilter = _INIT_MUTABLE,
                      capture_intermediates: CaptureFilter = False, *,
                      cache_size: int = DEFAULT_CACHE_SIZE) -> Runner:
     """``flax.linen.init_with_output``, jitted: calls return ``(y, variables)``.
@@ -138,7 +138,7 @@ def init_with_output(fn: Callable, module: nn.Module, mutable: CollectionFilter 
     return _wrap("init_with_output", fn, module, mutable, capture_intermediates, cache_size)
 
 
-def inspect_apply(fn: Callable, module: nn.Module, mutable: CollectionFilter = False,
+def inspect_apply(fn: Callable[..., Any], module: nn.Module, mutable: CollectionFilter = False,
                   capture_intermediates: CaptureFilter | None = None, keep: Keep = "arrays",
                   patches: dict[str, Any] | None = None) -> InspectRun:
     """Like :func:`apply`, but calls return an :class:`Inspection`.
@@ -163,7 +163,7 @@ def inspect_apply(fn: Callable, module: nn.Module, mutable: CollectionFilter = F
                       InspectRun, "apply", fn, module, mutable, capture, keep, patches)
 
 
-def intervene(fn: Callable, module: nn.Module, patches: dict[str, Any], mutable: CollectionFilter = False,
+def intervene(fn: Callable[..., Any], module: nn.Module, patches: dict[str, Any], mutable: CollectionFilter = False,
               capture_intermediates: CaptureFilter | None = None, keep: Keep = "arrays") -> Callable[..., Comparison]:
     """Activation patching: ``intervene(fn, module, {'blocks_3/mlp:__call__': fi.patches.zero})(variables, x)``
     runs clean and patched and returns their :class:`Comparison` (output first).
@@ -191,7 +191,7 @@ def intervene(fn: Callable, module: nn.Module, patches: dict[str, Any], mutable:
     return run
 
 
-def inspect_init(fn: Callable, module: nn.Module, mutable: CollectionFilter = _INIT_MUTABLE,
+def inspect_init(fn: Callable[..., Any], module: nn.Module, mutable: CollectionFilter = _INIT_MUTABLE,
                  capture_intermediates: CaptureFilter = False, keep: Keep = "arrays") -> InspectRun:
     """Like :func:`init`, but calls return an :class:`Inspection` of the created variables.
 
@@ -209,7 +209,7 @@ def inspect_init(fn: Callable, module: nn.Module, mutable: CollectionFilter = _I
                       InspectRun, "init", fn, module, mutable, capture_intermediates, keep)
 
 
-def inspect_init_with_output(fn: Callable, module: nn.Module, mutable: CollectionFilter = _INIT_MUTABLE,
+def inspect_init_with_output(fn: Callable[..., Any], module: nn.Module, mutable: CollectionFilter = _INIT_MUTABLE,
                              capture_intermediates: CaptureFilter | None = None,
                              keep: Keep = "arrays") -> InspectRun:
     """Like :func:`init_with_output`, but calls return an :class:`Inspection`.
@@ -266,27 +266,27 @@ class Inspector:
         return run
 
     @entry_point
-    def apply(self, variables: Any, *args: Any, rngs: Any = None, method: str | Callable | None = None,
+    def apply(self, variables: Any, *args: Any, rngs: Any = None, method: str | Callable[..., Any] | None = None,
               mutable: CollectionFilter = False, capture_intermediates: CaptureFilter = False,
               **kwargs: Any) -> Any:
         run = self._get(apply, "apply", method, mutable, capture_intermediates)
         return run(variables, *args, rngs=rngs, **kwargs)
 
     @entry_point
-    def init(self, rngs: Any, *args: Any, method: str | Callable | None = None,
+    def init(self, rngs: Any, *args: Any, method: str | Callable[..., Any] | None = None,
              mutable: CollectionFilter = _INIT_MUTABLE, capture_intermediates: CaptureFilter = False,
              **kwargs: Any) -> Any:
         return self._get(init, "init", method, mutable, capture_intermediates)(rngs, *args, **kwargs)
 
     @entry_point
-    def init_with_output(self, rngs: Any, *args: Any, method: str | Callable | None = None,
+    def init_with_output(self, rngs: Any, *args: Any, method: str | Callable[..., Any] | None = None,
                          mutable: CollectionFilter = _INIT_MUTABLE, capture_intermediates: CaptureFilter = False,
                          **kwargs: Any) -> Any:
         run = self._get(init_with_output, "init_with_output", method, mutable, capture_intermediates)
         return run(rngs, *args, **kwargs)
 
     @entry_point
-    def inspect(self, variables: Any, *args: Any, rngs: Any = None, method: str | Callable | None = None,
+    def inspect(self, variables: Any, *args: Any, rngs: Any = None, method: str | Callable[..., Any] | None = None,
                 mutable: CollectionFilter = False, capture_intermediates: CaptureFilter | None = None,
                 keep: Keep = "arrays", **kwargs: Any) -> Inspection:
         """``module.apply(variables, *args, **kwargs)`` (of ``method``) as an :class:`Inspection`.

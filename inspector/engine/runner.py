@@ -127,7 +127,7 @@ def _call(target: Callable, inputs: Any, on_phase: Callable[[str], None] | None,
             status.close()
 
 
-def method_fn(module: nn.Module, method: str | Callable | None) -> Callable:
+def method_fn(module: nn.Module, method: str | Callable[..., Any] | None) -> Callable[..., Any]:
     """The function flax applies for ``module``'s ``method`` (a name, a function, or None: ``__call__``),
     as ``Module.apply(..., method=method)`` runs it."""
     if method is None:

@@ -196,7 +196,8 @@ def same_layout(x: Any, y: Any) -> bool:
     return len(y) == len(x) and all(same_layout(a, b) for a, b in zip(x, y))
 
 
-def order_check(inputs: tuple[tuple, dict]) -> tuple[bool, Callable[[tuple, dict], bool] | None]:
+def order_check(inputs: tuple[tuple[Any, ...], dict[str, Any]]
+                ) -> tuple[bool, Callable[[tuple[Any, ...], dict[str, Any]], bool] | None]:
     """``(fits, check)``: ``check`` is a function of ``(args, kwargs)`` that is true only if every dict
     of two or more keys has the key order it has in ``inputs`` (jax's dispatch checks the rest), None
     if no dict needs it; ``fits`` is false if the check would be too large for one expression."""
@@ -228,7 +229,7 @@ class FlatInputs:
 
     __slots__ = ("arrays", "statics")
 
-    def __init__(self, arrays: list, statics: Statics):
+    def __init__(self, arrays: list[Any], statics: Statics):
         self.arrays, self.statics = arrays, statics
 
 

@@ -154,7 +154,7 @@ def _diffs(plan: Plan, leaf: _LeafMaker, variables: Callable[[], list[Leaf]],
 
 
 def _diff(path: Path, before: Leaf | None, after: Leaf, pair: tuple[int | None, int | None] | None,
-          deltas: list) -> LeafDiff:
+          deltas: list[Any]) -> LeafDiff:
     if before is None:
         return LeafDiff(path, "added", None, after)
     if pair is None or pair[0] is None:

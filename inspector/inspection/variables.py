@@ -35,7 +35,7 @@ def describe_exactly(arrays: list[Any], hist: bool = True) -> list[Stats]:
     return reduce.unpack(rows, [a.dtype for a in arrays], [np.shape(a) for a in arrays])
 
 
-def input_arrays(kind: str, args: tuple) -> list[Any]:
+def input_arrays(kind: str, args: tuple[Any, ...]) -> list[Any]:
     """The caller's variables that get statistics, in the order the plan numbers them."""
     if kind != "apply" or not args:
         return []
@@ -54,7 +54,7 @@ class InputStats:
 
     def __init__(self, size: int = 8) -> None:
         self.size = size
-        self._memo: OrderedDict[tuple, tuple[list[weakref.ref], list[Stats]]] = OrderedDict()
+        self._memo: OrderedDict[tuple[int, ...], tuple[list[weakref.ref[Any]], list[Stats]]] = OrderedDict()
         self._lock = threading.Lock()
         self.described = 0  # how many sets of arrays were described (not remembered)
 
@@ -102,7 +102,7 @@ class InputStats:
 _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-stats")
 
 
-class _OnDemand(Future):
+class _OnDemand(Future[Any]):
     """A future computed on the thread that first asks for its result."""
 
     def __init__(self, compute: Callable[[], Any]) -> None:
