@@ -6,6 +6,8 @@
   generated layout guards that pick a compiled program;
 - :mod:`~inspector.engine.recorder`: the method interceptor that records calls, sows, patches and
   the binding trace while flax runs in the trace;
+- :mod:`~inspector.engine.hooks`: :class:`~inspector.engine.hooks.TraceHooks`, the one typed object an
+  inspection hands the runner (what it adds to a traced call), and its per-trace pieces;
 - :mod:`~inspector.engine.results`: a program's results back to the caller, flax's key order put
   back, arrays held by non-pytree objects.
 
