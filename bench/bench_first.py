@@ -199,7 +199,7 @@ def variants(which: str, rounds: int, hot: bool) -> dict[str, list[float]]:
         if "returned" in name or "12" in name:
             run.runner = run._make_runner(True, False)
         if "untied" in name or "12" in name:
-            run.runner.post.at_capture = None
+            run.runner.hooks.ties_captures = False
         run(v, x)
         run.settle()
         runs[name] = run

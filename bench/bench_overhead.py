@@ -44,14 +44,14 @@ def main() -> None:
     returned = fi.inspect_apply(forward, model, keep="stats")
     returned.runner = returned._make_runner(True, False)  # not lean: the arrays come back to the device
     untied = fi.inspect_apply(forward, model, keep="stats")
-    untied.runner.post.at_capture = None  # summaries traced after the call
+    untied.runner.hooks.ties_captures = False  # summaries traced after the call
     for run in (nothing, stats, arrays, returned, untied):  # past the first call, described on the host
         run(variables, tokens)
         run.settle()
     # distinct arrays with the same values, one more set than inspector remembers: never a hit
-    from inspector import collect
+    from inspector.inspection import variables as input_variables
 
-    copies = [jax.tree.map(lambda v: v + 0, variables) for _ in range(collect.input_stats.size + 1)]
+    copies = [jax.tree.map(lambda v: v + 0, variables) for _ in range(input_variables.input_stats.size + 1)]
     turn = [0]
 
     def new_variables():

@@ -6,7 +6,7 @@ and the host work of a cached ``inspect_apply`` (building the Inspection).
     Python in front of jit) and ``small`` (width 128, batch 32). One timed sample is a batch of
     calls; variants run in interleaved rounds (common.interleave).
     A training-style call too: ``tiny`` with dropout, its typed PRNG key passed in ``rngs``.
-(b) ``collect.assemble`` for a model with 100 captured calls, its statistics already on the host
+(b) ``inspection.assemble.assemble`` for a model with 100 captured calls, its statistics already on the host
     side of the call (what a cached ``inspect_apply`` does after the device finishes).
 
 Run: ``python bench/bench_runner.py [--quick] [--rounds N]``. No assertions: it prints numbers.
@@ -54,7 +54,8 @@ def main() -> None:
 
     import inspector as fi
     from inspector import capture as C
-    from inspector.collect import assemble, input_arrays, input_stats
+    from inspector.inspection.assemble import assemble
+    from inspector.inspection.variables import input_arrays, input_stats
     from inspector.model import Timings
 
     print(f"machine: {machine()}")
@@ -111,7 +112,7 @@ def main() -> None:
         for _ in range(reps):
             assemble("apply", model, variables, result, stats_arrays, record.recorded, Timings(), "arrays", described)
         samples.append((time.perf_counter() - t0) / reps * 1000)
-    print(f"\n(b) collect.assemble, {n} captured calls, 100 variables: median {med(samples):.3f} ms per "
+    print(f"\n(b) assemble, {n} captured calls, 100 variables: median {med(samples):.3f} ms per "
           "Inspection (target <= 1 ms)")
 
 

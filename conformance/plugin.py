@@ -37,7 +37,7 @@ def _has_tracer(tree: Any) -> bool:
 
 
 def _flax_defaults(name: str) -> inspect.Signature:
-    from inspector.run import FLAX_ENTRIES
+    from inspector.engine.runner import FLAX_ENTRIES
 
     return inspect.signature(FLAX_ENTRIES[name])
 
@@ -118,7 +118,7 @@ def route(way: str) -> dict[str, Callable]:
     if way == "flax":
         return {}
     import inspector as fi  # first: it keeps flax's originals before they are replaced
-    from inspector.run import FLAX_ENTRIES
+    from inspector.engine.runner import FLAX_ENTRIES
 
     if way == "inspector":
         return {name: getattr(fi, name) for name in NAMES}

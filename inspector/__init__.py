@@ -26,10 +26,10 @@ from inspector.api import (
     inspect_init, inspect_init_with_output, intervene,
 )
 from inspector.capture import CaptureFilter, CaptureFilterError, CaptureFilterWarning, Filter
-from inspector.collect import Keep
 from inspector.compare import compare
 from inspector.failure import Failure, last_failure
-from inspector.grad import GradRun, inspect_grad
+from inspector.inspection.grad import GradRun, inspect_grad
+from inspector.inspection.plan import Keep
 from inspector.history import History
 from inspector.model import (
     BindingCall, CollectionDiff, Comparison, GradNorm, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node,
@@ -38,7 +38,8 @@ from inspector.model import (
 from inspector.names import format_key, parse_key
 from inspector.origin import Origin
 from inspector.patches import scale, zero  # also as fi.patches.zero / fi.patches.scale
-from inspector.run import Runner, RunResult
+from inspector.engine.results import RunResult
+from inspector.engine.runner import Runner
 from inspector.watch import Watch, watch
 from flax.core.scope import CollectionFilter  # what ``mutable`` takes, as in flax
 
@@ -48,7 +49,7 @@ _NNX = {"inspect_nnx", "NnxInspectRun"}
 def __getattr__(name: str) -> Any:
     """NNX support loads when first used, so ``import inspector`` does not import ``flax.nnx``."""
     if name in _NNX:
-        from inspector import nnx
+        from inspector.inspection import nnx
 
         return getattr(nnx, name)
     raise AttributeError(f"module 'inspector' has no attribute {name!r}")

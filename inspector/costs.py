@@ -478,10 +478,10 @@ class _Labeller:
     def __call__(self, next_fun: Callable[..., Any], args: tuple, kwargs: dict, context: Any) -> Any:
         import jax
 
-        from inspector._compat import is_lifted_wrapper_call, shape_pass
+        from inspector.capture import recorded_call
 
         module, name = context.module, context.method_name
-        if is_lifted_wrapper_call(name) or name == "setup" or module.scope is None or shape_pass():
+        if not recorded_call(module, name):
             return next_fun(*args, **kwargs)
         path = tuple(module.path)
         index = self.counts.get((path, name), 0)
@@ -641,13 +641,13 @@ def costs(module: Any, variables: Any, *args: Any, method: Any = None, mutable: 
           memory: bool = True, **kwargs: Any) -> Costs:
     """The :class:`Costs` of ``module.apply(variables, *args, method=method, mutable=mutable, **kwargs)``
     (arrays or ``jax.ShapeDtypeStruct`` inputs), without inspecting it."""
-    from inspector.api import _method_fn
+    from inspector.engine.runner import method_fn
 
     import jax
 
     params = _param_sizes((tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in p), _size(v), _nbytes(v))
                           for p, v in jax.tree_util.tree_flatten_with_path(variables)[0])
-    return costs_of("apply", _method_fn(module, method), module, mutable, (variables, *args), kwargs,
+    return costs_of("apply", method_fn(module, method), module, mutable, (variables, *args), kwargs,
                     params=params, memory=memory)
 
 
@@ -659,7 +659,7 @@ def costs_of(kind: str, fn: Callable, module: Any, mutable: Any, args: tuple, kw
     import flax.linen as nn
     import jax
 
-    from inspector.run import FLAX_ENTRIES
+    from inspector.engine.runner import FLAX_ENTRIES
 
     abstract = _abstract((args, kwargs))
     leaves, tree = jax.tree.flatten(abstract, is_leaf=lambda x: x is None)

@@ -177,10 +177,11 @@ class _Calls:
         self.failing: list[CallShape] | None = None
 
     def __call__(self, next_fun: Any, args: tuple[Any, ...], kwargs: dict[str, Any], context: Any) -> Any:
-        from inspector._compat import is_lifted_wrapper_call, shape_pass
+        from inspector._compat import shape_pass
+        from inspector.capture import user_call
 
         module, name = context.module, context.method_name
-        if name == "setup" or is_lifted_wrapper_call(name) or getattr(module, "scope", None) is None:
+        if not user_call(module, name):
             return next_fun(*args, **kwargs)
         structural = shape_pass()  # nn.scan tracing its body for its structure: a failing call, never a completed one
         call = CallShape(len(self.started), tuple(module.path), type(module).__name__, name, _words((args, kwargs)))
@@ -201,7 +202,7 @@ class _Calls:
 
 
 def _abstract(x: Any) -> Any:
-    from inspector.run import is_array
+    from inspector.engine.signature import is_array
 
     if is_array(x) or isinstance(x, jax.core.Tracer):
         struct: Any = jax.ShapeDtypeStruct  # untyped in jax 0.10.2: called through Any for mypy --strict
@@ -210,7 +211,7 @@ def _abstract(x: Any) -> Any:
 
 
 def _split(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[Any], Any, list[int], list[Any]]:
-    from inspector.run import is_array
+    from inspector.engine.signature import is_array
 
     leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
     at = [i for i, leaf in enumerate(leaves) if is_array(leaf) or isinstance(leaf, jax.core.Tracer)]
@@ -251,8 +252,9 @@ def capture(runner: Any, args: tuple[Any, ...], kwargs: dict[str, Any], error: B
 def _retrace(runner: Any, args: tuple[Any, ...], kwargs: dict[str, Any], failure: Failure) -> None:
     import flax.linen as nn
 
-    from inspector.grad import GradRunner
-    from inspector.run import Recorder, Runner, fresh_containers
+    from inspector.inspection.grad import GradRunner
+    from inspector.engine.recorder import Recorder
+    from inspector.engine.runner import Runner, fresh_containers
 
     if not getattr(runner, "intercepts", False) or getattr(runner, "fn", None) is None:
         failure.notes.append("module calls are recorded for flax.linen runs only")
@@ -301,7 +303,7 @@ def _paths(tree: Any) -> dict[str, str | None]:
 
 def _variables(runner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[VariableRow] | None:
     """Expected (``jax.eval_shape`` of flax's ``init`` of the same call) vs given variables."""
-    from inspector.run import FLAX_ENTRIES, fresh_containers
+    from inspector.engine.runner import FLAX_ENTRIES, fresh_containers
 
     if not args or not isinstance(args[0], Mapping) or getattr(runner, "fn", None) is None:
         return None

@@ -593,7 +593,9 @@ class Rerun:
             return Origin("unknown", key, reason=safe(f"re-running the call failed: {type(e).__name__}: {e}"))
 
     def _search(self, key: str) -> Origin:
-        from inspector.run import Recorder, Runner, is_array, fresh_containers
+        from inspector.engine.recorder import Recorder
+        from inspector.engine.runner import Runner, fresh_containers
+        from inspector.engine.signature import is_array
 
         runner = self.runner
         args, kwargs = fresh_containers((self.args, self.kwargs))
@@ -684,9 +686,6 @@ _ATTR = "_inspector_rerun"
 def remember(run: Any, insp: Inspection, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Called by an inspected run after it built ``insp``: if a captured call (or the output) holds a NaN or
     Inf, keeps what re-running the call needs on the inspection (and on its first non-finite call)."""
-    from inspector import replay  # issue 27 item 5: every inspection keeps what call.inputs/replay() need
-
-    replay.remember(run, insp, args, kwargs)
     try:
         call = insp.first_nonfinite()
         if call is None and not any(leaf.nonfinite for leaf in insp.outputs):
@@ -695,7 +694,7 @@ def remember(run: Any, insp: Inspection, args: tuple[Any, ...], kwargs: dict[str
         reason = None
         if runner is None or getattr(runner, "fn", None) is None or not getattr(runner, "intercepts", False):
             reason = "the origin of a NaN is found for flax.linen runs only"
-        from inspector.run import fresh_containers
+        from inspector.engine.runner import fresh_containers
 
         own_args, own_kwargs = fresh_containers((args, kwargs))  # the caller may change its dicts afterwards
         rerun = Rerun(runner, run.kind, own_args, own_kwargs, call, reason)

@@ -7,8 +7,8 @@ the caller's arrays alive). Nothing is computed during the inspected call.
 
 ``call.inputs`` re-runs the model's Python once, jitted, with :func:`flax.linen.intercept_methods`, and records
 the positional and keyword arguments of every call in the run's own trace, numbered as the inspection numbers
-them (``path:method[index]``). Their statistics are the package's exact ones (:func:`collect.describe_exactly`),
-computed once for every captured call; the arrays are kept only with ``keep="arrays"``.
+them (``path:method[index]``). Their statistics are the package's exact ones
+(:func:`inspector.inspection.variables.describe_exactly`), computed once for every captured call; the arrays are kept only with ``keep="arrays"``.
 
 ``call.replay()`` re-runs the model once more to record that call's arguments, its module (unbound), the
 module's variables as the call saw them (a mutable collection as updated by earlier calls) and its RNG streams
@@ -125,8 +125,11 @@ class _Source:
 
         import flax.linen as nn
 
-        from inspector._compat import current_trace, is_lifted_wrapper_call, shape_pass
-        from inspector.run import Recorder, Runner, fresh_containers, is_array
+        from inspector._compat import current_trace
+        from inspector.capture import recorded_call
+        from inspector.engine.recorder import Recorder
+        from inspector.engine.runner import Runner, fresh_containers
+        from inspector.engine.signature import is_array
 
         runner = self.runner
         args, kwargs = fresh_containers(self.inputs())
@@ -146,8 +149,7 @@ class _Source:
             def intercept(next_fun: Callable[..., Any], c_args: tuple[Any, ...], c_kwargs: dict[str, Any],
                           context: Any) -> Any:
                 module, name = context.module, context.method_name
-                if (is_lifted_wrapper_call(name) or name == "setup" or getattr(module, "scope", None) is None
-                        or shape_pass()):
+                if not recorded_call(module, name):
                     return next_fun(*c_args, **c_kwargs)
                 path = tuple(module.path)
                 index = seen.get((path, name), 0)
@@ -256,17 +258,19 @@ def _leaves(rec: _Recorded, kept: bool) -> list[tuple[Path, Any]]:
 
 def _describe(calls: list[tuple[MethodCall, _Recorded]], kept: bool) -> None:
     """Sets each call's inputs: a :class:`Leaf` per argument, array statistics computed in one go."""
-    from inspector import collect, reduce
+    from inspector import reduce
+    from inspector.inspection.assemble import devices_text
+    from inspector.inspection.variables import describe_exactly
 
     per_call = [(call, _leaves(rec, kept)) for call, rec in calls]
     arrays = [v for _, items in per_call for _, v in items if _is_array(v) and reduce.supported(v)]
-    stats = iter(collect.describe_exactly(arrays))
+    stats = iter(describe_exactly(arrays))
     for call, items in per_call:
         leaves = []
         for path, v in items:
             if _is_array(v) and reduce.supported(v):
                 x = v if isinstance(v, jax.Array) else np.asarray(v)
-                device = collect.devices_text(x.sharding.device_set) if isinstance(x, jax.Array) else "host"
+                device = devices_text(x.sharding.device_set) if isinstance(x, jax.Array) else "host"
                 leaves.append(Leaf(path, tuple(np.shape(x)), str(x.dtype), device, stats=next(stats),
                                    fetch=functools.partial(np.asarray, x) if kept else None,
                                    handle=x if kept else None))

@@ -10,6 +10,7 @@ import pytest
 
 import inspector as fi
 from conformance.plugin import NAMES, route
+from inspector.engine.runner import FLAX_ENTRIES
 
 
 @pytest.fixture
@@ -30,13 +31,13 @@ class _Net(nn.Module):
 @pytest.mark.parametrize("routed", ["inspector", "inspect", "jit"], indirect=True)
 def test_routed_flax_gives_flax_results_without_recursion(routed):
     for name in NAMES:
-        original = fi.run.FLAX_ENTRIES[name]
+        original = FLAX_ENTRIES[name]
         assert original.__module__ == "flax.linen.module" and getattr(flax.linen.module, name) is not original
     model, x = _Net(), jnp.arange(6.0).reshape(2, 3)
     variables = model.init(jax.random.key(0), x)  # Module.init -> routed init_with_output
     y, state = model.apply(variables, x, mutable=["batch_stats", "intermediates"])
-    ref_vars = fi.run.FLAX_ENTRIES["init"](lambda m, x: m(x), model)(jax.random.key(0), x)
-    ref_y, ref_state = fi.run.FLAX_ENTRIES["apply"](lambda m, x: m(x), model,
+    ref_vars = FLAX_ENTRIES["init"](lambda m, x: m(x), model)(jax.random.key(0), x)
+    ref_y, ref_state = FLAX_ENTRIES["apply"](lambda m, x: m(x), model,
                                                    mutable=["batch_stats", "intermediates"])(ref_vars, x)
     assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, ref_vars)
     assert jnp.allclose(y, ref_y, atol=1e-6)

@@ -1,7 +1,7 @@
 """Each function inspector generates as code (for speed: one expression instead of a walk) agrees with
-its plain twin, on random trees: the runner's input guard (``run._guard`` vs ``run._same_layout``), its
-result builder (``run._builder`` vs jax's unflatten and ``run._reorder``), and the assembly's getter
-(``collect._getter`` vs ``collect._lookup``)."""
+its plain twin, on random trees: the runner's input guard (``signature.layout_guard`` vs
+``signature.same_layout``), its result builder (``results.result_builder`` vs jax's unflatten and
+``results.restore_order``), and the plan's getter (``plan.keypath_getter`` vs ``plan.lookup``)."""
 
 import collections
 
@@ -12,7 +12,8 @@ from flax.core import FrozenDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inspector import collect, run
+from inspector.engine import results, signature
+from inspector.inspection import plan
 
 ARR = jnp.zeros(2)
 KEY = jax.random.key(0)
@@ -55,22 +56,22 @@ def shuffled(tree, data):
 @settings(max_examples=150, deadline=None)
 @given(trees(leaves), st.booleans(), st.data())
 def test_guard_agrees_with_its_plain_twin(x, frozen, data):
-    guard = run._guard(x, frozen)
+    guard = signature.layout_guard(x, frozen)
     assert guard is not None
     assert guard(x, frozen) and not guard(x, not frozen)
     y = shuffled(x, data)
-    assert guard(y, frozen) == run._same_layout(x, y), (x, y)
+    assert guard(y, frozen) == signature.same_layout(x, y), (x, y)
 
 
 @settings(max_examples=150, deadline=None)
 @given(trees(leaves, pytrees=True), st.data())
 def test_builder_agrees_with_unflatten_and_reorder(result, data):
     flat, treedef = jax.tree.flatten(result)
-    build = run._builder(result, flat)
+    build = results.result_builder(result, flat)
     if build is None:  # a bare leaf: nothing to build
         return
     fresh = [jnp.full((1,), i) for i in range(len(flat))]
-    plain = run._reorder(jax.tree.unflatten(treedef, fresh), run._order_skeleton(result))
+    plain = results.restore_order(jax.tree.unflatten(treedef, fresh), results.order_skeleton(result))
     got = build(fresh)
     assert jax.tree.structure(got) == jax.tree.structure(plain)
     # the same values in the same places (a leaf object that occurs twice in ``result`` is one output
@@ -85,5 +86,5 @@ def test_builder_agrees_with_unflatten_and_reorder(result, data):
 @given(trees(leaves, pytrees=True))
 def test_getter_agrees_with_lookup(tree):
     paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-    got, plain = collect._getter(paths)(tree), [collect._lookup(tree, p) for p in paths]
+    got, plain = plan.keypath_getter(paths)(tree), [plan.lookup(tree, p) for p in paths]
     assert len(got) == len(plain) and all(a is b for a, b in zip(got, plain))

@@ -163,13 +163,14 @@ def test_a_value_captured_at_two_places_is_described_once(setup, monkeypatch):
     """The root module returns its head's result: flax captures that one value twice. It is
     summarized once in the call and described once after the first call, and both places
     show the same statistics, those of the value flax returns."""
-    from inspector import collect, reduce
+    from inspector import reduce
+    from inspector.inspection import variables
 
     _, _, x = setup
     m = Wide()
     v = m.init(jax.random.key(0), x)
     tied, described = [], []
-    summary_fields, describe_exactly = reduce.summary_fields, collect.describe_exactly
+    summary_fields, describe_exactly = reduce.summary_fields, variables.describe_exactly
 
     def fields(a):
         f = summary_fields(a)
@@ -178,7 +179,7 @@ def test_a_value_captured_at_two_places_is_described_once(setup, monkeypatch):
         return f
 
     monkeypatch.setattr(reduce, "summary_fields", fields)
-    monkeypatch.setattr(collect, "describe_exactly",
+    monkeypatch.setattr(variables, "describe_exactly",
                         lambda arrays, hist=True: described.append(len(arrays)) or describe_exactly(arrays, hist))
     _, state = nn.apply(fn, m, capture_intermediates=True)(v, x)
     held = state["intermediates"]

@@ -276,7 +276,7 @@ def test_the_callers_own_transforms_leave_the_direct_path_in_place():
 
 def _slowed_direct_call(monkeypatch, before):
     """``direct_call`` as the runner calls it, with ``before()`` run first."""
-    import inspector.run as run_module
+    import inspector.engine.runner as run_module
 
     original = run_module.direct_call
     monkeypatch.setattr(run_module, "direct_call", lambda *a: (before(), original(*a))[1])

@@ -14,7 +14,7 @@ import numpy as np
 from flax.core import FrozenDict
 
 import inspector as fi
-from inspector.run import Runner
+from inspector.engine.runner import Runner
 
 
 class Scaled(nn.Module):

@@ -87,7 +87,7 @@ def test_the_tie_is_in_the_program_and_changes_no_result(setup):
     api.forget_shared_runs()  # a run of its own, not the equal one ``warm`` built
     untied = fi.inspect_apply(fn, m, capture_intermediates=True)
     assert untied is not run
-    untied.runner.post.at_capture = None
+    untied.runner.hooks.ties_captures = False
     untied(v, x)
     untied.settle()
     plain = untied(v, x)

@@ -75,10 +75,10 @@ def test_variables_are_described_once_per_set_of_arrays(monkeypatch):
 
     import numpy as np
 
-    from inspector import collect
+    from inspector.inspection import variables as collect_variables
 
-    memo = collect.InputStats()
-    monkeypatch.setattr(collect, "input_stats", memo)
+    memo = collect_variables.InputStats()
+    monkeypatch.setattr(collect_variables, "input_stats", memo)
     model, variables, x = ae_setup()
     run = fi.inspect_apply(lambda m, x: m(x), model, mutable=["batch_stats"])
     first = run(variables, x)
@@ -107,13 +107,13 @@ def test_variables_are_described_once_per_set_of_arrays(monkeypatch):
 def test_on_the_cpu_new_variables_are_described_beside_a_trace_or_after_a_cached_program(monkeypatch):
     """Beside tracing and compiling, describing overlaps Python work; beside a cached program on
     the CPU it would compete with XLA's own threads, so it waits until the program has run."""
-    from inspector import collect
+    from inspector.inspection import variables as collect_variables
 
-    memo = collect.InputStats()
+    memo = collect_variables.InputStats()
     order: list[str] = []
     soon = memo.soon
     monkeypatch.setattr(memo, "soon", lambda arrays: order.append("describe") or soon(arrays))
-    monkeypatch.setattr(collect, "input_stats", memo)
+    monkeypatch.setattr(collect_variables, "input_stats", memo)
     model, variables, x = ae_setup()
     run = fi.inspect_apply(lambda m, x: m(x), model, mutable=["batch_stats"])
     run(jax.tree.map(lambda v: v + 1, variables), x, on_phase=order.append)  # computed arrays, as below

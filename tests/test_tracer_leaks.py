@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import pytest
 
 import inspector as fi
-from inspector import api, collect
+from inspector.inspection import pipeline, variables
 
 
 class LearnScale(nn.Module):
@@ -79,7 +79,7 @@ def vjp_model():
 @pytest.mark.parametrize("keep", ["arrays", "stats"])
 def test_inspector_keeps_no_tracer_in_a_reference_cycle(vjp_model, monkeypatch, quick, keep):
     model, variables, x = vjp_model
-    monkeypatch.setattr(api, "QUICK_FIRST_CALL", quick)
+    monkeypatch.setattr(pipeline, "QUICK_FIRST_CALL", quick)
     calls = {
         "inspect_init": lambda: fi.inspect_init(VjpModel.__call__, model, keep=keep)(jax.random.key(0), x),
         "inspect_apply": lambda: fi.inspect_apply(VjpModel.__call__, model, mutable=["batch_stats"],
@@ -94,10 +94,10 @@ def test_inspector_keeps_no_tracer_in_a_reference_cycle(vjp_model, monkeypatch, 
 def _threads_seen(monkeypatch) -> list[str]:
     """Records the thread of every background step from now on: compiling ahead and describing
     variables (what earlier tests left on the threads is finished first)."""
-    api._compiler.submit(int).result()
-    collect.wait_for_worker()
+    pipeline._compiler.submit(int).result()
+    variables.wait_for_worker()
     seen: list[str] = []
-    prepare, describe = api._prepare_soon, collect.InputStats.__call__
+    prepare, describe = pipeline._prepare_soon, variables.InputStats.__call__
 
     def recording_prepare(*a, **kw):
         seen.append(f"prepare on {threading.current_thread().name}")
@@ -107,15 +107,15 @@ def _threads_seen(monkeypatch) -> list[str]:
         seen.append(f"describe on {threading.current_thread().name}")
         return describe(self, arrays)
 
-    monkeypatch.setattr(api, "_prepare_soon", recording_prepare)
-    monkeypatch.setattr(collect.InputStats, "__call__", recording_describe)
+    monkeypatch.setattr(pipeline, "_prepare_soon", recording_prepare)
+    monkeypatch.setattr(variables.InputStats, "__call__", recording_describe)
     return seen
 
 
 def test_a_leak_checked_call_runs_nothing_beside_it(vjp_model, monkeypatch):
     model, variables, x = vjp_model
     seen = _threads_seen(monkeypatch)
-    monkeypatch.setattr(api, "QUICK_FIRST_CALL", True)
+    monkeypatch.setattr(pipeline, "QUICK_FIRST_CALL", True)
     run = fi.inspect_apply(VjpModel.__call__, model, mutable=["batch_stats"], capture_intermediates=True)
     with jax.check_tracer_leaks():
         first = run(variables, x)
@@ -131,11 +131,11 @@ def test_a_leak_checked_call_runs_nothing_beside_it(vjp_model, monkeypatch):
 def test_a_leak_checked_call_waits_for_background_work_started_before(vjp_model, monkeypatch):
     model, variables, x = vjp_model
     seen = _threads_seen(monkeypatch)
-    monkeypatch.setattr(api, "QUICK_FIRST_CALL", True)
-    monkeypatch.setattr(api, "PREPARE_DELAY_S", 0.3)
+    monkeypatch.setattr(pipeline, "QUICK_FIRST_CALL", True)
+    monkeypatch.setattr(pipeline, "PREPARE_DELAY_S", 0.3)
     ended: list[float] = []
-    prepare = api._prepare_soon
-    monkeypatch.setattr(api, "_prepare_soon", lambda *a: (prepare(*a), ended.append(time.perf_counter())))
+    prepare = pipeline._prepare_soon
+    monkeypatch.setattr(pipeline, "_prepare_soon", lambda *a: (prepare(*a), ended.append(time.perf_counter())))
     unchecked = fi.inspect_apply(VjpModel.__call__, model, mutable=["batch_stats"], capture_intermediates=True)
     unchecked(variables, x)  # its summarizing program compiles on the compile thread, 0.3 s from now
     traced: list[float] = []

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import inspector as fi
+from inspector.engine.signature import UnsortableKeys
 
 ODD_ARRAYS = {
     "str": np.array(["a", "b"]),
@@ -76,7 +77,7 @@ def test_an_argument_dict_of_mixed_key_types_names_where_it_is(setup):
     labels = {1: "a", "1": "b"}  # flax takes it; jax.jit cannot flatten it
     expected = m.apply(v, x, labels)
     np.testing.assert_array_equal(fi.apply(TakesAnything.__call__, m)(v, x, labels), expected)
-    with pytest.raises(fi.run.UnsortableKeys, match=r"args\[2\]"):
+    with pytest.raises(UnsortableKeys, match=r"args\[2\]"):
         fi.inspect_apply(TakesAnything.__call__, m)(v, x, labels)
 
 

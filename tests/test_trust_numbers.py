@@ -21,7 +21,8 @@ import pytest
 from rich.console import Console
 
 import inspector as fi
-from inspector import api, reduce
+from inspector import reduce
+from inspector.inspection import pipeline
 from inspector.views.rows import DiffSource
 
 RTOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-12}
@@ -170,7 +171,7 @@ def x64_arrays() -> dict[str, np.ndarray]:
 
 def every_path(a: jax.Array) -> dict[str, fi.Stats]:
     """Stats of ``a`` by each path: the exact device programs (grouped and one at a time), the
-    in-call summary (redone exactly where not trusted, as collect does) and numpy's host path."""
+    in-call summary (redone exactly where not trusted, as the assembly does) and numpy's host path."""
     rows = jax.device_get(reduce.describe_many([a]))
     exact = reduce.unpack(rows, [a.dtype], [a.shape])[0]
     one = reduce.unpack(jax.device_get(reduce.describe_exact(a))[None], [a.dtype], [a.shape])[0]
@@ -221,7 +222,7 @@ def params_of_every_dtype() -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("quick", [True, False], ids=["quick-first", "compiled-first"])
 def test_x64_mixed_tree_first_and_warm_calls(host, quick, monkeypatch):
     monkeypatch.setattr(reduce, "HOST", host)  # False: the exact device programs describe, as on a GPU
-    monkeypatch.setattr(api, "QUICK_FIRST_CALL", quick)
+    monkeypatch.setattr(pipeline, "QUICK_FIRST_CALL", quick)
     with jax.enable_x64(True), warnings.catch_warnings():
         warnings.simplefilter("error")
         model = Mixed()

@@ -1,6 +1,8 @@
 """How inspections and comparisons display themselves in a notebook.
 
-The model's ``_repr_mimebundle_`` and ``__rich__`` ask here: the widget (one anywidget) where widgets
+The data model's one door into the views: ``to_text`` (:func:`text`), ``to_html`` (:func:`export_html`),
+``widget`` (:func:`widget`), ``__rich__`` (:func:`rich`) and ``_repr_mimebundle_`` (:func:`mimebundle`) ask
+here. A displayed one shows the widget (one anywidget) where widgets
 work (in marimo, as marimo's own anywidget element), over a bounded static HTML view (for nbviewer,
 GitHub, exported notebooks) and ``repr``. In a job of several processes (``jax.distributed``) only
 process 0 displays; the others show a one-line note, so a multi-host notebook or log is not flooded
@@ -70,12 +72,26 @@ def in_marimo() -> Any:
         return None
 
 
-def widget(obj: Inspection | Comparison) -> Any:
-    """The interactive view a displayed ``obj`` shows: one anywidget model (an inspection's holds it
-    weakly: deleting the inspection frees it and closes the widget)."""
+def widget(obj: Inspection | Comparison, weak: bool = True) -> Any:
+    """The interactive view of ``obj``: one anywidget model. With ``weak`` (a displayed inspection's
+    view), an inspection's widget holds it weakly: deleting the inspection frees it and closes the widget."""
     from inspector.views.widgets import ComparisonWidget, InspectionWidget
 
-    return ComparisonWidget(obj) if isinstance(obj, Comparison) else InspectionWidget(obj, weak=True)
+    return ComparisonWidget(obj) if isinstance(obj, Comparison) else InspectionWidget(obj, weak=weak)
+
+
+def text(obj: Inspection | Comparison, **kwargs: Any) -> str:
+    """``obj``'s plain-text rendering (the golden oracle of every view); ``kwargs`` as
+    :func:`~inspector.views.text.render` or :func:`~inspector.views.text.render_comparison` take them."""
+    from inspector.views.text import render, render_comparison
+
+    return render_comparison(obj, **kwargs) if isinstance(obj, Comparison) else render(obj, **kwargs)
+
+
+def export_html(insp: Inspection, path: Any = None, **options: Any) -> str:
+    """``insp`` as self-contained offline HTML, written to ``path`` when given; returns the HTML
+    (``options``: :func:`~inspector.views.html.export`'s)."""
+    return html.export(insp, path, **options)
 
 
 def rich(obj: Inspection | Comparison) -> Any:

@@ -11,19 +11,20 @@ linen module they wrap.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
 from flax import nnx
 
 from inspector._compat import bridged_module, collection_name
-from inspector.api import InspectRun
 from inspector._tracebacks import entry_point
 from inspector.capture import CaptureFilter, calls
-from inspector.collect import Keep, plan_inspection
+from inspector.engine.hooks import TraceHooks
+from inspector.engine.recorder import Event, EventKind, Recorder
+from inspector.engine.runner import Runner
+from inspector.inspection.pipeline import InspectRun
+from inspector.inspection.plan import Keep, plan_inspection
 from inspector.model import Inspection
-from inspector.run import Event, EventKind, Recorder, Runner
 
 __all__ = ["NnxInspectRun", "NnxRunner", "collection_name", "inspect_nnx"]
 
@@ -38,7 +39,7 @@ class NnxRunner(Runner):
 
     intercepts = False  # an NNX module's calls are recorded from what nnx.capture returns (_record)
 
-    def __init__(self, model: nnx.Module, method: str, mutable: list[str] | None, post: Callable[..., Any] | None):
+    def __init__(self, model: nnx.Module, method: str, mutable: list[str] | None, hooks: TraceHooks | None):
         types: list[type] = []
         for _, var in nnx.to_flat_state(nnx.state(model)):
             if type(var) not in types:
@@ -50,7 +51,7 @@ class NnxRunner(Runner):
         self.method = method
         self.update_names = [n for n in self.names if n != "params"] if mutable is None else list(mutable)
         # no linen function or filter: invoke() below is the flax call
-        super().__init__("apply", fn=None, module=model, mutable=True, capture_intermediates=False, post=post)
+        super().__init__("apply", fn=None, module=model, mutable=True, capture_intermediates=False, hooks=hooks)
 
     def grouped(self, model: nnx.Module) -> dict[str, Any]:
         """The module's current state as ``{collection: pure dict}``."""

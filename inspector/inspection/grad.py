@@ -1,7 +1,7 @@
 """Gradients beside activations: :func:`inspect_grad`.
 
 ``loss_fn(bound_module, *args)`` is run as ``flax.linen.apply`` runs a function, under
-``jax.value_and_grad`` inside one jitted program per signature (:class:`~inspector.run.Runner`).
+``jax.value_and_grad`` inside one jitted program per signature (:class:`~inspector.engine.runner.Runner`).
 The loss is differentiated with respect to the ``params`` collection and to a zero added to the
 output of every captured call (what flax's ``perturb`` does by hand): that zero's gradient is the
 gradient of the loss with respect to the call's output.
@@ -26,13 +26,18 @@ import jax
 import jax.numpy as jnp
 from flax.core.scope import CollectionFilter
 
-from inspector import collect, reduce
-from inspector.api import InspectRun, _default_capture
+from inspector import reduce
 from inspector.capture import CaptureFilter, recorded_call
-from inspector.collect import INTERMEDIATES, Keep, Plan, Slot, SlotCollector, plan_inspection
 from inspector.model import Inspection, VariableTree, path_str
 from inspector.names import Path
-from inspector.run import FLAX_ENTRIES, Recorder, Runner, fresh_containers
+from inspector.engine.hooks import TiedSummaries
+from inspector.engine.recorder import Recorder
+from inspector.engine.runner import FLAX_ENTRIES, Runner, fresh_containers
+from inspector.inspection.assemble import assemble, leaf_maker
+from inspector.inspection.pipeline import InspectRun, default_capture
+from inspector.inspection.plan import (
+    INTERMEDIATES, Keep, Plan, Slot, SlotCollector, key_str, plan_inspection, summarize_in_call,
+)
 
 Site = tuple[Path, str, int]
 """A call: module path, method, and how many calls of that path and method came before it."""
@@ -125,7 +130,7 @@ def find_taps(returned: dict[Site, Any], inter: Any) -> tuple[list[Tap], list[st
             flat, _ = jax.tree_util.tree_flatten_with_path(y)
             for leaf, (kp, a) in enumerate(flat):
                 if _differentiable(a):
-                    sub = tuple(collect._key_str(k) for k in kp)
+                    sub = tuple(key_str(k) for k in kp)
                     taps.append(Tap((path, name, i), leaf, offset + i, path + (f"{name}[{offset + i}]",) + sub,
                                     tuple(a.shape), a.dtype))
     return taps, notes
@@ -133,7 +138,7 @@ def find_taps(returned: dict[Site, Any], inter: Any) -> tuple[list[Tap], list[st
 
 @dataclasses.dataclass
 class _Result:
-    """What :meth:`GradRunner.invoke` hands the ``post`` hook: flax's result, the gradients, notes."""
+    """What :meth:`GradRunner.invoke` hands :meth:`GradHooks.after`: flax's result, the gradients, notes."""
 
     flax: Any
     params: Any
@@ -147,8 +152,8 @@ class GradRunner(Runner):
     to ``params`` and to the outputs of the captured calls (see the module docstring)."""
 
     def __init__(self, loss_fn: Callable, module: nn.Module, mutable: CollectionFilter, capture: CaptureFilter,
-                 has_aux: bool, post: Callable):
-        super().__init__("apply", loss_fn, module, mutable, capture, post=post)
+                 has_aux: bool, hooks: GradHooks):
+        super().__init__("apply", loss_fn, module, mutable, capture, hooks=hooks)
         self.has_aux = has_aux
 
     def invoke(self, args: tuple, kwargs: dict, capture: CaptureFilter, recorder: Recorder) -> Any:
@@ -263,25 +268,33 @@ class GradPlan:
     notes: list[str]
 
 
-def plan_gradients(mutable: CollectionFilter, capture: CaptureFilter, keep: Keep, in_call: bool = True,
-                   lean: bool = False) -> Callable:
-    """The ``post`` hook of a :class:`GradRunner`: the inspection of the call as
-    :func:`~inspector.collect.plan_inspection` makes it, with the gradients' statistics alongside.
-    The result handed back is ``(flax's result, (params gradients, tapped gradients))``."""
-    inspection = plan_inspection("apply", mutable, capture, keep, in_call, lean)
+class GradHooks:
+    """The :class:`~inspector.engine.hooks.TraceHooks` of a :class:`GradRunner`: the inspection of the call as
+    :class:`~inspector.inspection.plan.InspectionHooks` makes it, with the gradients' statistics alongside.
+    The result handed back is ``(flax's result, (params gradients, tapped gradients))``. Nothing is tied
+    where it is captured (the differentiated program summarizes after the call)."""
 
-    def post(inputs: tuple[tuple, dict], result: _Result, recorder: Recorder):
-        flax_result, stats, plan = inspection(inputs, result.flax, recorder)
+    ties_captures = False
+
+    def __init__(self, mutable: CollectionFilter, capture: CaptureFilter, keep: Keep, in_call: bool = True,
+                 lean: bool = False) -> None:
+        self.inspection = plan_inspection("apply", mutable, capture, keep, in_call, lean)
+        self.in_call = in_call
+
+    def at_capture(self, value: Any, tied: TiedSummaries) -> Any:
+        return value
+
+    def after(self, inputs: tuple[tuple[Any, ...], dict[str, Any]], result: _Result, recorder: Recorder,
+              tied: TiedSummaries) -> tuple[Any, Any, GradPlan]:
+        flax_result, stats, plan = self.inspection.after(inputs, result.flax, recorder, tied)
         collector = SlotCollector()
         params = collector.slots(result.params, ("params",), "out", (1, 0)) if result.params is not None else []
         taps = [(t, collector.slot(t.path, "out", (1, 1, i), g))
                 for i, (t, g) in enumerate(zip(result.taps, result.tapped))]
-        words, summarized = collect.summarize_in_call(collector.arrays, recorder.multi_device, in_call)
+        words, summarized = summarize_in_call(collector.arrays, recorder.multi_device, self.in_call)
         grads = Plan([], [], {}, [], {}, False, collector.described, [], summarized=summarized)
         return ((flax_result, (result.params, result.tapped)), (stats, words),
                 GradPlan(plan, grads, params, taps, result.notes))
-
-    return post
 
 
 class GradRun(InspectRun):
@@ -292,7 +305,7 @@ class GradRun(InspectRun):
                  has_aux: bool, keep: Keep):
         self.has_aux = has_aux
         self._bind("apply", module, keep, lambda in_call, lean: GradRunner(
-            loss_fn, module, mutable, capture, has_aux, plan_gradients(mutable, capture, keep, in_call, lean)))
+            loss_fn, module, mutable, capture, has_aux, GradHooks(mutable, capture, keep, in_call, lean)))
         functools.update_wrapper(self, loss_fn, updated=())
 
     def _assemble(self, args: tuple, result: Any, stats_arrays: Any, plan: GradPlan, timings: Any,
@@ -300,9 +313,9 @@ class GradRun(InspectRun):
         flax_result, _ = result
         (words, deltas, dropped), grad_words = stats_arrays
         words, deltas, grad_words = reduce.to_host([words, deltas, grad_words])
-        insp = collect.assemble("apply", self.module, args[0], flax_result, (words, deltas, dropped),
+        insp = assemble("apply", self.module, args[0], flax_result, (words, deltas, dropped),
                                 plan.inspection, timings, self.keep, described)
-        leaf = collect.leaf_maker(plan.grads, grad_words, {"out": result, "in": None, "dropped": None}, insp.device)
+        leaf = leaf_maker(plan.grads, grad_words, {"out": result, "in": None, "dropped": None}, insp.device)
         insp.grads = VariableTree.of_leaves("grads", [leaf(s) for s in plan.params])
         kept = self.keep != "stats"
         by_call: dict[tuple[Path, str, int], list] = {}
@@ -323,4 +336,4 @@ def inspect_grad(loss_fn: Callable, module: nn.Module, capture_intermediates: Ca
     ``flax.linen.apply`` would and returns an :class:`~inspector.model.Inspection` whose ``output`` is
     what ``loss_fn`` returned, ``loss`` the loss, ``grads`` d loss / d params, and each captured call's
     ``grads`` d loss / d its output. ``capture_intermediates`` defaults to every ``__call__``."""
-    return GradRun(loss_fn, module, mutable, _default_capture(capture_intermediates), has_aux, keep)
+    return GradRun(loss_fn, module, mutable, default_capture(capture_intermediates), has_aux, keep)

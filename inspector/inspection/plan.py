@@ -1,26 +1,16 @@
-"""Collecting an :class:`~inspector.model.Inspection` from one jitted flax call.
-
-At trace time, :func:`plan` decides which arrays get statistics (outputs, mutated
-collections, intermediates), asks :mod:`inspector.reduce` for them inside the same
-computation and records where each array came from. The caller's variables are
-described by a jitted call of their own, remembered per array (jax arrays are
-immutable), so calling again with the same variables does not describe them again.
-On the host, :func:`assemble` fetches only statistics and builds the model; arrays
-stay on their device until a :class:`~inspector.model.Leaf`'s ``value`` is read.
-"""
+"""What an inspection records at trace time: which arrays get statistics (outputs, variables,
+mutated collections, intermediates), where each lives (:class:`Slot`), the captured calls in
+execution order (:class:`PlannedCall`), and the statistics summarized inside the same computation
+(:func:`plan_inspection`). The :class:`Plan` it returns is read on the host by
+:mod:`inspector.inspection.assemble`."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
-import threading
-import time
-import weakref
-from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import jax
 import numpy as np
@@ -28,14 +18,15 @@ from flax.core.scope import CollectionFilter
 
 from inspector import reduce
 from inspector._compat import lifted_target, traced_effects
-from inspector.background import CallerContext
 from inspector.capture import CaptureFilter
-from inspector.model import (
-    BindingCall, CollectionDiff, Inspection, Leaf, LeafDiff, MethodCall, Stats, Timings, VariableTree,
-    path_str,
-)
+from inspector.engine.hooks import TiedSummaries
+from inspector.inspection import backend
+from inspector.engine.recorder import Event, Recorder
+from inspector.engine.results import held_arrays
+from inspector.engine.signature import is_array
+from inspector.model import BindingCall, Kind, path_str
 from inspector.names import Path
-from inspector.run import Event, Kind, Recorder, held_arrays, is_array
+
 
 INTERMEDIATES = "intermediates"
 Keep = Literal["arrays", "stats"]
@@ -69,7 +60,7 @@ class PlannedCall:
     """One captured value as the trace found it in ``intermediates``: a call's return or a sow.
 
     ``index`` counts values of the same ``(path, method)``; ``seq`` is the position of its
-    recorded :class:`~inspector.run.Event` (execution order), ``-1`` when flax returned more
+    recorded :class:`~inspector.engine.recorder.Event` (execution order), ``-1`` when flax returned more
     values than were recorded, and after every recorded event when nothing was recorded for it."""
 
     path: Path
@@ -108,7 +99,7 @@ class Plan:
                      if s.source == source and s.opaque is None}
             for i, slot in enumerate(slots.values()):
                 slot.at = i
-            getter = self._getters[source] = _getter([slot.keypath for slot in slots.values()])
+            getter = self._getters[source] = keypath_getter([slot.keypath for slot in slots.values()])
         return getter(tree)
 
     @functools.cached_property
@@ -122,7 +113,7 @@ class Plan:
         return reduce.row_groups([reduce.layout(s.dtype) for s in slots], [math.prod(s.shape) for s in slots])
 
 
-def _key_str(k: Any) -> str:
+def key_str(k: Any) -> str:
     for attr in ("key", "idx", "name"):
         if hasattr(k, attr):
             return str(getattr(k, attr))
@@ -188,7 +179,7 @@ class SlotCollector:
             return [Slot(prefix, source, base, opaque="NoneType: None")]
         out = []
         for kp, v in flat:
-            path, keypath = prefix + tuple(_key_str(k) for k in kp), base + tuple(kp)
+            path, keypath = prefix + tuple(key_str(k) for k in kp), base + tuple(kp)
             held = [] if _is_traced(v) or is_array(v) else held_arrays(v)
             if held:  # a non-pytree object holding arrays: one leaf per array attribute
                 out += [self.slot(path + names, source, keypath + tuple(map(jax.tree_util.GetAttrKey, names)), a)
@@ -210,20 +201,41 @@ def split_result(kind: Kind, result: Any, mutable: CollectionFilter, capture: Ca
 
 
 def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilter, keep: Keep,
-                    in_call: bool = True, lean: bool = False):
-    """The ``post`` hook of an inspecting :class:`~inspector.run.Runner`: inside the trace, it
-    turns flax's result into ``(result to return, statistics arrays, Plan)``. With ``in_call``
-    false, arrays numpy can read in place (CPU) are all described after the call, so nothing
+                    in_call: bool = True, lean: bool = False) -> InspectionHooks:
+    """The hooks of an inspecting :class:`~inspector.engine.runner.Runner` (:class:`InspectionHooks`).
+    Inside the trace, they turn flax's result into ``(result to return, statistics arrays, Plan)``. With
+    ``in_call`` false, arrays numpy can read in place (CPU) are all described after the call, so nothing
     but the capture is compiled: the program compiles about as fast as flax's own.
 
     With ``keep='stats'`` the captured arrays are returned to the device (never kept) so that a
     summary that can't be trusted is redone exactly from them. With ``lean`` as well, they are
     not returned at all (XLA then keeps them in reused buffers, and a large model runs several
-    percent faster): :func:`assemble` raises :class:`NeedsArrays` instead of redoing, and the
+    percent faster): :func:`~inspector.inspection.assemble.assemble` raises
+    :class:`~inspector.inspection.assemble.NeedsArrays` instead of redoing, and the
     caller runs the call again with a program that returns them. A program with side effects
     (``jax.debug.print``, callbacks) returns them anyway, so that it never has to run twice."""
+    return InspectionHooks(kind, mutable, capture, keep, in_call, lean)
 
-    def post(inputs: tuple[tuple, dict], result: Any, recorder: Recorder):
+
+class InspectionHooks:
+    """:class:`~inspector.engine.hooks.TraceHooks` of an inspection (see :func:`plan_inspection`): summaries
+    of captured values traced where they are produced (:func:`tie_summaries`, where ``in_call``), then the
+    :class:`Plan` and the statistics of every described array, once flax returned."""
+
+    def __init__(self, kind: Kind, mutable: CollectionFilter, capture: CaptureFilter, keep: Keep,
+                 in_call: bool = True, lean: bool = False) -> None:
+        self.kind, self.mutable, self.capture, self.keep, self.in_call, self.lean = (
+            kind, mutable, capture, keep, in_call, lean)
+        self.ties_captures = in_call
+
+    def at_capture(self, value: Any, tied: TiedSummaries) -> Any:
+        return tie_summaries(value, tied)
+
+    def after(self, inputs: tuple[tuple[Any, ...], dict[str, Any]], result: Any, recorder: Recorder,
+              tied: TiedSummaries) -> tuple[Any, Any, Plan]:
+        """``(result to return, (summary rows, deltas, arrays returned to redo a summary), Plan)``."""
+        kind, mutable, capture, keep, in_call, lean = (
+            self.kind, self.mutable, self.capture, self.keep, self.in_call, self.lean)
         args, _ = inputs
         y, state, returns_tuple = split_result(kind, result, mutable, capture)
         collector = SlotCollector()
@@ -262,9 +274,9 @@ def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilte
         arrays = collector.arrays
         known = {}
         for i, a in enumerate(arrays):
-            early = recorder.early.get(id(a))
-            if early is not None and early[0] is a:
-                known[i] = early[1]
+            fields = tied.get(a)
+            if fields is not None:
+                known[i] = fields
         stats, summarized = summarize_in_call(arrays, recorder.multi_device, in_call, known)
         deltas = reduce.deltas(delta_pairs)
         dropped: list[Any] = []
@@ -286,26 +298,22 @@ def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilte
             outputs, variables, mutated, calls, pairs, returns_tuple, collector.described,
             [b.dtype for b, _ in delta_pairs], recorder.binding, notes, recorder.multi_device, summarized)
 
-    post.at_capture = tie_summaries if in_call else None  # type: ignore[attr-defined]  # read by the runner
-    return post
 
-
-def tie_summaries(value: Any, recorder: Recorder) -> Any:
-    """The runner's ``at_capture``: ``value`` (a captured method's result) with the summary
-    reductions of each of its large arrays traced where it is produced (into ``recorder.early``)
+def tie_summaries(value: Any, tied: TiedSummaries) -> Any:
+    """An inspection's ``at_capture``: ``value`` (a captured method's result) with the summary
+    reductions of each of its large arrays traced where it is produced (noted in ``tied``)
     and tied to it by an optimization barrier, so that what runs next waits for them. XLA then
     reduces each array while it is still in cache, instead of reading all of them back from
     memory at the end of the call. The value is returned unchanged. CPU backend only: on a GPU,
     XLA fuses the reductions into the producer's own kernel, which the barrier would prevent."""
-    if jax.default_backend() != "cpu":
+    if not backend.tie_summaries_where_produced():
         return value
     leaves, tree = jax.tree_util.tree_flatten(value)
     at, fields = [], []
     for i, x in enumerate(leaves):
         # Tracers only: a concrete array the module returns must stay concrete for the code after it.
         # One tied already (a submodule's result, returned as this module's) is summarized once.
-        early = recorder.early.get(id(x))
-        if early is not None and early[0] is x:
+        if tied.get(x) is not None:
             continue
         f = reduce.summary_fields(x) if isinstance(x, jax.core.Tracer) else None
         if f is not None:
@@ -313,10 +321,10 @@ def tie_summaries(value: Any, recorder: Recorder) -> Any:
             fields.append(f)
     if not at:
         return value
-    tied, fields = jax.lax.optimization_barrier(([leaves[i] for i in at], fields))
-    for i, x, f in zip(at, tied, fields):
+    held, fields = jax.lax.optimization_barrier(([leaves[i] for i in at], fields))
+    for i, x, f in zip(at, held, fields):
         leaves[i] = x
-        recorder.early[id(x)] = (x, f)
+        tied.add(x, f)
     return jax.tree_util.tree_unflatten(tree, leaves)
 
 
@@ -329,7 +337,7 @@ def summarize_in_call(arrays: list[Any], multi_device: bool, in_call: bool = Tru
     # leaves every array to numpy after the call (nothing more to compile). The program compiled
     # for later calls summarizes every array inside the call, small ones too: a few microseconds
     # there against a dozen numpy operations per call on the host.
-    if not in_call and jax.default_backend() == "cpu" and not multi_device:
+    if not in_call and backend.host_describes_after_the_call(multi_device):
         return reduce.summarize([]), []
     return reduce.summarize(arrays, known), list(range(len(arrays)))
 
@@ -439,15 +447,15 @@ def _step(tree: Any, k: Any) -> Any:
     return jax.tree_util.tree_leaves(tree)[k.key]  # FlattenedIndexKey and friends
 
 
-def _lookup(tree: Any, keypath: tuple) -> Any:
+def lookup(tree: Any, keypath: tuple) -> Any:
     for k in keypath:
         tree = _step(tree, k)
     return tree
 
 
-def _getter(keypaths: list[tuple]) -> Callable[[Any], list[Any]]:
+def keypath_getter(keypaths: list[tuple]) -> Callable[[Any], list[Any]]:
     """A function of a tree returning the value at each of ``keypaths``: one generated list
-    expression of subscripts (:func:`_lookup` step by step costs a call per step)."""
+    expression of subscripts (:func:`lookup` step by step costs a call per step)."""
     consts: list[Any] = []
 
     def const(value: Any) -> str:
@@ -467,332 +475,3 @@ def _getter(keypaths: list[tuple]) -> Callable[[Any], list[Any]]:
                 e = f"S({e}, {const(k)})"
         exprs.append(e)
     return eval(f"lambda R: [{', '.join(exprs)}]", {"K": tuple(consts), "S": _step})  # no user text in the code
-
-
-_SINGLE = jax.sharding.SingleDeviceSharding
-_JAX_ARRAY = type(jax.numpy.zeros(()))
-
-
-class _Placement:
-    """Device, sharding text and shard shape per array, memoised per (sharding, shape)."""
-
-    def __init__(self, default: str) -> None:
-        self.default = default
-        self._memo: dict[Any, tuple[str, str, tuple[int, ...] | None]] = {}
-
-    def __call__(self, x: Any) -> tuple[str, str, tuple[int, ...] | None]:
-        sharding = getattr(x, "sharding", None)
-        if sharding is None:
-            return ("host (numpy)" if isinstance(x, (np.ndarray, np.generic)) else self.default, "", None)
-        # Every array has a sharding object of its own: a single device's is keyed by the device.
-        key = next(iter(sharding.device_set)) if type(sharding) is _SINGLE else (sharding, x.shape)
-        got = self._memo.get(key)
-        if got is None:
-            dev = devices_text(sharding.device_set)
-            shard = tuple(sharding.shard_shape(x.shape)) if len(sharding.device_set) > 1 else None
-            got = self._memo[key] = (dev, _sharding_text(sharding), shard)
-        return got
-
-
-def _sharding_text(sharding: Any) -> str:
-    name = type(sharding).__name__
-    if name == "SingleDeviceSharding":
-        return ""
-    spec = getattr(sharding, "spec", None)
-    mesh = getattr(sharding, "mesh", None)
-    if spec is not None and mesh is not None:
-        axes = ", ".join(f"{k}={v}" for k, v in dict(mesh.shape).items())
-        return f"{name}(mesh[{axes}], spec={tuple(spec)})"
-    return str(sharding)
-
-
-def describe_exactly(arrays: list[Any], hist: bool = True) -> list[Stats]:
-    """Exact statistics of concrete arrays: in place by numpy on the CPU, else by one program
-    (compiled per list of shapes and dtypes) and one transfer. ``hist=False`` lets the host
-    path leave histograms to be computed when first asked for."""
-    if not arrays:
-        return []
-    if reduce.on_host(arrays):  # CPU: numpy reads them in place, nothing to compile
-        return reduce.host_stats_many(arrays, hist)
-    rows = jax.device_get(reduce.describe_many(arrays))
-    return reduce.unpack(rows, [a.dtype for a in arrays], [np.shape(a) for a in arrays])
-
-
-def described_after_the_call(inputs: Any) -> bool:
-    """True if a call on ``inputs`` can leave every description to numpy after the call (the
-    CPU backend, no input spread over devices): see ``plan_inspection(in_call=False)``."""
-    if jax.default_backend() != "cpu":
-        return False
-    leaves = jax.tree_util.tree_leaves(inputs)
-    if any(isinstance(x, jax.core.Tracer) for x in leaves):
-        return False
-    return reduce.on_host([x for x in leaves if is_array(x)])
-
-
-def input_arrays(kind: str, args: tuple) -> list[Any]:
-    """The caller's variables that get statistics, in the order the plan numbers them."""
-    if kind != "apply" or not args:
-        return []
-    leaves = jax.tree_util.tree_leaves(args[0])
-    if all(type(x) is _JAX_ARRAY for x in leaves) and all(map(reduce.supported_dtype, {x.dtype for x in leaves})):
-        return leaves  # the usual case, checked a dtype at a time
-    if any(isinstance(x, jax.core.Tracer) for x in leaves):
-        return []  # inside the caller's transform: nothing to describe
-    return [x for x in leaves if is_array(x) and reduce.supported(x)]
-
-
-class InputStats:
-    """Statistics of the caller's variables, remembered for the last few sets of jax arrays
-    (immutable: the same objects, the same statistics). Only weak references are kept, so
-    remembering never keeps an array alive."""
-
-    def __init__(self, size: int = 8) -> None:
-        self.size = size
-        self._memo: OrderedDict[tuple, tuple[list[weakref.ref], list[Stats]]] = OrderedDict()
-        self._lock = threading.Lock()
-        self.described = 0  # how many sets of arrays were described (not remembered)
-
-    def __call__(self, arrays: list[Any]) -> list[Stats]:
-        key = tuple(map(id, arrays))
-        with self._lock:
-            hit = self._memo.get(key)
-            if hit is not None and all(r() is a for r, a in zip(hit[0], arrays)):
-                self._memo.move_to_end(key)
-                return hit[1]
-        stats = describe_exactly(arrays)
-        self.described += 1
-        if all(isinstance(a, jax.Array) for a in arrays):  # numpy arrays can change in place
-            with self._lock:
-                self._memo[key] = ([weakref.ref(a) for a in arrays], stats)
-                while len(self._memo) > self.size:
-                    self._memo.popitem(last=False)
-        return stats
-
-    def soon(self, arrays: list[Any]) -> Future[list[Stats]]:
-        """:meth:`__call__` on a worker thread, so that describing overlaps the inspected call
-        (a future already done when the arrays are remembered, or when
-        :func:`background_work_allowed` says no: then they are described here and now, or across
-        processes, on this thread when the result is asked for)."""
-        key = tuple(map(id, arrays))
-        hit = self._memo.get(key)
-        if hit is not None and all(r() is a for r, a in zip(hit[0], arrays)):
-            done: Future[list[Stats]] = Future()
-            done.set_result(hit[1])
-            return done
-        if not background_work_allowed():
-            if jax.process_count() > 1:  # when the result is asked for: never inside the call's trace
-                return _OnDemand(lambda: self(arrays))
-            done = Future()
-            done.set_result(self(arrays))
-            return done
-        return _worker.submit(self._in_context, arrays, CallerContext())
-
-    def _in_context(self, arrays: list[Any], context: CallerContext) -> list[Stats]:
-        """:meth:`__call__` under the caller's jax options (``jax.enable_x64`` sets x64 for its thread only)."""
-        with context.entered():
-            return self(arrays)
-
-
-_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-stats")
-
-
-class _OnDemand(Future):
-    """A future computed on the thread that first asks for its result."""
-
-    def __init__(self, compute: Callable[[], Any]) -> None:
-        super().__init__()
-        self._compute = compute
-
-    def result(self, timeout: float | None = None) -> Any:
-        if not self.done():
-            try:
-                self.set_result(self._compute())
-            except Exception as e:  # noqa: BLE001 (kept in the future: result() raises it)
-                self.set_exception(e)
-        return super().result(timeout)
-
-
-def background_work_allowed() -> bool:
-    """False while jax checks this thread's traces for leaked tracers (``jax.check_tracer_leaks``),
-    and in a job of several processes (``jax.distributed``).
-
-    Its check calls ``gc.collect()``, which returns at once, collecting nothing, while another
-    thread is collecting; flax leaves tracers in reference cycles, so any Python work on another
-    thread (which may start a collection) can make that check report a leak that is not one.
-    Across processes, every program over global arrays is a collective that each process must
-    start in the same order: one on a worker, beside the call's, could start in another order on
-    another process and both would wait forever."""
-    return not getattr(jax.config, "jax_check_tracer_leaks", False) and jax.process_count() == 1
-
-
-def wait_for_worker() -> None:
-    """Returns once everything given to the describing worker so far is done."""
-    _worker.submit(int).result()
-
-
-input_stats = InputStats()
-
-
-class NeedsArrays(Exception):
-    """A summary of an array that a lean program (``plan_inspection(lean=True)``) did not return
-    can't be trusted: the call must run again with a program that returns the arrays."""
-
-
-def dropped_any(plan: Plan, rows: list[int]) -> bool:
-    """True if some of ``rows`` are of arrays the inspection does not keep (no later histogram)."""
-    return any(plan.described[i].source == "dropped" for i in rows)
-
-
-def _call_stats(plan: Plan, words: np.ndarray, sources: dict[Source, Any]) -> list[Stats]:
-    """Statistics of every described slot: the in-call summaries, each redone exactly where it
-    can't be trusted, and exact statistics of the rest."""
-    out: list[Stats | None] = [None] * len(plan.described)
-    decoded = reduce.decode_rows(words, plan.summary_rows) if plan.summarized else []
-    redo = [i for i, st in zip(plan.summarized, decoded) if not st.trusted]
-    for i, st in zip(plan.summarized, decoded):
-        out[i] = st
-    redo += [i for i, st in enumerate(out) if st is None]
-    if redo and sources.get("dropped") is None and dropped_any(plan, redo):
-        raise NeedsArrays()
-    if redo:
-        arrays = [_lookup(sources[plan.described[i].source], plan.described[i].keypath) for i in redo]
-        exact = describe_exactly(arrays, hist=dropped_any(plan, redo))
-        for i, st in zip(redo, exact):
-            out[i] = st
-    assert all(st is not None for st in out)  # every row is filled by now
-    return cast("list[Stats]", out)
-
-
-def _fetch(x: Any, index: Any = None) -> np.ndarray:
-    """``x`` (or ``x[index]``) on the host."""
-    return np.asarray(x if index is None else x[index])
-
-
-@dataclasses.dataclass
-class _LeafMaker:
-    """The :class:`Leaf` of a slot: its statistics row, where it lives, and (kept) how to fetch it."""
-
-    sources: dict[Source, Any]
-    stats: list[Stats]  # of the described slots, by row
-    variable_stats: list[Stats]  # of the caller's variables, by row
-    placement: _Placement
-    plan: Plan | None = None  # reads the slots' values (else each is looked up on its own)
-    _read: dict[Source, list[Any]] = dataclasses.field(default_factory=dict)
-
-    def value(self, s: Slot) -> Any:
-        if self.plan is not None:
-            values = self._read.get(s.source)
-            if values is None:
-                values = self._read[s.source] = self.plan.read(s.source, self.sources[s.source])
-            if s.at >= 0:
-                return values[s.at]
-        return _lookup(self.sources[s.source], s.keypath)
-
-    def __call__(self, s: Slot, kept: bool = True) -> Leaf:
-        if s.opaque is not None:
-            return Leaf(s.path, opaque=s.opaque)
-        fetch = device = sharding = shard = x = None
-        if kept and s.source != "dropped":
-            x = self.value(s)
-            device, sharding, shard = self.placement(x)
-            fetch = functools.partial(_fetch, x)
-        row = None if s.row is None else (self.variable_stats if s.source == "in" else self.stats)[s.row]
-        histogram = None
-        if row is not None and not row.hist and x is not None:
-            histogram = functools.partial(reduce.histogram, x, row)
-        return Leaf(s.path, s.shape, s.dtype, device or self.placement.default, sharding or "", row,
-                    fetch=fetch, shard_shape=shard, handle=x, histogram=histogram)
-
-
-def leaf_maker(plan: Plan, words: np.ndarray, sources: dict[Source, Any], device: str) -> _LeafMaker:
-    """The :class:`Leaf` of each of ``plan``'s slots, for arrays described alongside a call (as
-    gradients are): ``words`` their in-call summaries (fetched), ``sources`` where they live."""
-    return _LeafMaker(sources, _call_stats(plan, words, sources), [], _Placement(device))
-
-
-def _diffs(plan: Plan, leaf: _LeafMaker, variables: Callable[[], list[Leaf]],
-           delta_words: np.ndarray) -> list[CollectionDiff]:
-    """Each mutated collection leaf by leaf: added, changed or unchanged (element-wise where both
-    sides were described with one shape), and removed (passed in, not returned)."""
-    before_at = {lf.path: lf for lf in variables()}
-    deltas = reduce.unpack_deltas(delta_words, plan.delta_dtypes)
-    diffs = []
-    for col, slots in plan.mutated.items():
-        rows = [_diff(s.path, before_at.get(s.path), leaf(s), plan.pairs.get(s.path), deltas) for s in slots]
-        returned = {s.path for s in slots}
-        rows += [LeafDiff(path, "removed", before, None) for path, before in before_at.items()
-                 if path[:1] == (col,) and path not in returned]
-        diffs.append(CollectionDiff(col, rows))
-    return diffs
-
-
-def _diff(path: Path, before: Leaf | None, after: Leaf, pair: tuple[int | None, int | None] | None,
-          deltas: list) -> LeafDiff:
-    if before is None:
-        return LeafDiff(path, "added", None, after)
-    if pair is None or pair[0] is None:
-        changed = before.shape != after.shape or before.dtype != after.dtype
-        return LeafDiff(path, "changed" if changed else "unchanged", before, after)
-    n, max_abs, mean_abs = deltas[pair[0]]
-    return LeafDiff(path, "changed" if n else "unchanged", before, after, int(n), float(max_abs), float(mean_abs))
-
-
-def _calls(plan: Plan, leaf: _LeafMaker, kept: bool) -> list[MethodCall]:
-    return [MethodCall(c.path, c.module_type, c.method, c.index, order, [leaf(s, kept) for s in c.slots], c.sown)
-            for order, c in enumerate(plan.calls)]
-
-
-def output_device(result: Any) -> str:
-    """The device the call's results live on (``cpu:1`` under ``jax.default_device``), or how many
-    devices they span; the default device if no array came back."""
-    for x in jax.tree.leaves(result):
-        if isinstance(x, jax.Array):
-            return devices_text(x.sharding.device_set)
-    return str(jax.devices()[0])
-
-
-def devices_text(device_set: Any) -> str:
-    """``cpu:1`` for one device, ``4 devices (gpu)`` for several."""
-    devices = sorted(device_set, key=lambda d: d.id)
-    return str(devices[0]) if len(devices) == 1 else f"{len(devices)} devices ({devices[0].platform})"
-
-
-def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: Any, plan: Plan,
-             timings: Timings, keep: Keep, in_stats: Future[list[Stats]] | None = None) -> Inspection:
-    """The host-side :class:`Inspection` of one call: ``result`` is what the runner returned,
-    ``stats_arrays`` what :func:`plan_inspection` computed alongside, ``inputs`` the caller's
-    variables (``apply``). Statistics are fetched; arrays stay on their device. Waiting for the
-    variables' statistics (``in_stats``) adds to ``timings.run_ms``."""
-    words, delta_words, dropped = stats_arrays
-    words, delta_words = reduce.to_host([words, delta_words])
-    sources: dict[Source, Any] = {"in": inputs, "out": result, "dropped": dropped}
-    stats = _call_stats(plan, words, sources)
-    t0 = time.perf_counter()
-    variable_stats = in_stats.result() if in_stats is not None else []
-    timings.run_ms += (time.perf_counter() - t0) * 1000
-    device = output_device(result)
-    leaf = _LeafMaker(sources, stats, variable_stats, _Placement(device), plan)
-    # Built when first read; what it holds must not keep arrays the inspection drops.
-    of_variables = _LeafMaker({"in": inputs, "out": result}, stats, variable_stats, leaf.placement, plan)
-
-    @functools.cache
-    def variables() -> list[Leaf]:
-        return [of_variables(s) for s in plan.variables]
-
-    kept = keep != "stats"
-    return Inspection(
-        kind=kind,
-        module_type=type(module).__name__,
-        output=result[0] if plan.returns_tuple else (None if kind == "init" else result),
-        state=result if kind == "init" else (result[1] if plan.returns_tuple else None),
-        outputs=[leaf(s) for s in plan.outputs] if kind != "init" else [],
-        variables=VariableTree.of_leaves("variables", variables),
-        diffs=_diffs(plan, leaf, variables, delta_words) if plan.mutated else [],
-        calls=_calls(plan, leaf, kept),
-        device=device,
-        timings=timings,
-        kept=kept,
-        notes=list(plan.notes),
-        binding=plan.binding,
-        subnormals_as_zero=reduce.flushes_subnormals(jax.default_backend()),
-    )

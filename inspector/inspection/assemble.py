@@ -1,0 +1,225 @@
+"""The host side of an inspection: from what the runner returned and the trace's :class:`Plan`,
+fetch only statistics (each in-call summary that can't be trusted redone exactly) and build the
+:class:`~inspector.model.Inspection`; arrays stay on their device until a
+:class:`~inspector.model.Leaf`'s ``value`` is read."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, cast
+
+import jax
+import numpy as np
+
+from inspector import reduce
+from inspector.inspection.plan import Keep, Plan, Slot, Source, lookup
+from inspector.inspection import variables as V
+from inspector.model import (
+    CollectionDiff, Inspection, Kind, Leaf, LeafDiff, MethodCall, Stats, Timings, VariableTree,
+)
+from inspector.names import Path
+
+
+_SINGLE = jax.sharding.SingleDeviceSharding
+
+
+class _Placement:
+    """Device, sharding text and shard shape per array, memoised per (sharding, shape)."""
+
+    def __init__(self, default: str) -> None:
+        self.default = default
+        self._memo: dict[Any, tuple[str, str, tuple[int, ...] | None]] = {}
+
+    def __call__(self, x: Any) -> tuple[str, str, tuple[int, ...] | None]:
+        sharding = getattr(x, "sharding", None)
+        if sharding is None:
+            return ("host (numpy)" if isinstance(x, (np.ndarray, np.generic)) else self.default, "", None)
+        # Every array has a sharding object of its own: a single device's is keyed by the device.
+        key = next(iter(sharding.device_set)) if type(sharding) is _SINGLE else (sharding, x.shape)
+        got = self._memo.get(key)
+        if got is None:
+            dev = devices_text(sharding.device_set)
+            shard = tuple(sharding.shard_shape(x.shape)) if len(sharding.device_set) > 1 else None
+            got = self._memo[key] = (dev, _sharding_text(sharding), shard)
+        return got
+
+
+def _sharding_text(sharding: Any) -> str:
+    name = type(sharding).__name__
+    if name == "SingleDeviceSharding":
+        return ""
+    spec = getattr(sharding, "spec", None)
+    mesh = getattr(sharding, "mesh", None)
+    if spec is not None and mesh is not None:
+        axes = ", ".join(f"{k}={v}" for k, v in dict(mesh.shape).items())
+        return f"{name}(mesh[{axes}], spec={tuple(spec)})"
+    return str(sharding)
+
+
+class NeedsArrays(Exception):
+    """A summary of an array that a lean program (``plan_inspection(lean=True)``) did not return
+    can't be trusted: the call must run again with a program that returns the arrays."""
+
+
+def dropped_any(plan: Plan, rows: list[int]) -> bool:
+    """True if some of ``rows`` are of arrays the inspection does not keep (no later histogram)."""
+    return any(plan.described[i].source == "dropped" for i in rows)
+
+
+def _call_stats(plan: Plan, words: np.ndarray, sources: dict[Source, Any]) -> list[Stats]:
+    """Statistics of every described slot: the in-call summaries, each redone exactly where it
+    can't be trusted, and exact statistics of the rest."""
+    out: list[Stats | None] = [None] * len(plan.described)
+    decoded = reduce.decode_rows(words, plan.summary_rows) if plan.summarized else []
+    redo = [i for i, st in zip(plan.summarized, decoded) if not st.trusted]
+    for i, st in zip(plan.summarized, decoded):
+        out[i] = st
+    redo += [i for i, st in enumerate(out) if st is None]
+    if redo and sources.get("dropped") is None and dropped_any(plan, redo):
+        raise NeedsArrays()
+    if redo:
+        arrays = [lookup(sources[plan.described[i].source], plan.described[i].keypath) for i in redo]
+        exact = V.describe_exactly(arrays, hist=dropped_any(plan, redo))
+        for i, st in zip(redo, exact):
+            out[i] = st
+    assert all(st is not None for st in out)  # every row is filled by now
+    return cast("list[Stats]", out)
+
+
+def _fetch(x: Any, index: Any = None) -> np.ndarray:
+    """``x`` (or ``x[index]``) on the host."""
+    return np.asarray(x if index is None else x[index])
+
+
+@dataclasses.dataclass
+class _LeafMaker:
+    """The :class:`Leaf` of a slot: its statistics row, where it lives, and (kept) how to fetch it."""
+
+    sources: dict[Source, Any]
+    stats: list[Stats]  # of the described slots, by row
+    variable_stats: list[Stats]  # of the caller's variables, by row
+    placement: _Placement
+    plan: Plan | None = None  # reads the slots' values (else each is looked up on its own)
+    _read: dict[Source, list[Any]] = dataclasses.field(default_factory=dict)
+
+    def value(self, s: Slot) -> Any:
+        if self.plan is not None:
+            values = self._read.get(s.source)
+            if values is None:
+                values = self._read[s.source] = self.plan.read(s.source, self.sources[s.source])
+            if s.at >= 0:
+                return values[s.at]
+        return lookup(self.sources[s.source], s.keypath)
+
+    def __call__(self, s: Slot, kept: bool = True) -> Leaf:
+        if s.opaque is not None:
+            return Leaf(s.path, opaque=s.opaque)
+        fetch = device = sharding = shard = x = None
+        if kept and s.source != "dropped":
+            x = self.value(s)
+            device, sharding, shard = self.placement(x)
+            fetch = functools.partial(_fetch, x)
+        row = None if s.row is None else (self.variable_stats if s.source == "in" else self.stats)[s.row]
+        histogram = None
+        if row is not None and not row.hist and x is not None:
+            histogram = functools.partial(reduce.histogram, x, row)
+        return Leaf(s.path, s.shape, s.dtype, device or self.placement.default, sharding or "", row,
+                    fetch=fetch, shard_shape=shard, handle=x, histogram=histogram)
+
+
+def leaf_maker(plan: Plan, words: np.ndarray, sources: dict[Source, Any], device: str) -> _LeafMaker:
+    """The :class:`Leaf` of each of ``plan``'s slots, for arrays described alongside a call (as
+    gradients are): ``words`` their in-call summaries (fetched), ``sources`` where they live."""
+    return _LeafMaker(sources, _call_stats(plan, words, sources), [], _Placement(device))
+
+
+def _diffs(plan: Plan, leaf: _LeafMaker, variables: Callable[[], list[Leaf]],
+           delta_words: np.ndarray) -> list[CollectionDiff]:
+    """Each mutated collection leaf by leaf: added, changed or unchanged (element-wise where both
+    sides were described with one shape), and removed (passed in, not returned)."""
+    before_at = {lf.path: lf for lf in variables()}
+    deltas = reduce.unpack_deltas(delta_words, plan.delta_dtypes)
+    diffs = []
+    for col, slots in plan.mutated.items():
+        rows = [_diff(s.path, before_at.get(s.path), leaf(s), plan.pairs.get(s.path), deltas) for s in slots]
+        returned = {s.path for s in slots}
+        rows += [LeafDiff(path, "removed", before, None) for path, before in before_at.items()
+                 if path[:1] == (col,) and path not in returned]
+        diffs.append(CollectionDiff(col, rows))
+    return diffs
+
+
+def _diff(path: Path, before: Leaf | None, after: Leaf, pair: tuple[int | None, int | None] | None,
+          deltas: list[Any]) -> LeafDiff:
+    if before is None:
+        return LeafDiff(path, "added", None, after)
+    if pair is None or pair[0] is None:
+        changed = before.shape != after.shape or before.dtype != after.dtype
+        return LeafDiff(path, "changed" if changed else "unchanged", before, after)
+    n, max_abs, mean_abs = deltas[pair[0]]
+    return LeafDiff(path, "changed" if n else "unchanged", before, after, int(n), float(max_abs), float(mean_abs))
+
+
+def _calls(plan: Plan, leaf: _LeafMaker, kept: bool) -> list[MethodCall]:
+    return [MethodCall(c.path, c.module_type, c.method, c.index, order, [leaf(s, kept) for s in c.slots], c.sown)
+            for order, c in enumerate(plan.calls)]
+
+
+def output_device(result: Any) -> str:
+    """The device the call's results live on (``cpu:1`` under ``jax.default_device``), or how many
+    devices they span; the default device if no array came back."""
+    for x in jax.tree.leaves(result):
+        if isinstance(x, jax.Array):
+            return devices_text(x.sharding.device_set)
+    return str(jax.devices()[0])
+
+
+def devices_text(device_set: Any) -> str:
+    """``cpu:1`` for one device, ``4 devices (gpu)`` for several."""
+    devices = sorted(device_set, key=lambda d: d.id)
+    return str(devices[0]) if len(devices) == 1 else f"{len(devices)} devices ({devices[0].platform})"
+
+
+def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: Any, plan: Plan,
+             timings: Timings, keep: Keep, in_stats: Future[list[Stats]] | None = None) -> Inspection:
+    """The host-side :class:`Inspection` of one call: ``result`` is what the runner returned,
+    ``stats_arrays`` what :func:`plan_inspection` computed alongside, ``inputs`` the caller's
+    variables (``apply``). Statistics are fetched; arrays stay on their device. Waiting for the
+    variables' statistics (``in_stats``) adds to ``timings.run_ms``."""
+    words, delta_words, dropped = stats_arrays
+    words, delta_words = reduce.to_host([words, delta_words])
+    sources: dict[Source, Any] = {"in": inputs, "out": result, "dropped": dropped}
+    stats = _call_stats(plan, words, sources)
+    t0 = time.perf_counter()
+    variable_stats = in_stats.result() if in_stats is not None else []
+    timings.run_ms += (time.perf_counter() - t0) * 1000
+    device = output_device(result)
+    leaf = _LeafMaker(sources, stats, variable_stats, _Placement(device), plan)
+    # Built when first read; what it holds must not keep arrays the inspection drops.
+    of_variables = _LeafMaker({"in": inputs, "out": result}, stats, variable_stats, leaf.placement, plan)
+
+    @functools.cache
+    def variables() -> list[Leaf]:
+        return [of_variables(s) for s in plan.variables]
+
+    kept = keep != "stats"
+    return Inspection(
+        kind=kind,
+        module_type=type(module).__name__,
+        output=result[0] if plan.returns_tuple else (None if kind == "init" else result),
+        state=result if kind == "init" else (result[1] if plan.returns_tuple else None),
+        outputs=[leaf(s) for s in plan.outputs] if kind != "init" else [],
+        variables=VariableTree.of_leaves("variables", variables),
+        diffs=_diffs(plan, leaf, variables, delta_words) if plan.mutated else [],
+        calls=_calls(plan, leaf, kept),
+        device=device,
+        timings=timings,
+        kept=kept,
+        notes=list(plan.notes),
+        binding=plan.binding,
+        subnormals_as_zero=reduce.flushes_subnormals(jax.default_backend()),
+    )
