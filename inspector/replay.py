@@ -8,7 +8,8 @@ the caller's arrays alive). Nothing is computed during the inspected call.
 ``call.inputs`` re-runs the model's Python once, jitted, with :func:`flax.linen.intercept_methods`, and records
 the positional and keyword arguments of every call in the run's own trace, numbered as the inspection numbers
 them (``path:method[index]``). Their statistics are the package's exact ones
-(:func:`inspector.inspection.variables.describe_exactly`), computed once for every captured call; the arrays are kept only with ``keep="arrays"``.
+(:func:`inspector.inspection.variables.describe_exactly`), computed once for every captured call; the arrays
+are kept only with ``keep="arrays"``.
 
 ``call.replay()`` re-runs the model once more to record that call's arguments, its module (unbound), the
 module's variables as the call saw them (a mutable collection as updated by earlier calls) and its RNG streams
