@@ -1,7 +1,7 @@
 """Collecting an :class:`~inspector.model.Inspection` from one jitted flax call.
 
 At trace time, :func:`plan` decides which arrays get statistics (outputs, mutated
-collections, intermediates), asks :mod:`inspector.reduce` for them inside the same
+collections, intermediates), asks :mod:`inspector.stats` for them inside the same
 computation and records where each array came from. The caller's variables are
 described by a jitted call of their own, remembered per array (jax arrays are
 immutable), so calling again with the same variables does not describe them again.
@@ -26,7 +26,7 @@ import jax
 import numpy as np
 from flax.core.scope import CollectionFilter
 
-from inspector import reduce
+from inspector import stats
 from inspector._compat import lifted_target, traced_effects
 from inspector.background import CallerContext
 from inspector.capture import CaptureFilter
@@ -116,10 +116,10 @@ class Plan:
         return {}
 
     @functools.cached_property
-    def summary_rows(self) -> reduce.RowGroups:
+    def summary_rows(self) -> stats.RowGroups:
         """How the :attr:`summarized` rows are decoded (every call)."""
         slots = [self.described[i] for i in self.summarized]
-        return reduce.row_groups([reduce.layout(s.dtype) for s in slots], [math.prod(s.shape) for s in slots])
+        return stats.row_groups([stats.layout(s.dtype) for s in slots], [math.prod(s.shape) for s in slots])
 
 
 def _key_str(k: Any) -> str:
@@ -157,7 +157,7 @@ class SlotCollector:
     def slot(self, path: Path, source: Source, keypath: tuple, value: Any) -> Slot:
         if _is_traced(value) or is_array(value):
             s = Slot(path, source, keypath, tuple(np.shape(value)), str(value.dtype))
-            if reduce.supported(value):
+            if stats.supported(value):
                 if source != "in":
                     # One value at several places (a module returning its last submodule's
                     # result, captured for both) is described once: its slots share a row.
@@ -265,8 +265,8 @@ def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilte
             early = recorder.early.get(id(a))
             if early is not None and early[0] is a:
                 known[i] = early[1]
-        stats, summarized = summarize_in_call(arrays, recorder.multi_device, in_call, known)
-        deltas = reduce.deltas(delta_pairs)
+        summary_words, summarized = summarize_in_call(arrays, recorder.multi_device, in_call, known)
+        deltas = stats.deltas(delta_pairs)
         dropped: list[Any] = []
         if keep == "stats" and state is not None and INTERMEDIATES in state:
             state = {k: v for k, v in state.items() if k != INTERMEDIATES}
@@ -282,7 +282,7 @@ def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilte
                         s.source, s.keypath = "dropped", (at[s.row],)
         returned = None if lean and dropped and not traced_effects() else dropped
         notes = dropped_notes(recorder, calls)
-        return result, (stats, deltas, returned), Plan(
+        return result, (summary_words, deltas, returned), Plan(
             outputs, variables, mutated, calls, pairs, returns_tuple, collector.described,
             [b.dtype for b, _ in delta_pairs], recorder.binding, notes, recorder.multi_device, summarized)
 
@@ -307,7 +307,7 @@ def tie_summaries(value: Any, recorder: Recorder) -> Any:
         early = recorder.early.get(id(x))
         if early is not None and early[0] is x:
             continue
-        f = reduce.summary_fields(x) if isinstance(x, jax.core.Tracer) else None
+        f = stats.summary_fields(x) if isinstance(x, jax.core.Tracer) else None
         if f is not None:
             at.append(i)
             fields.append(f)
@@ -330,8 +330,8 @@ def summarize_in_call(arrays: list[Any], multi_device: bool, in_call: bool = Tru
     # for later calls summarizes every array inside the call, small ones too: a few microseconds
     # there against a dozen numpy operations per call on the host.
     if not in_call and jax.default_backend() == "cpu" and not multi_device:
-        return reduce.summarize([]), []
-    return reduce.summarize(arrays, known), list(range(len(arrays)))
+        return stats.summarize([]), []
+    return stats.summarize(arrays, known), list(range(len(arrays)))
 
 
 def _plan_calls(collector: SlotCollector, inter: Mapping, recorder: Recorder, base: tuple) -> list[PlannedCall]:
@@ -512,10 +512,10 @@ def describe_exactly(arrays: list[Any], hist: bool = True) -> list[Stats]:
     path leave histograms to be computed when first asked for."""
     if not arrays:
         return []
-    if reduce.on_host(arrays):  # CPU: numpy reads them in place, nothing to compile
-        return reduce.host_stats_many(arrays, hist)
-    rows = jax.device_get(reduce.describe_many(arrays))
-    return reduce.unpack(rows, [a.dtype for a in arrays], [np.shape(a) for a in arrays])
+    if stats.on_host(arrays):  # CPU: numpy reads them in place, nothing to compile
+        return stats.host_stats_many(arrays, hist)
+    rows = jax.device_get(stats.describe_many(arrays))
+    return stats.unpack(rows, [a.dtype for a in arrays], [np.shape(a) for a in arrays])
 
 
 def described_after_the_call(inputs: Any) -> bool:
@@ -526,7 +526,7 @@ def described_after_the_call(inputs: Any) -> bool:
     leaves = jax.tree_util.tree_leaves(inputs)
     if any(isinstance(x, jax.core.Tracer) for x in leaves):
         return False
-    return reduce.on_host([x for x in leaves if is_array(x)])
+    return stats.on_host([x for x in leaves if is_array(x)])
 
 
 def input_arrays(kind: str, args: tuple) -> list[Any]:
@@ -534,11 +534,11 @@ def input_arrays(kind: str, args: tuple) -> list[Any]:
     if kind != "apply" or not args:
         return []
     leaves = jax.tree_util.tree_leaves(args[0])
-    if all(type(x) is _JAX_ARRAY for x in leaves) and all(map(reduce.supported_dtype, {x.dtype for x in leaves})):
+    if all(type(x) is _JAX_ARRAY for x in leaves) and all(map(stats.supported_dtype, {x.dtype for x in leaves})):
         return leaves  # the usual case, checked a dtype at a time
     if any(isinstance(x, jax.core.Tracer) for x in leaves):
         return []  # inside the caller's transform: nothing to describe
-    return [x for x in leaves if is_array(x) and reduce.supported(x)]
+    return [x for x in leaves if is_array(x) and stats.supported(x)]
 
 
 class InputStats:
@@ -647,7 +647,7 @@ def _call_stats(plan: Plan, words: np.ndarray, sources: dict[Source, Any]) -> li
     """Statistics of every described slot: the in-call summaries, each redone exactly where it
     can't be trusted, and exact statistics of the rest."""
     out: list[Stats | None] = [None] * len(plan.described)
-    decoded = reduce.decode_rows(words, plan.summary_rows) if plan.summarized else []
+    decoded = stats.decode_rows(words, plan.summary_rows) if plan.summarized else []
     redo = [i for i, st in zip(plan.summarized, decoded) if not st.trusted]
     for i, st in zip(plan.summarized, decoded):
         out[i] = st
@@ -699,7 +699,7 @@ class _LeafMaker:
         row = None if s.row is None else (self.variable_stats if s.source == "in" else self.stats)[s.row]
         histogram = None
         if row is not None and not row.hist and x is not None:
-            histogram = functools.partial(reduce.histogram, x, row)
+            histogram = functools.partial(stats.histogram, x, row)
         return Leaf(s.path, s.shape, s.dtype, device or self.placement.default, sharding or "", row,
                     fetch=fetch, shard_shape=shard, handle=x, histogram=histogram)
 
@@ -715,7 +715,7 @@ def _diffs(plan: Plan, leaf: _LeafMaker, variables: Callable[[], list[Leaf]],
     """Each mutated collection leaf by leaf: added, changed or unchanged (element-wise where both
     sides were described with one shape), and removed (passed in, not returned)."""
     before_at = {lf.path: lf for lf in variables()}
-    deltas = reduce.unpack_deltas(delta_words, plan.delta_dtypes)
+    deltas = stats.unpack_deltas(delta_words, plan.delta_dtypes)
     diffs = []
     for col, slots in plan.mutated.items():
         rows = [_diff(s.path, before_at.get(s.path), leaf(s), plan.pairs.get(s.path), deltas) for s in slots]
@@ -764,16 +764,16 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
     variables (``apply``). Statistics are fetched; arrays stay on their device. Waiting for the
     variables' statistics (``in_stats``) adds to ``timings.run_ms``."""
     words, delta_words, dropped = stats_arrays
-    words, delta_words = reduce.to_host([words, delta_words])
+    words, delta_words = stats.to_host([words, delta_words])
     sources: dict[Source, Any] = {"in": inputs, "out": result, "dropped": dropped}
-    stats = _call_stats(plan, words, sources)
+    call_stats = _call_stats(plan, words, sources)
     t0 = time.perf_counter()
     variable_stats = in_stats.result() if in_stats is not None else []
     timings.run_ms += (time.perf_counter() - t0) * 1000
     device = output_device(result)
-    leaf = _LeafMaker(sources, stats, variable_stats, _Placement(device), plan)
+    leaf = _LeafMaker(sources, call_stats, variable_stats, _Placement(device), plan)
     # Built when first read; what it holds must not keep arrays the inspection drops.
-    of_variables = _LeafMaker({"in": inputs, "out": result}, stats, variable_stats, leaf.placement, plan)
+    of_variables = _LeafMaker({"in": inputs, "out": result}, call_stats, variable_stats, leaf.placement, plan)
 
     @functools.cache
     def variables() -> list[Leaf]:
@@ -794,5 +794,5 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
         kept=kept,
         notes=list(plan.notes),
         binding=plan.binding,
-        subnormals_as_zero=reduce.flushes_subnormals(jax.default_backend()),
+        subnormals_as_zero=stats.flushes_subnormals(jax.default_backend()),
     )

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax.core.scope import CollectionFilter
 
-from inspector import collect, reduce
+from inspector import collect, stats
 from inspector.api import InspectRun, _default_capture
 from inspector.capture import CaptureFilter, recorded_call
 from inspector.collect import INTERMEDIATES, Keep, Plan, Slot, SlotCollector, plan_inspection
@@ -299,7 +299,7 @@ class GradRun(InspectRun):
                   described: Any) -> Inspection:
         flax_result, _ = result
         (words, deltas, dropped), grad_words = stats_arrays
-        words, deltas, grad_words = reduce.to_host([words, deltas, grad_words])
+        words, deltas, grad_words = stats.to_host([words, deltas, grad_words])
         insp = collect.assemble("apply", self.module, args[0], flax_result, (words, deltas, dropped),
                                 plan.inspection, timings, self.keep, described)
         leaf = collect.leaf_maker(plan.grads, grad_words, {"out": result, "in": None, "dropped": None}, insp.device)

@@ -10,7 +10,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ALLOWED = {  # errors per public module under mypy --strict, 2026-12-07; lower these, never raise them
     "inspector/__init__.py": 0, "inspector/api.py": 37, "inspector/capture.py": 38, "inspector/compare.py": 0,
     "inspector/grad.py": 19, "inspector/history.py": 0, "inspector/names.py": 0, "inspector/nnx.py": 0,
-    "inspector/progress.py": 1, "inspector/watch.py": 27,
+    "inspector/progress.py": 1, "inspector/watch.py": 19,
+    **{f"inspector/stats/{m}.py": 0 for m in ("__init__", "rows", "summary", "exact", "host", "differences", "scalars",
+                                               "device")},
 }
 
 
