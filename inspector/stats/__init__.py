@@ -10,6 +10,8 @@ call uses them:
   sample's median), for one array or many of one layout at once.
 * :mod:`~inspector.stats.host`: the same definitions by numpy in float64, where the device is
   the host (the CPU backend: arrays are read in place, nothing compiles).
+* :mod:`~inspector.stats.programs`: exact device programs keyed by a bucketed size and dtype,
+  not by the model, reused across calls, models and (saved in a user cache directory) sessions.
 * :mod:`~inspector.stats.differences`: what changed between two arrays.
 * :mod:`~inspector.stats.scalars`: the training watch's per-step scalars.
 * :mod:`~inspector.stats.device`: the choosers (:func:`summarize`, :func:`describe_many`,
@@ -28,8 +30,8 @@ The rest of the package uses the names exported here (``from inspector import st
 """
 
 from inspector.stats.differences import delta_exact, deltas, host_delta, nonfinite_delta, unpack_deltas
-from inspector.stats.device import describe_many, histogram, summarize
-from inspector.stats.host import host_stats_many, on_host, to_host
+from inspector.stats.device import describe_many, histogram, host_stats_many, summarize
+from inspector.stats.host import on_host, to_host
 from inspector.stats.rows import (RowGroups, decode_rows, flushes_subnormals, layout, row_groups, supported,
                                   supported_dtype, unpack)
 from inspector.stats.scalars import N_STATS, array_stats, as_float32, int_abs_max, scalar_rows, with_log_histograms

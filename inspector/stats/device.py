@@ -2,6 +2,7 @@
 
 :func:`summarize` (traced into the inspected call: fused, trusted or not), :func:`describe`
 (exact, traceable), :func:`describe_many` (exact rows of concrete arrays: one program),
+:func:`host_stats_many` (arrays numpy reads in place: numpy, or the bucketed programs),
 :func:`describe_exact` (one array, e.g. sharded) and :func:`histogram` (a summary's histogram,
 when first asked for).
 """
@@ -20,7 +21,8 @@ import numpy as np
 
 from inspector.model import Stats
 from inspector.stats.exact import _FAN, _exact, _group_exact, _histogram
-from inspector.stats.host import _host_hist, on_host
+from inspector.stats import programs
+from inspector.stats.host import _host_hist, numpy_stats_many, on_host
 from inspector.stats.rows import BINS, Layout, SAMPLE, _x64, layout, row_width
 from inspector.stats.summary import Fields, _group_cheap
 
@@ -107,3 +109,46 @@ def histogram(x: jax.Array, stats: Stats) -> Stats:
         edges = [stats.min + e for e in edges]
     return dataclasses.replace(stats, hist=hist, hist_edges=tuple(float(e) for e in edges),
                                hist_sample=SAMPLE if stats.count > SAMPLE else 0)
+
+
+NUMPY_UP_TO = 1 << 16
+"""Elements up to which numpy describes an array in place quicker than a ready bucketed program
+(measured by bench/bench_stats_programs.py; the figures are in bench/README.md)."""
+COMPILE_PAYS = 1 << 24
+"""Elements from which numpy takes longer to describe an array than a bucketed program takes to compile."""
+PREPARE = True
+"""Whether :func:`host_stats_many` compiles the programs its large arrays lack in a background
+thread (for the next call, and saved for the next session)."""
+
+
+def host_stats_many(arrays: Sequence[Any], hist: bool = True) -> list[Stats]:
+    """Exact statistics of arrays numpy reads in place (:func:`~inspector.stats.host.on_host`).
+
+    Arrays of at most :data:`NUMPY_UP_TO` elements are described by numpy; larger ones by the
+    bucketed programs (:mod:`~inspector.stats.programs`) where those are ready (compiled in this
+    process or saved on disk) or where numpy would take longer than compiling them (at least
+    :data:`COMPILE_PAYS` elements); else by numpy, the missing programs being compiled in the
+    background (:data:`PREPARE`) so that a later call, or session, finds them ready.
+
+    Args:
+        arrays: numpy arrays, or jax arrays on one CPU device.
+        hist: False lets numpy leave the histograms of small arrays to :func:`histogram`.
+
+    Returns:
+        The arrays' :class:`~inspector.model.Stats`, in order.
+    """
+    large = [i for i, a in enumerate(arrays) if np.size(a) > NUMPY_UP_TO and programs.fits(a)]
+    if not large:
+        return numpy_stats_many(arrays, hist)
+    chosen = [i for i in large if np.size(arrays[i]) >= COMPILE_PAYS or programs.ready([arrays[i]])]
+    if PREPARE and len(chosen) < len(large):
+        programs.prepare([arrays[i] for i in large if i not in set(chosen)], background=True)
+    if not chosen:
+        return numpy_stats_many(arrays, hist)
+    out: list[Stats | None] = [None] * len(arrays)
+    for i, st in zip(chosen, programs.describe_bucketed([arrays[i] for i in chosen])):
+        out[i] = st
+    rest = [i for i in range(len(arrays)) if out[i] is None]
+    for i, st in zip(rest, numpy_stats_many([arrays[i] for i in rest], hist)):
+        out[i] = st
+    return [s for s in out if s is not None]

@@ -222,7 +222,7 @@ def _host_hist(a: np.ndarray, dtype: Any, st: Stats) -> Stats:
                                hist_sample=sample.size if a.size > SAMPLE else 0)
 
 
-def host_stats_many(arrays: Sequence[Any], hist: bool = True) -> list[Stats]:
+def numpy_stats_many(arrays: Sequence[Any], hist: bool = True) -> list[Stats]:
     """:func:`host_stats` of many arrays; small finite float arrays are described together
     (a dozen numpy operations in all, however many there are). ``hist=False`` leaves the
     histograms of those to :func:`histogram`, which computes them when first asked for."""
