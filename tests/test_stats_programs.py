@@ -170,3 +170,30 @@ def test_a_new_process_loads_the_programs_from_disk_and_the_opt_out_saves_nothin
     assert off["compiles"] == 3 and off["loads"] == 0 and not home.exists()
     empty = child({"INSPECTOR_CACHE_DIR": "", "XDG_CACHE_HOME": str(home), "HOME": str(home)})
     assert empty["compiles"] == 3 and not home.exists()
+
+
+def test_the_host_chooser_uses_ready_programs_for_large_groups_and_numpy_otherwise(monkeypatch):
+    from inspector.stats import device
+
+    monkeypatch.setattr(device, "PREPARE", False)
+    large = [jnp.asarray(rng.normal(size=50_000) * 3 + 1, jnp.float32) for _ in range(3)]  # one bucket, 150K
+    small = [jnp.asarray(rng.normal(size=n), jnp.float32) for n in (10, 5000)]
+    arrays = [small[0], *large, small[1]]
+    before = programs.compiles
+    numpy_only = stats.host_stats_many(arrays)
+    assert programs.compiles == before and not programs.ready(large)  # nothing ready: numpy, no compile
+    programs.prepare(large)
+    assert programs.ready(large)
+    calls, real = [], programs.describe_bucketed
+
+    def counted(xs):
+        calls.append(len(xs))
+        return real(xs)
+
+    monkeypatch.setattr(programs, "describe_bucketed", counted)
+    chosen = stats.host_stats_many(arrays)
+    assert calls == [3]  # the three large arrays, by their program; the small ones by numpy
+    for a, s, n in zip(arrays, chosen, numpy_only):
+        check(a, s)
+        assert (s.count, s.min, s.max, s.zeros, s.hist_sample) == (n.count, n.min, n.max, n.zeros, n.hist_sample)
+

@@ -111,11 +111,13 @@ def histogram(x: jax.Array, stats: Stats) -> Stats:
                                hist_sample=SAMPLE if stats.count > SAMPLE else 0)
 
 
-NUMPY_UP_TO = 1 << 16
-"""Elements up to which numpy describes an array in place quicker than a ready bucketed program
-(measured by bench/bench_stats_programs.py; the figures are in bench/README.md)."""
+PROGRAM_FROM = 1 << 17
+"""Elements (all the arrays of one dtype and size bucket together) from which a ready bucketed
+program describes them quicker than numpy in place. Measured by bench/bench_stats_programs.py (2-core
+Xeon): 2^16 float32 elements as one array 1.3x numpy's time, 2^17 0.66x, 8 arrays of 2^14 0.34x."""
 COMPILE_PAYS = 1 << 24
-"""Elements from which numpy takes longer to describe an array than a bucketed program takes to compile."""
+"""Elements (of one dtype and size bucket) from which numpy takes longer than compiling a bucketed
+program (about 1-3 s on that CPU) and describing with it."""
 PREPARE = True
 """Whether :func:`host_stats_many` compiles the programs its large arrays lack in a background
 thread (for the next call, and saved for the next session)."""
@@ -124,11 +126,12 @@ thread (for the next call, and saved for the next session)."""
 def host_stats_many(arrays: Sequence[Any], hist: bool = True) -> list[Stats]:
     """Exact statistics of arrays numpy reads in place (:func:`~inspector.stats.host.on_host`).
 
-    Arrays of at most :data:`NUMPY_UP_TO` elements are described by numpy; larger ones by the
-    bucketed programs (:mod:`~inspector.stats.programs`) where those are ready (compiled in this
-    process or saved on disk) or where numpy would take longer than compiling them (at least
-    :data:`COMPILE_PAYS` elements); else by numpy, the missing programs being compiled in the
-    background (:data:`PREPARE`) so that a later call, or session, finds them ready.
+    Arrays of more than ``SAMPLE`` elements are grouped by bucketed program
+    (:mod:`~inspector.stats.programs`: dtype and size bucket); a group of at least
+    :data:`PROGRAM_FROM` elements in all is described by its program where that is ready (compiled
+    in this process or saved on disk) or where numpy would take longer than compiling it (at least
+    :data:`COMPILE_PAYS` elements). Everything else is described by numpy, and the programs large
+    groups lack are compiled in the background (:data:`PREPARE`) for a later call or session.
 
     Args:
         arrays: numpy arrays, or jax arrays on one CPU device.
@@ -137,12 +140,20 @@ def host_stats_many(arrays: Sequence[Any], hist: bool = True) -> list[Stats]:
     Returns:
         The arrays' :class:`~inspector.model.Stats`, in order.
     """
-    large = [i for i, a in enumerate(arrays) if np.size(a) > NUMPY_UP_TO and programs.fits(a)]
-    if not large:
-        return numpy_stats_many(arrays, hist)
-    chosen = [i for i in large if np.size(arrays[i]) >= COMPILE_PAYS or programs.ready([arrays[i]])]
-    if PREPARE and len(chosen) < len(large):
-        programs.prepare([arrays[i] for i in large if i not in set(chosen)], background=True)
+    large = [i for i, a in enumerate(arrays) if np.size(a) > SAMPLE and programs.fits(a)]
+    groups: dict[programs.Key, list[int]] = {}
+    for key, idx in programs.groups([arrays[i] for i in large]).items():
+        if sum(int(np.size(arrays[large[j]])) for j in idx) >= PROGRAM_FROM:
+            groups[key] = [large[j] for j in idx]
+    chosen: list[int] = []
+    missing: list[Any] = []
+    for key, idx in groups.items():
+        if programs.ready_key(key) or sum(int(np.size(arrays[i])) for i in idx) >= COMPILE_PAYS:
+            chosen += idx
+        else:
+            missing.append(arrays[idx[0]])
+    if PREPARE and missing:
+        programs.prepare(missing, background=True)
     if not chosen:
         return numpy_stats_many(arrays, hist)
     out: list[Stats | None] = [None] * len(arrays)

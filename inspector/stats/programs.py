@@ -306,6 +306,19 @@ def _groups(arrays: Sequence[Any], device: Any) -> dict[Key, list[int]]:
     return groups
 
 
+def groups(arrays: Sequence[Any]) -> dict[Key, list[int]]:
+    """The program each of ``arrays`` is described by: ``{key: indices}``."""
+    return _groups(arrays, _device())
+
+
+def ready_key(key: Key) -> bool:
+    """True if the program of ``key`` is compiled in this process or saved on disk."""
+    if key in _programs:
+        return True
+    path = _file(key, _device())
+    return path is not None and path.is_file()
+
+
 def keys(arrays: Sequence[Any]) -> list[Key]:
     """The programs :func:`describe_bucketed` runs for ``arrays`` (one per dtype and bucket)."""
     return list(_groups(arrays, _device()))
@@ -314,14 +327,7 @@ def keys(arrays: Sequence[Any]) -> list[Key]:
 def ready(arrays: Sequence[Any]) -> bool:
     """True if every program ``arrays`` need is compiled in this process or saved on disk: describing
     them compiles nothing. Cheap (no tracing)."""
-    device = _device()
-    for key in _groups(arrays, device):
-        if key in _programs:
-            continue
-        path = _file(key, device)
-        if path is None or not path.is_file():
-            return False
-    return True
+    return all(ready_key(key) for key in _groups(arrays, _device()))
 
 
 def prepare(arrays: Sequence[Any], background: bool = False) -> threading.Thread | None:
