@@ -197,3 +197,21 @@ def test_the_host_chooser_uses_ready_programs_for_large_groups_and_numpy_otherwi
         check(a, s)
         assert (s.count, s.min, s.max, s.zeros, s.hist_sample) == (n.count, n.min, n.max, n.zeros, n.hist_sample)
 
+
+
+def test_the_host_chooser_compiles_missing_programs_in_the_background_for_later_calls(monkeypatch):
+    import time
+
+    from inspector.stats import device
+
+    monkeypatch.setattr(device, "PREPARE", True)
+    arrays = [jnp.asarray(rng.normal(size=40_000), jnp.int32) for _ in range(4)]  # a bucket no test used
+    assert not programs.ready(arrays)
+    first = stats.host_stats_many(arrays)  # numpy now; the program compiles on a daemon thread
+    deadline = time.monotonic() + 600
+    while not programs.ready(arrays) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert programs.ready(arrays)
+    for a, s, f in zip(arrays, stats.host_stats_many(arrays), first):
+        check(a, s)
+        assert (s.min, s.max, s.zeros, s.hist) == (f.min, f.max, f.zeros, f.hist)
