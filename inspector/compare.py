@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import jax
 
-from inspector import reduce
+from inspector import stats
 from inspector.model import Comparison, Inspection, Leaf, LeafDelta, Section, path_str
 
 
@@ -57,13 +57,13 @@ def compare(a: Inspection, b: Inspection, labels: tuple[str, str] = ("a", "b")) 
     measurable = [(d, d.a.handle, d.b.handle) for d in deltas
                   if d.a is not None and d.b is not None and d.a.handle is not None
                   and d.b.handle is not None and d.a.shape == d.b.shape and d.a.dtype == d.b.dtype]
-    if measurable and reduce.on_host([h for _, ha, hb in measurable for h in (ha, hb)]):
+    if measurable and stats.on_host([h for _, ha, hb in measurable for h in (ha, hb)]):
         for d, ha, hb in measurable:  # CPU: numpy reads them in place, nothing to compile
-            d.changed, d.max_abs, d.mean_abs = reduce.host_delta(ha, hb)
+            d.changed, d.max_abs, d.mean_abs = stats.host_delta(ha, hb)
     elif measurable:
-        words = jax.device_get([reduce.delta_exact(ha, hb) for _, ha, hb in measurable])
+        words = jax.device_get([stats.delta_exact(ha, hb) for _, ha, hb in measurable])
         for (d, ha, _), w in zip(measurable, words):
-            (d.changed, d.max_abs, d.mean_abs), = reduce.unpack_deltas(w, [ha.dtype])
+            (d.changed, d.max_abs, d.mean_abs), = stats.unpack_deltas(w, [ha.dtype])
     for d, _, _ in measurable:
         d.nonfinite_delta()  # NaN/Inf changes counted now (only pairs with a NaN or Inf on a side)
     return Comparison(labels, a, b, deltas)

@@ -259,20 +259,20 @@ def _leaves(rec: _Recorded, kept: bool) -> list[tuple[Path, Any]]:
 
 def _describe(calls: list[tuple[MethodCall, _Recorded]], kept: bool) -> None:
     """Sets each call's inputs: a :class:`Leaf` per argument, array statistics computed in one go."""
-    from inspector import reduce
+    from inspector import stats
     from inspector.inspection.assemble import devices_text
     from inspector.inspection.variables import describe_exactly
 
     per_call = [(call, _leaves(rec, kept)) for call, rec in calls]
-    arrays = [v for _, items in per_call for _, v in items if _is_array(v) and reduce.supported(v)]
-    stats = iter(describe_exactly(arrays))
+    arrays = [v for _, items in per_call for _, v in items if _is_array(v) and stats.supported(v)]
+    described = iter(describe_exactly(arrays))
     for call, items in per_call:
         leaves = []
         for path, v in items:
-            if _is_array(v) and reduce.supported(v):
+            if _is_array(v) and stats.supported(v):
                 x = v if isinstance(v, jax.Array) else np.asarray(v)
                 device = devices_text(x.sharding.device_set) if isinstance(x, jax.Array) else "host"
-                leaves.append(Leaf(path, tuple(np.shape(x)), str(x.dtype), device, stats=next(stats),
+                leaves.append(Leaf(path, tuple(np.shape(x)), str(x.dtype), device, stats=next(described),
                                    fetch=functools.partial(np.asarray, x) if kept else None,
                                    handle=x if kept else None))
             elif _is_array(v):

@@ -1,9 +1,22 @@
 import os
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+# Compiled statistics programs are saved here, never in the user's cache directory.
+os.environ["INSPECTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inspector-tests-cache-")
+
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def _no_background_statistics_programs(monkeypatch):
+    """No test compiles bucketed statistics programs in the background unless it asks to (they would
+    add compiles to other tests' counts): ``stats.device.PREPARE`` is off."""
+    from inspector.stats import device
+
+    monkeypatch.setattr(device, "PREPARE", False)
 
 
 @pytest.fixture(autouse=True)

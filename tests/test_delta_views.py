@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import inspector as fi
-from inspector import reduce
+from inspector import stats
 from inspector.demo import demo_inputs
 from inspector.views import detail as D
 from inspector.views import format as F
@@ -58,7 +58,7 @@ def ref(a, b):
 @pytest.fixture(params=[True, False], ids=["host", "device"])
 def path(request, monkeypatch):
     """Both ways a Δ is computed: numpy in place (CPU), and the device programs."""
-    monkeypatch.setattr(reduce, "HOST", request.param)
+    monkeypatch.setattr(stats.host, "HOST", request.param)
     return request.param
 
 

@@ -29,7 +29,7 @@ def fn(m, x):
 @pytest.fixture(scope="module")
 def setup():
     m = Net()
-    x = jax.random.normal(jax.random.key(1), (512, 16))  # hidden: 32K elements, above reduce.SMALL
+    x = jax.random.normal(jax.random.key(1), (512, 16))  # hidden: 32K elements, above stats.summary.SMALL
     return m, m.init(jax.random.key(0), x), x
 
 
@@ -163,14 +163,14 @@ def test_a_value_captured_at_two_places_is_described_once(setup, monkeypatch):
     """The root module returns its head's result: flax captures that one value twice. It is
     summarized once in the call and described once after the first call, and both places
     show the same statistics, those of the value flax returns."""
-    from inspector import reduce
+    from inspector import stats
     from inspector.inspection import variables
 
     _, _, x = setup
     m = Wide()
     v = m.init(jax.random.key(0), x)
     tied, described = [], []
-    summary_fields, describe_exactly = reduce.summary_fields, variables.describe_exactly
+    summary_fields, describe_exactly = stats.summary_fields, variables.describe_exactly
 
     def fields(a):
         f = summary_fields(a)
@@ -178,7 +178,7 @@ def test_a_value_captured_at_two_places_is_described_once(setup, monkeypatch):
             tied.append(a.shape)
         return f
 
-    monkeypatch.setattr(reduce, "summary_fields", fields)
+    monkeypatch.setattr(stats, "summary_fields", fields)
     monkeypatch.setattr(variables, "describe_exactly",
                         lambda arrays, hist=True: described.append(len(arrays)) or describe_exactly(arrays, hist))
     _, state = nn.apply(fn, m, capture_intermediates=True)(v, x)

@@ -177,9 +177,9 @@ def test_to_records_of_gradients():
 
 def test_leaf_delta_relative_is_never_nan_and_statistics_only_pairs_compare_their_statistics():
     def leaf(values):
-        from inspector import reduce
+        from inspector import stats
 
-        return fi.Leaf(("v",), (len(values),), "float32", stats=reduce.host_stats(np.asarray(values, np.float32)))
+        return fi.Leaf(("v",), (len(values),), "float32", stats=stats.host.host_stats(np.asarray(values, np.float32)))
 
     nan, ok = leaf([np.nan, np.nan]), leaf([1.0, 3.0])
     d = fi.LeafDelta("variables", "v", nan, ok)  # statistics only: no element-wise numbers

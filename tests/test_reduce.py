@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from inspector import reduce
+from inspector import stats
 
 RTOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-12}
 FLUSHES = bool(jax.jit(lambda x: x == 0)(jnp.float32(1e-40)))  # this device reads subnormals as 0
@@ -43,7 +43,7 @@ def held(a) -> np.ndarray:
 
 def check(a, s) -> None:
     """Every statistic of ``s`` against numpy on ``a``'s held values."""
-    lay = reduce.layout(a.dtype)
+    lay = stats.layout(a.dtype)
     x = held(a)
     flat = x.reshape(-1)
     assert s.count == flat.size
@@ -81,12 +81,12 @@ def check(a, s) -> None:
 
 def check_hist(a, s) -> None:
     """The histogram is numpy's over the same elements with the edges the device used."""
-    lay = reduce.layout(a.dtype)
+    lay = stats.layout(a.dtype)
     x = held(a).reshape(-1)
     if s.hist_sample:
-        x = held(a)[reduce._positions(tuple(np.shape(a)))]
+        x = held(a)[stats.rows._positions(tuple(np.shape(a)))]
     if not x.size:
-        assert s.hist == (0,) * reduce.BINS
+        assert s.hist == (0,) * stats.rows.BINS
         return
     if lay.kind == "int":
         lo = s.min
@@ -105,18 +105,18 @@ def check_hist(a, s) -> None:
 @pytest.fixture(autouse=True)
 def device_histograms(monkeypatch):
     """Histograms by the device program here (on CPU they would be numpy's, tested by host_stats)."""
-    monkeypatch.setattr(reduce, "HOST", False)
+    monkeypatch.setattr(stats.host, "HOST", False)
 
 
 def both(arrays):
     """Stats of concrete arrays by the exact program and by the in-call summary (with the
     exact redo that collect applies to untrusted rows)."""
     dtypes, shapes = [a.dtype for a in arrays], [np.shape(a) for a in arrays]
-    exact = reduce.unpack(jax.device_get(reduce.describe_many(arrays)), dtypes, shapes)
-    summary = reduce.unpack(jax.device_get(jax.jit(reduce.summarize)(arrays)), dtypes, shapes)
+    exact = stats.unpack(jax.device_get(stats.describe_many(arrays)), dtypes, shapes)
+    summary = stats.unpack(jax.device_get(jax.jit(stats.summarize)(arrays)), dtypes, shapes)
     summary = [s if s.trusted else e for s, e in zip(summary, exact)]
-    summary = [s if s.hist else reduce.histogram(a, s) for s, a in zip(summary, arrays)]  # as Leaf.full_stats
-    host = [reduce.host_stats(a) for a in arrays]
+    summary = [s if s.hist else stats.histogram(a, s) for s, a in zip(summary, arrays)]  # as Leaf.full_stats
+    host = [stats.host.host_stats(a) for a in arrays]
     return exact, summary, host
 
 
@@ -171,7 +171,7 @@ def _one_after_another(x, axes):
 def test_exact_statistics_hold_in_any_order_of_summation(dtype, monkeypatch):
     """Extremes first, then thousands of ordinary values: a device that adds one element after
     another (a GPU's reduction order was enough) must not lose the ordinary values' share."""
-    monkeypatch.setattr(reduce, "_add", _one_after_another)
+    monkeypatch.setattr(stats.exact, "_add", _one_after_another)
     rng = np.random.default_rng(3)
     edges = np.asarray(edge_values(dtype)[:5] if np.dtype(dtype).kind in "iu" else
                        [float(ml_dtypes.finfo(dtype).max) / 2 ** i for i in (1, 2, 3)],
@@ -182,8 +182,8 @@ def test_exact_statistics_hold_in_any_order_of_summation(dtype, monkeypatch):
         raw[:edges.size] = edges
         a = jnp.asarray(raw)
         dtypes, shapes = [a.dtype], [a.shape]
-        grouped = reduce.unpack(jax.device_get(jax.jit(reduce.describe)([a])), dtypes, shapes)[0]
-        alone = reduce.unpack(jax.device_get(jax.jit(reduce._exact)(a))[None], dtypes, shapes)[0]
+        grouped = stats.unpack(jax.device_get(jax.jit(stats.device.describe)([a])), dtypes, shapes)[0]
+        alone = stats.unpack(jax.device_get(jax.jit(stats.exact._exact)(a))[None], dtypes, shapes)[0]
         for s in (grouped, alone):
             check(a, s)
 
@@ -197,24 +197,24 @@ def test_exact_sums_are_never_longer_than_a_row(monkeypatch):
         lengths.append(math.prod(x.shape[a] for a in axes))
         return _one_after_another(x, axes)
 
-    monkeypatch.setattr(reduce, "_add", recorded)
+    monkeypatch.setattr(stats.exact, "_add", recorded)
     rng = np.random.default_rng(4)
     raw = np.tile(rng.normal(size=4096).astype(np.float32) * 0.1 + 1.7, 300)  # 300 rows of equal sums
     a = jnp.asarray(raw)
-    s = reduce.unpack(jax.device_get(jax.jit(reduce.describe)([a])), [a.dtype], [a.shape])[0]
+    s = stats.unpack(jax.device_get(jax.jit(stats.device.describe)([a])), [a.dtype], [a.shape])[0]
     check(a, s)
-    assert max(lengths) == reduce.SAMPLE and sorted(set(lengths)) == [16, reduce.SAMPLE]
+    assert max(lengths) == stats.rows.SAMPLE and sorted(set(lengths)) == [16, stats.rows.SAMPLE]
 
 
 def test_a_mix_of_dtypes_in_one_call_never_promotes():
     arrays = [jnp.asarray(np.array([100000, 70000], np.int32)), jnp.ones(3, jnp.float16),
               jnp.asarray(np.array([4e9, 3e9], np.uint32)), jnp.asarray(np.array([30001], np.int32)),
               jnp.ones(2, jnp.bfloat16), jnp.asarray(np.array([1 + 2j], np.complex64)), jnp.array([True, False])]
-    for stats in both(arrays):
-        for a, s in zip(arrays, stats):
+    for described in both(arrays):
+        for a, s in zip(arrays, described):
             check(a, s)
-        assert stats[0].nonfinite == 0 and stats[0].max == 100000
-        assert stats[2].min == 3_000_000_000 and stats[3].mean == 30001
+        assert described[0].nonfinite == 0 and described[0].max == 100000
+        assert described[2].min == 3_000_000_000 and described[3].mean == 30001
 
 
 @settings(max_examples=40, deadline=None)
@@ -231,8 +231,8 @@ def test_property_any_arrays_any_mix(specs):
         else:
             raw = data.draw(hnp.arrays(dt, n))
         arrays.append(jnp.asarray(raw))
-    for stats in both(arrays):
-        for a, s in zip(arrays, stats):
+    for described in both(arrays):
+        for a, s in zip(arrays, described):
             check(a, s)
             check_hist(a, s)
 
@@ -280,10 +280,10 @@ def test_bfloat16_statistics_are_of_the_rounded_values():
 
     def f(x):
         y = (x * 1.37).astype(jnp.bfloat16)
-        return y, reduce.summarize([y])
+        return y, stats.summarize([y])
 
     y, rows = jax.jit(f)(x)
-    s = reduce.unpack(jax.device_get(rows), [y.dtype], [y.shape])[0]
+    s = stats.unpack(jax.device_get(rows), [y.dtype], [y.shape])[0]
     held_values = np.asarray(y, np.float64)
     assert s.min == held_values.min() and s.max == held_values.max()
 
@@ -299,7 +299,7 @@ def test_rank_promotion_raise_and_x64():
                 raw[0] = np.iinfo(np.uint64).max
             a = jnp.asarray(raw)
             for (s,) in one(a):
-                assert reduce.layout(a.dtype).acc == np.float64
+                assert stats.layout(a.dtype).acc == np.float64
                 check(a, s)
 
 
@@ -311,24 +311,24 @@ def test_empty_and_scalar():
 
 
 def test_prng_keys_are_skipped():
-    assert not reduce.supported(jax.random.key(0))
-    assert reduce.supported(jnp.ones(3, jnp.bfloat16)) and reduce.supported(np.ones(2, bool))
-    assert not reduce.supported("text")
+    assert not stats.supported(jax.random.key(0))
+    assert stats.supported(jnp.ones(3, jnp.bfloat16)) and stats.supported(np.ones(2, bool))
+    assert not stats.supported("text")
 
 
 def test_many_small_leaves_compile_to_a_small_program():
     arrays = [jnp.full((3,), float(i)) for i in range(2000)]
-    hlo = jax.jit(reduce.describe).lower(arrays).as_text()
+    hlo = jax.jit(stats.device.describe).lower(arrays).as_text()
     assert hlo.count(" reduce(") + hlo.count("scatter(") < 60
-    stats = reduce.unpack(jax.device_get(reduce.describe_many(arrays)), [a.dtype for a in arrays],
-                          [a.shape for a in arrays])
-    assert stats[1234].mean == 1234 and stats[1999].max == 1999
+    described = stats.unpack(jax.device_get(stats.describe_many(arrays)), [a.dtype for a in arrays],
+                             [a.shape for a in arrays])
+    assert described[1234].mean == 1234 and described[1999].max == 1999
 
 
 # -- differences -----------------------------------------------------------------------
 def delta(before, after):
-    words = jax.device_get(reduce.delta_exact(before, after))
-    return reduce.unpack_deltas(words, [before.dtype])[0]
+    words = jax.device_get(stats.delta_exact(before, after))
+    return stats.unpack_deltas(words, [before.dtype])[0]
 
 
 def test_deltas_are_decided_in_the_native_dtype():
@@ -372,7 +372,7 @@ def test_host_deltas_agree_with_the_device():
     pairs.append((key, jax.random.split(key)[0]))
     for b, a in pairs:
         dev = delta(b, a)
-        host = reduce.host_delta(b, a)
+        host = stats.host_delta(b, a)
         assert host[0] == dev[0] and host[1:] == pytest.approx(dev[1:], rel=1e-6)
 
 
@@ -380,12 +380,12 @@ def test_small_arrays_described_together_on_the_host_match_one_by_one():
     rng = np.random.default_rng(3)
     arrays = [jnp.asarray(rng.normal(size=s).astype(np.float32)) for s in [(7,), (30, 4), (1,), (4096,)]]
     arrays += [jnp.array([1.0, jnp.nan], jnp.float32), jnp.ones(3, jnp.bfloat16), jnp.zeros((0,))]
-    together = reduce.host_stats_many(arrays)
+    together = stats.host_stats_many(arrays)
     for a, s in zip(arrays, together):
         check(a, s)
         check_hist(a, s)
-        assert s.hist == reduce.host_stats(a).hist
-    assert reduce.host_stats_many(arrays[:1], hist=False)[0].hist == ()
+        assert s.hist == stats.host.host_stats(a).hist
+    assert stats.host_stats_many(arrays[:1], hist=False)[0].hist == ()
 
 
 @settings(max_examples=60, deadline=None)
@@ -398,8 +398,8 @@ def test_property_small_float_arrays_of_mixed_types_together_match_one_by_one(sp
         raw = data.draw(hnp.arrays(np.float32, n, elements=st.floats(width=32)))
         with np.errstate(over="ignore"):
             arrays.append(jnp.asarray(raw.astype(dtype)))
-    for a, s in zip(arrays, reduce.host_stats_many(arrays)):
-        one_by_one = reduce.host_stats(a)
+    for a, s in zip(arrays, stats.host_stats_many(arrays)):
+        one_by_one = stats.host.host_stats(a)
         assert (s.hist, s.hist_edges) == (one_by_one.hist, one_by_one.hist_edges)
         check(a, s)
         check_hist(a, s)
@@ -416,11 +416,11 @@ def test_complex_magnitude_beyond_its_real_type_reads_as_inf():
     """|z| of complex64 is a float32: (3e38 + 3e38j) has no float32 magnitude, on every path."""
     x = jnp.asarray(np.array([3e38 + 3e38j, 3 + 4j], np.complex64))
     for host in (True, False):
-        reduce.HOST = host
+        stats.host.HOST = host
         try:
             (s,), *_ = one(x)
         finally:
-            reduce.HOST = True
+            stats.host.HOST = True
         assert s.of == "|z|" and s.posinf == 1 and s.max == 5.0 and s.mean == 5.0
 
 
@@ -438,8 +438,8 @@ def test_trusted_summaries_count_zeros_and_subnormals_as_held(dtype, n, monkeypa
     a = jnp.asarray(raw)
     for limit in (None, 64):
         if limit is not None:
-            monkeypatch.setattr(reduce, "countable", lambda dtype, limit=limit: limit)
-        (s,) = reduce.unpack(jax.device_get(jax.jit(reduce.summarize)([a])), [a.dtype], [a.shape])
+            monkeypatch.setattr(stats.summary, "countable", lambda dtype, limit=limit: limit)
+        (s,) = stats.unpack(jax.device_get(jax.jit(stats.summarize)([a])), [a.dtype], [a.shape])
         held_values = held(a)
         assert s.zeros == int((held_values == 0).sum())
         assert (s.min, s.max) == (held_values.min(), held_values.max())
@@ -448,8 +448,8 @@ def test_trusted_summaries_count_zeros_and_subnormals_as_held(dtype, n, monkeypa
 
 
 def _summaries(arrays):
-    rows = jax.device_get(jax.jit(reduce.summarize)(arrays))
-    return reduce.unpack(rows, [a.dtype for a in arrays], [a.shape for a in arrays])
+    rows = jax.device_get(jax.jit(stats.summarize)(arrays))
+    return stats.unpack(rows, [a.dtype for a in arrays], [a.shape for a in arrays])
 
 
 def _check_summary(a, s) -> None:
@@ -466,7 +466,7 @@ def _check_summary(a, s) -> None:
 @given(st.sampled_from([np.float16, ml_dtypes.bfloat16, np.float32]), st.integers(2, 5),
        st.tuples(st.integers(1, 4), st.integers(1, 6)), st.data())
 def test_property_small_arrays_of_one_shape_summarized_as_a_stack(dtype, k, shape, data):
-    """Small float arrays of one shape are summarized as one stack (``reduce.SMALL``): each row
+    """Small float arrays of one shape are summarized as one stack (``stats.summary.SMALL``): each row
     still describes its own array, whatever the others hold."""
     arrays = [jnp.asarray(data.draw(hnp.arrays(np.float32, shape, elements=st.floats(width=32))).astype(dtype))
               for _ in range(k)]

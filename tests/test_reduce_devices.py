@@ -9,7 +9,7 @@ import textwrap
 SCRIPT = textwrap.dedent('''
     import jax, jax.numpy as jnp, numpy as np, ml_dtypes
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from inspector import reduce
+    from inspector import stats
     assert len(jax.devices()) == 4, jax.devices()
     mesh = Mesh(np.array(jax.devices()).reshape(2, 2), ("a", "b"))
     rng = np.random.default_rng(0)
@@ -19,12 +19,12 @@ SCRIPT = textwrap.dedent('''
             (np.arange(64 * 96) + 2**31 - 7000).astype(np.int64).astype(np.int32).reshape(64, 96),
             rng.normal(size=(64, 96)).astype(ml_dtypes.bfloat16)]
     arrays = [jax.device_put(r, NamedSharding(mesh, P("a", "b"))) for r in raws]
-    assert not reduce.on_host(arrays)
+    assert not stats.on_host(arrays)
     with jax.numpy_rank_promotion("raise"):
-        rows = jax.device_get(reduce.describe_many(arrays))
-        summ = jax.device_get(jax.jit(reduce.summarize)(arrays))
-    exact = reduce.unpack(rows, [a.dtype for a in arrays], [a.shape for a in arrays])
-    summary = reduce.unpack(summ, [a.dtype for a in arrays], [a.shape for a in arrays])
+        rows = jax.device_get(stats.describe_many(arrays))
+        summ = jax.device_get(jax.jit(stats.summarize)(arrays))
+    exact = stats.unpack(rows, [a.dtype for a in arrays], [a.shape for a in arrays])
+    summary = stats.unpack(summ, [a.dtype for a in arrays], [a.shape for a in arrays])
     for raw, s, c in zip(raws, exact, summary):
         floating = raw.dtype.kind == "f" or raw.dtype == ml_dtypes.bfloat16
         x = np.asarray(raw).astype(np.float64) if floating else np.asarray(raw, np.int64)
@@ -36,11 +36,11 @@ SCRIPT = textwrap.dedent('''
         if c.trusted:  # a summary is exact where it says it can be trusted
             assert c.min == s.min and c.max == s.max and c.zeros == s.zeros
             assert abs(c.mean - s.mean) <= 2e-5 * (abs(s.mean) + s.std)
-        full = reduce.histogram(arrays[0], exact[0])
+        full = stats.histogram(arrays[0], exact[0])
         assert sum(full.hist) == 4096 and full.hist == exact[0].hist
     assert not summary[1].trusted  # NaN and -inf: redone exactly by the caller
     b, a = arrays[2], jax.device_put(raws[2] + 1, NamedSharding(mesh, P("a", "b")))
-    changed, mx, mean = reduce.unpack_deltas(jax.device_get(reduce.delta_exact(b, a)), [b.dtype])[0]
+    changed, mx, mean = stats.unpack_deltas(jax.device_get(stats.delta_exact(b, a)), [b.dtype])[0]
     assert changed == b.size and mx == 1 and abs(mean - 1) < 2e-5  # a float32 sum
     print("ok")
 ''')

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import inspector as fi
-from inspector import api, reduce
+from inspector import api, stats
 
 pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the tie is made on the CPU backend only")
 
@@ -71,14 +71,14 @@ def test_statistics_of_tied_arrays_are_those_of_the_stored_values(setup):
     held = {"f32": inter["f32"]["__call__"][0], "bf16": inter["bf16"]["__call__"][0],
             "f16": inter["f16"]["__call__"][0], "ints": inter["ints"]["__call__"][0],
             "scan/Dense_0": inter["scan"]["Dense_0"]["__call__"][0]}
-    assert all(a.size > reduce.SMALL for a in held.values())
+    assert all(a.size > stats.summary.SMALL for a in held.values())
     for path, a in held.items():
-        stats = insp.call(f"{path}:__call__").outputs[0].stats
+        st = insp.call(f"{path}:__call__").outputs[0].stats
         want = np.asarray(a, np.float64)
-        assert stats.count == want.size and stats.zeros == int((want == 0).sum()), path
-        assert stats.min == want.min() and stats.max == want.max(), path  # values the array holds
+        assert st.count == want.size and st.zeros == int((want == 0).sum()), path
+        assert st.min == want.min() and st.max == want.max(), path  # values the array holds
         tol = 2e-5 * (abs(want.mean()) + want.std())  # README: float32 accumulation
-        assert abs(stats.mean - want.mean()) <= tol and abs(stats.std - want.std()) <= tol, path
+        assert abs(st.mean - want.mean()) <= tol and abs(st.std - want.std()) <= tol, path
 
 
 def test_the_tie_is_in_the_program_and_changes_no_result(setup):

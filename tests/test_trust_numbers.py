@@ -21,7 +21,7 @@ import pytest
 from rich.console import Console
 
 import inspector as fi
-from inspector import reduce
+from inspector import stats
 from inspector.inspection import pipeline
 from inspector.views.rows import DiffSource
 
@@ -131,7 +131,7 @@ def oracle(raw: np.ndarray) -> tuple[float, float]:
 
 def check(raw: np.ndarray, s: fi.Stats, what: str = "") -> None:
     """``s`` against the exact statistics of ``raw``: extremes and counts exactly."""
-    acc = reduce.layout(raw.dtype).acc
+    acc = stats.layout(raw.dtype).acc
     flat = raw.reshape(-1)
     assert s.count == flat.size, what
     if raw.dtype.kind in "iub":
@@ -149,7 +149,7 @@ def check(raw: np.ndarray, s: fi.Stats, what: str = "") -> None:
 
 def x64_arrays() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    big = rng.integers(-(2**62), 2**62, 20_000, dtype=np.int64) * 2  # past reduce.SMALL and SAMPLE
+    big = rng.integers(-(2**62), 2**62, 20_000, dtype=np.int64) * 2  # past stats.summary.SMALL and SAMPLE
     big[:2] = [np.iinfo(np.int64).min, np.iinfo(np.int64).max]
     ubig = rng.integers(0, 2**64 - 1, 20_000, dtype=np.uint64, endpoint=True)
     ubig[:2] = [0, 2**64 - 1]
@@ -172,12 +172,12 @@ def x64_arrays() -> dict[str, np.ndarray]:
 def every_path(a: jax.Array) -> dict[str, fi.Stats]:
     """Stats of ``a`` by each path: the exact device programs (grouped and one at a time), the
     in-call summary (redone exactly where not trusted, as the assembly does) and numpy's host path."""
-    rows = jax.device_get(reduce.describe_many([a]))
-    exact = reduce.unpack(rows, [a.dtype], [a.shape])[0]
-    one = reduce.unpack(jax.device_get(reduce.describe_exact(a))[None], [a.dtype], [a.shape])[0]
-    summary = reduce.unpack(jax.device_get(jax.jit(reduce.summarize)([a])), [a.dtype], [a.shape])[0]
+    rows = jax.device_get(stats.describe_many([a]))
+    exact = stats.unpack(rows, [a.dtype], [a.shape])[0]
+    one = stats.unpack(jax.device_get(stats.device.describe_exact(a))[None], [a.dtype], [a.shape])[0]
+    summary = stats.unpack(jax.device_get(jax.jit(stats.summarize)([a])), [a.dtype], [a.shape])[0]
     return {"exact": exact, "exact one": one, "summary": summary if summary.trusted else exact,
-            "host": reduce.host_stats(a), "host many": reduce.host_stats_many([a])[0]}
+            "host": stats.host.host_stats(a), "host many": stats.host_stats_many([a])[0]}
 
 
 @pytest.mark.parametrize("name", list(x64_arrays()))
@@ -221,7 +221,7 @@ def params_of_every_dtype() -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("host", [True, False], ids=["host", "device"])
 @pytest.mark.parametrize("quick", [True, False], ids=["quick-first", "compiled-first"])
 def test_x64_mixed_tree_first_and_warm_calls(host, quick, monkeypatch):
-    monkeypatch.setattr(reduce, "HOST", host)  # False: the exact device programs describe, as on a GPU
+    monkeypatch.setattr(stats.host, "HOST", host)  # False: the exact device programs describe, as on a GPU
     monkeypatch.setattr(pipeline, "QUICK_FIRST_CALL", quick)
     with jax.enable_x64(True), warnings.catch_warnings():
         warnings.simplefilter("error")

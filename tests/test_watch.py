@@ -18,7 +18,7 @@ import pytest
 import inspector as fi
 from inspector import capture as C
 from inspector.history import History, Scalars, Site
-from inspector.watch import array_stats
+from inspector.stats import array_stats
 
 F32 = np.finfo(np.float32)
 
@@ -77,9 +77,9 @@ ARRAYS = {
 @pytest.mark.parametrize("name", list(ARRAYS))
 @pytest.mark.parametrize("count_by", ["arithmetic", "comparison"])
 def test_array_stats_match_numpy(name, count_by, monkeypatch):
-    """Zeros are counted by a float sum up to ``reduce.countable`` elements, by an integer count beyond."""
+    """Zeros are counted by a float sum up to ``stats.summary.countable`` elements, by an integer count beyond."""
     if count_by == "comparison":
-        monkeypatch.setattr(sys.modules["inspector.watch"], "countable", lambda dtype: 8)
+        monkeypatch.setattr(sys.modules["inspector.stats.scalars"], "countable", lambda dtype: 8)
     x = ARRAYS[name]
     assert_matches(stats_of(jnp.asarray(x)), x)
 

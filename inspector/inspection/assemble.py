@@ -15,7 +15,7 @@ from typing import Any, cast
 import jax
 import numpy as np
 
-from inspector import reduce
+from inspector import stats
 from inspector.inspection.plan import Keep, Plan, Slot, Source, lookup
 from inspector.inspection import variables as V
 from inspector.model import (
@@ -74,7 +74,7 @@ def _call_stats(plan: Plan, words: np.ndarray, sources: dict[Source, Any]) -> li
     """Statistics of every described slot: the in-call summaries, each redone exactly where it
     can't be trusted, and exact statistics of the rest."""
     out: list[Stats | None] = [None] * len(plan.described)
-    decoded = reduce.decode_rows(words, plan.summary_rows) if plan.summarized else []
+    decoded = stats.decode_rows(words, plan.summary_rows) if plan.summarized else []
     redo = [i for i, st in zip(plan.summarized, decoded) if not st.trusted]
     for i, st in zip(plan.summarized, decoded):
         out[i] = st
@@ -126,7 +126,7 @@ class _LeafMaker:
         row = None if s.row is None else (self.variable_stats if s.source == "in" else self.stats)[s.row]
         histogram = None
         if row is not None and not row.hist and x is not None:
-            histogram = functools.partial(reduce.histogram, x, row)
+            histogram = functools.partial(stats.histogram, x, row)
         return Leaf(s.path, s.shape, s.dtype, device or self.placement.default, sharding or "", row,
                     fetch=fetch, shard_shape=shard, handle=x, histogram=histogram)
 
@@ -142,7 +142,7 @@ def _diffs(plan: Plan, leaf: _LeafMaker, variables: Callable[[], list[Leaf]],
     """Each mutated collection leaf by leaf: added, changed or unchanged (element-wise where both
     sides were described with one shape), and removed (passed in, not returned)."""
     before_at = {lf.path: lf for lf in variables()}
-    deltas = reduce.unpack_deltas(delta_words, plan.delta_dtypes)
+    deltas = stats.unpack_deltas(delta_words, plan.delta_dtypes)
     diffs = []
     for col, slots in plan.mutated.items():
         rows = [_diff(s.path, before_at.get(s.path), leaf(s), plan.pairs.get(s.path), deltas) for s in slots]
@@ -191,16 +191,16 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
     variables (``apply``). Statistics are fetched; arrays stay on their device. Waiting for the
     variables' statistics (``in_stats``) adds to ``timings.run_ms``."""
     words, delta_words, dropped = stats_arrays
-    words, delta_words = reduce.to_host([words, delta_words])
+    words, delta_words = stats.to_host([words, delta_words])
     sources: dict[Source, Any] = {"in": inputs, "out": result, "dropped": dropped}
-    stats = _call_stats(plan, words, sources)
+    call_stats = _call_stats(plan, words, sources)
     t0 = time.perf_counter()
     variable_stats = in_stats.result() if in_stats is not None else []
     timings.run_ms += (time.perf_counter() - t0) * 1000
     device = output_device(result)
-    leaf = _LeafMaker(sources, stats, variable_stats, _Placement(device), plan)
+    leaf = _LeafMaker(sources, call_stats, variable_stats, _Placement(device), plan)
     # Built when first read; what it holds must not keep arrays the inspection drops.
-    of_variables = _LeafMaker({"in": inputs, "out": result}, stats, variable_stats, leaf.placement, plan)
+    of_variables = _LeafMaker({"in": inputs, "out": result}, call_stats, variable_stats, leaf.placement, plan)
 
     @functools.cache
     def variables() -> list[Leaf]:
@@ -221,5 +221,5 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
         kept=kept,
         notes=list(plan.notes),
         binding=plan.binding,
-        subnormals_as_zero=reduce.flushes_subnormals(jax.default_backend()),
+        subnormals_as_zero=stats.flushes_subnormals(jax.default_backend()),
     )

@@ -5,7 +5,7 @@ XLA:CPU compiles each reduction of a small array as a kernel of its own, and num
 XLA's own threads slows a running program by far more than the describing takes. On an accelerator,
 XLA fuses a reduction into the kernel that produced its array, and describing on the host would
 mean a transfer. Every choice below follows from these facts; the statistics engine's own rule for
-one list of arrays is :func:`inspector.reduce.on_host`.
+one list of arrays is :func:`inspector.stats.on_host`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import jax
 
-from inspector import reduce
+from inspector import stats
 from inspector.engine.signature import is_array
 
 
@@ -52,4 +52,4 @@ def described_after_the_call(inputs: Any) -> bool:
     leaves = jax.tree_util.tree_leaves(inputs)
     if any(isinstance(x, jax.core.Tracer) for x in leaves):
         return False
-    return reduce.on_host([x for x in leaves if is_array(x)])
+    return stats.on_host([x for x in leaves if is_array(x)])

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax.core.scope import CollectionFilter
 
-from inspector import reduce
+from inspector import stats
 from inspector.capture import CaptureFilter, recorded_call
 from inspector.model import Inspection, VariableTree, path_str
 from inspector.names import Path
@@ -312,7 +312,7 @@ class GradRun(InspectRun):
                   described: Any) -> Inspection:
         flax_result, _ = result
         (words, deltas, dropped), grad_words = stats_arrays
-        words, deltas, grad_words = reduce.to_host([words, deltas, grad_words])
+        words, deltas, grad_words = stats.to_host([words, deltas, grad_words])
         insp = assemble("apply", self.module, args[0], flax_result, (words, deltas, dropped),
                                 plan.inspection, timings, self.keep, described)
         leaf = leaf_maker(plan.grads, grad_words, {"out": result, "in": None, "dropped": None}, insp.device)

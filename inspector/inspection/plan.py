@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from flax.core.scope import CollectionFilter
 
-from inspector import reduce
+from inspector import stats
 from inspector._compat import lifted_target, traced_effects
 from inspector.capture import CaptureFilter
 from inspector.engine.hooks import TiedSummaries
@@ -107,10 +107,10 @@ class Plan:
         return {}
 
     @functools.cached_property
-    def summary_rows(self) -> reduce.RowGroups:
+    def summary_rows(self) -> stats.RowGroups:
         """How the :attr:`summarized` rows are decoded (every call)."""
         slots = [self.described[i] for i in self.summarized]
-        return reduce.row_groups([reduce.layout(s.dtype) for s in slots], [math.prod(s.shape) for s in slots])
+        return stats.row_groups([stats.layout(s.dtype) for s in slots], [math.prod(s.shape) for s in slots])
 
 
 def key_str(k: Any) -> str:
@@ -148,7 +148,7 @@ class SlotCollector:
     def slot(self, path: Path, source: Source, keypath: tuple, value: Any) -> Slot:
         if _is_traced(value) or is_array(value):
             s = Slot(path, source, keypath, tuple(np.shape(value)), str(value.dtype))
-            if reduce.supported(value):
+            if stats.supported(value):
                 if source != "in":
                     # One value at several places (a module returning its last submodule's
                     # result, captured for both) is described once: its slots share a row.
@@ -277,8 +277,8 @@ class InspectionHooks:
             fields = tied.get(a)
             if fields is not None:
                 known[i] = fields
-        stats, summarized = summarize_in_call(arrays, recorder.multi_device, in_call, known)
-        deltas = reduce.deltas(delta_pairs)
+        summary_words, summarized = summarize_in_call(arrays, recorder.multi_device, in_call, known)
+        deltas = stats.deltas(delta_pairs)
         dropped: list[Any] = []
         if keep == "stats" and state is not None and INTERMEDIATES in state:
             state = {k: v for k, v in state.items() if k != INTERMEDIATES}
@@ -294,7 +294,7 @@ class InspectionHooks:
                         s.source, s.keypath = "dropped", (at[s.row],)
         returned = None if lean and dropped and not traced_effects() else dropped
         notes = dropped_notes(recorder, calls)
-        return result, (stats, deltas, returned), Plan(
+        return result, (summary_words, deltas, returned), Plan(
             outputs, variables, mutated, calls, pairs, returns_tuple, collector.described,
             [b.dtype for b, _ in delta_pairs], recorder.binding, notes, recorder.multi_device, summarized)
 
@@ -315,7 +315,7 @@ def tie_summaries(value: Any, tied: TiedSummaries) -> Any:
         # One tied already (a submodule's result, returned as this module's) is summarized once.
         if tied.get(x) is not None:
             continue
-        f = reduce.summary_fields(x) if isinstance(x, jax.core.Tracer) else None
+        f = stats.summary_fields(x) if isinstance(x, jax.core.Tracer) else None
         if f is not None:
             at.append(i)
             fields.append(f)
@@ -338,8 +338,8 @@ def summarize_in_call(arrays: list[Any], multi_device: bool, in_call: bool = Tru
     # for later calls summarizes every array inside the call, small ones too: a few microseconds
     # there against a dozen numpy operations per call on the host.
     if not in_call and backend.host_describes_after_the_call(multi_device):
-        return reduce.summarize([]), []
-    return reduce.summarize(arrays, known), list(range(len(arrays)))
+        return stats.summarize([]), []
+    return stats.summarize(arrays, known), list(range(len(arrays)))
 
 
 def _plan_calls(collector: SlotCollector, inter: Mapping, recorder: Recorder, base: tuple) -> list[PlannedCall]:

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from inspector import reduce
+from inspector import stats
 from inspector.background import CallerContext
 from inspector.engine.signature import is_array
 from inspector.model import Stats
@@ -29,10 +29,10 @@ def describe_exactly(arrays: list[Any], hist: bool = True) -> list[Stats]:
     path leave histograms to be computed when first asked for."""
     if not arrays:
         return []
-    if reduce.on_host(arrays):  # CPU: numpy reads them in place, nothing to compile
-        return reduce.host_stats_many(arrays, hist)
-    rows = jax.device_get(reduce.describe_many(arrays))
-    return reduce.unpack(rows, [a.dtype for a in arrays], [np.shape(a) for a in arrays])
+    if stats.on_host(arrays):  # CPU: numpy reads them in place, nothing to compile
+        return stats.host_stats_many(arrays, hist)
+    rows = jax.device_get(stats.describe_many(arrays))
+    return stats.unpack(rows, [a.dtype for a in arrays], [np.shape(a) for a in arrays])
 
 
 def input_arrays(kind: str, args: tuple[Any, ...]) -> list[Any]:
@@ -40,11 +40,11 @@ def input_arrays(kind: str, args: tuple[Any, ...]) -> list[Any]:
     if kind != "apply" or not args:
         return []
     leaves = jax.tree_util.tree_leaves(args[0])
-    if all(type(x) is _JAX_ARRAY for x in leaves) and all(map(reduce.supported_dtype, {x.dtype for x in leaves})):
+    if all(type(x) is _JAX_ARRAY for x in leaves) and all(map(stats.supported_dtype, {x.dtype for x in leaves})):
         return leaves  # the usual case, checked a dtype at a time
     if any(isinstance(x, jax.core.Tracer) for x in leaves):
         return []  # inside the caller's transform: nothing to describe
-    return [x for x in leaves if is_array(x) and reduce.supported(x)]
+    return [x for x in leaves if is_array(x) and stats.supported(x)]
 
 
 class InputStats:

@@ -107,9 +107,9 @@ class LeafDelta:
         if a.stats is not None and b.stats is not None and not a.stats.nonfinite and not b.stats.nonfinite:
             self.nonfinite_changes = NonfiniteChanges(0, 0, 0)
         elif a.handle is not None and b.handle is not None:
-            from inspector import reduce
+            from inspector import stats
 
-            self.nonfinite_changes = NonfiniteChanges(*reduce.nonfinite_delta(a.handle, b.handle))
+            self.nonfinite_changes = NonfiniteChanges(*stats.nonfinite_delta(a.handle, b.handle))
         elif a.stats is None and b.stats is None:  # PRNG keys: no statistics, no NaN
             self.nonfinite_changes = NonfiniteChanges(0, 0, 0)
         return self.nonfinite_changes

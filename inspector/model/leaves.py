@@ -90,9 +90,9 @@ class Leaf:
                 # on the device, every process would have to join: only from gather()'s host copy
                 if self._gathered is None:
                     return s
-                from inspector import reduce
+                from inspector import stats
 
-                self.stats = s = reduce.histogram(self._gathered, s)
+                self.stats = s = stats.histogram(self._gathered, s)
             else:
                 self.stats = s = self.histogram()
             self.histogram = None

@@ -100,9 +100,9 @@ SIDE_BY_SIDE = ("<style>.fi-sbs{display:grid;grid-template-columns:repeat(auto-f
 @dataclasses.dataclass(frozen=True)
 class DeltaPreview:
     """Δ = ``b - a`` over the shown part of two arrays of one shape (``index``), in float64 on the host
-    (``|b - a|`` for complex), and what changed there: ``changed`` (as :func:`~inspector.reduce.host_delta`
+    (``|b - a|`` for complex), and what changed there: ``changed`` (as :func:`~inspector.stats.host_delta`
     decides it: NaN where NaN is not a change), ``to_nan``/``from_nan``/``inf`` (changes that are not
-    numbers, as :func:`~inspector.reduce.host_nonfinite_delta` counts them) and ``max_abs`` over the
+    numbers, as :func:`~inspector.stats.host_nonfinite_delta` counts them) and ``max_abs`` over the
     changes that are numbers (0 where there is none)."""
 
     delta: Any
