@@ -199,6 +199,15 @@ def _smin(x: jax.Array, seg: jax.Array, k: int) -> jax.Array:
     return jax.ops.segment_min(x, seg, num_segments=k, indices_are_sorted=True)
 
 
+def bin_edges(lo: jax.Array, hi: jax.Array, acc: Any) -> jax.Array:
+    """``BINS`` equal bins from ``lo`` to ``hi`` (each ``(k,)``, in ``acc``): edges ``(k, BINS + 1)``, the
+    first and last exactly ``lo`` and ``hi``."""
+    t = (jnp.arange(BINS + 1, dtype=acc) / BINS)[None, :]
+    half = (hi / 2 - lo / 2)[:, None]  # no overflow; (lo + h t) + h t never decreases in t
+    edges = jnp.minimum((lo[:, None] + half * t) + half * t, hi[:, None])
+    return edges.at[:, 0].set(lo).at[:, BINS].set(hi)
+
+
 def _ghist(sample: jax.Array, sseg: jax.Array, ok: jax.Array, lo: jax.Array, hi: jax.Array, k: int, acc: Any
            ) -> tuple[jax.Array, jax.Array]:
     """:func:`_hist` per segment: edges ``(k, BINS + 1)`` and counts ``(k, BINS)``."""
@@ -207,10 +216,7 @@ def _ghist(sample: jax.Array, sseg: jax.Array, ok: jax.Array, lo: jax.Array, hi:
         lo, hi = jnp.zeros(lo.shape, acc), (_unsigned(hi) - _unsigned(lo)).astype(acc)
     else:
         s, lo, hi = sample.astype(acc), lo.astype(acc), hi.astype(acc)
-    t = (jnp.arange(BINS + 1, dtype=acc) / BINS)[None, :]
-    half = (hi / 2 - lo / 2)[:, None]  # no overflow; (lo + h t) + h t never decreases in t
-    edges = jnp.minimum((lo[:, None] + half * t) + half * t, hi[:, None])
-    edges = edges.at[:, 0].set(lo).at[:, BINS].set(hi)
+    edges = bin_edges(lo, hi, acc)
     above = _ssum(((s[:, None] >= edges[sseg, 1:BINS]) & ok[:, None]).astype(jnp.int32), sseg, k)
     at = jnp.concatenate([_ssum(ok.astype(jnp.int32), sseg, k)[:, None], above, jnp.zeros((k, 1), jnp.int32)], axis=1)
     return edges, at[:, :-1] - at[:, 1:]

@@ -44,7 +44,7 @@ from jax.experimental import serialize_executable
 
 from inspector.model import Stats
 from inspector.stats import exact
-from inspector.stats.exact import _EXPONENTS, _FAN, _distance, _moments, _pow2
+from inspector.stats.exact import _EXPONENTS, _FAN, _distance, _moments, _pow2, bin_edges
 from inspector.stats.rows import (BINS, SAMPLE, Layout, _matrix, _positions, _unsigned, _values, _x64, decode_rows,
                                   layout, row_groups)
 
@@ -148,10 +148,7 @@ def _row_hist(sample: jax.Array, ok: jax.Array, lo: jax.Array, hi: jax.Array, ac
         lo, hi = jnp.zeros(lo.shape, acc), (_unsigned(hi) - _unsigned(lo)).astype(acc)
     else:
         s, lo, hi = sample.astype(acc), lo.astype(acc), hi.astype(acc)
-    t = (jnp.arange(BINS + 1, dtype=acc) / BINS)[None, :]
-    half = (hi / 2 - lo / 2)[:, None]  # no overflow; (lo + h t) + h t never decreases in t
-    edges = jnp.minimum((lo[:, None] + half * t) + half * t, hi[:, None])
-    edges = edges.at[:, 0].set(lo).at[:, BINS].set(hi)
+    edges = bin_edges(lo, hi, acc)
     above = jnp.sum((s[:, :, None] >= edges[:, None, 1:BINS]) & ok[:, :, None], axis=1, dtype=jnp.int32)
     k = lo.shape[0]
     at = jnp.concatenate([jnp.sum(ok, axis=1, dtype=jnp.int32)[:, None], above, jnp.zeros((k, 1), jnp.int32)], axis=1)
