@@ -215,3 +215,36 @@ def test_the_host_chooser_compiles_missing_programs_in_the_background_for_later_
     for a, s, f in zip(arrays, stats.host_stats_many(arrays), first):
         check(a, s)
         assert (s.min, s.max, s.zeros, s.hist) == (f.min, f.max, f.zeros, f.hist)
+
+
+EXIT_SCRIPT = r'''
+import sys, time
+import flax.linen as nn, jax, jax.numpy as jnp
+import inspector as fi
+from inspector.stats import programs
+class Wide(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        for _ in range(3):
+            x = jnp.tanh(nn.Dense(512)(x))
+        return x
+x = jnp.ones((256, 512))
+v = Wide().init(jax.random.key(0), x)
+fi.inspect_apply(Wide.__call__, Wide())(v, x)  # its large arrays ask for programs, prepared in the background
+time.sleep(float(sys.argv[1]))
+print("compiled before exit:", programs.compiles, flush=True)
+'''
+
+
+@pytest.mark.parametrize("linger", [0.0, 1.5], ids=["at-once", "mid-compile"])
+def test_a_script_ending_while_programs_prepare_exits_cleanly(tmp_path, linger):
+    """The background preparation starts no compile in a script that ends at once after a call, and one in
+    progress at exit is finished, not torn down (a daemon thread inside XLA at finalization aborts)."""
+    env = dict(os.environ, INSPECTOR_CACHE_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, str(linger)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "terminate called" not in done.stderr and "FATAL" not in done.stderr, done.stderr[-3000:]
+    if linger == 0.0:
+        assert "compiled before exit: 0" in done.stdout, done.stdout
+        assert not list(tmp_path.iterdir())  # nothing was compiled, so nothing saved

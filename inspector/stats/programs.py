@@ -34,6 +34,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import serialize_executable
+
+from inspector.background import BackgroundWorker
 
 from inspector.model import Stats
 from inspector.stats import exact
@@ -327,10 +330,17 @@ def ready(arrays: Sequence[Any]) -> bool:
     return all(ready_key(key) for key in _groups(arrays, _device()))
 
 
-def prepare(arrays: Sequence[Any], background: bool = False) -> threading.Thread | None:
-    """Compiles (or loads) the programs ``arrays`` need, now or, with ``background``, in a daemon
-    thread (returned): it compiles under the programs' own x64 mode and device, whatever the
-    caller's thread-local jax context."""
+_worker = BackgroundWorker("inspector-stats-programs")
+START_DELAY_S = 0.5
+"""How long a background preparation waits before its first compile: a script that ends right after a
+call exits without starting one (the exit waits only for a compile in progress)."""
+
+
+def prepare(arrays: Sequence[Any], background: bool = False) -> Future | None:
+    """Compiles (or loads) the programs ``arrays`` need, now or, with ``background``, on one daemon
+    worker (its future; nothing new starts once the interpreter exits, see
+    :class:`~inspector.background.BackgroundWorker`): it compiles under the programs' own x64 mode and
+    device, whatever the caller's thread-local jax context."""
     device = _device()
     with _lock:
         todo = [k for k in _groups(arrays, device) if k not in _programs and k not in _building]
@@ -338,15 +348,17 @@ def prepare(arrays: Sequence[Any], background: bool = False) -> threading.Thread
         return None
 
     def run() -> None:
+        if background and not _worker.wait_while_running(START_DELAY_S):
+            return
         for key in todo:
+            if background and _worker.exiting:
+                return
             _program(key, device)
 
     if not background:
         run()
         return None
-    thread = threading.Thread(target=run, name="inspector-stats-programs", daemon=True)
-    thread.start()
-    return thread
+    return _worker.submit(run)
 
 
 @functools.lru_cache(maxsize=256)
