@@ -339,3 +339,77 @@ def test_a_bridge_without_to_nnx_module_warns_once_and_reads_module(fresh_warnin
     assert _compat.bridged_module(OldBridge()) is OldBridge.module
     _compat.bridged_module(OldBridge())
     assert len(fresh_warnings()) == 1
+
+
+def test_staged_in_is_true_for_the_traces_own_tracers_only():
+    seen = {}
+
+    def f(x):
+        top = _compat.current_trace()
+        seen["own"] = _compat.staged_in(x, top)
+        seen["nested"] = []
+        jax.vmap(lambda r: seen["nested"].append(_compat.staged_in(r, top)) or r)(x)
+        return x
+
+    jax.jit(f)(jnp.ones((2, 3)))
+    assert seen["own"] is True and seen["nested"] == [False]
+    assert _compat.staged_in(jnp.ones(3), _compat.current_trace()) is False  # a concrete array
+
+
+def test_traced_effects_sees_a_debug_print_and_nothing_else():
+    seen = []
+
+    def f(x, effect):
+        y = jnp.sin(x)
+        seen.append(_compat.traced_effects())
+        if effect:
+            jax.debug.print("{}", y)
+        seen.append(_compat.traced_effects())
+        return y
+
+    jax.jit(f, static_argnums=1)(jnp.ones(2), False)
+    jax.jit(f, static_argnums=1)(jnp.ones(2), True)
+    assert seen == [False, False, False, True]
+
+
+def test_traced_effects_that_cannot_be_read_warn_once_and_answer_true(monkeypatch, fresh_warnings):
+    monkeypatch.setattr(_compat, "_current_trace", lambda: object())
+    assert _compat.traced_effects() is True and _compat.traced_effects() is True
+    assert len(fresh_warnings()) == 1
+
+
+def test_user_frames_name_the_line_that_traced_an_equation(monkeypatch, fresh_warnings):
+    import inspect as pyinspect
+
+    line = pyinspect.currentframe().f_lineno + 1
+    jaxpr = jax.make_jaxpr(lambda x: jnp.log(x))(1.0)
+    frames = _compat.user_frames(jaxpr.jaxpr.eqns[0].source_info)
+    assert frames and frames[0][0] == __file__ and frames[0][1] == line
+    assert not fresh_warnings()
+    from jax._src import source_info_util
+
+    monkeypatch.delattr(source_info_util, "user_frames")  # moved in a later jax: warned once, no file:line
+    info = jaxpr.jaxpr.eqns[0].source_info
+    assert _compat.user_frames(info) == [] and _compat.user_frames(info) == []
+    assert len(fresh_warnings()) == 1
+
+
+def test_capture_filter_in_effect_is_the_filter_flax_asks_during_a_call():
+    seen = []
+
+    def keep(module, method):
+        return True
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            seen.append(_compat.capture_filter_in_effect())
+            return nn.Dense(2)(x)
+
+    x = jnp.ones((1, 2))
+    v = Net().init(jax.random.key(0), x)
+    seen.clear()
+    Net().apply(v, x, capture_intermediates=keep)
+    Net().apply(v, x)
+    assert _compat.capture_filter_in_effect() is None
+    assert seen[0] is keep and seen[1] is False  # flax's own default, False: capture nothing
