@@ -336,7 +336,7 @@ START_DELAY_S = 0.5
 call exits without starting one (the exit waits only for a compile in progress)."""
 
 
-def prepare(arrays: Sequence[Any], background: bool = False) -> Future | None:
+def prepare(arrays: Sequence[Any], background: bool = False) -> Future[None] | None:
     """Compiles (or loads) the programs ``arrays`` need, now or, with ``background``, on one daemon
     worker (its future; nothing new starts once the interpreter exits, see
     :class:`~inspector.background.BackgroundWorker`): it compiles under the programs' own x64 mode and
