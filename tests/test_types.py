@@ -20,6 +20,9 @@ ALLOWED = {  # errors per public module under mypy --strict, 2026-12-07; lower t
     "inspector/inspection/assemble.py": 0,
     "inspector/attention.py": 0,
     "inspector/replay.py": 0,
+    # origin.py and costs.py split into rooms (issue 25); costs.py was not counted before (18 errors in all):
+    "inspector/origin.py": 0, "inspector/origin_model.py": 0, "inspector/origin_search.py": 0,
+    "inspector/costs.py": 13, "inspector/cost_rules.py": 3, "inspector/cost_attribution.py": 2,
     **{f"inspector/stats/{m}.py": 0 for m in ("__init__", "rows", "summary", "exact", "host", "differences", "scalars",
                                                "programs", "device")},
 }
