@@ -70,7 +70,8 @@ def test_the_lifted_wrapper_test_lives_in_one_place():
     callers = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
                      if "is_lifted_wrapper_call(" in p.read_text() and p.name != "_compat.py")
     assert callers == ["capture.py"], callers
-    for interceptor in ("engine/recorder.py", "inspection/grad.py", "watch.py", "cost_attribution.py", "failure.py"):
+    interceptors = ("engine/recorder.py", "inspection/grad.py", "watch_records.py", "cost_attribution.py", "failure.py")
+    for interceptor in interceptors:
         text = (PACKAGE / interceptor).read_text()
         assert "recorded_call(" in text or "user_call(" in text, interceptor
 

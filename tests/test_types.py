@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ALLOWED = {  # errors per public module under mypy --strict, 2026-12-07; lower these, never raise them
     "inspector/__init__.py": 0, "inspector/api.py": 10, "inspector/capture.py": 38, "inspector/compare.py": 0,
-    "inspector/history.py": 0, "inspector/names.py": 0, "inspector/progress.py": 1, "inspector/watch.py": 19,
+    "inspector/history.py": 0, "inspector/names.py": 0, "inspector/progress.py": 1, "inspector/watch.py": 14,
     "inspector/inspection/pipeline.py": 14, "inspector/inspection/grad.py": 14, "inspector/inspection/nnx.py": 0,
     "inspector/inspection/backend.py": 0, "inspector/engine/hooks.py": 0,
     "inspector/model/__init__.py": 0, "inspector/model/vocabulary.py": 0, "inspector/model/leaves.py": 0,
@@ -18,6 +18,8 @@ ALLOWED = {  # errors per public module under mypy --strict, 2026-12-07; lower t
     "inspector/engine/runner.py": 32, "inspector/engine/recorder.py": 8, "inspector/engine/results.py": 7,
     "inspector/engine/signature.py": 1, "inspector/inspection/plan.py": 12, "inspector/inspection/variables.py": 0,
     "inspector/inspection/assemble.py": 0,
+    # moved out of history.py and watch.py (watch.py's 19 split 14 + 5):
+    "inspector/history_cells.py": 0, "inspector/watch_records.py": 5,
     "inspector/attention.py": 0,
     "inspector/replay.py": 0,
     # origin.py and costs.py split into rooms (issue 25); costs.py was not counted before (18 errors in all):
