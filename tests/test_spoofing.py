@@ -140,6 +140,8 @@ def headers(widget: Any, tree: Tree) -> list[str]:
 def test_widget_state_has_no_raw_control_or_bidi_character():
     insp, _ = hostile_inspections()
     w = InspectionWidget(insp)
+    assert w.trees["costs"].source is None  # made when the Costs tab is opened
+    w.compute_costs()
     details = [h for tree in w.trees.values() for h in headers(w, tree)]
     text = shown_text(models_of(w))
     assert [raw_in(s) for s in text if raw_in(s)] == []
