@@ -40,27 +40,25 @@ def main() -> None:
     plain = jax.jit(nn.apply(MLP.__call__, model))
     per_sample = 200
 
-    def calls(f, flags=None):
+    original_direct, original_flags = R.direct_call, R._FLAX_FLAGS
+
+    def refused(*a, **k):  # the touchpoint switched off: the runner keeps calling its jax.jit function
+        return None
+
+    def calls(f, flags=None, direct=True):
         def run():
             R._FLAX_FLAGS = flags if flags is not None else original_flags
+            R.direct_call = original_direct if direct else refused
             out = None
             for _ in range(per_sample):
                 out = f(v, x)
-            R._FLAX_FLAGS = original_flags
+            R._FLAX_FLAGS, R.direct_call = original_flags, original_direct
             return out
         return run
 
-    original_direct, original_flags = R.direct_call, R._FLAX_FLAGS
-    with_direct = fi.apply(MLP.__call__, model)
-    R.direct_call = lambda *a, **k: None
-    try:
-        without_direct = fi.apply(MLP.__call__, model)
-        without_direct(v, x)  # compiled while the touchpoint is off: the runner keeps jax.jit's own call
-    finally:
-        R.direct_call = original_direct
-    variants = {"plain jit": calls(plain), "fi.apply": calls(with_direct),
-                "fi.apply, no direct_call": calls(without_direct),
-                "fi.apply, flags by attribute": calls(with_direct, _compat._PublicFlags())}
+    variants = {"plain jit": calls(plain), "fi.apply": calls(fi.apply(MLP.__call__, model)),
+                "fi.apply, no direct_call": calls(fi.apply(MLP.__call__, model), direct=False),
+                "fi.apply, flags by attribute": calls(fi.apply(MLP.__call__, model), _compat._PublicFlags())}
     times = interleave(variants, args.rounds, warmup=2, log=log, hot=args.hot)
     rows = []
     base = times["plain jit"]
