@@ -172,6 +172,18 @@ def test_a_new_process_loads_the_programs_from_disk_and_the_opt_out_saves_nothin
     assert empty["compiles"] == 3 and not home.exists()
 
 
+def test_a_process_with_another_device_count_does_not_load_the_saved_programs(tmp_path):
+    """An executable saved by a one-device process refuses to run where there are four devices ("Expected
+    args to have 4 shards"): the saved programs are keyed by the devices too."""
+    cache = str(tmp_path / "programs")
+    one = child({"INSPECTOR_CACHE_DIR": cache, "XLA_FLAGS": ""})
+    four = child({"INSPECTOR_CACHE_DIR": cache, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert one["compiles"] == 3 and four["compiles"] == 3 and four["loads"] == 0
+    assert four["means"] == one["means"] and four["hist"] == one["hist"]
+    again = child({"INSPECTOR_CACHE_DIR": cache, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert again["compiles"] == 0 and again["loads"] == 3
+
+
 def test_the_host_chooser_uses_ready_programs_for_large_groups_and_numpy_otherwise(monkeypatch):
     from inspector.stats import device
 

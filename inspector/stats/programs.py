@@ -110,8 +110,12 @@ def cache_dir() -> Path | None:
 
 @functools.cache
 def _platform_id(device: Any) -> str:
-    """What a serialized program depends on besides its key: jax's version and the device kind."""
-    return f"{jax.__version__}|{device.platform}|{getattr(device, 'device_kind', '')}|{device.client.platform_version}"
+    """What a serialized program depends on besides its key: jax's version, the device kind, which device it
+    runs on among how many (an executable saved by a process with one CPU device refuses to run in one with
+    four: "Expected args ... to have 4 shards"), and the XLA flags it was compiled under."""
+    return (f"{jax.__version__}|{device.platform}|{getattr(device, 'device_kind', '')}|"
+            f"{device.client.platform_version}|{device.id}/{jax.device_count()}/{jax.process_count()}|"
+            f"{os.environ.get('XLA_FLAGS', '')}")
 
 
 def _file(key: Key, device: Any) -> Path | None:
@@ -243,8 +247,10 @@ def _build(key: Key, device: Any) -> Any:
         if path is not None and path.is_file():
             try:  # no tracing: the arguments are the key's, the result one array
                 in_tree = jax.tree_util.tree_structure((tuple(args), {}))
+                # on this one device: by default jax spreads a loaded executable over every device
                 program = serialize_executable.deserialize_and_load(path.read_bytes(), in_tree,
-                                                                    jax.tree_util.tree_structure(0))
+                                                                    jax.tree_util.tree_structure(0),
+                                                                    backend=device.client, execution_devices=[device])
                 loads += 1
                 return program
             except Exception:  # noqa: BLE001 - a stale or damaged entry: compile it again
