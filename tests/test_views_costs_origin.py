@@ -3,11 +3,9 @@ widget). Oracles: hand counts of the FLOPs of Dense layers, ``insp.costs()`` its
 origin's and the failure's own text, flax's error."""
 
 import gc
-import os
 import re
 import weakref
 from html.parser import HTMLParser
-from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -25,23 +23,12 @@ from inspector.views import sections as S
 from inspector.views.failures import render_html as failure_html
 from inspector.views.rows import CostSource
 from inspector.views.widgets import COSTS_COMPUTING, COSTS_WAITING, InspectionWidget
-from models import LogNet, grad_inspection
+from models import grad_inspection
+from test_views import check_golden
+from test_views import nan_inspection as lognet
 
-GOLDEN = Path(__file__).parent / "golden"
 BAD = '<script>alert("x")</script>\'q'
 
-
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} differs; rerun with UPDATE_GOLDEN=1 if intended"
-
-
-def lognet():
-    model, x = LogNet(), jnp.ones((2, 3))
-    variables = nn.init(lambda m, x: m(x), model)(jax.random.key(0), x)
-    return fi.inspect_apply(lambda m, x: m(x), model)(variables, x)
 
 
 def text_of(insp, **kwargs) -> str:
