@@ -19,7 +19,7 @@ from inspector.model import (
     UpdateScale, path_str,
 )
 from inspector.model import Order
-from inspector.model import Section as Compared
+from inspector.model import ComparedSection
 from inspector.views import format as F
 from inspector.views.depth import DepthPoint, depth_points
 
@@ -691,11 +691,11 @@ def equal_row(section: str, equal: Sequence[LeafDelta], limits: Limits = HEAD) -
                children=[delta_row(d) for d in shown], more=more)
 
 
-COMPARED: tuple[Compared, ...] = ("output", "variables", "intermediates")
+COMPARED: tuple[ComparedSection, ...] = ("output", "variables", "intermediates")
 """The sections of a comparison, in order."""
 
 
-def compared(comparison: Comparison, key: Compared, limits: Limits = Limits(), order: Order = "execution",
+def compared(comparison: Comparison, key: ComparedSection, limits: Limits = Limits(), order: Order = "execution",
              first: LeafDelta | None = None) -> Section:
     """One section of a comparison: its differing leaves in ``order`` (``'execution'``, or ``'size'``:
     largest first), the first divergence (``first``, by default :meth:`~inspector.model.Comparison.first_divergence`)
