@@ -13,7 +13,7 @@ from inspector.views.viewmodel import HEAD, Row
 class ComparisonSource(RowSource[LeafDelta]):
     """Rows for a comparison: a row per section (its title line), then its differing leaves in
     execution order (``order='size'``: largest first) with the first divergence marked, then a folded
-    row of its equal leaves (id :func:`~inspector.views.sections.equal_id`) that opens on request."""
+    row of its equal leaves (id :func:`~inspector.views.comparison_sections.equal_id`) that opens on request."""
 
     def __init__(self, comparison: Comparison, order: Order = "execution"):
         self.comparison = comparison

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 class CostSource(RowSource[Leaf]):
-    """Rows for per-module cost (:func:`~inspector.views.sections.costs_section`): the rule, then the module
+    """Rows for per-module cost (:func:`~inspector.views.cost_section.costs_section`): the rule, then the module
     tree, the root ``/`` first; ids are module paths (``/`` the root, ``:rule`` the rule). No row has a leaf."""
 
     def __init__(self, costs: Costs, order: CostOrder = "tree"):

@@ -45,7 +45,7 @@ class GradSource(RowSource[Leaf]):
 
     @functools.cached_property
     def axis(self) -> LogAxis:
-        """The one log axis of every bar of the tab (:func:`~inspector.views.sections.grad_axis`)."""
+        """The one log axis of every bar of the tab (:func:`~inspector.views.gradient_section.grad_axis`)."""
         return grad_axis(self.insp, self.grad_norms)
 
     def heading(self) -> str:

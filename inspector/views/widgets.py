@@ -73,9 +73,9 @@ def _close_if_alive(ref: weakref.ref[WidgetShell]) -> None:
 _SOURCES: dict[str, Callable[[Inspection], RowSource[Any]]] = {
     "variables": NodeSource.variables, "mutations": DiffSource, "intermediates": CallSource,
     "gradients": GradSource, "binding": BindingSource, "output": OutputSource}
-"""Each tab's rows; the tabs are shown in :data:`~inspector.views.sections.TAB_ORDER` (the static page's
+"""Each tab's rows; the tabs are shown in :data:`~inspector.views.viewmodel.TAB_ORDER` (the static page's
 order too), ``gradients`` only for an inspection with gradients, ``costs`` only where they can be asked
-(:func:`tab_names`; its rows are a :class:`~inspector.views.rows.CostSource`, made when the tab is opened)."""
+(:func:`tab_names`; its rows are a :class:`~inspector.views.cost_source.CostSource`, made when the tab is opened)."""
 
 COSTS_WAITING = "costs: computed when this tab is opened (the call is traced once more, about 1 s on a large model)"
 
@@ -127,7 +127,7 @@ class InspectionWidget(WidgetShell):
     """The Attention tab's button (``""``: no tab); its grid and maps are sent on request
     (:mod:`~inspector.views.attention_widget`)."""
     origin_line = traitlets.Unicode("").tag(sync=True)
-    """The line about the first NaN/Inf's operation (:func:`~inspector.views.sections.origin_words`); ``""``: none."""
+    """The line about the first NaN/Inf's operation (:func:`~inspector.views.document.origin_words`); ``""``: none."""
     origin_text = traitlets.Unicode("").tag(sync=True)
     """The origin's :meth:`~inspector.origin.Origin.to_text` once found (operands' statistics, every frame)."""
     origin_state = traitlets.Unicode("").tag(sync=True)
