@@ -140,3 +140,17 @@ def test_no_two_public_types_share_a_name():
     assert {n: p for n, p in shared.items() if SHARED_WHILE_REWORKED.get(n) != p} == {}, shared
     stale = {n for n in SHARED_WHILE_REWORKED if n not in shared}
     assert not stale, f"{stale} no longer shared: remove from SHARED_WHILE_REWORKED"
+
+
+def test_the_view_model_and_its_section_builders_load_no_widget():
+    """Text, rich and static HTML lower the view-model without the widget: ``viewmodel.py``, ``document.py``
+    and the section builders import neither the widget's rows nor its models (anywidget, ipywidgets)."""
+    model_side = [p for p in _files("views")
+                  if p.stem in ("viewmodel", "document") or p.stem.endswith(("_section", "_sections"))]
+    assert len(model_side) == 6, [p.name for p in model_side]
+    widget_side = {f"inspector.views.{p.stem}" for p in _files("views")
+                   if p.stem in ("row_source", "widget_shell", "widgets") or p.stem.endswith(("_source", "_sources"))}
+    for path in model_side:
+        imported = _imports(path)
+        for heavy in ("anywidget", "ipywidgets", "traitlets", *widget_side):
+            assert not _reaches(imported, heavy), (path.name, heavy)
