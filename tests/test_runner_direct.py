@@ -300,3 +300,29 @@ def test_a_compile_on_the_way_to_the_direct_path_gives_it_up(monkeypatch):
     for _ in range(4):
         _same(run(v, x, extra), nn.apply(fn, m)(v, x, extra))
     assert run._direct is None and run._direct_backoff == -1
+
+
+def test_equal_drop_ins_share_a_runner_unless_a_flax_flag_differs():
+    m, v, x, extra = _setup()
+    fn = lambda m, x, e: m(x, e)
+    run = fi.apply(fn, m)
+    assert fi.apply(fn, m) is run
+    for flag in ("preserve_adopted_names", "return_frozendict"):
+        with flax.config.temp_flip_flag(flag, not getattr(flax.config, f"flax_{flag}")):
+            flipped = fi.apply(fn, m)
+            assert flipped is not run and fi.apply(fn, m) is flipped
+            _same(flipped(v, x, extra), nn.apply(fn, m)(v, x, extra))
+    assert fi.apply(fn, m) is run
+
+
+def test_the_flags_a_shared_run_is_keyed_on_are_every_flag_flax_declares():
+    from flax import configurations
+
+    from inspector.api import flax_flags
+
+    declared = {h.name for h in vars(configurations).values() if isinstance(h, configurations.FlagHolder)}
+    flags = dict(flax_flags())
+    assert set(flags) == declared and "flax_preserve_adopted_names" in flags
+    for frozen in (True, False):
+        with flax.config.temp_flip_flag("return_frozendict", frozen):
+            assert dict(flax_flags())["flax_return_frozendict"] is frozen

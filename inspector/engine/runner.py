@@ -27,7 +27,7 @@ from flax.core.scope import CollectionFilter
 
 from inspector import failure, progress
 from inspector._compat import (
-    _current_trace, capture_calls, direct_call, flax_flags, inside_transform, listening, unbound_method,
+    _current_trace, capture_calls, direct_call, inside_transform, listening, unbound_method,
 )
 from inspector._tracebacks import entry_point, hide_frames
 from inspector.capture import CaptureFilter, Filter, guarded, warn_unmatched
@@ -91,7 +91,8 @@ FLAX_ENTRIES: dict[Kind, Callable] = {
 """flax's own ``apply``/``init``/``init_with_output``, taken at import: a runner always calls these, so
 ``flax.linen.apply`` may be routed to :func:`inspector.apply` (as ``make conformance`` does) without recursion."""
 _flatten = jax.tree_util.tree_flatten
-_FLAX_FLAGS = flax_flags()
+
+
 class CallState(threading.local):
     """This thread's call into a program, as :meth:`Runner._trace` reads it: jax calls the traced function
     with the inputs alone (abstract), so what the trace needs of the call itself travels here, set by
@@ -203,7 +204,7 @@ class Runner:
             direct = self._direct
             if direct is not None:
                 try:
-                    if direct.frozen is _FLAX_FLAGS["flax_return_frozendict"] and (
+                    if direct.frozen is flax.config.flax_return_frozendict and (
                             direct.order is None or direct.order(args, kwargs)):
                         out = direct.call(*args, **kwargs)
                         return out if direct.build is None else direct.build(out)
