@@ -2,7 +2,7 @@
 the same call with the touchpoint switched off, in interleaved rounds of one process.
 
 - ``direct_call`` (jax's ``Compiled._params`` + ``create_cpp_call``): a cached ``fi.apply`` call goes straight
-  into jax's C++ dispatch. Off: ``engine.runner.direct_call`` returns None, so the runner calls its
+  into jax's C++ dispatch. Off: ``engine.direct.direct_call`` returns None, so the runner calls its
   ``jax.jit`` function (the public path).
 
 Each variant has a runner of its own (equal drop-ins share one runner through ``api.shared_run``: a variant
@@ -26,7 +26,7 @@ def main() -> None:
     import jax.numpy as jnp
 
     import inspector as fi
-    from inspector.engine import runner as R
+    from inspector.engine import direct as R
 
     from inspector.api import forget_shared_runs
 

@@ -294,7 +294,7 @@ def test_a_direct_call_without_jaxs_internals_warns_once_and_fi_apply_keeps_flax
     run = fi.apply(lambda m, x: m(x), m)
     for _ in range(4):
         np.testing.assert_allclose(run(v, x), m.apply(v, x), rtol=1e-6)
-    assert run._direct is None and len(fresh_warnings()) == 1
+    assert run.direct.current is None and len(fresh_warnings()) == 1
 
 
 # -- flax nnx ---------------------------------------------------------------------------------------------
