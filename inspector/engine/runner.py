@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import flax
 import flax.linen as nn
 import jax
+from flax import configurations
 from flax.core.scope import CollectionFilter
 
 from inspector import failure, progress
@@ -81,6 +82,7 @@ FLAX_ENTRIES: dict[Kind, Callable] = {
 """flax's own ``apply``/``init``/``init_with_output``, taken at import: a runner always calls these, so
 ``flax.linen.apply`` may be routed to :func:`inspector.apply` (as ``make conformance`` does) without recursion."""
 _flatten = jax.tree_util.tree_flatten
+_RETURN_FROZENDICT = configurations.flax_return_frozendict  # flax's public flag holder: a read per direct call
 
 
 def method_fn(module: nn.Module, method: str | Callable[..., Any] | None) -> Callable[..., Any]:
@@ -157,7 +159,7 @@ class Runner:
             direct = self.direct.current
             if direct is not None:
                 try:
-                    if direct.frozen is flax.config.flax_return_frozendict and (
+                    if direct.frozen is _RETURN_FROZENDICT.value and (
                             direct.order is None or direct.order(args, kwargs)):
                         out = direct.call(*args, **kwargs)
                         return out if direct.build is None else direct.build(out)
