@@ -1,13 +1,14 @@
-"""What the private jax/flax touchpoints that exist for speed buy (``inspector/_compat.py``), each measured
-against the same call with the touchpoint switched off, in interleaved rounds of one process.
+"""What the private jax touchpoint that exists for speed buys (``inspector/_compat.py``), measured against
+the same call with the touchpoint switched off, in interleaved rounds of one process.
 
 - ``direct_call`` (jax's ``Compiled._params`` + ``create_cpp_call``): a cached ``fi.apply`` call goes straight
-  into jax's C++ dispatch. Off: ``engine.runner.direct_call`` returns None, so the runner calls its
+  into jax's C++ dispatch. Off: ``engine.direct.direct_call`` returns None, so the runner calls its
   ``jax.jit`` function (the public path).
-- ``flax_flags`` (flax's ``Config._values`` dict): the flags a cached call reads. Off: the public attributes.
 
-The model is tiny (width 4, batch 2, 50 input leaves): the call is all dispatch, where any Python in front of
-jit shows. Ratios are per round (median [25th-75th percentile]) against plain ``jax.jit(nn.apply(...))``.
+Each variant has a runner of its own (equal drop-ins share one runner through ``api.shared_run``: a variant
+built after another would run the other's direct path). The models are tiny (width 4, batch 2; 2 and 50
+input leaves): the call is all dispatch, where any Python in front of jit shows. Ratios are per round
+(median [25th-75th percentile]) against plain ``jax.jit(nn.apply(...))``.
 
 Run: ``python bench/bench_touchpoints.py [--quick] [--rounds N]``. No assertions: it prints numbers.
 """
@@ -25,49 +26,59 @@ def main() -> None:
     import jax.numpy as jnp
 
     import inspector as fi
-    from inspector import _compat
-    from inspector.engine import runner as R
+    from inspector.engine import direct as R
 
-    class MLP(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            for _ in range(49):
-                x = nn.Dense(4, use_bias=False)(x)
-            return x
+    from inspector.api import forget_shared_runs
 
-    model, x = MLP(), jnp.ones((2, 4))
-    v = model.init(jax.random.key(0), x)
-    plain = jax.jit(nn.apply(MLP.__call__, model))
-    per_sample = 200
+    def mlp(layers: int):
+        class MLP(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                for _ in range(layers):
+                    x = nn.Dense(4, use_bias=False)(x)
+                return x
+        return MLP()
 
-    original_direct, original_flags = R.direct_call, R._FLAX_FLAGS
+    original_direct = R.direct_call
 
     def refused(*a, **k):  # the touchpoint switched off: the runner keeps calling its jax.jit function
         return None
 
-    def calls(f, flags=None, direct=True):
-        def run():
-            R._FLAX_FLAGS = flags if flags is not None else original_flags
-            R.direct_call = original_direct if direct else refused
-            out = None
-            for _ in range(per_sample):
-                out = f(v, x)
-            R._FLAX_FLAGS, R.direct_call = original_flags, original_direct
-            return out
-        return run
+    def measure(leaves: int) -> list[tuple]:
+        model, x = mlp(leaves - 1), jnp.ones((2, 4))
+        v = model.init(jax.random.key(0), x)
+        per_sample = 2000 if leaves == 2 else 200
 
-    variants = {"plain jit": calls(plain), "fi.apply": calls(fi.apply(MLP.__call__, model)),
-                "fi.apply, no direct_call": calls(fi.apply(MLP.__call__, model), direct=False),
-                "fi.apply, flags by attribute": calls(fi.apply(MLP.__call__, model), _compat._PublicFlags())}
-    times = interleave(variants, args.rounds, warmup=2, log=log, hot=args.hot)
-    rows = []
-    base = times["plain jit"]
-    for name, ts in times.items():
-        r, lo, hi = paired(ts, base)
-        rows.append((name, f"{med(ts) / per_sample * 1000:.1f}", f"{r:.2f}x [{lo:.2f}-{hi:.2f}]"))
-    print(f"\n{machine()}; {args.rounds} rounds of {per_sample} calls; 50 input leaves, tiny MLP")
-    print_table(("variant", "µs per call", "vs plain jit"), rows)
+        def calls(f, direct=True):
+            def run():
+                R.direct_call = original_direct if direct else refused
+                try:
+                    out = None
+                    for _ in range(per_sample):
+                        out = f(v, x)
+                finally:
+                    R.direct_call = original_direct
+                return out
+            return run
 
+        def own_runner():
+            forget_shared_runs()  # a runner of this variant's own
+            return fi.apply(type(model).__call__, model)
+
+        variants = {"plain jit": calls(jax.jit(nn.apply(type(model).__call__, model))),
+                    "fi.apply": calls(own_runner()),
+                    "fi.apply, no direct_call": calls(own_runner(), direct=False)}
+        log(f"{leaves} input leaves")
+        times = interleave(variants, args.rounds, warmup=2, log=log, hot=args.hot)
+        rows = []
+        for name, ts in times.items():
+            r, lo, hi = paired(ts, times["plain jit"])
+            rows.append((leaves, name, f"{med(ts) / per_sample * 1000:.2f}", f"{r:.3f}x [{lo:.3f}-{hi:.3f}]"))
+        return rows
+
+    rows = measure(2) + measure(50)
+    print(f"\n{machine()}; {args.rounds} rounds; tiny MLPs (width 4, batch 2)")
+    print_table(("input leaves", "variant", "µs per call", "vs plain jit"), rows)
 
 if __name__ == "__main__":
     main()

@@ -203,36 +203,6 @@ def user_frames(source_info: Any) -> list[tuple[str, int, str]]:
         return []
 
 
-# -- flax: its config flags ---------------------------------------------------------------------
-class _PublicFlags(Mapping):
-    """flax's config flags read through its public attributes (``flax.config.flax_return_frozendict``)."""
-
-    def __getitem__(self, name: str) -> Any:
-        import flax
-
-        return getattr(flax.config, name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-
-def flax_flags() -> Mapping[str, Any]:
-    """flax's config flags by name, as ``flax.config.update`` sets them: a read per call costs what
-    a dict lookup costs. flax 0.12.8 keeps them in ``Config._values``, a dict its public
-    attributes read through two calls (a quarter of the budget of a cached drop-in call). If that
-    dict is gone, warns once and reads the public attributes."""
-    import flax
-
-    values = getattr(flax.config, "_values", None)
-    if isinstance(values, dict) and values.get("flax_return_frozendict", ()) is flax.config.flax_return_frozendict:
-        return values
-    warn_once("flax_flags", "flax.config keeps no '_values' dict; its flags are read through their attributes")
-    return _PublicFlags()
-
-
 # -- flax linen: names of lifted transforms ----------------------------------------------
 LIFTED_WRAPPER_METHOD = "<lambda>"
 """The method name flax's lifted transforms (``nn.scan``, ``nn.vmap``, flax 0.12.8) use when they

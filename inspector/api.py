@@ -8,10 +8,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import flax
 import flax.linen as nn
 from flax.core.scope import CollectionFilter
 
-from inspector._compat import flax_flags
 from inspector._tracebacks import entry_point
 from inspector.capture import CaptureFilter
 from inspector.compare import compare
@@ -44,10 +44,18 @@ def config_key(*config: Any) -> Any:
         return None
 
 
+def flax_flags() -> tuple[tuple[str, Any], ...]:
+    """flax's config flags, ``((name, value), ...)``, read through ``flax.config``'s public attributes (one
+    property per flag, which ``flax.configurations`` defines on ``Config`` for each flag it declares)."""
+    config = flax.config
+    return tuple((name, getattr(config, name)) for name, attr in vars(type(config)).items()
+                 if isinstance(attr, property))
+
+
 def shared_run(make: Callable[[], Any], *config: Any) -> Any:
     """The run ``make()`` builds, or the live one an equal configuration built earlier, with its
     compiled programs: re-running a notebook cell that builds ``Net()`` anew compiles nothing."""
-    key = config_key(*config, tuple(flax_flags().items()))  # a flag read while tracing (adopted names)
+    key = config_key(*config, flax_flags())  # a flag read while tracing (adopted names)
     if key is None:
         return make()
     try:

@@ -444,8 +444,7 @@ def remember(run: Any, insp: Inspection, args: tuple[Any, ...], kwargs: dict[str
         source = _Source(runner, run.kind, args, kwargs, insp.kept, reason)
         source.inspection = weakref.ref(insp)
         insp.__dict__[_ATTR] = source
-        for call in insp.calls:
-            call.__dict__[_ATTR] = source
+        insp.annotate_calls(_ATTR, source)  # on each call, once its calls are built
     except Exception:  # noqa: BLE001 - keeping the inputs never fails a call
         return
 

@@ -3,7 +3,6 @@ it warns once and degrades, never fails silently and never breaks the call."""
 
 import warnings
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -295,25 +294,7 @@ def test_a_direct_call_without_jaxs_internals_warns_once_and_fi_apply_keeps_flax
     run = fi.apply(lambda m, x: m(x), m)
     for _ in range(4):
         np.testing.assert_allclose(run(v, x), m.apply(v, x), rtol=1e-6)
-    assert run._direct is None and len(fresh_warnings()) == 1
-
-
-# -- flax: config flags ------------------------------------------------------------------------------------
-def test_flax_flags_follow_flaxs_config(fresh_warnings):
-    flags = _compat.flax_flags()
-    for frozen in (True, False):
-        with flax.config.temp_flip_flag("return_frozendict", frozen):
-            assert flags["flax_return_frozendict"] is flax.config.flax_return_frozendict is frozen
-    assert not fresh_warnings()
-
-
-def test_flax_flags_without_the_internal_dict_warn_once_and_read_the_attributes(monkeypatch, fresh_warnings):
-    monkeypatch.delattr(flax.config, "_values")
-    monkeypatch.setattr(type(flax.config), "flax_return_frozendict", property(lambda self: "public"), raising=False)
-    flags = _compat.flax_flags()
-    assert flags["flax_return_frozendict"] == "public"
-    _compat.flax_flags()
-    assert len(fresh_warnings()) == 1
+    assert run.direct.current is None and len(fresh_warnings()) == 1
 
 
 # -- flax nnx ---------------------------------------------------------------------------------------------

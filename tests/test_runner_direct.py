@@ -39,7 +39,7 @@ def _same(ours, theirs):
 def _warm(run, *args):
     for _ in range(3):
         run(*args)
-    assert run._direct is not None  # the direct path is what these tests hold to flax's result
+    assert run.direct.current is not None  # the direct path is what these tests hold to flax's result
 
 
 def _made_direct(run, primed, *args):
@@ -47,7 +47,7 @@ def _made_direct(run, primed, *args):
     run(*args)  # the direct path is made here, and primed by its first call
     if primed:
         run(*args)
-    assert run._direct is not None
+    assert run.direct.current is not None
 
 
 def test_the_direct_path_returns_flaxs_result_with_flaxs_key_order():
@@ -177,7 +177,7 @@ def test_an_evicted_signature_takes_its_direct_path_with_it():
     _warm(run, v, x, extra)
     y = jnp.ones((7, 4))
     run(v, y, extra)  # one structure over the limit: its program starts afresh
-    assert run._direct is None and run.cached_signatures == 0
+    assert run.direct.current is None and run.cached_signatures == 0
     _same(run(v, x, extra), nn.apply(fn, m)(v, x, extra))
 
 
@@ -235,7 +235,7 @@ def test_a_result_in_sorted_key_order_is_built_by_jaxs_dispatch_as_flax_builds_i
     fn = lambda m, x: m(x)
     run = fi.apply(fn, m)
     _warm(run, v, x)
-    assert run._direct.build is None
+    assert run.direct.current.build is None
     ours, theirs = run(v, x), nn.apply(fn, m)(v, x)
     assert type(ours["b"][1]) is tuple and type(ours["c"]) is Pair and type(ours["c"].second) is FrozenDict
     _same(ours, theirs)
@@ -255,7 +255,7 @@ def test_typed_prng_keys_take_the_plain_paths_and_each_key_gets_flaxs_draw():
     for i, key in enumerate(keys):
         _same(run(v, x, rngs={"dropout": key}), flax_fn(v, x, rngs={"dropout": key}))
         if i == 4:
-            assert run._direct is not None  # new keys of one signature: the direct path
+            assert run.direct.current is not None  # new keys of one signature: the direct path
     assert run.traces == 3  # typed threefry keys, raw uint32 keys, rbg keys
 
 
@@ -264,19 +264,19 @@ def test_the_callers_own_transforms_leave_the_direct_path_in_place():
     fn = lambda m, x, e: m(x, e)
     run = fi.apply(fn, m)
     _warm(run, v, x, extra)
-    direct = run._direct
+    direct = run.direct.current
     loss = lambda v: run(v, x, extra)["z"].sum()
     for _ in range(3):  # each grad traces the runner with tracers: flax runs there
         g = jax.grad(loss)(v)
     want = jax.grad(lambda v: nn.apply(fn, m)(v, x, extra)["z"].sum())(v)
     _same(g, want)
-    assert run._direct is direct
+    assert run.direct.current is direct
     _same(run(v, x, extra), nn.apply(fn, m)(v, x, extra))
 
 
 def _slowed_direct_call(monkeypatch, before):
     """``direct_call`` as the runner calls it, with ``before()`` run first."""
-    import inspector.engine.runner as run_module
+    import inspector.engine.direct as run_module
 
     original = run_module.direct_call
     monkeypatch.setattr(run_module, "direct_call", lambda *a: (before(), original(*a))[1])
@@ -299,4 +299,30 @@ def test_a_compile_on_the_way_to_the_direct_path_gives_it_up(monkeypatch):
     run = fi.apply(fn, m)
     for _ in range(4):
         _same(run(v, x, extra), nn.apply(fn, m)(v, x, extra))
-    assert run._direct is None and run._direct_backoff == -1
+    assert run.direct.current is None and run.direct.backoff == -1
+
+
+def test_equal_drop_ins_share_a_runner_unless_a_flax_flag_differs():
+    m, v, x, extra = _setup()
+    fn = lambda m, x, e: m(x, e)
+    run = fi.apply(fn, m)
+    assert fi.apply(fn, m) is run
+    for flag in ("preserve_adopted_names", "return_frozendict"):
+        with flax.config.temp_flip_flag(flag, not getattr(flax.config, f"flax_{flag}")):
+            flipped = fi.apply(fn, m)
+            assert flipped is not run and fi.apply(fn, m) is flipped
+            _same(flipped(v, x, extra), nn.apply(fn, m)(v, x, extra))
+    assert fi.apply(fn, m) is run
+
+
+def test_the_flags_a_shared_run_is_keyed_on_are_every_flag_flax_declares():
+    from flax import configurations
+
+    from inspector.api import flax_flags
+
+    declared = {h.name for h in vars(configurations).values() if isinstance(h, configurations.FlagHolder)}
+    flags = dict(flax_flags())
+    assert set(flags) == declared and "flax_preserve_adopted_names" in flags
+    for frozen in (True, False):
+        with flax.config.temp_flip_flag("return_frozendict", frozen):
+            assert dict(flax_flags())["flax_return_frozendict"] is frozen

@@ -1,7 +1,9 @@
 """The engine: run flax under ``jax.jit`` and record what it did, in the order a call travels.
 
 - :mod:`~inspector.engine.runner`: :class:`~inspector.engine.runner.Runner`, the jit cache per
-  input signature and the direct-dispatch fast path;
+  input signature and the trace of flax under the recorder;
+- :mod:`~inspector.engine.direct`: the direct-dispatch fast path of a cached plain call;
+- :mod:`~inspector.engine.call_state`: what a program's trace reads of the call that started it;
 - :mod:`~inspector.engine.signature`: which inputs are arrays, static values keyed by value, the
   generated layout guards that pick a compiled program;
 - :mod:`~inspector.engine.recorder`: the method interceptor that records calls, sows, patches and

@@ -18,19 +18,22 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import flax
 import flax.linen as nn
 import jax
+from flax import configurations
 from flax.core.scope import CollectionFilter
 
 from inspector import failure, progress
 from inspector._compat import (
-    _current_trace, capture_calls, direct_call, flax_flags, inside_transform, listening, unbound_method,
+    _current_trace, capture_calls, inside_transform, listening, unbound_method,
 )
 from inspector._tracebacks import entry_point, hide_frames
 from inspector.capture import CaptureFilter, Filter, guarded, warn_unmatched
+from inspector.engine.call_state import call_program, this_call
+from inspector.engine.direct import DirectPath
 from inspector.engine.hooks import CaptureAsker, TiedSummaries, TraceHooks
 from inspector.engine.recorder import Recorder, noting_site, parse_call_key
 from inspector.engine.results import (
@@ -38,7 +41,7 @@ from inspector.engine.results import (
     restore_order, result_builder, staged,
 )
 from inspector.engine.signature import (
-    NOT_PLAIN, FlatInputs, Statics, Unkeyable, UnsortableKeys, is_array, layout_guard, order_check, plain_skeleton,
+    NOT_PLAIN, FlatInputs, Statics, Unkeyable, UnsortableKeys, is_array, layout_guard, plain_skeleton,
     static_key, unsortable_keys,
 )
 from inspector.model import Kind, path_str
@@ -73,58 +76,13 @@ class _Program:
     plain: bool = False  # takes the inputs whole (jax arrays and None in dicts, lists and tuples)
 
 
-class _Direct(NamedTuple):
-    """The last signature of a plain call, run by jax's C++ dispatch straight from the caller's
-    arguments (:func:`~inspector._compat.direct_call`): jax refuses any other signature, and
-    ``order`` checks the key order jax does not see."""
-
-    call: Callable[..., Any]
-    order: Callable[[tuple, dict], bool] | None
-    build: Callable[[list], Any] | None  # None: jax's dispatch builds the result itself
-    frozen: bool
-    program: _Program
-
-
 FLAX_ENTRIES: dict[Kind, Callable] = {
     "apply": nn.apply, "init": nn.init, "init_with_output": nn.init_with_output,
 }
 """flax's own ``apply``/``init``/``init_with_output``, taken at import: a runner always calls these, so
 ``flax.linen.apply`` may be routed to :func:`inspector.apply` (as ``make conformance`` does) without recursion."""
 _flatten = jax.tree_util.tree_flatten
-_FLAX_FLAGS = flax_flags()
-class CallState(threading.local):
-    """This thread's call into a program, as :meth:`Runner._trace` reads it: jax calls the traced function
-    with the inputs alone (abstract), so what the trace needs of the call itself travels here, set by
-    :func:`_call` around the call and cleared after it (holding no arrays past the call). One per thread."""
-
-    inputs: Any  # the call's concrete inputs (the trace reads whether some is sharded over several devices)
-    on_phase: Callable[[str], None] | None  # told 'tracing' and 'compiling' when the trace reaches them
-    traced: float | None  # when tracing ended (``time.perf_counter()``); None while nothing was traced
-    uncounted: bool  # compiled ahead (:meth:`Runner.prepare`): not counted in ``traces``, no status line
-    status: progress.Status | None  # the transient status line a slow call without ``on_phase`` started
-
-    def __init__(self) -> None:
-        self.inputs, self.on_phase, self.traced, self.uncounted, self.status = None, None, None, False, None
-
-
-_this_call = CallState()
-
-
-def _call(target: Callable, inputs: Any, on_phase: Callable[[str], None] | None,
-          counted: bool = True) -> tuple[Any, float | None]:
-    """``(target(inputs), when tracing ended or None if nothing was traced)``; a trace is added to
-    the runner's ``traces`` only if ``counted``."""
-    cur = _this_call
-    cur.inputs, cur.on_phase, cur.traced, cur.uncounted = inputs, on_phase, None, not counted
-    try:
-        return target(inputs), cur.traced
-    finally:
-        cur.inputs = cur.on_phase = cur.traced = None  # hold no arrays past the call
-        cur.uncounted = False
-        status = cur.status
-        if status is not None:  # started by the trace (:meth:`Runner._trace`)
-            cur.status = None
-            status.close()
+_RETURN_FROZENDICT = configurations.flax_return_frozendict  # flax's public flag holder: a read per direct call
 
 
 def method_fn(module: nn.Module, method: str | Callable[..., Any] | None) -> Callable[..., Any]:
@@ -162,7 +120,7 @@ class Runner:
     compiled signatures are kept: past that the least recently used input structures
     are dropped whole (a structure alone over the limit starts afresh). Concurrent calls
     with one signature compile it once. Once a plain signature has run twice, calling the runner
-    with it goes straight to its executable (:class:`_Direct`) until a call does not fit.
+    with it goes straight to its executable (:mod:`~inspector.engine.direct`) until a call does not fit.
     """
 
     intercepts = True
@@ -190,9 +148,7 @@ class Runner:
         self.compiles = 0
         self._programs: dict[Any, _Program] = {}
         self._last: tuple[Callable[[Any, bool], bool], _Program] | None = None  # :func:`layout_guard` of the last call
-        self._direct: _Direct | None = None
-        self._direct_wait = 0  # calls to let go by before the next :class:`_Direct`; doubles on each refusal
-        self._direct_backoff = 0
+        self.direct = DirectPath()
         self._clock = 0  # least recently used: the smallest ``_Program.used``
         self._lock = threading.Lock()
 
@@ -200,17 +156,17 @@ class Runner:
         """flax's call on these arguments, jitted; an error raised in it shows no inspector frame in
         its traceback (see :mod:`inspector._tracebacks`)."""
         try:
-            direct = self._direct
+            direct = self.direct.current
             if direct is not None:
                 try:
-                    if direct.frozen is _FLAX_FLAGS["flax_return_frozendict"] and (
+                    if direct.frozen is _RETURN_FROZENDICT.value and (
                             direct.order is None or direct.order(args, kwargs)):
                         out = direct.call(*args, **kwargs)
                         return out if direct.build is None else direct.build(out)
                 except Exception:  # noqa: BLE001 - not the direct signature: the general path runs it, or raises
                     pass
                 if not inside_transform():  # a call traced by the caller's transform says nothing of the next ones
-                    self._refused(direct)
+                    self.direct.refused(direct)
             try:
                 result, program = self._run(args, kwargs, None)
             except InsideTransform:
@@ -218,8 +174,8 @@ class Runner:
                 return self._call_flax(args, kwargs, Recorder())
             except UnsortableKeys:
                 return self.call_unjitted(args, kwargs)  # flax's own error, or its unjitted result
-            if result.cached and self._direct is None:
-                self._make_direct(program, (args, kwargs), result.record)
+            if result.cached and self.direct.current is None:
+                self.direct.make(program, program.plain and self.hooks is None, (args, kwargs), result.record)
             return result.result
         except Exception as e:
             failure.capture(self, args, kwargs, e)  # fi.last_failure(): only on this path, never on success
@@ -229,49 +185,6 @@ class Runner:
     def call_unjitted(self, args: tuple, kwargs: dict) -> Any:
         """flax's call as flax runs it, outside ``jax.jit`` (for inputs no program can take)."""
         return self._call_flax(args, kwargs, Recorder())
-
-    def _refused(self, direct: _Direct) -> None:
-        """The direct signature did not fit a call: drop it, and wait twice as long as last time
-        before making another (alternating signatures stay on the general path)."""
-        if self._direct is direct:
-            self._direct = None
-            self._direct_backoff = min(2 * self._direct_backoff, 1024) or 1
-            self._direct_wait = self._direct_backoff
-
-    def _make_direct(self, program: _Program, inputs: tuple[tuple, dict], record: SignatureRecord) -> None:
-        """After a cached call of a plain program with nothing to put back but flax's key order,
-        calls with the same signature go straight to its executable (:class:`_Direct`). Where
-        every dict of the result is in sorted key order, jax's dispatch builds the result."""
-        if self._direct_wait > 0:
-            self._direct_wait -= 1
-            return
-        if (not program.plain or self.hooks is not None or self._direct_backoff < 0 or record.build is None
-                or record.statics or record.objects):
-            return
-        fits, order = order_check(inputs)
-        if not fits:
-            return
-        leaves_as = None if record.reorder else record.out_tree
-        me, compiled = threading.get_ident(), []
-
-        def on_compile(event: str, duration_secs: float, **_: str | int) -> None:
-            # jax's event for each XLA compile (or persistent-cache read): on this thread, ours
-            if event == "/jax/core/compile/backend_compile_duration" and threading.get_ident() == me:
-                compiled.append(duration_secs)
-        jax.monitoring.register_event_duration_secs_listener(on_compile)
-        try:
-            made, traced = _call(lambda i: direct_call(program.jitted, i, leaves_as), inputs, None, counted=False)
-        finally:
-            with contextlib.suppress(AssertionError, ValueError):  # gone if someone cleared jax's listeners
-                jax.monitoring.unregister_event_duration_listener(on_compile)
-        if made is None or traced is not None or compiled:
-            self._direct_backoff = -1  # jax compiled or traced again to get there: never for this runner
-            return
-        call, out_tree = made
-        if out_tree.node_data()[1].out_tree != record.out_tree:  # not the executable that record describes
-            return
-        build = None if leaves_as is not None else record.build
-        self._direct = _Direct(call, order, build, flax.config.flax_return_frozendict, program)
 
     @property
     def cached_signatures(self) -> int:
@@ -290,7 +203,7 @@ class Runner:
             raise InsideTransform()
         try:
             program, inputs = self._program(args, kwargs)
-            carrier, traced = _call(program.jitted, inputs, on_phase)
+            carrier, traced = call_program(program.jitted, inputs, on_phase)
         except ValueError as e:
             where = unsortable_keys((args, kwargs))
             if where is None:
@@ -314,7 +227,7 @@ class Runner:
         """jax's ``Lowered`` form of the program a call with these inputs runs (``.as_text()``
         is its StableHLO, ``.compile().as_text()`` the optimized HLO)."""
         program, inputs = self._program(args, kwargs)
-        lowered, traced = _call(program.jitted.lower, inputs, None)
+        lowered, traced = call_program(program.jitted.lower, inputs, None)
         if traced is not None:
             self._admit(program)
         return lowered
@@ -330,7 +243,7 @@ class Runner:
         if stop():
             return
         program, inputs = self._program(args, kwargs)
-        lowered, traced = _call(program.jitted.lower, inputs, None, counted=False)
+        lowered, traced = call_program(program.jitted.lower, inputs, None, counted=False)
         if stop():
             return
         lowered.compile()
@@ -386,7 +299,7 @@ class Runner:
         body, so nothing jax cached for the old one is reused or kept alive)."""
         with self._lock:
             program.signatures += 1
-            direct = self._direct
+            direct = self.direct.current
             if direct is not None:  # its calls bypass :meth:`run`, which counts use
                 direct.program.used = self._clock
             total = sum(p.signatures for p in self._programs.values())
@@ -396,10 +309,10 @@ class Runner:
                 if other is not program:
                     total -= other.signatures
                     del self._programs[key]
-                    self._last = self._direct = None
+                    self._last = self.direct.current = None
             if total > self.cache_size:
                 program.jitted, program.signatures = jax.jit(program.make_body()), 0
-                self._direct = None
+                self.direct.current = None
 
     def _split(self, leaves: list) -> tuple[list, list, Any]:
         """``(arrays, [(index, static)], statics key or None if unkeyable)``."""
@@ -438,8 +351,9 @@ class Runner:
 
     def _trace(self, args: tuple, kwargs: dict) -> Carrier:
         """Runs flax inside the trace and records what only the trace knows. What the trace needs of
-        the call (its concrete inputs, its phase callback) is this thread's :class:`CallState`."""
-        call = _this_call
+        the call (its concrete inputs, its phase callback) is this thread's
+        :class:`~inspector.engine.call_state.CallState`."""
+        call = this_call
         on_phase = call.on_phase
         if on_phase is None and not call.uncounted:  # a slow call says where it is
             status = call.status  # one per call, if jax traces twice
@@ -499,7 +413,7 @@ class Runner:
         """A path, type or method filter that captured nothing is likely a typo: warn, naming the
         closest paths, types or methods that ran (once per filter and model)."""
         asked, recorder.asked = recorder.asked, {}
-        if _this_call.uncounted:  # compiled ahead (in the background): the call warned
+        if this_call.uncounted:  # compiled ahead (in the background): the call warned
             return
         if isinstance(self.capture, Filter) and asked and not recorder.captured:
             warn_unmatched(self.capture, [(module, key[1]) for key, module in asked.items()], self.module)

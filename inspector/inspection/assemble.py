@@ -169,12 +169,33 @@ def _calls(plan: Plan, leaf: _LeafMaker, kept: bool) -> list[MethodCall]:
             for order, c in enumerate(plan.calls)]
 
 
+def _described_slots(plan: Plan) -> list[Slot]:
+    """The slots of ``plan``'s calls that have a statistics row (built once per trace, kept on the plan)."""
+    got: list[Slot] | None = plan.__dict__.get("_described_call_slots")
+    if got is None:
+        got = plan.__dict__["_described_call_slots"] = [
+            s for c in plan.calls for s in c.slots if s.row is not None and s.opaque is None]
+    return got
+
+
+def _any_nonfinite(plan: Plan, call_stats: list[Stats], variable_stats: list[Stats]) -> bool:
+    """Whether some call's output has a NaN or Inf (what :meth:`MethodCall.nonfinite` sums), read from the
+    statistics rows without building the calls."""
+    for s in _described_slots(plan):
+        st = (variable_stats if s.source == "in" else call_stats)[s.row]  # type: ignore[index]
+        if st.nan or st.posinf or st.neginf:
+            return True
+    return False
+
+
 def output_device(result: Any) -> str:
     """The device the call's results live on (``cpu:1`` under ``jax.default_device``), or how many
     devices they span; the default device if no array came back."""
-    for x in jax.tree.leaves(result):
-        if isinstance(x, jax.Array):
-            return devices_text(x.sharding.device_set)
+    # flax's (output, state) a part at a time, in flatten order: the output is all that is read, usually
+    for part in result if type(result) is tuple else (result,):
+        for x in jax.tree.leaves(part):
+            if isinstance(x, jax.Array):
+                return devices_text(x.sharding.device_set)
     return str(jax.devices()[0])
 
 
@@ -207,7 +228,11 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
         return [of_variables(s) for s in plan.variables]
 
     kept = keep != "stats"
-    return Inspection(
+    # The calls are built when first read; what their builder holds must not keep the arrays the
+    # inspection drops (``keep='stats'``: it reads no value).
+    of_calls = _LeafMaker({"in": inputs, "out": result} if kept else {}, call_stats, variable_stats,
+                          leaf.placement, plan)
+    insp = Inspection(
         kind=kind,
         module_type=type(module).__name__,
         output=result[0] if plan.returns_tuple else (None if kind == "init" else result),
@@ -215,7 +240,7 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
         outputs=[leaf(s) for s in plan.outputs] if kind != "init" else [],
         variables=VariableTree.of_leaves("variables", variables),
         diffs=_diffs(plan, leaf, variables, delta_words) if plan.mutated else [],
-        calls=_calls(plan, leaf, kept),
+        calls=[],
         device=device,
         timings=timings,
         kept=kept,
@@ -223,3 +248,6 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
         binding=plan.binding,
         subnormals_as_zero=stats.flushes_subnormals(jax.default_backend()),
     )
+    insp.defer_calls(functools.partial(_calls, plan, of_calls, kept),
+                     _any_nonfinite(plan, call_stats, variable_stats))
+    return insp

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Literal
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from inspector.model.deltas import CollectionDiff
 from inspector.model.leaves import RECORD_STATS, Leaf, VariableTree
@@ -150,6 +152,27 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+class _PendingCalls:
+    """An inspection's calls before they are first read: how to build them, whether one of them has a NaN
+    or Inf, and what :meth:`Inspection.annotate_calls` asked to set on each (applied once built)."""
+
+    def __init__(self, build: Callable[[], list[MethodCall]], any_nonfinite: bool) -> None:
+        self.build, self.any_nonfinite = build, any_nonfinite
+        self.annotations: dict[str, Any] = {}
+        self.lock = threading.Lock()
+
+    def materialize(self, insp: Inspection) -> list[MethodCall]:
+        with self.lock:
+            calls: list[MethodCall] | None = insp.__dict__.get("calls")
+            if calls is None:
+                calls = self.build()
+                for call in calls:
+                    call.__dict__.update(self.annotations)
+                insp.__dict__["calls"] = calls
+                insp.__dict__.pop("_pending_calls", None)
+            return calls
+
+
 @dataclasses.dataclass
 class Inspection:
     """Everything one inspected flax call produced.
@@ -176,6 +199,40 @@ class Inspection:
     subnormals_as_zero: bool = False  # the device reads subnormal floats as 0, and so do the statistics
     grads: VariableTree | None = None  # d loss / d params (fi.inspect_grad)
     loss: float | None = None  # the loss that ``grads`` differentiate (fi.inspect_grad)
+
+    # -- calls built when first read --------------------------------------------------
+    def defer_calls(self, build: Callable[[], list[MethodCall]], any_nonfinite: bool) -> None:
+        """Makes :attr:`calls` those ``build()`` returns, built the first time they are read: an inspection
+        whose calls are never looked at never builds them. ``any_nonfinite``: whether one of them has a NaN
+        or Inf (:meth:`first_nonfinite` answers None without building them where none has)."""
+        self.__dict__.pop("calls", None)
+        self.__dict__["_pending_calls"] = _PendingCalls(build, any_nonfinite)
+
+    def annotate_calls(self, name: str, value: Any) -> None:
+        """Sets attribute ``name`` to ``value`` on every call (in its ``__dict__``): now if the calls are
+        built, else as they are built."""
+        pending: _PendingCalls | None = self.__dict__.get("_pending_calls")
+        if pending is not None:
+            with pending.lock:
+                if "calls" not in self.__dict__:
+                    pending.annotations[name] = value
+                    return
+        for call in self.calls:
+            call.__dict__[name] = value
+
+    if not TYPE_CHECKING:  # mypy keeps checking attribute names: only ``calls`` is ever missing
+        def __getattr__(self, name):
+            pending = self.__dict__.get("_pending_calls") if name == "calls" else None
+            if pending is None:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            return pending.materialize(self)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy or a pickle holds the calls themselves, built now if they were not."""
+        state = dict(self.__dict__)
+        state["calls"] = self.calls
+        state.pop("_pending_calls", None)
+        return state
 
     # -- lookup -------------------------------------------------------------
     def __getitem__(self, key: str) -> Leaf:
@@ -265,6 +322,9 @@ class Inspection:
 
     def first_nonfinite(self) -> MethodCall | None:
         """The earliest captured call (in execution order) whose output has a NaN or Inf."""
+        pending: _PendingCalls | None = self.__dict__.get("_pending_calls")
+        if pending is not None and not pending.any_nonfinite:
+            return None
         return next((c for c in self.calls if c.nonfinite), None)
 
     def nonfinite_origin(self) -> Any:

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -245,15 +244,23 @@ def decode_rows(rows: np.ndarray, groups: RowGroups) -> list[Stats]:
     return decoded
 
 
-_STATS_FIELDS = tuple(f.name for f in dataclasses.fields(Stats))
-
-
-def _stats(*values: Any) -> Stats:
-    """``Stats(*values)``, every field given in order, without a frozen dataclass's setattr per
-    field (a call's rows are decoded every call)."""
-    st = object.__new__(Stats)
-    st.__dict__.update(zip(_STATS_FIELDS, values, strict=True))
+def _stats(count: int, mean: float, std: float, lo: Any, hi: Any, abs_max: Any, zeros: int, nan: int, posinf: int,
+           neginf: int, hist: tuple[int, ...], hist_sample: int, of: str, hist_edges: tuple[Any, ...],
+           trusted: bool) -> Stats:
+    """``Stats(...)``, every field given in order, without a frozen dataclass's setattr per field (a
+    call's rows are decoded every call)."""
+    st = _new(Stats)
+    st.__dict__.update(count=count, mean=mean, std=std, min=lo, max=hi, abs_max=abs_max, zeros=zeros, nan=nan,
+                       posinf=posinf, neginf=neginf, hist=hist, hist_sample=hist_sample, of=of, hist_edges=hist_edges,
+                       trusted=trusted)
     return st
+
+
+_new = object.__new__
+# what _stats fills, in order: every field of Stats
+assert tuple(f.name for f in dataclasses.fields(Stats)) == (
+    "count", "mean", "std", "min", "max", "abs_max", "zeros", "nan", "posinf", "neginf", "hist", "hist_sample", "of",
+    "hist_edges", "trusted")
 
 
 def _decode_floats(ints: np.ndarray, native: np.ndarray, accs: np.ndarray, lay: Layout,
@@ -272,12 +279,12 @@ def _decode_floats(ints: np.ndarray, native: np.ndarray, accs: np.ndarray, lay: 
     for col in (lo, hi, mean, std, abs_max):
         col[~finite] = nan
     of = "|z|" if lay.kind == "complex" else ""
+    if (ints[:, 6] < 0).all():  # in-call summaries only: no histogram to read, a column at a time
+        return [_stats(c, m, sd, a, b, am, zeros, n, p, ng, (), 0, of, (), t) for c, m, sd, a, b, am, zeros, n, p, ng, t
+                in zip(counts, mean.tolist(), std.tolist(), lo.tolist(), hi.tolist(), abs_max.tolist(),
+                       *(ints[:, k].tolist() for k in (4, 1, 2, 3)), (ints[:, 0] != 0).tolist())]
     out = []
-    if (ints[:, 6] < 0).all():  # in-call summaries only: no histogram to read
-        hists: Iterable[list[Any]] = itertools.repeat([])
-        edge_rows: Iterable[list[Any]] = hists
-    else:
-        hists, edge_rows = ints[:, len(_INTS):].tolist(), acc[:, 3:].tolist()
+    hists, edge_rows = ints[:, len(_INTS):].tolist(), acc[:, 3:].tolist()
     for n, c, m, sd, a, b, am, f, row, edges in zip(
             ints[:, :len(_INTS)].tolist(), counts, mean.tolist(), std.tolist(), lo.tolist(), hi.tolist(),
             abs_max.tolist(), finite.tolist(), hists, edge_rows):
