@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from inspector.model import Inspection, Leaf, MethodCall, path_str
+from inspector.model import Inspection, Leaf, MethodCall, format_path
 
 SOWN_NAME = "attention_weights"
 """What flax's ``MultiHeadDotProductAttention`` sows into ``'intermediates'`` with ``sow_weights=True``
@@ -217,7 +217,7 @@ def _matches(pattern: str, call: MethodCall, leaf: Leaf) -> bool:
     """``pattern`` (a glob) matches the call's key (with or without ``[index]``), its output's path (written
     with ``/``, with or without the ``[index]`` flax adds to a sown name) or ``path/method``."""
     raw = "/".join(leaf.path)
-    names = {call.key, re.sub(r"\[\d+\]$", "", call.key), raw, re.sub(r"\[\d+\]$", "", raw), path_str(leaf.path),
+    names = {call.key, re.sub(r"\[\d+\]$", "", call.key), raw, re.sub(r"\[\d+\]$", "", raw), format_path(leaf.path),
              "/".join((*call.path, call.method))}
     return any(fnmatch.fnmatchcase(n, pattern) for n in names)
 
@@ -252,10 +252,10 @@ def sources(insp: Inspection, names: Selector | None = None,
 
 
 def _layer_name(call: MethodCall, leaf: Leaf, calls_here: int) -> str:
-    name = path_str(call.path) or "/"
+    name = format_path(call.path) or "/"
     sub = call.output_path(leaf)
     if sub:
-        name += f"/{path_str(sub)}"
+        name += f"/{format_path(sub)}"
     return name + (f"[{call.index}]" if calls_here > 1 else "")
 
 

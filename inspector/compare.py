@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 
 from inspector import stats
-from inspector.model import ComparedSection, Comparison, Inspection, Leaf, LeafDelta, path_str
+from inspector.model import ComparedSection, Comparison, Inspection, Leaf, LeafDelta, format_path
 
 
 def _orders(insp: Inspection) -> dict[tuple[ComparedSection, str], int]:
@@ -22,7 +22,7 @@ def _orders(insp: Inspection) -> dict[tuple[ComparedSection, str], int]:
         for section, prefix, leaves in (("intermediates", "", call.outputs), ("gradients", "grad ", call.grads or ())):
             for leaf in leaves:
                 sub = leaf.path[len(call.path) + 1:]
-                out[(section, prefix + call.key + ("/" + path_str(sub) if sub else ""))] = call.order  # type: ignore[index]
+                out[(section, prefix + call.key + ("/" + format_path(sub) if sub else ""))] = call.order  # type: ignore[index]
     return out
 
 
@@ -32,18 +32,18 @@ def _keyed(insp: Inspection) -> dict[tuple[ComparedSection, str], Leaf]:
     gradients of a gradient inspection by the same keys after ``grad `` (calls, then parameters)."""
     out: dict[tuple[ComparedSection, str], Leaf] = {}
     for leaf in insp.outputs:
-        out[("output", path_str(("output",) + leaf.path))] = leaf
+        out[("output", format_path(("output",) + leaf.path))] = leaf
     for leaf in insp.variables.leaves():
-        out[("variables", path_str(leaf.path))] = leaf
+        out[("variables", format_path(leaf.path))] = leaf
     for call in insp.calls:
         for leaf in call.outputs:
             sub = leaf.path[len(call.path) + 1:]
-            out[("intermediates", call.key + ("/" + path_str(sub) if sub else ""))] = leaf
+            out[("intermediates", call.key + ("/" + format_path(sub) if sub else ""))] = leaf
         for leaf in call.grads or ():
             sub = leaf.path[len(call.path) + 1:]
-            out[("gradients", "grad " + call.key + ("/" + path_str(sub) if sub else ""))] = leaf
+            out[("gradients", "grad " + call.key + ("/" + format_path(sub) if sub else ""))] = leaf
     for leaf in insp.grads.leaves() if insp.grads is not None else ():
-        out[("gradients", "grad " + path_str(leaf.path))] = leaf
+        out[("gradients", "grad " + format_path(leaf.path))] = leaf
     return out
 
 

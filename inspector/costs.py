@@ -223,7 +223,7 @@ class CostsUnavailable(RuntimeError):
 
 
 @dataclasses.dataclass
-class _Source:
+class _CostInputs:
     """What re-tracing an inspected call needs, kept cheaply on its :class:`~inspector.model.Inspection`: the
     flax call (kind, function, module, ``mutable``) and the inputs' structure with each array's shape and
     dtype (other values kept as given): no array is held."""
@@ -238,7 +238,7 @@ class _Source:
     def __reduce__(self) -> Any:
         return (_forgotten, ())  # a pickled inspection keeps no function or module: its costs() raises
 
-    def __deepcopy__(self, memo: dict) -> _Source:
+    def __deepcopy__(self, memo: dict) -> _CostInputs:
         return self
 
     @property
@@ -311,7 +311,7 @@ def remember(run: Any, insp: Any, args: tuple, kwargs: dict) -> None:
         leaves, tree = jax.tree.flatten((args, kwargs))
         impl = _array_types()[0]  # a jax array is kept as its aval (shape, dtype, weak type): a cheap attribute
         specs = [x.aval if type(x) is impl else _spec(x) for x in leaves]
-        insp.__dict__[_ATTR] = _Source(runner.kind, runner.fn, runner.module, runner.mutable, tree, specs)
+        insp.__dict__[_ATTR] = _CostInputs(runner.kind, runner.fn, runner.module, runner.mutable, tree, specs)
     except Exception:  # noqa: BLE001 - keeping the costs' inputs never fails a call
         return
 

@@ -166,7 +166,7 @@ def _words(x: Any) -> tuple[str, ...]:
     return tuple(out[:16]) + ((f"... {len(out) - 16} more",) if len(out) > 16 else ())
 
 
-class _Calls:
+class _FailureCalls:
     """The interceptor of the re-trace: every call of a bound module method (``setup`` and lifted wrappers
     left out), and the stack the first error passed through."""
 
@@ -261,7 +261,7 @@ def _retrace(runner: Any, args: tuple[Any, ...], kwargs: dict[str, Any], failure
         return
     invoke = Runner.invoke if isinstance(runner, GradRunner) else type(runner).invoke  # the forward pass
     leaves, treedef, at, dyn = _split(*fresh_containers((args, kwargs)))
-    calls = _Calls()
+    calls = _FailureCalls()
 
     def run(*dyn: Any) -> Any:
         a, k = _rebuild(leaves, treedef, at, dyn)

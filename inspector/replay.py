@@ -40,7 +40,7 @@ import numpy as np
 from inspector.model import Inspection, Leaf, MethodCall
 from inspector.names import Path, format_key, safe
 
-_ATTR = "_inspector_replay"  # on an inspection and on each of its calls: the _Source
+_ATTR = "_inspector_replay"  # on an inspection and on each of its calls: the _ReplaySource
 _INPUTS = "_inspector_inputs"  # on a call: its inputs' leaves, once computed
 
 CallKey = tuple[Path, str, int]
@@ -84,7 +84,7 @@ def _inside(leaves: list[Any], top: Any) -> bool:
     return any(isinstance(x, jax.core.Tracer) and not staged_in(x, top) for x in leaves)
 
 
-class _Source:
+class _ReplaySource:
     """What re-running an inspected call needs, and what was recorded from it. Pickling or copying an
     inspection keeps none of it: the copy says so."""
 
@@ -100,9 +100,9 @@ class _Source:
         self.lock = threading.RLock()
 
     def __reduce__(self) -> Any:
-        return (_Source, (None, self.kind, (), {}, False, "not kept when the inspection was copied or pickled"))
+        return (_ReplaySource, (None, self.kind, (), {}, False, "not kept when the inspection was copied or pickled"))
 
-    def __deepcopy__(self, memo: dict[str, Any]) -> _Source:
+    def __deepcopy__(self, memo: dict[str, Any]) -> _ReplaySource:
         return self
 
     def inputs(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -282,8 +282,8 @@ def _describe(calls: list[tuple[MethodCall, _Recorded]], kept: bool) -> None:
         call.__dict__[_INPUTS] = leaves
 
 
-def _source(call: MethodCall) -> _Source:
-    source: _Source | None = call.__dict__.get(_ATTR)
+def _source(call: MethodCall) -> _ReplaySource:
+    source: _ReplaySource | None = call.__dict__.get(_ATTR)
     where = f"{call.key} ({call.module_type}, method {call.method!r})"
     if source is None:
         raise ReplayError(safe(f"{where}: nothing was kept to re-run it; inputs are recorded and calls replayed "
@@ -441,7 +441,7 @@ def remember(run: Any, insp: Inspection, args: tuple[Any, ...], kwargs: dict[str
         if runner is None or getattr(runner, "fn", None) is None or not getattr(runner, "intercepts", False):
             reason = "inputs are recorded and calls replayed for flax.linen runs only"
         # flattened at once: the caller may change its dicts afterwards
-        source = _Source(runner, run.kind, args, kwargs, insp.kept, reason)
+        source = _ReplaySource(runner, run.kind, args, kwargs, insp.kept, reason)
         source.inspection = weakref.ref(insp)
         insp.__dict__[_ATTR] = source
         insp.annotate_calls(_ATTR, source)  # on each call, once its calls are built

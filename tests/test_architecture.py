@@ -118,28 +118,15 @@ def _public_type_names(path: Path) -> list[str]:
     return names
 
 
-SHARED_WHILE_REWORKED = {
-    # Type aliases of the inspection wing, which another change is reworking right now (renamed there, not
-    # here, so that the two changes do not collide): plan.py's `Source` is where a described value lives
-    # (in/out/dropped), attention.py's a captured array of attention maps; grad.py's `Site` is a call's
-    # (path, method, index), history_cells.py's where a watched series was recorded.
-    "Source": ["attention.py", "inspection/plan.py"],
-    "Site": ["history_cells.py", "inspection/grad.py"],
-}
-
-
 def test_no_two_public_types_share_a_name():
     """One meaning per name: no two public classes (or type aliases) in ``inspector/`` are called the same,
-    so that ``Row``, ``Section`` or ``Status`` each name one thing wherever they are read. The exceptions
-    (:data:`SHARED_WHILE_REWORKED`) must still be needed."""
+    so that ``Row``, ``Section`` or ``Status`` each name one thing wherever they are read."""
     where: dict[str, list[str]] = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         for name in _public_type_names(path):
             where.setdefault(name, []).append(path.relative_to(PACKAGE).as_posix())
     shared = {name: paths for name, paths in where.items() if len(paths) > 1}
-    assert {n: p for n, p in shared.items() if SHARED_WHILE_REWORKED.get(n) != p} == {}, shared
-    stale = {n for n in SHARED_WHILE_REWORKED if n not in shared}
-    assert not stale, f"{stale} no longer shared: remove from SHARED_WHILE_REWORKED"
+    assert shared == {}, shared
 
 
 def test_the_view_model_and_its_section_builders_load_no_widget():

@@ -83,14 +83,14 @@ def test_variables_are_described_once_per_set_of_arrays(monkeypatch):
     run = fi.inspect_apply(lambda m, x: m(x), model, mutable=["batch_stats"])
     first = run(variables, x)
     again = run(variables, x * 2)  # same variable arrays: their statistics are remembered
-    assert memo.described == 1
+    assert memo.descriptions == 1
     kernel = first["params/dec/kernel"]
     assert again["params/dec/kernel"].stats == kernel.stats
     assert kernel.stats.mean == pytest.approx(float(np.asarray(kernel.value).mean()))
     # new arrays (even with equal values) are described anew, and the right ones
     shifted = jax.tree.map(lambda v: v + 1, variables)
     third = run(shifted, x)
-    assert memo.described == 2
+    assert memo.descriptions == 2
     assert third["params/dec/kernel"].stats.mean == pytest.approx(kernel.stats.mean + 1)
     # remembering holds weak references only
     probe = weakref.ref(jax.tree.leaves(shifted)[0])
@@ -101,7 +101,7 @@ def test_variables_are_described_once_per_set_of_arrays(monkeypatch):
     host = jax.tree.map(np.asarray, variables)
     run(host, x)
     run(host, x)
-    assert memo.described == 4
+    assert memo.descriptions == 4
 
 
 def test_on_the_cpu_new_variables_are_described_beside_a_trace_or_after_a_cached_program(monkeypatch):

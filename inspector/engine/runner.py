@@ -44,7 +44,7 @@ from inspector.engine.signature import (
     NOT_PLAIN, FlatInputs, Statics, Unkeyable, UnsortableKeys, is_array, layout_guard, plain_skeleton,
     static_key, unsortable_keys,
 )
-from inspector.model import Kind, path_str
+from inspector.model import Kind
 from inspector.names import format_path, safe
 
 if TYPE_CHECKING:
@@ -405,8 +405,8 @@ class Runner:
         for (path, method), by_index in self.patches.items():
             for index in by_index:
                 if (path, method, index) not in recorder.patched:
-                    seen = ", ".join(f"{path_str(p)}:{m}" for p, m in list(recorder.seen)[:12])
-                    where = f"{path_str(path)}:{method}" + (f"[{index}]" if index is not None else "")
+                    seen = ", ".join(f"{format_path(p)}:{m}" for p, m in list(recorder.seen)[:12])
+                    where = f"{format_path(path)}:{method}" + (f"[{index}]" if index is not None else "")
                     raise KeyError(f"patch {where!r} matched no call; calls seen: {seen}")
 
     def _check_capture(self, recorder: Recorder) -> None:

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from inspector import stats
-from inspector.inspection.plan import Keep, Plan, Slot, Source, lookup
+from inspector.inspection.plan import Keep, Plan, Slot, SlotSource, lookup
 from inspector.inspection import variables as V
 from inspector.model import (
     CollectionDiff, Inspection, Kind, Leaf, LeafDiff, MethodCall, Stats, Timings, VariableTree,
@@ -70,7 +70,7 @@ def dropped_any(plan: Plan, rows: list[int]) -> bool:
     return any(plan.described[i].source == "dropped" for i in rows)
 
 
-def _call_stats(plan: Plan, words: np.ndarray, sources: dict[Source, Any]) -> list[Stats]:
+def _call_stats(plan: Plan, words: np.ndarray, sources: dict[SlotSource, Any]) -> list[Stats]:
     """Statistics of every described slot: the in-call summaries, each redone exactly where it
     can't be trusted, and exact statistics of the rest."""
     out: list[Stats | None] = [None] * len(plan.described)
@@ -99,12 +99,12 @@ def _fetch(x: Any, index: Any = None) -> np.ndarray:
 class _LeafMaker:
     """The :class:`Leaf` of a slot: its statistics row, where it lives, and (kept) how to fetch it."""
 
-    sources: dict[Source, Any]
+    sources: dict[SlotSource, Any]
     stats: list[Stats]  # of the described slots, by row
     variable_stats: list[Stats]  # of the caller's variables, by row
     placement: _Placement
     plan: Plan | None = None  # reads the slots' values (else each is looked up on its own)
-    _read: dict[Source, list[Any]] = dataclasses.field(default_factory=dict)
+    _read: dict[SlotSource, list[Any]] = dataclasses.field(default_factory=dict)
 
     def value(self, s: Slot) -> Any:
         if self.plan is not None:
@@ -131,7 +131,7 @@ class _LeafMaker:
                     fetch=fetch, shard_shape=shard, handle=x, histogram=histogram)
 
 
-def leaf_maker(plan: Plan, words: np.ndarray, sources: dict[Source, Any], device: str) -> _LeafMaker:
+def leaf_maker(plan: Plan, words: np.ndarray, sources: dict[SlotSource, Any], device: str) -> _LeafMaker:
     """The :class:`Leaf` of each of ``plan``'s slots, for arrays described alongside a call (as
     gradients are): ``words`` their in-call summaries (fetched), ``sources`` where they live."""
     return _LeafMaker(sources, _call_stats(plan, words, sources), [], _Placement(device))
@@ -213,7 +213,7 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
     variables' statistics (``in_stats``) adds to ``timings.run_ms``."""
     words, delta_words, dropped = stats_arrays
     words, delta_words = stats.to_host([words, delta_words])
-    sources: dict[Source, Any] = {"in": inputs, "out": result, "dropped": dropped}
+    sources: dict[SlotSource, Any] = {"in": inputs, "out": result, "dropped": dropped}
     call_stats = _call_stats(plan, words, sources)
     t0 = time.perf_counter()
     variable_stats = in_stats.result() if in_stats is not None else []

@@ -28,7 +28,7 @@ from flax.core.scope import CollectionFilter
 
 from inspector import stats
 from inspector.capture import CaptureFilter, recorded_call
-from inspector.model import Inspection, VariableTree, path_str
+from inspector.model import Inspection, VariableTree, format_path
 from inspector.names import Path
 from inspector.engine.hooks import TiedSummaries
 from inspector.engine.recorder import Recorder
@@ -39,7 +39,7 @@ from inspector.inspection.plan import (
     INTERMEDIATES, Keep, Plan, Slot, SlotCollector, key_str, plan_inspection, summarize_in_call,
 )
 
-Site = tuple[Path, str, int]
+CallSite = tuple[Path, str, int]
 """A call: module path, method, and how many calls of that path and method came before it."""
 
 
@@ -49,7 +49,7 @@ class Tap:
     position among the leaves of what it returned (``leaf``), and the call's index among the
     captured values of its path and method (``captured``, which counts values passed in too)."""
 
-    site: Site
+    site: CallSite
     leaf: int
     captured: int
     path: Path  # of the activation's Leaf: module path, ``method[captured]``, path inside the output
@@ -57,15 +57,15 @@ class Tap:
     dtype: Any
 
 
-class _Calls:
+class _NumberedCalls:
     """A method interceptor that numbers every call of a bound module (outside lifted transforms'
     structure-only passes) and either notes what it returned (``perturb`` is None) or adds the
     given zeros to the outputs of the tapped calls."""
 
     def __init__(self, taps: list[Tap] | None = None, perturb: list[Any] | None = None):
         self.seen: dict[tuple[Path, str], int] = {}
-        self.returned: dict[Site, Any] = {}
-        self.add: dict[Site, list[tuple[int, Any]]] = {}
+        self.returned: dict[CallSite, Any] = {}
+        self.add: dict[CallSite, list[tuple[int, Any]]] = {}
         for tap, p in zip(taps or (), perturb or ()):
             self.add.setdefault(tap.site, []).append((tap.leaf, p))
         self.recording = perturb is None
@@ -109,7 +109,7 @@ def _captured(inter: Any, path: Path, name: str) -> tuple | None:
     return value if isinstance(value, tuple) else None
 
 
-def find_taps(returned: dict[Site, Any], inter: Any) -> tuple[list[Tap], list[str]]:
+def find_taps(returned: dict[CallSite, Any], inter: Any) -> tuple[list[Tap], list[str]]:
     """The outputs to tap: of each call whose captured value (in flax's ``intermediates``
     ``inter``) is what the call returned, every floating-point array; and a note for each captured
     path and method whose values are not (they were stacked by a lifted transform)."""
@@ -123,7 +123,7 @@ def find_taps(returned: dict[Site, Any], inter: Any) -> tuple[list[Tap], list[st
             continue  # not selected by the capture filter
         offset = len(values) - len(outputs)  # values at the front were passed in, not returned
         if offset < 0 or any(_shapes(v) != _shapes(y) for v, y in zip(values[offset:], outputs)):
-            notes.append(f"no gradient: {path_str(path)}:{name} runs inside a lifted transform (nn.scan, nn.vmap) "
+            notes.append(f"no gradient: {format_path(path)}:{name} runs inside a lifted transform (nn.scan, nn.vmap) "
                          "whose captured values are not what one call returned")
             continue
         for i, y in enumerate(outputs):
@@ -169,7 +169,7 @@ class GradRunner(Runner):
         returns_tuple = self.mutable is not False or bool(capture)
 
         def run(params: Any, taps: list[Tap] | None, perturb: list[Any] | None) -> tuple[Any, Any]:
-            calls = _Calls(taps, perturb)
+            calls = _NumberedCalls(taps, perturb)
             given = dict(variables)
             if params is not None:
                 given["params"] = params

@@ -24,7 +24,7 @@ from inspector.inspection import backend
 from inspector.engine.recorder import Event, Recorder
 from inspector.engine.results import held_arrays
 from inspector.engine.signature import is_array
-from inspector.model import BindingCall, Kind, path_str
+from inspector.model import BindingCall, Kind, format_path
 from inspector.names import Path
 
 
@@ -34,7 +34,7 @@ Keep = Literal["arrays", "stats"]
 only their statistics, so activations are never transferred or kept alive."""
 
 
-Source = Literal["in", "out", "dropped"]
+SlotSource = Literal["in", "out", "dropped"]
 """Where a described value lives: the caller's variables (``'in'``), the returned result
 (``'out'``), or the arrays returned only to redo a summary exactly and never kept (``'dropped'``;
 ``None`` where a lean program did not return them)."""
@@ -46,7 +46,7 @@ class Slot:
     (among the described arrays of its source)."""
 
     path: Path
-    source: Source
+    source: SlotSource
     keypath: tuple
     shape: tuple[int, ...] = ()
     dtype: str = ""
@@ -89,7 +89,7 @@ class Plan:
     multi_device: bool = False
     summarized: list[int] = dataclasses.field(default_factory=list)  # rows summarized inside the call
 
-    def read(self, source: Source, tree: Any) -> list[Any]:
+    def read(self, source: SlotSource, tree: Any) -> list[Any]:
         """The value of each of this plan's slots in ``source``, read from ``tree`` (its
         ``Slot.at`` says which) by one generated expression, made the first time."""
         getter = self._getters.get(source)
@@ -103,7 +103,7 @@ class Plan:
         return getter(tree)
 
     @functools.cached_property
-    def _getters(self) -> dict[Source, Callable[[Any], list[Any]]]:
+    def _getters(self) -> dict[SlotSource, Callable[[Any], list[Any]]]:
         return {}
 
     @functools.cached_property
@@ -145,7 +145,7 @@ class SlotCollector:
         self._rows: dict[int, int] = {}  # id of a value in ``arrays`` -> its row
         self._keys: dict[int, Any] = {}  # id of a PRNG-key slot (no row) -> its value, for diffs
 
-    def slot(self, path: Path, source: Source, keypath: tuple, value: Any) -> Slot:
+    def slot(self, path: Path, source: SlotSource, keypath: tuple, value: Any) -> Slot:
         if _is_traced(value) or is_array(value):
             s = Slot(path, source, keypath, tuple(np.shape(value)), str(value.dtype))
             if stats.supported(value):
@@ -173,7 +173,7 @@ class SlotCollector:
             return (self.inputs if s.source == "in" else self.arrays)[s.row]
         return self._keys.get(id(s))
 
-    def slots(self, tree: Any, prefix: Path, source: Source, base: tuple = ()) -> list[Slot]:
+    def slots(self, tree: Any, prefix: Path, source: SlotSource, base: tuple = ()) -> list[Slot]:
         flat, _ = jax.tree_util.tree_flatten_with_path(tree)
         if not flat and tree is None:
             return [Slot(prefix, source, base, opaque="NoneType: None")]
@@ -419,13 +419,13 @@ def dropped_notes(recorder: Recorder, calls: list[PlannedCall]) -> list[str]:
         seen.add(key)
         found = next(((ev.path[:i], lifted[ev.path[:i]]) for i in range(len(ev.path), -1, -1)
                       if ev.path[:i] in lifted), None)
-        where = path_str(ev.path)
+        where = format_path(ev.path)
         if found is not None:
             lp, wrapper = found
             target = lifted_target(wrapper)
             axes = "variable_axes={'params': 0, 'intermediates': 0}"
             example = f"nn.{wrapper.__name__[:-len(target)].lower()}(..., {axes})" if target else axes
-            notes.append(f"not captured: {where}:{ev.name} runs inside {path_str(lp)} ({wrapper.__name__}), a "
+            notes.append(f"not captured: {where}:{ev.name} runs inside {format_path(lp)} ({wrapper.__name__}), a "
                          "lifted transform that drops intermediates unless 'intermediates' is in its "
                          f"variable_axes (e.g. {example})")
         else:

@@ -56,7 +56,7 @@ class InputStats:
         self.size = size
         self._memo: OrderedDict[tuple[int, ...], tuple[list[weakref.ref[Any]], list[Stats]]] = OrderedDict()
         self._lock = threading.Lock()
-        self.described = 0  # how many sets of arrays were described (not remembered)
+        self.descriptions = 0  # how many sets of arrays were described (not remembered)
 
     def __call__(self, arrays: list[Any]) -> list[Stats]:
         key = tuple(map(id, arrays))
@@ -66,7 +66,7 @@ class InputStats:
                 self._memo.move_to_end(key)
                 return hit[1]
         stats = describe_exactly(arrays)
-        self.described += 1
+        self.descriptions += 1
         if all(isinstance(a, jax.Array) for a in arrays):  # numpy arrays can change in place
             with self._lock:
                 self._memo[key] = ([weakref.ref(a) for a in arrays], stats)

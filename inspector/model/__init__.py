@@ -22,7 +22,6 @@ from inspector.model.inspection import BindingCall, GradNorm, Inspection, Method
 from inspector.model.leaves import RECORD_STATS, Leaf, Node, SpansProcessesError, Stats, VariableTree, tree_from_leaves
 from inspector.model.vocabulary import (
     MUTATION_STATUSES, ORDERS, SECTIONS, STRUCTURAL, ComparedSection, ComparisonStatus, Kind, MutationStatus, Order,
-    path_str,
 )
 from inspector.names import Path, format_key, format_path, parse_key, path_matches, safe
 
@@ -31,5 +30,5 @@ __all__ = [
     "ComparedSection", "Comparison", "ComparisonStatus", "GradNorm", "Inspection", "Kind", "Leaf", "LeafDelta",
     "LeafDiff", "MethodCall", "MutationStatus", "Node", "NonfiniteChanges", "Order", "Path", "SpansProcessesError",
     "Stats", "Timings", "UpdateScale", "VariableTree", "format_key", "format_path", "parse_key", "path_matches",
-    "path_str", "safe", "tree_from_leaves",
+    "safe", "tree_from_leaves",
 ]

@@ -9,7 +9,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from inspector.model.vocabulary import path_str
+from inspector.names import format_path
 from inspector.names import Path
 
 
@@ -148,7 +148,7 @@ class Leaf:
         as :attr:`value` says, sliced on the host."""
         if self.fetch is None:
             raise LookupError(
-                f"the value of {path_str(self.path)!r} was not kept on the device "
+                f"the value of {format_path(self.path)!r} was not kept on the device "
                 "(inspected with keep='stats'); inspect again with keep='arrays' to fetch it"
             )
         if self._gathered is not None:
@@ -158,7 +158,7 @@ class Leaf:
             local = _local_copy(self.handle)
             if local is None:
                 raise SpansProcessesError(
-                    f"{path_str(self.path)!r} is sharded across processes and this one (process "
+                    f"{format_path(self.path)!r} is sharded across processes and this one (process "
                     f"{_process_index()}) holds only part of it: call leaf.gather() on every process "
                     "(a collective, in the same order everywhere) to fetch it here, or read this "
                     "process's part from leaf.handle.addressable_shards")
@@ -176,7 +176,7 @@ class Leaf:
         from jax._src import distributed
         from jax.experimental import multihost_utils
 
-        key = path_str(self.path)
+        key = format_path(self.path)
         client = distributed.global_state.client
         if client is not None:  # meet first, with a deadline: all-gathers of different leaves would hang
             barrier = f"inspector.gather/{next(_GATHERS)}/{key}"

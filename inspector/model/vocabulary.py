@@ -5,11 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from inspector.names import Path, format_path, parse_key
-
-
-path_str = format_path
-"""``('Encoder_0', 'Dense_1')`` -> ``'Encoder_0/Dense_1'`` (the root is ``'/'``); see :mod:`inspector.names`."""
+from inspector.names import Path, parse_key
 
 Kind = Literal["apply", "init", "init_with_output"]
 """Which flax call was inspected."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from inspector.model import Inspection, path_str
+from inspector.model import Inspection, format_path
 from inspector.views import format as F
 from inspector.views.viewmodel import NO_LIMITS, Limits, Row, Section, limited
 
@@ -46,7 +46,7 @@ def cost_summary(m: ModuleCost, total: float) -> str:
 def cost_row(m: ModuleCost, total: float, root_type: str = "") -> Row:
     """A module subtree: its cost (:func:`cost_summary`) and its share of the FLOPs as a bar (linear)."""
     kind = m.module_type or root_type
-    row = Row(path_str(m.path[-1:]) if m.path else "/", cost_summary(m, total), F.module_type(kind) if kind else "",
+    row = Row(format_path(m.path[-1:]) if m.path else "/", cost_summary(m, total), F.module_type(kind) if kind else "",
               id=cost_id(m))
     row.bar = m.flops / total if total else None
     row.bar_title = f"share of FLOPs {100 * m.flops / total:.1f}%" if total else "share of FLOPs: no FLOPs"
@@ -55,7 +55,7 @@ def cost_row(m: ModuleCost, total: float, root_type: str = "") -> Row:
 
 def cost_id(m: ModuleCost) -> str:
     """A module subtree's row id: its path (``/`` for the root)."""
-    return path_str(m.path) if m.path else "/"
+    return format_path(m.path) if m.path else "/"
 
 
 def cost_children(costs: Costs, order: CostOrder = "tree") -> dict[tuple[str, ...], list[ModuleCost]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from inspector.model import Leaf, path_matches, path_str
+from inspector.model import Leaf, path_matches, format_path
 from inspector.views.cost_section import CostOrder, cost_children, cost_id, cost_row, costs_rule_row, costs_section
 from inspector.views.row_source import PAGE, RowSource, WireRow, lower
 from inspector.views.viewmodel import HEAD
@@ -45,8 +45,9 @@ class CostSource(RowSource[Leaf]):
         return cost_id(next((c for c in self.costs.modules if c.path == m.path[:depth + 1]), m))
 
     def search(self, query: str, limit: int = PAGE) -> tuple[list[WireRow], int]:
-        hits = [m for m in self.costs.modules if m.path and path_matches(f"{path_str(m.path)} {m.module_type}", query)]
-        return [self._row(m, path_str(m.path)) for m in hits[:limit]], len(hits)
+        hits = [m for m in self.costs.modules
+                if m.path and path_matches(f"{format_path(m.path)} {m.module_type}", query)]
+        return [self._row(m, format_path(m.path)) for m in hits[:limit]], len(hits)
 
     def leaf(self, id: str) -> Leaf | None:
         return None

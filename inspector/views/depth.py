@@ -17,7 +17,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-from inspector.model import Inspection, Leaf, MethodCall, path_str
+from inspector.model import Inspection, Leaf, MethodCall, format_path
 from inspector.names import safe
 from inspector.views import palette
 from inspector.views.format import esc, num
@@ -57,7 +57,7 @@ def _leaf(call: MethodCall) -> Leaf | None:
 
 def _label(call: MethodCall, leaf: Leaf) -> str:
     sub = call.output_path(leaf)
-    return call.key + (f" {path_str(sub)}" if sub and len(call.outputs) > 1 else "")
+    return call.key + (f" {format_path(sub)}" if sub and len(call.outputs) > 1 else "")
 
 
 def _point(call: MethodCall) -> DepthPoint | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from inspector.model import GradNorm, Inspection, Leaf, MethodCall, Node, UpdateScale, path_str
+from inspector.model import GradNorm, Inspection, Leaf, MethodCall, Node, UpdateScale, format_path
 from inspector.views import format as F
 from inspector.views.inspection_sections import call_id, node_rows
 from inspector.views.viewmodel import NO_LIMITS, Limits, LogAxis, Row, Section, limited
@@ -42,7 +42,7 @@ def grad_row(n: GradNorm, call: MethodCall, axis: LogAxis, label: str | None = N
 
 def grad_leaf_row(call: MethodCall, g: Leaf) -> Row:
     """One gradient of a call, named by where its output sits in the returned value (``grad`` for an array)."""
-    sub = path_str(call.output_path(g)) if call.output_path(g) else "grad"
+    sub = format_path(call.output_path(g)) if call.output_path(g) else "grad"
     return Row(sub, F.value(g), nonfinite=bool(g.nonfinite), id=f"g{call_id(call)}/{sub}", leaf=g, fact=F.fact(g))
 
 

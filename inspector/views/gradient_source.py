@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 
-from inspector.model import GradNorm, Inspection, Leaf, MethodCall, path_matches, path_str
+from inspector.model import GradNorm, Inspection, Leaf, MethodCall, path_matches, format_path
 from inspector.names import parse_path, safe
 from inspector.views import format as F
 from inspector.views.gradient_section import (
@@ -101,7 +101,7 @@ class GradSource(RowSource[Leaf]):
             return until.split("/", 1)[0]
         if id == "parameter gradients" or self._is_param(id):
             depth = len(parse_path(id)) if self._is_param(id) else 0
-            return path_str(parse_path(until)[:depth + 1]) if self._is_param(until) else until
+            return format_path(parse_path(until)[:depth + 1]) if self._is_param(until) else until
         return until
 
     def search(self, query: str, limit: int = PAGE) -> tuple[list[WireRow], int]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from inspector.model import BindingCall, CollectionDiff, Inspection, Leaf, LeafDiff, MethodCall, Node, path_str
+from inspector.model import BindingCall, CollectionDiff, Inspection, Leaf, LeafDiff, MethodCall, Node, format_path
 from inspector.views import format as F
 from inspector.views.depth import depth_points
 from inspector.views.viewmodel import NO_LIMITS, Limits, Row, RowStatus, Section, limited
@@ -15,8 +15,8 @@ from inspector.views.viewmodel import NO_LIMITS, Limits, Row, RowStatus, Section
 
 def output_row(leaf: Leaf) -> Row:
     """A leaf of the returned value, ``output`` itself for a returned array."""
-    return Row(path_str(leaf.path) if leaf.path else "output", F.value(leaf), nonfinite=bool(leaf.nonfinite),
-               id=path_str(("output",) + leaf.path), leaf=leaf, fact=F.fact(leaf))
+    return Row(format_path(leaf.path) if leaf.path else "output", F.value(leaf), nonfinite=bool(leaf.nonfinite),
+               id=format_path(("output",) + leaf.path), leaf=leaf, fact=F.fact(leaf))
 
 
 def output(insp: Inspection, limits: Limits = NO_LIMITS) -> Section:
@@ -33,8 +33,8 @@ def output(insp: Inspection, limits: Limits = NO_LIMITS) -> Section:
 
 def variable_row(node: Node) -> Row:
     """A collection, a module or a variable: its totals, or the stored array."""
-    return Row(node.name, F.node_summary(node), nonfinite=bool(node.nonfinite), id=path_str(node.path), leaf=node.leaf,
-               fact=F.node_fact(node))
+    return Row(node.name, F.node_summary(node), nonfinite=bool(node.nonfinite), id=format_path(node.path),
+               leaf=node.leaf, fact=F.node_fact(node))
 
 
 def node_rows(node: Node, level: int, limits: Limits) -> tuple[list[Row], int]:
@@ -73,15 +73,15 @@ def mutations(insp: Inspection, limits: Limits = NO_LIMITS) -> Section:
 def collection_row(diff: CollectionDiff) -> Row:
     """A mutated collection: how many of its leaves changed, were added, ..."""
     return Row(diff.name, F.status_counts(diff), nonfinite=any(d.after and d.after.nonfinite for d in diff.leaves),
-               id=path_str((diff.name,)))
+               id=format_path((diff.name,)))
 
 
 def change_row(d: LeafDiff) -> Row:
     """A leaf of a mutated collection, named by its path inside the collection: how it changed (the
     changed count first)."""
     fact, summary = F.delta_parts(d)
-    return Row(path_str(d.path[1:]), summary, nonfinite=bool(d.after and d.after.nonfinite),
-               status=cast(RowStatus, d.status), id=path_str(d.path), leaf=d.after or d.before, fact=fact)
+    return Row(format_path(d.path[1:]), summary, nonfinite=bool(d.after and d.after.nonfinite),
+               status=cast(RowStatus, d.status), id=format_path(d.path), leaf=d.after or d.before, fact=fact)
 
 
 def call_id(call: MethodCall) -> str:
@@ -109,7 +109,7 @@ def call_row(call: MethodCall, first: MethodCall | None, label: str | None = Non
 
 def call_output_row(call: MethodCall, leaf: Leaf) -> Row:
     """One output of a call, named by where it sits in the returned value."""
-    sub = path_str(call.output_path(leaf))
+    sub = format_path(call.output_path(leaf))
     return Row(sub, F.value(leaf), nonfinite=bool(leaf.nonfinite), id=f"{call_id(call)}/{sub}", leaf=leaf,
                fact=F.fact(leaf))
 
@@ -128,7 +128,7 @@ def call_inputs(call: MethodCall) -> list[Leaf]:
 
 def call_input_row(call: MethodCall, leaf: Leaf) -> Row:
     """One input of a call: ``in args/0: float32[4,8] mean ...`` (``in kwargs/train: True``)."""
-    sub = path_str(leaf.path)
+    sub = format_path(leaf.path)
     return Row(f"in {sub}", F.value(leaf), nonfinite=bool(leaf.nonfinite), id=f"{call_id(call)}{INPUT_ID}{sub}",
                leaf=leaf if leaf.opaque is None else None, fact=F.fact(leaf))
 

@@ -7,7 +7,7 @@ import dataclasses
 import functools
 from collections.abc import Iterator
 
-from inspector.model import Inspection, Leaf, LeafDiff, MethodCall, Node, path_matches, path_str
+from inspector.model import Inspection, Leaf, LeafDiff, MethodCall, Node, path_matches, format_path
 from inspector.names import parse_path
 from inspector.views import format as F
 from inspector.views.inspection_sections import (
@@ -28,7 +28,8 @@ class OutputSource(RowSource[Leaf]):
 
     def __init__(self, insp: Inspection):
         self.head = output(insp, HEAD)
-        self.leaves = {path_str(("output",) + leaf.path): leaf for leaf in insp.outputs} if insp.kind != "init" else {}
+        self.leaves = ({format_path(("output",) + leaf.path): leaf for leaf in insp.outputs}
+                       if insp.kind != "init" else {})
 
     def heading(self) -> str:
         return "" if list(self.leaves) == ["output"] else super().heading()
@@ -83,10 +84,10 @@ class NodeSource(RowSource[Leaf]):
         rows: list[WireRow] = []
         total = 0
         for node in self._walk(self.root):
-            if path_matches(path_str(node.path), query):
+            if path_matches(format_path(node.path), query):
                 total += 1
                 if len(rows) < limit:
-                    rows.append(self._row(node, path_str(node.path)))
+                    rows.append(self._row(node, format_path(node.path)))
         return rows, total
 
     def leaf(self, id: str) -> Leaf | None:
@@ -99,7 +100,7 @@ class DiffSource(RowSource[LeafDiff]):
 
     def __init__(self, insp: Inspection):
         self.head = mutations(insp, HEAD)
-        self.diffs = {path_str((d.name,)): d for d in insp.diffs}  # ids in the key grammar
+        self.diffs = {format_path((d.name,)): d for d in insp.diffs}  # ids in the key grammar
         self._rankings: dict[str, list[LeafDiff]] = {}
 
     def _ranked(self, id: str) -> list[LeafDiff]:
@@ -111,7 +112,7 @@ class DiffSource(RowSource[LeafDiff]):
 
     @functools.cached_property
     def _by_id(self) -> dict[str, LeafDiff]:
-        return {path_str(d.path): d for diff in self.diffs.values() for d in diff.leaves}
+        return {format_path(d.path): d for diff in self.diffs.values() for d in diff.leaves}
 
     def _row(self, d: LeafDiff, label: str | None = None) -> WireRow:
         row = change_row(d)
@@ -125,8 +126,8 @@ class DiffSource(RowSource[LeafDiff]):
         return [self._row(d) for d in ranked[offset:offset + limit]], len(ranked)
 
     def search(self, query: str, limit: int = PAGE) -> tuple[list[WireRow], int]:
-        hits = [d for id in self.diffs for d in self._ranked(id) if path_matches(path_str(d.path), query)]
-        return [self._row(d, path_str(d.path)) for d in hits[:limit]], len(hits)
+        hits = [d for id in self.diffs for d in self._ranked(id) if path_matches(format_path(d.path), query)]
+        return [self._row(d, format_path(d.path)) for d in hits[:limit]], len(hits)
 
     def leaf(self, id: str) -> LeafDiff | None:
         return self._by_id.get(id)
@@ -168,7 +169,7 @@ class CallSource(RowSource[Leaf]):
 
     def search(self, query: str, limit: int = PAGE) -> tuple[list[WireRow], int]:
         hits = [c for c in self.calls if path_matches(f"{c.key} {c.module_type}", query)
-                or path_matches(path_str(c.path), query)]
+                or path_matches(format_path(c.path), query)]
         return [self._row(c) for c in hits[:limit]], len(hits)
 
     def leaf(self, id: str) -> Leaf | None:
@@ -179,9 +180,9 @@ class CallSource(RowSource[Leaf]):
             return None if call_outputs(call) else call.outputs[0]
         if INPUT_ID in id:
             sub = id.split(INPUT_ID, 1)[1]
-            return next((leaf for leaf in call_inputs(call) if path_str(leaf.path) == sub), None)
+            return next((leaf for leaf in call_inputs(call) if format_path(leaf.path) == sub), None)
         sub = id.split("/", 1)[1]
-        return next((leaf for leaf in call.outputs if path_str(call.output_path(leaf)) == sub), None)
+        return next((leaf for leaf in call.outputs if format_path(call.output_path(leaf)) == sub), None)
 
     def label(self, id: str) -> str:
         call = self._call(id)
