@@ -69,9 +69,9 @@ COMPILE_AFTER_MS: float | None = None
 """Milliseconds of describing after its calls (numpy's summaries and the assembly) after which a run
 compiles its summarizing program in the background; None: the estimate of that compile, the first
 call's own trace and compile time (:attr:`~inspector.model.Timings.trace_ms` + ``compile_ms``)
-times :data:`COMPILE_COST`. Ski rental: the calls before it cost at most twice what the best choice
-in hindsight would have. A compile on a 2-core CPU competes with the caller's own calls, so it starts
-only where it pays."""
+times :data:`COMPILE_COST`. Ski rental: the calls spend no more describing on the host than the
+compile would have cost before it starts. A compile on a 2-core CPU competes with the caller's own
+calls, so it starts only where it pays."""
 COMPILE_COST = 1.5
 """The summarizing program's trace and compile time over the capture-only program's (1.3-1.4x on the
 bench models: its five reductions per captured array)."""
@@ -82,7 +82,7 @@ PREPARE_DELAY_S = 0.25
 result (Python, as tracing is) goes first."""
 
 
-def _prepare_soon(runner: Runner, args: tuple, kwargs: dict, context: CallerContext | None = None,
+def _prepare_soon(runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], context: CallerContext | None = None,
                   delay_s: float | None = None, low_priority: bool = False) -> None:
     """Compiles the summarizing program in the background, under the jax options of the caller's
     thread (``context``), after ``delay_s`` (default :data:`PREPARE_DELAY_S`); nothing new starts once
@@ -110,11 +110,11 @@ class _LastCall:
     containers (dicts, lists, tuples, in their own key order) by weak reference, so it never keeps the
     caller's arrays alive; and the jax options of the caller's thread."""
 
-    def __init__(self, args: tuple, kwargs: dict) -> None:
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.held = _weakly((args, kwargs))
         self.context = CallerContext()
 
-    def inputs(self) -> tuple[tuple, dict, CallerContext] | None:
+    def inputs(self) -> tuple[tuple[Any, ...], dict[str, Any], CallerContext] | None:
         """``(args, kwargs, context)``, or None once an array of them is gone."""
         try:
             args, kwargs = _strongly(self.held)
@@ -172,7 +172,7 @@ class InspectRun:
     """Whether the first call may leave the summarizing program to compile in the background
     (:data:`QUICK_FIRST_CALL`): tracing it there must not touch what the caller's thread uses."""
 
-    def __init__(self, kind: Kind, fn: Callable, module: nn.Module, mutable: CollectionFilter,
+    def __init__(self, kind: Kind, fn: Callable[..., Any], module: nn.Module, mutable: CollectionFilter,
                  capture: CaptureFilter, keep: Keep = "arrays", patches: dict[str, Any] | None = None):
         self._bind(kind, module, keep, lambda in_call, lean: Runner(
             kind, fn, module, mutable, capture, patches=patches,
@@ -189,7 +189,7 @@ class InspectRun:
         self._make_runner = make_runner
         self._retired_traces = 0  # of a lean runner given up for one that returns the arrays
         self._first: Runner | None = None  # captures only (described after the call) until ``runner`` is compiled
-        self._compiling: Future | None = None
+        self._compiling: Future[None] | None = None
         self._settled = not (QUICK_FIRST_CALL and self.compiles_ahead)
         self.described_after_ms = 0.0  # describing after the ``_first`` runner's calls, so far
         self._compile_after_ms: float | None = None  # :data:`COMPILE_AFTER_MS` for this run, from its first call
@@ -217,7 +217,7 @@ class InspectRun:
         (the summarizing program is not yet compiled)."""
         return not self._settled and self._first is not None
 
-    def _runner_for(self, args: tuple, kwargs: dict, quiet: bool) -> Runner:
+    def _runner_for(self, args: tuple[Any, ...], kwargs: dict[str, Any], quiet: bool) -> Runner:
         """The runner for this call: the capture-only one until the summarizing program is compiled
         (:data:`QUICK_FIRST_CALL`); ``quiet``: nothing may compile in the background, so the
         summarizing program runs now."""
@@ -235,7 +235,7 @@ class InspectRun:
             return self.runner
         return self._first
 
-    def _described_after(self, args: tuple, kwargs: dict, timings: Timings, ms: float) -> None:
+    def _described_after(self, args: tuple[Any, ...], kwargs: dict[str, Any], timings: Timings, ms: float) -> None:
         """Counts ``ms`` of describing after a capture-only call, and starts compiling the summarizing
         program in the background once the run's calls have spent :data:`COMPILE_AFTER_MS` so."""
         if self._compile_after_ms is None:  # the first call: its trace and compile are the estimate
@@ -302,7 +302,7 @@ class InspectRun:
             if status is not None:
                 status.close()
 
-    def _inspect(self, args: tuple, kwargs: dict, on_phase: Phase) -> Inspection:
+    def _inspect(self, args: tuple[Any, ...], kwargs: dict[str, Any], on_phase: Phase) -> Inspection:
         """:meth:`__call__`, telling ``on_phase`` each phase."""
         marks: dict[str, float] = {}
         args, kwargs = self._flax_arguments(args, kwargs)
@@ -352,7 +352,7 @@ class InspectRun:
             on_phase("done")
         return insp
 
-    def _unsortable(self, args: tuple, kwargs: dict) -> None:
+    def _unsortable(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """For inputs with a dict whose keys cannot be sorted (which jax cannot flatten): raises flax's
         own error where flax has one for them, else :class:`~inspector.engine.signature.UnsortableKeys`."""
         where = unsortable_keys((args, kwargs))
@@ -360,14 +360,14 @@ class InspectRun:
             self.runner.call_unjitted(args, kwargs)
             raise UnsortableKeys(where)
 
-    def _assemble(self, args: tuple, result: Any, stats_arrays: Any, plan: Any, timings: Timings,
+    def _assemble(self, args: tuple[Any, ...], result: Any, stats_arrays: Any, plan: Any, timings: Timings,
                   described: Any) -> Inspection:
         """The inspection of one run from what the runner returned and what its trace recorded
         (``plan``, a :class:`~inspector.inspection.plan.Plan`)."""
         return assemble(self.kind, self.module, args[0] if args else None, result, stats_arrays,
                         plan, timings, self.keep, described)
 
-    def _flax_arguments(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    def _flax_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The call's arguments as the runner takes them."""
         if self.kind == "apply" and not args and "variables" in kwargs:  # flax accepts it by keyword
             kwargs = dict(kwargs)

@@ -269,9 +269,10 @@ def host_summary(x: Any) -> Stats | None:
     the same trust rule: ``None`` where that summary can't be trusted (a NaN or Inf, an overflow,
     squares near underflow, a mean far from the spread) or for another dtype; then describe it exactly.
 
-    The sum is added in float64 and the sum of squares in the accumulator type (float32, float64 for
-    64-bit arrays under x64); subnormals are read as the device reads them (as zeros where it flushes
-    them). No histogram (``hist`` empty): :func:`~inspector.stats.device.histogram` computes it when asked."""
+    Both sums are added in the accumulator type (float32, float64 for 64-bit arrays under x64), as the
+    device adds them (numpy's sum pairwise, so more closely); subnormals are read as the device reads
+    them (as zeros where it flushes them). No histogram (``hist`` empty):
+    :func:`~inspector.stats.device.histogram` computes it when asked."""
     dtype = jax.dtypes.canonicalize_dtype(x.dtype)
     lay = layout(dtype)
     if lay.kind != "float" or not np.size(x):
@@ -293,12 +294,12 @@ def host_summary(x: Any) -> Stats | None:
     else:
         zeros = int(np.count_nonzero(flat == 0))  # (quicker than counting the nonzero floats)
     n = flat.size
-    s1 = float(np.add.reduce(flat, dtype=np.float64))
+    s1 = float(np.add.reduce(flat))  # pairwise, in ``acc``
     s2 = float(np.dot(flat, flat))  # in ``acc``: overflows where the device's would
     m = s1 / n
     var = max(s2 / n - m * m, 0.0)
     big_enough = s2 / n >= float(tiny) * 2.0**40 or (s2 == 0 and lo == hi)
-    if not (math.isfinite(s2) and big_enough and (m * m <= TRUST * var or m == 0)):
+    if not (math.isfinite(s1) and math.isfinite(s2) and big_enough and (m * m <= TRUST * var or m == 0)):
         return None
     lo_f, hi_f = float(lo), float(hi)
     return Stats(n, m, math.sqrt(var), lo_f, hi_f, max(abs(lo_f), abs(hi_f)), zeros, 0, 0, 0)
