@@ -283,3 +283,41 @@ def test_host_summaries_read_subnormals_as_the_device_does():
     flushes = stats.flushes_subnormals()
     assert s is not None and s.zeros == (int(device) if flushes else int((a == 0).sum()))
     assert s.zeros == int(np.sum(np.abs(a) < tiny)) if flushes else True
+
+
+EXIT_SCRIPT = r'''
+import sys, time, threading
+import flax.linen as nn, jax, jax.numpy as jnp
+import inspector as fi
+from inspector.inspection import pipeline
+pipeline.COMPILE_AFTER_MS, pipeline.PREPARE_DELAY_S = 0.0, 0.0  # the compile starts right after the call
+lowered = []
+real = pipeline._compiler.lower_priority
+pipeline._compiler.lower_priority = lambda: lowered.append(real()) or lowered[-1]
+class Deep(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        for _ in range(12):
+            x = jnp.tanh(nn.Dense(256)(x))
+        return x
+x = jnp.ones((64, 256))
+v = Deep().init(jax.random.key(0), x)
+run = fi.inspect_apply(Deep.__call__, Deep(), capture_intermediates=True)
+run(v, x)
+deadline = time.monotonic() + 120
+while not lowered and time.monotonic() < deadline:  # until XLA compiles it at the lowest priority
+    time.sleep(0.01)
+print("exiting while compiling:", bool(lowered) and not run._compiling.done(), flush=True)
+'''
+
+
+def test_a_script_ending_during_a_low_priority_compile_exits_cleanly():
+    """The exit waits for the compile in progress (a daemon thread inside XLA at finalization aborts),
+    then ends: the lowered thread's successor takes the exit's stop and nothing new starts."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "terminate called" not in done.stderr and "FATAL" not in done.stderr, done.stderr[-3000:]
+    assert "exiting while compiling: True" in done.stdout, done.stdout
