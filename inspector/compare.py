@@ -12,12 +12,12 @@ from __future__ import annotations
 import jax
 
 from inspector import stats
-from inspector.model import Comparison, Inspection, Leaf, LeafDelta, Section, path_str
+from inspector.model import ComparedSection, Comparison, Inspection, Leaf, LeafDelta, path_str
 
 
-def _orders(insp: Inspection) -> dict[tuple[Section, str], int]:
+def _orders(insp: Inspection) -> dict[tuple[ComparedSection, str], int]:
     """The call order of every intermediate (and call gradient) of ``insp``, by :func:`_keyed`'s keys."""
-    out: dict[tuple[Section, str], int] = {}
+    out: dict[tuple[ComparedSection, str], int] = {}
     for call in insp.calls:
         for section, prefix, leaves in (("intermediates", "", call.outputs), ("gradients", "grad ", call.grads or ())):
             for leaf in leaves:
@@ -26,11 +26,11 @@ def _orders(insp: Inspection) -> dict[tuple[Section, str], int]:
     return out
 
 
-def _keyed(insp: Inspection) -> dict[tuple[Section, str], Leaf]:
+def _keyed(insp: Inspection) -> dict[tuple[ComparedSection, str], Leaf]:
     """Every leaf of ``insp`` by section and key: ``output/<path>``, the variable's path, and the
     call's key (:func:`~inspector.names.format_key`) followed by the leaf's path in its output; the
     gradients of a gradient inspection by the same keys after ``grad `` (calls, then parameters)."""
-    out: dict[tuple[Section, str], Leaf] = {}
+    out: dict[tuple[ComparedSection, str], Leaf] = {}
     for leaf in insp.outputs:
         out[("output", path_str(("output",) + leaf.path))] = leaf
     for leaf in insp.variables.leaves():

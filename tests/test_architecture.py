@@ -82,3 +82,75 @@ def test_backend_policy_is_decided_in_one_place():
         if path.name != "backend.py":
             assert 'default_backend() == "cpu"' not in path.read_text(), path.name
             assert 'default_backend() != "cpu"' not in path.read_text(), path.name
+
+
+MAX_LINES = 500
+BEING_SPLIT = {"engine/runner.py"}
+"""Modules over :data:`MAX_LINES` that another change is splitting right now; nothing else may grow past it."""
+
+
+def test_every_module_is_at_most_500_lines():
+    """A room does one job: every ``*.py`` under ``inspector/`` is at most 500 lines, except the named ones
+    being split (which must still need the exception)."""
+    sizes = {p.relative_to(PACKAGE).as_posix(): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    over = {name: n for name, n in sizes.items() if n > MAX_LINES and name not in BEING_SPLIT}
+    assert not over, over
+    done = {name for name in BEING_SPLIT if sizes.get(name, 0) <= MAX_LINES}
+    assert not done, f"{done} no longer needs its exception: remove it from BEING_SPLIT"
+
+
+def _public_type_names(path: Path) -> list[str]:
+    """The public classes ``path`` defines (at any depth), and its public module-level type aliases
+    (``Name = Literal[...]``, ``X | Y``, ...: a CapWords name bound to a type expression)."""
+    tree = ast.parse(path.read_text())
+    names = [n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and not n.name.startswith("_")]
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name, value = node.targets[0].id, node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            name, value = node.target.id, node.value
+        else:
+            continue
+        is_type = (isinstance(value, ast.Subscript)
+                   or (isinstance(value, ast.BinOp) and isinstance(value.op, ast.BitOr)))
+        if name[:1].isupper() and not name.isupper() and is_type:
+            names.append(name)
+    return names
+
+
+SHARED_WHILE_REWORKED = {
+    # Type aliases of the inspection wing, which another change is reworking right now (renamed there, not
+    # here, so that the two changes do not collide): plan.py's `Source` is where a described value lives
+    # (in/out/dropped), attention.py's a captured array of attention maps; grad.py's `Site` is a call's
+    # (path, method, index), history_cells.py's where a watched series was recorded.
+    "Source": ["attention.py", "inspection/plan.py"],
+    "Site": ["history_cells.py", "inspection/grad.py"],
+}
+
+
+def test_no_two_public_types_share_a_name():
+    """One meaning per name: no two public classes (or type aliases) in ``inspector/`` are called the same,
+    so that ``Row``, ``Section`` or ``Status`` each name one thing wherever they are read. The exceptions
+    (:data:`SHARED_WHILE_REWORKED`) must still be needed."""
+    where: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for name in _public_type_names(path):
+            where.setdefault(name, []).append(path.relative_to(PACKAGE).as_posix())
+    shared = {name: paths for name, paths in where.items() if len(paths) > 1}
+    assert {n: p for n, p in shared.items() if SHARED_WHILE_REWORKED.get(n) != p} == {}, shared
+    stale = {n for n in SHARED_WHILE_REWORKED if n not in shared}
+    assert not stale, f"{stale} no longer shared: remove from SHARED_WHILE_REWORKED"
+
+
+def test_the_view_model_and_its_section_builders_load_no_widget():
+    """Text, rich and static HTML lower the view-model without the widget: ``viewmodel.py``, ``document.py``
+    and the section builders import neither the widget's rows nor its models (anywidget, ipywidgets)."""
+    model_side = [p for p in _files("views")
+                  if p.stem in ("viewmodel", "document") or p.stem.endswith(("_section", "_sections"))]
+    assert len(model_side) == 6, [p.name for p in model_side]
+    widget_side = {f"inspector.views.{p.stem}" for p in _files("views")
+                   if p.stem in ("row_source", "widget_shell", "widgets") or p.stem.endswith(("_source", "_sources"))}
+    for path in model_side:
+        imported = _imports(path)
+        for heavy in ("anywidget", "ipywidgets", "traitlets", *widget_side):
+            assert not _reaches(imported, heavy), (path.name, heavy)

@@ -15,8 +15,12 @@ from inspector import stats
 from inspector.demo import demo_inputs
 from inspector.views import detail as D
 from inspector.views import format as F
-from inspector.views import sections as S
-from inspector.views.rows import ComparisonSource, lower
+from inspector.views.comparison_source import ComparisonSource
+from inspector.views.document import document
+from inspector.views.gradient_section import grad_axis
+from inspector.views.inspection_sections import change_row
+from inspector.views.row_source import lower
+from inspector.views.viewmodel import DIVERGENCE_MARK, line
 from models import ScanNet
 
 
@@ -104,7 +108,7 @@ def test_mutation_rows_state_the_changed_count_first_and_rank_nan_changes_first(
     (diff,) = insp.diffs
     (d,) = diff.leaves
     _check(d, A, B, path)
-    row = S.change_row(d)
+    row = change_row(d)
     assert row.fact == "6/10 changed (1 to nan, 1 from nan, 3 to/from inf)" and row.summary.startswith("max|Δ| inf")
     assert lower(row)["fact"] == row.fact
     # a NaN change ranks above a larger finite one
@@ -174,7 +178,7 @@ def test_comparison_in_execution_order_names_the_first_divergence_and_folds_equa
     lines = text.splitlines()
     assert lines[0].endswith("; first divergence: intermediates encoder/BatchNorm_0:__call__[0]")
     inter = lines[lines.index(next(x for x in lines if x.startswith("intermediates:"))) + 1]
-    assert inter.startswith("  encoder/BatchNorm_0:__call__[0]: ") and inter.endswith(S.DIVERGENCE_MARK)
+    assert inter.startswith("  encoder/BatchNorm_0:__call__[0]: ") and inter.endswith(DIVERGENCE_MARK)
     assert "  16 equal leaves" in lines and "  1 equal leaf" in lines  # variables; Dense_0 in intermediates
     assert not any("params/" in x for x in lines)  # the equal leaves folded: one line each section
     # by size on request: the ranking, the first divergence still marked
@@ -183,7 +187,7 @@ def test_comparison_in_execution_order_names_the_first_divergence_and_folds_equa
     listed = [x.split(": ")[0].strip() for x in by_size if x.startswith("  ") and "changed" in x
               and x.split(": ")[0].strip() in {d.key for d in cmp.deltas if d.section == "intermediates"}]
     assert listed == ranked
-    assert any(x.endswith(S.DIVERGENCE_MARK) for x in by_size)
+    assert any(x.endswith(DIVERGENCE_MARK) for x in by_size)
     with pytest.raises(ValueError):
         cmp.ordered("intermediates", "largest")  # type: ignore[arg-type]
     # every Δ line against numpy on the stored values
@@ -204,7 +208,7 @@ def test_comparison_rows_fold_equal_leaves_and_open_them_on_request():
     leaves, total = src.children(variables[0]["id"])
     assert total == 16 and all(r["summary"] == "" and r.get("fact") == "equal" for r in leaves)
     inter, _ = src.children("intermediates")
-    assert inter[0]["mark"] == S.DIVERGENCE_MARK and inter[0]["fact"].endswith("changed")
+    assert inter[0]["mark"] == DIVERGENCE_MARK and inter[0]["fact"].endswith("changed")
     assert "first divergence: intermediates encoder/BatchNorm_0:__call__[0]" in src.heading()
     # a leaf inside the folded row is reachable (a jump opens the fold)
     key = f"variables:{cmp.in_order('variables')[3].key}"
@@ -272,11 +276,11 @@ def test_gradient_bars_share_one_log_axis_in_every_view():
     from models import grad_inspection
 
     insp = grad_inspection()
-    axis = S.grad_axis(insp)
+    axis = grad_axis(insp)
     values = [n.grad_norm for n in insp.grad_norms()] + [u.grad_norm for u in insp.update_scales()]
     logs = np.log10([v for v in values if v > 0 and np.isfinite(v)])
     assert axis.lo == math.floor(logs.min()) and axis.hi == max(math.ceil(logs.max()), axis.lo + 1)
-    doc = S.document(insp)
+    doc = document(insp)
     grads = doc.section("gradients")
     assert f"bars: |grad| on a log axis 1e{axis.lo:+03d}..1e{axis.hi:+03d}" in grads.summary
     rows = [r for head in grads.rows for r in head.children if r.bar_title]
@@ -343,7 +347,7 @@ def test_every_row_with_a_nan_or_inf_says_it_first(which):
     else:
         model, x = LogNet(), jnp.ones((2, 3))
         insp = fi.inspect_apply(lambda m, x: m(x), model)(nn.init(lambda m, x: m(x), model)(jax.random.key(0), x), x)
-    doc = S.document(insp)
+    doc = document(insp)
     rows = [r for s in doc.sections for r in _walk(s.rows)]
     bad = [r for r in rows if r.leaf is not None and r.leaf.nonfinite]
     assert bad
@@ -351,7 +355,7 @@ def test_every_row_with_a_nan_or_inf_says_it_first(which):
         st = r.leaf.stats
         assert r.fact == "!! " + ", ".join(f"{n} {k}" for n, k in ((st.nan, "nan"), (st.posinf, "+inf"),
                                                                    (st.neginf, "-inf")) if n), r
-        assert S.line(r).split(": ", 1)[1].startswith(r.fact)  # before shape and dtype
+        assert line(r).split(": ", 1)[1].startswith(r.fact)  # before shape and dtype
         assert lower(r)["fact"] == r.fact and "!!" not in lower(r)["summary"]
     page = insp.to_html()
     first = insp.first_nonfinite() if which == "lognet" else None

@@ -15,7 +15,7 @@ from rich.console import Console
 import inspector as fi
 from inspector import capture as C
 from inspector.names import Glob, format_key, format_path, parse_key, parse_path, path_matches, quote, safe
-from inspector.views.rows import DiffSource, NodeSource
+from inspector.views.inspection_sources import DiffSource, NodeSource
 
 # OSC 52 clipboard write, clear screen, conceal, an OSC 8 link, right-to-left override,
 # a bare carriage return, a C1 CSI and a line separator.

@@ -303,7 +303,7 @@ def test_every_line_with_inputs_is_in_rich_the_static_html_and_the_widget():
 
 
 def test_widget_shows_an_input_leaf_on_request():
-    from inspector.views.rows import CallSource
+    from inspector.views.inspection_sources import CallSource
 
     insp = _inputs_asked()
     source = CallSource(insp)

@@ -16,8 +16,9 @@ import inspector as fi
 from inspector.history import History, Scalars, Site
 from inspector.views import html
 from inspector.views.history_widget import WatchWidget
-from inspector.views.rows import RowSource
-from inspector.views.widgets import ComparisonWidget, InspectionWidget, Tree
+from inspector.views.row_source import RowSource
+from inspector.views.widget_shell import Tree
+from inspector.views.widgets import ComparisonWidget, InspectionWidget
 
 HOSTILE = "\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c\x1b\x07\x01\x7f\x85\x9b\u2028\u2029"
 RAW = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")

@@ -23,7 +23,7 @@ from rich.console import Console
 import inspector as fi
 from inspector import stats
 from inspector.inspection import pipeline
-from inspector.views.rows import DiffSource
+from inspector.views.inspection_sources import DiffSource
 
 RTOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-12}
 

@@ -14,9 +14,9 @@ from rich.console import Console
 import inspector as fi
 from inspector.demo import demo_inspection
 from inspector.views import html
-from inspector.views import sections as S
-from inspector.views.sections import FIRST_MARK, bar_text, document, sections
+from inspector.views.document import ORIGIN_HINT, document, sections
 from inspector.views.terminal import render_rich
+from inspector.views.viewmodel import FIRST_MARK, Row, bar_text
 from inspector.views.widgets import ComparisonWidget, InspectionWidget
 from models import LogNet, ScanNet, grad_inspection
 
@@ -196,7 +196,7 @@ def _widget_row_lines(tree) -> set[str]:
             said = "; ".join(p for p in (row.get("fact", ""), row["summary"]) if p)
             line += f": {said}" if said else ""
             if "bar_title" in row:  # the bar's column, as text draws it
-                line = bar_text(S.Row("", bar=row.get("bar"), bar_title=row["bar_title"])) + " " + line
+                line = bar_text(Row("", bar=row.get("bar"), bar_title=row["bar_title"])) + " " + line
             mark = row.get("mark") or (FIRST_MARK if row.get("cls") == "first" else "")
             line += f" {mark}" if mark else ""
             lines.add(line)
@@ -225,7 +225,7 @@ def widget_lines(obj) -> dict[str, set[str]]:
         shown[key] = {tree.heading} - {""} | _widget_row_lines(tree)
     # the text's hint to ask for the first NaN's operation is the "Find the operation" button
     if w.origin_state == "offer":
-        shown[""].add(f"first NaN/Inf: {S.ORIGIN_HINT}")
+        shown[""].add(f"first NaN/Inf: {ORIGIN_HINT}")
     elif w.origin_line:
         shown[""].add(w.origin_line)
     # the sections' "first non-finite" rows are the jump buttons above the tabs

@@ -19,9 +19,10 @@ from inspector import failure
 from inspector import origin as O
 from inspector.demo import demo_inspection
 from inspector.views import html
-from inspector.views import sections as S
+from inspector.views.cost_section import RULE_ID, cost_summary
+from inspector.views.cost_source import CostSource
+from inspector.views.document import origin_line, origin_words
 from inspector.views.failures import render_html as failure_html
-from inspector.views.rows import CostSource
 from inspector.views.widgets import COSTS_COMPUTING, COSTS_WAITING, InspectionWidget
 from models import grad_inspection
 from test_views import check_golden
@@ -107,7 +108,7 @@ def test_numbers_of_every_costs_view_are_the_costs_and_the_hand_counts():
     assert {k: by_path[(k,)].params for k in HAND} == HAND_PARAMS
     source = CostSource(costs)
     rows = source.initial()
-    assert rows[0]["id"] == S.RULE_ID and C.RULE in rows[0]["summary"]
+    assert rows[0]["id"] == RULE_ID and C.RULE in rows[0]["summary"]
     root = rows[1]
     assert (root["name"], root["kind"]) == ("/", "LogNet")
     seen = {}
@@ -121,7 +122,7 @@ def test_numbers_of_every_costs_view_are_the_costs_and_the_hand_counts():
     assert seen == {"/": HAND_TOTAL, **HAND}
     text = text_of(insp)
     for m in costs.modules:  # the text (and so rich and HTML, checked below) says the same numbers
-        assert sum(S.cost_summary(m, costs.flops) in line for line in text.splitlines()) == 1
+        assert sum(cost_summary(m, costs.flops) in line for line in text.splitlines()) == 1
     assert [r["name"] for r in CostSource(costs, "flops").initial()[1]["children"]] == ["d2", "d1", "d3"]
     in_rich, in_html = rich_text(insp), html_text(html.export(insp))
     for line in text.splitlines():
@@ -131,10 +132,10 @@ def test_numbers_of_every_costs_view_are_the_costs_and_the_hand_counts():
 
 def test_origin_line_absent_available_computed_golden_in_every_view():
     plain, insp = demo_inspection(), lognet()
-    absent, available = S.origin_line(plain), S.origin_line(insp)
+    absent, available = origin_line(plain), origin_line(insp)
     assert O.computed(insp) is None  # a view never computes it
     origin = insp.nonfinite_origin()
-    computed = S.origin_line(insp)
+    computed = origin_line(insp)
     check_golden("origin_lines.txt", f"absent: {absent}\navailable: {available}\ncomputed: {computed}\n")
     assert computed.startswith("first NaN born at `log` in models.py:") and origin.where in computed
     assert text_of(insp).splitlines()[1] == computed
@@ -241,7 +242,7 @@ def test_widget_computes_costs_when_the_tab_opens_never_at_first_render(monkeypa
     w.selected_tab = "costs"  # as a click on the tab does (the front end sets `tab`)
     assert calls == [1] and states == ["computing", "done"] and headings == [COSTS_COMPUTING]
     tree = w.trees["costs"]
-    assert tree.heading.startswith("costs: 180 FLOPs") and [r["id"] for r in tree.initial] == [S.RULE_ID, "/"]
+    assert tree.heading.startswith("costs: 180 FLOPs") and [r["id"] for r in tree.initial] == [RULE_ID, "/"]
     w.selected_tab = "variables"
     w.selected_tab = "costs"
     assert calls == [1]
@@ -277,7 +278,7 @@ def test_widget_origin_button_finds_the_operation_once(monkeypatch):
     w._on_msg({"kind": "origin"})  # a second click (two views): nothing more runs
     assert runs == [1] and states == ["running", "done"]
     origin = O.computed(insp)
-    assert w.origin_line == S.origin_words(origin) and "`log`" in w.origin_line and origin.where in w.origin_line
+    assert w.origin_line == origin_words(origin) and "`log`" in w.origin_line and origin.where in w.origin_line
     assert w.origin_text.splitlines() == origin.to_text().splitlines() and "operand 0: float32[2,4]" in w.origin_text
     assert InspectionWidget(insp).origin_state == "done" and runs == [1]
     assert InspectionWidget(demo_inspection()).origin_state == ""

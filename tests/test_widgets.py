@@ -16,10 +16,14 @@ from synthetic import wide_grad_inspection, wide_inspection
 import inspector as fi
 from inspector.demo import demo_inspection
 from inspector.model import Inspection
-from inspector.views import palette, widgets
+from inspector.views import palette, widget_shell
 from inspector.views.detail import preview_index
-from inspector.views.rows import PAGE, GradSource, NodeSource
-from inspector.views.widgets import COSTS_WAITING, ComparisonWidget, InspectionWidget, Tree, show
+from inspector.views.display import show
+from inspector.views.gradient_source import GradSource
+from inspector.views.inspection_sources import NodeSource
+from inspector.views.row_source import PAGE
+from inspector.views.widget_shell import Tree
+from inspector.views.widgets import COSTS_WAITING, ComparisonWidget, InspectionWidget
 
 
 def sent(tree, monkeypatch):
@@ -428,15 +432,15 @@ def test_detail_escapes_user_text():
 
 
 def test_colours_are_the_palettes_alone():
-    views = Path(widgets.__file__).parent
+    views = Path(widget_shell.__file__).parent
     # Our own code only: third-party files under static/vendor/ keep their own colours.
     files = [f for f in [*views.glob("*.py"), *(views / "static").glob("*.*")] if f.name != "palette.py"]
     literal = re.compile(r"#[0-9a-fA-F]{3}(?:[0-9a-fA-F]{3})?\b|\b(?:rgb|hsl)a?\(")
     assert [f.name for f in files if literal.search(f.read_text())] == []
     used = {name for f in files for name in re.findall(r"var\((--fi-[a-z]+)\)", f.read_text())}
-    defined = re.findall(r"(--fi-[a-z]+):", widgets.CSS.split("@media")[0])
+    defined = re.findall(r"(--fi-[a-z]+):", widget_shell.CSS.split("@media")[0])
     assert used and used <= set(defined) and len(defined) == len(palette.PALETTE) + 1  # + the code font
-    dark = widgets.CSS.split("@media")[1]
+    dark = widget_shell.CSS.split("@media")[1]
     assert all(f"--fi-{name}:" in dark and value in dark for name, value in palette.DARK.items())
 
 
@@ -462,5 +466,5 @@ def test_rows_carry_their_bar_to_the_front_end():
     bars = {r["id"]: (r.get("bar"), r.get("bar_title")) for r in calls["children"]}
     assert all(0 <= b <= 1 and title for b, title in bars.values() if b is not None) and any(
         b is not None for b, _ in bars.values())
-    esm = widgets.ESM  # drawn by tree.js as a bar in its own column (the key fact in a span of its own)
+    esm = widget_shell.ESM  # drawn by tree.js as a bar in its own column (the key fact in a span of its own)
     assert "fi-bar-fill" in esm and "bar_title" in esm and "fi-fact" in esm

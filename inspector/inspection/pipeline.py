@@ -380,7 +380,7 @@ class InspectRun:
     @entry_point
     def show(self, *args: Any, **kwargs: Any) -> Any:
         """In a notebook: display a widget now, run with live status, fill it in; returns the widget."""
-        from inspector.views.widgets import show
+        from inspector.views.display import show
 
         return show(self, *args, **kwargs)
 

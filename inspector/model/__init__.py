@@ -21,15 +21,15 @@ from inspector.model.deltas import CollectionDiff, Comparison, LeafDelta, LeafDi
 from inspector.model.inspection import BindingCall, GradNorm, Inspection, MethodCall, Timings, UpdateScale
 from inspector.model.leaves import RECORD_STATS, Leaf, Node, SpansProcessesError, Stats, VariableTree, tree_from_leaves
 from inspector.model.vocabulary import (
-    MUTATION_STATUSES, ORDERS, SECTIONS, STRUCTURAL, ComparisonStatus, Kind, MutationStatus, Order, Section,
+    MUTATION_STATUSES, ORDERS, SECTIONS, STRUCTURAL, ComparedSection, ComparisonStatus, Kind, MutationStatus, Order,
     path_str,
 )
 from inspector.names import Path, format_key, format_path, parse_key, path_matches, safe
 
 __all__ = [
     "MUTATION_STATUSES", "ORDERS", "RECORD_STATS", "SECTIONS", "STRUCTURAL", "BindingCall", "CollectionDiff",
-    "Comparison", "ComparisonStatus", "GradNorm", "Inspection", "Kind", "Leaf", "LeafDelta", "LeafDiff",
-    "MethodCall", "MutationStatus", "Node", "NonfiniteChanges", "Order", "Path", "Section", "SpansProcessesError",
+    "ComparedSection", "Comparison", "ComparisonStatus", "GradNorm", "Inspection", "Kind", "Leaf", "LeafDelta",
+    "LeafDiff", "MethodCall", "MutationStatus", "Node", "NonfiniteChanges", "Order", "Path", "SpansProcessesError",
     "Stats", "Timings", "UpdateScale", "VariableTree", "format_key", "format_path", "parse_key", "path_matches",
     "path_str", "safe", "tree_from_leaves",
 ]

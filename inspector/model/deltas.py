@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from inspector.model.leaves import RECORD_STATS, Leaf, same_number
 from inspector.model.vocabulary import (
-    ORDERS, SECTIONS, STRUCTURAL, ComparisonStatus, MutationStatus, Order, Section,
+    ORDERS, SECTIONS, STRUCTURAL, ComparedSection, ComparisonStatus, MutationStatus, Order,
 )
 from inspector.names import Path, format_path, safe
 
@@ -56,7 +56,7 @@ class LeafDelta:
     says it as a mutation.
     """
 
-    section: str  # a Section for a comparison, the collection for a mutation
+    section: str  # a ComparedSection for a comparison, the collection for a mutation
     key: str
     a: Leaf | None
     b: Leaf | None
@@ -249,13 +249,13 @@ class Comparison:
     b: Inspection
     deltas: list[LeafDelta]
 
-    def ranked(self, section: Section | None = None) -> list[LeafDelta]:
+    def ranked(self, section: ComparedSection | None = None) -> list[LeafDelta]:
         """Deltas of ``section`` (all by default), largest divergence first (structural differences and
         NaN/Inf changes count as largest)."""
         chosen = [d for d in self.deltas if section is None or d.section == section]
         return sorted(chosen, key=lambda d: -d.divergence)
 
-    def in_order(self, section: Section | None = None) -> list[LeafDelta]:
+    def in_order(self, section: ComparedSection | None = None) -> list[LeafDelta]:
         """Deltas of ``section`` (all by default, section by section) in execution order: outputs and
         variables by path, intermediates (and the calls' gradients) in call order."""
         chosen = [d for d in self.deltas if section is None or d.section == section]
@@ -263,7 +263,7 @@ class Comparison:
         return sorted(chosen, key=lambda d: (pos.get(d.section, len(SECTIONS)),
                                              -1 if d.order is None else d.order))
 
-    def ordered(self, section: Section | None = None, order: Order = "execution") -> list[LeafDelta]:
+    def ordered(self, section: ComparedSection | None = None, order: Order = "execution") -> list[LeafDelta]:
         """:meth:`in_order` (``order='execution'``) or :meth:`ranked` (``order='size'``)."""
         if order not in ORDERS:
             raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))}, not {order!r}")
@@ -272,7 +272,7 @@ class Comparison:
     def first_divergence(self) -> LeafDelta | None:
         """Where ``a`` and ``b`` first differ: the first differing intermediate in execution order, else
         the first differing variable, output or gradient (by path). None when everything is equal."""
-        sections: tuple[Section, ...] = ("intermediates", "variables", "output", "gradients")
+        sections: tuple[ComparedSection, ...] = ("intermediates", "variables", "output", "gradients")
         for section in sections:
             d = next((d for d in self.in_order(section) if not d.equal), None)
             if d is not None:

@@ -20,9 +20,9 @@ ComparisonStatus = Literal["only in a", "only in b", "shape differs", "statistic
 """How two aligned leaves of a :class:`Comparison` differ (:class:`LeafDelta`)."""
 STRUCTURAL: frozenset[str] = frozenset(("only in a", "only in b", "shape differs", "added", "removed"))
 """Statuses of a leaf that is missing on one side or changed shape: nothing to measure element-wise."""
-Section = Literal["output", "variables", "intermediates", "gradients"]
-"""Where a compared leaf comes from."""
-SECTIONS: tuple[Section, ...] = ("output", "variables", "intermediates", "gradients")
+ComparedSection = Literal["output", "variables", "intermediates", "gradients"]
+"""Where a compared leaf comes from (one of a comparison's sections)."""
+SECTIONS: tuple[ComparedSection, ...] = ("output", "variables", "intermediates", "gradients")
 Order = Literal["execution", "size"]
 """How a comparison lists its leaves: in execution order (the first divergence first), or largest first."""
 ORDERS: tuple[Order, ...] = ("execution", "size")

@@ -2,11 +2,11 @@
 
 The data model's one door into the views: ``to_text`` (:func:`text`), ``to_html`` (:func:`export_html`),
 ``widget`` (:func:`widget`), ``__rich__`` (:func:`rich`) and ``_repr_mimebundle_`` (:func:`mimebundle`) ask
-here. A displayed one shows the widget (one anywidget) where widgets
-work (in marimo, as marimo's own anywidget element), over a bounded static HTML view (for nbviewer,
-GitHub, exported notebooks) and ``repr``. In a job of several processes (``jax.distributed``) only
-process 0 displays; the others show a one-line note, so a multi-host notebook or log is not flooded
-with copies.
+here; so does ``InspectRun.show`` (:func:`show`: a widget displayed before the run). A displayed one
+shows the widget (one anywidget) where widgets work (in marimo, as marimo's own anywidget element), over
+a bounded static HTML view (for nbviewer, GitHub, exported notebooks) and ``repr``. In a job of several
+processes (``jax.distributed``) only process 0 displays; the others show a one-line note, so a multi-host
+notebook or log is not flooded with copies.
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.model import Comparison, Inspection
 from inspector.views import html
+
+if TYPE_CHECKING:
+    from inspector.views.widgets import InspectionWidget
 
 STATIC_LIMITS = {"max_children": 20, "max_depth": 3}
 """What the static fallback of a displayed inspection lists: it travels inside the notebook."""
@@ -78,6 +81,29 @@ def widget(obj: Inspection | Comparison, weak: bool = True) -> Any:
     from inspector.views.widgets import ComparisonWidget, InspectionWidget
 
     return ComparisonWidget(obj) if isinstance(obj, Comparison) else InspectionWidget(obj, weak=weak)
+
+
+def show(insp_run: Any, *args: Any, **kwargs: Any) -> InspectionWidget:
+    """Displays a widget now, runs ``insp_run(*args, **kwargs)`` with live status
+    (tracing -> compiling -> running on <device> -> done) and fills it in."""
+    from IPython.display import display
+
+    import jax
+
+    from inspector.views.widgets import InspectionWidget
+
+    view = InspectionWidget()
+    display(view)  # type: ignore[no-untyped-call,unused-ignore]  # untyped in IPython; only --strict says so
+    device = str(jax.devices()[0])
+    labels = {"tracing": "tracing...", "compiling": "compiling...", "running": f"running on {device}...",
+              "done": "done"}
+    try:
+        insp = insp_run(*args, on_phase=lambda phase: view.set_status(labels.get(phase) or str(phase)), **kwargs)
+    except Exception as e:
+        view.set_status(f"failed: {type(e).__name__}: {e}")
+        raise
+    view.set_inspection(insp)
+    return view
 
 
 def text(obj: Inspection | Comparison, **kwargs: Any) -> str:

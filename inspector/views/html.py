@@ -1,4 +1,4 @@
-"""Static, self-contained HTML: the lowering of :mod:`~inspector.views.sections` to a page
+"""Static, self-contained HTML: the lowering of :mod:`~inspector.views.viewmodel` to a page
 that works offline and without a kernel.
 
 Tabs and folding are plain CSS (radio inputs and ``<details>``), so the file needs no
@@ -16,9 +16,9 @@ from inspector.views import format as F
 from inspector.views.format import esc
 from inspector.views import palette
 from inspector.views.depth import depth_figure
-from inspector.views.sections import (
-    FIRST_MARK, TAB_ORDER, CostOrder, Document, Row, Section, bar_text, document, more_line,
-)
+from inspector.views.cost_section import CostOrder
+from inspector.views.document import document
+from inspector.views.viewmodel import FIRST_MARK, TAB_ORDER, Document, Row, Section, bar_text, more_line
 
 _ids = itertools.count()
 
@@ -72,7 +72,7 @@ def _spark(row: Row) -> str:
 
 def bar(row: Row) -> str:
     """A row's bar: a fixed-width box on the row's baseline, filled to ``row.bar`` of its width, with the
-    exact value as its hover text; its text (for readers without CSS) is :func:`~inspector.views.sections.bar_text`."""
+    exact value as its hover text; its text (for readers without CSS) is :func:`~inspector.views.viewmodel.bar_text`."""
     width = 0.0 if row.bar is None else 100 * row.bar
     return (f'<span class="fi-bar" title="{esc(row.bar_title)}" role="img" aria-label="{esc(row.bar_title)}">'
             f'<span class="fi-bar-fill" style="width:{width:.1f}%"></span>'

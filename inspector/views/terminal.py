@@ -1,4 +1,4 @@
-"""A rich tree for terminals: the lowering of :mod:`~inspector.views.sections` to rich,
+"""A rich tree for terminals: the lowering of :mod:`~inspector.views.viewmodel` to rich,
 with non-finite values in red.
 
 Every piece of text goes through :func:`~inspector.names.safe`, so control and bidi
@@ -15,7 +15,9 @@ from rich.tree import Tree
 
 from inspector.model import Comparison, Inspection, Order
 from inspector.names import safe
-from inspector.views.sections import CostOrder, Document, Row, Section, bar_text, document, line, more_line
+from inspector.views.cost_section import CostOrder
+from inspector.views.document import document
+from inspector.views.viewmodel import Document, Row, Section, bar_text, line, more_line
 
 STYLES = {
     "header": "bold cyan", "name": "bold", "nonfinite": "red", "alert": "bold red", "more": "dim",

@@ -1,4 +1,4 @@
-"""Plain text: the lowering of :mod:`~inspector.views.sections` that is the golden oracle.
+"""Plain text: the lowering of :mod:`~inspector.views.viewmodel` that is the golden oracle.
 
 Every other view shows each of these lines (``tests/test_views.py``). Every line goes
 through :func:`~inspector.names.safe`, so names from user data never reach a terminal
@@ -11,7 +11,9 @@ from collections.abc import Iterator, Sequence
 
 from inspector.model import Comparison, Inspection, Order
 from inspector.names import safe
-from inspector.views.sections import CostOrder, Document, Row, document, line, more_line, title_line
+from inspector.views.cost_section import CostOrder
+from inspector.views.document import document
+from inspector.views.viewmodel import Document, Row, line, more_line, title_line
 
 INDENT = "  "
 

@@ -3,7 +3,7 @@
 // (the activations-by-depth figure above the Intermediates tree), and the detail pane. The detail's
 // HTML carries treescope's <script>: it is shown in a sandboxed iframe (scripts run there, nothing
 // reaches this page), styled with this widget's palette values and sized to its content.
-// widgets.py puts PALETTE_NAMES and DETAIL_CSS ahead of tree.js and this file.
+// widget_shell.py puts PALETTE_NAMES and DETAIL_CSS ahead of tree.js and this file.
 
 const FRAME_MAX = 4000; // px: the tallest the detail pane grows before it scrolls
 

@@ -2,11 +2,11 @@
 // One widget model serves every tree of a displayed object: each tree has a name, its state is
 // `trees_state[name]` ({heading, initial, placeholder}), the selection is the model's
 // (`selected`: {tree, id} or null), and the rows a view asks for come back addressed to that tree
-// and that view alone (see Tree in widgets.py). shell.js builds the trees.
+// and that view alone (see Tree in widget_shell.py). shell.js builds the trees.
 
 /**
- * One row, as built by `Row` in inspector/views/rows.py.
- * @typedef {Object} Row
+ * One row, as built by `WireRow` in inspector/views/row_source.py.
+ * @typedef {Object} WireRow
  * @property {string} id unique within the tree ("" addresses the root, which has no row)
  * @property {string} name
  * @property {string} summary
@@ -21,7 +21,7 @@
  * @property {number} [bar] a position in [0, 1] on a common (log) axis: a bar in its own column
  * @property {string} [bar_title] the bar's hover text
  * @property {string} [spark] histogram sparkline
- * @property {Row[]} [children] already filled in
+ * @property {WireRow[]} [children] already filled in
  * @property {boolean} [more] "... N more": asks for the next page of `parent` from `offset`
  * @property {string} [parent]
  * @property {number} [offset]
@@ -30,10 +30,10 @@
 /**
  * Replies from the kernel; `tree` names the tree, `view` the view that asked.
  * `toward` (a reply to a request with `until`): the child of `id` that is or holds that row.
- * @typedef {{kind: "children", tree: string, view: string, id: string, offset: number, rows: Row[], toward?: string}} ChildrenReply
- * @typedef {{kind: "search", tree: string, view: string, seq: number, rows: Row[], total: number}} SearchReply
- * @typedef {{heading: string, initial: Row[], placeholder: string}} TreeState
- * @typedef {{line: HTMLElement, kids: HTMLElement, tw: HTMLElement, row: Row, loaded: boolean}} Entry
+ * @typedef {{kind: "children", tree: string, view: string, id: string, offset: number, rows: WireRow[], toward?: string}} ChildrenReply
+ * @typedef {{kind: "search", tree: string, view: string, seq: number, rows: WireRow[], total: number}} SearchReply
+ * @typedef {{heading: string, initial: WireRow[], placeholder: string}} TreeState
+ * @typedef {{line: HTMLElement, kids: HTMLElement, tw: HTMLElement, row: WireRow, loaded: boolean}} Entry
  */
 
 let fiViews = 0;
@@ -51,7 +51,7 @@ function element(tag, className) {
   return e;
 }
 
-/** The key fact of a row and what is left of its summary. @param {Row} r @returns {[string, string]} */
+/** The key fact of a row and what is left of its summary. @param {WireRow} r @returns {[string, string]} */
 function factOf(r) {
   const given = r.fact ?? r.key;
   if (given) return [String(given), r.summary];
@@ -110,7 +110,7 @@ function createTree(model, name, view) {
     model.send({ ...content, tree: name, view });
   }
 
-  /** @param {Row} r */
+  /** @param {WireRow} r */
   function rowEl(r) {
     const wrap = document.createElement("div");
     const line = element("div", "fi-row" + (r.leaf ? " fi-leaf" : "") + (r.bad ? " fi-bad" : "") + (r.cls ? " fi-" + r.cls : ""));
@@ -189,7 +189,7 @@ function createTree(model, name, view) {
     }
   }
 
-  /** @param {HTMLElement} container @param {Row[]} rows */
+  /** @param {HTMLElement} container @param {WireRow[]} rows */
   function fill(container, rows) {
     const frag = document.createDocumentFragment();
     for (const r of rows) frag.appendChild(rowEl(r));
