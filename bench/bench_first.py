@@ -11,11 +11,13 @@ d=128 transformer (batch 8 x 64) and the 8-layer d=256 bench transformer (batch 
   capture_intermediates=True)`` with keep='arrays' and keep='stats'; overhead in ms and ratio.
 
 * **the first N calls** (``--window N``): the cumulative time of a fresh process's first 1, 2, 3, 5, 10,
-  20, 40 calls with the same inputs, inspected / plain, and the slowest single call after the first
-  against a warm plain call (issue 26's targets: <= 1.5x for every N, no call over 3x).
+  20, 40 calls with the same inputs, inspected / plain, the largest over every N from 1 to N, the
+  whole curve, and the slowest single call after the first against a warm plain call (issue 26's
+  targets: <= 1.5x for every N, no call over 3x). ``--empty-cache``: every process starts with no
+  statistics program saved (a brand-new user); by default the user's cache directory.
 
 Run: ``python bench/bench_first.py [--quick] [--reps N] [--models mlp,t6,t8] [--hot]
-[--variants | --breakdown | --window N]``.
+[--variants | --breakdown | --window N [--empty-cache]]``.
 No assertions.
 """
 
@@ -82,9 +84,15 @@ def one_first_call(which: str, variant: str) -> float:
 WINDOW = (1, 2, 3, 5, 10, 20, 40)
 
 
-def first_calls_window(which: str, variant: str, n: int) -> str:
+def first_calls_window(which: str, variant: str, n: int, empty_cache: bool = False) -> str:
     """Runs in a child process: JSON of the milliseconds of each of the first ``n`` calls of
-    ``variant`` (``plain``, ``arrays``, ``stats``) with the same inputs, results waited for."""
+    ``variant`` (``plain``, ``arrays``, ``stats``) with the same inputs, results waited for.
+    ``empty_cache``: no statistics program saved (a brand-new user: an empty cache directory)."""
+    if empty_cache:
+        import os
+        import tempfile
+
+        os.environ["INSPECTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-first-empty-")
     import jax
 
     import inspector as fi
@@ -102,22 +110,29 @@ def first_calls_window(which: str, variant: str, n: int) -> str:
     return json.dumps(times)
 
 
-def window(which: str, reps: int, n: int) -> list[tuple]:
+def window(which: str, reps: int, n: int, empty_cache: bool = False) -> tuple[list[tuple], list[str]]:
     """Rows of the cumulative time of the first N calls, inspected / plain, per N in :data:`WINDOW`
-    (median [IQR] over ``reps`` rounds of fresh processes, plain and both keeps alternating), and
-    the slowest single call over the median warm plain call (the plain run's calls 5 to n, or its last)."""
-    rounds = fresh_process_rounds("bench_first.py", [f"window:{which}:{n}"], reps, f"{which} window ",
-                                  parse=json.loads)
-    rows = []
+    (median [IQR] over ``reps`` rounds of fresh processes, plain and both keeps alternating), the
+    largest median over every N from 1 to ``n``, and the slowest single call over the median warm
+    plain call (the plain run's calls 5 to n, or its last); and the whole curve (medians, N = 1..n)."""
+    child = f"window:{which}:{n}" + (":empty" if empty_cache else "")
+    rounds = fresh_process_rounds("bench_first.py", [child], reps, f"{which} window ", parse=json.loads)
+    rows, curves = [], []
     for variant in ("arrays", "stats"):
+        def ratios(k: int, variant: str = variant) -> list[float]:
+            return sorted(sum(a[:k]) / sum(p[:k]) for a, p in zip(rounds[variant], rounds["plain"]))
+
         cells = []
         for k in (k for k in WINDOW if k <= n):
-            ratios = sorted(sum(a[:k]) / sum(p[:k]) for a, p in zip(rounds[variant], rounds["plain"]))
-            cells.append(f"{med(ratios):.2f}x [{ratios[len(ratios) // 4]:.2f}-{ratios[(3 * len(ratios)) // 4]:.2f}]")
+            r = ratios(k)
+            cells.append(f"{med(r):.2f}x [{r[len(r) // 4]:.2f}-{r[(3 * len(r)) // 4]:.2f}]")
+        curve = [med(ratios(k)) for k in range(1, n + 1)]
+        worst = max(range(n), key=lambda i: curve[i])
         warm_plain = med([t for p in rounds["plain"] for t in p[min(4, n - 1):]])  # from call 5 (or the last)
-        worst = max(max(a[1:]) for a in rounds[variant]) / warm_plain if n > 1 else float("nan")
-        rows.append((MODELS[which], variant, *cells, f"{worst:.1f}x"))
-    return rows
+        slowest = max(max(a[1:]) for a in rounds[variant]) / warm_plain if n > 1 else float("nan")
+        rows.append((MODELS[which], variant, *cells, f"{curve[worst]:.2f}x (N={worst + 1})", f"{slowest:.1f}x"))
+        curves.append(f"{which} {variant}: " + " ".join(f"{c:.2f}" for c in curve))
+    return rows, curves
 
 
 def compare_first_call(leaves: int) -> float:
@@ -244,13 +259,16 @@ def main() -> None:
                     help="warm only: flax's capture alone, and each keep's program alone and whole call")
     ap.add_argument("--window", type=int, default=None, metavar="N",
                     help="only the cumulative time of the first N calls (fresh processes), inspected / plain")
+    ap.add_argument("--empty-cache", action="store_true",
+                    help="--window: each process starts with no statistics program saved (a brand-new user)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         which, variant = args.child
         if which.startswith("window:"):
-            print(first_calls_window(which.split(":")[1], variant, int(which.split(":")[2])))
+            parts = which.split(":")
+            print(first_calls_window(parts[1], variant, int(parts[2]), parts[3:] == ["empty"]))
             return
         print(compare_first_call(int(variant)) if which == "compare" else one_first_call(which, variant))
         return
@@ -260,11 +278,16 @@ def main() -> None:
     log(where)
     rows, raw = [], {}
     if args.window:
+        curves = []
         for which in models:
-            rows += window(which, reps, args.window)
-        print(where)
+            more, curve = window(which, reps, args.window, args.empty_cache)
+            rows += more
+            curves += curve
+        print(where, "; statistics programs:", "none saved" if args.empty_cache else "the user's cache")
         print_table(("model", "keep", *(f"N={k}" for k in WINDOW if k <= args.window),
-                     "slowest call after the first / warm plain"), rows)
+                     f"largest, N=1..{args.window}", "slowest call after the first / warm plain"), rows)
+        print(f"cumulative ratio, medians, N = 1..{args.window}:")
+        print("\n".join(curves))
         return
     if args.variants or args.breakdown:
         print(machine())

@@ -4,7 +4,9 @@ Describes the captured arrays of the 6-layer d=128 transformer (batch 8 x 64: it
 ``__call__``'s output and the model's output, as ``fi.inspect_apply`` captures them):
 
 (a) in one process, interleaved rounds: numpy (the host path) vs the bucketed programs, warm, vs the
-    chooser ``stats.host_stats_many`` (numpy up to ``NUMPY_UP_TO`` elements, programs above);
+    chooser ``stats.host_stats_many`` (numpy up to ``NUMPY_UP_TO`` elements, programs above), and vs
+    the host summaries a run's first calls give (``stats.summaries_after_the_call``: five reductions
+    per large float array, exact where a summary can't be trusted);
 (b) fresh processes: the first description by the programs with an empty cache directory (they
     compile), with the cache a previous process saved (they load: 0 compiles), and by numpy;
 (c) new models: programs compiled for the 6-layer model, then a 4-layer transformer of the same width
@@ -118,6 +120,10 @@ def main() -> None:
                 ("first description, fresh process: numpy", f"{common.med([c['ms'] for c in numpy_first]):.1f}", "")]
 
         # (a) warm, interleaved
+        def summarized(xs):  # what a run's first calls give (pipeline: summaries after the call)
+            with stats.summaries_after_the_call():
+                return stats.host_stats_many(xs)
+
         programs.describe_bucketed(arrays)
         stats.host_stats_many(arrays)
         done = programs.prepare(arrays)
@@ -126,8 +132,9 @@ def main() -> None:
             "numpy": lambda: stats.host.numpy_stats_many(arrays),
             "programs": lambda: programs.describe_bucketed(arrays),
             "chooser": lambda: stats.host_stats_many(arrays),
+            "host summaries": lambda: summarized(arrays),
         }, args.rounds)
-        for name in ("programs", "chooser"):
+        for name in ("programs", "chooser", "host summaries"):
             mid, lo, hi = common.paired(times[name], times["numpy"])
             rows.append((f"warm: {name} / numpy ({common.med(times[name]):.1f} / {common.med(times['numpy']):.1f} ms)",
                          f"{mid:.2f}x", f"IQR {lo:.2f}-{hi:.2f}"))

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -45,6 +47,11 @@ class CallerContext:
             yield
 
 
+LOW_PRIORITY = 19
+"""The nice value a job may give its thread (:meth:`BackgroundWorker.lower_priority`): the lowest
+priority, so the scheduler runs the caller's threads first and the job on what CPU they leave."""
+
+
 class BackgroundWorker:
     """One daemon thread running submitted jobs in order; see the module docstring for exit."""
 
@@ -54,7 +61,38 @@ class BackgroundWorker:
         self._exiting = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # native id of a lowered thread -> (its nice value before, set once its job is done, its successor)
+        self._lowered: dict[int, tuple[int, threading.Event, threading.Thread]] = {}
         atexit.register(self._at_exit)
+
+    def lower_priority(self) -> bool:
+        """Gives the calling thread (a job on this worker) the lowest priority (:data:`LOW_PRIORITY`)
+        for the rest of its job; False where threads have no priority of their own (only Linux's do)
+        or the system refuses. An unprivileged thread can't raise its priority again, and a thread it
+        starts inherits it, so a new thread, started here before lowering, runs the next jobs."""
+        if not sys.platform.startswith("linux") or threading.current_thread() is not self._thread:
+            return False
+        tid = threading.get_native_id()
+        if tid in self._lowered:
+            return True
+        try:
+            before = os.getpriority(os.PRIO_PROCESS, tid)
+        except OSError:
+            return False
+        handed = threading.Event()
+        successor = threading.Thread(target=self._run_after, args=(handed,), name=self.name, daemon=True)
+        successor.start()  # at this thread's priority still
+        self._lowered[tid] = (before, handed, successor)
+        with contextlib.suppress(OSError):  # refused: the successor takes over after this job all the same
+            os.setpriority(os.PRIO_PROCESS, tid, max(before, LOW_PRIORITY))
+        return True
+
+    def restore_priority(self) -> None:
+        """Gives a thread lowered by :meth:`lower_priority` its priority back, where the system allows
+        it (a privileged process; otherwise it keeps the low one): someone now waits for its job."""
+        for tid, (before, _, _) in list(self._lowered.items()):
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, tid, before)
 
     @property
     def exiting(self) -> bool:
@@ -86,16 +124,39 @@ class BackgroundWorker:
             future, fn, args = job
             if self._exiting.is_set() or not future.set_running_or_notify_cancel():
                 future.cancel()
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as e:  # noqa: BLE001 - handed to whoever waits on the future
+                retired = self._hand_over()
+                future.set_exception(e)
             else:
-                try:
-                    future.set_result(fn(*args))
-                except BaseException as e:  # noqa: BLE001 - handed to whoever waits on the future
-                    future.set_exception(e)
+                retired = self._hand_over()
+                future.set_result(result)
+            if retired:
+                return
+
+    def _run_after(self, handed: threading.Event) -> None:
+        """A successor's loop: :meth:`_run`, once the lowered thread's job is done."""
+        handed.wait()
+        self._run()
+
+    def _hand_over(self) -> bool:
+        """After a job: True if it lowered its thread, whose successor now runs the next jobs."""
+        lowered = self._lowered.pop(threading.get_native_id(), None)
+        if lowered is None:
+            return False
+        _, handed, successor = lowered
+        with self._lock:
+            self._thread = successor
+        handed.set()
+        return True
 
     def _at_exit(self) -> None:
         """Cancels what has not started and waits for the step in progress (no daemon thread may be
         inside a compile when the interpreter finalizes)."""
         self._exiting.set()
+        self.restore_priority()  # where allowed: the exit waits for its step
         thread = self._thread
         if thread is not None and thread.is_alive():
             self._jobs.put(None)

@@ -217,6 +217,7 @@ def test_the_host_chooser_compiles_missing_programs_in_the_background_for_later_
     from inspector.stats import device
 
     monkeypatch.setattr(device, "PREPARE", True)
+    monkeypatch.setattr(device, "PREPARE_AFTER_MS", 0.0)  # pays at once
     arrays = [jnp.asarray(rng.normal(size=40_000), jnp.int32) for _ in range(4)]  # a bucket no test used
     assert not programs.ready(arrays)
     first = stats.host_stats_many(arrays)  # numpy now; the program compiles on a daemon thread
@@ -229,11 +230,37 @@ def test_the_host_chooser_compiles_missing_programs_in_the_background_for_later_
         assert (s.min, s.max, s.zeros, s.hist) == (f.min, f.max, f.zeros, f.hist)
 
 
+def test_a_missing_program_is_prepared_once_numpy_has_spent_as_long_on_its_arrays(monkeypatch):
+    """Ski rental: numpy's time on a missing program's arrays is charged to it; the program is compiled
+    (in the background) only once the charge reaches PREPARE_AFTER_MS."""
+    from inspector.stats import device
+
+    arrays = [jnp.asarray(rng.normal(size=20_000), jnp.int16) for _ in range(8)]  # a bucket no test used
+    (key,) = programs.groups(arrays)
+    prepared: list[int] = []
+    monkeypatch.setattr(device, "PREPARE", True)
+    monkeypatch.setattr(device, "_numpy_ms", {})
+    monkeypatch.setattr(programs, "prepare", lambda xs, background=False: prepared.append(len(xs)))
+    stats.host_stats_many(arrays)
+    monkeypatch.setattr(device, "PREPARE_AFTER_MS", 2.5 * device._numpy_ms[key])  # two or three describings
+    for _ in range(20):
+        spent = device._numpy_ms[key]
+        assert bool(prepared) == (spent >= device.PREPARE_AFTER_MS), (spent, prepared)
+        if prepared:
+            break
+        numpy_stats = stats.host_stats_many(arrays)
+        assert device._numpy_ms[key] > spent  # charged again
+    assert prepared == [1] and not programs.ready(arrays)  # asked for once; (prepare was replaced)
+    for a, s in zip(arrays, numpy_stats):
+        check(a, s)
+
+
 EXIT_SCRIPT = r'''
 import sys, time
 import flax.linen as nn, jax, jax.numpy as jnp
 import inspector as fi
-from inspector.stats import programs
+from inspector.stats import device, programs
+device.PREPARE_AFTER_MS = 0.0  # the variables' programs are prepared after their first description
 class Wide(nn.Module):
     @nn.compact
     def __call__(self, x):
@@ -242,7 +269,7 @@ class Wide(nn.Module):
         return x
 x = jnp.ones((256, 512))
 v = Wide().init(jax.random.key(0), x)
-fi.inspect_apply(Wide.__call__, Wide())(v, x)  # its large arrays ask for programs, prepared in the background
+fi.inspect_apply(Wide.__call__, Wide())(v, x)  # its large variables ask for programs, prepared in the background
 time.sleep(float(sys.argv[1]))
 print("compiled before exit:", programs.compiles, flush=True)
 '''

@@ -133,6 +133,7 @@ def test_a_leak_checked_call_waits_for_background_work_started_before(vjp_model,
     seen = _threads_seen(monkeypatch)
     monkeypatch.setattr(pipeline, "QUICK_FIRST_CALL", True)
     monkeypatch.setattr(pipeline, "PREPARE_DELAY_S", 0.3)
+    monkeypatch.setattr(pipeline, "COMPILE_AFTER_MS", 0.0)  # compiles ahead after the first call
     ended: list[float] = []
     prepare = pipeline._prepare_soon
     monkeypatch.setattr(pipeline, "_prepare_soon", lambda *a: (prepare(*a), ended.append(time.perf_counter())))

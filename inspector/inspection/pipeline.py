@@ -17,16 +17,19 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 import flax.linen as nn
 import jax
+import numpy as np
+from flax.core.frozen_dict import FrozenDict
 from flax.core.scope import CollectionFilter
 
 from inspector import capture as C
-from inspector import costs, failure, origin, progress, replay
+from inspector import costs, failure, origin, progress, replay, stats
 from inspector._tracebacks import entry_point
 from inspector.background import BackgroundWorker, CallerContext
 from inspector.capture import CaptureFilter
@@ -55,24 +58,94 @@ _UNDER_TRANSFORM = (
 
 
 QUICK_FIRST_CALL = True
-"""Where numpy reads arrays in place (the CPU backend, one device), a run's first call compiles
-no statistics: it captures, and numpy describes every array after the call. The program that
-summarizes inside the call compiles meanwhile, in the background, for the calls after it (which
-are faster warm). False: every call runs the summarizing program."""
+"""Where numpy reads arrays in place (the CPU backend, one device), a run's first calls compile no
+statistics: they capture, and the host summarizes every array after the call (the in-call
+summaries' five reductions and trust rule, by numpy: :func:`~inspector.stats.device.summaries_after_the_call`).
+The program that summarizes inside the call (quicker warm) is compiled in the background only once
+it pays: once describing after the calls has taken the run as long as compiling is estimated to take
+(:data:`COMPILE_AFTER_MS`). False: every call runs the summarizing program."""
+
+COMPILE_AFTER_MS: float | None = None
+"""Milliseconds of describing after its calls (numpy's summaries and the assembly) after which a run
+compiles its summarizing program in the background; None: the estimate of that compile, the first
+call's own trace and compile time (:attr:`~inspector.model.Timings.trace_ms` + ``compile_ms``)
+times :data:`COMPILE_COST`. Ski rental: the calls spend no more describing on the host than the
+compile would have cost before it starts. A compile on a 2-core CPU competes with the caller's own
+calls, so it starts only where it pays."""
+COMPILE_COST = 1.5
+"""The summarizing program's trace and compile time over the capture-only program's (1.3-1.4x on the
+bench models: its five reductions per captured array)."""
 
 _compiler = BackgroundWorker("inspector-compile")
 PREPARE_DELAY_S = 0.25
-"""How long the background compile waits after a first call returns, so that showing its result
-(Python, as tracing is) goes first."""
+"""How long the background compile waits after the call that started it returns, so that showing its
+result (Python, as tracing is) goes first."""
 
 
-def _prepare_soon(runner: Runner, args: tuple, kwargs: dict, context: CallerContext | None = None) -> None:
+def _prepare_soon(runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], context: CallerContext | None = None,
+                  delay_s: float | None = None, low_priority: bool = False) -> None:
     """Compiles the summarizing program in the background, under the jax options of the caller's
-    thread (``context``); nothing new starts once the interpreter exits, so a script that ends after
-    a first call exits as promptly as a plain one."""
-    if _compiler.wait_while_running(PREPARE_DELAY_S):
-        with context.entered() if context is not None else contextlib.nullcontext():
-            runner.prepare_unless(lambda: _compiler.exiting, args, kwargs)
+    thread (``context``), after ``delay_s`` (default :data:`PREPARE_DELAY_S`); nothing new starts once
+    the interpreter exits, so a script that ends after a call exits as promptly as a plain one.
+    ``low_priority``: once traced and lowered (Python, which holds the GIL), XLA compiles it at the
+    lowest priority (:meth:`~inspector.background.BackgroundWorker.lower_priority`; it holds no GIL),
+    on what CPU the caller's calls leave."""
+    if not _compiler.wait_while_running(PREPARE_DELAY_S if delay_s is None else delay_s):
+        return
+    asked = 0
+
+    def stop() -> bool:  # asked before tracing, then before compiling
+        nonlocal asked
+        asked += 1
+        if asked == 2 and low_priority:
+            _compiler.lower_priority()
+        return _compiler.exiting
+
+    with context.entered() if context is not None else contextlib.nullcontext():
+        runner.prepare_unless(stop, args, kwargs)
+
+
+class _LastCall:
+    """A call's inputs, to trace the summarizing program for later, holding the arrays in its plain
+    containers (dicts, lists, tuples, in their own key order) by weak reference, so it never keeps the
+    caller's arrays alive; and the jax options of the caller's thread."""
+
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.held = _weakly((args, kwargs))
+        self.context = CallerContext()
+
+    def inputs(self) -> tuple[tuple[Any, ...], dict[str, Any], CallerContext] | None:
+        """``(args, kwargs, context)``, or None once an array of them is gone."""
+        try:
+            args, kwargs = _strongly(self.held)
+        except LookupError:
+            return None
+        return args, kwargs, self.context
+
+
+def _weakly(x: Any) -> Any:
+    t = type(x)
+    if t is dict or t is FrozenDict:
+        return t({k: _weakly(v) for k, v in x.items()})
+    if t is tuple or t is list:
+        return t(_weakly(v) for v in x)
+    if isinstance(x, (jax.Array, np.ndarray)):
+        return weakref.ref(x)
+    return x
+
+
+def _strongly(x: Any) -> Any:
+    t = type(x)
+    if t is dict or t is FrozenDict:
+        return t({k: _strongly(v) for k, v in x.items()})
+    if t is tuple or t is list:
+        return t(_strongly(v) for v in x)
+    if t is weakref.ref:
+        value = x()
+        if value is None:
+            raise LookupError("gone")
+        return value
+    return x
 
 
 def _quiet_background() -> bool:
@@ -99,7 +172,7 @@ class InspectRun:
     """Whether the first call may leave the summarizing program to compile in the background
     (:data:`QUICK_FIRST_CALL`): tracing it there must not touch what the caller's thread uses."""
 
-    def __init__(self, kind: Kind, fn: Callable, module: nn.Module, mutable: CollectionFilter,
+    def __init__(self, kind: Kind, fn: Callable[..., Any], module: nn.Module, mutable: CollectionFilter,
                  capture: CaptureFilter, keep: Keep = "arrays", patches: dict[str, Any] | None = None):
         self._bind(kind, module, keep, lambda in_call, lean: Runner(
             kind, fn, module, mutable, capture, patches=patches,
@@ -115,9 +188,12 @@ class InspectRun:
         self.runner = make_runner(True, keep == "stats")
         self._make_runner = make_runner
         self._retired_traces = 0  # of a lean runner given up for one that returns the arrays
-        self._first: Runner | None = None  # describes after the call, until ``runner`` is compiled
-        self._compiling: Future | None = None
+        self._first: Runner | None = None  # captures only (described after the call) until ``runner`` is compiled
+        self._compiling: Future[None] | None = None
         self._settled = not (QUICK_FIRST_CALL and self.compiles_ahead)
+        self.described_after_ms = 0.0  # describing after the ``_first`` runner's calls, so far
+        self._compile_after_ms: float | None = None  # :data:`COMPILE_AFTER_MS` for this run, from its first call
+        self._last_call: _LastCall | None = None  # what compiling ahead traces
 
     @property
     def traces(self) -> int:
@@ -126,27 +202,62 @@ class InspectRun:
         return self.runner.traces + self._retired_traces + (self._first.traces if self._first is not None else 0)
 
     def settle(self) -> None:
-        """Waits until the program that summarizes inside the call is compiled, if it is being
-        compiled (see :data:`QUICK_FIRST_CALL`)."""
+        """Waits until the program that summarizes inside the call is compiled (see
+        :data:`QUICK_FIRST_CALL`), starting its compile now if the run's calls had not yet paid for it."""
+        if self._compiling is None and self._last_call is not None:
+            self._compile_ahead(delay_s=0.0, low_priority=False)
+        elif self._compiling is not None and not self._compiling.done():
+            _compiler.restore_priority()  # where the system allows it: someone waits for it now
         if self._compiling is not None and not self._compiling.cancelled():
             self._compiling.exception()  # a failure is not raised here: the next call compiles and raises it
 
-    def _runner_for(self, args: tuple, kwargs: dict, quiet: bool) -> tuple[Runner, bool]:
-        """``(runner for this call, whether to compile the summarizing program after it)``;
-        ``quiet``: nothing may compile in the background, so the summarizing program runs now."""
+    @property
+    def first_calls(self) -> bool:
+        """True while the run's calls run its capture-only program and are described after the call
+        (the summarizing program is not yet compiled)."""
+        return not self._settled and self._first is not None
+
+    def _runner_for(self, args: tuple[Any, ...], kwargs: dict[str, Any], quiet: bool) -> Runner:
+        """The runner for this call: the capture-only one until the summarizing program is compiled
+        (:data:`QUICK_FIRST_CALL`); ``quiet``: nothing may compile in the background, so the
+        summarizing program runs now."""
         if self._settled or quiet:
-            self._settled = True
-            return self.runner, False
-        if self._compiling is None:
+            self._settled, self._last_call = True, None
+            return self.runner
+        if self._first is None:
             if not backend.described_after_the_call((args, kwargs)):
                 self._settled = True
-                return self.runner, False
+                return self.runner
             self._first = self._make_runner(False, False)
-            return self._first, True
-        if self._compiling.done():
-            self._settled = True
-            return self.runner, False
-        return self._first, False  # type: ignore[return-value]
+            return self._first
+        if self._compiling is not None and self._compiling.done():
+            self._settled, self._last_call = True, None
+            return self.runner
+        return self._first
+
+    def _described_after(self, args: tuple[Any, ...], kwargs: dict[str, Any], timings: Timings, ms: float) -> None:
+        """Counts ``ms`` of describing after a capture-only call, and starts compiling the summarizing
+        program in the background once the run's calls have spent :data:`COMPILE_AFTER_MS` so."""
+        if self._compile_after_ms is None:  # the first call: its trace and compile are the estimate
+            self._compile_after_ms = (COMPILE_AFTER_MS if COMPILE_AFTER_MS is not None
+                                      else COMPILE_COST * (timings.trace_ms + timings.compile_ms))
+        self.described_after_ms += ms
+        if self._compiling is not None:
+            return
+        self._last_call = _LastCall(args, kwargs)
+        if self.described_after_ms >= self._compile_after_ms:
+            self._compile_ahead()
+
+    def _compile_ahead(self, delay_s: float | None = None, low_priority: bool = True) -> None:
+        """Compiles the summarizing program on the compile thread (see :func:`_prepare_soon`), for
+        the inputs of the last call."""
+        assert self._last_call is not None
+        inputs = self._last_call.inputs()
+        if inputs is None:  # its arrays are gone: the next call's are traced
+            self._last_call = None
+            return
+        self._last_call = None  # the compile job holds them from now on
+        self._compiling = _compiler.submit(_prepare_soon, self.runner, *inputs, delay_s, low_priority)
 
     @entry_point
     def __call__(self, *args: Any, on_phase: Phase | None = None, **kwargs: Any) -> Inspection:
@@ -191,7 +302,7 @@ class InspectRun:
             if status is not None:
                 status.close()
 
-    def _inspect(self, args: tuple, kwargs: dict, on_phase: Phase) -> Inspection:
+    def _inspect(self, args: tuple[Any, ...], kwargs: dict[str, Any], on_phase: Phase) -> Inspection:
         """:meth:`__call__`, telling ``on_phase`` each phase."""
         marks: dict[str, float] = {}
         args, kwargs = self._flax_arguments(args, kwargs)
@@ -212,7 +323,7 @@ class InspectRun:
                 if on_phase is not None:
                     on_phase(name)
 
-            runner, compile_after = self._runner_for(args, kwargs, _quiet_background())
+            runner = self._runner_for(args, kwargs, _quiet_background())
             result, stats_arrays, record, cached = runner.run(args, kwargs, phase)
         except InsideTransform:
             raise InspectUnderTransformError(_UNDER_TRANSFORM) from None
@@ -225,18 +336,23 @@ class InspectRun:
             described = V.input_stats.soon(variables)
         timings = Timings(0.0 if cached else record.trace_ms, 0.0 if cached else record.compile_ms,
                           run_ms, cached)
-        insp = self._assemble(args, result, stats_arrays, record.recorded, timings, described)  # may raise NeedsArrays
+        first_calls = runner is self._first
+        assembling = time.perf_counter()
+        with stats.summaries_after_the_call() if first_calls else contextlib.nullcontext():
+            insp = self._assemble(args, result, stats_arrays, record.recorded, timings,
+                                  described)  # may raise NeedsArrays
+        assembled_ms = (time.perf_counter() - assembling) * 1000
         self._finish(insp)
         origin.remember(self, insp, args, kwargs)  # only where a NaN/Inf was found: what re-running needs
         replay.remember(self, insp, args, kwargs)  # what call.inputs and call.replay() re-run
         costs.remember(self, insp, args, kwargs)  # the inputs' shapes: insp.costs() re-traces
-        if compile_after:  # after this result is ready: tracing holds the GIL the assembly needs
-            self._compiling = _compiler.submit(_prepare_soon, self.runner, args, kwargs, CallerContext())
+        if first_calls:  # after this result is ready: tracing holds the GIL the assembly needs
+            self._described_after(args, kwargs, timings, assembled_ms)
         if on_phase is not None:
             on_phase("done")
         return insp
 
-    def _unsortable(self, args: tuple, kwargs: dict) -> None:
+    def _unsortable(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """For inputs with a dict whose keys cannot be sorted (which jax cannot flatten): raises flax's
         own error where flax has one for them, else :class:`~inspector.engine.signature.UnsortableKeys`."""
         where = unsortable_keys((args, kwargs))
@@ -244,14 +360,14 @@ class InspectRun:
             self.runner.call_unjitted(args, kwargs)
             raise UnsortableKeys(where)
 
-    def _assemble(self, args: tuple, result: Any, stats_arrays: Any, plan: Any, timings: Timings,
+    def _assemble(self, args: tuple[Any, ...], result: Any, stats_arrays: Any, plan: Any, timings: Timings,
                   described: Any) -> Inspection:
         """The inspection of one run from what the runner returned and what its trace recorded
         (``plan``, a :class:`~inspector.inspection.plan.Plan`)."""
         return assemble(self.kind, self.module, args[0] if args else None, result, stats_arrays,
                         plan, timings, self.keep, described)
 
-    def _flax_arguments(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    def _flax_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The call's arguments as the runner takes them."""
         if self.kind == "apply" and not args and "variables" in kwargs:  # flax accepts it by keyword
             kwargs = dict(kwargs)

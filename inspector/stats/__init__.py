@@ -30,7 +30,7 @@ The rest of the package uses the names exported here (``from inspector import st
 """
 
 from inspector.stats.differences import delta_exact, deltas, host_delta, nonfinite_delta, unpack_deltas
-from inspector.stats.device import describe_many, histogram, host_stats_many, summarize
+from inspector.stats.device import describe_many, histogram, host_stats_many, summaries_after_the_call, summarize
 from inspector.stats.host import on_host, to_host
 from inspector.stats.rows import (RowGroups, decode_rows, flushes_subnormals, layout, row_groups, supported,
                                   supported_dtype, unpack)
@@ -40,6 +40,6 @@ from inspector.stats.summary import summary_fields
 __all__ = [
     "N_STATS", "RowGroups", "array_stats", "as_float32", "decode_rows", "delta_exact", "deltas", "describe_many",
     "flushes_subnormals", "histogram", "host_delta", "host_stats_many", "int_abs_max", "layout", "nonfinite_delta",
-    "on_host", "row_groups", "scalar_rows", "summarize", "summary_fields", "supported", "supported_dtype",
-    "to_host", "unpack", "unpack_deltas", "with_log_histograms",
+    "on_host", "row_groups", "scalar_rows", "summaries_after_the_call", "summarize", "summary_fields", "supported",
+    "supported_dtype", "to_host", "unpack", "unpack_deltas", "with_log_histograms",
 ]

@@ -9,10 +9,13 @@ when first asked for).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -22,7 +25,7 @@ import numpy as np
 from inspector.model import Stats
 from inspector.stats.exact import _FAN, _exact, _group_exact, _histogram
 from inspector.stats import programs
-from inspector.stats.host import _host_hist, numpy_stats_many, on_host
+from inspector.stats.host import _host_hist, host_summaries, numpy_stats_many, on_host
 from inspector.stats.rows import BINS, Layout, SAMPLE, _x64, layout, row_width
 from inspector.stats.summary import Fields, _group_cheap
 
@@ -120,18 +123,65 @@ COMPILE_PAYS = 1 << 24
 program (about 1-3 s on that CPU) and describing with it."""
 PREPARE = True
 """Whether :func:`host_stats_many` compiles the programs its large arrays lack in a background
-thread (for the next call, and saved for the next session)."""
+thread (for later calls, and saved for the next session), once they pay (:data:`PREPARE_AFTER_MS`)."""
+PREPARE_AFTER_MS = 1000.0
+"""How long numpy may spend, in this process, describing the arrays one missing program would describe
+before that program is compiled in the background: about what compiling one costs (1-3.5 s of XLA:CPU
+time on the 2-core Xeon, bench_stats_programs.py). So compiling never costs more than numpy already
+did (a model described once per session, as its variables are, compiles nothing), and the compile,
+which competes with the caller's calls on a small CPU, starts only where it pays."""
+_numpy_ms: dict[programs.Key, float] = {}  # by missing program: numpy's time on its arrays so far
+
+
+_summarizing = threading.local()
+
+
+@contextlib.contextmanager
+def summaries_after_the_call() -> Iterator[None]:
+    """Within it, on this thread, :func:`host_stats_many` gives each real float array of more than
+    :data:`~inspector.stats.host.SUMMARIZED_ABOVE` elements what the in-call summary would
+    (:func:`~inspector.stats.host.host_summary`: five reductions, the same trust rule, no histogram)
+    and describes exactly only the others and those a summary can't be trusted for. A run's calls
+    that run no summarizing program describe their captured arrays so (the pipeline's first-call policy)."""
+    before = getattr(_summarizing, "on", False)
+    _summarizing.on = True
+    try:
+        yield
+    finally:
+        _summarizing.on = before
 
 
 def host_stats_many(arrays: Sequence[Any], hist: bool = True) -> list[Stats]:
+    """Statistics of arrays numpy reads in place (:func:`~inspector.stats.host.on_host`): exact
+    (see :func:`exact_host_stats_many`), or, inside :func:`summaries_after_the_call`, summaries
+    where they can be trusted.
+
+    Args:
+        arrays: numpy arrays, or jax arrays on one CPU device.
+        hist: False lets numpy leave the histograms of small arrays to :func:`histogram`.
+
+    Returns:
+        The arrays' :class:`~inspector.model.Stats`, in order.
+    """
+    if not getattr(_summarizing, "on", False):
+        return exact_host_stats_many(arrays, hist)
+    out = host_summaries(arrays)
+    rest = [i for i, st in enumerate(out) if st is None]
+    for i, st in zip(rest, exact_host_stats_many([arrays[i] for i in rest], hist) if rest else ()):
+        out[i] = st
+    return [st for st in out if st is not None]
+
+
+def exact_host_stats_many(arrays: Sequence[Any], hist: bool = True) -> list[Stats]:
     """Exact statistics of arrays numpy reads in place (:func:`~inspector.stats.host.on_host`).
 
     Arrays of more than ``SAMPLE`` elements are grouped by bucketed program
     (:mod:`~inspector.stats.programs`: dtype and size bucket); a group of at least
     :data:`PROGRAM_FROM` elements in all is described by its program where that is ready (compiled
     in this process or saved on disk) or where numpy would take longer than compiling it (at least
-    :data:`COMPILE_PAYS` elements). Everything else is described by numpy, and the programs large
-    groups lack are compiled in the background (:data:`PREPARE`) for a later call or session.
+    :data:`COMPILE_PAYS` elements). Everything else is described by numpy, and a program large
+    groups lack is compiled in the background (:data:`PREPARE`) once numpy has spent
+    :data:`PREPARE_AFTER_MS` on its arrays, for a later call or session.
 
     Args:
         arrays: numpy arrays, or jax arrays on one CPU device.
@@ -146,20 +196,35 @@ def host_stats_many(arrays: Sequence[Any], hist: bool = True) -> list[Stats]:
         if sum(int(np.size(arrays[large[j]])) for j in idx) >= PROGRAM_FROM:
             groups[key] = [large[j] for j in idx]
     chosen: list[int] = []
-    missing: list[Any] = []
+    missing: dict[programs.Key, list[int]] = {}
     for key, idx in groups.items():
         if programs.ready_key(key) or sum(int(np.size(arrays[i])) for i in idx) >= COMPILE_PAYS:
             chosen += idx
         else:
-            missing.append(arrays[idx[0]])
-    if PREPARE and missing:
-        programs.prepare(missing, background=True)
-    if not chosen:
-        return numpy_stats_many(arrays, hist)
+            missing[key] = idx
     out: list[Stats | None] = [None] * len(arrays)
-    for i, st in zip(chosen, programs.describe_bucketed([arrays[i] for i in chosen])):
-        out[i] = st
+    if chosen:
+        for i, st in zip(chosen, programs.describe_bucketed([arrays[i] for i in chosen])):
+            out[i] = st
     rest = [i for i in range(len(arrays)) if out[i] is None]
+    started = time.perf_counter()
     for i, st in zip(rest, numpy_stats_many([arrays[i] for i in rest], hist)):
         out[i] = st
+    if missing:
+        _count_numpy_time(missing, arrays, rest, (time.perf_counter() - started) * 1000)
     return [s for s in out if s is not None]
+
+
+def _count_numpy_time(missing: dict[programs.Key, list[int]], arrays: Sequence[Any], described: list[int],
+                      ms: float) -> None:
+    """Charges each missing program its arrays' share (by elements) of numpy's ``ms``, and prepares in
+    the background those whose charge reached :data:`PREPARE_AFTER_MS`."""
+    total = sum(int(np.size(arrays[i])) for i in described) or 1
+    due = []
+    for key, idx in missing.items():
+        spent = _numpy_ms.get(key, 0.0) + ms * sum(int(np.size(arrays[i])) for i in idx) / total
+        _numpy_ms[key] = spent
+        if spent >= PREPARE_AFTER_MS:
+            due.append(arrays[idx[0]])
+    if PREPARE and due:
+        programs.prepare(due, background=True)

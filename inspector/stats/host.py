@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from inspector.model import Stats
-from inspector.stats.rows import BINS, Layout, SAMPLE, _positions, flushes_subnormals, layout
+from inspector.stats.rows import BINS, TRUST, Layout, SAMPLE, _positions, flushes_subnormals, layout
 
 
 # -- the host path ---------------------------------------------------------------
@@ -256,6 +256,59 @@ def numpy_stats_many(arrays: Sequence[Any], hist: bool = True) -> list[Stats]:
                 st = dataclasses.replace(st, hist=tuple(counts[g]), hist_edges=tuple(edges[g]))
             out[batch[j]] = st
     return [s if s is not None else host_stats(a) for s, a in zip(out, arrays)]
+
+
+SUMMARIZED_ABOVE = SAMPLE
+"""Elements above which :func:`host_summaries` summarizes a float array (smaller ones cost numpy's batched
+exact path, :func:`numpy_stats_many`, about as little)."""
+
+
+def host_summary(x: Any) -> Stats | None:
+    """What the in-call summary (:func:`~inspector.stats.summary._group_cheap`) says of a real float
+    array numpy reads in place, by the same five reductions (sum, sum of squares, min, max, zeros) and
+    the same trust rule: ``None`` where that summary can't be trusted (a NaN or Inf, an overflow,
+    squares near underflow, a mean far from the spread) or for another dtype; then describe it exactly.
+
+    Both sums are added in the accumulator type (float32, float64 for 64-bit arrays under x64), as the
+    device adds them (numpy's sum pairwise, so more closely); subnormals are read as the device reads
+    them (as zeros where it flushes them). No histogram (``hist`` empty):
+    :func:`~inspector.stats.device.histogram` computes it when asked."""
+    dtype = jax.dtypes.canonicalize_dtype(x.dtype)
+    lay = layout(dtype)
+    if lay.kind != "float" or not np.size(x):
+        return None
+    a = np.asarray(x)
+    acc = lay.acc
+    flat = (a if a.dtype == acc else a.astype(acc)).reshape(-1)  # f16/bf16 -> f32 and f32 -> f64 are exact
+    lo, hi = flat.min(), flat.max()  # NaN if any is
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return None
+    tiny = np.finfo(acc).tiny
+    flushes = flushes_subnormals(jax.default_backend())
+    if flushes and (0 < abs(lo) < tiny or 0 < abs(hi) < tiny):
+        return None  # a subnormal extreme: read as a signed zero, as the exact path reads it
+    if lo > 0 or hi < 0:  # (at least ``tiny`` from zero, where the device flushes)
+        zeros = 0
+    elif flushes:
+        zeros = int(np.count_nonzero(np.abs(flat) < tiny))  # zeros and subnormals
+    else:
+        zeros = int(np.count_nonzero(flat == 0))  # (quicker than counting the nonzero floats)
+    n = flat.size
+    s1 = float(np.add.reduce(flat))  # pairwise, in ``acc``
+    s2 = float(np.dot(flat, flat))  # in ``acc``: overflows where the device's would
+    m = s1 / n
+    var = max(s2 / n - m * m, 0.0)
+    big_enough = s2 / n >= float(tiny) * 2.0**40 or (s2 == 0 and lo == hi)
+    if not (math.isfinite(s1) and math.isfinite(s2) and big_enough and (m * m <= TRUST * var or m == 0)):
+        return None
+    lo_f, hi_f = float(lo), float(hi)
+    return Stats(n, m, math.sqrt(var), lo_f, hi_f, max(abs(lo_f), abs(hi_f)), zeros, 0, 0, 0)
+
+
+def host_summaries(arrays: Sequence[Any]) -> list[Stats | None]:
+    """:func:`host_summary` of each array of more than :data:`SUMMARIZED_ABOVE` elements (``None`` for
+    the others, and where a summary can't be trusted)."""
+    return [host_summary(a) if np.size(a) > SUMMARIZED_ABOVE else None for a in arrays]
 
 
 def _ordered(x: np.ndarray) -> np.ndarray:
