@@ -4,6 +4,8 @@ adam, a transformer block, dropout with BatchNorm); at a recorded step the stati
 outputs and match numpy in float64 on the same arrays (tests/test_watch.py's oracle), as the traced
 watch's do. No timing here: what runs at an unrecorded step is checked on the program itself."""
 
+import time
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -376,7 +378,13 @@ def test_the_history_holds_every_dispatched_step_and_the_live_view_follows():
     try:
         w._sync()  # what the view's thread calls before it looks: brings in what is ready
         jax.block_until_ready(f(PARAMS, x, 8))
-        w._sync()
+        # The step's statistics may still be on their way (a busy machine): the view's sync never waits, so
+        # it is asked again until they are in, as its thread would (bounded: a lost step fails the test).
+        for _ in range(600):
+            w._sync()
+            if 8 in watch._history.steps():
+                break
+            time.sleep(0.1)
         assert 8 in watch._history.steps()
     finally:
         w.close()

@@ -304,7 +304,7 @@ class GradRun(InspectRun):
     def __init__(self, loss_fn: Callable, module: nn.Module, mutable: CollectionFilter, capture: CaptureFilter,
                  has_aux: bool, keep: Keep):
         self.has_aux = has_aux
-        self._bind("apply", module, keep, lambda in_call, lean: GradRunner(
+        self._set_up("apply", module, keep, lambda in_call, lean: GradRunner(
             loss_fn, module, mutable, capture, has_aux, GradHooks(mutable, capture, keep, in_call, lean)))
         functools.update_wrapper(self, loss_fn, updated=())
 

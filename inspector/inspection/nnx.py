@@ -105,7 +105,7 @@ class NnxInspectRun(InspectRun):
                  keep: Keep = "arrays", update: bool = False):
         self.update = update
         # NNX returns (y, state) like a linen apply with mutable and capture_intermediates set
-        self._bind("apply", model, keep, lambda in_call, lean: NnxRunner(
+        self._set_up("apply", model, keep, lambda in_call, lean: NnxRunner(
             model, method, mutable, plan_inspection("apply", True, True, keep, in_call, lean)))
 
     @property

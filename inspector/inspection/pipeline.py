@@ -174,12 +174,12 @@ class InspectRun:
 
     def __init__(self, kind: Kind, fn: Callable[..., Any], module: nn.Module, mutable: CollectionFilter,
                  capture: CaptureFilter, keep: Keep = "arrays", patches: dict[str, Any] | None = None):
-        self._bind(kind, module, keep, lambda in_call, lean: Runner(
+        self._set_up(kind, module, keep, lambda in_call, lean: Runner(
             kind, fn, module, mutable, capture, patches=patches,
             hooks=plan_inspection(kind, mutable, capture, keep, in_call, lean)))
         functools.update_wrapper(self, fn, updated=())
 
-    def _bind(self, kind: Kind, module: Any, keep: Keep, make_runner: Callable[[bool, bool], Runner]) -> None:
+    def _set_up(self, kind: Kind, module: Any, keep: Keep, make_runner: Callable[[bool, bool], Runner]) -> None:
         """What every run holds: the kind of flax call, the module, ``keep`` and the runner (made
         once ``keep`` is known to be valid); ``make_runner(in_call, lean)`` as :func:`plan_inspection`."""
         if keep not in ("arrays", "stats"):
