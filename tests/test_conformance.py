@@ -52,8 +52,11 @@ def test_inspection_under_rank_promotion_raise():
     with jax.numpy_rank_promotion("raise"):
         insp = fi.inspect_apply(lambda m, x: m(x), model, mutable=["batch_stats"])(variables, x)
         run = fi.inspect_apply(lambda m, x: m(x), model, mutable=["batch_stats"])
-        first = run(variables, jnp.ones((4096, 3)))  # described by numpy after the call (CPU)
-        assert first["Dense_0:__call__"].stats.hist
+        first = run(variables, jnp.ones((4096, 3)))  # summarized by numpy after the call (CPU, a first call)
+        leaf = first["Dense_0:__call__"]
+        assert not leaf.stats.hist  # a summary: the histogram is computed when first asked for
+        full = leaf.full_stats()
+        assert sum(full.hist) == (full.hist_sample or leaf.size) > 0
         run.settle()
         big = run(variables, jnp.ones((4096, 3)))  # summarized inside the call
         leaf = big["Dense_0:__call__"]
