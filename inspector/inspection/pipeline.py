@@ -123,29 +123,31 @@ class _LastCall:
         return args, kwargs, self.context
 
 
-def _weakly(x: Any) -> Any:
+def _rebuilt(x: Any, leaf: Callable[[Any], Any]) -> Any:
+    """``x`` with its plain containers (dicts, FrozenDicts, lists, tuples) rebuilt in their own key
+    order and every other value replaced by ``leaf(value)``."""
     t = type(x)
     if t is dict or t is FrozenDict:
-        return t({k: _weakly(v) for k, v in x.items()})
+        return t({k: _rebuilt(v, leaf) for k, v in x.items()})
     if t is tuple or t is list:
-        return t(_weakly(v) for v in x)
-    if isinstance(x, (jax.Array, np.ndarray)):
-        return weakref.ref(x)
-    return x
+        return t(_rebuilt(v, leaf) for v in x)
+    return leaf(x)
+
+
+def _weakly(x: Any) -> Any:
+    return _rebuilt(x, lambda v: weakref.ref(v) if isinstance(v, (jax.Array, np.ndarray)) else v)
 
 
 def _strongly(x: Any) -> Any:
-    t = type(x)
-    if t is dict or t is FrozenDict:
-        return t({k: _strongly(v) for k, v in x.items()})
-    if t is tuple or t is list:
-        return t(_strongly(v) for v in x)
-    if t is weakref.ref:
-        value = x()
+    def held(v: Any) -> Any:
+        if type(v) is not weakref.ref:
+            return v
+        value = v()
         if value is None:
             raise LookupError("gone")
         return value
-    return x
+
+    return _rebuilt(x, held)
 
 
 def _quiet_background() -> bool:
