@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import weakref
 from typing import Any
 
 import jax
@@ -182,39 +183,75 @@ class Rerun:
 _ATTR = "_inspector_rerun"
 
 
-def remember(run: Any, insp: Inspection, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+_WHEN_BUILT = "found out as the inspection's calls are built"  # on an inspection, until then
+
+
+def remember(run: Any, insp: Inspection, args: tuple[Any, ...], kwargs: dict[str, Any], when_read: bool = False
+             ) -> None:
     """Called by an inspected run after it built ``insp``: if a captured call (or the output) holds a NaN or
-    Inf, keeps what re-running the call needs on the inspection (and on its first non-finite call)."""
+    Inf, keeps what re-running the call needs on the inspection (and on its first non-finite call).
+    ``when_read``: the inspection's statistics are computed when first read, so whether it holds one is
+    found out as its calls are built (:meth:`~inspector.model.Inspection.when_calls_built`); meanwhile the
+    inputs are held, as the inspection's replay holds them."""
     try:
-        call = insp.first_nonfinite()
-        if call is None and not any(leaf.nonfinite for leaf in insp.outputs):
-            return
-        runner = getattr(run, "runner", None)
-        reason = None
-        if runner is None or getattr(runner, "fn", None) is None or not getattr(runner, "intercepts", False):
-            reason = "the origin of a NaN is found for flax.linen runs only"
         from inspector.engine.runner import fresh_containers
 
         own_args, own_kwargs = fresh_containers((args, kwargs))  # the caller may change its dicts afterwards
-        rerun = Rerun(runner, run.kind, own_args, own_kwargs, call, reason)
-        insp.__dict__[_ATTR] = rerun
-        if call is not None:
-            call.__dict__[_ATTR] = rerun
+        if not when_read:
+            _keep(run, insp, insp.first_nonfinite(), own_args, own_kwargs)
+            return
+        insp.__dict__[_ATTR] = _WHEN_BUILT
+        held = weakref.ref(insp)  # the inspection holds this hook: no cycle
+
+        def built(calls: list[MethodCall]) -> None:
+            found = held()
+            if found is not None:
+                try:
+                    _keep(run, found, next((c for c in calls if c.nonfinite), None), own_args, own_kwargs)
+                except Exception:  # noqa: BLE001 - as above
+                    found.__dict__.pop(_ATTR, None)
+
+        insp.when_calls_built(built)
     except Exception:  # noqa: BLE001 - keeping the origin's inputs never fails a call
         return
+
+
+def _keep(run: Any, insp: Inspection, call: MethodCall | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Keeps what re-running needs on ``insp`` and on ``call`` (its first non-finite call), if either
+    ``call`` or the output holds a NaN or Inf; else nothing."""
+    if call is None and not any(leaf.nonfinite for leaf in insp.outputs):
+        insp.__dict__.pop(_ATTR, None)
+        return
+    runner = getattr(run, "runner", None)
+    reason = None
+    if runner is None or getattr(runner, "fn", None) is None or not getattr(runner, "intercepts", False):
+        reason = "the origin of a NaN is found for flax.linen runs only"
+    rerun = Rerun(runner, run.kind, args, kwargs, call, reason)
+    insp.__dict__[_ATTR] = rerun
+    if call is not None:
+        call.__dict__[_ATTR] = rerun
+
+
+def _rerun(obj: Inspection | MethodCall) -> Rerun | None:
+    """The :class:`Rerun` kept on ``obj``; for an inspection whose calls are still to be built, once built."""
+    got = getattr(obj, "__dict__", {}).get(_ATTR)
+    if isinstance(got, str) and isinstance(obj, Inspection):
+        obj.calls  # noqa: B018 - building them finds out
+        got = obj.__dict__.get(_ATTR)
+    return got if isinstance(got, Rerun) else None
 
 
 def origin_of(call: MethodCall) -> Origin | None:
     """:attr:`MethodCall.origin`: the origin of the NaN/Inf if ``call`` is its inspection's first non-finite
     call, else None."""
-    rerun = call.__dict__.get(_ATTR) if hasattr(call, "__dict__") else None
+    rerun = _rerun(call)
     return rerun.origin() if rerun is not None else None
 
 
 def nonfinite_origin(insp: Inspection) -> Origin | None:
     """:meth:`Inspection.nonfinite_origin`: where the first NaN/Inf was born, or None if the inspection holds
     none (or was not made by an inspected linen run)."""
-    rerun = insp.__dict__.get(_ATTR) if hasattr(insp, "__dict__") else None
+    rerun = _rerun(insp)
     return rerun.origin() if rerun is not None else None
 
 
@@ -222,12 +259,12 @@ def available(obj: Inspection | MethodCall) -> bool:
     """True if an origin can be asked of ``obj`` (an inspection that found a NaN/Inf, or its first non-finite
     call), without computing it: a view can offer it, and compute it (a re-run, seconds on a large model) when
     asked."""
-    return _ATTR in getattr(obj, "__dict__", {})
+    return _rerun(obj) is not None
 
 
 def computed(obj: Inspection | MethodCall) -> Origin | None:
     """The origin of ``obj`` if it was already computed (never re-runs anything), else None."""
-    rerun = getattr(obj, "__dict__", {}).get(_ATTR)
+    rerun = _rerun(obj)
     return rerun._origin if rerun is not None else None
 
 

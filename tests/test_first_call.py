@@ -124,7 +124,10 @@ def test_first_calls_capture_only_and_the_host_summarizes_them_as_numpy_says(net
     assert run.first_calls and run.traces == 1  # one program, the capture-only one, traced once
     assert run._compiling is None and run.runner.compiles == 0  # the summarizing program: never compiled
     assert [insp.timings.cached for insp in insps] == [False, True, True, True]
-    assert summarized and exact  # large float arrays summarized; the rest (and the -inf one) exact
+    if keep == "arrays":  # kept: described when first read
+        assert not summarized and run.described_after_ms == 0
+    else:
+        assert summarized and exact  # large float arrays summarized; the rest (and the -inf one) exact
     oracle = flax_captured(model, variables, x)
     for insp in insps:
         got = captured(insp)
@@ -142,6 +145,7 @@ def test_first_calls_capture_only_and_the_host_summarizes_them_as_numpy_says(net
             assert half.full_stats().hist == stats.host_stats_many([oracle["Half_0:__call__[0]"]])[0].hist
     first = captured(insps[0])
     assert all(captured(insp) == first for insp in insps[1:])
+    assert summarized and exact
 
 
 @pytest.mark.parametrize("keep", ["arrays", "stats"])
@@ -161,12 +165,14 @@ def test_first_calls_and_the_summarizing_program_give_the_same_statistics(net, k
         assert s.mean == pytest.approx(t.mean, rel=1e-5, abs=1e-6) and s.std == pytest.approx(t.std, rel=1e-4), key
 
 
-def test_the_summarizing_program_compiles_once_describing_has_cost_its_estimate(net, monkeypatch):
+@pytest.mark.parametrize("keep", ["arrays", "stats"])
+def test_the_summarizing_program_compiles_once_describing_has_cost_its_estimate(net, keep, monkeypatch):
     """Ski rental: no compile while the run's describing after its calls is under the estimate (the
-    first call's trace and compile time, times COMPILE_COST), a compile once it reaches it."""
+    first call's trace and compile time, times COMPILE_COST), a compile once it reaches it. Kept
+    arrays are described when read: their describing counts then."""
     model, variables, x = net
     monkeypatch.setattr(pipeline, "COMPILE_COST", 0.02)  # a few calls' describing, on any machine
-    run = fi.inspect_apply(lambda m, x: m(x), model, capture_intermediates=True)
+    run = fi.inspect_apply(lambda m, x: m(x), model, capture_intermediates=True, keep=keep)
     first = run(variables, x)
     assert run._compile_after_ms == pytest.approx(0.02 * (first.timings.trace_ms + first.timings.compile_ms))
     for _ in range(200):
@@ -174,9 +180,17 @@ def test_the_summarizing_program_compiles_once_describing_has_cost_its_estimate(
         assert started == (run.described_after_ms >= run._compile_after_ms)
         if started:
             break
-        run(variables, x)
+        before = run.described_after_ms
+        insp = run(variables, x)
+        if keep == "arrays":
+            unread = run.described_after_ms
+            assert insp.calls[0].outputs[0].stats is not None  # read: described now
+            assert run.described_after_ms > unread
+        assert run.described_after_ms > before
     assert run._compiling is not None
     run.settle()
+    if keep == "stats":  # (this net's -inf can't be summarized: its lean program gives way to a full one)
+        return
     traces = run.traces
     warm = run(variables, x)
     assert not run.first_calls and warm.timings.cached and run.traces == traces

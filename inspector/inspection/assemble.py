@@ -5,17 +5,21 @@ fetch only statistics (each in-call summary that can't be trusted redone exactly
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from typing import Any, cast
+from typing import Any, overload
 
 import jax
 import numpy as np
 
 from inspector import stats
+from inspector.background import CallerContext
 from inspector.inspection.plan import Keep, Plan, Slot, SlotSource, lookup
 from inspector.inspection import variables as V
 from inspector.model import (
@@ -70,24 +74,91 @@ def dropped_any(plan: Plan, rows: list[int]) -> bool:
     return any(plan.described[i].source == "dropped" for i in rows)
 
 
-def _call_stats(plan: Plan, words: np.ndarray, sources: dict[SlotSource, Any]) -> list[Stats]:
-    """Statistics of every described slot: the in-call summaries, each redone exactly where it
-    can't be trusted, and exact statistics of the rest."""
-    out: list[Stats | None] = [None] * len(plan.described)
-    decoded = stats.decode_rows(words, plan.summary_rows) if plan.summarized else []
-    redo = [i for i, st in zip(plan.summarized, decoded) if not st.trusted]
-    for i, st in zip(plan.summarized, decoded):
-        out[i] = st
-    redo += [i for i, st in enumerate(out) if st is None]
-    if redo and sources.get("dropped") is None and dropped_any(plan, redo):
-        raise NeedsArrays()
-    if redo:
+class CallStats(Sequence[Stats]):
+    """The statistics rows of a call's described slots, by row, each computed the first time it is read
+    (a batch of rows at a time, :meth:`fill`): the in-call summaries decoded, each redone exactly where it
+    can't be trusted, and exact statistics of the rest (numpy's summaries inside
+    :func:`~inspector.stats.summaries_after_the_call`, for a call that computed none: ``after_the_call``).
+
+    They are computed under the jax options of the thread that made them (x64 changes the accumulator
+    type); the arrays they read are let go once every row is filled. Thread-safe: a worker may fill
+    them while a view reads."""
+
+    def __init__(self, plan: Plan, words: np.ndarray, sources: dict[SlotSource, Any], after_the_call: bool) -> None:
+        self._plan, self._words = plan, words
+        self._sources: dict[SlotSource, Any] | None = sources
+        self._rows: list[Stats | None] = [None] * len(plan.described)
+        self._decoded = not plan.summarized
+        self._after_the_call = after_the_call
+        self._context = CallerContext()
+        self._lock = threading.RLock()
+        self.spent_ms = 0.0  # computing them, so far
+        self._on_filled: Callable[[float], None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, row: int) -> Stats: ...
+    @overload
+    def __getitem__(self, row: slice) -> list[Stats]: ...
+    def __getitem__(self, row: int | slice) -> Stats | list[Stats]:
+        if isinstance(row, slice):
+            return [self[i] for i in range(*row.indices(len(self)))]
+        st = self._rows[row]
+        if st is None:
+            self.fill()
+            st = self._rows[row]
+        assert st is not None  # every row is filled by now
+        return st
+
+    @property
+    def filled(self) -> bool:
+        """Whether every row is computed."""
+        return self._sources is None
+
+    def when_filled(self, told: Callable[[float], None]) -> None:
+        """Calls ``told(ms)`` once every row is filled (now, if they are), with the milliseconds spent
+        computing them."""
+        with self._lock:
+            if self._sources is not None:
+                self._on_filled = told
+                return
+        told(self.spent_ms)
+
+    def fill(self, rows: Iterable[int] | None = None) -> None:
+        """Computes the rows not yet computed among ``rows`` (every row by default).
+
+        Raises:
+          NeedsArrays: a summary that can't be trusted is of an array the call did not return."""
+        with self._lock:
+            if self._sources is None:
+                return
+            want = [i for i in (range(len(self._rows)) if rows is None else rows) if self._rows[i] is None]
+            if want:
+                t0 = time.perf_counter()
+                with self._context.entered(), (
+                        stats.summaries_after_the_call() if self._after_the_call else contextlib.nullcontext()):
+                    self._compute(want, self._sources)
+                self.spent_ms += (time.perf_counter() - t0) * 1000
+            if all(st is not None for st in self._rows):
+                self._sources = self._words = None  # type: ignore[assignment]
+                told, self._on_filled = self._on_filled, None
+                if told is not None:
+                    told(self.spent_ms)
+
+    def _compute(self, want: list[int], sources: dict[SlotSource, Any]) -> None:
+        plan, out = self._plan, self._rows
+        if not self._decoded:  # the in-call summaries, all at once (each trusted one is final)
+            for i, st in zip(plan.summarized, stats.decode_rows(self._words, plan.summary_rows)):
+                out[i] = st if st.trusted else None
+            self._decoded = True
+        redo = [i for i in want if out[i] is None]
+        if redo and sources.get("dropped") is None and dropped_any(plan, redo):
+            raise NeedsArrays()
         arrays = [lookup(sources[plan.described[i].source], plan.described[i].keypath) for i in redo]
-        exact = V.describe_exactly(arrays, hist=dropped_any(plan, redo))
-        for i, st in zip(redo, exact):
+        for i, st in zip(redo, V.describe_exactly(arrays, hist=dropped_any(plan, redo))):
             out[i] = st
-    assert all(st is not None for st in out)  # every row is filled by now
-    return cast("list[Stats]", out)
 
 
 def _fetch(x: Any, index: Any = None) -> np.ndarray:
@@ -100,8 +171,8 @@ class _LeafMaker:
     """The :class:`Leaf` of a slot: its statistics row, where it lives, and (kept) how to fetch it."""
 
     sources: dict[SlotSource, Any]
-    stats: list[Stats]  # of the described slots, by row
-    variable_stats: list[Stats]  # of the caller's variables, by row
+    stats: Sequence[Stats]  # of the described slots, by row
+    variable_stats: Sequence[Stats]  # of the caller's variables, by row
     placement: _Placement
     plan: Plan | None = None  # reads the slots' values (else each is looked up on its own)
     _read: dict[SlotSource, list[Any]] = dataclasses.field(default_factory=dict)
@@ -134,7 +205,9 @@ class _LeafMaker:
 def leaf_maker(plan: Plan, words: np.ndarray, sources: dict[SlotSource, Any], device: str) -> _LeafMaker:
     """The :class:`Leaf` of each of ``plan``'s slots, for arrays described alongside a call (as
     gradients are): ``words`` their in-call summaries (fetched), ``sources`` where they live."""
-    return _LeafMaker(sources, _call_stats(plan, words, sources), [], _Placement(device))
+    rows = CallStats(plan, words, sources, after_the_call=False)
+    rows.fill()
+    return _LeafMaker(sources, rows, [], _Placement(device))
 
 
 def _diffs(plan: Plan, leaf: _LeafMaker, variables: Callable[[], list[Leaf]],
@@ -178,7 +251,7 @@ def _described_slots(plan: Plan) -> list[Slot]:
     return got
 
 
-def _any_nonfinite(plan: Plan, call_stats: list[Stats], variable_stats: list[Stats]) -> bool:
+def _any_nonfinite(plan: Plan, call_stats: Sequence[Stats], variable_stats: Sequence[Stats]) -> bool:
     """Whether some call's output has a NaN or Inf (what :meth:`MethodCall.nonfinite` sums), read from the
     statistics rows without building the calls."""
     for s in _described_slots(plan):
@@ -205,16 +278,35 @@ def devices_text(device_set: Any) -> str:
     return str(devices[0]) if len(devices) == 1 else f"{len(devices)} devices ({devices[0].platform})"
 
 
+def _rows_of(slots: Iterable[Slot]) -> list[int]:
+    """The rows of ``slots`` among the call's statistics (not the caller's variables')."""
+    return [s.row for s in slots if s.row is not None and s.source != "in" and s.opaque is None]
+
+
 def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: Any, plan: Plan,
-             timings: Timings, keep: Keep, in_stats: Future[list[Stats]] | None = None) -> Inspection:
+             timings: Timings, keep: Keep, in_stats: Future[list[Stats]] | None = None,
+             when_read: bool = False, after_the_call: bool = False,
+             on_described: Callable[[Inspection, float], None] | None = None) -> Inspection:
     """The host-side :class:`Inspection` of one call: ``result`` is what the runner returned,
     ``stats_arrays`` what :func:`plan_inspection` computed alongside, ``inputs`` the caller's
     variables (``apply``). Statistics are fetched; arrays stay on their device. Waiting for the
-    variables' statistics (``in_stats``) adds to ``timings.run_ms``."""
+    variables' statistics (``in_stats``) adds to ``timings.run_ms``.
+
+    ``when_read``: the captured calls' statistics are computed the first time one is read (only where
+    the inspection keeps every array they read, or until they are computed); the outputs' and the
+    mutated collections' are computed now. ``after_the_call``: the program computed none (see
+    :class:`CallStats`). ``on_described(inspection, ms)`` is called once every statistic is computed."""
     words, delta_words, dropped = stats_arrays
     words, delta_words = stats.to_host([words, delta_words])
     sources: dict[SlotSource, Any] = {"in": inputs, "out": result, "dropped": dropped}
-    call_stats = _call_stats(plan, words, sources)
+    call_stats = CallStats(plan, words, sources, after_the_call)
+    if when_read:
+        read_now = _rows_of(plan.outputs)
+        if plan.mutated:
+            read_now += _rows_of(plan.variables) + _rows_of(s for slots in plan.mutated.values() for s in slots)
+        call_stats.fill(read_now)
+    else:
+        call_stats.fill()
     t0 = time.perf_counter()
     variable_stats = in_stats.result() if in_stats is not None else []
     timings.run_ms += (time.perf_counter() - t0) * 1000
@@ -248,6 +340,16 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
         binding=plan.binding,
         subnormals_as_zero=stats.flushes_subnormals(jax.default_backend()),
     )
+    any_nonfinite = functools.partial(_any_nonfinite, plan, call_stats, variable_stats)
     insp.defer_calls(functools.partial(_calls, plan, of_calls, kept),
-                     _any_nonfinite(plan, call_stats, variable_stats))
+                     any_nonfinite if when_read else any_nonfinite())
+    if on_described is not None:
+        described = weakref.ref(insp)  # the rows are the inspection's: no cycle through them
+
+        def filled(ms: float) -> None:
+            got = described()
+            if got is not None:
+                on_described(got, ms)
+
+        call_stats.when_filled(filled)
     return insp

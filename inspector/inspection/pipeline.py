@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from flax.core.frozen_dict import FrozenDict
 from flax.core.scope import CollectionFilter
 
 from inspector import capture as C
-from inspector import costs, failure, origin, progress, replay, stats
+from inspector import costs, failure, origin, progress, replay
 from inspector._tracebacks import entry_point
 from inspector.background import BackgroundWorker, CallerContext
 from inspector.capture import CaptureFilter
@@ -60,13 +61,15 @@ _UNDER_TRANSFORM = (
 QUICK_FIRST_CALL = True
 """Where numpy reads arrays in place (the CPU backend, one device), a run's first calls compile no
 statistics: they capture, and the host summarizes every array after the call (the in-call
-summaries' five reductions and trust rule, by numpy: :func:`~inspector.stats.device.summaries_after_the_call`).
+summaries' five reductions and trust rule, by numpy: :func:`~inspector.stats.device.summaries_after_the_call`),
+or, for arrays the inspection keeps (``keep='arrays'``), the first time their statistics are read.
 The program that summarizes inside the call (quicker warm) is compiled in the background only once
 it pays: once describing after the calls has taken the run as long as compiling is estimated to take
 (:data:`COMPILE_AFTER_MS`). False: every call runs the summarizing program."""
 
 COMPILE_AFTER_MS: float | None = None
-"""Milliseconds of describing after its calls (numpy's summaries and the assembly) after which a run
+"""Milliseconds of describing after its calls (numpy's statistics of their captured arrays, when the
+call returns or, for arrays the inspection keeps, when they are first read) after which a run
 compiles its summarizing program in the background; None: the estimate of that compile, the first
 call's own trace and compile time (:attr:`~inspector.model.Timings.trace_ms` + ``compile_ms``)
 times :data:`COMPILE_COST`. Ski rental: the calls spend no more describing on the host than the
@@ -193,9 +196,10 @@ class InspectRun:
         self._first: Runner | None = None  # captures only (described after the call) until ``runner`` is compiled
         self._compiling: Future[None] | None = None
         self._settled = not (QUICK_FIRST_CALL and self.compiles_ahead)
-        self.described_after_ms = 0.0  # describing after the ``_first`` runner's calls, so far
+        self.described_after_ms = 0.0  # describing the ``_first`` runner's calls' captured arrays, so far
         self._compile_after_ms: float | None = None  # :data:`COMPILE_AFTER_MS` for this run, from its first call
         self._last_call: _LastCall | None = None  # what compiling ahead traces
+        self._paying = threading.Lock()  # deciding to compile ahead (a view may read on its own thread)
 
     @property
     def traces(self) -> int:
@@ -206,10 +210,11 @@ class InspectRun:
     def settle(self) -> None:
         """Waits until the program that summarizes inside the call is compiled (see
         :data:`QUICK_FIRST_CALL`), starting its compile now if the run's calls had not yet paid for it."""
-        if self._compiling is None and self._last_call is not None:
-            self._compile_ahead(delay_s=0.0, low_priority=False)
-        elif self._compiling is not None and not self._compiling.done():
-            _compiler.restore_priority()  # where the system allows it: someone waits for it now
+        with self._paying:
+            if self._compiling is None and self._last_call is not None:
+                self._compile_ahead(delay_s=0.0, low_priority=False)
+            elif self._compiling is not None and not self._compiling.done():
+                _compiler.restore_priority()  # where the system allows it: someone waits for it now
         if self._compiling is not None and not self._compiling.cancelled():
             self._compiling.exception()  # a failure is not raised here: the next call compiles and raises it
 
@@ -237,18 +242,24 @@ class InspectRun:
             return self.runner
         return self._first
 
-    def _described_after(self, args: tuple[Any, ...], kwargs: dict[str, Any], timings: Timings, ms: float) -> None:
-        """Counts ``ms`` of describing after a capture-only call, and starts compiling the summarizing
-        program in the background once the run's calls have spent :data:`COMPILE_AFTER_MS` so."""
+    def _described_after(self, args: tuple[Any, ...], kwargs: dict[str, Any], timings: Timings) -> None:
+        """After a capture-only call: starts compiling the summarizing program in the background once
+        describing the run's calls has cost :data:`COMPILE_AFTER_MS` (:attr:`described_after_ms`)."""
         if self._compile_after_ms is None:  # the first call: its trace and compile are the estimate
             self._compile_after_ms = (COMPILE_AFTER_MS if COMPILE_AFTER_MS is not None
                                       else COMPILE_COST * (timings.trace_ms + timings.compile_ms))
-        self.described_after_ms += ms
         if self._compiling is not None:
             return
         self._last_call = _LastCall(args, kwargs)
-        if self.described_after_ms >= self._compile_after_ms:
-            self._compile_ahead()
+        self._compile_if_paid()
+
+    def _compile_if_paid(self) -> None:
+        """Starts compiling the summarizing program once describing has cost :data:`COMPILE_AFTER_MS`
+        (after a call, or as a view or the user reads a kept inspection's statistics, on any thread)."""
+        with self._paying:
+            if (self._compiling is None and self._last_call is not None and self._compile_after_ms is not None
+                    and self.described_after_ms >= self._compile_after_ms):
+                self._compile_ahead()
 
     def _compile_ahead(self, delay_s: float | None = None, low_priority: bool = True) -> None:
         """Compiles the summarizing program on the compile thread (see :func:`_prepare_soon`), for
@@ -339,20 +350,28 @@ class InspectRun:
         timings = Timings(0.0 if cached else record.trace_ms, 0.0 if cached else record.compile_ms,
                           run_ms, cached)
         first_calls = runner is self._first
-        assembling = time.perf_counter()
-        with stats.summaries_after_the_call() if first_calls else contextlib.nullcontext():
-            insp = self._assemble(args, result, stats_arrays, record.recorded, timings,
-                                  described)  # may raise NeedsArrays
-        assembled_ms = (time.perf_counter() - assembling) * 1000
+        # Captured arrays the inspection keeps are described when first read (on the host, that is when
+        # a view or the user reads them); those it drops, now. Not across processes: describing a global
+        # array is a collective every process must start in the same order.
+        when_read = self.keep == "arrays" and V.background_work_allowed()
+        insp = self._assemble(args, result, stats_arrays, record.recorded, timings, described,
+                              when_read=when_read, after_the_call=first_calls,
+                              on_described=self._count_described if first_calls else None)  # may raise NeedsArrays
         self._finish(insp)
-        origin.remember(self, insp, args, kwargs)  # only where a NaN/Inf was found: what re-running needs
+        origin.remember(self, insp, args, kwargs, when_read)  # where a NaN/Inf is found: what re-running needs
         replay.remember(self, insp, args, kwargs)  # what call.inputs and call.replay() re-run
         costs.remember(self, insp, args, kwargs)  # the inputs' shapes: insp.costs() re-traces
         if first_calls:  # after this result is ready: tracing holds the GIL the assembly needs
-            self._described_after(args, kwargs, timings, assembled_ms)
+            self._described_after(args, kwargs, timings)
         if on_phase is not None:
             on_phase("done")
         return insp
+
+    def _count_described(self, insp: Inspection, ms: float) -> None:
+        """Counts the time a first call's statistics took (now, or when first read) towards compiling
+        the summarizing program (:attr:`described_after_ms`)."""
+        self.described_after_ms += ms
+        self._compile_if_paid()
 
     def _unsortable(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """For inputs with a dict whose keys cannot be sorted (which jax cannot flatten): raises flax's
@@ -363,11 +382,12 @@ class InspectRun:
             raise UnsortableKeys(where)
 
     def _assemble(self, args: tuple[Any, ...], result: Any, stats_arrays: Any, plan: Any, timings: Timings,
-                  described: Any) -> Inspection:
+                  described: Any, **when: Any) -> Inspection:
         """The inspection of one run from what the runner returned and what its trace recorded
-        (``plan``, a :class:`~inspector.inspection.plan.Plan`)."""
+        (``plan``, a :class:`~inspector.inspection.plan.Plan`); ``when``: when its statistics are
+        computed (:func:`~inspector.inspection.assemble.assemble`'s keywords)."""
         return assemble(self.kind, self.module, args[0] if args else None, result, stats_arrays,
-                        plan, timings, self.keep, described)
+                        plan, timings, self.keep, described, **when)
 
     def _flax_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The call's arguments as the runner takes them."""

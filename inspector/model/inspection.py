@@ -154,11 +154,13 @@ def _plural(n: int, word: str) -> str:
 
 class _PendingCalls:
     """An inspection's calls before they are first read: how to build them, whether one of them has a NaN
-    or Inf, and what :meth:`Inspection.annotate_calls` asked to set on each (applied once built)."""
+    or Inf (or how to find out, when statistics are computed as first read), and what
+    :meth:`Inspection.annotate_calls` asked to set on each (applied once built)."""
 
-    def __init__(self, build: Callable[[], list[MethodCall]], any_nonfinite: bool) -> None:
+    def __init__(self, build: Callable[[], list[MethodCall]], any_nonfinite: bool | Callable[[], bool]) -> None:
         self.build, self.any_nonfinite = build, any_nonfinite
         self.annotations: dict[str, Any] = {}
+        self.when_built: list[Callable[[list[MethodCall]], None]] = []
         self.lock = threading.Lock()
 
     def materialize(self, insp: Inspection) -> list[MethodCall]:
@@ -168,6 +170,8 @@ class _PendingCalls:
                 calls = self.build()
                 for call in calls:
                     call.__dict__.update(self.annotations)
+                for told in self.when_built:
+                    told(calls)
                 insp.__dict__["calls"] = calls
                 insp.__dict__.pop("_pending_calls", None)
             return calls
@@ -201,10 +205,11 @@ class Inspection:
     loss: float | None = None  # the loss that ``grads`` differentiate (fi.inspect_grad)
 
     # -- calls built when first read --------------------------------------------------
-    def defer_calls(self, build: Callable[[], list[MethodCall]], any_nonfinite: bool) -> None:
+    def defer_calls(self, build: Callable[[], list[MethodCall]], any_nonfinite: bool | Callable[[], bool]) -> None:
         """Makes :attr:`calls` those ``build()`` returns, built the first time they are read: an inspection
         whose calls are never looked at never builds them. ``any_nonfinite``: whether one of them has a NaN
-        or Inf (:meth:`first_nonfinite` answers None without building them where none has)."""
+        or Inf, or a function that tells (:meth:`first_nonfinite` answers None without building them where
+        none has)."""
         self.__dict__.pop("calls", None)
         self.__dict__["_pending_calls"] = _PendingCalls(build, any_nonfinite)
 
@@ -219,6 +224,16 @@ class Inspection:
                     return
         for call in self.calls:
             call.__dict__[name] = value
+
+    def when_calls_built(self, told: Callable[[list[MethodCall]], None]) -> None:
+        """Calls ``told(calls)`` once the calls are built, before anyone reads them (now, if they are)."""
+        pending: _PendingCalls | None = self.__dict__.get("_pending_calls")
+        if pending is not None:
+            with pending.lock:
+                if "calls" not in self.__dict__:
+                    pending.when_built.append(told)
+                    return
+        told(self.calls)
 
     if not TYPE_CHECKING:  # mypy keeps checking attribute names: only ``calls`` is ever missing
         def __getattr__(self, name):
@@ -323,8 +338,10 @@ class Inspection:
     def first_nonfinite(self) -> MethodCall | None:
         """The earliest captured call (in execution order) whose output has a NaN or Inf."""
         pending: _PendingCalls | None = self.__dict__.get("_pending_calls")
-        if pending is not None and not pending.any_nonfinite:
-            return None
+        if pending is not None:
+            found = pending.any_nonfinite
+            if not (found() if callable(found) else found):
+                return None
         return next((c for c in self.calls if c.nonfinite), None)
 
     def nonfinite_origin(self) -> Any:

@@ -294,8 +294,9 @@ def host_summary(x: Any) -> Stats | None:
     else:
         zeros = int(np.count_nonzero(flat == 0))  # (quicker than counting the nonzero floats)
     n = flat.size
-    s1 = float(np.add.reduce(flat))  # pairwise, in ``acc``
-    s2 = float(np.dot(flat, flat))  # in ``acc``: overflows where the device's would
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is not trusted, below
+        s1 = float(np.add.reduce(flat))  # pairwise, in ``acc``
+        s2 = float(np.dot(flat, flat))  # in ``acc``: overflows where the device's would
     m = s1 / n
     var = max(s2 / n - m * m, 0.0)
     big_enough = s2 / n >= float(tiny) * 2.0**40 or (s2 == 0 and lo == hi)
