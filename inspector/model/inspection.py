@@ -244,8 +244,9 @@ class Inspection:
 
     def __getstate__(self) -> dict[str, Any]:
         """A copy or a pickle holds the calls themselves, built now if they were not."""
+        calls = self.calls  # built first: building them may add to the inspection (when_calls_built)
         state = dict(self.__dict__)
-        state["calls"] = self.calls
+        state["calls"] = calls
         state.pop("_pending_calls", None)
         return state
 
