@@ -95,19 +95,22 @@ def every_call_stats(insp: fi.Inspection) -> dict[str, Stats]:
             for c in insp.calls for leaf in c.outputs}
 
 
-def test_a_kept_call_describes_only_its_outputs_until_read(quick, described):
+def test_a_kept_call_describes_nothing_until_read(quick, described):
     model, variables, x = net_inputs()
     run = fi.inspect_apply(lambda m, x: m(x), model, capture_intermediates=True)
     insps = [run(variables, x) for _ in range(3)]
     assert run.first_calls == quick
-    outputs = len(insps[0].outputs)
-    # each call: its output's statistics (where an in-call summary can't be trusted, or after the call)
-    assert sum(described) <= 3 * outputs
-    before = list(described)
+    assert not described
     oracle = flax_values(model, variables, x)
     for insp in insps:
+        before = len(described)
+        out = insp.outputs[0]
+        if quick:  # the output alone (numpy's path for a small array)
+            assert described[before:] == [1]
+        check_numpy(np.asarray(insp.output), out.stats, "output")
+        before = len(described)
         got = {c.key: c.outputs[0].stats for c in insp.calls if c.outputs and not c.sown}
-        assert len(described) > len(before)  # read: described now
+        assert len(described) > before  # read: described now (-inf, ints: exact on either path)
         for key, st in got.items():
             if key in oracle:
                 check_numpy(oracle[key], st, key)
@@ -174,11 +177,9 @@ def test_two_threads_reading_at_once_describe_once(quick, described):
 def test_an_inspection_dropped_unread_is_never_described(quick, described):
     model, variables, x = net_inputs()
     run = fi.inspect_apply(lambda m, x: m(x), model, capture_intermediates=True)
-    run(variables, x)
-    after_one = list(described)
     for _ in range(3):
         np.asarray(run(variables, x).output)
-    assert sum(described) - sum(after_one) <= 3 * 1  # the outputs' only
+    assert not described
 
 
 def _alive_with_shape(shape: tuple[int, ...]) -> int:

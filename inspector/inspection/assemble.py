@@ -242,6 +242,11 @@ def _calls(plan: Plan, leaf: _LeafMaker, kept: bool) -> list[MethodCall]:
             for order, c in enumerate(plan.calls)]
 
 
+def _outputs(plan: Plan, leaf: _LeafMaker, call_stats: CallStats) -> list[Leaf]:
+    call_stats.fill(_rows_of(plan.outputs))  # theirs only
+    return [leaf(s) for s in plan.outputs]
+
+
 def _described_slots(plan: Plan) -> list[Slot]:
     """The slots of ``plan``'s calls that have a statistics row (built once per trace, kept on the plan)."""
     got: list[Slot] | None = plan.__dict__.get("_described_call_slots")
@@ -292,19 +297,17 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
     variables (``apply``). Statistics are fetched; arrays stay on their device. Waiting for the
     variables' statistics (``in_stats``) adds to ``timings.run_ms``.
 
-    ``when_read``: the captured calls' statistics are computed the first time one is read (only where
-    the inspection keeps every array they read, or until they are computed); the outputs' and the
-    mutated collections' are computed now. ``after_the_call``: the program computed none (see
+    ``when_read``: the statistics of the captured calls and of the output are computed the first time
+    they are read (only where the inspection keeps every array they read); the mutated collections'
+    are computed now. ``after_the_call``: the program computed none (see
     :class:`CallStats`). ``on_described(inspection, ms)`` is called once every statistic is computed."""
     words, delta_words, dropped = stats_arrays
     words, delta_words = stats.to_host([words, delta_words])
     sources: dict[SlotSource, Any] = {"in": inputs, "out": result, "dropped": dropped}
     call_stats = CallStats(plan, words, sources, after_the_call)
     if when_read:
-        read_now = _rows_of(plan.outputs)
         if plan.mutated:
-            read_now += _rows_of(plan.variables) + _rows_of(s for slots in plan.mutated.values() for s in slots)
-        call_stats.fill(read_now)
+            call_stats.fill(_rows_of(plan.variables) + _rows_of(s for slots in plan.mutated.values() for s in slots))
     else:
         call_stats.fill()
     t0 = time.perf_counter()
@@ -329,7 +332,7 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
         module_type=type(module).__name__,
         output=result[0] if plan.returns_tuple else (None if kind == "init" else result),
         state=result if kind == "init" else (result[1] if plan.returns_tuple else None),
-        outputs=[leaf(s) for s in plan.outputs] if kind != "init" else [],
+        outputs=[leaf(s) for s in plan.outputs] if kind != "init" and not when_read else [],
         variables=VariableTree.of_leaves("variables", variables),
         diffs=_diffs(plan, leaf, variables, delta_words) if plan.mutated else [],
         calls=[],
@@ -340,6 +343,8 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
         binding=plan.binding,
         subnormals_as_zero=stats.flushes_subnormals(jax.default_backend()),
     )
+    if kind != "init" and when_read:
+        insp.defer_outputs(functools.partial(_outputs, plan, leaf, call_stats))
     any_nonfinite = functools.partial(_any_nonfinite, plan, call_stats, variable_stats)
     insp.defer_calls(functools.partial(_calls, plan, of_calls, kept),
                      any_nonfinite if when_read else any_nonfinite())

@@ -152,6 +152,22 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+class _PendingOutputs:
+    """An inspection's output leaves before they are first read: how to build them."""
+
+    def __init__(self, build: Callable[[], list[Leaf]]) -> None:
+        self.build = build
+        self.lock = threading.Lock()
+
+    def materialize(self, insp: Inspection) -> list[Leaf]:
+        with self.lock:
+            outputs: list[Leaf] | None = insp.__dict__.get("outputs")
+            if outputs is None:
+                outputs = insp.__dict__["outputs"] = self.build()
+                insp.__dict__.pop("_pending_outputs", None)
+            return outputs
+
+
 class _PendingCalls:
     """An inspection's calls before they are first read: how to build them, whether one of them has a NaN
     or Inf (or how to find out, when statistics are computed as first read), and what
@@ -213,6 +229,12 @@ class Inspection:
         self.__dict__.pop("calls", None)
         self.__dict__["_pending_calls"] = _PendingCalls(build, any_nonfinite)
 
+    def defer_outputs(self, build: Callable[[], list[Leaf]]) -> None:
+        """Makes :attr:`outputs` those ``build()`` returns, built the first time they are read (their
+        statistics are computed then)."""
+        self.__dict__.pop("outputs", None)
+        self.__dict__["_pending_outputs"] = _PendingOutputs(build)
+
     def annotate_calls(self, name: str, value: Any) -> None:
         """Sets attribute ``name`` to ``value`` on every call (in its ``__dict__``): now if the calls are
         built, else as they are built."""
@@ -235,19 +257,20 @@ class Inspection:
                     return
         told(self.calls)
 
-    if not TYPE_CHECKING:  # mypy keeps checking attribute names: only ``calls`` is ever missing
+    if not TYPE_CHECKING:  # mypy keeps checking attribute names: only ``calls`` and ``outputs`` are ever missing
         def __getattr__(self, name):
-            pending = self.__dict__.get("_pending_calls") if name == "calls" else None
+            pending = self.__dict__.get(f"_pending_{name}") if name in ("calls", "outputs") else None
             if pending is None:
                 raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
             return pending.materialize(self)
 
     def __getstate__(self) -> dict[str, Any]:
-        """A copy or a pickle holds the calls themselves, built now if they were not."""
-        calls = self.calls  # built first: building them may add to the inspection (when_calls_built)
+        """A copy or a pickle holds the calls and outputs themselves, built now if they were not."""
+        calls, outputs = self.calls, self.outputs  # built first: building may add to the inspection
         state = dict(self.__dict__)
-        state["calls"] = calls
+        state["calls"], state["outputs"] = calls, outputs
         state.pop("_pending_calls", None)
+        state.pop("_pending_outputs", None)
         return state
 
     # -- lookup -------------------------------------------------------------
