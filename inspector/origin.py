@@ -196,10 +196,12 @@ def remember(run: Any, insp: Inspection, args: tuple[Any, ...], kwargs: dict[str
     try:
         from inspector.engine.runner import fresh_containers
 
-        own_args, own_kwargs = fresh_containers((args, kwargs))  # the caller may change its dicts afterwards
         if not when_read:
-            _keep(run, insp, insp.first_nonfinite(), own_args, own_kwargs)
+            call = insp.first_nonfinite()
+            if call is not None or any(leaf.nonfinite for leaf in insp.outputs):
+                _keep(run, insp, call, *fresh_containers((args, kwargs)))  # the caller may change its dicts
             return
+        own_args, own_kwargs = fresh_containers((args, kwargs))
         insp.__dict__[_ATTR] = _WHEN_BUILT
         held = weakref.ref(insp)  # the inspection holds this hook: no cycle
 

@@ -114,8 +114,20 @@ class _LastCall:
     caller's arrays alive; and the jax options of the caller's thread."""
 
     def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.held = _weakly((args, kwargs))
+        self._refs: list[weakref.ref[Any]] = []
+        self.held = _rebuilt((args, kwargs), self._weakly)
         self.context = CallerContext()
+
+    def _weakly(self, v: Any) -> Any:
+        if not isinstance(v, (jax.Array, np.ndarray)):
+            return v
+        ref = weakref.ref(v)
+        self._refs.append(ref)
+        return ref
+
+    def alive(self) -> bool:
+        """Whether every array of the call is still alive."""
+        return all(r() is not None for r in self._refs)
 
     def inputs(self) -> tuple[tuple[Any, ...], dict[str, Any], CallerContext] | None:
         """``(args, kwargs, context)``, or None once an array of them is gone."""
@@ -135,10 +147,6 @@ def _rebuilt(x: Any, leaf: Callable[[Any], Any]) -> Any:
     if t is tuple or t is list:
         return t(_rebuilt(v, leaf) for v in x)
     return leaf(x)
-
-
-def _weakly(x: Any) -> Any:
-    return _rebuilt(x, lambda v: weakref.ref(v) if isinstance(v, (jax.Array, np.ndarray)) else v)
 
 
 def _strongly(x: Any) -> Any:
@@ -250,7 +258,8 @@ class InspectRun:
                                       else COMPILE_COST * (timings.trace_ms + timings.compile_ms))
         if self._compiling is not None:
             return
-        self._last_call = _LastCall(args, kwargs)
+        if self._last_call is None or not self._last_call.alive():  # a call's, while its arrays live
+            self._last_call = _LastCall(args, kwargs)
         self._compile_if_paid()
 
     def _compile_if_paid(self) -> None:
