@@ -14,10 +14,12 @@ d=128 transformer (batch 8 x 64) and the 8-layer d=256 bench transformer (batch 
   20, 40 calls with the same inputs, inspected / plain, the largest over every N from 1 to N, the
   whole curve, and the slowest single call after the first against a warm plain call (issue 26's
   targets: <= 1.5x for every N, no call over 3x). ``--empty-cache``: every process starts with no
-  statistics program saved (a brand-new user); by default the user's cache directory.
+  statistics program saved (a brand-new user); by default the user's cache directory. ``--read``: every
+  inspection's statistics are read after its call and counted in its time (kept arrays are described
+  when first read; without it, as in a loop that keeps only the output, they never are).
 
 Run: ``python bench/bench_first.py [--quick] [--reps N] [--models mlp,t6,t8] [--hot]
-[--variants | --breakdown | --window N [--empty-cache]]``.
+[--variants | --breakdown | --window N [--empty-cache] [--read]]``.
 No assertions.
 """
 
@@ -84,10 +86,12 @@ def one_first_call(which: str, variant: str) -> float:
 WINDOW = (1, 2, 3, 5, 10, 20, 40)
 
 
-def first_calls_window(which: str, variant: str, n: int, empty_cache: bool = False) -> str:
+def first_calls_window(which: str, variant: str, n: int, empty_cache: bool = False, read: bool = False) -> str:
     """Runs in a child process: JSON of the milliseconds of each of the first ``n`` calls of
     ``variant`` (``plain``, ``arrays``, ``stats``) with the same inputs, results waited for.
-    ``empty_cache``: no statistics program saved (a brand-new user: an empty cache directory)."""
+    ``empty_cache``: no statistics program saved (a brand-new user: an empty cache directory).
+    ``read``: every inspection's statistics are read after its call (a user who looks at each:
+    kept arrays are described when read), and counted in that call's time."""
     if empty_cache:
         import os
         import tempfile
@@ -106,16 +110,19 @@ def first_calls_window(which: str, variant: str, n: int, empty_cache: bool = Fal
         t0 = time.perf_counter()
         out = call(v, x)
         jax.block_until_ready(out if variant == "plain" else out.output)
+        if read and variant != "plain":
+            assert out.first_nonfinite() is None and all(leaf.stats for c in out.calls for leaf in c.outputs)
         times.append((time.perf_counter() - t0) * 1000)
     return json.dumps(times)
 
 
-def window(which: str, reps: int, n: int, empty_cache: bool = False) -> tuple[list[tuple], list[str]]:
+def window(which: str, reps: int, n: int, empty_cache: bool = False, read: bool = False
+           ) -> tuple[list[tuple], list[str]]:
     """Rows of the cumulative time of the first N calls, inspected / plain, per N in :data:`WINDOW`
     (median [IQR] over ``reps`` rounds of fresh processes, plain and both keeps alternating), the
     largest median over every N from 1 to ``n``, and the slowest single call over the median warm
     plain call (the plain run's calls 5 to n, or its last); and the whole curve (medians, N = 1..n)."""
-    child = f"window:{which}:{n}" + (":empty" if empty_cache else "")
+    child = f"window:{which}:{n}:{'empty' if empty_cache else ''}:{'read' if read else ''}"
     rounds = fresh_process_rounds("bench_first.py", [child], reps, f"{which} window ", parse=json.loads)
     rows, curves = [], []
     for variant in ("arrays", "stats"):
@@ -261,6 +268,8 @@ def main() -> None:
                     help="only the cumulative time of the first N calls (fresh processes), inspected / plain")
     ap.add_argument("--empty-cache", action="store_true",
                     help="--window: each process starts with no statistics program saved (a brand-new user)")
+    ap.add_argument("--read", action="store_true",
+                    help="--window: every inspection's statistics are read after its call, in its time")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -268,7 +277,7 @@ def main() -> None:
         which, variant = args.child
         if which.startswith("window:"):
             parts = which.split(":")
-            print(first_calls_window(parts[1], variant, int(parts[2]), parts[3:] == ["empty"]))
+            print(first_calls_window(parts[1], variant, int(parts[2]), "empty" in parts[3:], "read" in parts[3:]))
             return
         print(compare_first_call(int(variant)) if which == "compare" else one_first_call(which, variant))
         return
@@ -280,10 +289,11 @@ def main() -> None:
     if args.window:
         curves = []
         for which in models:
-            more, curve = window(which, reps, args.window, args.empty_cache)
+            more, curve = window(which, reps, args.window, args.empty_cache, args.read)
             rows += more
             curves += curve
-        print(where, "; statistics programs:", "none saved" if args.empty_cache else "the user's cache")
+        print(where, "; statistics programs:", "none saved" if args.empty_cache else "the user's cache",
+              "; every inspection read after its call" if args.read else "; inspections not read")
         print_table(("model", "keep", *(f"N={k}" for k in WINDOW if k <= args.window),
                      f"largest, N=1..{args.window}", "slowest call after the first / warm plain"), rows)
         print(f"cumulative ratio, medians, N = 1..{args.window}:")
