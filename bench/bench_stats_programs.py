@@ -4,15 +4,16 @@ Describes the captured arrays of the 6-layer d=128 transformer (batch 8 x 64: it
 ``__call__``'s output and the model's output, as ``fi.inspect_apply`` captures them):
 
 (a) in one process, interleaved rounds: numpy (the host path) vs the bucketed programs, warm, vs the
-    chooser ``stats.host_stats_many`` (numpy up to ``NUMPY_UP_TO`` elements, programs above), and vs
-    the host summaries a run's first calls give (``stats.summaries_after_the_call``: five reductions
-    per large float array, exact where a summary can't be trusted);
+    chooser ``stats.host_stats_many`` (numpy whatever the size: on XLA:CPU the programs were slower
+    than numpy for float arrays at every size, (d)), and vs the host summaries a run's first calls
+    give (``stats.summaries_after_the_call``: five reductions per large float array, exact where a
+    summary can't be trusted);
 (b) fresh processes: the first description by the programs with an empty cache directory (they
     compile), with the cache a previous process saved (they load: 0 compiles), and by numpy;
 (c) new models: programs compiled for the 6-layer model, then a 4-layer transformer of the same width
     (known buckets: 0 compiles) and the 8-layer d=256 one (some new buckets);
-(d) per array size (float32): numpy vs a ready program, one array and a batch of 8 (the ``NUMPY_UP_TO``
-    threshold).
+(d) per array size and dtype (float32, bfloat16, int32; 2^12 to 2^24 elements): numpy vs a ready
+    program, one array and a batch of 8 (``--sizes``: this part alone).
 
     .venv/bin/python bench/bench_stats_programs.py [--rounds N] [--quick]
 """
