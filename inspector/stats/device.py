@@ -157,9 +157,9 @@ def exact_host_stats_many(arrays: Sequence[Any], hist: bool = True) -> list[Stat
 
     The bucketed programs (:mod:`~inspector.stats.programs`) are not used here, nor compiled for
     these arrays: on XLA:CPU they describe float arrays slower than numpy at every size from 2^12 to
-    2^24 elements (1.2-20x; integer arrays too, but for batches of small ones, where numpy's integer
+    2^24 elements (3-19x; integer arrays too, but for batches of small ones, where numpy's integer
     histogram is slow: bench/bench_stats_programs.py, bench/README.md), and compiling one costs
-    seconds of the CPU the caller's own calls run on.
+    0.4-3.5 s of the CPU the caller's own calls run on.
 
     Args:
         arrays: numpy arrays, or jax arrays on one CPU device.
