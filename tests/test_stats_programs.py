@@ -199,8 +199,9 @@ def spied(monkeypatch):
 
 
 def test_the_host_chooser_leaves_on_host_arrays_to_numpy_even_where_a_program_is_ready(monkeypatch):
-    """On the CPU backend numpy is quicker than the bucketed programs at every size (bench_stats_programs.py):
-    arrays numpy reads in place are described by numpy, never by a program, ready or not."""
+    """On the CPU backend numpy is quicker than the bucketed programs (for float arrays at every size:
+    bench_stats_programs.py): arrays numpy reads in place are described by numpy, never by a program, ready
+    or not."""
     arrays = [jnp.asarray(rng.normal(size=50_000) * 3 + 1, jnp.float32) for _ in range(3)]  # one bucket, 150K
     arrays += [jnp.asarray(rng.normal(size=300_000) - 2, jnp.bfloat16),
                jnp.asarray(rng.integers(-40_000, 40_000, 9_000), jnp.int32),
