@@ -11,15 +11,6 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _no_background_statistics_programs(monkeypatch):
-    """No test compiles bucketed statistics programs in the background unless it asks to (they would
-    add compiles to other tests' counts): ``stats.device.PREPARE`` is off."""
-    from inspector.stats import device
-
-    monkeypatch.setattr(device, "PREPARE", False)
-
-
-@pytest.fixture(autouse=True)
 def _unshared_runs():
     """Each test builds its own runs: an equal run a test before built is not reused
     (``inspector.api.shared_run``), so counts of traces and compiles are the test's own."""

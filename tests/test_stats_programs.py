@@ -59,7 +59,10 @@ def check(a, s):
     tol = (np.finfo(acc).eps * 8) * (abs(mean) + std + 1e-300)
     assert abs(s.mean - mean) <= tol, (s.mean, mean)
     assert abs(s.std - std) <= tol, (s.std, std)
-    assert sum(s.hist) == (min(fin.size, s.hist_sample) if s.hist_sample else fin.size)
+    if s.hist_sample and fin.size < v.size:  # the sample's finite elements
+        assert 0 < sum(s.hist) <= min(fin.size, s.hist_sample)
+    else:
+        assert sum(s.hist) == (min(fin.size, s.hist_sample) if s.hist_sample else fin.size)
 
 
 def exact_rows(arrays):
@@ -184,92 +187,103 @@ def test_a_process_with_another_device_count_does_not_load_the_saved_programs(tm
     assert again["compiles"] == 0 and again["loads"] == 3
 
 
-def test_the_host_chooser_uses_ready_programs_for_large_groups_and_numpy_otherwise(monkeypatch):
-    from inspector.stats import device
-
-    monkeypatch.setattr(device, "PREPARE", False)
-    large = [jnp.asarray(rng.normal(size=50_000) * 3 + 1, jnp.float32) for _ in range(3)]  # one bucket, 150K
-    small = [jnp.asarray(rng.normal(size=n), jnp.float32) for n in (10, 5000)]
-    arrays = [small[0], *large, small[1]]
-    before = programs.compiles
-    numpy_only = stats.host_stats_many(arrays)
-    assert programs.compiles == before and not programs.ready(large)  # nothing ready: numpy, no compile
-    programs.prepare(large)
-    assert programs.ready(large)
-    calls, real = [], programs.describe_bucketed
-
-    def counted(xs):
-        calls.append(len(xs))
-        return real(xs)
-
-    monkeypatch.setattr(programs, "describe_bucketed", counted)
-    chosen = stats.host_stats_many(arrays)
-    assert calls == [3]  # the three large arrays, by their program; the small ones by numpy
-    for a, s, n in zip(arrays, chosen, numpy_only):
-        check(a, s)
-        assert (s.count, s.min, s.max, s.zeros, s.hist_sample) == (n.count, n.min, n.max, n.zeros, n.hist_sample)
+def spied(monkeypatch):
+    """Records every use of the bucketed programs: descriptions, preparations (now or in the background)
+    and builds (compiles or loads)."""
+    used: list[str] = []
+    for name in ("describe_bucketed", "prepare", "_build"):
+        real = getattr(programs, name)
+        monkeypatch.setattr(programs, name,
+                            lambda *a, _real=real, _name=name, **k: used.append(_name) or _real(*a, **k))
+    return used
 
 
+def test_the_host_chooser_leaves_on_host_arrays_to_numpy_even_where_a_program_is_ready(monkeypatch):
+    """On the CPU backend numpy is quicker than the bucketed programs (for float arrays at every size:
+    bench_stats_programs.py): arrays numpy reads in place are described by numpy, never by a program, ready
+    or not."""
+    arrays = [jnp.asarray(rng.normal(size=50_000) * 3 + 1, jnp.float32) for _ in range(3)]  # one bucket, 150K
+    arrays += [jnp.asarray(rng.normal(size=300_000) - 2, jnp.bfloat16),
+               jnp.asarray(rng.integers(-40_000, 40_000, 9_000), jnp.int32),
+               jnp.asarray(np.array([1.0, np.nan, -np.inf] * 30_000), jnp.float32),
+               jnp.asarray(rng.normal(size=10), jnp.float32)]
+    assert stats.on_host(arrays)
+    programs.prepare(arrays)  # every program they'd need is ready
+    assert programs.ready(arrays)
+    used = spied(monkeypatch)
+    before = programs.compiles, programs.loads
+    exact = stats.host_stats_many(arrays)
+    with stats.summaries_after_the_call():
+        summarized = stats.host_stats_many(arrays)
+    assert used == [] and (programs.compiles, programs.loads) == before
+    for a, e, n in zip(arrays, exact, stats.host.numpy_stats_many(arrays)):
+        check(a, e)
+        assert e == n  # numpy's own description
+    for a, s, e in zip(arrays, summarized, exact):  # summaries where trusted, numpy's exact description elsewhere
+        if s.hist == ():  # a summary (no histogram until asked for): the in-call summary's reductions, by numpy
+            assert s == stats.host.host_summary(a)
+            assert (s.count, s.min, s.max, s.zeros, s.nan) == (e.count, e.min, e.max, e.zeros, e.nan)
+        else:
+            assert s == e
+    assert [s.hist == () for s in summarized] == [True] * 4 + [False] * 3  # large real floats, all finite
 
-def test_the_host_chooser_compiles_missing_programs_in_the_background_for_later_calls(monkeypatch):
+
+def test_on_host_arrays_compile_no_program_now_or_later_at_any_size(monkeypatch):
+    """No program is compiled for arrays numpy reads in place, in the calling thread or in the background,
+    however often or large they are described (2^24 elements and more were once compiled for at once)."""
     import time
 
-    from inspector.stats import device
-
-    monkeypatch.setattr(device, "PREPARE", True)
-    monkeypatch.setattr(device, "PREPARE_AFTER_MS", 0.0)  # pays at once
-    arrays = [jnp.asarray(rng.normal(size=40_000), jnp.int32) for _ in range(4)]  # a bucket no test used
-    assert not programs.ready(arrays)
-    first = stats.host_stats_many(arrays)  # numpy now; the program compiles on a daemon thread
-    deadline = time.monotonic() + 600
-    while not programs.ready(arrays) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert programs.ready(arrays)
-    for a, s, f in zip(arrays, stats.host_stats_many(arrays), first):
+    huge = jnp.asarray(rng.integers(0, 256, (1 << 24) + 3, dtype=np.uint8))
+    arrays = [jnp.asarray(rng.normal(size=40_000), jnp.int32) for _ in range(4)]  # a bucket no test compiles
+    used = spied(monkeypatch)
+    before = programs.compiles, programs.loads
+    for _ in range(3):
+        got = stats.host_stats_many([*arrays, huge])
+    time.sleep(programs.START_DELAY_S + 0.5)  # a background preparation would have started by now
+    assert used == [] and (programs.compiles, programs.loads) == before
+    assert not programs.ready(arrays) and not programs.ready([huge])
+    for a, s in zip([*arrays, huge], got):
         check(a, s)
-        assert (s.min, s.max, s.zeros, s.hist) == (f.min, f.max, f.zeros, f.hist)
 
 
-def test_a_missing_program_is_prepared_once_numpy_has_spent_as_long_on_its_arrays(monkeypatch):
-    """Ski rental: numpy's time on a missing program's arrays is charged to it; the program is compiled
-    (in the background) only once the charge reaches PREPARE_AFTER_MS."""
-    from inspector.stats import device
+def test_inspected_calls_on_the_cpu_compile_no_statistics_program(monkeypatch):
+    """The whole path: an inspected call's variables (large, as the chooser once sent to their ready programs)
+    and captured arrays, first calls and later ones, are described without a bucketed program."""
+    import flax.linen as nn
 
-    arrays = [jnp.asarray(rng.normal(size=20_000), jnp.int16) for _ in range(8)]  # a bucket no test used
-    (key,) = programs.groups(arrays)
-    prepared: list[int] = []
-    monkeypatch.setattr(device, "PREPARE", True)
-    monkeypatch.setattr(device, "_numpy_ms", {})
-    monkeypatch.setattr(programs, "prepare", lambda xs, background=False: prepared.append(len(xs)))
-    stats.host_stats_many(arrays)
-    monkeypatch.setattr(device, "PREPARE_AFTER_MS", 2.5 * device._numpy_ms[key])  # two or three describings
-    for _ in range(20):
-        spent = device._numpy_ms[key]
-        assert bool(prepared) == (spent >= device.PREPARE_AFTER_MS), (spent, prepared)
-        if prepared:
-            break
-        numpy_stats = stats.host_stats_many(arrays)
-        assert device._numpy_ms[key] > spent  # charged again
-    assert prepared == [1] and not programs.ready(arrays)  # asked for once; (prepare was replaced)
-    for a, s in zip(arrays, numpy_stats):
-        check(a, s)
+    import inspector as fi
+
+    class Wide(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for _ in range(3):
+                x = jnp.tanh(nn.Dense(512)(x))
+            return x
+
+    x = jnp.asarray(rng.normal(size=(256, 512)), jnp.float32)
+    v = Wide().init(jax.random.key(0), x)
+    programs.prepare(jax.tree_util.tree_leaves(v))  # ready, as once for a user who ran the model before
+    used = spied(monkeypatch)
+    before = programs.compiles, programs.loads
+    run = fi.inspect_apply(Wide.__call__, Wide())
+    for _ in range(3):
+        insp = run(v, x)
+    assert used == [] and (programs.compiles, programs.loads) == before
+    leaves = {"/".join(map(str, lf.path)): lf for lf in insp.variables.leaves()}
+    kernel = leaves["params/Dense_1/kernel"]
+    assert kernel.size == 512 * 512
+    check(v["params"]["Dense_1"]["kernel"], kernel.stats)
+    for call in insp.calls:  # the captured outputs too (summarized or exact: numpy's either way)
+        for out in call.outputs:
+            assert out.stats.count == out.size
 
 
 EXIT_SCRIPT = r'''
 import sys, time
-import flax.linen as nn, jax, jax.numpy as jnp
-import inspector as fi
-from inspector.stats import device, programs
-device.PREPARE_AFTER_MS = 0.0  # the variables' programs are prepared after their first description
-class Wide(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        for _ in range(3):
-            x = jnp.tanh(nn.Dense(512)(x))
-        return x
-x = jnp.ones((256, 512))
-v = Wide().init(jax.random.key(0), x)
-fi.inspect_apply(Wide.__call__, Wide())(v, x)  # its large variables ask for programs, prepared in the background
+import jax.numpy as jnp
+from inspector.stats import programs
+arrays = [jnp.ones(n, jnp.float32) for n in (300_000, 70_000, 9_000)]  # three programs to compile
+programs.prepare(arrays, background=True)  # starts after programs.START_DELAY_S
 time.sleep(float(sys.argv[1]))
 print("compiled before exit:", programs.compiles, flush=True)
 '''
@@ -277,8 +291,8 @@ print("compiled before exit:", programs.compiles, flush=True)
 
 @pytest.mark.parametrize("linger", [0.0, 1.5], ids=["at-once", "mid-compile"])
 def test_a_script_ending_while_programs_prepare_exits_cleanly(tmp_path, linger):
-    """The background preparation starts no compile in a script that ends at once after a call, and one in
-    progress at exit is finished, not torn down (a daemon thread inside XLA at finalization aborts)."""
+    """A background preparation starts no compile in a script that ends at once after asking for it, and one
+    in progress at exit is finished, not torn down (a daemon thread inside XLA at finalization aborts)."""
     env = dict(os.environ, INSPECTOR_CACHE_DIR=str(tmp_path))
     done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, str(linger)], env=env, capture_output=True,
                           text=True, timeout=600)

@@ -11,7 +11,8 @@ call uses them:
 * :mod:`~inspector.stats.host`: the same definitions by numpy in float64, where the device is
   the host (the CPU backend: arrays are read in place, nothing compiles).
 * :mod:`~inspector.stats.programs`: exact device programs keyed by a bucketed size and dtype,
-  not by the model, reused across calls, models and (saved in a user cache directory) sessions.
+  not by the model, reused across calls, models and (saved in a user cache directory) sessions;
+  called directly (inspected calls on the CPU backend describe with numpy, quicker there).
 * :mod:`~inspector.stats.differences`: what changed between two arrays.
 * :mod:`~inspector.stats.scalars`: the training watch's per-step scalars.
 * :mod:`~inspector.stats.device`: the choosers (:func:`summarize`, :func:`describe_many`,

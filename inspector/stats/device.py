@@ -2,7 +2,7 @@
 
 :func:`summarize` (traced into the inspected call: fused, trusted or not), :func:`describe`
 (exact, traceable), :func:`describe_many` (exact rows of concrete arrays: one program),
-:func:`host_stats_many` (arrays numpy reads in place: numpy, or the bucketed programs),
+:func:`host_stats_many` (arrays numpy reads in place: numpy, summaries or exact),
 :func:`describe_exact` (one array, e.g. sharded) and :func:`histogram` (a summary's histogram,
 when first asked for).
 """
@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import math
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -24,7 +23,6 @@ import numpy as np
 
 from inspector.model import Stats
 from inspector.stats.exact import _FAN, _exact, _group_exact, _histogram
-from inspector.stats import programs
 from inspector.stats.host import _host_hist, host_summaries, numpy_stats_many, on_host
 from inspector.stats.rows import BINS, Layout, SAMPLE, _x64, layout, row_width
 from inspector.stats.summary import Fields, _group_cheap
@@ -114,25 +112,6 @@ def histogram(x: jax.Array, stats: Stats) -> Stats:
                                hist_sample=SAMPLE if stats.count > SAMPLE else 0)
 
 
-PROGRAM_FROM = 1 << 17
-"""Elements (all the arrays of one dtype and size bucket together) from which a ready bucketed
-program describes them quicker than numpy in place. Measured by bench/bench_stats_programs.py (2-core
-Xeon): 2^16 float32 elements as one array 1.3x numpy's time, 2^17 0.66x, 8 arrays of 2^14 0.34x."""
-COMPILE_PAYS = 1 << 24
-"""Elements (of one dtype and size bucket) from which numpy takes longer than compiling a bucketed
-program (about 1-3 s on that CPU) and describing with it."""
-PREPARE = True
-"""Whether :func:`host_stats_many` compiles the programs its large arrays lack in a background
-thread (for later calls, and saved for the next session), once they pay (:data:`PREPARE_AFTER_MS`)."""
-PREPARE_AFTER_MS = 1000.0
-"""How long numpy may spend, in this process, describing the arrays one missing program would describe
-before that program is compiled in the background: about what compiling one costs (1-3.5 s of XLA:CPU
-time on the 2-core Xeon, bench_stats_programs.py). So compiling never costs more than numpy already
-did (a model described once per session, as its variables are, compiles nothing), and the compile,
-which competes with the caller's calls on a small CPU, starts only where it pays."""
-_numpy_ms: dict[programs.Key, float] = {}  # by missing program: numpy's time on its arrays so far
-
-
 _summarizing = threading.local()
 
 
@@ -173,15 +152,14 @@ def host_stats_many(arrays: Sequence[Any], hist: bool = True) -> list[Stats]:
 
 
 def exact_host_stats_many(arrays: Sequence[Any], hist: bool = True) -> list[Stats]:
-    """Exact statistics of arrays numpy reads in place (:func:`~inspector.stats.host.on_host`).
+    """Exact statistics of arrays numpy reads in place (:func:`~inspector.stats.host.on_host`), by
+    numpy in float64 (:func:`~inspector.stats.host.numpy_stats_many`), whatever their size.
 
-    Arrays of more than ``SAMPLE`` elements are grouped by bucketed program
-    (:mod:`~inspector.stats.programs`: dtype and size bucket); a group of at least
-    :data:`PROGRAM_FROM` elements in all is described by its program where that is ready (compiled
-    in this process or saved on disk) or where numpy would take longer than compiling it (at least
-    :data:`COMPILE_PAYS` elements). Everything else is described by numpy, and a program large
-    groups lack is compiled in the background (:data:`PREPARE`) once numpy has spent
-    :data:`PREPARE_AFTER_MS` on its arrays, for a later call or session.
+    The bucketed programs (:mod:`~inspector.stats.programs`) are not used here, nor compiled for
+    these arrays: on XLA:CPU they describe float arrays slower than numpy at every size from 2^12 to
+    2^24 elements (3-19x; integer arrays too, but for batches of small ones, where numpy's integer
+    histogram is slow: bench/bench_stats_programs.py, bench/README.md), and compiling one costs
+    0.4-3.5 s of the CPU the caller's own calls run on.
 
     Args:
         arrays: numpy arrays, or jax arrays on one CPU device.
@@ -190,41 +168,4 @@ def exact_host_stats_many(arrays: Sequence[Any], hist: bool = True) -> list[Stat
     Returns:
         The arrays' :class:`~inspector.model.Stats`, in order.
     """
-    large = [i for i, a in enumerate(arrays) if np.size(a) > SAMPLE and programs.fits(a)]
-    groups: dict[programs.Key, list[int]] = {}
-    for key, idx in programs.groups([arrays[i] for i in large]).items():
-        if sum(int(np.size(arrays[large[j]])) for j in idx) >= PROGRAM_FROM:
-            groups[key] = [large[j] for j in idx]
-    chosen: list[int] = []
-    missing: dict[programs.Key, list[int]] = {}
-    for key, idx in groups.items():
-        if programs.ready_key(key) or sum(int(np.size(arrays[i])) for i in idx) >= COMPILE_PAYS:
-            chosen += idx
-        else:
-            missing[key] = idx
-    out: list[Stats | None] = [None] * len(arrays)
-    if chosen:
-        for i, st in zip(chosen, programs.describe_bucketed([arrays[i] for i in chosen])):
-            out[i] = st
-    rest = [i for i in range(len(arrays)) if out[i] is None]
-    started = time.perf_counter()
-    for i, st in zip(rest, numpy_stats_many([arrays[i] for i in rest], hist)):
-        out[i] = st
-    if missing:
-        _count_numpy_time(missing, arrays, rest, (time.perf_counter() - started) * 1000)
-    return [s for s in out if s is not None]
-
-
-def _count_numpy_time(missing: dict[programs.Key, list[int]], arrays: Sequence[Any], described: list[int],
-                      ms: float) -> None:
-    """Charges each missing program its arrays' share (by elements) of numpy's ``ms``, and prepares in
-    the background those whose charge reached :data:`PREPARE_AFTER_MS`."""
-    total = sum(int(np.size(arrays[i])) for i in described) or 1
-    due = []
-    for key, idx in missing.items():
-        spent = _numpy_ms.get(key, 0.0) + ms * sum(int(np.size(arrays[i])) for i in idx) / total
-        _numpy_ms[key] = spent
-        if spent >= PREPARE_AFTER_MS:
-            due.append(arrays[idx[0]])
-    if PREPARE and due:
-        programs.prepare(due, background=True)
+    return numpy_stats_many(arrays, hist)

@@ -22,6 +22,12 @@ Contract for callers (see :func:`describe_bucketed`): any concrete arrays that
 results equal the exact path's within its documented tolerances. :func:`ready` says, without
 compiling, whether every program a list of arrays needs is compiled (here or on disk);
 :func:`prepare` compiles (or loads) them, in the calling thread or a background one.
+
+The inspection path does not call them on the CPU backend: there numpy reads the arrays in place
+and is quicker at every size measured (:func:`~inspector.stats.device.exact_host_stats_many`), so
+an inspected call on the CPU compiles, loads and saves none of these programs. The arrays are packed
+into the ``(batch, bucket)`` matrix in numpy, so on an accelerator a call copies them to the host
+and back.
 """
 
 from __future__ import annotations
@@ -310,11 +316,6 @@ def _groups(arrays: Sequence[Any], device: Any) -> dict[Key, list[int]]:
         size = bucket(math.prod(np.shape(a)))
         groups.setdefault((_dtype(a).name, size, batch(size), x64, str(device.id)), []).append(i)
     return groups
-
-
-def groups(arrays: Sequence[Any]) -> dict[Key, list[int]]:
-    """The program each of ``arrays`` is described by: ``{key: indices}``."""
-    return _groups(arrays, _device())
 
 
 def ready_key(key: Key) -> bool:
