@@ -362,7 +362,7 @@ class InspectRun:
         # Captured arrays the inspection keeps are described when first read (on the host, that is when
         # a view or the user reads them); those it drops, now. Not across processes: describing a global
         # array is a collective every process must start in the same order.
-        when_read = self.keep == "arrays" and V.background_work_allowed()
+        when_read = self.keep == "arrays" and jax.process_count() == 1
         insp = self._assemble(args, result, stats_arrays, record.recorded, timings, described,
                               when_read=when_read, after_the_call=first_calls,
                               on_described=self._count_described if first_calls else None)  # may raise NeedsArrays
