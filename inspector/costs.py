@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from inspector.cost_attribution import _Labeller, _Tally
+from inspector.engine.call_inputs import CallInputs
 from inspector.cost_rules import _Count, _nbytes, _size
 from inspector.names import Path, format_key, format_path, safe
 
@@ -299,16 +300,14 @@ def _abstract(x: Any) -> Any:
     return jax.tree.map(leaf, x)
 
 
-def remember(run: Any, insp: Any, args: tuple, kwargs: dict) -> None:
+def remember(run: Any, insp: Any, inputs: CallInputs) -> None:
     """Called by an inspected run after it built ``insp``: keeps what :meth:`Inspection.costs` needs (the
     inputs' shapes only, no arrays). Never fails the call."""
     try:
         runner = getattr(run, "runner", None)
         if runner is None or getattr(runner, "fn", None) is None or not getattr(runner, "intercepts", False):
             return
-        import jax
-
-        leaves, tree = jax.tree.flatten((args, kwargs))
+        leaves, tree = inputs.leaves, inputs.treedef
         impl = _array_types()[0]  # a jax array is kept as its aval (shape, dtype, weak type): a cheap attribute
         specs = [x.aval if type(x) is impl else _spec(x) for x in leaves]
         insp.__dict__[_ATTR] = _CostInputs(runner.kind, runner.fn, runner.module, runner.mutable, tree, specs)

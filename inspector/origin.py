@@ -27,6 +27,7 @@ from typing import Any
 
 import jax
 
+from inspector.engine.call_inputs import CallInputs
 from inspector.model import Inspection, MethodCall
 from inspector.names import safe
 from inspector.origin_model import Operand, Origin
@@ -186,22 +187,18 @@ _ATTR = "_inspector_rerun"
 _WHEN_BUILT = "found out as the inspection's calls are built"  # on an inspection, until then
 
 
-def remember(run: Any, insp: Inspection, args: tuple[Any, ...], kwargs: dict[str, Any], when_read: bool = False
-             ) -> None:
+def remember(run: Any, insp: Inspection, inputs: CallInputs, when_read: bool = False) -> None:
     """Called by an inspected run after it built ``insp``: if a captured call (or the output) holds a NaN or
     Inf, keeps what re-running the call needs on the inspection (and on its first non-finite call).
     ``when_read``: the inspection's statistics are computed when first read, so whether it holds one is
     found out as its calls are built (:meth:`~inspector.model.Inspection.when_calls_built`); meanwhile the
     inputs are held, as the inspection's replay holds them."""
     try:
-        from inspector.engine.runner import fresh_containers
-
         if not when_read:
             call = insp.first_nonfinite()
             if call is not None or any(leaf.nonfinite for leaf in insp.outputs):
-                _keep(run, insp, call, *fresh_containers((args, kwargs)))  # the caller may change its dicts
+                _keep(run, insp, call, inputs)
             return
-        own_args, own_kwargs = fresh_containers((args, kwargs))
         insp.__dict__[_ATTR] = _WHEN_BUILT
         held = weakref.ref(insp)  # the inspection holds this hook: no cycle
 
@@ -209,7 +206,7 @@ def remember(run: Any, insp: Inspection, args: tuple[Any, ...], kwargs: dict[str
             found = held()
             if found is not None:
                 try:
-                    _keep(run, found, next((c for c in calls if c.nonfinite), None), own_args, own_kwargs)
+                    _keep(run, found, next((c for c in calls if c.nonfinite), None), inputs)
                 except Exception:  # noqa: BLE001 - as above
                     found.__dict__.pop(_ATTR, None)
 
@@ -218,7 +215,7 @@ def remember(run: Any, insp: Inspection, args: tuple[Any, ...], kwargs: dict[str
         return
 
 
-def _keep(run: Any, insp: Inspection, call: MethodCall | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def _keep(run: Any, insp: Inspection, call: MethodCall | None, inputs: CallInputs) -> None:
     """Keeps what re-running needs on ``insp`` and on ``call`` (its first non-finite call), if either
     ``call`` or the output holds a NaN or Inf; else nothing."""
     if call is None and not any(leaf.nonfinite for leaf in insp.outputs):
@@ -228,7 +225,7 @@ def _keep(run: Any, insp: Inspection, call: MethodCall | None, args: tuple[Any, 
     reason = None
     if runner is None or getattr(runner, "fn", None) is None or not getattr(runner, "intercepts", False):
         reason = "the origin of a NaN is found for flax.linen runs only"
-    rerun = Rerun(runner, run.kind, args, kwargs, call, reason)
+    rerun = Rerun(runner, run.kind, *inputs.arguments(), call, reason)
     insp.__dict__[_ATTR] = rerun
     if call is not None:
         call.__dict__[_ATTR] = rerun

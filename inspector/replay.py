@@ -37,6 +37,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from inspector.engine.call_inputs import CallInputs
 from inspector.model import Inspection, Leaf, MethodCall
 from inspector.names import Path, format_key, safe
 
@@ -88,10 +89,9 @@ class _ReplaySource:
     """What re-running an inspected call needs, and what was recorded from it. Pickling or copying an
     inspection keeps none of it: the copy says so."""
 
-    def __init__(self, runner: Any, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any], kept: bool,
-                 reason: str | None = None):
+    def __init__(self, runner: Any, kind: str, inputs: CallInputs, kept: bool, reason: str | None = None):
         self.runner, self.kind, self.kept, self.reason = runner, kind, kept, reason
-        leaves, self.treedef = jax.tree.flatten((args, kwargs))
+        leaves, self.treedef = inputs.leaves, inputs.treedef
         # an array is held weakly unless the inspection keeps arrays: the caller's arrays stay the caller's
         self.leaves: list[Any] = leaves if kept else [_weakly(x) for x in leaves]
         self.inspection: weakref.ref[Inspection] | None = None  # weakly: a call holds this, no cycle
@@ -100,7 +100,8 @@ class _ReplaySource:
         self.lock = threading.RLock()
 
     def __reduce__(self) -> Any:
-        return (_ReplaySource, (None, self.kind, (), {}, False, "not kept when the inspection was copied or pickled"))
+        return (_ReplaySource, (None, self.kind, CallInputs.of((), {}), False,
+                                "not kept when the inspection was copied or pickled"))
 
     def __deepcopy__(self, memo: dict[str, Any]) -> _ReplaySource:
         return self
@@ -432,7 +433,7 @@ def replay(call: MethodCall, *, params: Any = None, variables: Any = None, input
 
 
 # -- the hook: kept by the inspect_* runs ---------------------------------------------------
-def remember(run: Any, insp: Inspection, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def remember(run: Any, insp: Inspection, inputs: CallInputs) -> None:
     """Called by an inspected run after it built ``insp``: keeps what recording a call's inputs and
     replaying it need (references only; nothing is computed). Never fails the call."""
     try:
@@ -441,7 +442,7 @@ def remember(run: Any, insp: Inspection, args: tuple[Any, ...], kwargs: dict[str
         if runner is None or getattr(runner, "fn", None) is None or not getattr(runner, "intercepts", False):
             reason = "inputs are recorded and calls replayed for flax.linen runs only"
         # flattened at once: the caller may change its dicts afterwards
-        source = _ReplaySource(runner, run.kind, args, kwargs, insp.kept, reason)
+        source = _ReplaySource(runner, run.kind, inputs, insp.kept, reason)
         source.inspection = weakref.ref(insp)
         insp.__dict__[_ATTR] = source
         insp.annotate_calls(_ATTR, source)  # on each call, once its calls are built

@@ -33,6 +33,7 @@ from inspector import capture as C
 from inspector import costs, failure, origin, progress, replay
 from inspector._tracebacks import entry_point
 from inspector.background import BackgroundWorker, CallerContext
+from inspector.engine.call_inputs import CallInputs
 from inspector.capture import CaptureFilter
 from inspector.engine.runner import InsideTransform, Runner
 from inspector.engine.signature import UnsortableKeys, unsortable_keys
@@ -367,9 +368,10 @@ class InspectRun:
                               when_read=when_read, after_the_call=first_calls,
                               on_described=self._count_described if first_calls else None)  # may raise NeedsArrays
         self._finish(insp)
-        origin.remember(self, insp, args, kwargs, when_read)  # where a NaN/Inf is found: what re-running needs
-        replay.remember(self, insp, args, kwargs)  # what call.inputs and call.replay() re-run
-        costs.remember(self, insp, args, kwargs)  # the inputs' shapes: insp.costs() re-traces
+        inputs = CallInputs.of(args, kwargs)  # flattened once: the caller may change its dicts afterwards
+        origin.remember(self, insp, inputs, when_read)  # where a NaN/Inf is found: what re-running needs
+        replay.remember(self, insp, inputs)  # what call.inputs and call.replay() re-run
+        costs.remember(self, insp, inputs)  # the inputs' shapes: insp.costs() re-traces
         if first_calls:  # after this result is ready: tracing holds the GIL the assembly needs
             self._described_after(args, kwargs, timings)
         if on_phase is not None:
