@@ -137,7 +137,8 @@ class CallStats(Sequence[Stats]):
             want = [i for i in (range(len(self._rows)) if rows is None else rows) if self._rows[i] is None]
             if want:
                 t0 = time.perf_counter()
-                with self._context.entered(), (
+                # (read inside a caller's trace, a program describing them must still run now)
+                with self._context.entered(), jax.ensure_compile_time_eval(), (
                         stats.summaries_after_the_call() if self._after_the_call else contextlib.nullcontext()):
                     self._compute(want, self._sources)
                 self.spent_ms += (time.perf_counter() - t0) * 1000
