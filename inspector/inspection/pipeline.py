@@ -33,8 +33,8 @@ from inspector import capture as C
 from inspector import costs, failure, origin, progress, replay
 from inspector._tracebacks import entry_point
 from inspector.background import BackgroundWorker, CallerContext
-from inspector.engine.call_inputs import CallInputs
 from inspector.capture import CaptureFilter
+from inspector.engine.call_inputs import CallInputs
 from inspector.engine.runner import InsideTransform, Runner
 from inspector.engine.signature import UnsortableKeys, unsortable_keys
 from inspector.inspection import backend
