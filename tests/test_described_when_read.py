@@ -219,3 +219,27 @@ def test_the_origin_of_a_nan_is_found_when_read_also_through_temporaries(quick):
     assert copied.nonfinite_origin().primitive == "div" and insp.nonfinite_origin().primitive == "div"
     unpickled = pickle.loads(pickle.dumps(fi.inspect(model, variables, x).first_nonfinite()))  # keeps no inputs
     assert unpickled.origin.kind == "unknown"
+
+
+@pytest.mark.parametrize("keep", ["arrays", "stats"])
+def test_what_is_read_later_is_the_call_s_not_what_the_caller_changed_since(quick, keep):
+    """A training step puts new params in the dict it passed, and the caller empties the dict flax returned:
+    leaves built afterwards still show the call's values, with their statistics."""
+    model, variables, x = net_inputs()
+    given = {"params": {k: dict(v) for k, v in variables["params"].items()}}
+    old = given["params"]["Dense_0"]["kernel"]
+    run = fi.inspect_apply(lambda m, x: m(x), model, capture_intermediates=True, mutable=["intermediates"],
+                           keep=keep)
+    insp = run(given, x)
+    given["params"]["Dense_0"] = {"kernel": old * 0 + 7, "bias": given["params"]["Dense_0"]["bias"]}
+    assert ("intermediates" in insp.state) == (keep == "arrays")  # the sown logs (keep='stats' returns none)
+    insp.state.clear()  # flax's returned dict, the caller's to change
+    kernel = insp["params/Dense_0/kernel"]
+    check_numpy(np.asarray(old), kernel.stats, "kernel")
+    # (keep='stats' holds the caller's array weakly: ``old`` keeps it alive here)
+    np.testing.assert_array_equal(np.asarray(kernel.value), np.asarray(old))
+    oracle = flax_values(model, variables, x)
+    dense = next(c for c in insp.calls if c.key == "Dense_0:__call__[0]")
+    check_numpy(oracle["Dense_0:__call__[0]"], dense.outputs[0].stats, "Dense_0")
+    if keep == "arrays":
+        np.testing.assert_array_equal(np.asarray(dense.outputs[0].value), oracle["Dense_0:__call__[0]"])

@@ -84,9 +84,11 @@ class CallStats(Sequence[Stats]):
     type); the arrays they read are let go once every row is filled. Thread-safe: a worker may fill
     them while a view reads."""
 
-    def __init__(self, plan: Plan, words: np.ndarray, sources: dict[SlotSource, Any], after_the_call: bool) -> None:
+    def __init__(self, plan: Plan, words: np.ndarray, sources: dict[SlotSource, Any], after_the_call: bool,
+                 values: dict[SlotSource, list[Any]] | None = None) -> None:
         self._plan, self._words = plan, words
         self._sources: dict[SlotSource, Any] | None = sources
+        self._values = values or {}  # the slots' values as read at the call (:meth:`Plan.read`), by source
         self._rows: list[Stats | None] = [None] * len(plan.described)
         self._decoded = not plan.summarized
         self._after_the_call = after_the_call
@@ -157,9 +159,14 @@ class CallStats(Sequence[Stats]):
         redo = [i for i in want if out[i] is None]
         if redo and sources.get("dropped") is None and dropped_any(plan, redo):
             raise NeedsArrays()
-        arrays = [lookup(sources[plan.described[i].source], plan.described[i].keypath) for i in redo]
+        arrays = [self._value(plan.described[i], sources) for i in redo]
         for i, st in zip(redo, V.describe_exactly(arrays, hist=dropped_any(plan, redo))):
             out[i] = st
+
+
+    def _value(self, s: Slot, sources: dict[SlotSource, Any]) -> Any:
+        values = self._values.get(s.source)
+        return values[s.at] if values is not None and s.at >= 0 else lookup(sources[s.source], s.keypath)
 
 
 def _fetch(x: Any, index: Any = None) -> np.ndarray:
@@ -184,7 +191,8 @@ class _LeafMaker:
             if values is None:
                 values = self._read[s.source] = self.plan.read(s.source, self.sources[s.source])
             if s.at >= 0:
-                return values[s.at]
+                v = values[s.at]
+                return v() if type(v) is weakref.ref else v  # (None: the caller's array is gone)
         return lookup(self.sources[s.source], s.keypath)
 
     def __call__(self, s: Slot, kept: bool = True) -> Leaf:
@@ -193,6 +201,7 @@ class _LeafMaker:
         fetch = device = sharding = shard = x = None
         if kept and s.source != "dropped":
             x = self.value(s)
+        if x is not None:
             device, sharding, shard = self.placement(x)
             fetch = functools.partial(_fetch, x)
         row = None if s.row is None else (self.variable_stats if s.source == "in" else self.stats)[s.row]
@@ -284,6 +293,13 @@ def devices_text(device_set: Any) -> str:
     return str(devices[0]) if len(devices) == 1 else f"{len(devices)} devices ({devices[0].platform})"
 
 
+def _held(values: list[Any], strongly: bool) -> list[Any]:
+    """``values``, each array by weak reference unless ``strongly``."""
+    if strongly:
+        return values
+    return [weakref.ref(v) if isinstance(v, (jax.Array, np.ndarray)) else v for v in values]
+
+
 def _rows_of(slots: Iterable[Slot]) -> list[int]:
     """The rows of ``slots`` among the call's statistics (not the caller's variables')."""
     return [s.row for s in slots if s.row is not None and s.source != "in" and s.opaque is None]
@@ -305,7 +321,14 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
     words, delta_words, dropped = stats_arrays
     words, delta_words = stats.to_host([words, delta_words])
     sources: dict[SlotSource, Any] = {"in": inputs, "out": result, "dropped": dropped}
-    call_stats = CallStats(plan, words, sources, after_the_call)
+    kept = keep != "stats"
+    # What is built later (the variables, the calls, their statistics) reads the values as they were at
+    # the call, whatever the caller then does to its containers (a training step putting new params in
+    # its dict) or to the dicts flax returned. The caller's arrays are held weakly unless the inspection
+    # keeps arrays (as its replay holds them).
+    read: dict[SlotSource, list[Any]] = {"out": plan.read("out", result),
+                                         "in": _held(plan.read("in", inputs), kept) if inputs is not None else []}
+    call_stats = CallStats(plan, words, sources, after_the_call, read)
     if when_read:
         if plan.mutated:
             call_stats.fill(_rows_of(plan.variables) + _rows_of(s for slots in plan.mutated.values() for s in slots))
@@ -315,19 +338,19 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
     variable_stats = in_stats.result() if in_stats is not None else []
     timings.run_ms += (time.perf_counter() - t0) * 1000
     device = output_device(result)
-    leaf = _LeafMaker(sources, call_stats, variable_stats, _Placement(device), plan)
+    leaf = _LeafMaker(sources, call_stats, variable_stats, _Placement(device), plan, dict(read))
     # Built when first read; what it holds must not keep arrays the inspection drops.
-    of_variables = _LeafMaker({"in": inputs, "out": result}, call_stats, variable_stats, leaf.placement, plan)
+    of_variables = _LeafMaker({"in": inputs, "out": result}, call_stats, variable_stats, leaf.placement, plan,
+                              dict(read))
 
     @functools.cache
     def variables() -> list[Leaf]:
         return [of_variables(s) for s in plan.variables]
 
-    kept = keep != "stats"
     # The calls are built when first read; what their builder holds must not keep the arrays the
     # inspection drops (``keep='stats'``: it reads no value).
     of_calls = _LeafMaker({"in": inputs, "out": result} if kept else {}, call_stats, variable_stats,
-                          leaf.placement, plan)
+                          leaf.placement, plan, dict(read) if kept else {})
     insp = Inspection(
         kind=kind,
         module_type=type(module).__name__,
