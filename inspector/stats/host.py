@@ -289,8 +289,8 @@ def host_summary(x: Any) -> Stats | None:
         return None  # a subnormal extreme: read as a signed zero, as the exact path reads it
     if lo > 0 or hi < 0:  # (at least ``tiny`` from zero, where the device flushes)
         zeros = 0
-    elif flushes:
-        zeros = int(np.count_nonzero(np.abs(flat) < tiny))  # zeros and subnormals
+    elif flushes:  # zeros and subnormals: -tiny < x < tiny, counted without a temporary of |x|
+        zeros = int(np.count_nonzero(flat < tiny)) - int(np.count_nonzero(flat <= -tiny))
     else:
         zeros = int(np.count_nonzero(flat == 0))  # (quicker than counting the nonzero floats)
     n = flat.size
