@@ -195,9 +195,7 @@ def remember(run: Any, insp: Inspection, inputs: CallInputs, when_read: bool = F
     inputs are held, as the inspection's replay holds them."""
     try:
         if not when_read:
-            call = insp.first_nonfinite()
-            if call is not None or any(leaf.nonfinite for leaf in insp.outputs):
-                _keep(run, insp, call, inputs)
+            _keep(run, insp, insp.first_nonfinite(), inputs)
             return
         insp.__dict__[_ATTR] = _WHEN_BUILT
         held = weakref.ref(insp)  # the inspection holds this hook: no cycle

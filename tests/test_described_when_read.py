@@ -21,6 +21,7 @@ import inspector as fi
 from inspector.inspection import assemble as A
 from inspector.inspection import pipeline
 from inspector.model import Stats
+from test_first_call import flax_captured  # the oracle: flax's own captured values, by call key
 
 
 class Net(nn.Module):
@@ -68,18 +69,6 @@ def net_inputs(dtype=jnp.float32):
     return model, model.init(jax.random.key(0), x), x
 
 
-def flax_values(model, variables, x) -> dict[str, np.ndarray]:
-    """The oracle: every value flax captures, by the inspection's call keys (sown values by name)."""
-    _, state = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
-    out = {}
-    for path, values in jax.tree_util.tree_flatten_with_path(
-            state["intermediates"], is_leaf=lambda t: isinstance(t, tuple))[0]:
-        names = [p.key for p in path]
-        for i, value in enumerate(values):
-            out[f"{'/'.join(names[:-1]) or '/'}:{names[-1]}[{i}]"] = np.asarray(value)
-    return out
-
-
 def check_numpy(a: np.ndarray, s: Stats, what: str, rtol: float = 2e-5) -> None:
     v = np.asarray(a).astype(np.float64).reshape(-1)
     fin = v[np.isfinite(v)]
@@ -101,7 +90,7 @@ def test_a_kept_call_describes_nothing_until_read(quick, described):
     insps = [run(variables, x) for _ in range(3)]
     assert run.first_calls == quick
     assert not described
-    oracle = flax_values(model, variables, x)
+    oracle = flax_captured(model, variables, x)
     for insp in insps:
         before = len(described)
         out = insp.outputs[0]
@@ -146,7 +135,7 @@ def test_statistics_read_later_are_computed_under_the_calls_x64_option(quick):
         run = fi.inspect_apply(lambda m, x: m(x), model, capture_intermediates=True)
         later, now = run(variables, x), run(variables, x)
         read_inside = every_call_stats(now)
-        oracle = flax_values(model, variables, x)
+        oracle = flax_captured(model, variables, x)
     read_outside = every_call_stats(later)
     assert read_outside == read_inside
     dense = next(c for c in later.calls if c.key == "Dense_0:__call__[0]")
@@ -238,7 +227,7 @@ def test_what_is_read_later_is_the_call_s_not_what_the_caller_changed_since(quic
     check_numpy(np.asarray(old), kernel.stats, "kernel")
     # (keep='stats' holds the caller's array weakly: ``old`` keeps it alive here)
     np.testing.assert_array_equal(np.asarray(kernel.value), np.asarray(old))
-    oracle = flax_values(model, variables, x)
+    oracle = flax_captured(model, variables, x)
     dense = next(c for c in insp.calls if c.key == "Dense_0:__call__[0]")
     check_numpy(oracle["Dense_0:__call__[0]"], dense.outputs[0].stats, "Dense_0")
     if keep == "arrays":

@@ -114,11 +114,6 @@ class CallStats(Sequence[Stats]):
         assert st is not None  # every row is filled by now
         return st
 
-    @property
-    def filled(self) -> bool:
-        """Whether every row is computed."""
-        return self._sources is None
-
     def when_filled(self, told: Callable[[float], None]) -> None:
         """Calls ``told(ms)`` once every row is filled (now, if they are), with the milliseconds spent
         computing them."""
@@ -162,7 +157,6 @@ class CallStats(Sequence[Stats]):
         arrays = [self._value(plan.described[i], sources) for i in redo]
         for i, st in zip(redo, V.describe_exactly(arrays, hist=dropped_any(plan, redo))):
             out[i] = st
-
 
     def _value(self, s: Slot, sources: dict[SlotSource, Any]) -> Any:
         values = self._values.get(s.source)
@@ -308,7 +302,7 @@ def _rows_of(slots: Iterable[Slot]) -> list[int]:
 def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: Any, plan: Plan,
              timings: Timings, keep: Keep, in_stats: Future[list[Stats]] | None = None,
              when_read: bool = False, after_the_call: bool = False,
-             on_described: Callable[[Inspection, float], None] | None = None) -> Inspection:
+             on_described: Callable[[float], None] | None = None) -> Inspection:
     """The host-side :class:`Inspection` of one call: ``result`` is what the runner returned,
     ``stats_arrays`` what :func:`plan_inspection` computed alongside, ``inputs`` the caller's
     variables (``apply``). Statistics are fetched; arrays stay on their device. Waiting for the
@@ -317,7 +311,8 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
     ``when_read``: the statistics of the captured calls and of the output are computed the first time
     they are read (only where the inspection keeps every array they read); the mutated collections'
     are computed now. ``after_the_call``: the program computed none (see
-    :class:`CallStats`). ``on_described(inspection, ms)`` is called once every statistic is computed."""
+    :class:`CallStats`). ``on_described(ms)`` is called once every statistic is computed, with the
+    milliseconds computing them took."""
     words, delta_words, dropped = stats_arrays
     words, delta_words = stats.to_host([words, delta_words])
     sources: dict[SlotSource, Any] = {"in": inputs, "out": result, "dropped": dropped}
@@ -373,12 +368,5 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
     insp.defer_calls(functools.partial(_calls, plan, of_calls, kept),
                      any_nonfinite if when_read else any_nonfinite())
     if on_described is not None:
-        described = weakref.ref(insp)  # the rows are the inspection's: no cycle through them
-
-        def filled(ms: float) -> None:
-            got = described()
-            if got is not None:
-                on_described(got, ms)
-
-        call_stats.when_filled(filled)
+        call_stats.when_filled(on_described)
     return insp

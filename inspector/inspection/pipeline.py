@@ -378,7 +378,7 @@ class InspectRun:
             on_phase("done")
         return insp
 
-    def _count_described(self, insp: Inspection, ms: float) -> None:
+    def _count_described(self, ms: float) -> None:
         """Counts the time a first call's statistics took (now, or when first read) towards compiling
         the summarizing program (:attr:`described_after_ms`)."""
         self.described_after_ms += ms
