@@ -67,8 +67,8 @@ def assert_same_output(a, b) -> None:
 def test_a_warm_stats_call_returns_no_captured_array(setup):
     m, v, x = setup
     run = warm_stats_run(m, v, x)
-    _, (words, deltas, dropped), _, cached = run.runner.run((v, x), {})
-    assert cached and dropped is None
+    _, (words, deltas, dropped, packed), _, cached = run.runner.run((v, x), {})
+    assert cached and dropped is None and packed == []
     arrays = fi.inspect_apply(fn, m, capture_intermediates=True, keep="arrays")
     arrays(v, x)
     arrays.settle()

@@ -20,6 +20,7 @@ import numpy as np
 
 from inspector import stats
 from inspector.background import CallerContext
+from inspector.inspection.packing import Packed, Packs
 from inspector.inspection.plan import Keep, Plan, Slot, SlotSource, lookup
 from inspector.inspection import variables as V
 from inspector.model import (
@@ -85,14 +86,16 @@ class CallStats(Sequence[Stats]):
     them while a view reads."""
 
     def __init__(self, plan: Plan, words: np.ndarray, sources: dict[SlotSource, Any], after_the_call: bool,
-                 values: dict[SlotSource, list[Any]] | None = None) -> None:
+                 values: dict[SlotSource, list[Any]] | None = None, packs: Packs | None = None,
+                 context: CallerContext | None = None) -> None:
         self._plan, self._words = plan, words
         self._sources: dict[SlotSource, Any] | None = sources
         self._values = values or {}  # the slots' values as read at the call (:meth:`Plan.read`), by source
+        self._packs = packs  # where a value read is a :class:`Packed`: read on the host from its buffer
         self._rows: list[Stats | None] = [None] * len(plan.described)
         self._decoded = not plan.summarized
         self._after_the_call = after_the_call
-        self._context = CallerContext()
+        self._context = context or CallerContext()
         self._lock = threading.RLock()
         self.spent_ms = 0.0  # computing them, so far
         self._on_filled: Callable[[float], None] | None = None
@@ -160,7 +163,8 @@ class CallStats(Sequence[Stats]):
 
     def _value(self, s: Slot, sources: dict[SlotSource, Any]) -> Any:
         values = self._values.get(s.source)
-        return values[s.at] if values is not None and s.at >= 0 else lookup(sources[s.source], s.keypath)
+        v = values[s.at] if values is not None and s.at >= 0 else lookup(sources[s.source], s.keypath)
+        return self._packs.host(v) if type(v) is Packed else v  # type: ignore[union-attr]
 
 
 def _fetch(x: Any, index: Any = None) -> np.ndarray:
@@ -178,6 +182,7 @@ class _LeafMaker:
     placement: _Placement
     plan: Plan | None = None  # reads the slots' values (else each is looked up on its own)
     _read: dict[SlotSource, list[Any]] = dataclasses.field(default_factory=dict)
+    packs: Packs | None = None  # a packed value's device array (made when first read)
 
     def value(self, s: Slot) -> Any:
         if self.plan is not None:
@@ -186,8 +191,12 @@ class _LeafMaker:
                 values = self._read[s.source] = self.plan.read(s.source, self.sources[s.source])
             if s.at >= 0:
                 v = values[s.at]
-                return v() if type(v) is weakref.ref else v  # (None: the caller's array is gone)
-        return lookup(self.sources[s.source], s.keypath)
+                t = type(v)
+                if t is Packed:
+                    return self.packs.array(v)  # type: ignore[union-attr]
+                return v() if t is weakref.ref else v  # (None: the caller's array is gone)
+        v = lookup(self.sources[s.source], s.keypath)
+        return self.packs.array(v) if type(v) is Packed else v  # type: ignore[union-attr]
 
     def __call__(self, s: Slot, kept: bool = True) -> Leaf:
         if s.opaque is not None:
@@ -313,8 +322,10 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
     are computed now. ``after_the_call``: the program computed none (see
     :class:`CallStats`). ``on_described(ms)`` is called once every statistic is computed, with the
     milliseconds computing them took."""
-    words, delta_words, dropped = stats_arrays
+    words, delta_words, dropped, buffers = stats_arrays
     words, delta_words = stats.to_host([words, delta_words])
+    context = CallerContext()
+    packs = Packs(buffers, plan.packed, context) if plan.packed else None
     sources: dict[SlotSource, Any] = {"in": inputs, "out": result, "dropped": dropped}
     kept = keep != "stats"
     # What is built later (the variables, the calls, their statistics) reads the values as they were at
@@ -323,7 +334,7 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
     # keeps arrays (as its replay holds them).
     read: dict[SlotSource, list[Any]] = {"out": plan.read("out", result),
                                          "in": _held(plan.read("in", inputs), kept) if inputs is not None else []}
-    call_stats = CallStats(plan, words, sources, after_the_call, read)
+    call_stats = CallStats(plan, words, sources, after_the_call, read, packs, context)
     if when_read:
         if plan.mutated:
             call_stats.fill(_rows_of(plan.variables) + _rows_of(s for slots in plan.mutated.values() for s in slots))
@@ -333,10 +344,10 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
     variable_stats = in_stats.result() if in_stats is not None else []
     timings.run_ms += (time.perf_counter() - t0) * 1000
     device = output_device(result)
-    leaf = _LeafMaker(sources, call_stats, variable_stats, _Placement(device), plan, dict(read))
+    leaf = _LeafMaker(sources, call_stats, variable_stats, _Placement(device), plan, dict(read), packs)
     # Built when first read; what it holds must not keep arrays the inspection drops.
     of_variables = _LeafMaker({"in": inputs, "out": result}, call_stats, variable_stats, leaf.placement, plan,
-                              dict(read))
+                              dict(read), packs)
 
     @functools.cache
     def variables() -> list[Leaf]:
@@ -345,7 +356,7 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
     # The calls are built when first read; what their builder holds must not keep the arrays the
     # inspection drops (``keep='stats'``: it reads no value).
     of_calls = _LeafMaker({"in": inputs, "out": result} if kept else {}, call_stats, variable_stats,
-                          leaf.placement, plan, dict(read) if kept else {})
+                          leaf.placement, plan, dict(read) if kept else {}, packs)
     insp = Inspection(
         kind=kind,
         module_type=type(module).__name__,
@@ -364,6 +375,8 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
     )
     if kind != "init" and when_read:
         insp.defer_outputs(functools.partial(_outputs, plan, leaf, call_stats))
+    if packs is not None:  # what flax returned, its small captured arrays made when first read
+        insp.defer_state(functools.partial(packs.resolved, insp.state))
     any_nonfinite = functools.partial(_any_nonfinite, plan, call_stats, variable_stats)
     insp.defer_calls(functools.partial(_calls, plan, of_calls, kept),
                      any_nonfinite if when_read else any_nonfinite())

@@ -311,9 +311,9 @@ class GradRun(InspectRun):
     def _assemble(self, args: tuple, result: Any, stats_arrays: Any, plan: GradPlan, timings: Any,
                   described: Any, **when: Any) -> Inspection:
         flax_result, _ = result
-        (words, deltas, dropped), grad_words = stats_arrays
+        (words, deltas, dropped, buffers), grad_words = stats_arrays
         words, deltas, grad_words = stats.to_host([words, deltas, grad_words])
-        insp = assemble("apply", self.module, args[0], flax_result, (words, deltas, dropped),
+        insp = assemble("apply", self.module, args[0], flax_result, (words, deltas, dropped, buffers),
                                 plan.inspection, timings, self.keep, described, **when)
         leaf = leaf_maker(plan.grads, grad_words, {"out": result, "in": None, "dropped": None}, insp.device)
         insp.grads = VariableTree.of_leaves("grads", [leaf(s) for s in plan.params])

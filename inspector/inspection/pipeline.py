@@ -40,6 +40,7 @@ from inspector.engine.signature import UnsortableKeys, unsortable_keys
 from inspector.inspection import backend
 from inspector.inspection import variables as V
 from inspector.inspection.assemble import NeedsArrays, assemble
+from inspector.inspection.packing import Packed
 from inspector.inspection.plan import Keep, plan_inspection
 from inspector.inspection.variables import input_arrays
 from inspector.model import Inspection, Kind, Timings
@@ -190,7 +191,7 @@ class InspectRun:
                  capture: CaptureFilter, keep: Keep = "arrays", patches: dict[str, Any] | None = None):
         self._set_up(kind, module, keep, lambda in_call, lean: Runner(
             kind, fn, module, mutable, capture, patches=patches,
-            hooks=plan_inspection(kind, mutable, capture, keep, in_call, lean)))
+            hooks=plan_inspection(kind, mutable, capture, keep, in_call, lean, packs=True)))
         functools.update_wrapper(self, fn, updated=())
 
     def _set_up(self, kind: Kind, module: Any, keep: Keep, make_runner: Callable[[bool, bool], Runner]) -> None:
@@ -353,7 +354,8 @@ class InspectRun:
         except (ValueError, UnsortableKeys):
             self._unsortable(args, kwargs)
             raise
-        jax.block_until_ready((result, stats_arrays))
+        # (the packed arrays' placeholders are not arrays: each would cost jax's wait a raised AttributeError)
+        jax.block_until_ready([stats_arrays, *(x for x in jax.tree.leaves(result) if type(x) is not Packed)])
         run_ms = (time.perf_counter() - marks["running"]) * 1000
         if described is None and variables:
             described = V.input_stats.soon(variables)

@@ -21,6 +21,7 @@ from inspector._compat import lifted_target, traced_effects
 from inspector.capture import CaptureFilter
 from inspector.engine.hooks import TiedSummaries
 from inspector.inspection import backend
+from inspector.inspection.packing import Packed, pack
 from inspector.engine.recorder import Event, Recorder
 from inspector.engine.results import held_arrays
 from inspector.engine.signature import is_array
@@ -88,6 +89,7 @@ class Plan:
     notes: list[str] = dataclasses.field(default_factory=list)
     multi_device: bool = False
     summarized: list[int] = dataclasses.field(default_factory=list)  # rows summarized inside the call
+    packed: list[Packed] = dataclasses.field(default_factory=list)  # small captured arrays in one buffer per dtype
 
     def read(self, source: SlotSource, tree: Any) -> list[Any]:
         """The value of each of this plan's slots in ``source``, read from ``tree`` (its
@@ -201,7 +203,7 @@ def split_result(kind: Kind, result: Any, mutable: CollectionFilter, capture: Ca
 
 
 def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilter, keep: Keep,
-                    in_call: bool = True, lean: bool = False) -> InspectionHooks:
+                    in_call: bool = True, lean: bool = False, packs: bool = False) -> InspectionHooks:
     """The hooks of an inspecting :class:`~inspector.engine.runner.Runner` (:class:`InspectionHooks`).
     Inside the trace, they turn flax's result into ``(result to return, statistics arrays, Plan)``. With
     ``in_call`` false, arrays numpy can read in place (CPU) are all described after the call, so nothing
@@ -213,8 +215,11 @@ def plan_inspection(kind: Kind, mutable: CollectionFilter, capture: CaptureFilte
     percent faster): :func:`~inspector.inspection.assemble.assemble` raises
     :class:`~inspector.inspection.assemble.NeedsArrays` instead of redoing, and the
     caller runs the call again with a program that returns them. A program with side effects
-    (``jax.debug.print``, callbacks) returns them anyway, so that it never has to run twice."""
-    return InspectionHooks(kind, mutable, capture, keep, in_call, lean)
+    (``jax.debug.print``, callbacks) returns them anyway, so that it never has to run twice.
+
+    With ``packs`` (and ``keep='arrays'``, on one device), the small captured arrays are returned in one
+    buffer per dtype (:mod:`~inspector.inspection.packing`): the result holds a placeholder for each."""
+    return InspectionHooks(kind, mutable, capture, keep, in_call, lean, packs)
 
 
 class InspectionHooks:
@@ -223,9 +228,10 @@ class InspectionHooks:
     :class:`Plan` and the statistics of every described array, once flax returned."""
 
     def __init__(self, kind: Kind, mutable: CollectionFilter, capture: CaptureFilter, keep: Keep,
-                 in_call: bool = True, lean: bool = False) -> None:
+                 in_call: bool = True, lean: bool = False, packs: bool = False) -> None:
         self.kind, self.mutable, self.capture, self.keep, self.in_call, self.lean = (
             kind, mutable, capture, keep, in_call, lean)
+        self.packs = packs and keep == "arrays"
         self.ties_captures = in_call
 
     def at_capture(self, value: Any, tied: TiedSummaries) -> Any:
@@ -293,10 +299,17 @@ class InspectionHooks:
                             dropped.append(arrays[s.row])
                         s.source, s.keypath = "dropped", (at[s.row],)
         returned = None if lean and dropped and not traced_effects() else dropped
+        buffers: list[Any] = []
+        placed: list[Packed] = []
+        if self.packs and inter and jax.device_count() == 1:  # (packing spread arrays would gather them)
+            packed, buffers, placed = pack(inter)
+            if placed:
+                state = type(state)({k: (packed if k == INTERMEDIATES else v) for k, v in state.items()})
+                result = state if kind == "init" else (y, state)
         notes = dropped_notes(recorder, calls)
-        return result, (summary_words, deltas, returned), Plan(
+        return result, (summary_words, deltas, returned, buffers), Plan(
             outputs, variables, mutated, calls, pairs, returns_tuple, collector.described,
-            [b.dtype for b, _ in delta_pairs], recorder.binding, notes, recorder.multi_device, summarized)
+            [b.dtype for b, _ in delta_pairs], recorder.binding, notes, recorder.multi_device, summarized, placed)
 
 
 def tie_summaries(value: Any, tied: TiedSummaries) -> Any:

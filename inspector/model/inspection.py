@@ -152,45 +152,46 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-class _PendingOutputs:
-    """An inspection's output leaves before they are first read: how to build them."""
+class _Pending:
+    """An inspection's attribute before it is first read: how to build it. Built once, under a lock;
+    :meth:`built` runs then, before anyone reads it."""
 
-    def __init__(self, build: Callable[[], list[Leaf]]) -> None:
-        self.build = build
+    def __init__(self, name: str, build: Callable[[], Any]) -> None:
+        self.name, self.build = name, build
         self.lock = threading.Lock()
 
-    def materialize(self, insp: Inspection) -> list[Leaf]:
+    def materialize(self, insp: Inspection) -> Any:
         with self.lock:
-            outputs: list[Leaf] | None = insp.__dict__.get("outputs")
-            if outputs is None:
-                outputs = insp.__dict__["outputs"] = self.build()
-                insp.__dict__.pop("_pending_outputs", None)
-            return outputs
+            if self.name not in insp.__dict__:
+                value = self.build()
+                self.built(value)
+                insp.__dict__[self.name] = value
+                insp.__dict__.pop(f"_pending_{self.name}", None)
+            return insp.__dict__[self.name]
+
+    def built(self, value: Any) -> None:
+        """What is done to the value once it is built."""
 
 
-class _PendingCalls:
-    """An inspection's calls before they are first read: how to build them, whether one of them has a NaN
-    or Inf (or how to find out, when statistics are computed as first read), and what
+class _PendingCalls(_Pending):
+    """An inspection's calls before they are first read: also whether one of them has a NaN or Inf (or
+    how to find out, when statistics are computed as first read), and what
     :meth:`Inspection.annotate_calls` asked to set on each (applied once built)."""
 
     def __init__(self, build: Callable[[], list[MethodCall]], any_nonfinite: bool | Callable[[], bool]) -> None:
-        self.build, self.any_nonfinite = build, any_nonfinite
+        super().__init__("calls", build)
+        self.any_nonfinite = any_nonfinite
         self.annotations: dict[str, Any] = {}
         self.when_built: list[Callable[[list[MethodCall]], None]] = []
-        self.lock = threading.Lock()
 
-    def materialize(self, insp: Inspection) -> list[MethodCall]:
-        with self.lock:
-            calls: list[MethodCall] | None = insp.__dict__.get("calls")
-            if calls is None:
-                calls = self.build()
-                for call in calls:
-                    call.__dict__.update(self.annotations)
-                for told in self.when_built:
-                    told(calls)
-                insp.__dict__["calls"] = calls
-                insp.__dict__.pop("_pending_calls", None)
-            return calls
+    def built(self, calls: list[MethodCall]) -> None:
+        for call in calls:
+            call.__dict__.update(self.annotations)
+        for told in self.when_built:
+            told(calls)
+
+
+_DEFERRED = ("calls", "outputs", "state")  # the attributes an inspection may build when first read
 
 
 @dataclasses.dataclass
@@ -233,7 +234,12 @@ class Inspection:
         """Makes :attr:`outputs` those ``build()`` returns, built the first time they are read (their
         statistics are computed then)."""
         self.__dict__.pop("outputs", None)
-        self.__dict__["_pending_outputs"] = _PendingOutputs(build)
+        self.__dict__["_pending_outputs"] = _Pending("outputs", build)
+
+    def defer_state(self, build: Callable[[], Any]) -> None:
+        """Makes :attr:`state` what ``build()`` returns, built the first time it is read."""
+        self.__dict__.pop("state", None)
+        self.__dict__["_pending_state"] = _Pending("state", build)
 
     def annotate_calls(self, name: str, value: Any) -> None:
         """Sets attribute ``name`` to ``value`` on every call (in its ``__dict__``): now if the calls are
@@ -257,20 +263,18 @@ class Inspection:
                     return
         told(self.calls)
 
-    if not TYPE_CHECKING:  # mypy keeps checking attribute names: only ``calls`` and ``outputs`` are ever missing
+    if not TYPE_CHECKING:  # mypy keeps checking attribute names: only those in _DEFERRED are ever missing
         def __getattr__(self, name):
-            pending = self.__dict__.get(f"_pending_{name}") if name in ("calls", "outputs") else None
+            pending = self.__dict__.get(f"_pending_{name}") if name in _DEFERRED else None
             if pending is None:
                 raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
             return pending.materialize(self)
 
     def __getstate__(self) -> dict[str, Any]:
-        """A copy or a pickle holds the calls and outputs themselves, built now if they were not."""
-        calls, outputs = self.calls, self.outputs  # built first: building may add to the inspection
-        state = dict(self.__dict__)
-        state["calls"], state["outputs"] = calls, outputs
-        state.pop("_pending_calls", None)
-        state.pop("_pending_outputs", None)
+        """A copy or a pickle holds the calls, outputs and state themselves, built now if they were not."""
+        built = {name: getattr(self, name) for name in _DEFERRED}  # first: building may add to the inspection
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_pending_")}
+        state.update(built)
         return state
 
     # -- lookup -------------------------------------------------------------
