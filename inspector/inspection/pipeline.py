@@ -40,7 +40,6 @@ from inspector.engine.signature import UnsortableKeys, unsortable_keys
 from inspector.inspection import backend
 from inspector.inspection import variables as V
 from inspector.inspection.assemble import NeedsArrays, assemble
-from inspector.inspection.packing import Packed
 from inspector.inspection.plan import Keep, plan_inspection
 from inspector.inspection.variables import input_arrays
 from inspector.model import Inspection, Kind, Timings
@@ -354,8 +353,9 @@ class InspectRun:
         except (ValueError, UnsortableKeys):
             self._unsortable(args, kwargs)
             raise
-        # (the packed arrays' placeholders are not arrays: each would cost jax's wait a raised AttributeError)
-        jax.block_until_ready([stats_arrays, *(x for x in jax.tree.leaves(result) if type(x) is not Packed)])
+        # The outputs of one run of a program are ready together: its statistics and flax's output are
+        # waited for, not each captured array (nor their placeholders, which are not arrays).
+        jax.block_until_ready((stats_arrays, result[0] if type(result) is tuple else result))
         run_ms = (time.perf_counter() - marks["running"]) * 1000
         if described is None and variables:
             described = V.input_stats.soon(variables)
