@@ -14,7 +14,9 @@ program, and reading its calls is not part of the call), then:
   ``run`` of the same cached program, its results and statistics waited for), per 100 captured calls: the
   host work of the inspection around the program (choosing the runner, the variables' statistics,
   decoding the rows, building the ``Inspection``, the hooks that remember its inputs). On the
-  transformer, ``over plain`` is mostly the device computing the statistics inside the program.
+  transformer, ``over plain`` is mostly the device computing the statistics inside the program;
+- ``unpacked: over plain``: ``over plain`` of the same run traced with every captured array its own
+  output of the program (``packing.PACK_MAX = 0``), what packing the small ones saves.
 
 Run: ``python bench/bench_host.py [--quick] [--rounds N] [--hot]``. No assertions: it prints numbers.
 """
@@ -33,6 +35,7 @@ def main() -> None:
 
     import inspector as fi
     from bench_first import build
+    from inspector.inspection import packing
 
     class MLP(nn.Module):
         @nn.compact
@@ -51,25 +54,38 @@ def main() -> None:
         run(v, x)
         run.settle()  # past the first call: the program that summarizes inside the call
         n = len(run(v, x).calls)
+        # the same run with every captured array its own output (packing is decided when traced)
+        unpacked = fi.inspect_apply(lambda m, *a: fn(m, *a), model, capture_intermediates=True)
+        pack_max, packing.PACK_MAX = packing.PACK_MAX, 0
+        try:
+            unpacked(v, x)
+            unpacked.settle()
+            unpacked(v, x)
+        finally:
+            packing.PACK_MAX = pack_max
 
         def program_only():
             return run.runner.run((v, x), {})[:2]  # the same cached program: its results and statistics
 
         log(f"{name}: {n} captured calls")
         t = interleave({"plain jit": lambda: plain(v, x), "program only": program_only,
-                        "inspect_apply": lambda: run(v, x).output}, args.rounds, warmup=3, log=log, hot=args.hot)
+                        "inspect_apply": lambda: run(v, x).output, "unpacked": lambda: unpacked(v, x).output},
+                       args.rounds, warmup=3, log=log, hot=args.hot)
         per100 = 100 / n
         over = [(a - b) * per100 for a, b in zip(t["inspect_apply"], t["plain jit"])]
         host = [(a - b) * per100 for a, b in zip(t["inspect_apply"], t["program only"])]
+        unpacked_over = [(a - b) * per100 for a, b in zip(t["unpacked"], t["plain jit"])]
         ratio, lo, hi = paired(t["inspect_apply"], t["plain jit"])
         return (name, n, f"{med(t['plain jit']):.3f}", f"{med(t['program only']):.3f}",
-                f"{med(t['inspect_apply']):.3f}", f"{ratio:.2f}x [{lo:.2f}-{hi:.2f}]", _iqr(over), _iqr(host))
+                f"{med(t['inspect_apply']):.3f}", f"{ratio:.2f}x [{lo:.2f}-{hi:.2f}]", _iqr(over), _iqr(host),
+                _iqr(unpacked_over))
 
     rows = [measure("MLP 49 x Dense(4), batch 2", *mlp())]
     rows.append(measure("t6 (bench_first)", *build("t6")))
     print(f"\n{machine()}; {args.rounds} rounds{' (hot)' if args.hot else ''}")
     print_table(("model", "captured calls", "plain ms", "its program ms", "inspect_apply ms", "ratio med [IQR]",
-                 "over plain, ms per 100 calls med [IQR]", "over its program, ms per 100 calls med [IQR]"), rows)
+                 "over plain, ms per 100 calls med [IQR]", "over its program, ms per 100 calls med [IQR]",
+                 "unpacked: over plain, ms per 100 calls"), rows)
 
 
 def _iqr(xs: list[float]) -> str:

@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 from inspector.engine.call_inputs import CallInputs
+from inspector.engine.signature import weakly
 from inspector.model import Inspection, Leaf, MethodCall
 from inspector.names import Path, format_key, safe
 
@@ -93,7 +94,7 @@ class _ReplaySource:
         self.runner, self.kind, self.kept, self.reason = runner, kind, kept, reason
         leaves, self.treedef = inputs.leaves, inputs.treedef
         # an array is held weakly unless the inspection keeps arrays: the caller's arrays stay the caller's
-        self.leaves: list[Any] = leaves if kept else [_weakly(x) for x in leaves]
+        self.leaves: list[Any] = leaves if kept else [weakly(x) for x in leaves]
         self.inspection: weakref.ref[Inspection] | None = None  # weakly: a call holds this, no cycle
         self.recorded: dict[CallKey, _Recorded] | None = None  # every call's arguments (kept arrays only)
         self.states: dict[CallKey, _Recorded] = {}  # what replaying each call needs, once asked
@@ -221,23 +222,6 @@ class _ReplaySource:
 def _copy_counters(counters: dict[Any, Any]) -> dict[Any, Any]:
     """A copy of flax's nested RNG counters; the keys (flax's child sentinel object among them) not copied."""
     return {k: _copy_counters(v) if isinstance(v, dict) else v for k, v in counters.items()}
-
-
-_WEAKLY: dict[type, bool] = {}  # per type: an array that can be held weakly
-
-
-def _weakly(x: Any) -> Any:
-    """A weak reference to an array (``x`` itself for a plain value, or an array that has none)."""
-    held = _WEAKLY.get(type(x))
-    if held is None:
-        held = _is_array(x)
-        if held:
-            try:
-                weakref.ref(x)
-            except TypeError:  # numpy scalars
-                held = False
-        _WEAKLY[type(x)] = held
-    return weakref.ref(x) if held else x
 
 
 # -- the inputs' leaves ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ import enum
 import functools
 import itertools
 import types
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,6 +29,38 @@ def is_array(x: Any) -> bool:
     if isinstance(x, jax.Array):
         return True
     return isinstance(x, (np.ndarray, np.generic)) and _jax_dtype(x.dtype)
+
+
+_WEAKLY: dict[type, bool] = {}  # per type: an array (jax's, numpy's) that can be held weakly
+
+
+def weakly(x: Any) -> Any:
+    """A weak reference to an array (``x`` itself for any other value, or an array that takes none:
+    numpy scalars)."""
+    held = _WEAKLY.get(type(x))
+    if held is None:
+        held = isinstance(x, (jax.Array, np.ndarray, np.generic))
+        if held:
+            try:
+                weakref.ref(x)
+            except TypeError:
+                held = False
+        _WEAKLY[type(x)] = held
+    return weakref.ref(x) if held else x
+
+
+def rebuilt(x: Any, leaf: Callable[[Any], Any]) -> Any:
+    """``x`` with its plain containers (dicts, FrozenDicts, lists, tuples, namedtuples) rebuilt as they
+    were, mappings in their own key order (jax's unflatten would sort them), and every other value
+    (other pytree nodes too) replaced by ``leaf(value)``."""
+    t = type(x)
+    if t is dict or t is FrozenDict:
+        return t({k: rebuilt(v, leaf) for k, v in x.items()})
+    if t is tuple or t is list:
+        return t(rebuilt(v, leaf) for v in x)
+    if isinstance(x, tuple) and hasattr(x, "_fields"):
+        return t(*(rebuilt(v, leaf) for v in x))
+    return leaf(x)
 
 
 @functools.cache

@@ -20,6 +20,7 @@ import numpy as np
 
 from inspector import stats
 from inspector.background import CallerContext
+from inspector.engine.signature import weakly
 from inspector.inspection.packing import Packed, Packs
 from inspector.inspection.plan import Keep, Plan, Slot, SlotSource, lookup
 from inspector.inspection import variables as V
@@ -296,13 +297,6 @@ def devices_text(device_set: Any) -> str:
     return str(devices[0]) if len(devices) == 1 else f"{len(devices)} devices ({devices[0].platform})"
 
 
-def _held(values: list[Any], strongly: bool) -> list[Any]:
-    """``values``, each array by weak reference unless ``strongly``."""
-    if strongly:
-        return values
-    return [weakref.ref(v) if isinstance(v, (jax.Array, np.ndarray)) else v for v in values]
-
-
 def _rows_of(slots: Iterable[Slot]) -> list[int]:
     """The rows of ``slots`` among the call's statistics (not the caller's variables')."""
     return [s.row for s in slots if s.row is not None and s.source != "in" and s.opaque is None]
@@ -333,7 +327,8 @@ def assemble(kind: Kind, module: Any, inputs: Any, result: Any, stats_arrays: An
     # its dict) or to the dicts flax returned. The caller's arrays are held weakly unless the inspection
     # keeps arrays (as its replay holds them).
     read: dict[SlotSource, list[Any]] = {"out": plan.read("out", result),
-                                         "in": _held(plan.read("in", inputs), kept) if inputs is not None else []}
+                                         "in": [] if inputs is None else (plan.read("in", inputs) if kept else
+                                                                         [weakly(v) for v in plan.read("in", inputs)])}
     call_stats = CallStats(plan, words, sources, after_the_call, read, packs, context)
     if when_read:
         if plan.mutated:

@@ -1,12 +1,14 @@
 """Small captured arrays leave the program in one buffer per dtype (:func:`pack`), and come back as
 arrays only when read (:class:`Packs`).
 
-Each output of a program costs the host a buffer and an array object: about 2.5 µs on a 2-core CPU,
-more on a GPU. A 49-layer MLP's 50 captured activations cost more than its whole plain call. So, on
+Each output of a program costs the host a buffer and an array object: about 2.5 µs on a 2-core CPU
+(measured: 50 outputs of 8 floats add 130 µs to a 160 µs call; packed, 5 µs). A 49-layer MLP's 50
+captured activations cost about what its whole plain call does. So, on
 one device, the captured arrays of at most :data:`PACK_MAX` elements are concatenated into one flat
 buffer per dtype inside the program, and the result holds a :class:`Packed` placeholder where each
 one was. On the host, numpy reads them as views of one host copy of their buffer. The device arrays
-are made by one program that splits the buffers, the first time one of them is read.
+are made by one program that splits the buffers, the first time one of them is read. Arrays inside
+other pytree nodes (a ``flax.struct`` dataclass a method returns) are returned as they are.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax.core import FrozenDict
 
 from inspector.background import CallerContext
+from inspector.engine.signature import rebuilt
 
 PACK_MAX = 4096
 """Captured arrays of at most this many elements are packed (copying 16 kB costs about what an output does)."""
@@ -52,23 +54,6 @@ def _packable(x: Any) -> bool:
             and 0 < int(np.prod(aval.shape, dtype=np.int64)) <= PACK_MAX)
 
 
-def _map(x: Any, f: Any) -> Any:
-    """``x`` with ``f`` applied to each leaf, every container rebuilt as it was (mappings in their own key
-    order: jax's unflatten would sort them)."""
-    t = type(x)
-    if t is dict:
-        return {k: _map(v, f) for k, v in x.items()}
-    if t is FrozenDict:
-        return FrozenDict({k: _map(v, f) for k, v in x.items()})
-    if t is tuple:
-        return tuple(_map(v, f) for v in x)
-    if t is list:
-        return [_map(v, f) for v in x]
-    if isinstance(x, tuple) and hasattr(x, "_fields"):  # a namedtuple
-        return t(*(_map(v, f) for v in x))
-    return jax.tree.map(f, x)  # a leaf, or another pytree node
-
-
 def pack(tree: Any) -> tuple[Any, list[Any], list[Packed]]:
     """Inside a trace: ``(tree with a Packed where each small array was, the buffers, the placeholders)``.
     A dtype with a single small array is left as it is (packing it saves nothing)."""
@@ -79,7 +64,7 @@ def pack(tree: Any) -> tuple[Any, list[Any], list[Packed]]:
             by_dtype.setdefault(x.aval.dtype, []).append(x)
         return x
 
-    _map(tree, note)
+    rebuilt(tree, note)
     groups = [xs for xs in by_dtype.values() if len(xs) > 1]
     if not groups:
         return tree, [], []
@@ -96,7 +81,7 @@ def pack(tree: Any) -> tuple[Any, list[Any], list[Packed]]:
             parts.append(jnp.ravel(x))
             start += p.size
         buffers.append(jnp.concatenate(parts))
-    return _map(tree, lambda x: where.get(id(x), x)), buffers, placed
+    return rebuilt(tree, lambda x: where.get(id(x), x)), buffers, placed
 
 
 def _split(buffers: list[Any], placed: list[Packed]) -> list[Any]:
@@ -149,4 +134,4 @@ class Packs:
 
     def resolved(self, tree: Any) -> Any:
         """``tree`` with each :class:`Packed` replaced by its device array."""
-        return _map(tree, lambda x: self.array(x) if type(x) is Packed else x)
+        return rebuilt(tree, lambda x: self.array(x) if type(x) is Packed else x)

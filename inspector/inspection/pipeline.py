@@ -25,8 +25,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import numpy as np
-from flax.core.frozen_dict import FrozenDict
 from flax.core.scope import CollectionFilter
 
 from inspector import capture as C
@@ -36,7 +34,7 @@ from inspector.background import BackgroundWorker, CallerContext
 from inspector.capture import CaptureFilter
 from inspector.engine.call_inputs import CallInputs
 from inspector.engine.runner import InsideTransform, Runner
-from inspector.engine.signature import UnsortableKeys, unsortable_keys
+from inspector.engine.signature import UnsortableKeys, rebuilt, unsortable_keys, weakly
 from inspector.inspection import backend
 from inspector.inspection import variables as V
 from inspector.inspection.assemble import NeedsArrays, assemble
@@ -116,14 +114,13 @@ class _LastCall:
 
     def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self._refs: list[weakref.ref[Any]] = []
-        self.held = _rebuilt((args, kwargs), self._weakly)
+        self.held = rebuilt((args, kwargs), self._weakly)
         self.context = CallerContext()
 
     def _weakly(self, v: Any) -> Any:
-        if not isinstance(v, (jax.Array, np.ndarray)):
-            return v
-        ref = weakref.ref(v)
-        self._refs.append(ref)
+        ref = weakly(v)
+        if type(ref) is weakref.ref:
+            self._refs.append(ref)
         return ref
 
     def alive(self) -> bool:
@@ -139,17 +136,6 @@ class _LastCall:
         return args, kwargs, self.context
 
 
-def _rebuilt(x: Any, leaf: Callable[[Any], Any]) -> Any:
-    """``x`` with its plain containers (dicts, FrozenDicts, lists, tuples) rebuilt in their own key
-    order and every other value replaced by ``leaf(value)``."""
-    t = type(x)
-    if t is dict or t is FrozenDict:
-        return t({k: _rebuilt(v, leaf) for k, v in x.items()})
-    if t is tuple or t is list:
-        return t(_rebuilt(v, leaf) for v in x)
-    return leaf(x)
-
-
 def _strongly(x: Any) -> Any:
     def held(v: Any) -> Any:
         if type(v) is not weakref.ref:
@@ -159,7 +145,7 @@ def _strongly(x: Any) -> Any:
             raise LookupError("gone")
         return value
 
-    return _rebuilt(x, held)
+    return rebuilt(x, held)
 
 
 def _quiet_background() -> bool:
