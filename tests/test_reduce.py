@@ -301,6 +301,13 @@ def test_rank_promotion_raise_and_x64():
             for (s,) in one(a):
                 assert stats.layout(a.dtype).acc == np.float64
                 check(a, s)
+        # integer histograms: a span just under 2^53 (offsets from the minimum in int64), and one over it
+        # (each offset a Python int); edges the oracle can read back exactly
+        for raw in ([-2**52, 7, 2**52 - 1], [0, 5, 2**53 + 2]):
+            a = jnp.asarray(np.array(raw * 50, np.int64))
+            for (s,) in one(a):
+                check(a, s)
+                check_hist(a, s)
 
 
 def test_empty_and_scalar():
