@@ -207,7 +207,7 @@ def _host_hist(a: np.ndarray, dtype: Any, st: Stats) -> Stats:
     v = _host_values(sample, dtype)
     acc = lay.acc.type
     if lay.kind == "int":
-        if int(st.max) - int(st.min) < 2 ** 53 and -2 ** 63 <= int(st.min) and int(st.max) < 2 ** 63:
+        if int(st.max) - int(st.min) < 2 ** 53 and int(st.min) >= -2 ** 63 and int(st.max) < 2 ** 63:
             # every difference fits int64 and converts to the accumulator as its Python int does
             s = (v.astype(np.int64) - np.int64(st.min)).astype(lay.acc)
         else:
