@@ -19,6 +19,7 @@ import pytest
 import inspector as fi
 from inspector.inspection import packing, pipeline
 from inspector.inspection.packing import Packed
+from inspector.model.leaves import Later
 from test_first_call import check_numpy
 
 
@@ -125,9 +126,15 @@ def test_statistics_of_packed_arrays_are_numpy_s_of_flax_s_values(quick):
             wanted = jax.tree.leaves(at[call.method][call.index])
             assert len(call.outputs) == len(wanted), call.key
             for leaf, want in zip(call.outputs, wanted):
-                assert isinstance(leaf.handle, jax.Array) and leaf.device == str(jax.devices()[0]), call.key
+                assert leaf.device == str(jax.devices()[0]), call.key
                 np.testing.assert_array_equal(leaf.value, np.asarray(want))
                 check_numpy(np.asarray(want), leaf.full_stats(), call.key)
+                # statistics, histogram and value were read on the host: no device array made for them
+                packed = type(leaf.__dict__["_handle"]) is Later
+                assert packed == (want.size <= packing.PACK_MAX and not want.weak_type), call.key
+                assert isinstance(leaf.handle, jax.Array) and leaf.handle.dtype == want.dtype, call.key
+                np.testing.assert_array_equal(np.asarray(leaf.handle), np.asarray(want))
+                assert leaf.handle is leaf.handle  # made once
 
 
 def test_packed_arrays_are_made_under_the_call_s_x64_option_on_any_thread(quick):

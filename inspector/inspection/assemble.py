@@ -27,6 +27,7 @@ from inspector.inspection import variables as V
 from inspector.model import (
     CollectionDiff, Inspection, Kind, Leaf, LeafDiff, MethodCall, Stats, Timings, VariableTree,
 )
+from inspector.model.leaves import Later
 from inspector.names import Path
 
 
@@ -186,18 +187,15 @@ class _LeafMaker:
     packs: Packs | None = None  # a packed value's device array (made when first read)
 
     def value(self, s: Slot) -> Any:
+        """The slot's value as read at the call (a :class:`Packed` for a packed one)."""
         if self.plan is not None:
             values = self._read.get(s.source)
             if values is None:
                 values = self._read[s.source] = self.plan.read(s.source, self.sources[s.source])
             if s.at >= 0:
                 v = values[s.at]
-                t = type(v)
-                if t is Packed:
-                    return self.packs.array(v)  # type: ignore[union-attr]
-                return v() if t is weakref.ref else v  # (None: the caller's array is gone)
-        v = lookup(self.sources[s.source], s.keypath)
-        return self.packs.array(v) if type(v) is Packed else v  # type: ignore[union-attr]
+                return v() if type(v) is weakref.ref else v  # (None: the caller's array is gone)
+        return lookup(self.sources[s.source], s.keypath)
 
     def __call__(self, s: Slot, kept: bool = True) -> Leaf:
         if s.opaque is not None:
@@ -205,15 +203,22 @@ class _LeafMaker:
         fetch = device = sharding = shard = x = None
         if kept and s.source != "dropped":
             x = self.value(s)
-        if x is not None:
+        handle = x
+        if type(x) is Packed:  # read on the host from its buffer; on the device only if its handle is
+            assert self.packs is not None
+            device, sharding, shard = self.placement(self.packs.buffer(x))
+            handle = Later(functools.partial(self.packs.array, x))
+            x = self.packs.host(x)
+        elif x is not None:
             device, sharding, shard = self.placement(x)
+        if x is not None:
             fetch = functools.partial(_fetch, x)
         row = None if s.row is None else (self.variable_stats if s.source == "in" else self.stats)[s.row]
         histogram = None
         if row is not None and not row.hist and x is not None:
             histogram = functools.partial(stats.histogram, x, row)
         return Leaf(s.path, s.shape, s.dtype, device or self.placement.default, sharding or "", row,
-                    fetch=fetch, shard_shape=shard, handle=x, histogram=histogram)
+                    fetch=fetch, shard_shape=shard, handle=handle, histogram=histogram)
 
 
 def leaf_maker(plan: Plan, words: np.ndarray, sources: dict[SlotSource, Any], device: str) -> _LeafMaker:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import math
@@ -58,6 +59,41 @@ class Stats:
         return (n * (self.std * self.std + self.mean * self.mean)) ** 0.5 if n else 0.0
 
 
+class Later:
+    """A value made the first time it is read: a :class:`Leaf`'s ``handle`` given as ``Later(make)`` is
+    ``make()`` from its first read on. A copy or a pickle holds the value itself."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return copy.deepcopy(self.make(), memo)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_made, (self.make(),))
+
+
+def _made(value: Any) -> Any:
+    return value
+
+
+class _Handle:
+    """:attr:`Leaf.handle`: the value given, or made on first read where a :class:`Later` was given."""
+
+    def __get__(self, leaf: Any, owner: Any = None) -> Any:
+        if leaf is None:
+            return None
+        v = leaf.__dict__.get("_handle")
+        if type(v) is Later:
+            v = leaf.__dict__["_handle"] = v.make()
+        return v
+
+    def __set__(self, leaf: Any, value: Any) -> None:
+        leaf.__dict__["_handle"] = None if value is self else value
+
+
 @dataclasses.dataclass
 class Leaf:
     """One array: where it lives, what it holds, and how to fetch it on request.
@@ -75,7 +111,7 @@ class Leaf:
     opaque: str | None = None
     fetch: Callable[..., Any] | None = dataclasses.field(default=None, repr=False, compare=False)
     shard_shape: tuple[int, ...] | None = None
-    handle: Any = dataclasses.field(default=None, repr=False, compare=False)  # the device array, if kept
+    handle: Any = dataclasses.field(default=_Handle(), repr=False, compare=False)  # the device array, if kept
     histogram: Callable[[], Stats] | None = dataclasses.field(default=None, repr=False, compare=False)
     _gathered: Any = dataclasses.field(default=None, repr=False, compare=False)  # Leaf.gather's copy
 
@@ -86,7 +122,7 @@ class Leaf:
         so that a view on one process never starts a computation the others must join."""
         s = self.stats
         if s is not None and not s.hist and self.histogram is not None:
-            if _spans_processes(self.handle):
+            if self._spans_processes():
                 # on the device, every process would have to join: only from gather()'s host copy
                 if self._gathered is None:
                     return s
@@ -123,6 +159,11 @@ class Leaf:
     def itemsize(self) -> int:
         return _ITEMSIZE.get(self.dtype, 4)
 
+    def _spans_processes(self) -> bool:
+        """Whether the array is sharded across processes (one made later never is: it is one device's)."""
+        held = self.__dict__.get("_handle")
+        return type(held) is not Later and _spans_processes(held)
+
     @property
     def nbytes(self) -> int:
         return self.size * self.itemsize
@@ -153,7 +194,7 @@ class Leaf:
             )
         if self._gathered is not None:
             return self._gathered if index is None else self._gathered[index]
-        if _spans_processes(self.handle):
+        if self._spans_processes():
             # a computation on a global array (even a slice) must run on every process: read local shards
             local = _local_copy(self.handle)
             if local is None:
@@ -171,7 +212,7 @@ class Leaf:
         widget's detail pane). For such an array this is a collective: every process must call
         ``gather`` on the same leaf, in the same order; a process that waits more than ``timeout``
         seconds for the others raises ``TimeoutError`` naming the leaf, instead of hanging."""
-        if self.fetch is None or not _spans_processes(self.handle):
+        if self.fetch is None or not self._spans_processes():
             return self.preview(None)
         from jax._src import distributed
         from jax.experimental import multihost_utils
