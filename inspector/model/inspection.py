@@ -199,7 +199,9 @@ class Inspection:
     """Everything one inspected flax call produced.
 
     ``output`` and ``state`` are exactly what flax returned (``state`` is None when
-    flax returned no tuple). ``variables`` describes the variables passed in (for
+    flax returned no tuple), except that with ``keep="stats"`` ``state`` has no
+    ``'intermediates'`` collection: its arrays are not kept (their statistics are in
+    ``calls``). ``variables`` describes the variables passed in (for
     ``init``, the ones created); ``diffs`` the mutated collections; ``calls`` the
     intermediates in execution order.
     """
