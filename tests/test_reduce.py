@@ -511,3 +511,22 @@ def test_a_sum_of_squares_that_underflows_is_not_trusted(dtype):
         for arrays in ([a], [a, a * 0]):
             for s, x in zip(_summaries(arrays), arrays):
                 _check_summary(x, s)
+
+
+def test_host_bins_are_the_search_s_bins():
+    """``host._bins`` (a guess from the offsets, then moved by the search's own comparisons) gives
+    ``np.searchsorted(edges[1:BINS], s, 'right')`` for every value: few distinct values (on the edges),
+    spans so narrow that edges repeat, float32's and float64's whole range, one value, a constant."""
+    rng = np.random.default_rng(7)
+    f32 = np.finfo(np.float32)
+    cases = [rng.normal(size=4096).astype(np.float32),
+             rng.integers(0, 3, size=999).astype(np.float32),
+             (1 + rng.normal(size=500) * 1e-6).astype(np.float32),
+             np.array([f32.max, -f32.max, 0, 1], np.float32),
+             rng.normal(size=300) * 1e300,
+             np.array([np.finfo(np.float64).max, -np.finfo(np.float64).max, 0.0]),
+             np.array([2.5], np.float32),
+             np.full(40, -3.0, np.float32)]
+    for s in cases:
+        e = stats.host._host_edges(np.asarray([s.min()], s.dtype), np.asarray([s.max()], s.dtype))[0]
+        np.testing.assert_array_equal(stats.host._bins(s, e), np.searchsorted(e[1:stats.rows.BINS], s, side="right"))

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from inspector.model import Stats
-from inspector.stats.rows import BINS, TRUST, Layout, SAMPLE, _positions, flushes_subnormals, layout
+from inspector.stats.rows import BINS, TRUST, Layout, SAMPLE, flat_positions, flushes_subnormals, layout
 
 
 # -- the host path ---------------------------------------------------------------
@@ -203,7 +203,7 @@ def _host_hist(a: np.ndarray, dtype: Any, st: Stats) -> Stats:
     lay = layout(dtype)
     if not st.count or st.count == st.nonfinite:
         return dataclasses.replace(st, hist=(0,) * BINS, hist_edges=())
-    sample = a.reshape(-1) if a.size <= SAMPLE else a[_positions(a.shape)]
+    sample = a.reshape(-1) if a.size <= SAMPLE else a.reshape(-1)[flat_positions(a.size)]
     v = _host_values(sample, dtype)
     acc = lay.acc.type
     if lay.kind == "int":
@@ -217,8 +217,7 @@ def _host_hist(a: np.ndarray, dtype: Any, st: Stats) -> Stats:
         v = v[np.isfinite(v)]
         s, lo, hi = v.astype(lay.acc), acc(st.min), acc(st.max)
     edges = _host_edges(np.asarray([lo], lay.acc), np.asarray([hi], lay.acc))[0]
-    idx = np.searchsorted(edges[1:BINS], s, side="right")
-    hist = tuple(int(h) for h in np.bincount(idx, minlength=BINS)[:BINS])
+    hist = tuple(int(h) for h in np.bincount(_bins(s, edges), minlength=BINS)[:BINS])
     out = [float(e) for e in edges]
     if lay.kind == "int":
         out = [st.min + e for e in out]
@@ -320,6 +319,26 @@ def _ordered(x: np.ndarray) -> np.ndarray:
     """float32 values as uint64 keys in the same order (``-0`` must already read ``+0``)."""
     b = x.view(np.uint32)
     return np.where(b >> 31, ~b, b | np.uint32(0x80000000)).astype(np.uint64)
+
+
+def _bins(s: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The bin of each of ``s`` (all in ``[edges[0], edges[BINS]]``): ``np.searchsorted(edges[1:BINS], s,
+    side='right')``, twice as quick: each bin guessed from the values' offsets in float64, then moved
+    until ``edges[g] <= s < edges[g + 1]`` holds by the very comparisons the search makes (in ``s``'s type)."""
+    lo, hi = float(edges[0]), float(edges[BINS])
+    if not (hi > lo and math.isfinite(hi - lo)) or not s.size:
+        out: np.ndarray = np.searchsorted(edges[1:BINS], s, side="right")
+        return out
+    g = ((s.astype(np.float64) - lo) * (BINS / (hi - lo))).astype(np.intp)
+    np.clip(g, 0, BINS - 1, out=g)
+    inner = edges.astype(s.dtype, copy=False)
+    while True:  # at most a step or two: the guess is off by float rounding only, or by equal edges
+        down = (g > 0) & (s < inner[g])
+        up = (g < BINS - 1) & (s >= inner[np.minimum(g + 1, BINS)])
+        if not (down.any() or up.any()):
+            return g
+        g += up
+        g -= down
 
 
 def _host_edges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

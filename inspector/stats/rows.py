@@ -120,12 +120,15 @@ def _words(*parts: jax.Array) -> jax.Array:
 def _positions(shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
     """Every position of a small array, or ``SAMPLE`` distinct, evenly spread positions of a
     large one (a golden-ratio sequence: no stride that could line up with an axis)."""
-    size = math.prod(shape)
+    return tuple(i.astype(np.int32) for i in np.unravel_index(flat_positions(math.prod(shape)), shape))
+
+
+@functools.lru_cache(maxsize=256)
+def flat_positions(size: int) -> np.ndarray:
+    """:func:`_positions` of an array of ``size`` elements, as indices into it flattened (C order)."""
     if size <= SAMPLE:
-        flat = np.arange(size)
-    else:
-        flat = np.unique((np.arange(SAMPLE) * 0.6180339887498949 % 1.0 * size).astype(np.int64))
-    return tuple(i.astype(np.int32) for i in np.unravel_index(flat, shape))
+        return np.arange(size)
+    return np.unique((np.arange(SAMPLE) * 0.6180339887498949 % 1.0 * size).astype(np.int64))
 
 
 def _sample(v: jax.Array) -> jax.Array:
