@@ -10,6 +10,11 @@ one was. On the host, numpy reads them as views of one host copy of their buffer
 values); each device array (a leaf's ``handle``, the inspection's ``state``) is put on the device from
 its view the first time it is read. Arrays inside
 other pytree nodes (a ``flax.struct`` dataclass a method returns) are returned as they are.
+
+Like any value of a jitted program, a packed array is what XLA computed for this program: where XLA
+computes a value once for the rest of the model and once more inside another fusion, the two can
+differ in the last bit (a program that returns the array on its own can differ so too); seen once on an
+LSTM after a BatchNorm, where the packed BatchNorm output was one float32 ulp from the unpacked one.
 """
 
 from __future__ import annotations
