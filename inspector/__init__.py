@@ -33,7 +33,7 @@ from inspector.inspection.plan import Keep
 from inspector.history import History
 from inspector.model import (
     BindingCall, CollectionDiff, Comparison, GradNorm, Inspection, Leaf, LeafDelta, LeafDiff, MethodCall, Node,
-    Stats, Timings, UpdateScale, VariableTree,
+    SpansProcessesError, Stats, Timings, UpdateScale, VariableTree,
 )
 from inspector.names import format_key, parse_key
 from inspector.origin import Origin
@@ -68,5 +68,6 @@ __all__ = [
     "zero", "scale", "inspect_nnx", "NnxInspectRun", "format_key", "parse_key",
     "inspect_grad", "GradRun", "UpdateScale", "GradNorm", "watch", "Watch", "History", "last_failure", "Failure",
     "Origin", "AttentionMaps", "AttentionLayer", "HeadSummary", "AttentionNotFoundError", "AttentionNotKeptError",
+    "SpansProcessesError",
 ]
 __version__ = "0.1.0"

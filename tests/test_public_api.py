@@ -30,8 +30,9 @@ def test_entry_points_return_exported_types():
     assert issubclass(fi.NnxInspectRun, fi.InspectRun)
     assert fi.Filter is C.Filter and isinstance(C.calls, fi.Filter)
     for name in ("InspectRun", "Runner", "Filter", "CaptureFilter", "CollectionFilter", "patches",
-                 "inspect_nnx", "NnxInspectRun"):
+                 "inspect_nnx", "NnxInspectRun", "SpansProcessesError"):
         assert name in fi.__all__ and name in dir(fi)
+    assert issubclass(fi.SpansProcessesError, LookupError)  # what leaf.value raises for a part of a global array
 
 
 def test_patch_helpers_live_in_inspector_patches():
