@@ -6,14 +6,18 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test lint venv test-deps browser bench conformance clean
 
-$(VENV)/.installed: pyproject.toml
+# Installs are constrained to binder/requirements.txt's pins: the suite runs what the Binder demo runs, and a
+# release on the package index (a newer jupyterlab) changes neither until the pins do.
+PINS := -c binder/requirements.txt
+
+$(VENV)/.installed: pyproject.toml binder/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e . $(PINS)
 	touch $@
 
-$(VENV)/.test-installed: $(VENV)/.installed pyproject.toml
-	$(PY) -m pip install -q -e '.[test]'
+$(VENV)/.test-installed: $(VENV)/.installed pyproject.toml binder/requirements.txt
+	$(PY) -m pip install -q -e '.[test]' $(PINS)
 	touch $@
 
 venv: $(VENV)/.installed
@@ -39,8 +43,8 @@ test: $(VENV)/.test-installed lint browser
 	INSPECTOR_REQUIRE_BROWSER=1 $(PY) -m pytest tests --nbmake notebooks $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc = 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
-$(VENV)/.conformance-installed: $(VENV)/.installed pyproject.toml
-	$(PY) -m pip install -q -e '.[conformance]'
+$(VENV)/.conformance-installed: $(VENV)/.installed pyproject.toml binder/requirements.txt
+	$(PY) -m pip install -q -e '.[conformance]' $(PINS)
 	touch $@
 
 ## make conformance: flax's own tests/linen and tests/nnx/bridge (from the sdist of the installed flax),
