@@ -17,7 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from inspector.stats.rows import BINS, SAMPLE, _matrix, _positions, _row, _sample, _unsigned, _values, _words, layout
+from inspector.stats.rows import (
+    BINS, SAMPLE, _matrix, _row, _sample, _unsigned, _values, _words, flat_positions, layout,
+)
 
 
 def _hist(sample: jax.Array, ok: jax.Array, lo: jax.Array, hi: jax.Array, acc: Any
@@ -241,8 +243,7 @@ def _group_exact(arrays: Sequence[jax.Array], width: int, block: int = _FAN) -> 
     n = jnp.asarray(sizes, jnp.int32)
     at = (jnp.arange(v.shape[0], dtype=jnp.int32) - jnp.asarray(first, jnp.int32)[seg])[:, None] * block
     valid = at + jnp.arange(block, dtype=jnp.int32)[None, :] < n[seg][:, None]
-    picks = [first[i] * block + np.ravel_multi_index(_positions(a.shape), a.shape) if a.ndim else
-             np.array([first[i] * block]) for i, a in enumerate(arrays)]
+    picks = [first[i] * block + flat_positions(math.prod(np.shape(a))) for i, a in enumerate(arrays)]
     sample = v.reshape(-1)[jnp.asarray(np.concatenate(picks), jnp.int32)]
     ssizes = [p.size for p in picks]
     sseg = _seg(ssizes)

@@ -54,8 +54,8 @@ from inspector.background import BackgroundWorker
 from inspector.model import Stats
 from inspector.stats import exact
 from inspector.stats.exact import _EXPONENTS, _FAN, _distance, _moments, _pow2, bin_edges
-from inspector.stats.rows import (BINS, SAMPLE, Layout, _matrix, _positions, _unsigned, _values, _x64, decode_rows,
-                                  layout, row_groups)
+from inspector.stats.rows import (BINS, SAMPLE, Layout, _matrix, _unsigned, _values, _x64, decode_rows,
+                                  flat_positions, layout, row_groups)
 
 MIN_BUCKET = 64
 """The smallest bucket: smaller arrays are padded to it (and are usually left to numpy anyway)."""
@@ -372,7 +372,7 @@ def prepare(arrays: Sequence[Any], background: bool = False) -> Future[None] | N
 def _picks(size: int) -> np.ndarray:
     """The histogram sample's flat positions in an array of ``size`` (> ``SAMPLE``) elements,
     padded with -1 to ``SAMPLE`` (as :func:`~inspector.stats.rows._positions`: the same positions)."""
-    flat = np.ravel_multi_index(_positions((size,)), (size,))
+    flat = flat_positions(size)
     out = np.full(SAMPLE, -1, np.int32)
     out[:flat.size] = flat
     return out
